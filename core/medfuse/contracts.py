@@ -1,0 +1,313 @@
+"""The plugin contracts: one base class per plugin kind, following scikit-learn conventions.
+
+Rules every plugin follows (checked by :mod:`medfuse.testing`):
+
+* ``__init__`` only stores its keyword parameters (no work, no validation);
+  every parameter has a default, a type hint and, ideally, an entry in ``param_docs``.
+* ``fit`` returns ``self``; learned attributes end in ``_``.
+* Randomness comes from a ``random_state`` parameter (an int seed) and nowhere else.
+* Class attributes declare the plugin: ``name`` (unique), ``kind``, ``version`` (semver),
+  ``extras`` (import names of optional dependencies) and ``conformance_params``
+  (small, fast parameters the conformance kit uses).
+
+Canonical data passed between plugins:
+
+* **image**: ``uint8`` array of shape ``(H, W, 3)``, RGB. Grey images are replicated to three
+  channels; transforms that change colour space (HSV, Lab) still return ``uint8 (H, W, 3)``.
+* **mask**: ``uint8`` array of shape ``(H, W)``: 0 background, 1 cell (cytoplasm), 2 nucleus.
+  Nucleus pixels belong to the cell, so ``mask > 0`` is the whole cell. ``None`` means no mask.
+* **feature block**: ``float32`` array ``(n_samples, n_features)`` with column names
+  ``<block>.<feature>`` from ``get_feature_names_out()``, identical across calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from .errors import InvalidInputError
+
+KINDS = ("transform", "extractor", "selector", "mask", "classifier", "loader")
+
+_MISSING = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One constructor parameter of a plugin: its default, type and documentation."""
+
+    name: str
+    default: Any
+    type: str
+    doc: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "default": self.default, "type": self.type, "doc": self.doc}
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is _MISSING:
+        return "any"
+    if isinstance(annotation, str):
+        return annotation
+    return getattr(annotation, "__name__", str(annotation))
+
+
+class Plugin(BaseEstimator):
+    """Base of every medfuse plugin; a scikit-learn estimator with declared metadata."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    version: ClassVar[str] = "0.1.0"
+    extras: ClassVar[tuple[str, ...]] = ()
+    param_docs: ClassVar[dict[str, str]] = {}
+    conformance_params: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def param_schema(cls) -> dict[str, ParamSpec]:
+        """Parameters read from ``__init__``'s signature, with defaults, types and docs."""
+        sig = inspect.signature(cls.__init__)
+        specs: dict[str, ParamSpec] = {}
+        for p in list(sig.parameters.values())[1:]:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            default = None if p.default is _MISSING else p.default
+            specs[p.name] = ParamSpec(
+                p.name, default, _type_name(p.annotation), cls.param_docs.get(p.name, "")
+            )
+        return specs
+
+    @classmethod
+    def describe(cls) -> str:
+        """First paragraph of the class docstring."""
+        doc = inspect.getdoc(cls) or ""
+        return doc.split("\n\n")[0].replace("\n", " ")
+
+    def cache_key(self) -> str:
+        """Hash of name, version and parameters: changes whenever output could change."""
+        payload = json.dumps(
+            {"name": self.name, "version": self.version, "params": self.get_params(deep=False)},
+            sort_keys=True,
+            default=repr,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    # Persistence: default is pickling by joblib; plugins holding Keras/XGBoost models override
+    # ``save_artifacts``/``load_artifacts`` to write native formats (``.keras``, XGBoost JSON).
+    def save_artifacts(self, directory: Path) -> list[Path]:
+        """Write non-picklable learned state into ``directory``; return the files written."""
+        return []
+
+    def load_artifacts(self, directory: Path) -> None:
+        """Restore the state written by :meth:`save_artifacts`."""
+
+
+def check_image(image: Any, where: str = "image") -> np.ndarray:
+    """Validate a canonical image and return it; raise :class:`InvalidInputError` otherwise."""
+    if not isinstance(image, np.ndarray):
+        raise InvalidInputError(f"{where}: expected a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidInputError(f"{where}: expected shape (H, W, 3), got {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InvalidInputError(f"{where}: empty image of shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise InvalidInputError(f"{where}: expected dtype uint8, got {image.dtype}")
+    return image
+
+
+def check_mask(mask: Any, image: np.ndarray | None = None, where: str = "mask") -> np.ndarray | None:
+    """Validate a canonical mask (or ``None``) against its image."""
+    if mask is None:
+        return None
+    if not isinstance(mask, np.ndarray) or mask.ndim != 2:
+        shape = getattr(mask, "shape", None)
+        raise InvalidInputError(f"{where}: expected a 2-D array (H, W), got {shape}")
+    if image is not None and mask.shape != image.shape[:2]:
+        raise InvalidInputError(f"{where}: shape {mask.shape} does not match image {image.shape[:2]}")
+    if mask.dtype != np.uint8:
+        mask = mask.astype(np.uint8)
+    return mask
+
+
+class Transform(Plugin):
+    """Image preprocessing: ``(image, mask) -> (image, mask)``; stateless."""
+
+    kind: ClassVar[str] = "transform"
+
+    def apply(self, image: np.ndarray, mask: np.ndarray | None = None):
+        """Validate inputs and return the transformed ``(image, mask)``."""
+        image = check_image(image)
+        mask = check_mask(mask, image)
+        out_image, out_mask = self._apply(image, mask)
+        return check_image(out_image, f"{self.name} output"), check_mask(out_mask, out_image)
+
+    def _apply(self, image: np.ndarray, mask: np.ndarray | None):
+        raise NotImplementedError
+
+    def fit(self, X=None, y=None):
+        return self
+
+
+class MaskMaker(Plugin):
+    """Segmentation: ``image -> mask`` (0 background, 1 cell, 2 nucleus).
+
+    Classical segmenters are stateless (``trainable = False``); trainable ones (U-Net) learn
+    from ``fit(images, masks)`` on the training fold only.
+    """
+
+    kind: ClassVar[str] = "mask"
+    trainable: ClassVar[bool] = False
+
+    def fit(self, images: Sequence[np.ndarray] | None = None, masks: Sequence[np.ndarray] | None = None):
+        return self
+
+    def predict_mask(self, image: np.ndarray) -> np.ndarray:
+        """Validate the image and return its mask, shape ``(H, W)``, uint8."""
+        image = check_image(image)
+        mask = self._predict_mask(image)
+        return check_mask(mask, image, f"{self.name} output")
+
+    def predict_masks(self, images: Iterable[np.ndarray]) -> list[np.ndarray]:
+        """Masks for many images; trainable segmenters override this to batch."""
+        return [self.predict_mask(im) for im in images]
+
+    def _predict_mask(self, image: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Extractor(Plugin):
+    """Image -> one named feature block, in two steps.
+
+    1. ``prepare(image, mask)``: per-image and stateless (so it is cached on disk and run in
+       parallel). Classical extractors return their feature vector here; trainable ones (CNN)
+       return a compact input, e.g. the image resized to 64x64.
+    2. ``fit(P, y)`` / ``transform(P)`` on the stacked prepared arrays ``P``: identity for
+       stateless extractors; training and embedding for trainable ones (inside the fold).
+    """
+
+    kind: ClassVar[str] = "extractor"
+    block: ClassVar[str] = ""
+    trainable: ClassVar[bool] = False
+
+    def prepare(self, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Validate inputs and return this image's prepared array."""
+        image = check_image(image)
+        mask = check_mask(mask, image)
+        return self._prepare(image, mask)
+
+    def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def feature_names(self) -> list[str]:
+        """Bare feature names (without the block prefix), in column order."""
+        raise NotImplementedError
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        return np.asarray([f"{self.block}.{f}" for f in self.feature_names()], dtype=object)
+
+    def fit(self, P: np.ndarray, y: np.ndarray | None = None):
+        return self
+
+    def transform(self, P: np.ndarray) -> np.ndarray:
+        P = np.asarray(P, dtype=np.float32)
+        if P.ndim != 2:
+            raise InvalidInputError(f"{self.name}: expected stacked vectors (n, f), got {P.shape}")
+        return P
+
+    def fit_transform(self, P, y=None, **fit_params):
+        return self.fit(P, y).transform(P)
+
+    def extract(self, items: Iterable[tuple[np.ndarray, np.ndarray | None]]) -> pd.DataFrame:
+        """Convenience: prepare and transform ``(image, mask)`` pairs into a named DataFrame."""
+        P = np.stack([self.prepare(im, m) for im, m in items])
+        return pd.DataFrame(self.transform(P), columns=self.get_feature_names_out())
+
+
+class Selector(Plugin):
+    """Tabular block: impute and select columns of a lab table; fitted on the training fold.
+
+    ``fit(X: DataFrame, y)`` sets ``selected_`` (column names) and ``scores_`` (a Series over
+    all candidate columns); ``transform(X)`` returns ``float32 (n, len(selected_))``.
+    """
+
+    kind: ClassVar[str] = "selector"
+    block: ClassVar[str] = "table"
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        return np.asarray([f"{self.block}.{c}" for c in self.selected_], dtype=object)
+
+
+class Classifier(ClassifierMixin, Plugin):
+    """Classifier over a feature matrix (``input = "features"``) or over images.
+
+    Image classifiers (``input = "images"``) also implement ``prepare(image, mask)`` like an
+    extractor and are fitted on the stacked prepared arrays. All expose ``predict_proba`` with
+    columns in the order of ``classes_``.
+    """
+
+    kind: ClassVar[str] = "classifier"
+    input: ClassVar[str] = "features"
+
+    def predict(self, X):
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def prepare(self, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        image = check_image(image)
+        mask = check_mask(mask, image)
+        return self._prepare(image, mask)
+
+    def _prepare(self, image, mask):
+        raise NotImplementedError(f"{self.name} takes feature matrices, not images")
+
+
+@dataclass
+class SampleTable:
+    """What a loader returns.
+
+    ``samples`` has one row per sample and the columns ``id``, ``path`` (image file or ``None``
+    for table-only data), ``mask_path`` (or ``None``), ``label``, ``group`` (patient/smear, or
+    the id when the data has no grouping) and ``sha1`` (content hash of the image file, or of
+    the table row). ``table`` holds tabular columns aligned on the same index, or ``None``.
+    ``report`` is the :class:`medfuse.datareport.DataReport` of problems found while loading.
+    """
+
+    samples: pd.DataFrame
+    table: pd.DataFrame | None = None
+    report: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.samples["label"].to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+class Loader(Plugin):
+    """Dataset format: ``load(root) -> SampleTable``; paths in params are relative to ``root``."""
+
+    kind: ClassVar[str] = "loader"
+
+    def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
+        raise NotImplementedError
+
+
+BASES: dict[str, type[Plugin]] = {
+    "transform": Transform,
+    "extractor": Extractor,
+    "selector": Selector,
+    "mask": MaskMaker,
+    "classifier": Classifier,
+    "loader": Loader,
+}

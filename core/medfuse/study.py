@@ -1,0 +1,365 @@
+"""Studies: a TOML table naming the dataset, the feature blocks, the pipelines and the evaluation.
+
+The schema below is the single source of truth: validation, ``docs/studies.md`` and the
+``medfuse validate`` errors all come from :data:`SCHEMA`. A study file holds one or more
+``[studies.NAME]`` tables (``registry.toml`` holds the built-in ones)::
+
+    [studies.pbc-cells]
+    description = "Peripheral blood cells, 8 classes"
+    dataset = { loader = "folder", params = { path = "pbc" } }
+    evaluation = { folds = 5, seed = 0 }
+    blocks.morphology = { plugin = "morphology" }
+    blocks.cnn = { plugin = "cnn_embedding", params = { size = 64 } }
+    pipelines.classical = { mask = { plugin = "otsu_cell" }, blocks = ["morphology"], classifier = { plugin = "xgboost" } }
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import StudyError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Field:
+    """One key of a study table: expected type, default, whether required, and its meaning."""
+
+    type: str
+    default: Any = None
+    required: bool = False
+    doc: str = ""
+    choices: tuple[str, ...] = ()
+
+
+PLUGIN_REF = {
+    "plugin": Field("str", required=True, doc="Plugin name, as listed by `medfuse plugins`."),
+    "params": Field("table", {}, doc="Constructor parameters of the plugin; unknown keys are refused."),
+}
+
+SCHEMA: dict[str, dict[str, Field]] = {
+    "study": {
+        "description": Field("str", "", doc="One line shown in reports."),
+        "dataset": Field("table:dataset", required=True, doc="Where the samples come from."),
+        "blocks": Field("tables:block", {}, doc="Named feature blocks, referenced by pipelines."),
+        "pipelines": Field("tables:pipeline", required=True, doc="Named pipelines compared on the same folds."),
+        "evaluation": Field("table:evaluation", {}, doc="Cross-validation and metrics."),
+        "reported": Field("table", {}, doc="Published figures of the original study, e.g. "
+                          "`{ accuracy = 0.95, source = \"...\" }`, shown beside ours."),
+    },
+    "dataset": {
+        "loader": Field("str", required=True, doc="Loader plugin: `folder`, `manifest`, `pairs`, `table`, ..."),
+        "params": Field("table", {}, doc="Loader parameters; paths are relative to the data root "
+                        "(`--data` or `MEDFUSE_DATA`)."),
+    },
+    "block": {
+        "plugin": Field("str", required=True, doc="Extractor or selector plugin producing this block."),
+        "params": Field("table", {}, doc="Its parameters."),
+        "impute": Field("str", "median", doc="Missing values in the block.", choices=("median", "mean", "none")),
+        "scale": Field("str", "standard", doc="Scaling.", choices=("standard", "robust", "minmax", "none")),
+        "pca": Field("number", None, doc="PCA per block: a float in (0, 1) keeps that explained "
+                     "variance, an int keeps that many components; absent: no PCA."),
+    },
+    "pipeline": {
+        "transforms": Field("list:plugin", [], doc="Image transforms applied in order before masks and blocks."),
+        "mask": Field("mask", None, doc="`\"dataset\"` for the dataset's mask files, a plugin table "
+                      "(`{ plugin = \"otsu_cell\" }`), or absent for no mask."),
+        "blocks": Field("list:str", [], doc="Names of blocks (from `blocks`) fed to the classifier."),
+        "fusion": Field("str", "early", doc="`early`: concatenate prepared blocks; `intermediate`: Keras "
+                        "MLP with one branch per block; `late`: one classifier per block, combined.",
+                        choices=("early", "intermediate", "late")),
+        "combine": Field("str", "soft", doc="Late fusion / ensembles: soft voting or stacking.",
+                         choices=("soft", "stack")),
+        "classifier": Field("plugin", None, doc="Classifier plugin table; required unless `members` is set."),
+        "members": Field("list:str", [], doc="Ensemble of other pipelines of this study, averaged "
+                         "(`combine = \"soft\"`) or stacked."),
+        "augment": Field("bool", False, doc="Balance classes in the training fold by augmentation "
+                         "(flips / 90-degree rotations) for image classifiers and trainable blocks."),
+    },
+    "evaluation": {
+        "folds": Field("int", 5, doc="Stratified k-fold CV (grouped when the data has groups)."),
+        "seed": Field("int", 0, doc="One seed fixes folds, models and bootstrap."),
+        "holdout": Field("number", 0.0, doc="Fraction kept as a fixed held-out split (0 = none)."),
+        "metrics": Field("list:str", ["accuracy", "balanced_accuracy", "f1_macro", "f1_weighted",
+                                      "roc_auc_ovr"], doc="Metrics in the leaderboard."),
+        "bootstrap": Field("int", 1000, doc="Bootstrap resamples for 95% intervals."),
+        "max_per_class": Field("int", 0, doc="Cap samples per class (0 = all), for quick runs."),
+        "dedupe": Field("bool", True, doc="Drop exact duplicate samples (same content hash) before splitting."),
+        "jobs": Field("int", 1, doc="Parallel jobs for per-image work."),
+    },
+}
+
+
+@dataclass
+class PluginRef:
+    plugin: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BlockSpec:
+    name: str
+    plugin: str
+    params: dict[str, Any] = field(default_factory=dict)
+    impute: str = "median"
+    scale: str = "standard"
+    pca: float | int | None = None
+
+
+@dataclass
+class PipelineSpec:
+    name: str
+    transforms: list[PluginRef] = field(default_factory=list)
+    mask: PluginRef | str | None = None
+    blocks: list[str] = field(default_factory=list)
+    fusion: str = "early"
+    combine: str = "soft"
+    classifier: PluginRef | None = None
+    members: list[str] = field(default_factory=list)
+    augment: bool = False
+
+
+@dataclass
+class EvaluationSpec:
+    folds: int = 5
+    seed: int = 0
+    holdout: float = 0.0
+    metrics: list[str] = field(default_factory=lambda: list(SCHEMA["evaluation"]["metrics"].default))
+    bootstrap: int = 1000
+    max_per_class: int = 0
+    dedupe: bool = True
+    jobs: int = 1
+
+
+@dataclass
+class DatasetSpec:
+    loader: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Study:
+    name: str
+    source: str
+    dataset: DatasetSpec
+    pipelines: dict[str, PipelineSpec]
+    blocks: dict[str, BlockSpec] = field(default_factory=dict)
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    description: str = ""
+    reported: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- parsing & validation ---------------------------------------------------------------------
+
+_TYPE_WORDS = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
+               "table": "a table", "list:str": "a list of strings", "list:plugin": "a list of plugin tables",
+               "plugin": "a plugin table like { plugin = \"name\", params = { ... } }",
+               "mask": "\"dataset\" or a plugin table"}
+
+
+def _expect(ok: bool, source: str, key: str, f: Field, value: Any) -> None:
+    if not ok:
+        want = _TYPE_WORDS.get(f.type, f.type.split(":")[0])
+        raise StudyError(source, key, f"expected {want}, got {value!r}")
+
+
+def _check_table(section: str, data: Any, source: str, key: str) -> dict[str, Any]:
+    """Check keys of one table against ``SCHEMA[section]``; return it with defaults filled in."""
+    if not isinstance(data, dict):
+        raise StudyError(source, key, f"expected a table, got {data!r}")
+    spec = SCHEMA[section]
+    for k in data:
+        if k not in spec:
+            raise StudyError(source, f"{key}.{k}", f"unknown key{did_you_mean(k, spec)}; "
+                             f"accepted: {', '.join(spec)}")
+    out: dict[str, Any] = {}
+    for k, f in spec.items():
+        where = f"{key}.{k}"
+        if k not in data:
+            if f.required:
+                raise StudyError(source, where, f"missing required key ({f.doc})")
+            out[k] = f.default
+            continue
+        v = data[k]
+        t = f.type
+        if t == "str":
+            _expect(isinstance(v, str), source, where, f, v)
+            if f.choices and v not in f.choices:
+                raise StudyError(source, where, f"{v!r} is not one of {', '.join(f.choices)}"
+                                 f"{did_you_mean(v, f.choices)}")
+        elif t == "int":
+            _expect(isinstance(v, int) and not isinstance(v, bool), source, where, f, v)
+        elif t == "number":
+            _expect(v is None or (isinstance(v, int | float) and not isinstance(v, bool)), source, where, f, v)
+        elif t == "bool":
+            _expect(isinstance(v, bool), source, where, f, v)
+        elif t in ("table",) or t.startswith("table:") or t.startswith("tables:"):
+            _expect(isinstance(v, dict), source, where, f, v)
+        elif t == "list:str":
+            _expect(isinstance(v, list) and all(isinstance(x, str) for x in v), source, where, f, v)
+        elif t == "list:plugin":
+            _expect(isinstance(v, list), source, where, f, v)
+        out[k] = v
+    return out
+
+
+def _plugin_ref(data: Any, source: str, key: str) -> PluginRef:
+    if isinstance(data, str):
+        return PluginRef(data)
+    table = _check_table_plugin(data, source, key)
+    return PluginRef(table["plugin"], dict(table["params"]))
+
+
+def _check_table_plugin(data: Any, source: str, key: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise StudyError(source, key, f"expected {_TYPE_WORDS['plugin']}, got {data!r}")
+    for k in data:
+        if k not in PLUGIN_REF:
+            raise StudyError(source, f"{key}.{k}", f"unknown key{did_you_mean(k, PLUGIN_REF)}; "
+                             "accepted: plugin, params")
+    if not isinstance(data.get("plugin"), str):
+        raise StudyError(source, f"{key}.plugin", "missing plugin name (a string)")
+    params = data.get("params", {})
+    if not isinstance(params, dict):
+        raise StudyError(source, f"{key}.params", f"expected a table, got {params!r}")
+    return {"plugin": data["plugin"], "params": params}
+
+
+def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
+    """Turn one ``[studies.NAME]`` table into a :class:`Study`; structural checks only."""
+    key = f"studies.{name}"
+    top = _check_table("study", data, source, key)
+    ds = _check_table("dataset", top["dataset"], source, f"{key}.dataset")
+    ev = _check_table("evaluation", top["evaluation"], source, f"{key}.evaluation")
+    blocks = {}
+    for bname, b in top["blocks"].items():
+        t = _check_table("block", b, source, f"{key}.blocks.{bname}")
+        pca = t["pca"]
+        if pca is not None and not ((isinstance(pca, float) and 0 < pca < 1) or (isinstance(pca, int) and pca > 0)):
+            raise StudyError(source, f"{key}.blocks.{bname}.pca",
+                             f"expected a variance fraction in (0, 1) or a component count > 0, got {pca!r}")
+        blocks[bname] = BlockSpec(bname, t["plugin"], dict(t["params"]), t["impute"], t["scale"], pca)
+    pipelines = {}
+    if not top["pipelines"]:
+        raise StudyError(source, f"{key}.pipelines", "a study needs at least one pipeline")
+    for pname, p in top["pipelines"].items():
+        pk = f"{key}.pipelines.{pname}"
+        t = _check_table("pipeline", p, source, pk)
+        for i, b in enumerate(t["blocks"]):
+            if b not in blocks:
+                raise StudyError(source, f"{pk}.blocks[{i}]",
+                                 f"unknown block {b!r}{did_you_mean(b, blocks)}; defined: {', '.join(blocks)}")
+        transforms = [_plugin_ref(x, source, f"{pk}.transforms[{i}]") for i, x in enumerate(t["transforms"])]
+        mask = t["mask"]
+        if mask is not None and mask != "dataset":
+            mask = _plugin_ref(mask, source, f"{pk}.mask")
+        classifier = _plugin_ref(t["classifier"], source, f"{pk}.classifier") if t["classifier"] else None
+        if classifier is None and not t["members"]:
+            raise StudyError(source, f"{pk}.classifier", "missing: give a classifier or ensemble members")
+        pipelines[pname] = PipelineSpec(pname, transforms, mask, list(t["blocks"]), t["fusion"], t["combine"],
+                                        classifier, list(t["members"]), t["augment"])
+    for pname, p in pipelines.items():
+        for i, m in enumerate(p.members):
+            if m not in pipelines or m == pname:
+                raise StudyError(source, f"{key}.pipelines.{pname}.members[{i}]",
+                                 f"unknown pipeline {m!r}{did_you_mean(m, pipelines)}")
+    evaluation = EvaluationSpec(**ev)
+    if evaluation.folds < 2:
+        raise StudyError(source, f"{key}.evaluation.folds", f"expected at least 2, got {evaluation.folds}")
+    return Study(name, source, DatasetSpec(ds["loader"], dict(ds["params"])), pipelines, blocks,
+                 evaluation, top["description"], dict(top["reported"]))
+
+
+def check_plugins(study: Study, host: Any) -> None:
+    """Check every plugin name and parameter of ``study`` against the loaded plugins."""
+    from .errors import PluginError
+    from .host import check_params
+
+    key = f"studies.{study.name}"
+
+    def check(ref: PluginRef, kinds: tuple[str, ...], where: str) -> None:
+        record = host.records.get(ref.plugin)
+        if record is None or record.kind not in kinds:
+            choices = [n for k in kinds for n in host.names(k)]
+            raise StudyError(study.source, f"{where}.plugin",
+                             f"unknown {' or '.join(kinds)} plugin {ref.plugin!r}{did_you_mean(ref.plugin, choices)}")
+        if record.cls is None:
+            raise StudyError(study.source, f"{where}.plugin", f"plugin {ref.plugin!r} failed: {record.error}")
+        try:
+            check_params(record.cls, ref.params, where=f"plugin {ref.plugin!r}")
+        except PluginError as exc:
+            raise StudyError(study.source, f"{where}.params", str(exc)) from None
+
+    check(PluginRef(study.dataset.loader, study.dataset.params), ("loader",), f"{key}.dataset")
+    for b in study.blocks.values():
+        check(PluginRef(b.plugin, b.params), ("extractor", "selector"), f"{key}.blocks.{b.name}")
+    for p in study.pipelines.values():
+        pk = f"{key}.pipelines.{p.name}"
+        for i, t in enumerate(p.transforms):
+            check(t, ("transform",), f"{pk}.transforms[{i}]")
+        if isinstance(p.mask, PluginRef):
+            check(p.mask, ("mask",), f"{pk}.mask")
+        if p.classifier is not None:
+            check(p.classifier, ("classifier",), f"{pk}.classifier")
+
+
+def load_studies(path: str | Path) -> dict[str, Study]:
+    """Parse every ``[studies.*]`` table of a TOML file."""
+    path = Path(path)
+    source = str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise StudyError(source, "<file>", "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyError(source, "<toml>", f"not valid TOML: {exc}") from None
+    studies = data.get("studies")
+    if not isinstance(studies, dict) or not studies:
+        raise StudyError(source, "studies", "expected one or more [studies.NAME] tables")
+    return {name: parse_study(name, table, source) for name, table in studies.items()}
+
+
+def registry_path() -> Path:
+    """The repository's ``registry.toml`` (next to ``core/``) or the packaged copy."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "registry.toml", here.parent / "registry.toml"):
+        if candidate.exists():
+            return candidate
+    raise StudyError("registry.toml", "<file>", "built-in registry not found")
+
+
+def builtin_studies() -> dict[str, Study]:
+    """Studies of ``registry.toml`` plus those declared by plugins (``medfuse_studies`` hook)."""
+    studies = load_studies(registry_path())
+    from .host import get_host
+
+    for origin, table in get_host().studies:
+        table = dict(table)
+        name = table.pop("name", None)
+        if not name:
+            raise StudyError(origin, "medfuse_studies", "a study table needs a 'name' key")
+        studies[name] = parse_study(name, table, origin)
+    return studies
+
+
+def resolve_study(name_or_path: str) -> Study:
+    """A study by registry name, or ``FILE.toml`` (its only study) or ``FILE.toml:NAME``."""
+    if name_or_path.endswith(".toml") or ".toml:" in name_or_path:
+        path, _, name = name_or_path.partition(".toml")
+        studies = load_studies(path + ".toml")
+        name = name.lstrip(":")
+        if not name:
+            if len(studies) != 1:
+                raise StudyError(path + ".toml", "studies", f"holds {len(studies)} studies; "
+                                 f"say which with FILE.toml:NAME ({', '.join(studies)})")
+            return next(iter(studies.values()))
+        if name not in studies:
+            raise StudyError(path + ".toml", f"studies.{name}", f"no such study{did_you_mean(name, studies)}")
+        return studies[name]
+    studies = builtin_studies()
+    if name_or_path not in studies:
+        raise StudyError("registry.toml", f"studies.{name_or_path}",
+                         f"no such study{did_you_mean(name_or_path, studies)}; known: {', '.join(studies)}")
+    return studies[name_or_path]

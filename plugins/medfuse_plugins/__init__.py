@@ -1,0 +1,1 @@
+"""Built-in medfuse plugins, registered through the `medfuse` entry-point group."""
