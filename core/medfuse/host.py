@@ -77,10 +77,10 @@ class PluginHost:
         dist = self._dist(ep)
         origin = f"{dist}:{ep.name}"
         allowed = os.environ.get(ALLOW_ENV)
-        if dist != BUILTIN_DIST and allowed is not None:
-            if ep.name not in {a.strip() for a in allowed.split(",") if a.strip()}:
-                self.skipped.append(origin)
-                return
+        if dist != BUILTIN_DIST and allowed is not None and ep.name not in {
+                a.strip() for a in allowed.split(",") if a.strip()}:
+            self.skipped.append(origin)
+            return
         try:
             module = ep.load()
         except Exception as exc:  # noqa: BLE001 - any import error is reported, not raised
@@ -90,6 +90,15 @@ class PluginHost:
             self.pm.register(module, name=origin)
         except Exception as exc:  # noqa: BLE001 - pluggy validation errors and clashes
             self._fail(ep.name, origin, f"registration failed: {exc}")
+            return
+        # pluggy accepts hooks it has no spec for; a misspelt hook must not be ignored silently.
+        implemented = [name for name in dir(module) if self.pm.parse_hookimpl_opts(module, name) is not None]
+        unknown = [name for name in implemented if not hasattr(hookspecs, name)]
+        if unknown or not implemented:
+            self.pm.unregister(name=origin)
+            why = (f"unknown hook(s) {', '.join(unknown)}; known: medfuse_plugins, medfuse_studies" if unknown
+                   else "no @medfuse.hookimpl functions found (forgot the decorator?)")
+            self._fail(ep.name, origin, f"registration failed: {why}")
             return
         for impl in self.pm.hook.medfuse_plugins.get_hookimpls():
             if impl.plugin_name == origin:
@@ -181,9 +190,7 @@ def _type_ok(value: Any, annotation: str) -> bool:
                 continue
             if isinstance(value, _SIMPLE[base]):
                 return True
-        elif base in ("list", "tuple") and isinstance(value, list | tuple):
-            return True
-        elif base == "dict" and isinstance(value, dict):
+        elif base in ("list", "tuple") and isinstance(value, list | tuple) or base == "dict" and isinstance(value, dict):
             return True
     return False
 

@@ -1,0 +1,76 @@
+"""`medfuse plugins`: list discovered plugins, or show one in full."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+
+@click.group("plugins", invoke_without_command=True)
+@click.option("--strict", is_flag=True, help="Fail (exit 1) when any plugin module fails to load.")
+@click.option("--kind", type=click.Choice(["transform", "extractor", "selector", "mask", "classifier", "loader"]),
+              help="Only list plugins of this kind.")
+@click.pass_context
+def plugins(ctx: click.Context, strict: bool, kind: str | None) -> None:
+    """List every plugin with kind, version, origin package and status.
+
+    Plugins come from the `medfuse` entry-point group; built-in ones use the same group as third-party
+    packages. A module that fails to load is listed as failed with its error and the rest still load.
+    Set MEDFUSE_PLUGINS=name1,name2 to allow only those third-party entry points.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..errors import PluginError
+    from ..host import PluginHost
+
+    try:
+        host = PluginHost(strict=strict)
+    except PluginError as exc:
+        raise click.ClickException(str(exc)) from None
+    console = Console()
+    table = Table(title="medfuse plugins", show_lines=False)
+    for col in ("name", "kind", "version", "origin", "status"):
+        table.add_column(col)
+    for name in host.names(kind):
+        r = host.records[name]
+        status = "[green]ok[/]" if r.ok else f"[yellow]{r.status}[/]: {r.error}"
+        table.add_row(r.name, r.kind, r.version, r.origin, status)
+    for f in host.failures:
+        table.add_row(f.name, f.kind, f.version, f.origin, f"[red]failed[/]: {f.error.splitlines()[0]}")
+    console.print(table)
+    if host.skipped:
+        console.print(f"skipped by MEDFUSE_PLUGINS: {', '.join(host.skipped)}")
+    if host.failures:
+        console.print(f"[red]{len(host.failures)} plugin(s) failed to load[/]; the others are usable.")
+
+
+@plugins.command("show")
+@click.argument("name")
+def show(name: str) -> None:
+    """Print a plugin's description, parameters (type, default, doc) and origin."""
+    import inspect
+
+    from ..errors import UnknownPluginError
+    from ..host import get_host
+
+    host = get_host()
+    try:
+        cls = host.get(name)
+    except UnknownPluginError as exc:
+        raise click.ClickException(str(exc)) from None
+    record = host.records[name]
+    console = Console()
+    console.print(f"[bold]{cls.name}[/] ({cls.kind}, version {cls.version}) from {record.origin}")
+    if getattr(cls, "block", ""):
+        console.print(f"feature block: {cls.block}.<feature>")
+    if cls.extras:
+        console.print(f"optional dependencies: {', '.join(cls.extras)}")
+    console.print()
+    console.print(inspect.getdoc(cls) or "(no documentation)")
+    table = Table(title="parameters")
+    for col in ("name", "type", "default", "doc"):
+        table.add_column(col)
+    for spec in cls.param_schema().values():
+        table.add_row(spec.name, spec.type, repr(spec.default), spec.doc)
+    console.print(table)

@@ -1,0 +1,30 @@
+"""Shared fixtures. Real datasets are read in place from $MEDFUSE_DATA or ../shared/datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dataset_root() -> Path | None:
+    """The folder laid out like ../shared/datasets, or None when it is not on this machine."""
+    env = os.environ.get("MEDFUSE_DATA")
+    for candidate in ([Path(env)] if env else []) + [REPO.parent / "shared" / "datasets"]:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = dataset_root()
+    if root is None:
+        pytest.skip("real datasets not found: set MEDFUSE_DATA or place them at ../shared/datasets")
+    return root
