@@ -1,0 +1,599 @@
+"""Deep image plugins on Keras 3 (TensorFlow backend, CPU-first).
+
+* ``cnn_embedding`` (extractor, block ``cnn``): a compact CNN trained on the training fold; its
+  penultimate layer is the feature block ``cnn.0 ... cnn.{d-1}``.
+* ``backbone`` (extractor, block ``backbone``): a ``keras.applications`` network, frozen (pooled
+  features) or fine-tuned, with weights ``None``, ``"imagenet"`` or a local weights file.
+* ``cnn_classifier`` (classifier, ``input = "images"``): the same compact CNN, softmax head.
+
+All three take prepared inputs: ``prepare(image, mask)`` resizes to ``size x size`` with
+anti-aliasing (optionally zeroing the background) and returns ``uint8 (size, size, 3)``;
+``fit``/``transform``/``predict_proba`` take the stacked array ``P`` of shape ``(n, size, size, 3)``.
+TensorFlow is imported only when a model is built or loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from medfuse import hookimpl
+from medfuse.contracts import Classifier, Extractor
+from medfuse.errors import InvalidInputError, MedfuseError
+from PIL import Image
+
+# ---- preparation ------------------------------------------------------------------------------
+
+
+def resize_square(image: np.ndarray, mask: np.ndarray | None, size: int, masked: bool = False) -> np.ndarray:
+    """Resize ``image`` (H, W, 3) uint8 to ``(size, size, 3)`` uint8 with anti-aliasing.
+
+    With ``masked=True`` and a mask, background pixels (``mask == 0``) are set to 0 first.
+    Pillow's bilinear filter widens its support when downscaling, so it anti-aliases.
+    """
+    if masked and mask is not None:
+        image = image * (mask > 0)[..., None].astype(np.uint8)
+    if image.shape[:2] == (size, size):
+        return np.ascontiguousarray(image, dtype=np.uint8)
+    out = Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(out, dtype=np.uint8)
+
+
+def _check_prepared(P: Any, size: int, who: str) -> np.ndarray:
+    P = np.asarray(P)
+    if P.ndim != 4 or P.shape[1:] != (size, size, 3):
+        raise InvalidInputError(f"{who}: expected prepared images of shape (n, {size}, {size}, 3) "
+                                f"(from prepare()), got {P.shape}")
+    if len(P) == 0:
+        raise InvalidInputError(f"{who}: no images given")
+    return P
+
+
+# ---- the compact CNN -------------------------------------------------------------------------
+
+
+def build_compact_cnn(size: int, n_classes: int, width: int = 16, depth: int = 4, embedding_dim: int = 128,
+                      dropout: float = 0.3) -> Any:
+    """Compact CNN: ``depth`` blocks of 2x (conv3x3-BN-ReLU) + max-pool, filters ``width * 2**i``;
+    global average pooling, ``Dense(embedding_dim)`` named ``embedding``, softmax head ``probs``.
+
+    Input: float (n, size, size, 3) in 0..255 (rescaled inside). About 300k parameters with the
+    defaults (width 16, depth 4, embedding 128).
+    """
+    from medfuse.keras_utils import keras
+
+    k = keras()
+    L = k.layers
+    inputs = k.Input((size, size, 3), name="image")
+    x = L.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    for i in range(depth):
+        f = width * 2 ** i
+        for j in range(2):
+            x = L.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i}_{j}")(x)
+            x = L.BatchNormalization(name=f"bn{i}_{j}")(x)
+            x = L.ReLU(name=f"relu{i}_{j}")(x)
+        if i < depth - 1 or size // 2 ** depth >= 2:
+            x = L.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dense(embedding_dim, activation="relu", name="embedding")(x)
+    x = L.Dropout(dropout, name="dropout")(x)
+    outputs = L.Dense(n_classes, activation="softmax", name="probs")(x)
+    return k.Model(inputs, outputs, name="compact_cnn")
+
+
+def _augmenter(size: int, zoom: float, brightness: float, seed: int) -> Any:
+    """In-graph training augmentation: flips + 90-degree rotations, zoom, brightness."""
+    from medfuse.keras_utils import keras
+
+    k = keras()
+    L = k.layers
+    layers: list[Any] = [L.RandomFlip("horizontal_and_vertical", seed=seed), _random_rot90(seed + 1)]
+    if zoom > 0:
+        layers.append(L.RandomZoom((-zoom, zoom), fill_mode="reflect", seed=seed + 2))
+    if brightness > 0:
+        layers.append(L.RandomBrightness(brightness, value_range=(0.0, 255.0), seed=seed + 3))
+    return k.Sequential(layers, name="augment")
+
+
+def _random_rot90(seed: int) -> Any:
+    """Layer that transposes each square image with probability 1/2 (with flips: all 8 symmetries)."""
+    from medfuse.keras_utils import keras
+
+    k = keras()
+
+    class RandomTranspose(k.layers.Layer):
+        def __init__(self, seed: int = 0, **kwargs):
+            super().__init__(**kwargs)
+            self.seed = seed
+            self.generator = k.random.SeedGenerator(seed)
+
+        def call(self, x, training=None):
+            if not training:
+                return x
+            n = k.ops.shape(x)[0]
+            flip = k.random.uniform((n, 1, 1, 1), seed=self.generator) < 0.5
+            return k.ops.where(flip, k.ops.transpose(x, (0, 2, 1, 3)), x)
+
+    return RandomTranspose(seed, name="random_transpose")
+
+
+def train_classifier(model: Any, P: np.ndarray, codes: np.ndarray, n_classes: int, *, epochs: int,
+                     batch_size: int, learning_rate: float, patience: int, validation_fraction: float,
+                     augment: bool, zoom: float, brightness: float, class_weight: str | None,
+                     random_state: int, verbose: int = 0) -> dict[str, Any]:
+    """Train ``model`` (softmax output) on uint8 images ``P`` (n, s, s, 3) with integer ``codes``.
+
+    Augmentation runs in the graph of a training wrapper that is not part of ``model``; early
+    stopping watches the loss on a stratified inner validation split and restores the best
+    weights. Returns a history dict (losses, epochs run, seconds per epoch).
+    """
+    from medfuse.keras_utils import balanced_class_weights, inner_split, keras
+
+    k = keras()
+    tr, va = inner_split(codes, validation_fraction, random_state)
+    size = P.shape[1]
+    if augment:
+        inputs = k.Input(P.shape[1:], name="image")
+        wrapper = k.Model(inputs, model(_augmenter(size, zoom, brightness, random_state)(inputs)))
+    else:
+        wrapper = model
+    steps = max(1, -(-len(tr) // batch_size))
+    schedule = k.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, epochs * steps), alpha=0.05)
+    wrapper.compile(optimizer=k.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
+                    metrics=["accuracy"])
+    weights = None
+    if class_weight == "balanced":
+        w = balanced_class_weights(codes[tr], n_classes)
+        weights = {i: float(w[i]) for i in range(n_classes)}
+    elif class_weight is not None:
+        raise InvalidInputError(f"class_weight must be 'balanced' or None, got {class_weight!r}")
+    callbacks: list[Any] = []
+    validation = None
+    if len(va):
+        validation = (P[va].astype(np.float32), codes[va])
+        callbacks.append(k.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                                   restore_best_weights=True))
+    timer = _EpochTimer(k)
+    callbacks.append(timer)
+    hist = wrapper.fit(P[tr].astype(np.float32), codes[tr], batch_size=batch_size, epochs=epochs,
+                       validation_data=validation, class_weight=weights, callbacks=callbacks,
+                       shuffle=True, verbose=verbose)
+    out = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
+    out["epochs_run"] = len(hist.history.get("loss", []))
+    out["seconds_per_epoch"] = timer.seconds
+    out["n_train"], out["n_val"] = int(len(tr)), int(len(va))
+    return out
+
+
+class _EpochTimer:
+    """Keras callback recording wall seconds per epoch (created lazily to keep import cheap)."""
+
+    def __new__(cls, k: Any):
+        class EpochTimer(k.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds: list[float] = []
+                self._t0 = 0.0
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.seconds.append(time.perf_counter() - self._t0)
+
+        return EpochTimer()
+
+
+# ---- shared persistence ----------------------------------------------------------------------
+
+
+class _KerasStateMixin:
+    """Pickle and bundle support for plugins holding Keras models in ``model_``.
+
+    ``__getstate__`` replaces the model by its native ``.keras`` bytes; ``save_artifacts`` writes
+    ``<name>.keras`` into a bundle folder and ``load_artifacts`` reads it back.
+    """
+
+    _model_attrs: ClassVar[tuple[str, ...]] = ("model_",)
+
+    def __getstate__(self) -> dict[str, Any]:
+        from medfuse.keras_utils import model_to_bytes
+
+        state = dict(self.__dict__)
+        for attr in self._model_attrs:
+            if state.get(attr) is not None:
+                state[attr] = model_to_bytes(state[attr])
+        for key in [k for k in state if k.startswith("_cache")]:
+            del state[key]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for attr in self._model_attrs:
+            if isinstance(state.get(attr), bytes):
+                from medfuse.keras_utils import model_from_bytes
+
+                setattr(self, attr, model_from_bytes(state[attr]))
+
+    def save_artifacts(self, directory: Path) -> list[Path]:
+        """Write each Keras model to ``directory/<name>[.<attr>].keras``; the rest stays pickled."""
+        from medfuse.keras_utils import save_model
+
+        written = []
+        for attr in self._model_attrs:
+            model = getattr(self, attr, None)
+            if model is not None:
+                written.append(save_model(model, Path(directory) / self._artifact_name(attr)))
+        return written
+
+    def load_artifacts(self, directory: Path) -> None:
+        """Restore the models written by :meth:`save_artifacts`."""
+        from medfuse.keras_utils import load_model
+
+        for attr in self._model_attrs:
+            path = Path(directory) / self._artifact_name(attr)
+            if path.exists():
+                setattr(self, attr, load_model(path))
+                self._cache = {}
+
+    def _artifact_name(self, attr: str) -> str:
+        suffix = "" if attr == "model_" else "." + attr.rstrip("_")
+        return f"{self.name}{suffix}.keras"
+
+    def _check_fitted(self) -> None:
+        if getattr(self, "model_", None) is None:
+            if any(k in self.__dict__ for k in ("classes_", "history_")):
+                raise MedfuseError(f"{self.name}: the Keras model was not restored; a bundle stores it "
+                                   f"beside the pickle as '{self.name}.keras' (call load_artifacts(dir))")
+            raise MedfuseError(f"{self.name}: not fitted; call fit() first")
+
+
+_CNN_DOCS = {
+    "size": "side in pixels of the square network input (images are resized with anti-aliasing)",
+    "width": "filters of the first conv block; doubled in each following block",
+    "depth": "number of conv blocks (2 convs + max-pool each)",
+    "embedding_dim": "size of the penultimate dense layer (the embedding)",
+    "dropout": "dropout rate before the softmax head",
+    "epochs": "maximum training epochs (early stopping may end sooner)",
+    "batch_size": "training batch size",
+    "learning_rate": "initial Adam learning rate (cosine decay to 5% of it)",
+    "patience": "epochs without a lower validation loss before early stopping",
+    "validation_fraction": "share of each class held out as the inner validation split (0: no early stopping)",
+    "augment": "random flips, 90-degree rotations, zoom and brightness during training",
+    "zoom": "maximum relative zoom in/out of the augmentation",
+    "brightness": "maximum relative brightness change of the augmentation",
+    "masked": "zero the background (mask == 0) before resizing, when a mask is given",
+    "class_weight": "'balanced' weights classes by inverse frequency; None: unweighted",
+    "deterministic": "enable TensorFlow op determinism (process-wide) so that a seed reproduces the model",
+    "random_state": "seed of weights, augmentation, shuffling and the inner split",
+    "verbose": "Keras training verbosity (0 silent)",
+    "batch_size_predict": "batch size at inference",
+}
+
+_CNN_FAST = {"size": 32, "width": 8, "depth": 2, "embedding_dim": 16, "epochs": 2, "batch_size": 8,
+             "validation_fraction": 0.25, "random_state": 0}
+
+
+class _CompactCNNBase(_KerasStateMixin):
+    """Parameters and training shared by ``cnn_embedding`` and ``cnn_classifier``."""
+
+    def __init__(self, size: int = 64, width: int = 16, depth: int = 4, embedding_dim: int = 128,
+                 dropout: float = 0.3, epochs: int = 20, batch_size: int = 64, learning_rate: float = 0.002,
+                 patience: int = 4, validation_fraction: float = 0.15, augment: bool = True, zoom: float = 0.1,
+                 brightness: float = 0.1, masked: bool = False, class_weight: str | None = "balanced",
+                 deterministic: bool = True, random_state: int = 0, verbose: int = 0,
+                 batch_size_predict: int = 256):
+        self.size = size
+        self.width = width
+        self.depth = depth
+        self.embedding_dim = embedding_dim
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.augment = augment
+        self.zoom = zoom
+        self.brightness = brightness
+        self.masked = masked
+        self.class_weight = class_weight
+        self.deterministic = deterministic
+        self.random_state = random_state
+        self.verbose = verbose
+        self.batch_size_predict = batch_size_predict
+
+    def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        return resize_square(image, mask, int(self.size), bool(self.masked))
+
+    def _fit_cnn(self, P: Any, y: Any) -> None:
+        from medfuse.keras_utils import encode_labels, seed_everything
+
+        P = _check_prepared(P, int(self.size), self.name)
+        if y is None:
+            raise InvalidInputError(f"{self.name}: fit needs labels y (it trains a classifier)")
+        classes, codes = encode_labels(y)
+        if len(codes) != len(P):
+            raise InvalidInputError(f"{self.name}: {len(P)} images but {len(codes)} labels")
+        seed_everything(self.random_state, self.deterministic)
+        model = build_compact_cnn(int(self.size), len(classes), int(self.width), int(self.depth),
+                                  int(self.embedding_dim), float(self.dropout))
+        self.history_ = train_classifier(
+            model, P, codes, len(classes), epochs=int(self.epochs), batch_size=int(self.batch_size),
+            learning_rate=float(self.learning_rate), patience=int(self.patience),
+            validation_fraction=float(self.validation_fraction), augment=bool(self.augment),
+            zoom=float(self.zoom), brightness=float(self.brightness), class_weight=self.class_weight,
+            random_state=int(self.random_state), verbose=int(self.verbose))
+        self.classes_ = classes
+        self.n_params_ = int(model.count_params())
+        self.model_ = model
+        self._cache = {}
+
+    def _sub_model(self, layer: str) -> Any:
+        """A model from the input to ``layer``'s output (cached, not pickled)."""
+        self._check_fitted()
+        cache = self.__dict__.setdefault("_cache", {})
+        if layer not in cache:
+            from medfuse.keras_utils import keras
+
+            cache[layer] = keras().Model(self.model_.input, self.model_.get_layer(layer).output)
+        return cache[layer]
+
+
+class CNNEmbedding(_CompactCNNBase, Extractor):
+    """Compact CNN trained on the training fold; its penultimate layer is the ``cnn`` feature block.
+
+    Training uses augmentation (flips, 90-degree rotations, zoom, brightness), balanced class
+    weights and early stopping on a stratified inner validation split.
+    """
+
+    name: ClassVar[str] = "cnn_embedding"
+    block: ClassVar[str] = "cnn"
+    trainable: ClassVar[bool] = True
+    version: ClassVar[str] = "1.0.0"
+    extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
+    param_docs: ClassVar[dict[str, str]] = _CNN_DOCS
+    conformance_params: ClassVar[dict[str, Any]] = _CNN_FAST
+
+    def fit(self, P: Any, y: Any = None) -> CNNEmbedding:
+        """Train the CNN on prepared images ``P`` (n, size, size, 3) uint8 and labels ``y``."""
+        self._fit_cnn(P, y)
+        return self
+
+    def transform(self, P: Any) -> np.ndarray:
+        """Penultimate activations, float32 ``(n, embedding_dim)``."""
+        from medfuse.keras_utils import batched_predict
+
+        P = _check_prepared(P, int(self.size), self.name)
+        return batched_predict(self._sub_model("embedding"), P, int(self.batch_size_predict))
+
+    def feature_names(self) -> list[str]:
+        return [str(i) for i in range(int(self.embedding_dim))]
+
+
+class CNNClassifier(_CompactCNNBase, Classifier):
+    """End-to-end compact CNN on images with a softmax head (the "deep" pipeline).
+
+    Same network and training as ``cnn_embedding``; ``predict_proba`` columns follow ``classes_``.
+    """
+
+    name: ClassVar[str] = "cnn_classifier"
+    input: ClassVar[str] = "images"
+    version: ClassVar[str] = "1.0.0"
+    extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
+    param_docs: ClassVar[dict[str, str]] = _CNN_DOCS
+    conformance_params: ClassVar[dict[str, Any]] = _CNN_FAST
+
+    def fit(self, P: Any, y: Any = None) -> CNNClassifier:
+        """Train on prepared images ``P`` (n, size, size, 3) uint8 and string labels ``y``."""
+        self._fit_cnn(P, y)
+        return self
+
+    def predict_proba(self, P: Any) -> np.ndarray:
+        """Softmax probabilities, float32 ``(n, n_classes)`` in the order of ``classes_``."""
+        from medfuse.keras_utils import batched_predict
+
+        self._check_fitted()
+        P = _check_prepared(P, int(self.size), self.name)
+        proba = batched_predict(self.model_, P, int(self.batch_size_predict)).astype(np.float64)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+
+# ---- keras.applications backbones ------------------------------------------------------------
+
+# name -> (keras.applications attribute, input scaling, minimum side)
+# scaling: "raw" = the model rescales 0..255 itself; "tf" = to [-1, 1]; "torch" = ImageNet mean/std.
+BACKBONES: dict[str, tuple[str, str, int]] = {
+    "MobileNetV3Small": ("MobileNetV3Small", "raw", 32),
+    "MobileNetV3Large": ("MobileNetV3Large", "raw", 32),
+    "MobileNetV2": ("MobileNetV2", "tf", 32),
+    "EfficientNetB0": ("EfficientNetB0", "raw", 32),
+    "EfficientNetB1": ("EfficientNetB1", "raw", 32),
+    "EfficientNetB2": ("EfficientNetB2", "raw", 32),
+    "EfficientNetB3": ("EfficientNetB3", "raw", 32),
+    "EfficientNetV2B0": ("EfficientNetV2B0", "raw", 32),
+    "InceptionV3": ("InceptionV3", "tf", 75),
+    "Xception": ("Xception", "tf", 71),
+    "DenseNet121": ("DenseNet121", "torch", 32),
+}
+
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406]) * 255.0
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225]) * 255.0
+
+
+def _build_backbone_base(architecture: str, size: int, weights: str | None) -> Any:
+    """``keras.applications`` network without its top, with global average pooling."""
+    import socket
+
+    from medfuse.keras_utils import keras
+
+    if architecture not in BACKBONES:
+        raise InvalidInputError(f"backbone: unknown architecture {architecture!r}; "
+                                f"choose one of {', '.join(BACKBONES)}")
+    attr, _, min_side = BACKBONES[architecture]
+    if size < min_side:
+        raise InvalidInputError(f"backbone: {architecture} needs size >= {min_side}, got {size}")
+    if weights not in (None, "imagenet"):
+        path = Path(str(weights)).expanduser()
+        if not path.is_file():
+            raise MedfuseError(f"backbone: weights file {str(path)!r} not found; give the path of a "
+                               f"{architecture} 'no top' weights file (.h5 or .weights.h5), 'imagenet' or None")
+        weights = str(path)
+    k = keras()
+    ctor = getattr(k.applications, attr)
+    kwargs: dict[str, Any] = {"include_top": False, "weights": weights, "input_shape": (size, size, 3),
+                              "pooling": "avg"}
+    if attr.startswith("MobileNetV3"):
+        kwargs["include_preprocessing"] = True
+    if weights != "imagenet":
+        return ctor(**kwargs)
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)
+    try:
+        return ctor(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - any download/cache failure gets one clear message
+        raise MedfuseError(
+            f"backbone: could not get ImageNet weights for {architecture} ({type(exc).__name__}: {exc}). "
+            f"Offline, download the 'no top' weights file for {architecture} on a machine with internet "
+            f"(keras.applications.{attr}(include_top=False, weights='imagenet') stores it in "
+            f"~/.keras/models/), copy it here and pass weights='/path/to/that_file.h5', or put it in "
+            f"~/.keras/models/ on this machine; weights=None gives random initialisation") from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def build_backbone(architecture: str, size: int, weights: str | None, n_classes: int | None = None,
+                   dropout: float = 0.2) -> Any:
+    """Input 0..255 -> scaling for ``architecture`` -> pooled features (layer ``features``)
+    [-> dropout -> softmax head ``probs`` when ``n_classes`` is given]."""
+    from medfuse.keras_utils import keras
+
+    k = keras()
+    L = k.layers
+    base = _build_backbone_base(architecture, size, weights)
+    scaling = BACKBONES[architecture][1]
+    inputs = k.Input((size, size, 3), name="image")
+    x = inputs
+    if scaling == "tf":
+        x = L.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)
+    elif scaling == "torch":
+        x = L.Normalization(mean=_IMAGENET_MEAN.tolist(), variance=(_IMAGENET_STD ** 2).tolist(), name="scale")(x)
+    # Pretrained batch-norm statistics stay frozen (inference mode) even when fine-tuning.
+    x = base(x, training=False) if weights is not None else base(x)
+    x = L.Identity(name="features")(x)
+    if n_classes is not None:
+        x = L.Dropout(dropout, name="dropout")(x)
+        x = L.Dense(n_classes, activation="softmax", name="probs")(x)
+    return k.Model(inputs, x, name=f"backbone_{architecture}")
+
+
+class Backbone(_KerasStateMixin, Extractor):
+    """A ``keras.applications`` network (MobileNetV3, EfficientNet, InceptionV3, Xception, ...) as a
+    feature extractor: frozen (global-average-pooled features) or fine-tuned on the training fold.
+
+    ``weights``: ``None`` (random init, for tests), ``"imagenet"`` (downloaded or taken from the
+    Keras cache; offline this fails with a message saying how to supply a file) or a local path.
+    """
+
+    name: ClassVar[str] = "backbone"
+    block: ClassVar[str] = "backbone"
+    trainable: ClassVar[bool] = True
+    version: ClassVar[str] = "1.0.0"
+    extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
+    param_docs: ClassVar[dict[str, str]] = {
+        "architecture": f"keras.applications network: {', '.join(BACKBONES)}",
+        "weights": "None (random), 'imagenet' (needs the hub or the Keras cache) or a local weights file path",
+        "size": "side in pixels of the square network input",
+        "fine_tune": "False: frozen pooled features; True: train the whole network with a softmax head",
+        "epochs": "fine-tuning epochs (ignored when frozen)",
+        "batch_size": "training batch size",
+        "learning_rate": "Adam learning rate for fine-tuning",
+        "patience": "early-stopping patience (epochs) on the inner validation split",
+        "validation_fraction": "share of each class held out for early stopping",
+        "augment": "flips, 90-degree rotations, zoom and brightness during fine-tuning",
+        "masked": "zero the background (mask == 0) before resizing, when a mask is given",
+        "class_weight": "'balanced' or None",
+        "deterministic": "enable TensorFlow op determinism (process-wide)",
+        "random_state": "seed of initialisation, augmentation and the inner split",
+        "verbose": "Keras training verbosity (0 silent)",
+        "batch_size_predict": "batch size at inference",
+    }
+    conformance_params: ClassVar[dict[str, Any]] = {"architecture": "MobileNetV3Small", "weights": None,
+                                                    "size": 32, "fine_tune": False}
+
+    def __init__(self, architecture: str = "MobileNetV3Small", weights: str | None = "imagenet", size: int = 128,
+                 fine_tune: bool = False, epochs: int = 10, batch_size: int = 32, learning_rate: float = 1e-4,
+                 patience: int = 3, validation_fraction: float = 0.15, augment: bool = True,
+                 masked: bool = False, class_weight: str | None = "balanced", deterministic: bool = True,
+                 random_state: int = 0, verbose: int = 0, batch_size_predict: int = 128):
+        self.architecture = architecture
+        self.weights = weights
+        self.size = size
+        self.fine_tune = fine_tune
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.augment = augment
+        self.masked = masked
+        self.class_weight = class_weight
+        self.deterministic = deterministic
+        self.random_state = random_state
+        self.verbose = verbose
+        self.batch_size_predict = batch_size_predict
+
+    def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        return resize_square(image, mask, int(self.size), bool(self.masked))
+
+    def fit(self, P: Any, y: Any = None) -> Backbone:
+        """Build the network (frozen) or fine-tune it on ``P`` (n, size, size, 3) and labels ``y``."""
+        from medfuse.keras_utils import encode_labels, seed_everything
+
+        P = _check_prepared(P, int(self.size), self.name)
+        seed_everything(self.random_state, self.deterministic)
+        if not self.fine_tune:
+            self.model_ = build_backbone(self.architecture, int(self.size), self.weights)
+            self.history_ = {}
+        else:
+            if y is None:
+                raise InvalidInputError("backbone: fine_tune=True needs labels y")
+            classes, codes = encode_labels(y)
+            model = build_backbone(self.architecture, int(self.size), self.weights, len(classes))
+            self.history_ = train_classifier(
+                model, P, codes, len(classes), epochs=int(self.epochs), batch_size=int(self.batch_size),
+                learning_rate=float(self.learning_rate), patience=int(self.patience),
+                validation_fraction=float(self.validation_fraction), augment=bool(self.augment), zoom=0.1,
+                brightness=0.1, class_weight=self.class_weight, random_state=int(self.random_state),
+                verbose=int(self.verbose))
+            self.classes_ = classes
+            self.model_ = model
+        self.n_features_ = int(self.model_.get_layer("features").output.shape[-1])
+        self._cache = {}
+        return self
+
+    def transform(self, P: Any) -> np.ndarray:
+        """Pooled backbone features, float32 ``(n, n_features_)``."""
+        from medfuse.keras_utils import batched_predict, keras
+
+        self._check_fitted()
+        P = _check_prepared(P, int(self.size), self.name)
+        cache = self.__dict__.setdefault("_cache", {})
+        if "features" not in cache:
+            model = self.model_
+            cache["features"] = (model if model.output is model.get_layer("features").output
+                                 else keras().Model(model.input, model.get_layer("features").output))
+        return batched_predict(cache["features"], P, int(self.batch_size_predict))
+
+    def feature_names(self) -> list[str]:
+        n = getattr(self, "n_features_", None)
+        if n is None:
+            raise MedfuseError("backbone: the feature count is known after fit()")
+        return [str(i) for i in range(n)]
+
+
+@hookimpl
+def medfuse_plugins() -> list[type]:
+    return [CNNEmbedding, Backbone, CNNClassifier]
