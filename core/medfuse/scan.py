@@ -1,0 +1,140 @@
+"""Parallel scan of image files: each file is read once, hashed and fully decoded.
+
+A scan catches what would otherwise fail deep inside a pipeline (truncated, corrupt, empty or
+non-image files, unreadable masks, masks whose shape differs from their image) and gives the
+content hash used for duplicate and leakage checks. Work is split into chunks and run with
+joblib on ``jobs`` worker processes; a rich progress bar is shown when asked for and when the
+output is a terminal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .imageio import ImageReadError, decode_image, read_mask
+
+__all__ = ["FileScan", "scan_files", "progress_bar"]
+
+
+@dataclass
+class FileScan:
+    """What the scan learnt about one image (and its mask).
+
+    ``sha1``: hash of the image file's bytes ('' when unreadable); ``height``/``width``: decoded
+    size (0 when not decodable); ``error``: why the image is unusable ('' when fine);
+    ``mask_error``: why the mask is unusable ('' when fine or when there is no mask).
+    """
+
+    sha1: str = ""
+    height: int = 0
+    width: int = 0
+    error: str = ""
+    mask_error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+def _reason(exc: Exception, path: str) -> str:
+    """The reason of an ImageReadError without the leading '<path>: '."""
+    msg = str(exc)
+    return msg[len(path) + 2:] if msg.startswith(path + ": ") else msg
+
+
+def scan_one(path: str, mask_path: str | None = None) -> FileScan:
+    """Read, hash and decode one image; decode its mask and compare shapes."""
+    out = FileScan()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        out.error = f"cannot read file ({exc.strerror or exc})"
+        return out
+    out.sha1 = hashlib.sha1(data).hexdigest()
+    try:
+        image = decode_image(data, path)
+    except ImageReadError as exc:
+        out.error = _reason(exc, path)
+        return out
+    except Exception as exc:  # noqa: BLE001 - a decoder crash is a bad file, not a crashed scan
+        out.error = f"cannot decode ({type(exc).__name__}: {exc})"
+        return out
+    out.height, out.width = int(image.shape[0]), int(image.shape[1])
+    if mask_path:
+        try:
+            mask = read_mask(mask_path)
+        except ImageReadError as exc:
+            out.mask_error = _reason(exc, str(mask_path))
+        except Exception as exc:  # noqa: BLE001
+            out.mask_error = f"unreadable mask ({type(exc).__name__}: {exc})"
+        else:
+            if mask.shape != image.shape[:2]:
+                out.mask_error = f"mask shape {mask.shape} does not match image {image.shape[:2]}"
+    return out
+
+
+def _scan_chunk(pairs: Sequence[tuple[str, str | None]]) -> list[FileScan]:
+    return [scan_one(p, m) for p, m in pairs]
+
+
+def progress_bar(total: int, description: str, enabled: bool) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """A rich progress bar as ``(advance(n), close())``; no-ops when disabled or not a TTY."""
+    if not enabled or total == 0 or not sys.stderr.isatty():
+        return (lambda n: None), (lambda: None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   transient=True)
+    bar.start()
+    task = bar.add_task(description, total=total)
+    return (lambda n: bar.advance(task, n)), bar.stop
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def scan_files(paths: Sequence[str | Path], mask_paths: Sequence[str | Path | None] | None = None,
+               jobs: int = 1, progress: bool = False, chunk_size: int = 128,
+               description: str = "scanning images") -> list[FileScan]:
+    """Scan ``paths`` (and their masks) in parallel; results are in the order of ``paths``.
+
+    Parameters
+    ----------
+    paths : image files.
+    mask_paths : one mask file or ``None`` per image (``None``: no masks at all).
+    jobs : worker processes (1 runs in this process; -1 uses every core).
+    progress : show a progress bar (only when stderr is a terminal).
+    chunk_size : files per task sent to a worker.
+    """
+    masks = list(mask_paths) if mask_paths is not None else [None] * len(paths)
+    if len(masks) != len(paths):
+        raise ValueError(f"scan_files: {len(paths)} images but {len(masks)} mask paths")
+    pairs = [(str(p), str(m) if m else None) for p, m in zip(paths, masks)]
+    advance, close = progress_bar(len(pairs), description, progress)
+    results: list[FileScan] = []
+    try:
+        if jobs == 1 or len(pairs) <= chunk_size:
+            for chunk in _chunks(pairs, chunk_size):
+                results.extend(_scan_chunk(chunk))
+                advance(len(chunk))
+        else:
+            from joblib import Parallel, delayed
+
+            # Smaller chunks when few files, so that every worker gets some.
+            n_workers = jobs if jobs > 0 else os.cpu_count() or 1
+            size = max(16, min(chunk_size, -(-len(pairs) // (4 * n_workers))))
+            chunks = list(_chunks(pairs, size))
+            runner = Parallel(n_jobs=jobs, return_as="generator")
+            for chunk, out in zip(chunks, runner(delayed(_scan_chunk)(c) for c in chunks)):
+                results.extend(out)
+                advance(len(chunk))
+    finally:
+        close()
+    return results
