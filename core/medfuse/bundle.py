@@ -1,0 +1,658 @@
+"""Trained bundles: a fitted pipeline on disk with a manifest that makes it checkable.
+
+A bundle is a folder::
+
+    bundle/
+      manifest.json        # versions, plugins (name, version, params), feature schema, classes,
+                           # training-data fingerprint, CV metrics, seed, sha256 of every artifact
+      pipeline/...         # FittedPipeline.save(): joblib files (scikit-learn, XGBoost),
+                           # XGBoost JSON, .keras models
+
+:func:`load_bundle` refuses (:class:`~medfuse.errors.BundleError`) a bundle whose manifest is
+missing or malformed, whose artifact checksums do not match, that holds files the manifest does
+not list, or that needs a plugin which is not installed or whose major version differs.
+
+.. warning::
+   joblib/pickle artifacts execute code when loaded. Load only bundles from a trusted source;
+   the checksums detect corruption and accidental edits, not a malicious author.
+
+Python API, mirroring ``medfuse score``::
+
+    import medfuse
+    bundle = medfuse.load_bundle("bundle/")
+    df = bundle.predict(["a.jpg", "b.jpg"])  # columns path, label, proba.<class>..., error
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib
+import importlib.metadata as md
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import BundleError, MedfuseError
+
+MANIFEST = "manifest.json"
+FORMAT = "medfuse-bundle"
+FORMAT_VERSION = 1
+PIPELINE_DIR = "pipeline"
+DEFAULT_PIPELINE_CLASS = "medfuse.pipeline:FittedPipeline"
+LIBRARIES = ("numpy", "scipy", "pandas", "scikit-learn", "scikit-image", "xgboost", "keras",
+             "tensorflow", "tensorflow-cpu", "joblib", "pillow", "simplejpeg", "pyarrow")
+
+# key -> (expected JSON type(s), meaning); checked by :func:`validate_manifest`.
+REQUIRED_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "format": ((str,), f"the string {FORMAT!r}"),
+    "format_version": ((int,), "an integer"),
+    "medfuse_version": ((str,), "a version string"),
+    "pipeline_class": ((str,), "'module:Class' of the fitted pipeline"),
+    "pipeline_dir": ((str,), "the artifact folder inside the bundle"),
+    "plugins": ((list,), "a list of {name, version, params}"),
+    "classes": ((list,), "a list of class labels"),
+    "feature_schema": ((list,), "a list of feature column names"),
+    "inputs": ((dict,), "a table {masks: bool, table_columns: [...]}"),
+    "seed": ((int,), "an integer"),
+    "artifacts": ((dict,), "a table {relative path: sha256}"),
+}
+
+
+# ---- hashing & versions -------------------------------------------------------------------------
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_fingerprint(sha1s: Iterable[str], labels: Iterable[Any]) -> str:
+    """SHA-1 of the sorted ``"<sample sha1> <label>"`` lines: identifies the training data."""
+    lines = sorted(f"{s} {lab}" for s, lab in zip(sha1s, labels, strict=True))
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a bundle's artifacts depend on (absent ones left out)."""
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _major(version: str) -> int | None:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return None
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types for manifests (dataclasses, numpy scalars/arrays, paths)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
+
+
+def plugins_from_spec(spec: Any) -> list[dict[str, Any]]:
+    """Every plugin named in a ``FittedPipeline.spec()``: dicts with a ``name`` (or ``plugin``)
+    and a ``version``; duplicates (same name, version and params) are listed once."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            name = node.get("name", node.get("plugin"))
+            if isinstance(name, str) and isinstance(node.get("version"), str):
+                entry = {"name": name, "version": node["version"],
+                         "params": _jsonable(node.get("params", {}))}
+                if "kind" in node:
+                    entry["kind"] = node["kind"]
+                found.setdefault(json.dumps(entry, sort_keys=True), entry)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list | tuple):
+            for v in node:
+                walk(v)
+
+    walk(spec)
+    return list(found.values())
+
+
+# ---- writing ------------------------------------------------------------------------------------
+
+def write_bundle(fitted: Any, out: str | Path, *, manifest: dict[str, Any] | None = None,
+                 host: Any = None, overwrite: bool = False) -> Path:
+    """Save ``fitted`` (a FittedPipeline) and its manifest as a bundle folder ``out``.
+
+    Parameters
+    ----------
+    fitted : object with ``classes_``, ``spec()``, ``save(directory)`` and a ``load`` classmethod.
+    out : the bundle folder; written under a temporary name, then renamed (never half-written).
+    manifest : extra manifest entries (study, training_data, cv_metrics, seed, ...).
+    host : the plugin host, used to record which package provides each plugin.
+    overwrite : replace an existing ``out``.
+    """
+    out = Path(out)
+    occupied = out.is_file() or (out.is_dir() and any(out.iterdir()))
+    if occupied and not overwrite:
+        raise BundleError(f"{out}: already exists and is not empty; choose another --out or pass --force")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / PIPELINE_DIR).mkdir()
+        fitted.save(tmp / PIPELINE_DIR)
+        artifacts = {}
+        for f in sorted((tmp / PIPELINE_DIR).rglob("*")):
+            if f.is_file():
+                artifacts[f.relative_to(tmp).as_posix()] = sha256_file(f)
+        if not artifacts:
+            raise BundleError(f"{type(fitted).__name__}.save() wrote no files into {tmp / PIPELINE_DIR}")
+        spec = _jsonable(fitted.spec())
+        plugins = plugins_from_spec(spec)
+        if host is not None:
+            for p in plugins:
+                rec = host.records.get(p["name"])
+                if rec is not None:
+                    p.setdefault("kind", rec.kind)
+                    p["package"] = rec.origin.split(":")[0]
+        from . import __version__
+
+        cls = type(fitted)
+        data: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "medfuse_version": __version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "libraries": library_versions(),
+            "pipeline_class": f"{cls.__module__}:{cls.__qualname__}",
+            "pipeline_dir": PIPELINE_DIR,
+            "plugins": plugins,
+            "spec": spec,
+            "classes": [str(c) for c in fitted.classes_],
+            "feature_schema": [str(c) for c in getattr(fitted, "feature_names_", [])],
+            "block_reports": _jsonable(getattr(fitted, "block_reports_", {})),
+            "fit_seconds": _jsonable(getattr(fitted, "fit_seconds_", None)),
+            "inputs": {"masks": False, "table_columns": []},
+            "seed": 0,
+            "cv_metrics": None,
+        }
+        data.update(_jsonable(manifest or {}))
+        data["artifacts"] = artifacts
+        validate_manifest(data, str(out / MANIFEST))
+        (tmp / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        if out.is_dir():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+def validate_manifest(data: Any, where: str) -> dict[str, Any]:
+    """Check the manifest's structure; raise :class:`BundleError` naming the first problem."""
+    if not isinstance(data, dict):
+        raise BundleError(f"{where}: malformed manifest: expected a JSON object, got {type(data).__name__}")
+    for key, (types, what) in REQUIRED_KEYS.items():
+        if key not in data:
+            raise BundleError(f"{where}: malformed manifest: missing key {key!r} ({what})")
+        value = data[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise BundleError(f"{where}: malformed manifest: {key!r} should be {what}, got {value!r:.80}")
+    if data["format"] != FORMAT:
+        raise BundleError(f"{where}: not a medfuse bundle (format {data['format']!r}, expected {FORMAT!r})")
+    if data["format_version"] > FORMAT_VERSION:
+        raise BundleError(f"{where}: bundle format {data['format_version']} is newer than this medfuse "
+                          f"({__name__} reads format <= {FORMAT_VERSION}); upgrade medfuse")
+    if not data["classes"]:
+        raise BundleError(f"{where}: malformed manifest: 'classes' is empty")
+    for i, p in enumerate(data["plugins"]):
+        if not (isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("version"), str)):
+            raise BundleError(f"{where}: malformed manifest: plugins[{i}] needs string 'name' and 'version', "
+                              f"got {p!r:.80}")
+    for rel, digest in data["artifacts"].items():
+        parts = Path(rel).parts
+        if Path(rel).is_absolute() or ".." in parts or not parts:
+            raise BundleError(f"{where}: malformed manifest: artifact path {rel!r} leaves the bundle")
+        if not (isinstance(digest, str) and len(digest) == 64):
+            raise BundleError(f"{where}: malformed manifest: artifact {rel!r} has no sha256 digest")
+    return data
+
+
+def read_manifest(path: str | Path) -> tuple[dict[str, Any], str]:
+    """The validated manifest of bundle folder ``path`` and the sha256 of its bytes."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path}: bundle folder not found" if not path.exists()
+                          else f"{path}: a bundle is a folder holding {MANIFEST}, not a file")
+    mpath = path / MANIFEST
+    try:
+        raw = mpath.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no {MANIFEST}; not a medfuse bundle (train one with `medfuse train`)") from None
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{mpath}: malformed manifest: invalid JSON ({exc})") from None
+    return validate_manifest(data, str(mpath)), hashlib.sha256(raw).hexdigest()
+
+
+def verify_artifacts(path: Path, manifest: dict[str, Any]) -> None:
+    """Every listed artifact exists with its sha256; no unlisted file in the artifact folder."""
+    for rel, digest in manifest["artifacts"].items():
+        f = path / rel
+        if not f.is_file():
+            raise BundleError(f"{path}: artifact {rel} listed in the manifest is missing")
+        actual = sha256_file(f)
+        if actual != digest:
+            raise BundleError(f"{path}: checksum mismatch for {rel} (manifest sha256 {digest[:12]}..., "
+                              f"file {actual[:12]}...): the file was modified or corrupted; refusing to load")
+    listed = set(manifest["artifacts"])
+    art_dir = path / manifest["pipeline_dir"]
+    if art_dir.is_dir():
+        for f in sorted(art_dir.rglob("*")):
+            rel = f.relative_to(path).as_posix()
+            if f.is_file() and rel not in listed:
+                raise BundleError(f"{path}: file {rel} is not listed in the manifest; refusing to load "
+                                  "a bundle with unverified artifacts")
+
+
+def check_bundle_plugins(manifest: dict[str, Any], host: Any, where: str) -> None:
+    """Each plugin the bundle used is installed, usable and of the same major version."""
+    for p in manifest["plugins"]:
+        name, version = p["name"], p["version"]
+        rec = host.records.get(name)
+        if rec is None:
+            failed = [f for f in host.failures if f.name == name]
+            package = p.get("package")
+            hint = (f"; it failed to load: {failed[0].error}" if failed else
+                    f"; install the package that provides it ({package!r})" if package and package != "medfuse"
+                    else "; it is a built-in plugin: reinstall medfuse" if package == "medfuse" else "")
+            raise BundleError(f"{where}: the bundle needs plugin {name!r} (version {version}), "
+                              f"which is not installed{hint}")
+        if not rec.ok:
+            raise BundleError(f"{where}: plugin {name!r} is installed but not usable: {rec.error}")
+        want, have = _major(version), _major(rec.version)
+        if want is None or have is None or want != have:
+            raise BundleError(f"{where}: plugin {name!r} was version {version} when the bundle was trained; "
+                              f"installed is {rec.version} (major version differs, artifacts may not load). "
+                              f"Install {name} {want}.x or retrain the bundle")
+
+
+def _import_class(target: str, where: str) -> type:
+    module_name, _, qual = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise BundleError(f"{where}: cannot import pipeline class {target!r}: {exc}") from None
+    return obj
+
+
+def load_bundle(path: str | Path, host: Any = None, check_plugins: bool = True) -> Bundle:
+    """Load and verify the bundle folder ``path``; only load bundles from a trusted source.
+
+    Raises :class:`BundleError` for a missing/malformed manifest, a checksum mismatch (naming the
+    file), an unlisted artifact, a missing plugin, or a plugin of another major version.
+    """
+    path = Path(path).resolve()
+    manifest, digest = read_manifest(path)
+    verify_artifacts(path, manifest)
+    if check_plugins and manifest["plugins"]:
+        if host is None:
+            from .host import get_host
+
+            host = get_host()
+        check_bundle_plugins(manifest, host, str(path))
+    _limit_tf_threads(manifest)
+    cls = _import_class(manifest["pipeline_class"], str(path))
+    try:
+        pipeline = cls.load(path / manifest["pipeline_dir"])
+    except MedfuseError:
+        raise
+    except Exception as exc:
+        raise BundleError(f"{path}: loading the fitted pipeline failed: {type(exc).__name__}: {exc}") from exc
+    classes = [str(c) for c in getattr(pipeline, "classes_", [])]
+    if classes != manifest["classes"]:
+        raise BundleError(f"{path}: the loaded pipeline's classes {classes} differ from the manifest's "
+                          f"{manifest['classes']}")
+    return Bundle(path, manifest, pipeline, digest)
+
+
+def _limit_tf_threads(manifest: dict[str, Any]) -> None:
+    """In a parallel worker (``MEDFUSE_WORKER_THREADS`` set), cap TensorFlow's thread pools before
+    Keras models load, so that N workers on N cores do not oversubscribe."""
+    threads = os.environ.get("MEDFUSE_WORKER_THREADS")
+    if not threads or not any(k.endswith(".keras") for k in manifest["artifacts"]):
+        return
+    try:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(int(threads))
+    except (ImportError, RuntimeError, ValueError):  # already initialised or absent: keep defaults
+        pass
+
+
+# ---- the bundle ---------------------------------------------------------------------------------
+
+class Bundle:
+    """A loaded, verified bundle: the fitted pipeline plus its manifest.
+
+    Attributes
+    ----------
+    path : the bundle folder.
+    manifest : the parsed ``manifest.json``.
+    pipeline : the FittedPipeline.
+    manifest_sha256 : hash of ``manifest.json`` (identifies this exact bundle).
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], pipeline: Any, manifest_sha256: str):
+        self.path = path
+        self.manifest = manifest
+        self.pipeline = pipeline
+        self.manifest_sha256 = manifest_sha256
+
+    def __repr__(self) -> str:
+        study = self.manifest.get("study", {}) or {}
+        return (f"Bundle({str(self.path)!r}, study={study.get('name')!r}, pipeline={study.get('pipeline')!r}, "
+                f"classes={self.classes})")
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def needs_masks(self) -> bool:
+        return bool(self.manifest["inputs"].get("masks"))
+
+    @property
+    def table_columns(self) -> list[str]:
+        return list(self.manifest["inputs"].get("table_columns") or [])
+
+    @property
+    def decode_min_side(self) -> int | None:
+        """Smallest side images may be decoded at (fast reduced-scale JPEG decoding), if known."""
+        value = self.manifest["inputs"].get("min_side")
+        return int(value) if value else None
+
+    @property
+    def columns(self) -> list[str]:
+        """Output columns: ``path, label, proba.<class>..., error``."""
+        return ["path", "label", *[f"proba.{c}" for c in self.classes], "error"]
+
+    def predict_proba_images(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None] | None = None,
+                             table: pd.DataFrame | None = None) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)`` for decoded canonical images (one batch)."""
+        proba = np.asarray(self.pipeline.predict_proba_images(list(images), masks=masks, table=table), dtype=float)
+        if proba.shape != (len(images), len(self.classes)):
+            raise BundleError(f"{self.path}: pipeline returned probabilities of shape {proba.shape}, "
+                              f"expected {(len(images), len(self.classes))}")
+        return proba
+
+    def predict(self, paths: Iterable[str | Path], masks: Iterable[str | Path | None] | None = None,
+                table: pd.DataFrame | None = None, batch_size: int = 256) -> pd.DataFrame:
+        """Score image files; one row per path, in order.
+
+        Parameters
+        ----------
+        paths : image files.
+        masks : mask files aligned with ``paths`` (needed when the pipeline used ``mask = "dataset"``).
+        table : tabular columns aligned with ``paths`` (for pipelines with a table block).
+        batch_size : images per pipeline call (Keras inference is batched).
+
+        Returns
+        -------
+        DataFrame with columns ``path, label, proba.<class>..., error``; ``error`` is empty for
+        scored rows; unreadable inputs get NaN probabilities and the reason in ``error``.
+        """
+        paths = [str(p) for p in paths]
+        mask_list = [None if m is None or (isinstance(m, float) and np.isnan(m)) else str(m)
+                     for m in masks] if masks is not None else [None] * len(paths)
+        if len(mask_list) != len(paths):
+            raise BundleError(f"predict: {len(mask_list)} masks for {len(paths)} paths")
+        if table is not None and len(table) != len(paths):
+            raise BundleError(f"predict: table has {len(table)} rows for {len(paths)} paths")
+        frames = []
+        for start in range(0, len(paths), max(1, batch_size)):
+            stop = start + max(1, batch_size)
+            sub_table = table.iloc[start:stop].reset_index(drop=True) if table is not None else None
+            frames.append(self._predict_batch(paths[start:stop], mask_list[start:stop], sub_table))
+        if not frames:
+            return self._frame([], np.zeros((0, len(self.classes))), [])
+        return pd.concat(frames, ignore_index=True)
+
+    # -- internals ---------------------------------------------------------------------------
+    def _read(self, path: str, mask_path: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+        from .imageio import read_image, read_mask
+
+        image = read_image(path, min_side=self.decode_min_side)
+        mask = None
+        if self.needs_masks:
+            if mask_path is None:
+                raise BundleError("the pipeline uses dataset masks (mask = \"dataset\"); give a mask "
+                                  "file for each image (a CSV manifest with a mask_path column)")
+            mask = read_mask(mask_path)
+            if mask.shape != image.shape[:2]:
+                raise BundleError(f"mask {mask_path} has shape {mask.shape}, image is {image.shape[:2]}")
+        return image, mask
+
+    def _predict_batch(self, paths: list[str], mask_paths: list[str | None],
+                       table: pd.DataFrame | None) -> pd.DataFrame:
+        n = len(paths)
+        proba = np.full((n, len(self.classes)), np.nan)
+        errors = [""] * n
+        images, masks, ok = [], [], []
+        for i, (p, m) in enumerate(zip(paths, mask_paths)):
+            try:
+                image, mask = self._read(p, m)
+            except (MedfuseError, OSError, ValueError) as exc:
+                errors[i] = _message(exc, p)
+                continue
+            images.append(image)
+            masks.append(mask)
+            ok.append(i)
+        if ok:
+            sub = self._table_rows(table, ok)
+            mask_arg = masks if self.needs_masks else None
+            try:
+                proba[ok] = self.predict_proba_images(images, mask_arg, sub)
+            except Exception:  # noqa: BLE001 - find the bad image(s) one by one
+                for j, i in enumerate(ok):
+                    try:
+                        proba[i] = self.predict_proba_images(
+                            [images[j]], [masks[j]] if self.needs_masks else None, self._table_rows(table, [i]))[0]
+                    except Exception as exc:  # noqa: BLE001 - one row's error, the job goes on
+                        errors[i] = _message(exc, paths[i])
+        bad = ~np.isfinite(proba).all(axis=1)
+        for i in np.flatnonzero(bad):
+            if not errors[i]:
+                errors[i] = f"{paths[i]}: pipeline returned non-finite probabilities"
+            proba[i] = np.nan
+        return self._frame(paths, proba, errors)
+
+    def _table_rows(self, table: pd.DataFrame | None, rows: list[int]) -> pd.DataFrame | None:
+        if table is None:
+            return None
+        cols = [c for c in self.table_columns if c in table.columns] or list(table.columns)
+        return table.iloc[rows][cols].reset_index(drop=True)
+
+    def _frame(self, paths: list[str], proba: np.ndarray, errors: list[str]) -> pd.DataFrame:
+        classes = np.asarray(self.classes, dtype=object)
+        scored = np.isfinite(proba).all(axis=1) if len(paths) else np.zeros(0, bool)
+        labels = np.where(scored, classes[np.argmax(np.nan_to_num(proba, nan=-1.0), axis=1)] if len(paths)
+                          else np.zeros(0, object), None)
+        df = pd.DataFrame({"path": pd.Series(paths, dtype=object), "label": pd.Series(labels, dtype=object)})
+        for k, c in enumerate(self.classes):
+            df[f"proba.{c}"] = proba[:, k].astype(np.float64)
+        df["error"] = pd.Series(errors, dtype=object)
+        return df
+
+
+def _message(exc: BaseException, path: str) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if path in text else f"{path}: {text}"
+
+
+# ---- training -----------------------------------------------------------------------------------
+
+def _subsample(data: Any, max_per_class: int, seed: int) -> Any:
+    """Keep at most ``max_per_class`` samples per label (seeded, deterministic)."""
+    if max_per_class <= 0:
+        return data
+    from dataclasses import replace
+
+    samples = data.samples
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, idx in samples.groupby("label", sort=True).groups.items():
+        idx = np.asarray(sorted(idx))
+        keep.extend(idx if len(idx) <= max_per_class else np.sort(rng.choice(idx, max_per_class, replace=False)))
+    keep = np.sort(np.asarray(keep))
+    table = data.table.loc[samples.index[keep]].reset_index(drop=True) if data.table is not None else None
+    return replace(data, samples=samples.iloc[keep].reset_index(drop=True), table=table)
+
+
+def _pipeline_inputs(study: Any, pipeline: str, host: Any) -> dict[str, Any]:
+    """What scoring must supply besides images: dataset masks? tabular columns?"""
+    spec = study.pipelines[pipeline]
+    names = {pipeline}
+    stack = list(spec.members)
+    while stack:  # ensembles: the union of their members' needs
+        m = stack.pop()
+        if m not in names:
+            names.add(m)
+            stack.extend(study.pipelines[m].members)
+    masks, selectors = False, False
+    for n in names:
+        p = study.pipelines[n]
+        masks = masks or p.mask == "dataset"
+        for b in p.blocks:
+            rec = host.records.get(study.blocks[b].plugin)
+            selectors = selectors or (rec is not None and rec.kind == "selector")
+    return {"masks": masks, "table": selectors}
+
+
+def _cv_metrics(study: Any, pipeline: str, data: Any, prepared: Any, runner: Any) -> tuple[Any, str]:
+    """Cross-validated metrics from :mod:`medfuse.evaluation` when available, else ``(None, why)``."""
+    try:
+        from . import evaluation
+    except ImportError:
+        return None, "medfuse.evaluation is not installed in this build; CV metrics skipped"
+    fn = getattr(evaluation, "cross_validate_pipeline", None)
+    if fn is None:
+        return None, "medfuse.evaluation has no cross_validate_pipeline(); CV metrics skipped"
+    result = fn(study, pipeline, prepared, runner=runner)
+    return _jsonable(result), "cross-validated by medfuse.evaluation on the training data"
+
+
+def train_bundle(study: Any, pipeline: str, data_root: str | Path, out: str | Path, *, jobs: int = 1,
+                 cv: bool = True, max_per_class: int | None = None, cache_dir: str | Path | None = None,
+                 overwrite: bool = False, progress: bool = True, log: Any = None) -> Path:
+    """Train ``pipeline`` of ``study`` on all of its data and write a bundle to ``out``.
+
+    Parameters
+    ----------
+    study : a :class:`~medfuse.study.Study` or a name/path for :func:`~medfuse.study.resolve_study`.
+    pipeline : name of one of the study's pipelines.
+    data_root : the data root (``--data`` / ``MEDFUSE_DATA``); loader paths are relative to it.
+    out : bundle folder to write.
+    jobs : parallel jobs for loading and per-image preparation.
+    cv : also record cross-validated metrics (from :mod:`medfuse.evaluation`, when present).
+    max_per_class : cap samples per class (default: the study's ``evaluation.max_per_class``).
+    cache_dir : on-disk cache of prepared blocks (see :class:`medfuse.pipeline.PipelineRunner`).
+    log : callable taking one line of text (progress notes); silent when ``None``.
+    """
+    from .host import get_host
+    from .pipeline import PipelineRunner
+    from .study import check_plugins, resolve_study
+
+    say = log or (lambda line: None)
+    host = get_host()
+    if isinstance(study, str):
+        study = resolve_study(study)
+    check_plugins(study, host)
+    if pipeline not in study.pipelines:
+        from .errors import StudyError, did_you_mean
+
+        raise StudyError(study.source, f"studies.{study.name}.pipelines.{pipeline}",
+                         f"no such pipeline{did_you_mean(pipeline, study.pipelines)}; "
+                         f"defined: {', '.join(study.pipelines)}")
+    seed = study.evaluation.seed
+    loader = host.create(study.dataset.loader, study.dataset.params, kind="loader")
+    t0 = _dt.datetime.now(_dt.UTC)
+    data = loader.load(Path(data_root), jobs=jobs, progress=progress)
+    cap = study.evaluation.max_per_class if max_per_class is None else max_per_class
+    data = _subsample(data, cap, seed)
+    say(f"loaded {len(data)} samples with {study.dataset.loader!r} from {data_root}")
+    runner = PipelineRunner(study, pipeline, host=host, cache_dir=Path(cache_dir) if cache_dir else None,
+                            jobs=jobs, progress=progress)
+    prepared = runner.materialize(data)
+    if len(prepared.failed):
+        say(f"{len(prepared.failed)} sample(s) could not be prepared and were left out")
+    metrics, note = (None, "skipped (--no-cv)")
+    if cv:
+        metrics, note = _cv_metrics(study, pipeline, data, prepared, runner)
+        say(f"CV: {note}")
+    fitted = runner.fit(prepared, np.arange(len(prepared.y)), seed=seed)
+    say(f"fitted {pipeline!r} on {len(prepared.y)} samples in {getattr(fitted, 'fit_seconds_', float('nan')):.1f} s")
+    needs = _pipeline_inputs(study, pipeline, host)
+    table_columns = list(prepared.table.columns) if needs["table"] and prepared.table is not None else []
+    samples = prepared.samples
+    labels = pd.Series(prepared.y).astype(str)
+    manifest = {
+        "study": {"name": study.name, "source": study.source, "pipeline": pipeline,
+                  "description": study.description, "dataset": study.dataset,
+                  "pipeline_spec": study.pipelines[pipeline],
+                  "blocks": {b: study.blocks[b] for b in study.pipelines[pipeline].blocks}},
+        "inputs": {"masks": needs["masks"], "table_columns": table_columns,
+                   "min_side": getattr(fitted, "decode_min_side_", None)},
+        "training_data": {
+            "loader": study.dataset.loader, "params": study.dataset.params, "root": str(data_root),
+            "n_samples": int(len(prepared.y)), "n_failed": int(len(prepared.failed)),
+            "max_per_class": int(cap or 0),
+            "class_counts": {str(k): int(v) for k, v in labels.value_counts().sort_index().items()},
+            "fingerprint": data_fingerprint(samples["sha1"].astype(str), labels),
+            "fingerprint_method": "sha1 of sorted '<sample sha1> <label>' lines",
+            "started": t0.isoformat(timespec="seconds"),
+        },
+        "cv_metrics": metrics,
+        "cv_note": note,
+        "seed": int(seed),
+    }
+    return write_bundle(fitted, out, manifest=manifest, host=host, overwrite=overwrite)
