@@ -1,0 +1,293 @@
+"""Classical segmentation: single-cell cell/nucleus masks and red-cell instance masks of smears.
+
+Plugins
+-------
+``otsu_cell``
+    Stained single-cell images (PBC, WBC): multi-Otsu on a stain channel, the component holding
+    most nucleus pixels, morphological clean-up, holes filled. Output ``{0, 1, 2}``.
+``rbc_watershed``
+    Full-field smears: red cells thresholded from the background, touching cells split by a
+    distance-transform watershed. Output ``{0, 1}`` with a one-pixel background line between
+    touching cells, so connected components of ``mask > 0`` are the cell instances.
+
+The numpy functions (:func:`stain_channel`, :func:`cell_mask`, :func:`split_cells`,
+:func:`largest_component`, :func:`fill_holes`) are reused by the extractors and transforms.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from medfuse import hookimpl
+from medfuse.contracts import MaskMaker
+from medfuse.errors import InvalidInputError
+from scipy import ndimage as ndi
+
+CHANNELS = ("blue_minus_green", "darkness", "saturation")
+
+
+def stain_channel(image: np.ndarray, channel: str = "blue_minus_green") -> np.ndarray:
+    """A uint8 ``(H, W)`` channel in which stained (purple/blue) matter is bright.
+
+    Parameters
+    ----------
+    image : uint8 ``(H, W, 3)`` RGB.
+    channel : ``"blue_minus_green"`` (``B - G + 64``, nuclei brightest, then cytoplasm, then red
+        cells and background: suits Romanowsky/May-Grünwald stains), ``"darkness"`` (``255 - G``)
+        or ``"saturation"`` (HSV saturation times 255).
+    """
+    if channel == "blue_minus_green":
+        s = image[..., 2].astype(np.int16) - image[..., 1].astype(np.int16) + 64
+        return np.clip(s, 0, 255).astype(np.uint8)
+    if channel == "darkness":
+        return 255 - image[..., 1]
+    if channel == "saturation":
+        mx = image.max(axis=2).astype(np.float32)
+        mn = image.min(axis=2).astype(np.float32)
+        sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1.0), 0.0)
+        return (sat * 255.0 + 0.5).astype(np.uint8)
+    raise InvalidInputError(f"stain channel {channel!r} is not one of {', '.join(CHANNELS)}")
+
+
+def otsu_levels(channel: np.ndarray, classes: int, max_bins: int = 64) -> np.ndarray | None:
+    """Multi-Otsu thresholds of a uint8 channel; ``None`` when it has too few distinct values.
+
+    The 256-bin histogram is cut to its occupied range and merged to at most ``max_bins`` bins
+    (multi-Otsu costs grow as bins ** (classes - 1): 4 classes on 256 bins take ~20 ms, on 64
+    bins well under 1 ms). Pixels ``> level`` belong to the upper class.
+    """
+    from skimage.filters import threshold_multiotsu
+
+    hist = np.bincount(channel.ravel(), minlength=256)
+    occupied = np.flatnonzero(hist)
+    if occupied.size < classes:
+        return None
+    lo, hi = int(occupied[0]), int(occupied[-1])
+    hist = hist[lo:hi + 1]
+    factor = -(-hist.size // max_bins)
+    if factor > 1:
+        hist = np.pad(hist, (0, (-hist.size) % factor)).reshape(-1, factor).sum(axis=1)
+    try:
+        t = np.asarray(threshold_multiotsu(hist=hist, classes=classes))
+    except ValueError:  # fewer distinct values than classes after merging bins
+        return None
+    return lo + (np.floor(t).astype(int) + 1) * factor - 1
+
+
+def largest_component(binary: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The connected component (8-connectivity) of ``binary`` with the largest area, or with the
+    largest count of ``weights`` pixels when given and any overlap exists. Boolean, same shape."""
+    labels, n = ndi.label(binary, structure=np.ones((3, 3), bool))
+    if n <= 1:
+        return labels > 0
+    score = np.bincount(labels[weights], minlength=n + 1) if weights is not None else None
+    if score is None or score[1:].max() == 0:
+        score = np.bincount(labels.ravel(), minlength=n + 1)
+    score[0] = 0
+    return labels == int(np.argmax(score))
+
+
+def fill_holes(binary: np.ndarray) -> np.ndarray:
+    """Fill holes: background regions (4-connected) that do not touch the border."""
+    bg, n = ndi.label(~binary)
+    if n == 0:
+        return binary.copy()
+    border = np.unique(np.concatenate([bg[0], bg[-1], bg[:, 0], bg[:, -1]]))
+    keep = np.zeros(n + 1, bool)
+    keep[border] = True
+    keep[0] = True
+    return ~keep[bg] | binary
+
+
+def _disk(radius: int) -> np.ndarray:
+    r = int(radius)
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    return (yy * yy + xx * xx) <= r * r + r * 0.5
+
+
+def bbox(binary: np.ndarray, pad: int = 0) -> tuple[slice, slice] | None:
+    """Bounding box of the true pixels, grown by ``pad`` and clipped; ``None`` when empty."""
+    rows = np.flatnonzero(binary.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(binary.any(axis=0))
+    h, w = binary.shape
+    return (slice(max(rows[0] - pad, 0), min(rows[-1] + 1 + pad, h)),
+            slice(max(cols[0] - pad, 0), min(cols[-1] + 1 + pad, w)))
+
+
+def cell_mask(image: np.ndarray, channel: str = "blue_minus_green", classes: int = 4,
+              open_radius: int = 2, keep: str = "largest", min_area: int = 20) -> np.ndarray:
+    """Canonical cell/nucleus mask of a stained single-cell image.
+
+    Multi-Otsu with ``classes`` classes on :func:`stain_channel`; the top class is nucleus, the
+    top two classes are cell. ``keep="largest"`` keeps the component with most nucleus pixels
+    (the main cell), ``"all"`` every component of at least ``min_area`` pixels. The cell is
+    opened with a disk of ``open_radius`` (cuts thin bridges to touching red cells) and its holes
+    are filled. A flat image (no contrast) gives an all-background mask.
+
+    Returns
+    -------
+    uint8 ``(H, W)``: 0 background, 1 cytoplasm, 2 nucleus.
+    """
+    if keep not in ("largest", "all"):
+        raise InvalidInputError(f"otsu_cell: keep={keep!r}; expected 'largest' or 'all'")
+    if classes < 2:
+        raise InvalidInputError(f"otsu_cell: classes={classes}; expected 2, 3 or 4")
+    s = stain_channel(image, channel)
+    levels = otsu_levels(s, classes)
+    out = np.zeros(s.shape, np.uint8)
+    if levels is None:
+        return out
+    nucleus = s > levels[-1]
+    cell = s > levels[-2] if classes > 2 else nucleus.copy()
+    if keep == "largest":
+        cell = largest_component(cell, nucleus)
+    box = bbox(cell, pad=open_radius + 1)
+    if box is None:
+        return out
+    c = cell[box]
+    if open_radius > 0:
+        c = ndi.binary_opening(c, structure=_disk(open_radius))
+    if keep == "largest":
+        c = largest_component(c, nucleus[box])
+    else:
+        labels, n = ndi.label(c, structure=np.ones((3, 3), bool))
+        if n:
+            area = np.bincount(labels.ravel(), minlength=n + 1)
+            area[0] = 0
+            c = (area >= min_area)[labels]
+    c = fill_holes(c)
+    crop = out[box]
+    crop[c] = 1
+    crop[c & nucleus[box]] = 2
+    return out
+
+
+def split_cells(binary: np.ndarray, min_distance: int = 5, min_area: int = 20,
+                fill: bool = True) -> tuple[np.ndarray, int]:
+    """Instance labels of round cells: distance-transform watershed splits touching cells.
+
+    Parameters
+    ----------
+    binary : bool ``(H, W)`` foreground.
+    min_distance : minimal distance in pixels between two cell centres (about half a radius).
+    min_area : components smaller than this are dropped.
+    fill : fill holes (the central pallor of red cells) before splitting.
+
+    Returns
+    -------
+    labels : int32 ``(H, W)``, 0 background, 1..n cells; n : number of cells.
+    """
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    fg = fill_holes(binary) if fill else binary.copy()
+    if not fg.any():
+        return np.zeros(fg.shape, np.int32), 0
+    dist = ndi.distance_transform_edt(fg).astype(np.float32)
+    dist = ndi.gaussian_filter(dist, 1.5)
+    comp, _ = ndi.label(fg)
+    peaks = peak_local_max(dist, min_distance=max(int(min_distance), 1), labels=comp,
+                           exclude_border=False)
+    markers = np.zeros(fg.shape, np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
+    # components without a peak (tiny blobs) still get one marker
+    missing = np.setdiff1d(np.unique(comp[fg]), np.unique(comp[markers > 0]))
+    for k, lab in enumerate(missing, start=len(peaks) + 1):
+        ys, xs = np.nonzero(comp == lab)
+        markers[ys[len(ys) // 2], xs[len(xs) // 2]] = k
+    labels = watershed(-dist, markers, mask=fg, watershed_line=True).astype(np.int32)
+    area = np.bincount(labels.ravel())
+    area[0] = 0
+    small = area < min_area
+    if small[1:].any():
+        labels[small[labels]] = 0
+    uniq, inverse = np.unique(labels, return_inverse=True)
+    labels = inverse.reshape(labels.shape).astype(np.int32)
+    if uniq[0] != 0:  # no background at all
+        labels += 1
+    return labels, int(labels.max())
+
+
+def smear_foreground(image: np.ndarray, channel: str = "darkness", open_radius: int = 1) -> np.ndarray:
+    """Boolean foreground (cells) of a smear: Otsu on ``channel``, opened with a small disk."""
+    s = stain_channel(image, channel)
+    levels = otsu_levels(s, 2)
+    if levels is None:
+        return np.zeros(s.shape, bool)
+    fg = s > levels[0]
+    if open_radius > 0:
+        fg = ndi.binary_opening(fg, structure=_disk(open_radius))
+    return fg
+
+
+class OtsuCell(MaskMaker):
+    """Cell and nucleus mask of a stained single-cell image by multi-Otsu thresholding.
+
+    Multi-Otsu on a stain channel (default ``B - G``: nucleus > cytoplasm > red cells >
+    background); the top class is the nucleus, the top two the cell; the component holding
+    most nucleus pixels is kept, opened and hole-filled. Output 0 background / 1 cytoplasm /
+    2 nucleus; a flat image gives an all-zero mask. About 1-2 ms for a 360x363 image.
+    """
+
+    name: ClassVar[str] = "otsu_cell"
+    version: ClassVar[str] = "1.0.0"
+    param_docs: ClassVar[dict[str, str]] = {
+        "channel": "Stain channel: 'blue_minus_green' (B-G, default), 'darkness' (255-G) or 'saturation'.",
+        "classes": "Multi-Otsu classes (2-4). 4: background/red cells/cytoplasm/nucleus; with 2 the "
+                   "cell is the nucleus class only.",
+        "open_radius": "Radius (px) of the disk opening that cuts bridges to touching cells (0 = none).",
+        "keep": "'largest': the component with most nucleus pixels; 'all': every component >= min_area.",
+        "min_area": "With keep='all', components smaller than this (px) are dropped.",
+    }
+    conformance_params: ClassVar[dict] = {"open_radius": 1}
+
+    def __init__(self, channel: str = "blue_minus_green", classes: int = 4, open_radius: int = 2,
+                 keep: str = "largest", min_area: int = 20):
+        self.channel = channel
+        self.classes = classes
+        self.open_radius = open_radius
+        self.keep = keep
+        self.min_area = min_area
+
+    def _predict_mask(self, image: np.ndarray) -> np.ndarray:
+        return cell_mask(image, self.channel, self.classes, self.open_radius, self.keep, self.min_area)
+
+
+class RbcWatershed(MaskMaker):
+    """Red-cell instance mask of a full-field smear: Otsu threshold, then watershed splitting.
+
+    Cells are thresholded from the bright background (Otsu on ``255 - G``), holes (central
+    pallor) are filled, and touching cells are split by a watershed on the distance transform.
+    Output is 1 on cells and 0 elsewhere, with a one-pixel 0 line between touching cells, so the
+    4-connected components of ``mask > 0`` are the cells (``scipy.ndimage.label``).
+    """
+
+    name: ClassVar[str] = "rbc_watershed"
+    version: ClassVar[str] = "1.0.0"
+    param_docs: ClassVar[dict[str, str]] = {
+        "channel": "Foreground channel: 'darkness' (255-G, default), 'saturation' or 'blue_minus_green'.",
+        "min_distance": "Minimal distance (px) between two cell centres; about 0.5-0.7 x cell radius.",
+        "min_area": "Cells smaller than this (px) are dropped (debris, platelets).",
+        "open_radius": "Radius (px) of the disk opening applied to the foreground (0 = none).",
+    }
+    conformance_params: ClassVar[dict] = {"min_distance": 3, "min_area": 4}
+
+    def __init__(self, channel: str = "darkness", min_distance: int = 7, min_area: int = 30,
+                 open_radius: int = 1):
+        self.channel = channel
+        self.min_distance = min_distance
+        self.min_area = min_area
+        self.open_radius = open_radius
+
+    def _predict_mask(self, image: np.ndarray) -> np.ndarray:
+        fg = smear_foreground(image, self.channel, self.open_radius)
+        labels, _ = split_cells(fg, self.min_distance, self.min_area)
+        return (labels > 0).astype(np.uint8)
+
+
+@hookimpl
+def medfuse_plugins():
+    return [OtsuCell, RbcWatershed]
