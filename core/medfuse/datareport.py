@@ -104,24 +104,29 @@ class DataReport:
                 pairs.append((train_id, self.ids[j]))
         return pairs
 
-    def summary_lines(self, max_items: int = 10) -> list[str]:
-        """Human-readable lines: counts, then each kind of problem with up to ``max_items`` examples."""
+    def summary_lines(self, max_items: int | None = 10) -> list[str]:
+        """Human-readable lines: counts, then each kind of problem.
+
+        Bad files and mask problems are always listed in full; other sections show up to
+        ``max_items`` examples (``None``: all).
+        """
         lines = [f"{self.source or 'dataset'} ({self.loader}): {self.n_loaded} of {self.n_found} samples loaded"]
         if self.class_counts:
             lines.append("per class: " + ", ".join(f"{k}={v}" for k, v in self.class_counts.items()))
 
-        def section(title: str, items: Sequence[str]) -> None:
+        def section(title: str, items: Sequence[str], full: bool = False) -> None:
             if not items:
                 return
+            limit = len(items) if full or max_items is None else max_items
             lines.append(f"{title}: {len(items)}")
-            lines.extend(f"  {it}" for it in items[:max_items])
-            if len(items) > max_items:
-                lines.append(f"  ... and {len(items) - max_items} more")
+            lines.extend(f"  {it}" for it in items[:limit])
+            if len(items) > limit:
+                lines.append(f"  ... and {len(items) - limit} more")
 
-        section("bad image files (dropped)", [f"{b['path']}: {b['reason']}" for b in self.bad_files])
+        section("bad image files (dropped)", [f"{b['path']}: {b['reason']}" for b in self.bad_files], True)
         section("mask problems (kept without mask)",
-                [f"{m['id']}: {m['reason']}" + (f" ({m['mask_path']})" if m.get("mask_path") else "")
-                 for m in self.mask_problems])
+                [f"{m['path']}: {m['reason']}" + (f" ({m['mask_path']})" if m.get("mask_path") else "")
+                 for m in self.mask_problems], True)
         section("labels with no images", self.empty_labels)
         section("dropped samples", [f"{d['id']}: {d['reason']}" for d in self.dropped])
         section("duplicate images (identical files)", [", ".join(g) for g in self.duplicate_images])
