@@ -1,0 +1,104 @@
+"""Disk cache of per-image prepared arrays (the stateless part of feature extraction).
+
+One ``.npy`` file per entry, under ``<root>/<key[:2]>/<key>.npy``. A key is a hash of
+everything the array depends on: the image's content hash, the cache keys (name, version,
+params) of every transform, of the mask maker (or the mask file's content hash) and of the
+block plugin. Changing any of them gives a new key, so a stale array is never served; old
+entries are simply left behind (``BlockCache.clear`` removes everything).
+
+Writes are atomic (a temporary file in the same folder, then ``os.replace``), so parallel
+workers and interrupted runs never leave a half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CACHE_ENV = "MEDFUSE_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """``$MEDFUSE_CACHE`` or ``~/.cache/medfuse/blocks``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "medfuse" / "blocks"
+
+
+def make_key(*parts: Any) -> str:
+    """Stable hex key (sha256, 32 chars) of JSON-serialisable parts."""
+    payload = json.dumps(parts, sort_keys=True, default=repr)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+class BlockCache:
+    """Content-addressed store of numpy arrays; counts hits, misses and writes.
+
+    Parameters
+    ----------
+    root : Path
+        Folder of the cache (created on first write).
+    """
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.hits = 0
+        self.misses = 0
+        self.writes = 0
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.npy"
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The array stored under ``key``, or ``None`` (a miss). Unreadable entries are misses."""
+        p = self.path(key)
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return arr
+
+    def put(self, key: str, array: np.ndarray) -> None:
+        """Store ``array`` under ``key`` atomically."""
+        p = self.path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".npy")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, np.asarray(array), allow_pickle=False)
+            os.replace(tmp, p)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.writes += 1
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
+        """Every stored entry among ``keys`` (misses are absent)."""
+        out = {}
+        for k in keys:
+            arr = self.get(k)
+            if arr is not None:
+                out[k] = arr
+        return out
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "writes": self.writes}
+
+    def size_bytes(self) -> int:
+        if not self.root.exists():
+            return 0
+        return sum(f.stat().st_size for f in self.root.rglob("*.npy"))
+
+    def clear(self) -> None:
+        """Delete every entry."""
+        if self.root.exists():
+            shutil.rmtree(self.root)

@@ -1,0 +1,785 @@
+"""The pipeline engine: one study pipeline, materialised once, fitted per training fold.
+
+Two stages, so that every fitted statistic comes from the training fold only:
+
+1. :meth:`PipelineRunner.materialize` does the per-image, stateless work once per run: decode,
+   transforms, mask, every block's ``prepare`` (and an image classifier's ``prepare``). It runs
+   in parallel chunks (joblib) and caches each array on disk, keyed by the image's content hash
+   and the cache keys of every plugin involved (:mod:`medfuse.cache`).
+2. :meth:`PipelineRunner.fit` fits, on the given training rows only: trainable masks and
+   blocks, selectors, per-block impute/scale/PCA (:class:`medfuse.fusion.BlockPreparer`),
+   fusion (early, intermediate, late) and the classifier; ensembles fit each member pipeline.
+
+A :class:`FittedPipeline` predicts probabilities for prepared rows or for raw decoded images,
+reports what each block kept, ranks features, and saves/loads itself.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from .cache import BlockCache, make_key
+from .contracts import Extractor, Plugin, SampleTable
+from .errors import DataError, InvalidInputError, MedfuseError, StudyError
+from .fusion import BlockPreparer, LateFusion, aligned_proba, early_concat, fit_stacked, soft_vote
+from .imageio import file_sha1, read_image, read_mask
+from .study import PipelineSpec, PluginRef, Study
+
+Progress = bool | Callable[[int, int, str], None]
+_IMAGES = "__images__"  # slot of an image classifier's prepared arrays
+CHUNK = 32
+
+
+@dataclass
+class Prepared:
+    """Everything per-sample a pipeline needs, computed once per run.
+
+    Row ``i`` of every array is ``samples`` row ``i``. ``raw`` holds the transformed images and
+    dataset masks when the pipeline has a trainable mask maker (blocks are then computed in
+    :meth:`PipelineRunner.fit`); ``members`` holds the member pipelines' data of an ensemble.
+    """
+
+    samples: pd.DataFrame
+    y: np.ndarray
+    blocks: dict[str, np.ndarray]
+    images: np.ndarray | None = None
+    table: pd.DataFrame | None = None
+    failed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["id", "path", "error"]))
+    raw: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+    members: dict[str, Prepared] = field(default_factory=dict)
+    cache_stats: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def subset(self, idx: np.ndarray) -> Prepared:
+        """The rows ``idx`` (positions), as a new :class:`Prepared` with a reset index."""
+        idx = np.asarray(idx)
+        return Prepared(
+            self.samples.iloc[idx].reset_index(drop=True), self.y[idx],
+            {k: v[idx] for k, v in self.blocks.items()},
+            None if self.images is None else self.images[idx],
+            None if self.table is None else self.table.iloc[idx].reset_index(drop=True),
+            self.failed, None if self.raw is None else [self.raw[i] for i in idx],
+            {k: m.subset(idx) for k, m in self.members.items()}, dict(self.cache_stats), self.seconds)
+
+
+# ---- per-image work (module level: runs in joblib workers) ------------------------------------
+
+def _process_image(image: np.ndarray, mask: np.ndarray | None, transforms: Sequence[Plugin], mask_mode: str,
+                   maker: Plugin | None, slots: Sequence[tuple[str, Plugin]],
+                   keep_raw: bool) -> dict[str, Any]:
+    if mask is not None and mask.shape != image.shape[:2]:
+        raise InvalidInputError(f"mask shape {mask.shape} does not match image {image.shape[:2]}")
+    for t in transforms:
+        image, mask = t.apply(image, mask)
+    if mask_mode == "plugin":
+        mask = maker.predict_mask(image)
+    if keep_raw:
+        return {"__raw__": (image, mask)}
+    return {slot: np.asarray(p.prepare(image, mask)) for slot, p in slots}
+
+
+def _process_chunk(items: list[tuple[int, str, str | None, list[str]]], transforms: Sequence[Plugin],
+                   mask_mode: str, maker: Plugin | None, slot_plugins: dict[str, Plugin],
+                   keep_raw: bool) -> list[tuple[int, dict[str, Any] | None, str | None]]:
+    out = []
+    for i, path, mask_path, needed in items:
+        try:
+            if not isinstance(path, str | Path) or not str(path):
+                raise DataError("sample has no image file")
+            image = read_image(path)
+            mask = None
+            if mask_mode in ("dataset", "trainable"):
+                if isinstance(mask_path, str | Path) and str(mask_path):
+                    mask = read_mask(mask_path)
+                elif mask_mode == "dataset":
+                    raise DataError("pipeline uses dataset masks but this sample has no mask file")
+            slots = [(s, slot_plugins[s]) for s in needed]
+            out.append((i, _process_image(image, mask, transforms, mask_mode, maker, slots, keep_raw), None))
+        except Exception as exc:  # noqa: BLE001 - one bad sample is reported, the run goes on
+            out.append((i, None, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, str | Path) and bool(str(value))
+
+
+def _stack(name: str, arrays: list[np.ndarray]) -> np.ndarray:
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise InvalidInputError(f"{name}: prepare() returned arrays of different shapes {sorted(shapes)[:4]}; "
+                                "a block must give the same shape for every image")
+    return np.stack(arrays)
+
+
+def balance_augment(P: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Balance classes of image-shaped ``P (n, H, W, C)`` with flips / 90-degree rotations.
+
+    Minority classes get transformed copies of randomly chosen members until every class has
+    as many rows as the largest. Non-image arrays are returned unchanged.
+    """
+    from .keras_utils import dihedral
+
+    if P.ndim != 4:
+        return P, y
+    rng = np.random.default_rng(seed)
+    ks = list(range(1, 8)) if P.shape[1] == P.shape[2] else [1, 2, 3]
+    classes, counts = np.unique(y, return_counts=True)
+    extra_P, extra_y = [P], [y]
+    for c, n in zip(classes, counts):
+        need = counts.max() - n
+        if need <= 0:
+            continue
+        rows = rng.choice(np.flatnonzero(y == c), size=need, replace=True)
+        turns = rng.choice(ks, size=need)
+        extra_P.append(np.stack([dihedral(P[r], int(k)) for r, k in zip(rows, turns)]))
+        extra_y.append(np.full(need, c, dtype=y.dtype))
+    return np.concatenate(extra_P), np.concatenate(extra_y)
+
+
+class _Bar:
+    """Progress reporting: a rich bar on stderr, a user callback, or nothing."""
+
+    def __init__(self, progress: Progress, total: int, what: str):
+        self.callback = progress if callable(progress) else None
+        self.total, self.what, self.done = total, what, 0
+        self.rich = None
+        if progress is True and total > 0 and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self.rich = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), transient=True)
+            self.rich.start()
+            self.task = self.rich.add_task(what, total=total)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.rich is not None:
+            self.rich.update(self.task, completed=self.done)
+        if self.callback is not None:
+            self.callback(self.done, self.total, self.what)
+
+    def close(self) -> None:
+        if self.rich is not None:
+            self.rich.stop()
+
+
+# ---- the runner -------------------------------------------------------------------------------
+
+@dataclass
+class _Block:
+    name: str
+    kind: str  # "extractor" or "selector"
+    plugin: Plugin
+    spec: Any  # BlockSpec
+
+
+class PipelineRunner:
+    """Builds one pipeline of a study from the plugin host; materialises data and fits folds.
+
+    Parameters
+    ----------
+    study : Study
+        The parsed study.
+    pipeline : str
+        Name of one of ``study.pipelines``.
+    host : PluginHost, optional
+        Plugin host (default: the process-wide one).
+    cache_dir : Path, optional
+        Folder of the block cache; None disables caching.
+    jobs : int
+        Parallel processes for per-image work.
+    progress : bool or callable
+        ``True``: a progress bar on a terminal; a callable ``f(done, total, what)`` is called
+        after every chunk; ``False``: silent.
+    """
+
+    def __init__(self, study: Study, pipeline: str, host: Any = None, cache_dir: Path | None = None,
+                 jobs: int = 1, progress: Progress = True):
+        from .host import get_host
+
+        if pipeline not in study.pipelines:
+            from .errors import did_you_mean
+
+            raise StudyError(study.source, f"studies.{study.name}.pipelines",
+                             f"no pipeline {pipeline!r}{did_you_mean(pipeline, study.pipelines)}; "
+                             f"defined: {', '.join(study.pipelines)}")
+        self.study = study
+        self.name = pipeline
+        self.spec: PipelineSpec = study.pipelines[pipeline]
+        self.host = host if host is not None else get_host()
+        self.cache = BlockCache(cache_dir) if cache_dir is not None else None
+        self.jobs = max(1, int(jobs))
+        self.progress = progress
+        self.where = f"{study.source}: studies.{study.name}.pipelines.{pipeline}"
+        self._fixed_seed: set[int] = set()
+        self.members = {m: PipelineRunner(study, m, self.host, cache_dir, jobs, progress)
+                        for m in self.spec.members}
+        self.transforms = [self._create(t, "transform") for t in self.spec.transforms]
+        self.mask_maker: Plugin | None = None
+        if self.spec.mask is None:
+            self.mask_mode = "none"
+        elif self.spec.mask == "dataset":
+            self.mask_mode = "dataset"
+        else:
+            self.mask_maker = self._create(self.spec.mask, "mask")
+            self.mask_mode = "trainable" if getattr(self.mask_maker, "trainable", False) else "plugin"
+        self.blocks: list[_Block] = []
+        for b in self.spec.blocks:
+            bs = study.blocks[b]
+            plugin = self._create(PluginRef(bs.plugin, bs.params), None)
+            if plugin.kind not in ("extractor", "selector"):
+                raise StudyError(study.source, f"studies.{study.name}.blocks.{b}.plugin",
+                                 f"{bs.plugin!r} is a {plugin.kind} plugin; a block needs an extractor or selector")
+            self.blocks.append(_Block(b, plugin.kind, plugin, bs))
+        self.classifier = self._create(self.spec.classifier, "classifier") if self.spec.classifier else None
+        self._validate()
+
+    def _create(self, ref: PluginRef, kind: str | None) -> Plugin:
+        plugin = self.host.create(ref.plugin, ref.params, kind)
+        if "random_state" in ref.params:
+            self._fixed_seed.add(id(plugin))
+        return plugin
+
+    def _seeded(self, plugin: Plugin, seed: int) -> Plugin:
+        """A fresh clone of ``plugin`` with ``random_state = seed`` unless the study set it."""
+        est = clone(plugin)
+        if id(plugin) not in self._fixed_seed and "random_state" in est.get_params(deep=False):
+            est.set_params(random_state=seed)
+        return est
+
+    def _validate(self) -> None:
+        if self.members:
+            return
+        clf = self.classifier
+        assert clf is not None  # parse_study guarantees a classifier or members
+        if clf.input == "images":
+            if self.mask_mode == "trainable":
+                raise StudyError(self.study.source, f"{self._key}.mask",
+                                 f"{clf.name!r} classifies images end to end; a trainable mask is not supported")
+            if self.blocks:
+                raise StudyError(self.study.source, f"{self._key}.blocks",
+                                 f"{clf.name!r} classifies images end to end; it takes no feature blocks")
+            return
+        if not self.blocks:
+            raise StudyError(self.study.source, f"{self._key}.blocks",
+                             f"{clf.name!r} needs feature blocks; list at least one")
+        if self.spec.fusion == "intermediate" and clf.input != "blocks":
+            raise StudyError(self.study.source, f"{self._key}.classifier",
+                             f"intermediate fusion needs a classifier taking one input per block "
+                             f"(e.g. branch_mlp), got {clf.name!r}")
+        if self.spec.fusion == "late" and clf.input != "features":
+            raise StudyError(self.study.source, f"{self._key}.classifier",
+                             f"late fusion fits one {clf.name!r} per block; it must take feature matrices")
+
+    @property
+    def _key(self) -> str:
+        return f"studies.{self.study.name}.pipelines.{self.name}"
+
+    @property
+    def image_classifier(self) -> bool:
+        return self.classifier is not None and self.classifier.input == "images"
+
+    def _slot_plugins(self) -> dict[str, Plugin]:
+        slots: dict[str, Plugin] = {b.name: b.plugin for b in self.blocks if b.kind == "extractor"}
+        if self.image_classifier:
+            slots[_IMAGES] = self.classifier
+        return slots
+
+    # ---- materialize --------------------------------------------------------------------------
+    def materialize(self, data: SampleTable) -> Prepared:
+        """Decode, transform, mask and prepare every sample once (cached, parallel)."""
+        t0 = time.perf_counter()
+        if self.members:
+            return self._materialize_members(data, t0)
+        samples = data.samples.reset_index(drop=True)
+        table = None if data.table is None else data.table.reset_index(drop=True)
+        if any(b.kind == "selector" for b in self.blocks) and table is None:
+            raise DataError(f"{self.where}: blocks {[b.name for b in self.blocks if b.kind == 'selector']} "
+                            "need a table, but the dataset has none")
+        slots = self._slot_plugins()
+        keep_raw = self.mask_mode == "trainable"
+        n = len(samples)
+        arrays: dict[str, list[Any]] = {s: [None] * n for s in slots}
+        raw: list[Any] = [None] * n
+        errors: dict[int, str] = {}
+        stats = {"hits": 0, "misses": 0, "writes": 0}
+        todo: list[tuple[int, str, str | None, list[str]]] = []
+        keys: dict[tuple[int, str], str] = {}
+        if slots or keep_raw:
+            paths = samples["path"].tolist()
+            mask_paths = samples["mask_path"].tolist() if "mask_path" in samples else [None] * n
+            use_cache = self.cache is not None and not keep_raw
+            chain = self._chain_key() if use_cache else ""
+            for i in range(n):
+                needed = list(slots)
+                if use_cache and _is_path(paths[i]):
+                    try:
+                        keys_i = self._row_keys(samples.iloc[i], paths[i], mask_paths[i], chain, slots)
+                    except OSError as exc:
+                        errors[i] = f"{type(exc).__name__}: {exc}"
+                        continue
+                    needed = []
+                    for s, k in keys_i.items():
+                        keys[(i, s)] = k
+                        hit = self.cache.get(k)
+                        if hit is None:
+                            needed.append(s)
+                        else:
+                            arrays[s][i] = hit
+                if needed or keep_raw:
+                    todo.append((i, paths[i], mask_paths[i], needed))
+            if self.cache is not None:
+                stats["hits"] = self.cache.hits
+                stats["misses"] = self.cache.misses
+            for i, result, err in self._run(todo, slots, keep_raw):
+                if err is not None:
+                    errors[i] = err
+                    continue
+                if keep_raw:
+                    raw[i] = result["__raw__"]
+                    continue
+                for s, arr in result.items():
+                    arrays[s][i] = arr
+                    if use_cache:
+                        self.cache.put(keys[(i, s)], arr)
+                        stats["writes"] += 1
+        keep = np.asarray([i for i in range(n) if i not in errors], dtype=np.int64)
+        failed = pd.DataFrame({"id": [samples["id"].iloc[i] for i in sorted(errors)],
+                               "path": [samples["path"].iloc[i] if "path" in samples else None
+                                        for i in sorted(errors)],
+                               "error": [errors[i] for i in sorted(errors)]},
+                              columns=["id", "path", "error"])
+        blocks = {s: _stack(f"{self.where}: block {s!r}", [arrays[s][i] for i in keep])
+                  for s in slots if s != _IMAGES and len(keep) and not keep_raw}
+        images = (_stack(f"{self.where}: classifier {self.classifier.name!r}", [arrays[_IMAGES][i] for i in keep])
+                  if _IMAGES in slots and len(keep) and not keep_raw else None)
+        kept = samples.iloc[keep].reset_index(drop=True)
+        return Prepared(kept, kept["label"].astype(str).to_numpy(dtype=object), blocks, images,
+                        None if table is None else table.iloc[keep].reset_index(drop=True), failed,
+                        [raw[i] for i in keep] if keep_raw else None, {}, stats, time.perf_counter() - t0)
+
+    def _materialize_members(self, data: SampleTable, t0: float) -> Prepared:
+        parts = {m: r.materialize(data) for m, r in self.members.items()}
+        common = set.intersection(*(set(p.samples["id"]) for p in parts.values()))
+        base = data.samples.reset_index(drop=True)
+        order = [i for i in base["id"] if i in common]
+        members = {}
+        for m, p in parts.items():
+            pos = pd.Series(np.arange(len(p)), index=p.samples["id"].to_numpy())
+            members[m] = p.subset(pos.loc[order].to_numpy())
+        first = next(iter(members.values()))
+        failed = pd.concat([p.failed for p in parts.values() if len(p.failed)] or [first.failed])
+        failed = failed.drop_duplicates("id").reset_index(drop=True)
+        stats = {k: sum(p.cache_stats.get(k, 0) for p in parts.values()) for k in ("hits", "misses", "writes")}
+        return Prepared(first.samples, first.y, {}, None, first.table, failed, None, members, stats,
+                        time.perf_counter() - t0)
+
+    def _chain_key(self) -> str:
+        mask = self.mask_maker.cache_key() if self.mask_maker is not None else self.mask_mode
+        return make_key([t.cache_key() for t in self.transforms], mask)
+
+    def _row_keys(self, row: pd.Series, path: str, mask_path: Any, chain: str,
+                  slots: dict[str, Plugin]) -> dict[str, str]:
+        sha = row.get("sha1") if "sha1" in row else None
+        if not isinstance(sha, str) or not sha:
+            sha = file_sha1(path)
+        mask_sha = file_sha1(mask_path) if self.mask_mode == "dataset" and _is_path(mask_path) else None
+        return {s: make_key(sha, mask_sha, chain, p.cache_key()) for s, p in slots.items()}
+
+    def _run(self, todo: list[tuple[int, str, str | None, list[str]]], slots: dict[str, Plugin],
+             keep_raw: bool):
+        if not todo:
+            return
+        chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
+        bar = _Bar(self.progress, len(todo), f"{self.name}: preparing images")
+        args = (self.transforms, self.mask_mode, self.mask_maker if self.mask_mode == "plugin" else None,
+                slots, keep_raw)
+        try:
+            if self.jobs > 1 and len(chunks) > 1:
+                from joblib import Parallel, delayed
+
+                results = Parallel(n_jobs=self.jobs, return_as="generator")(
+                    delayed(_process_chunk)(c, *args) for c in chunks)
+            else:
+                results = (_process_chunk(c, *args) for c in chunks)
+            for chunk in results:
+                yield from chunk
+                bar.advance(len(chunk))
+        finally:
+            bar.close()
+
+    # ---- fit ----------------------------------------------------------------------------------
+    def fit(self, prepared: Prepared, train_idx: np.ndarray, seed: int) -> FittedPipeline:
+        """Fit everything on the rows ``train_idx`` (positions into ``prepared``) only."""
+        t0 = time.perf_counter()
+        train_idx = np.asarray(train_idx, dtype=np.int64)
+        if len(train_idx) < 2:
+            raise InvalidInputError(f"{self.where}: need at least 2 training rows, got {len(train_idx)}")
+        classes = np.unique(prepared.y)
+        fitted = FittedPipeline()
+        fitted.name = self.name
+        fitted.classes_ = classes
+        fitted.fusion = self.spec.fusion
+        fitted.combine = self.spec.combine
+        fitted.transforms = list(self.transforms)
+        fitted.mask_mode = self.mask_mode
+        fitted.mask_maker_ = self.mask_maker
+        fitted.seed = seed
+        if self.members:
+            self._fit_members(fitted, prepared, train_idx, seed)
+            fitted.fit_seconds_ = time.perf_counter() - t0
+            return fitted
+        y_tr = prepared.y[train_idx]
+        if self.mask_mode == "trainable":
+            maker = self._seeded(self.mask_maker, seed)
+            imgs = [prepared.raw[i][0] for i in train_idx]
+            masks = [prepared.raw[i][1] for i in train_idx]
+            if any(m is None for m in masks):
+                raise DataError(f"{self.where}: the trainable mask maker {maker.name!r} needs a dataset mask "
+                                "for every training image")
+            fitted.mask_maker_ = maker.fit(imgs, masks)
+        fitted.blocks_ = []
+        fitted.block_reports_ = {}
+        if self.image_classifier:
+            P = prepared.images[train_idx]
+            y_fit = y_tr
+            if self.spec.augment:
+                P, y_fit = balance_augment(P, y_tr, seed)
+            fitted.model_ = self._seeded(self.classifier, seed).fit(P, y_fit)
+            fitted.feature_names_ = []
+            fitted.fit_seconds_ = time.perf_counter() - t0
+            return fitted
+        inputs = fitted._block_inputs(prepared, train_idx,
+                                      [(b.name, b.plugin) for b in self.blocks if b.kind == "extractor"])
+        Zs = []
+        for b in self.blocks:
+            if b.kind == "extractor":
+                ex = self._seeded(b.plugin, seed)
+                P = inputs[b.name]
+                if self.spec.augment and getattr(ex, "trainable", False):
+                    P_fit, y_fit = balance_augment(P, y_tr, seed)
+                    ex.fit(P_fit, y_fit)
+                else:
+                    ex.fit(P, y_tr)
+                X = ex.transform(P)
+                names = list(ex.get_feature_names_out())
+            else:
+                ex = self._seeded(b.plugin, seed).fit(prepared.table.iloc[train_idx], y_tr)
+                X = ex.transform(prepared.table.iloc[train_idx])
+                names = list(ex.get_feature_names_out())
+            prep = BlockPreparer(b.spec.impute, b.spec.scale, b.spec.pca, block=b.name, random_state=seed)
+            Zs.append(prep.fit_transform(X, feature_names=names))
+            fitted.blocks_.append(_FittedBlock(b.name, b.kind, ex, prep, b.spec.plugin, dict(b.spec.params)))
+            fitted.block_reports_[b.name] = {"plugin": b.spec.plugin, **prep.report()}
+        fitted.feature_names_ = [n for fb in fitted.blocks_ for n in fb.preparer.get_feature_names_out()]
+        clf = self._seeded(self.classifier, seed)
+        if self.spec.fusion == "late":
+            fitted.model_ = LateFusion(clf, self.spec.combine, random_state=seed).fit(Zs, y_tr)
+        elif self.spec.fusion == "intermediate":
+            fitted.model_ = clf.fit(Zs, y_tr)
+        elif clf.input == "blocks":
+            fitted.model_ = clf.fit([early_concat(Zs)], y_tr)
+        else:
+            fitted.model_ = clf.fit(early_concat(Zs), y_tr)
+        fitted.fit_seconds_ = time.perf_counter() - t0
+        return fitted
+
+    def _fit_members(self, fitted: FittedPipeline, prepared: Prepared, train_idx: np.ndarray, seed: int) -> None:
+        fitted.members_ = {m: r.fit(prepared.members[m], train_idx, seed) for m, r in self.members.items()}
+        fitted.blocks_ = []
+        fitted.block_reports_ = {f"{m}/{k}": v for m, f in fitted.members_.items()
+                                 for k, v in f.block_reports_.items()}
+        fitted.feature_names_ = []
+        if self.spec.combine == "stack":
+            y_tr = prepared.y[train_idx]
+            names = list(self.members)
+
+            def fit_predict(tr: np.ndarray, te: np.ndarray) -> list[np.ndarray]:
+                inner = {m: self.members[m].fit(prepared.members[m], train_idx[tr], seed) for m in names}
+                return [inner[m].predict_proba(prepared.members[m], train_idx[te]) for m in names]
+
+            fitted.meta_ = fit_stacked(fit_predict, len(names), y_tr, fitted.classes_, 3, seed)
+
+
+@dataclass
+class _FittedBlock:
+    name: str
+    kind: str
+    plugin: Plugin  # fitted extractor or selector
+    preparer: BlockPreparer
+    plugin_name: str
+    params: dict[str, Any]
+
+
+class FittedPipeline:
+    """A pipeline fitted on one training fold: predicts, reports, saves and loads.
+
+    Attributes
+    ----------
+    classes_ : ndarray of str
+        Column order of every probability matrix (all labels of the materialised data).
+    feature_names_ : list of str
+        Fused feature schema: ``<block>.<feature>``, or ``<block>.pcN`` after PCA.
+    block_reports_ : dict
+        Per block: plugin, n_features_in, n_components, explained_variance_ratio, ...
+    fit_seconds_ : float
+        Wall time of the fit.
+    """
+
+    name: str
+    classes_: np.ndarray
+    feature_names_: list[str]
+    block_reports_: dict[str, dict[str, Any]]
+    fit_seconds_: float
+
+    def __init__(self) -> None:
+        self.members_: dict[str, FittedPipeline] = {}
+        self.meta_ = None
+        self.model_: Any = None
+        self.blocks_: list[_FittedBlock] = []
+        self.mask_maker_: Plugin | None = None
+        self.transforms: list[Plugin] = []
+        self.mask_mode = "none"
+        self.fusion = "early"
+        self.combine = "soft"
+        self.seed = 0
+
+    # ---- prediction ---------------------------------------------------------------------------
+    @property
+    def image_classifier(self) -> bool:
+        return getattr(self.model_, "input", None) == "images"
+
+    def _block_inputs(self, prepared: Prepared, idx: np.ndarray,
+                      extractors: list[tuple[str, Plugin]] | None = None) -> dict[str, np.ndarray]:
+        """Prepared arrays of the extractor blocks for rows ``idx``; with a trainable mask maker,
+        masks are predicted by the fitted maker and the blocks prepared now (not cached)."""
+        if self.mask_mode != "trainable":
+            return {k: v[idx] for k, v in prepared.blocks.items()}
+        if extractors is None:
+            extractors = [(fb.name, fb.plugin) for fb in self.blocks_ if fb.kind == "extractor"]
+        images = [prepared.raw[i][0] for i in idx]
+        masks = self.mask_maker_.predict_masks(images)
+        return _prepare_slots(images, masks, extractors)
+
+    def _features(self, inputs: dict[str, np.ndarray], table: pd.DataFrame | None) -> list[np.ndarray]:
+        Zs = []
+        for fb in self.blocks_:
+            if fb.kind == "extractor":
+                X = fb.plugin.transform(inputs[fb.name])
+            else:
+                if table is None:
+                    raise InvalidInputError(f"pipeline {self.name!r}: block {fb.name!r} needs table rows")
+                X = fb.plugin.transform(table)
+            Zs.append(fb.preparer.transform(X))
+        return Zs
+
+    def _proba_from_features(self, Zs: list[np.ndarray]) -> np.ndarray:
+        model = self.model_
+        if self.fusion == "late":
+            X: Any = Zs
+        elif self.fusion == "intermediate":
+            X = Zs
+        elif getattr(model, "input", "features") == "blocks":
+            X = [early_concat(Zs)]
+        else:
+            X = early_concat(Zs)
+        return aligned_proba(model, X, self.classes_)
+
+    def _combine(self, probas: list[np.ndarray]) -> np.ndarray:
+        if self.meta_ is not None:
+            return aligned_proba(self.meta_, np.hstack(probas), self.classes_)
+        return soft_vote(probas)
+
+    def predict_proba(self, prepared: Prepared, idx: np.ndarray) -> np.ndarray:
+        """Probabilities ``(len(idx), n_classes)`` for rows ``idx`` of ``prepared``."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if self.members_:
+            return self._combine([f.predict_proba(prepared.members[m], idx) for m, f in self.members_.items()])
+        if len(idx) == 0:
+            return np.zeros((0, len(self.classes_)))
+        if self.image_classifier:
+            return aligned_proba(self.model_, prepared.images[idx], self.classes_)
+        table = None if prepared.table is None else prepared.table.iloc[idx]
+        return self._proba_from_features(self._features(self._block_inputs(prepared, idx), table))
+
+    def predict(self, prepared: Prepared, idx: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(prepared, idx), axis=1)]
+
+    def predict_proba_images(self, images: list[np.ndarray], masks: list[np.ndarray | None] | None = None,
+                             table: pd.DataFrame | None = None) -> np.ndarray:
+        """Probabilities for raw canonical images (``uint8 (H, W, 3)``), optional masks and table rows.
+
+        Applies the pipeline's transforms, mask, prepare, fitted blocks and classifier. Call
+        with batches of 64-512 images. ``masks`` are required when the pipeline uses dataset
+        masks; ``table`` (one row per image) when it has tabular blocks.
+        """
+        if self.members_:
+            return self._combine([f.predict_proba_images(images, masks, table) for f in self.members_.values()])
+        n = len(images)
+        if masks is None:
+            if self.mask_mode == "dataset":
+                raise InvalidInputError(f"pipeline {self.name!r} uses dataset masks: pass masks=")
+            masks = [None] * n
+        if len(masks) != n or (table is not None and len(table) != n):
+            raise InvalidInputError(f"pipeline {self.name!r}: {n} images, {len(masks)} masks, "
+                                    f"{'no' if table is None else len(table)} table rows")
+        if n == 0:
+            return np.zeros((0, len(self.classes_)))
+        table = None if table is None else table.reset_index(drop=True)
+        slots = [(fb.name, fb.plugin) for fb in self.blocks_ if fb.kind == "extractor"]
+        if self.image_classifier:
+            slots = [(_IMAGES, self.model_)]
+        if not slots:
+            return self._proba_from_features(self._features({}, table))
+        mode = "plugin" if self.mask_mode == "trainable" else self.mask_mode
+        processed = []
+        for i, (im, m) in enumerate(zip(images, masks)):
+            try:
+                processed.append(_process_image(im, m, self.transforms, mode, self.mask_maker_, slots, False))
+            except MedfuseError as exc:
+                raise type(exc)(f"pipeline {self.name!r}, image {i}: {exc}") from None
+        inputs = {s: _stack(f"block {s!r}", [p[s] for p in processed]) for s, _ in slots}
+        if self.image_classifier:
+            return aligned_proba(self.model_, inputs[_IMAGES], self.classes_)
+        return self._proba_from_features(self._features(inputs, table))
+
+    # ---- reports ------------------------------------------------------------------------------
+    def top_features(self, prepared: Prepared, idx: np.ndarray, n: int = 20,
+                     n_repeats: int = 3) -> pd.DataFrame | None:
+        """Most important fused features: XGBoost gain (or forest impurity) for early fusion with a
+        tree model, else permutation importance (drop in accuracy) on rows ``idx``.
+
+        Returns columns ``feature, importance, method`` (``n`` rows), or None for image
+        classifiers and ensembles.
+        """
+        if self.members_ or self.image_classifier or not self.blocks_:
+            return None
+        idx = np.asarray(idx, dtype=np.int64)
+        imp = getattr(self.model_, "feature_importances_", None) if self.fusion == "early" else None
+        if imp is not None and len(imp) == len(self.feature_names_):
+            method = "gain" if getattr(self.model_, "name", "") == "xgboost" else "impurity"
+            scores = np.asarray(imp, dtype=float)
+        else:
+            method = "permutation"
+            table = None if prepared.table is None else prepared.table.iloc[idx]
+            Zs = self._features(self._block_inputs(prepared, idx), table)
+            y = prepared.y[idx]
+            base = np.mean(self.classes_[np.argmax(self._proba_from_features(Zs), 1)] == y)
+            rng = np.random.default_rng(self.seed)
+            scores = []
+            for b, Z in enumerate(Zs):
+                for j in range(Z.shape[1]):
+                    drops = []
+                    for _ in range(n_repeats):
+                        Zp = [z.copy() if k == b else z for k, z in enumerate(Zs)]
+                        Zp[b][:, j] = Zp[b][rng.permutation(len(y)), j]
+                        acc = np.mean(self.classes_[np.argmax(self._proba_from_features(Zp), 1)] == y)
+                        drops.append(base - acc)
+                    scores.append(float(np.mean(drops)))
+            scores = np.asarray(scores)
+        order = np.argsort(-scores, kind="stable")[:n]
+        return pd.DataFrame({"feature": [self.feature_names_[i] for i in order],
+                             "importance": scores[order], "method": method})
+
+    def spec(self) -> dict[str, Any]:
+        """Name, version and parameters of every component (for manifests)."""
+        def plug(p: Plugin | None) -> dict[str, Any] | None:
+            if p is None:
+                return None
+            return {"name": p.name, "version": p.version, "params": _jsonable(p.get_params(deep=False))}
+
+        out: dict[str, Any] = {"pipeline": self.name, "classes": [str(c) for c in self.classes_],
+                               "seed": self.seed}
+        if self.members_:
+            out["combine"] = self.combine
+            out["members"] = {m: f.spec() for m, f in self.members_.items()}
+            return out
+        out["transforms"] = [plug(t) for t in self.transforms]
+        out["mask"] = plug(self.mask_maker_) if self.mask_maker_ is not None else self.mask_mode
+        out["blocks"] = [{"block": fb.name, **plug(fb.plugin),
+                          "prepare": _jsonable({k: v for k, v in fb.preparer.get_params().items()
+                                                if k != "random_state"})}
+                         for fb in self.blocks_]
+        out["fusion"] = self.fusion
+        if self.fusion == "late":
+            out["combine"] = self.combine
+            out["classifier"] = plug(self.model_.estimator)
+        else:
+            out["classifier"] = plug(self.model_)
+        out["feature_names"] = list(self.feature_names_)
+        return out
+
+    # ---- persistence --------------------------------------------------------------------------
+    def _components(self, prefix: str = "") -> list[tuple[str, Plugin]]:
+        comps: list[tuple[str, Plugin]] = []
+        if self.mask_maker_ is not None:
+            comps.append((f"{prefix}mask", self.mask_maker_))
+        comps += [(f"{prefix}block-{fb.name}", fb.plugin) for fb in self.blocks_]
+        if isinstance(self.model_, LateFusion):
+            comps += [(f"{prefix}classifier-{i}", m) for i, m in enumerate(self.model_.estimators_)]
+        elif isinstance(self.model_, Plugin):
+            comps.append((f"{prefix}classifier", self.model_))
+        for m, f in self.members_.items():
+            comps += f._components(f"{prefix}{m}-")
+        return comps
+
+    def save(self, directory: Path) -> list[Path]:
+        """Write ``pipeline.joblib`` plus native model files (``.keras``, XGBoost JSON) under
+        ``artifacts/``; return every file written."""
+        import joblib
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        files: list[Path] = []
+        for slot, plugin in self._components():
+            files += plugin.save_artifacts(directory / "artifacts" / slot)
+        path = directory / "pipeline.joblib"
+        joblib.dump(self, path)
+        return [path, *files]
+
+    @classmethod
+    def load(cls, directory: Path) -> FittedPipeline:
+        """Load what :meth:`save` wrote. Only load files you trust (joblib runs pickle)."""
+        import joblib
+
+        directory = Path(directory)
+        path = directory / "pipeline.joblib"
+        if not path.is_file():
+            raise MedfuseError(f"{directory}: no pipeline.joblib (not a saved pipeline)")
+        obj = joblib.load(path)
+        if not isinstance(obj, cls):
+            raise MedfuseError(f"{path}: holds a {type(obj).__name__}, not a FittedPipeline")
+        for slot, plugin in obj._components():
+            plugin.load_artifacts(directory / "artifacts" / slot)
+        return obj
+
+
+def _prepare_slots(images: list[np.ndarray], masks: list[np.ndarray | None],
+                   extractors: list[tuple[str, Extractor]]) -> dict[str, np.ndarray]:
+    return {name: _stack(f"block {name!r}", [np.asarray(ex.prepare(im, m)) for im, m in zip(images, masks)])
+            for name, ex in extractors}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
