@@ -39,8 +39,7 @@ class FakePipeline:
         return np.asarray(out)
 
     def spec(self):
-        return {"classifier": {"name": "fake", "version": "1.0.0", "params": {"delay": self.delay}},
-                "extra": self.plugins}
+        return {"classifier": {"params": {"delay": self.delay}}, "plugins": self.plugins}
 
     def save(self, directory: Path) -> list[Path]:
         f = Path(directory) / "fake.joblib"
@@ -61,7 +60,11 @@ def fake_host(**versions: str) -> SimpleNamespace:
     return SimpleNamespace(records=records, failures=[])
 
 
+FAKE = [{"name": "fake", "version": "1.0.0", "params": {"delay": 0.0}}]
+
+
 def make_bundle(path: Path, delay: float = 0.0, plugins: list[dict] | None = None) -> Path:
+    """A bundle of :class:`FakePipeline`; ``plugins`` (e.g. :data:`FAKE`) go into its spec."""
     return write_bundle(FakePipeline(delay, plugins), path, host=fake_host(fake="1.0.0"),
                         manifest={"seed": 3, "training_data": {"fingerprint": "x"}})
 
@@ -82,7 +85,7 @@ def load(path: Path, **kw):
 
 
 def test_roundtrip_manifest_and_predict(tmp_path):
-    b = make_bundle(tmp_path / "b")
+    b = make_bundle(tmp_path / "b", plugins=FAKE)
     manifest, digest = read_manifest(b)
     assert manifest["classes"] == ["dark", "light"]
     assert manifest["seed"] == 3
@@ -110,13 +113,7 @@ def test_public_api_and_error_rows(tmp_path):
     tiny = tmp_path / "imgs" / "tiny.png"
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(tiny)
     missing = tmp_path / "imgs" / "missing.png"
-    from medfuse import host as host_module
-
-    host_module._HOST[False] = fake_host(fake="1.0.0")  # medfuse.load_bundle uses the process host
-    try:
-        df = medfuse.load_bundle(b).predict([good[0], corrupt, tiny, missing, good[1]])
-    finally:
-        host_module._HOST.pop(False, None)
+    df = medfuse.load_bundle(b).predict([good[0], corrupt, tiny, missing, good[1]])
     assert df["error"].astype(bool).tolist() == [False, True, True, True, False]
     assert "truncated JPEG" in df.loc[1, "error"] and str(corrupt) in df.loc[1, "error"]
     assert "too small" in df.loc[2, "error"]
@@ -171,7 +168,7 @@ def test_no_manifest(tmp_path):
 
 
 def test_missing_plugin_is_named_with_its_package(tmp_path):
-    b = write_bundle(FakePipeline(plugins=[{"name": "stain_magic", "version": "2.1.0", "params": {}}]),
+    b = write_bundle(FakePipeline(plugins=[{"name": "stain_magic", "version": "2.1.0", "params": {}}, *FAKE]),
                      tmp_path / "b", host=SimpleNamespace(
                          records={"stain_magic": PluginRecord("stain_magic", "transform", "2.1.0",
                                                               "medfuse-stains:stains", "ok", cls=object),
@@ -182,7 +179,7 @@ def test_missing_plugin_is_named_with_its_package(tmp_path):
 
 
 def test_plugin_major_version_differs(tmp_path):
-    b = make_bundle(tmp_path / "b")
+    b = make_bundle(tmp_path / "b", plugins=FAKE)
     load(b, host=fake_host(fake="1.9.3"))  # same major: fine
     with pytest.raises(BundleError, match=r"plugin 'fake' was version 1\.0\.0 .* installed is 2\.0\.0"):
         load(b, host=fake_host(fake="2.0.0"))

@@ -89,10 +89,11 @@ def _csv_inputs(path: Path) -> pd.DataFrame:
         q = Path(str(v))
         return str(q if q.is_absolute() else base / q)
 
-    out = pd.DataFrame({"path": df["path"].astype(str), "read_path": df["path"].map(resolve)})
+    out = pd.DataFrame({"path": df["path"].astype(str).tolist(),
+                        "read_path": pd.Series([resolve(v) for v in df["path"]], dtype=object)})
     mask_col = next((c for c in MASK_COLUMNS if c in df.columns), None)
     if mask_col:
-        out["mask_path"] = df[mask_col].map(resolve)
+        out["mask_path"] = pd.Series([resolve(v) for v in df[mask_col]], dtype=object)
     for c in df.columns:
         if c not in RESERVED:
             out[c] = df[c]
@@ -326,7 +327,7 @@ def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bund
         except ImportError:
             raise ScoringError("backend 'dask' needs dask[distributed]: pip install 'medfuse[dask]'") from None
         try:
-            client = Client(scheduler, timeout=30, set_as_default=True)
+            client = Client(scheduler)  # connect timeout: dask config distributed.comm.timeouts.connect
         except (OSError, TimeoutError) as exc:
             raise ScoringError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         with client, parallel_config(backend="dask"):

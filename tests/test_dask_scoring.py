@@ -1,0 +1,42 @@
+"""Scoring on a Dask cluster (joblib's Dask backend) gives exactly the local run's output."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from medfuse.scoring import ScoringError, score
+from test_bundle import make_bundle, write_images
+
+distributed = pytest.importorskip("distributed", reason="dask[distributed] is not installed (pip install 'medfuse[dask]')")
+dask = pytest.importorskip("dask")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",
+                                  dashboard_address=None) as c:
+        yield c
+
+
+def test_dask_equals_local(cluster, tmp_path):
+    folder = tmp_path / "imgs"
+    write_images(folder / "x", n=9)
+    (folder / "x" / "bad.png").write_bytes(b"PNG?")
+    b = make_bundle(tmp_path / "bundle")
+    local = score(b, folder, tmp_path / "local.parquet", chunk_size=4, progress=False)
+    before = cluster.scheduler.transition_counter
+    remote = score(b, folder, tmp_path / "dask.parquet", chunk_size=4, progress=False, backend="dask",
+                   scheduler=cluster.scheduler_address, jobs=-1)
+    assert cluster.scheduler.transition_counter > before  # the chunks really ran on the cluster
+    assert (remote.n_scored, remote.n_failed) == (local.n_scored, local.n_failed) == (9, 1)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "local.parquet"), pd.read_parquet(tmp_path / "dask.parquet"))
+
+
+def test_dask_needs_a_reachable_scheduler(tmp_path):
+    b = make_bundle(tmp_path / "bundle")
+    write_images(tmp_path / "imgs", n=1)
+    with pytest.raises(ScoringError, match="needs --scheduler"):
+        score(b, tmp_path / "imgs", tmp_path / "o.csv", backend="dask", progress=False)
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
+            pytest.raises(ScoringError, match="cannot reach the Dask scheduler"):
+        score(b, tmp_path / "imgs", tmp_path / "o.csv", backend="dask", scheduler="tcp://127.0.0.1:9", progress=False)
