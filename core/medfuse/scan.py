@@ -116,7 +116,8 @@ def scan_files(paths: Sequence[str | Path], mask_paths: Sequence[str | Path | No
     masks = list(mask_paths) if mask_paths is not None else [None] * len(paths)
     if len(masks) != len(paths):
         raise ValueError(f"scan_files: {len(paths)} images but {len(masks)} mask paths")
-    pairs = [(str(p), str(m) if m else None) for p, m in zip(paths, masks)]
+    # Anything that is not a path (None, NaN, pd.NA, '') means "no mask".
+    pairs = [(str(p), str(m) if isinstance(m, str | Path) and str(m) else None) for p, m in zip(paths, masks)]
     advance, close = progress_bar(len(pairs), description, progress)
     results: list[FileScan] = []
     try:
@@ -129,7 +130,7 @@ def scan_files(paths: Sequence[str | Path], mask_paths: Sequence[str | Path | No
 
             # Smaller chunks when few files, so that every worker gets some.
             n_workers = jobs if jobs > 0 else os.cpu_count() or 1
-            size = max(16, min(chunk_size, -(-len(pairs) // (4 * n_workers))))
+            size = max(1, min(chunk_size, -(-len(pairs) // (4 * n_workers))))
             chunks = list(_chunks(pairs, size))
             runner = Parallel(n_jobs=jobs, return_as="generator")
             for chunk, out in zip(chunks, runner(delayed(_scan_chunk)(c) for c in chunks)):

@@ -50,6 +50,11 @@ def _sub(root: Path, rel: str | None, what: str, want_dir: bool) -> Path:
     return path
 
 
+def _is_path(value: Any) -> bool:
+    """A non-empty string (pandas may hold a missing path as None, NaN or NA)."""
+    return isinstance(value, str) and value != ""
+
+
 def _visible(p: Path) -> bool:
     return not p.name.startswith(".") and p.name not in ("Thumbs.db", "desktop.ini")
 
@@ -169,7 +174,8 @@ class _Assembler:
         """Scan image files; drop unreadable ones, clear unusable masks, fill ``sha1``."""
         rows = rows.reset_index(drop=True)
         has_masks = rows["mask_path"].notna().any()
-        scans = scan_files(rows["path"].tolist(), rows["mask_path"].tolist() if has_masks else None,
+        masks = [m if _is_path(m) else None for m in rows["mask_path"]]
+        scans = scan_files(rows["path"].tolist(), masks if has_masks else None,
                            jobs=jobs, progress=progress)
         rows["sha1"] = [s.sha1 for s in scans]
         keep = np.ones(len(rows), bool)
@@ -216,8 +222,7 @@ class _Assembler:
         rows = rows.reset_index(drop=True)
         rows["group"] = rows["group"].where(rows["group"].notna() & (rows["group"].astype(str) != ""),
                                             rows["id"]).astype(str)
-        rows["label"] = rows["label"].astype(object)
-        rows["label"] = rows["label"].where(rows["label"].isna(), rows["label"].astype(str))
+        rows["label"] = [_label_text(v) for v in rows["label"]]
         samples = rows[SAMPLE_COLUMNS].copy()
         samples = samples.astype({"id": str, "group": str})
         for col in ("path", "mask_path"):
@@ -227,6 +232,15 @@ class _Assembler:
             table.index = samples.index
         finalize(self.report, samples, table, raw_table, raw_ids)
         return SampleTable(samples=samples, table=table, report=self.report, meta=self.meta)
+
+
+def _label_text(value: Any) -> str | None:
+    """Labels are text: 1.0 read from a column with gaps becomes '1'; missing stays None."""
+    if value is None or value is pd.NA or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return None
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _table_rows(table: pd.DataFrame, id_column: str, where: str, report: DataReport) -> pd.DataFrame:
@@ -418,7 +432,7 @@ class ManifestLoader(Loader):
 
         rows = pd.DataFrame({"path": [resolve(p) for p in paths]})
         rows["id"] = (df[self.id_column].astype(str).tolist() if self.id_column in df.columns
-                      else [Path(p).stem if p else f"row{i}" for i, p in enumerate(rows["path"])])
+                      else [Path(p).stem if _is_path(p) else f"row{i}" for i, p in enumerate(rows["path"])])
         rows["key"] = list(df.index)
         rows["label"] = df[self.label_column].tolist()
         rows["group"] = df[self.group_column].tolist() if self.group_column in df.columns else None
@@ -431,11 +445,11 @@ class ManifestLoader(Loader):
         no_label = rows["label"].isna() & ~no_path
         for i in np.flatnonzero(no_label):
             asm.report.dropped.append({"id": str(rows.at[i, "id"]), "reason": f"empty {self.label_column!r}"})
-        missing = ~no_path & ~no_label & ~rows["path"].map(lambda p: bool(p) and Path(p).is_file())
+        missing = ~no_path & ~no_label & ~rows["path"].map(lambda p: _is_path(p) and Path(p).is_file())
         for i in np.flatnonzero(missing):
             asm.report.bad_files.append({"path": str(rows.at[i, "path"]), "reason": "file not found"})
         if has_mask_col:
-            gone = rows["mask_path"].notna() & ~rows["mask_path"].map(lambda m: bool(m) and Path(m).is_file())
+            gone = rows["mask_path"].notna() & ~rows["mask_path"].map(lambda m: _is_path(m) and Path(m).is_file())
             for i in np.flatnonzero(gone & ~missing & ~no_path & ~no_label):
                 asm.report.mask_problems.append({"id": str(rows.at[i, "id"]), "path": str(rows.at[i, "path"]),
                                                  "mask_path": str(rows.at[i, "mask_path"]),
