@@ -214,3 +214,56 @@ def test_predict_reads_masks_when_the_pipeline_needs_them(tmp_path):
     assert df.loc[0, "error"] == ""
     assert "mask_path column" in df.loc[1, "error"]
     assert df["path"].tolist() == [str(p) for p in paths]
+
+
+STUDY = """
+[studies.tiny]
+dataset = { loader = "folder", params = { path = "images", masks = "masks" } }
+evaluation = { folds = 2, seed = 0, bootstrap = 20 }
+blocks.morphology = { plugin = "morphology" }
+blocks.colour = { plugin = "colour" }
+[studies.tiny.pipelines]
+classical = { mask = { plugin = "otsu_cell" }, blocks = ["morphology", "colour"], classifier = { plugin = "logreg" } }
+"""
+
+
+def test_train_real_pipeline_then_score_matches_training_predictions(tmp_path):
+    """`medfuse train` on synthetic cells writes a verifiable bundle whose image predictions
+    equal the fitted pipeline's predictions on the prepared training rows."""
+    from click.testing import CliRunner
+    from medfuse.cli import main
+    from medfuse.synthetic import write_dataset
+
+    write_dataset(tmp_path / "data", n_per_class=6, size=32, seed=1)
+    (tmp_path / "study.toml").write_text(STUDY)
+    out = tmp_path / "bundle"
+    res = CliRunner().invoke(main, ["train", str(tmp_path / "study.toml"), "-p", "classical", "--data",
+                                    str(tmp_path / "data"), "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    bundle = medfuse.load_bundle(out)
+    m = bundle.manifest
+    assert bundle.classes == ["elongated", "lobed", "round"]
+    assert {p["name"] for p in m["plugins"]} == {"otsu_cell", "morphology", "colour", "logreg"}
+    assert all(p["package"] == "medfuse" for p in m["plugins"])
+    assert m["feature_schema"] and all(f.split(".")[0] in ("morphology", "colour") for f in m["feature_schema"])
+    assert m["training_data"]["n_samples"] == 18 and len(m["training_data"]["fingerprint"]) == 40
+    assert set(m["cv_metrics"]["metrics"]) >= {"accuracy", "f1_macro"} and m["cv_metrics"]["folds"] == 2
+    assert "pipeline/pipeline.joblib" in m["artifacts"]
+    assert m["libraries"]["scikit-learn"] and m["python"]
+    paths = sorted((tmp_path / "data" / "images").rglob("*.png"))
+    scored = bundle.predict(paths)
+    assert (scored["error"] == "").all()
+    # scoring files = the fitted pipeline on the training run's prepared rows (train/score parity)
+    from medfuse.host import get_host
+    from medfuse.pipeline import PipelineRunner
+    from medfuse.study import resolve_study
+
+    study = resolve_study(str(tmp_path / "study.toml"))
+    data = get_host().create("folder", study.dataset.params).load(tmp_path / "data")
+    prepared = PipelineRunner(study, "classical", progress=False).materialize(data)
+    expected = bundle.pipeline.predict_proba(prepared, np.arange(len(prepared)))
+    order = scored.set_index("path").loc[[str(p) for p in prepared.samples["path"]]]
+    np.testing.assert_allclose(order[[f"proba.{c}" for c in bundle.classes]].to_numpy(), expected, atol=1e-9)
+    res = CliRunner().invoke(main, ["train", str(tmp_path / "study.toml"), "-p", "classical", "--data",
+                                    str(tmp_path / "data"), "--out", str(out), "-q", "--no-cv"])
+    assert res.exit_code == 1 and "already exists" in res.output

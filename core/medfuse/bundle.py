@@ -531,35 +531,10 @@ def _message(exc: BaseException, path: str) -> str:
 
 # ---- training -----------------------------------------------------------------------------------
 
-def _subsample(data: Any, max_per_class: int, seed: int) -> Any:
-    """Keep at most ``max_per_class`` samples per label (seeded, deterministic)."""
-    if max_per_class <= 0:
-        return data
-    from dataclasses import replace
-
-    samples = data.samples
-    rng = np.random.default_rng(seed)
-    keep = []
-    for _, idx in samples.groupby("label", sort=True).groups.items():
-        idx = np.asarray(sorted(idx))
-        keep.extend(idx if len(idx) <= max_per_class else np.sort(rng.choice(idx, max_per_class, replace=False)))
-    keep = np.sort(np.asarray(keep))
-    table = data.table.loc[samples.index[keep]].reset_index(drop=True) if data.table is not None else None
-    return replace(data, samples=samples.iloc[keep].reset_index(drop=True), table=table)
-
-
 def _pipeline_inputs(study: Any, pipeline: str, host: Any) -> dict[str, Any]:
     """What scoring must supply besides images: dataset masks? tabular columns?"""
-    spec = study.pipelines[pipeline]
-    names = {pipeline}
-    stack = list(spec.members)
-    while stack:  # ensembles: the union of their members' needs
-        m = stack.pop()
-        if m not in names:
-            names.add(m)
-            stack.extend(study.pipelines[m].members)
     masks, selectors = False, False
-    for n in names:
+    for n in _members(study, pipeline):  # ensembles: the union of their members' needs
         p = study.pipelines[n]
         masks = masks or p.mask == "dataset"
         for b in p.blocks:
@@ -568,20 +543,34 @@ def _pipeline_inputs(study: Any, pipeline: str, host: Any) -> dict[str, Any]:
     return {"masks": masks, "table": selectors}
 
 
-def _cv_metrics(study: Any, pipeline: str, data: Any, prepared: Any, runner: Any) -> tuple[Any, str]:
-    """Cross-validated metrics from :mod:`medfuse.evaluation` when available, else ``(None, why)``."""
-    try:
-        from . import evaluation
-    except ImportError:
-        return None, "medfuse.evaluation is not installed in this build; CV metrics skipped"
-    fn = getattr(evaluation, "cross_validate_pipeline", None)
-    if fn is None:
-        return None, "medfuse.evaluation has no cross_validate_pipeline(); CV metrics skipped"
-    result = fn(study, pipeline, prepared, runner=runner)
-    return _jsonable(result), "cross-validated by medfuse.evaluation on the training data"
+class _PreparedRunner:
+    """A runner whose ``materialize`` returns data already prepared (no second decoding pass)."""
+
+    def __init__(self, runner: Any, prepared: Any):
+        self.runner, self.prepared = runner, prepared
+
+    def materialize(self, data: Any) -> Any:
+        return self.prepared
+
+    def fit(self, prepared: Any, train_idx: np.ndarray, seed: int) -> Any:
+        return self.runner.fit(prepared, train_idx, seed)
 
 
-def train_bundle(study: Any, pipeline: str, data_root: str | Path, out: str | Path, *, jobs: int = 1,
+def cv_metrics(study: Any, pipeline: str, data: Any, prepared: Any, runner: Any) -> dict[str, Any]:
+    """Cross-validated metrics of the pipeline on its training data (:mod:`medfuse.evaluation`)."""
+    from .evaluation import evaluate_pipeline, make_splits
+
+    ev = study.evaluation
+    splits = make_splits(data.samples, ev.folds, ev.seed, 0.0)
+    classes = np.array(sorted(data.samples["label"].astype(str).unique()))
+    result, _ = evaluate_pipeline(_PreparedRunner(runner, prepared), data, splits, classes, seed=ev.seed,
+                                  n_boot=ev.bootstrap, top_features_folds=0, name=pipeline)
+    return _jsonable({"folds": ev.folds, "grouped": splits.grouped, "n_evaluated": result["n_evaluated"],
+                      "metrics": result["metrics"], "ci95": result["ci95"],
+                      "fold_summary": result["fold_summary"]})
+
+
+def train_bundle(study: Any, pipeline: str, data_root: str | Path | None, out: str | Path, *, jobs: int = 1,
                  cv: bool = True, max_per_class: int | None = None, cache_dir: str | Path | None = None,
                  overwrite: bool = False, progress: bool = True, log: Any = None) -> Path:
     """Train ``pipeline`` of ``study`` on all of its data and write a bundle to ``out``.
@@ -590,14 +579,19 @@ def train_bundle(study: Any, pipeline: str, data_root: str | Path, out: str | Pa
     ----------
     study : a :class:`~medfuse.study.Study` or a name/path for :func:`~medfuse.study.resolve_study`.
     pipeline : name of one of the study's pipelines.
-    data_root : the data root (``--data`` / ``MEDFUSE_DATA``); loader paths are relative to it.
+    data_root : the data root (``--data``; default ``$MEDFUSE_DATA``, see :mod:`medfuse.datapath`).
     out : bundle folder to write.
     jobs : parallel jobs for loading and per-image preparation.
-    cv : also record cross-validated metrics (from :mod:`medfuse.evaluation`, when present).
+    cv : also record cross-validated metrics (study folds and seed) in the manifest.
     max_per_class : cap samples per class (default: the study's ``evaluation.max_per_class``).
     cache_dir : on-disk cache of prepared blocks (see :class:`medfuse.pipeline.PipelineRunner`).
     log : callable taking one line of text (progress notes); silent when ``None``.
+
+    Samples are selected like ``medfuse compare`` does (exact duplicates dropped when
+    ``evaluation.dedupe``, per-class cap), then the pipeline is fitted on all of them.
     """
+    from .datapath import resolve_data_root
+    from .evaluation import select_samples
     from .host import get_host
     from .pipeline import PipelineRunner
     from .study import check_plugins, resolve_study
@@ -607,52 +601,58 @@ def train_bundle(study: Any, pipeline: str, data_root: str | Path, out: str | Pa
     if isinstance(study, str):
         study = resolve_study(study)
     check_plugins(study, host)
-    if pipeline not in study.pipelines:
-        from .errors import StudyError, did_you_mean
-
-        raise StudyError(study.source, f"studies.{study.name}.pipelines.{pipeline}",
-                         f"no such pipeline{did_you_mean(pipeline, study.pipelines)}; "
-                         f"defined: {', '.join(study.pipelines)}")
-    seed = study.evaluation.seed
-    loader = host.create(study.dataset.loader, study.dataset.params, kind="loader")
-    t0 = _dt.datetime.now(_dt.UTC)
-    data = loader.load(Path(data_root), jobs=jobs, progress=progress)
-    cap = study.evaluation.max_per_class if max_per_class is None else max_per_class
-    data = _subsample(data, cap, seed)
-    say(f"loaded {len(data)} samples with {study.dataset.loader!r} from {data_root}")
+    root = resolve_data_root(data_root)
+    ev = study.evaluation
     runner = PipelineRunner(study, pipeline, host=host, cache_dir=Path(cache_dir) if cache_dir else None,
                             jobs=jobs, progress=progress)
+    loader = host.create(study.dataset.loader, study.dataset.params, kind="loader")
+    data = loader.load(root, jobs=jobs, progress=progress)
+    cap = ev.max_per_class if max_per_class is None else max_per_class
+    selection = select_samples(data, dedupe=ev.dedupe, max_per_class=cap, seed=ev.seed)
+    data = selection.data
+    say(f"loaded {selection.n_loaded} samples with {study.dataset.loader!r} from {root}; "
+        f"{len(data)} selected (duplicates removed: {selection.duplicates_removed}, cap: {cap or 'none'})")
     prepared = runner.materialize(data)
     if len(prepared.failed):
         say(f"{len(prepared.failed)} sample(s) could not be prepared and were left out")
-    metrics, note = (None, "skipped (--no-cv)")
+    metrics, note = None, "skipped (--no-cv)"
     if cv:
-        metrics, note = _cv_metrics(study, pipeline, data, prepared, runner)
-        say(f"CV: {note}")
-    fitted = runner.fit(prepared, np.arange(len(prepared.y)), seed=seed)
+        metrics = cv_metrics(study, pipeline, data, prepared, runner)
+        note = f"{ev.folds}-fold cross-validation on the training data (seed {ev.seed})"
+        say(f"CV: {', '.join(f'{k}={v:.3f}' for k, v in metrics['metrics'].items() if isinstance(v, float))}")
+    fitted = runner.fit(prepared, np.arange(len(prepared.y)), seed=ev.seed)
     say(f"fitted {pipeline!r} on {len(prepared.y)} samples in {getattr(fitted, 'fit_seconds_', float('nan')):.1f} s")
     needs = _pipeline_inputs(study, pipeline, host)
-    table_columns = list(prepared.table.columns) if needs["table"] and prepared.table is not None else []
-    samples = prepared.samples
+    table_columns = [str(c) for c in prepared.table.columns] if needs["table"] and prepared.table is not None else []
     labels = pd.Series(prepared.y).astype(str)
     manifest = {
         "study": {"name": study.name, "source": study.source, "pipeline": pipeline,
                   "description": study.description, "dataset": study.dataset,
-                  "pipeline_spec": study.pipelines[pipeline],
-                  "blocks": {b: study.blocks[b] for b in study.pipelines[pipeline].blocks}},
-        "inputs": {"masks": needs["masks"], "table_columns": table_columns,
-                   "min_side": getattr(fitted, "decode_min_side_", None)},
+                  "evaluation": study.evaluation, "pipelines": {
+                      n: study.pipelines[n] for n in sorted(_members(study, pipeline))},
+                  "blocks": {b: study.blocks[b] for n in _members(study, pipeline)
+                             for b in study.pipelines[n].blocks}},
+        "inputs": {"masks": needs["masks"], "table_columns": table_columns},
         "training_data": {
-            "loader": study.dataset.loader, "params": study.dataset.params, "root": str(data_root),
+            "loader": study.dataset.loader, "params": study.dataset.params, "root": str(root),
+            "selection": {k: v for k, v in selection.to_dict().items() if k != "duplicate_groups"},
             "n_samples": int(len(prepared.y)), "n_failed": int(len(prepared.failed)),
-            "max_per_class": int(cap or 0),
             "class_counts": {str(k): int(v) for k, v in labels.value_counts().sort_index().items()},
-            "fingerprint": data_fingerprint(samples["sha1"].astype(str), labels),
-            "fingerprint_method": "sha1 of sorted '<sample sha1> <label>' lines",
-            "started": t0.isoformat(timespec="seconds"),
+            "fingerprint": data_fingerprint(prepared.samples["sha1"].astype(str), labels),
+            "fingerprint_method": "sha1 of the sorted '<sample sha1> <label>' lines",
         },
         "cv_metrics": metrics,
         "cv_note": note,
-        "seed": int(seed),
+        "seed": int(ev.seed),
     }
     return write_bundle(fitted, out, manifest=manifest, host=host, overwrite=overwrite)
+
+
+def _members(study: Any, pipeline: str) -> set[str]:
+    names, stack = set(), [pipeline]
+    while stack:
+        m = stack.pop()
+        if m not in names:
+            names.add(m)
+            stack.extend(study.pipelines[m].members)
+    return names

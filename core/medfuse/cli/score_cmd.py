@@ -12,8 +12,8 @@ import click
 @click.command("train")
 @click.argument("study")
 @click.option("--pipeline", "-p", required=True, help="Pipeline of the study to train.")
-@click.option("--data", "data_root", envvar="MEDFUSE_DATA", type=click.Path(file_okay=False, path_type=Path),
-              help="Data root (default: $MEDFUSE_DATA); the study's loader paths are relative to it.")
+@click.option("--data", "data_root", default=None,
+              help="Data root (default: $MEDFUSE_DATA, then ../shared/datasets); study paths are relative to it.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Bundle folder to write.")
 @click.option("--jobs", "-j", default=1, show_default=True, help="Parallel jobs for per-image work.")
 @click.option("--cv/--no-cv", default=True, show_default=True,
@@ -24,7 +24,7 @@ import click
               help="Cache folder for prepared feature blocks.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def train(study: str, pipeline: str, data_root: Path | None, out: Path, jobs: int, cv: bool,
+def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int, cv: bool,
           max_per_class: int | None, cache_dir: Path | None, force: bool, quiet: bool) -> None:
     """Train PIPELINE of STUDY on all its data and write a bundle to --out.
 
@@ -36,8 +36,6 @@ def train(study: str, pipeline: str, data_root: Path | None, out: Path, jobs: in
     from ..bundle import load_bundle, train_bundle
     from ..errors import MedfuseError
 
-    if data_root is None:
-        raise click.UsageError("give the data root with --data ROOT or set MEDFUSE_DATA")
     try:
         path = train_bundle(study, pipeline, data_root, out, jobs=jobs, cv=cv, max_per_class=max_per_class,
                             cache_dir=cache_dir, overwrite=force, progress=not quiet,
