@@ -158,6 +158,11 @@ def test_folder_with_masks_table_and_groups(tmp_path: Path):
     assert {"WBC", "CRP", "MCV", "HGB", "PLT", "age"} <= set(st.table.columns)
     assert st.table.loc[s.index.get_loc("lobed_0003")].isna().all()
     assert rep.nan_per_column["WBC"] >= 1
+    # without group_column, the patient column (ids nested in classes) must not become a feature
+    plain = FolderLoader(path="images", masks="masks", table="table.csv").load(root)
+    assert set(plain.report.label_proxies) == {"label", "patient"}
+    assert "patient" not in plain.table.columns
+    assert any("group_column='patient'" in n for n in plain.report.notes)
 
 
 def test_folder_label_from_table_column(tmp_path: Path):

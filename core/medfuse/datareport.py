@@ -41,7 +41,8 @@ class DataReport:
     dropped : ``{"id", "reason"}`` of samples dropped for another reason (e.g. no label).
     nan_per_column : missing values per table column (only columns with any).
     duplicate_table_rows : groups of ids whose table rows are identical (ignoring the id).
-    label_proxies : table columns left out because they restate the label one-to-one.
+    label_proxies : text table columns left out because each of their values occurs with one
+        label only (a restatement of the label, or an id nested in the classes).
     notes : anything else worth knowing.
     """
 
@@ -138,7 +139,8 @@ class DataReport:
             lines.append("missing values per column: "
                          + ", ".join(f"{k}={v}" for k, v in self.nan_per_column.items()))
         if self.label_proxies:
-            lines.append("table columns left out (they restate the label): " + ", ".join(self.label_proxies))
+            lines.append("table columns left out (each value goes with one label only): "
+                         + ", ".join(self.label_proxies))
         section("ignored files (not images)", self.ignored_files)
         lines.extend(f"note: {n}" for n in self.notes)
         if self.n_problems == 0 and not self.duplicate_images and not self.duplicate_table_rows:

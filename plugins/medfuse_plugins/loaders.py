@@ -135,18 +135,18 @@ def encode_table(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[str, in
 
 
 def _label_proxies(table: pd.DataFrame, labels: pd.Series) -> list[str]:
-    """Columns whose values map one-to-one onto the labels (they would leak the answer)."""
+    """Columns in which every value occurs with one label only: restatements of the label
+    (``Cohort`` = Anemic/Healthy) or identifiers nested in the classes (patient ids); either
+    would leak the answer into the features."""
     proxies = []
     labels = labels.astype(str)
-    if labels.nunique() < 2:
-        return proxies
     for col in table.columns:
         s = table[col]
-        keep = s.notna()
-        if keep.sum() < 2 or s[keep].nunique() != labels[keep].nunique():
+        keep = s.notna() & labels.notna()
+        if keep.sum() < 2 or labels[keep].nunique() < 2:
             continue
-        pairs = pd.DataFrame({"v": s[keep].astype(str), "y": labels[keep]}).drop_duplicates()
-        if len(pairs) == labels[keep].nunique():
+        per_value = pd.DataFrame({"v": s[keep].astype(str), "y": labels[keep]}).groupby("v")["y"].nunique()
+        if (per_value == 1).all():
             proxies.append(str(col))
     return proxies
 
@@ -211,6 +211,11 @@ class _Assembler:
             proxies = _label_proxies(aligned[list(categories)], rows["label"])
             if proxies:
                 self.report.label_proxies = proxies
+                n_labels = rows["label"].nunique()
+                for col in proxies:
+                    if table[col].nunique() > n_labels:
+                        self.report.notes.append(f"table column {col!r} looks like a group id nested in the "
+                                                 f"classes; pass group_column={col!r} for grouped CV")
                 aligned = aligned.drop(columns=proxies)
                 categories = {k: v for k, v in categories.items() if k not in proxies}
         if categories:
@@ -305,7 +310,8 @@ class FolderLoader(Loader):
         "group_column": "Optional table column with the patient/smear id used for grouped CV.",
         "label_from": "`folder` (the class sub-folder) or the name of a table column.",
         "table_columns": "Table columns to keep as the tabular block (default: all but id/label/group; "
-                         "columns that restate the label one-to-one are left out and reported).",
+                         "text columns in which each value occurs with one label only are left out "
+                         "and reported, as they restate the label).",
     }
     conformance_params: ClassVar[dict[str, Any]] = {"path": "."}
 
