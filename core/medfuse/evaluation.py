@@ -581,13 +581,23 @@ class StudyResult:
         return [n for n, p in self.results["pipelines"].items() if p["status"] == "ok"]
 
 
-def default_runner_factory(host: Any = None, cache_dir: Any = None, jobs: int = 1) -> Callable[[Study, str], Any]:
-    """Build ``PipelineRunner`` objects (imported lazily: the engine may import TensorFlow)."""
+def default_runner_factory(host: Any = None, cache_dir: Any = None, jobs: int = 1,
+                           progress: Progress | None = None) -> Callable[[Study, str], Any]:
+    """Build ``PipelineRunner`` objects (imported lazily: the engine may import TensorFlow).
+
+    ``progress(event, **info)`` receives ``prepare`` events (``pipeline``, ``done``, ``total``,
+    ``what``) while images are prepared.
+    """
 
     def make(study: Study, pipeline: str) -> Any:
         from .pipeline import PipelineRunner
 
-        return PipelineRunner(study, pipeline, host=host, cache_dir=cache_dir, jobs=jobs, progress=False)
+        hook: Any = False
+        if progress is not None:
+            def hook(done: int, total: int, what: str) -> None:
+                progress("prepare", pipeline=pipeline, done=done, total=total, what=what)
+
+        return PipelineRunner(study, pipeline, host=host, cache_dir=cache_dir, jobs=jobs, progress=hook)
 
     return make
 
@@ -599,15 +609,18 @@ def _top_features(fitted: Any, prepared: Any, idx: np.ndarray, n: int = 20) -> l
     frame = fn(prepared, idx, n=n)
     if frame is None or len(frame) == 0:
         return None
+    method = str(frame["method"].iloc[0]) if "method" in frame.columns else ""
     if not isinstance(frame.index, pd.RangeIndex):
         frame = frame.reset_index()
     name_col = next((c for c in frame.columns if frame[c].dtype == object), frame.columns[0])
     num_cols = [c for c in frame.columns if c != name_col and pd.api.types.is_numeric_dtype(frame[c])]
     rows = []
     for _, r in frame.iterrows():
-        row = {"feature": str(r[name_col])}
+        row: dict[str, Any] = {"feature": str(r[name_col])}
         for c in num_cols:
             row[str(c)] = float(r[c])
+        if method:
+            row["method"] = method
         rows.append(row)
     return rows
 
@@ -651,9 +664,9 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
     progress("materialize", pipeline=name)
     prepared = runner.materialize(data)
     timing["materialize_seconds"] = time.perf_counter() - t0
-    cache = getattr(runner, "cache", None)
-    if cache is not None and hasattr(cache, "stats"):
-        timing["cache"] = dict(cache.stats())
+    stats = getattr(prepared, "cache_stats", None)
+    if stats:
+        timing["cache"] = {k: int(v) for k, v in stats.items()}
     n_failed, failed = _failed_rows(prepared)
     ids = prepared.samples["id"].astype(str).to_numpy()
     y = np.asarray(prepared.y).astype(str)
@@ -751,12 +764,15 @@ def _merge_top(tops: list[list[dict[str, Any]]]) -> list[dict[str, Any]] | None:
     if not tops:
         return None
     frame = pd.concat([pd.DataFrame(t) for t in tops], ignore_index=True)
+    method = frame.pop("method").iloc[0] if "method" in frame.columns else None
     value_cols = [c for c in frame.columns if c != "feature"]
     if not value_cols:
         return [{"feature": f} for f in frame["feature"].unique()]
     merged = frame.groupby("feature", sort=False)[value_cols].mean().reset_index()
+    if method:
+        merged["method"] = method
     merged = merged.sort_values(value_cols[0], ascending=False, kind="mergesort")
-    return [{k: (float(v) if k != "feature" else v) for k, v in r.items()} for r in merged.to_dict("records")]
+    return [{k: (float(v) if k in value_cols else v) for k, v in r.items()} for r in merged.to_dict("records")]
 
 
 def versions() -> dict[str, str]:
@@ -855,7 +871,7 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
     n_folds = folds or ev.folds
     cap = ev.max_per_class if max_per_class is None else max_per_class
     n_boot = ev.bootstrap if n_boot is None else n_boot
-    make_runner = runner_factory or default_runner_factory()
+    make_runner = runner_factory or default_runner_factory(progress=progress)
 
     selection = select_samples(data, dedupe=ev.dedupe, max_per_class=cap, seed=ev.seed)
     kept = selection.data

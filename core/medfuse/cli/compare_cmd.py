@@ -1,0 +1,247 @@
+"""`medfuse compare` and `medfuse run`: evaluate a study's pipelines on shared folds and write a report."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _options(fn):
+    """Options shared by ``compare`` and ``run``."""
+    opts = [
+        click.option("--data", "data_root", type=click.Path(file_okay=False), default=None,
+                     help="Data root the study's paths are relative to (default: $MEDFUSE_DATA)."),
+        click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                     help="Report folder (default: runs/<study>-<timestamp>/)."),
+        click.option("--jobs", "-j", type=click.IntRange(1), default=None,
+                     help="Parallel processes for loading and per-image work (default: evaluation.jobs)."),
+        click.option("--folds", type=click.IntRange(2), default=None, help="Override evaluation.folds."),
+        click.option("--max-per-class", type=click.IntRange(0), default=None,
+                     help="Cap samples per class for a quick run (0 = all; default: evaluation.max_per_class)."),
+        click.option("--bootstrap", type=click.IntRange(0), default=None,
+                     help="Bootstrap resamples for the 95%% intervals (default: evaluation.bootstrap)."),
+        click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
+                     help="Feature-block cache folder (default: $MEDFUSE_CACHE or ~/.cache/medfuse/blocks)."),
+        click.option("--no-cache", is_flag=True, help="Compute every block afresh, read and write no cache."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress display."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+@click.command("compare")
+@click.argument("study")
+@click.option("--pipelines", "-p", default=None, help="Comma-separated pipelines to run (default: all of the study).")
+@_options
+def compare(study: str, pipelines: str | None, **kwargs: Any) -> None:
+    """Run STUDY's pipelines on the same folds and write one comparison report.
+
+    STUDY is a registry name (`medfuse validate` lists them), FILE.toml or FILE.toml:NAME.
+    The report folder holds report.html (self-contained), report.md, results.json (every
+    number), figures/ and predictions/ (out-of-fold). Exit code 1 when every pipeline failed.
+
+    \b
+    Example:
+      medfuse compare pbc-cells --data /data --pipelines classical,deep,fused --folds 5
+    """
+    names = [p.strip() for p in pipelines.split(",") if p.strip()] if pipelines else None
+    execute(study, names, **kwargs)
+
+
+@click.command("run")
+@click.argument("study")
+@click.option("--pipeline", "-p", required=True, help="The one pipeline to run.")
+@_options
+def run(study: str, pipeline: str, **kwargs: Any) -> None:
+    """Run one pipeline of STUDY (cross-validated) and write its report; like `compare --pipelines P`."""
+    execute(study, [pipeline], **kwargs)
+
+
+# ---- implementation ---------------------------------------------------------------------------
+
+def execute(study_ref: str, pipelines: list[str] | None, data_root: str | None = None, out_dir: str | None = None,
+            jobs: int | None = None, folds: int | None = None, max_per_class: int | None = None,
+            bootstrap: int | None = None, cache_dir: str | None = None, no_cache: bool = False,
+            quiet: bool = False) -> dict[str, Any]:
+    """The body of both commands; returns the results dict (exits 1 when every pipeline failed)."""
+    from rich.console import Console
+
+    from ..errors import MedfuseError
+
+    err = Console(stderr=True, quiet=quiet)
+    try:
+        return _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, max_per_class, bootstrap, cache_dir,
+                        no_cache, quiet, err)
+    except MedfuseError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, max_per_class, bootstrap, cache_dir, no_cache,
+             quiet, err) -> dict[str, Any]:
+    from ..cache import default_cache_dir
+    from ..datapath import resolve_data_root
+    from ..evaluation import default_runner_factory, run_study
+    from ..host import get_host
+    from ..report import write_report
+    from ..study import check_plugins, resolve_study
+
+    t0 = time.perf_counter()
+    host = get_host()
+    study = resolve_study(study_ref)
+    check_plugins(study, host)
+    if pipelines:
+        unknown = [p for p in pipelines if p not in study.pipelines]
+        if unknown:
+            from ..errors import did_you_mean
+
+            raise click.UsageError(f"study {study.name!r} has no pipeline {unknown[0]!r}"
+                                   f"{did_you_mean(unknown[0], study.pipelines)}; defined: {', '.join(study.pipelines)}")
+    root = resolve_data_root(data_root)
+    jobs = jobs or study.evaluation.jobs
+    cache = None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir()
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(out_dir) if out_dir else Path("runs") / f"{study.name}-{stamp}"
+
+    err.print(f"[bold]{study.name}[/]: loading data with [cyan]{study.dataset.loader}[/] from {root}")
+    loader = host.create(study.dataset.loader, study.dataset.params, kind="loader")
+    t_load = time.perf_counter()
+    data = loader.load(root, jobs=jobs, progress=not quiet and sys.stderr.isatty())
+    load_seconds = time.perf_counter() - t_load
+    err.print(f"  {len(data)} samples loaded in {load_seconds:.1f} s")
+
+    meta = {"data_root": str(root), "cache_dir": str(cache) if cache else None, "jobs": jobs, "out_dir": str(out),
+            "command": " ".join(["medfuse", *sys.argv[1:]]) if sys.argv and "medfuse" in sys.argv[0] else None}
+    display = _Display(err, quiet)
+    with display:
+        result = run_study(study, data, pipelines,
+                           runner_factory=default_runner_factory(host, cache, jobs, progress=display.event),
+                           folds=folds, max_per_class=max_per_class, n_boot=bootstrap,
+                           progress=display.event, meta=meta)
+    result.results["timing"]["load_seconds"] = load_seconds
+    result.results["timing"]["command_seconds"] = time.perf_counter() - t0
+    paths = write_report(result, out)
+    _print_summary(result.results, paths, quiet)
+    if not result.ok:
+        raise click.ClickException("every pipeline failed (errors above and in the report)")
+    return result.results
+
+
+class _Display:
+    """Live progress on a terminal (rich), plain lines otherwise; fed by run_study events."""
+
+    def __init__(self, console: Any, quiet: bool):
+        self.console = console
+        self.quiet = quiet
+        self.live = console.is_terminal and not quiet
+        self.progress = None
+        self.overall = None
+        self.images = None
+        self.folds = 1
+        self.total = 1
+
+    def __enter__(self) -> _Display:
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=self.console, transient=False)
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def _say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text)
+        elif not self.quiet:
+            self.console.print(text)
+
+    def event(self, event: str, **info: Any) -> None:
+        p = self.progress
+        if event == "selected":
+            msg = f"  {info['n_selected']} samples evaluated"
+            if info.get("duplicates_removed"):
+                msg += f" ({info['duplicates_removed']} exact duplicates removed)"
+            if info.get("capped"):
+                msg += f" (capped: {sum(info['capped'].values())} removed)"
+            self._say(msg)
+        elif event == "splits":
+            self.folds = info["folds"]
+            leak = "no leakage" if info["leakage"]["ok"] else "[red]LEAKAGE[/]"
+            hold = f", held-out {info['holdout']}" if info.get("holdout") else ""
+            self._say(f"  {info['method']}, {info['folds']} folds{hold}; {leak}")
+            for w in info.get("warnings", []):
+                self._say(f"  [yellow]warning:[/] {w}")
+        elif event == "pipeline":
+            self.total = info["total"]
+            if p is not None:
+                if self.overall is None:
+                    self.overall = p.add_task("all pipelines", total=info["total"] * (self.folds + 1))
+                p.update(self.overall, description=f"[bold]{info['pipeline']}[/] ({info['index'] + 1}/{info['total']})")
+            else:
+                self._say(f"[bold]{info['pipeline']}[/] ({info['index'] + 1}/{info['total']})")
+        elif event == "prepare" and p is not None:
+            if self.images is None:
+                self.images = p.add_task(info["what"], total=info["total"])
+            p.update(self.images, description=f"  {info['what']}", completed=info["done"], total=info["total"])
+        elif event == "materialized":
+            if p is not None:
+                if self.images is not None:
+                    p.remove_task(self.images)
+                    self.images = None
+                p.advance(self.overall)
+            failed = f", {info['failed']} could not be prepared" if info.get("failed") else ""
+            self._say(f"  {info['pipeline']}: {info['n']} samples prepared in {info['seconds']:.1f} s{failed}")
+        elif event == "fold":
+            if p is not None:
+                p.advance(self.overall)
+            m = info["metrics"]
+            self._say(f"  {info['pipeline']} fold {info['fold']}/{info['folds']}: accuracy {m['accuracy']:.3f}, "
+                      f"balanced {m['balanced_accuracy']:.3f}")
+        elif event == "done":
+            m = info["metrics"]
+            self._say(f"  [green]{info['pipeline']}[/]: accuracy {m['accuracy']:.3f}, "
+                      f"balanced accuracy {m['balanced_accuracy']:.3f}, macro F1 {m['f1_macro']:.3f}")
+        elif event == "failed":
+            if p is not None and self.overall is not None:
+                task = p.tasks[[t.id for t in p.tasks].index(self.overall)]
+                done_pipes = -(-int(task.completed) // (self.folds + 1))
+                p.update(self.overall, completed=max(task.completed, done_pipes * (self.folds + 1)))
+            if self.images is not None and p is not None:
+                p.remove_task(self.images)
+                self.images = None
+            self._say(f"  [red]{info['pipeline']} failed:[/] {info['error']}")
+
+
+def _print_summary(results: dict[str, Any], paths: dict[str, Path], quiet: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..report import METRIC_LABELS, _ci, _num
+
+    out = Console()
+    metrics = [m for m in results["settings"]["metrics"] if m in METRIC_LABELS]
+    table = Table(title=f"{results['study']['name']}: {results['settings']['folds']}-fold CV, "
+                        f"{results['data']['n_selected']} samples (95% bootstrap intervals)")
+    table.add_column("#", justify="right")
+    table.add_column("pipeline", style="bold")
+    for m in metrics:
+        table.add_column(METRIC_LABELS[m], justify="right")
+    table.add_column("fit/fold", justify="right")
+    for i, r in enumerate(results.get("leaderboard") or [], 1):
+        table.add_row(str(i), r["pipeline"], *[f"{_num(r[m])} {_ci(r.get(f'{m}_ci95'))}" for m in metrics],
+                      f"{r['fit_seconds_mean']:.1f} s" if r.get("fit_seconds_mean") is not None else "–")
+    for name, p in results["pipelines"].items():
+        if p["status"] != "ok":
+            table.add_row("–", f"[red]{name}[/]", f"[red]failed: {p['error'][:80]}[/]", *[""] * (len(metrics)))
+    out.print(table)
+    if not quiet:
+        out.print(f"report: {paths['html']}  ({paths['md'].name}, {paths['json'].name} beside it)")
