@@ -63,10 +63,9 @@ def rgb_to_lab8(image: np.ndarray) -> np.ndarray:
 
 def rgb_to_hsv8(image: np.ndarray) -> np.ndarray:
     """HSV encoded as uint8: hue, saturation and value each scaled to 0-255."""
-    rgb = image.astype(np.float32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    v = rgb.max(axis=-1)
-    c = v - rgb.min(axis=-1)
+    r, g, b = (image[..., k].astype(np.float32) for k in range(3))
+    v = np.maximum(np.maximum(r, g), b)
+    c = v - np.minimum(np.minimum(r, g), b)
     s = np.where(v > 0, c / np.maximum(v, 1e-6), 0.0)
     safe = np.maximum(c, 1e-6)
     h = np.where(v == r, (g - b) / safe, np.where(v == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))

@@ -1,0 +1,332 @@
+"""Shape features: one cell (``morphology``) and a whole smear of red cells (``smear_morphology``).
+
+Lengths are in pixels times ``pixel_size`` and areas in pixels times ``pixel_size ** 2``.
+Everything is computed on the bounding box of the cell, with numpy moments and one convex hull
+(no ``regionprops`` object per image).
+
+Degenerate inputs give documented values, never an exception: an empty mask gives NaN for every
+feature and ``valid = 0``; ratios whose denominator is zero (the perimeter of a one-pixel cell,
+the cytoplasm of a cell that is all nucleus, the axes of a line) are NaN; without nucleus pixels
+``has_nucleus = 0`` and the nucleus features are NaN (``lobe_count`` is 0).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from medfuse import hookimpl
+from medfuse.contracts import Extractor
+from medfuse.errors import InvalidInputError
+from scipy import ndimage as ndi
+
+from .segmentation import bbox, resolve_mask, split_cells
+
+_EIGHT = np.ones((3, 3), bool)
+_CORNERS = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]], np.float32)
+_ANGLES = np.linspace(0, np.pi, 90, endpoint=False)
+_DIRS = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], axis=1).astype(np.float32)
+
+SHAPE_NAMES = ("area", "perimeter", "equivalent_diameter", "major_axis", "minor_axis", "aspect_ratio",
+               "eccentricity", "circularity", "roundness", "solidity", "convexity", "extent",
+               "feret_max", "feret_min", "convex_area")
+
+
+def _div(a: float, b: float) -> float:
+    return float(a) / float(b) if b and np.isfinite(b) else float("nan")
+
+
+def shape_features(binary: np.ndarray) -> dict[str, float]:
+    """Shape descriptors of one object (bool ``(H, W)``, a single component) in pixels.
+
+    circularity = 4 pi area / perimeter^2 (1 for a disc); roundness = 4 area / (pi major^2);
+    solidity = area / convex area; convexity = convex perimeter / perimeter; extent = area /
+    bounding-box area; Feret diameters are the largest and smallest calliper widths of the
+    convex hull (smallest over 90 directions, 2 degree steps). Empty input gives NaN.
+    """
+    from scipy.spatial import ConvexHull
+    from skimage.measure import perimeter_crofton
+
+    area = float(np.count_nonzero(binary))
+    if area == 0:
+        return dict.fromkeys(SHAPE_NAMES, float("nan"))
+    ys, xs = np.nonzero(binary)
+    coords = np.stack([ys, xs], axis=1).astype(np.float32)
+    cov = np.cov(coords.T, bias=True) if area > 1 else np.zeros((2, 2))
+    l2, l1 = np.clip(np.linalg.eigvalsh(cov), 0, None)
+    major, minor = 4.0 * np.sqrt(l1), 4.0 * np.sqrt(l2)
+    perim = float(perimeter_crofton(binary, directions=4))
+    edge = binary & ~ndi.binary_erosion(binary, border_value=0)
+    ey, ex = np.nonzero(edge)
+    pts = (np.stack([ey, ex], axis=1).astype(np.float32)[:, None, :] + _CORNERS).reshape(-1, 2)
+    hull = ConvexHull(pts)
+    hp = pts[hull.vertices]
+    proj = hp @ _DIRS.T
+    widths = proj.max(axis=0) - proj.min(axis=0)
+    diff = hp[:, None, :] - hp[None, :, :]
+    feret_max = float(np.sqrt((diff ** 2).sum(-1)).max())
+    h = ys.max() - ys.min() + 1
+    w = xs.max() - xs.min() + 1
+    return {
+        "area": area,
+        "perimeter": perim,
+        "equivalent_diameter": float(np.sqrt(4 * area / np.pi)),
+        "major_axis": float(major),
+        "minor_axis": float(minor),
+        "aspect_ratio": _div(major, minor),
+        "eccentricity": float(np.sqrt(1 - l2 / l1)) if l1 > 0 else float("nan"),
+        "circularity": _div(4 * np.pi * area, perim ** 2),
+        "roundness": _div(4 * area, np.pi * major ** 2),
+        "solidity": _div(area, hull.volume),
+        "convexity": _div(hull.area, perim),
+        "extent": area / float(h * w),
+        "feret_max": feret_max,
+        "feret_min": float(widths.min()),
+        "convex_area": float(hull.volume),
+    }
+
+
+_LENGTHS = {"perimeter", "equivalent_diameter", "major_axis", "minor_axis", "feret_max", "feret_min"}
+_AREAS = {"area", "convex_area"}
+
+NUCLEUS_NAMES = ("nucleus_area", "nucleus_perimeter", "nucleus_equivalent_diameter",
+                 "nucleus_eccentricity", "nucleus_circularity", "nucleus_solidity",
+                 "nucleus_convexity", "nucleus_feret_max", "nucleus_aspect_ratio", "nc_ratio",
+                 "nucleus_fraction", "lobe_count", "nucleus_offset")
+
+
+class Morphology(Extractor):
+    """Shape of the main cell and of its nucleus: size, elongation, outline and lobes.
+
+    The main cell is the largest 8-connected component of ``mask > 0``; its nucleus is the
+    ``mask == 2`` part. Without a mask, the ``otsu_cell`` mask (default parameters) is computed.
+    Features: area, perimeter, equivalent diameter, major/minor axis, aspect ratio, eccentricity,
+    circularity, roundness, solidity, convexity, extent, Feret max/min, convex area; the same for
+    the nucleus plus nucleus/cytoplasm ratio, nucleus fraction, lobe count and nucleus offset;
+    indicators ``valid``, ``has_nucleus`` and ``objects`` (components of the mask).
+    """
+
+    name: ClassVar[str] = "morphology"
+    block: ClassVar[str] = "morphology"
+    version: ClassVar[str] = "1.0.0"
+    param_docs: ClassVar[dict[str, str]] = {
+        "pixel_size": "Physical size of a pixel (e.g. micrometres); lengths scale by it, areas by its square.",
+        "lobe_erosion": "Erosion radius (px) that cuts thin filaments between nuclear lobes before counting.",
+        "lobe_min_fraction": "A lobe must hold at least this fraction of the nucleus area.",
+    }
+    conformance_params: ClassVar[dict] = {"lobe_erosion": 1}
+
+    def __init__(self, pixel_size: float = 1.0, lobe_erosion: int = 2, lobe_min_fraction: float = 0.08):
+        self.pixel_size = pixel_size
+        self.lobe_erosion = lobe_erosion
+        self.lobe_min_fraction = lobe_min_fraction
+
+    def feature_names(self) -> list[str]:
+        return [*SHAPE_NAMES, *NUCLEUS_NAMES, "valid", "has_nucleus", "objects"]
+
+    def _scale(self, feats: dict[str, float], prefix: str = "") -> dict[str, float]:
+        s = float(self.pixel_size)
+        for k in list(feats):
+            bare = k[len(prefix):] if prefix and k.startswith(prefix) else k
+            if bare in _LENGTHS:
+                feats[k] *= s
+            elif bare in _AREAS:
+                feats[k] *= s * s
+        return feats
+
+    def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        if float(self.pixel_size) <= 0:
+            raise InvalidInputError(f"morphology: pixel_size must be > 0, got {self.pixel_size}")
+        mask = resolve_mask(image, mask)
+        names = self.feature_names()
+        out = dict.fromkeys(names, float("nan"))
+        box = bbox(mask > 0, 1)
+        if box is None:
+            out.update(valid=0.0, has_nucleus=0.0, objects=0.0, lobe_count=0.0)
+            return np.asarray([out[n] for n in names], np.float32)
+        m = mask[box]
+        labels, n_obj = ndi.label(m > 0, structure=_EIGHT)
+        if n_obj > 1:
+            area = np.bincount(labels.ravel())
+            area[0] = 0
+            cell = labels == int(np.argmax(area))
+            objects = int((area[1:] >= 0.05 * area.max()).sum())
+            sub = bbox(cell, 1)
+            cell, m = cell[sub], m[sub]
+        else:
+            cell, objects = labels > 0, n_obj
+        out.update(shape_features(cell))
+        nucleus = cell & (m == 2)
+        n_area = float(np.count_nonzero(nucleus))
+        out.update(valid=1.0, objects=float(objects), has_nucleus=float(n_area > 0), lobe_count=0.0)
+        if n_area > 0:
+            nf = shape_features(nucleus)  # all lobes together: lobed nuclei are less circular
+            out.update({
+                "nucleus_area": n_area,
+                "nucleus_perimeter": nf["perimeter"],
+                "nucleus_equivalent_diameter": nf["equivalent_diameter"],
+                "nucleus_eccentricity": nf["eccentricity"],
+                "nucleus_circularity": nf["circularity"],
+                "nucleus_solidity": nf["solidity"],
+                "nucleus_convexity": nf["convexity"],
+                "nucleus_feret_max": nf["feret_max"],
+                "nucleus_aspect_ratio": nf["aspect_ratio"],
+                "nc_ratio": _div(n_area, out["area"] - n_area),
+                "nucleus_fraction": n_area / out["area"],
+                "lobe_count": float(self._lobes(nucleus, n_area)),
+            })
+            cy, cx = (np.mean(np.nonzero(cell), axis=1))
+            ny, nx = (np.mean(np.nonzero(nucleus), axis=1))
+            out["nucleus_offset"] = _div(np.hypot(cy - ny, cx - nx), out["equivalent_diameter"] / 2)
+            self._scale(out, "nucleus_")
+        self._scale(out)
+        return np.asarray([out[n] for n in names], np.float32)
+
+    def _lobes(self, nucleus: np.ndarray, n_area: float) -> int:
+        r = int(self.lobe_erosion)
+        core = ndi.binary_erosion(nucleus, structure=_disk(r)) if r > 0 else nucleus
+        if not core.any():
+            core = nucleus
+        labels, n = ndi.label(core, structure=_EIGHT)
+        if n == 0:
+            return 0
+        area = np.bincount(labels.ravel())[1:]
+        return max(int((area >= float(self.lobe_min_fraction) * core.sum()).sum()), 1)
+
+
+def _disk(radius: int) -> np.ndarray:
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return (yy * yy + xx * xx) <= radius * radius + radius * 0.5
+
+
+SMEAR_STATS = ("mean", "std", "cv", "p10", "p50", "p90")
+
+
+class SmearMorphology(Extractor):
+    """A full-field smear as one row: red-cell count and the distribution of their sizes/shapes.
+
+    Cells are the 4-connected components of ``mask > 0`` (``rbc_watershed`` output, or a binary
+    RBC mask split by a distance-transform watershed when ``split`` is true); without a mask the
+    ``rbc_watershed`` mask is computed. Cells touching the image border are counted but left out
+    of the size and shape statistics. Features: count, density per megapixel, coverage;
+    mean/std/cv/p10/p50/p90 of area, equivalent diameter, circularity, eccentricity, solidity and
+    central-pallor ratio; micro/macrocytic share (diameter below/above ``1 -/+ size_tolerance``
+    times the median); elongated share (eccentricity > 0.8); hypochromic share (pallor ratio >
+    ``pallor_cut``); mean grey level of the cells. No cell gives count 0 and NaN elsewhere.
+    """
+
+    name: ClassVar[str] = "smear_morphology"
+    block: ClassVar[str] = "smear"
+    version: ClassVar[str] = "1.0.0"
+    param_docs: ClassVar[dict[str, str]] = {
+        "split": "Split touching cells of the given mask by a watershed (keep true for binary RBC masks).",
+        "min_distance": "Watershed: minimal distance (px) between two cell centres.",
+        "min_area": "Objects smaller than this (px) are not cells (debris, platelets).",
+        "size_tolerance": "Micro/macrocytic: diameter below (1 - t) or above (1 + t) times the median.",
+        "pallor_cut": "A cell is hypochromic when its bright central pallor covers more than this fraction.",
+        "exclude_border": "Leave cells touching the image border out of the size/shape statistics.",
+        "pixel_size": "Physical size of a pixel; lengths scale by it, areas by its square.",
+    }
+    conformance_params: ClassVar[dict] = {"min_distance": 3, "min_area": 4}
+
+    def __init__(self, split: bool = True, min_distance: int = 7, min_area: int = 30,
+                 size_tolerance: float = 0.2, pallor_cut: float = 0.3, exclude_border: bool = True,
+                 pixel_size: float = 1.0):
+        self.split = split
+        self.min_distance = min_distance
+        self.min_area = min_area
+        self.size_tolerance = size_tolerance
+        self.pallor_cut = pallor_cut
+        self.exclude_border = exclude_border
+        self.pixel_size = pixel_size
+
+    _PER_CELL = ("area", "diameter", "circularity", "eccentricity", "solidity", "pallor")
+
+    def feature_names(self) -> list[str]:
+        names = ["count", "density", "coverage", "counted"]
+        names += [f"{p}_{s}" for p in self._PER_CELL for s in SMEAR_STATS]
+        names += ["micro_share", "macro_share", "elongated_share", "hypochromic_share", "gray_mean"]
+        return names
+
+    def _instances(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        from .segmentation import smear_foreground
+
+        if mask is None:
+            fg = smear_foreground(image)
+            return split_cells(fg, self.min_distance, self.min_area)[0]
+        fg = mask > 0
+        if self.split:
+            return split_cells(fg, self.min_distance, self.min_area)[0]
+        labels, _ = ndi.label(fg)
+        return labels
+
+    def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        from skimage.measure import regionprops
+
+        from .transforms import to_gray
+
+        names = self.feature_names()
+        out = dict.fromkeys(names, float("nan"))
+        labels = self._instances(image, mask)
+        n = int(labels.max())
+        area = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+        keep = area >= float(self.min_area)
+        keep[0] = False
+        count = int(keep.sum())
+        h, w = labels.shape
+        out.update(count=float(count), density=count / (h * w) * 1e6,
+                   coverage=float(area[keep].sum() / (h * w)), counted=0.0)
+        if count == 0:
+            return np.asarray([out[k] for k in names], np.float32)
+        if self.exclude_border:
+            border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+            inner = keep.copy()
+            inner[border] = False
+            if not inner.any():  # every cell touches the border: use them all
+                inner = keep
+        else:
+            inner = keep
+        gray = to_gray(image).astype(np.float64)
+        fg = labels > 0
+        bg_level = np.median(gray[~fg]) if (~fg).any() else 255.0
+        cell_level = np.median(gray[fg])
+        bright = (gray > (bg_level + cell_level) / 2) & fg
+        pallor = np.bincount(labels[bright], minlength=n + 1) / np.maximum(area, 1)
+        ids = np.flatnonzero(inner)
+        per = {"area": area[ids], "diameter": np.sqrt(4 * area[ids] / np.pi), "pallor": pallor[ids]}
+        props = {p.label: p for p in regionprops(labels) if inner[p.label]}
+        circ, ecc, sol = [], [], []
+        for i in ids:
+            p = props[i]
+            perim = p.perimeter
+            circ.append(4 * np.pi * p.area / perim ** 2 if perim > 0 else np.nan)
+            ecc.append(p.eccentricity)
+            sol.append(p.solidity)
+        per.update(circularity=np.asarray(circ), eccentricity=np.asarray(ecc), solidity=np.asarray(sol))
+        s = float(self.pixel_size)
+        per["area"] = per["area"] * s * s
+        per["diameter"] = per["diameter"] * s
+        for key in self._PER_CELL:
+            v = per[key][np.isfinite(per[key])]
+            if v.size == 0:
+                continue
+            mean = float(v.mean())
+            out.update({f"{key}_mean": mean, f"{key}_std": float(v.std()),
+                        f"{key}_cv": _div(v.std(), mean),
+                        f"{key}_p10": float(np.percentile(v, 10)), f"{key}_p50": float(np.median(v)),
+                        f"{key}_p90": float(np.percentile(v, 90))})
+        d = per["diameter"]
+        med = np.median(d)
+        t = float(self.size_tolerance)
+        out.update(counted=float(len(ids)),
+                   micro_share=float((d < (1 - t) * med).mean()),
+                   macro_share=float((d > (1 + t) * med).mean()),
+                   elongated_share=float((per["eccentricity"] > 0.8).mean()),
+                   hypochromic_share=float((per["pallor"] > float(self.pallor_cut)).mean()),
+                   gray_mean=float(cell_level))
+        return np.asarray([out[k] for k in names], np.float32)
+
+
+@hookimpl
+def medfuse_plugins():
+    return [Morphology, SmearMorphology]
