@@ -324,11 +324,10 @@ def _import_class(target: str, where: str) -> type:
     return obj
 
 
-def load_bundle(path: str | Path, host: Any = None, check_plugins: bool = True) -> Bundle:
-    """Load and verify the bundle folder ``path``; only load bundles from a trusted source.
+def verify_bundle(path: str | Path, host: Any = None, check_plugins: bool = True) -> tuple[Path, dict[str, Any], str]:
+    """Every check of :func:`load_bundle` without loading the artifacts (no unpickling).
 
-    Raises :class:`BundleError` for a missing/malformed manifest, a checksum mismatch (naming the
-    file), an unlisted artifact, a missing plugin, or a plugin of another major version.
+    Returns the resolved folder, the manifest and the manifest's sha256.
     """
     path = Path(path).resolve()
     manifest, digest = read_manifest(path)
@@ -339,6 +338,16 @@ def load_bundle(path: str | Path, host: Any = None, check_plugins: bool = True) 
 
             host = get_host()
         check_bundle_plugins(manifest, host, str(path))
+    return path, manifest, digest
+
+
+def load_bundle(path: str | Path, host: Any = None, check_plugins: bool = True) -> Bundle:
+    """Load and verify the bundle folder ``path``; only load bundles from a trusted source.
+
+    Raises :class:`BundleError` for a missing/malformed manifest, a checksum mismatch (naming the
+    file), an unlisted artifact, a missing plugin, or a plugin of another major version.
+    """
+    path, manifest, digest = verify_bundle(path, host, check_plugins)
     _limit_tf_threads(manifest)
     cls = _import_class(manifest["pipeline_class"], str(path))
     try:

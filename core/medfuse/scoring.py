@@ -231,7 +231,7 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
     keep_parts : keep ``<out>.parts/`` after assembling ``out``.
     on_chunk : called with ``(chunks done, chunks total)`` after each chunk (for tests, hooks).
     """
-    from .bundle import load_bundle
+    from .bundle import load_bundle, verify_bundle
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -242,8 +242,11 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
         raise ScoringError("backend 'dask' needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
     if chunk_size < 1:
         raise ScoringError(f"chunk_size must be >= 1, got {chunk_size}")
-    loaded = load_bundle(bundle)  # verify here: a bad bundle fails before any work
-    bundle_path, digest = str(loaded.path), loaded.manifest_sha256
+    in_process = jobs == 1 and backend == "loky"
+    # verify here, so that a bad bundle fails before any work; load it only if scoring in-process
+    loaded = load_bundle(bundle) if in_process else None
+    path, manifest, digest = (loaded.path, loaded.manifest, loaded.manifest_sha256) if loaded else verify_bundle(bundle)
+    bundle_path = str(path)
     table = inputs.copy() if isinstance(inputs, pd.DataFrame) else list_inputs(inputs)
     if "read_path" not in table:
         table["read_path"] = table["path"]
@@ -253,14 +256,13 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
     table = _prepare_parts(parts, plan, table, resume)
     n = len(table)
     n_chunks = -(-n // chunk_size)
-    schema = _arrow_schema(loaded.classes)
+    schema = _arrow_schema([str(c) for c in manifest["classes"]])
     done = {i for i in range(n_chunks) if (parts / _part_name(i)).is_file()}
     todo = [i for i in range(n_chunks) if i not in done]
     resumed_rows = sum(min(chunk_size, n - i * chunk_size) for i in done)
-    if jobs == 1 and backend == "loky":
+    if loaded is not None:
+        _BUNDLES.clear()
         _BUNDLES[(bundle_path, digest)] = loaded  # in-process: reuse the bundle loaded above
-    else:
-        del loaded
 
     def chunk_rows(i: int) -> pd.DataFrame:
         return table.iloc[i * chunk_size:(i + 1) * chunk_size].reset_index(drop=True)
