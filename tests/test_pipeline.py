@@ -391,7 +391,9 @@ def test_permutation_importance_finds_the_informative_column(fusion_data):
     assert top["feature"].iloc[0] == "table.t" and top["method"].iloc[0] == "permutation"
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_and_parallel_equals_serial(fusion_data):
+    """Two worker processes (joblib start-up takes seconds on a loaded machine)."""
     study = study_of({"p": {"blocks": ["stats", "table"],
                             "classifier": {"plugin": "random_forest", "params": {"n_estimators": 20}}}}, BLOCKS)
     data = _data(fusion_data, fusion_data["y_both"])

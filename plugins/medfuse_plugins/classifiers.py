@@ -182,13 +182,14 @@ class MLP(_SklearnClassifier):
         "alpha": "L2 penalty.",
         "learning_rate_init": "Adam learning rate.",
         "max_iter": "Maximum epochs.",
-        "early_stopping": "Stop when a 10% inner validation split stops improving.",
+        "early_stopping": "Stop when a 10% inner validation split stops improving (for large training sets).",
         "random_state": "Seed of weights, shuffling and the validation split.",
     }
-    conformance_params: ClassVar[dict[str, Any]] = {"hidden_layer_sizes": [16], "max_iter": 100}
+    conformance_params: ClassVar[dict[str, Any]] = {"hidden_layer_sizes": [16], "max_iter": 200,
+                                                    "learning_rate_init": 0.01}
 
     def __init__(self, hidden_layer_sizes: list[int] | tuple[int, ...] = (128, 64), alpha: float = 1e-3,
-                 learning_rate_init: float = 1e-3, max_iter: int = 300, early_stopping: bool = True,
+                 learning_rate_init: float = 1e-3, max_iter: int = 300, early_stopping: bool = False,
                  random_state: int = 0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.alpha = alpha

@@ -1,0 +1,90 @@
+"""The block cache: reused on a second run, invalidated by any change of plugin, params or content."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from medfuse.cache import BlockCache, make_key
+from medfuse.contracts import SampleTable
+from medfuse.pipeline import PipelineRunner
+from PIL import Image
+from test_pipeline import BLOCKS, HOST, TinyStats, study_of, write_samples
+
+
+def test_put_get_counts_and_atomic_files(tmp_path):
+    cache = BlockCache(tmp_path / "c")
+    key = make_key("image-sha", "chain", "plugin")
+    assert cache.get(key) is None
+    arr = np.arange(6, dtype=np.float32).reshape(2, 3)
+    cache.put(key, arr)
+    assert np.array_equal(cache.get(key), arr)
+    assert cache.stats() == {"hits": 1, "misses": 1, "writes": 1}
+    assert not list((tmp_path / "c").rglob(".tmp-*")), "temporary files must not remain"
+    cache.path(key).write_bytes(b"garbage")  # a corrupt entry is a miss, not a crash
+    assert cache.get(key) is None
+    assert make_key("a", {"x": 1}) == make_key("a", {"x": 1}) != make_key("a", {"x": 2})
+    cache.clear()
+    assert cache.size_bytes() == 0
+
+
+@pytest.fixture()
+def samples(tmp_path):
+    rng = np.random.default_rng(0)
+    return write_samples(tmp_path / "img", rng.uniform(60, 200, 20), np.asarray(["a", "b"] * 10))
+
+
+def _materialize(samples, cache_dir, blocks=BLOCKS, transforms=()):
+    pipe = {"blocks": ["stats"], "mask": "dataset", "classifier": {"plugin": "logreg"},
+            "transforms": [{"plugin": t} for t in transforms]}
+    runner = PipelineRunner(study_of({"p": pipe}, blocks), "p", HOST, cache_dir=cache_dir, progress=False)
+    return runner.materialize(SampleTable(samples.copy())), runner.cache
+
+
+def test_second_run_reads_the_cache(samples, tmp_path):
+    TinyStats.calls = 0
+    first, c1 = _materialize(samples, tmp_path / "cache")
+    assert TinyStats.calls == 20 and c1.stats() == {"hits": 0, "misses": 20, "writes": 20}
+    assert first.cache_stats["writes"] == 20
+    second, c2 = _materialize(samples, tmp_path / "cache")
+    assert TinyStats.calls == 20, "a cached block must not be recomputed"
+    assert c2.hits == 20 and c2.misses == 0 and second.cache_stats["hits"] == 20
+    assert np.array_equal(first.blocks["stats"], second.blocks["stats"])
+
+
+def test_changed_params_version_transforms_or_content_invalidate(samples, tmp_path, monkeypatch):
+    cache_dir = tmp_path / "cache"
+    base, _ = _materialize(samples, cache_dir)
+    TinyStats.calls = 0
+    scaled, c = _materialize(samples, cache_dir, {"stats": {"plugin": "tiny_stats", "params": {"scale": 2.0}}})
+    assert c.hits == 0 and TinyStats.calls == 20
+    assert np.allclose(scaled.blocks["stats"], 2 * base.blocks["stats"])
+
+    monkeypatch.setattr(TinyStats, "version", "0.2.0")
+    _, c = _materialize(samples, cache_dir)
+    assert c.hits == 0 and c.misses == 20
+    monkeypatch.undo()
+    _, c = _materialize(samples, cache_dir)
+    assert c.hits == 20, "the old version's entries are still valid for the old version"
+
+    _, c = _materialize(samples, cache_dir, transforms=["tiny_invert"])
+    assert c.hits == 0
+
+    # new pixels under the same path (no sha1 column): only that sample is recomputed
+    path = samples["path"].iloc[0]
+    img = np.asarray(Image.open(path)).copy()
+    img[6, 6] = 255 - img[6, 6]  # inside the disc mask
+    Image.fromarray(img).save(path)
+    changed, c = _materialize(samples, cache_dir)
+    assert c.hits == 19 and c.misses == 1
+    assert not np.array_equal(changed.blocks["stats"][0], base.blocks["stats"][0])
+
+    # a changed dataset mask file is a new key too
+    mask_path = samples["mask_path"].iloc[1]
+    Image.fromarray(np.zeros((12, 12), np.uint8) + 255).save(mask_path)
+    _, c = _materialize(samples, cache_dir)
+    assert c.hits == 19 and c.misses == 1
+
+
+def test_no_cache_dir_means_no_cache(samples):
+    prepared, cache = _materialize(samples, None)
+    assert cache is None and prepared.cache_stats["hits"] == 0

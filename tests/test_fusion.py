@@ -1,0 +1,104 @@
+"""Per-block preparation (impute, scale, PCA) and the fusion combiners."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from medfuse.errors import InvalidInputError
+from medfuse.fusion import BlockPreparer, LateFusion, aligned_proba, early_concat, inner_folds, soft_vote
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import RobustScaler, StandardScaler
+
+
+def _block(n: int = 50, f: int = 8, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0, 1, (n, 2))
+    return base @ rng.normal(0, 1, (2, f)) + 0.05 * rng.normal(0, 1, (n, f))
+
+
+def test_pca_by_variance_keeps_enough_components_and_reports_them():
+    X = _block()
+    prep = BlockPreparer(pca=0.95, block="tex").fit(X, feature_names=[f"tex.f{i}" for i in range(8)])
+    Z = prep.transform(X)
+    rep = prep.report()
+    assert Z.dtype == np.float32 and Z.shape == (50, rep["n_components"])
+    assert rep["n_components"] == 2 and rep["n_features_in"] == 8  # two latent factors
+    assert rep["explained_variance"] >= 0.95 and len(rep["explained_variance_ratio"]) == 2
+    assert list(prep.get_feature_names_out()) == ["tex.pc1", "tex.pc2"]
+    ref = PCA(0.95, svd_solver="full").fit(StandardScaler().fit_transform(X))
+    assert np.allclose(np.abs(Z), np.abs(ref.transform(StandardScaler().fit_transform(X))), atol=1e-4)
+
+
+def test_pca_by_count_is_capped_and_no_pca_keeps_names():
+    X = _block(n=5)
+    assert BlockPreparer(pca=50).fit(X).n_components_ == 5
+    prep = BlockPreparer(block="m").fit(X[:, :3], feature_names=["m.a", "m.b", "m.c"])
+    assert list(prep.get_feature_names_out()) == ["m.a", "m.b", "m.c"]
+    assert prep.report()["explained_variance_ratio"] is None
+
+
+def test_impute_and_scalers():
+    X = _block()
+    X[::4, 1] = np.nan
+    X[:, 2] = np.nan  # a column missing everywhere is kept (as zeros), not dropped
+    X[3, 0] = np.inf
+    Z = BlockPreparer(impute="median").fit_transform(X)
+    assert Z.shape == X.shape and np.isfinite(Z).all()
+    assert np.allclose(Z[:, 2], 0)
+    robust = BlockPreparer(scale="robust", impute="mean").fit(X)
+    assert isinstance(robust.scaler_, RobustScaler)
+    raw = BlockPreparer(impute="none", scale="none").fit(_block())
+    assert np.allclose(raw.transform(_block()), _block().astype(np.float32))
+    with pytest.raises(InvalidInputError, match="missing values"):
+        BlockPreparer(impute="none").fit(X)
+    with pytest.raises(InvalidInputError, match="expected 8 columns"):
+        BlockPreparer().fit(_block()).transform(_block()[:, :3])
+    with pytest.raises(InvalidInputError, match="pca"):
+        BlockPreparer(pca=1.5).fit(_block())
+
+
+def test_early_concat_checks_rows():
+    a, b = np.ones((4, 2)), np.zeros((4, 3))
+    assert early_concat([a, b]).shape == (4, 5)
+    with pytest.raises(InvalidInputError, match="row counts"):
+        early_concat([a, b[:3]])
+    with pytest.raises(InvalidInputError):
+        early_concat([])
+
+
+def test_soft_vote_and_aligned_proba():
+    p1 = np.asarray([[0.8, 0.2], [0.4, 0.6]])
+    p2 = np.asarray([[0.6, 0.4], [0.0, 1.0]])
+    assert np.allclose(soft_vote([p1, p2]), [[0.7, 0.3], [0.2, 0.8]])
+    assert np.allclose(soft_vote([p1, p2], [3, 1]), [[0.75, 0.25], [0.3, 0.7]])
+    X = np.asarray([[0.0], [1.0], [2.0], [3.0]])
+    model = LogisticRegression().fit(X, ["b", "b", "c", "c"])
+    out = aligned_proba(model, X, np.asarray(["a", "b", "c"]))
+    assert out.shape == (4, 3) and np.allclose(out[:, 0], 0) and np.allclose(out.sum(1), 1)
+
+
+def test_late_fusion_soft_and_stack():
+    rng = np.random.default_rng(0)
+    n = 150
+    a, b = rng.normal(0, 1, n), rng.normal(0, 1, n)
+    y = np.asarray([f"{int(u > 0)}{int(v > 0)}" for u, v in zip(a, b)])
+    A = np.c_[a, rng.normal(0, 1, n)]
+    B = np.c_[b, rng.normal(0, 1, n)]
+    tr, te = np.arange(100), np.arange(100, 150)
+    for combine in ("soft", "stack"):
+        late = LateFusion(LogisticRegression(), combine, random_state=0).fit([A[tr], B[tr]], y[tr])
+        proba = late.predict_proba([A[te], B[te]])
+        assert proba.shape == (50, 4) and np.allclose(proba.sum(1), 1)
+        acc = np.mean(late.predict([A[te], B[te]]) == y[te])
+        single = np.mean(LogisticRegression().fit(A[tr], y[tr]).predict(A[te]) == y[te])
+        assert acc > single + 0.15, (combine, acc, single)
+    with pytest.raises(InvalidInputError, match="fitted on 2 blocks"):
+        late.predict_proba([A[te]])
+
+
+def test_inner_folds_shrink_for_rare_classes():
+    y = np.asarray(["a"] * 10 + ["b"] * 2)
+    assert len(inner_folds(y, 5, 0)) == 2
+    with pytest.raises(InvalidInputError, match="at least 2 samples"):
+        inner_folds(np.asarray(["a"] * 5 + ["b"]), 3, 0)
