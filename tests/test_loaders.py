@@ -293,6 +293,13 @@ def test_cli_detects_pairs_and_tables(tmp_path: Path):
                                    str(tmp_path / "s.csv")])
     assert res.exit_code == 0 and "loader table" in res.output, res.output
     assert "table.WBC" in pd.read_csv(tmp_path / "s.csv").columns
+    flat = tmp_path / "flat"
+    for i in range(2):
+        _png(flat / "images" / f"c{i}.png", _rgb(i))
+        _png(flat / "masks" / f"c{i}.png", (np.arange(256).reshape(16, 16) > 99).astype(np.uint8) * 255)
+    (flat / "labels.csv").write_text("id,label\nc0,x\nc1,y\n")
+    res = runner.invoke(data_cmd, [str(flat)])
+    assert res.exit_code == 0 and "loader pairs" in res.output and "2 of 2" in res.output, res.output
 
 
 # ---- real data -----------------------------------------------------------------------------------

@@ -86,10 +86,11 @@ def progress_bar(total: int, description: str, enabled: bool) -> tuple[Callable[
     """A rich progress bar as ``(advance(n), close())``; no-ops when disabled or not a TTY."""
     if not enabled or total == 0 or not sys.stderr.isatty():
         return (lambda n: None), (lambda: None)
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   transient=True)
+                   console=Console(stderr=True), transient=True)
     bar.start()
     task = bar.add_task(description, total=total)
     return (lambda n: bar.advance(task, n)), bar.stop

@@ -198,7 +198,7 @@ class _Assembler:
     def table_block(self, rows: pd.DataFrame, table: pd.DataFrame | None, columns: Sequence[str] | None,
                     auto: bool) -> pd.DataFrame | None:
         """Encoded table columns aligned on ``rows`` (``table`` indexed by the join key)."""
-        if table is None:
+        if table is None or (columns is not None and not len(columns)):
             return None
         if columns is not None:
             _require_columns(table, list(columns), "table_columns")

@@ -32,8 +32,9 @@ def detect(path: Path, loader: str | None = None, masks: Path | None = None, tab
     """Choose the loader and its parameters for ``path``; return ``(loader, params, root)``.
 
     * a table file: ``manifest`` when it has a ``path`` column, else ``table``;
-    * a folder with ``images/`` and ``masks/``: ``folder`` when ``images/`` has class
-      sub-folders (with ``table.csv`` joined when present), else ``pairs`` (with ``labels.csv``);
+    * a folder whose ``images/`` has class sub-folders: ``folder`` on ``images/``, with
+      ``masks/`` and ``table.csv`` when present;
+    * a folder with flat ``images/`` and ``masks/``: ``pairs`` (with ``labels.csv`` when present);
     * any other folder: ``folder`` (one sub-folder per class).
     Paths are passed absolute, so the root only matters for relative ones.
     """
@@ -61,11 +62,10 @@ def detect(path: Path, loader: str | None = None, masks: Path | None = None, tab
             raise click.UsageError(f"--loader {loader} needs a folder, not the file {path}")
         return loader, params, path.parent
     images, mask_dir = path / "images", path / "masks"
+    classes_in_images = images.is_dir() and _has_subdirs(images)
     if loader is None:
-        if images.is_dir() and mask_dir.is_dir() and masks is None:
-            loader = "folder" if _has_subdirs(images) else "pairs"
-        else:
-            loader = "folder"
+        flat_pairs = images.is_dir() and not classes_in_images and (mask_dir.is_dir() or masks is not None)
+        loader = "pairs" if flat_pairs else "folder"
     if loader == "pairs":
         params = {"images": str(images if images.is_dir() else path),
                   "masks": str(masks or mask_dir)}
@@ -77,11 +77,12 @@ def detect(path: Path, loader: str | None = None, masks: Path | None = None, tab
         if id_column:
             params["id_column"] = id_column
     elif loader == "folder":
-        split = images.is_dir() and mask_dir.is_dir() and _has_subdirs(images) and masks is None
-        params = {"path": str(images if split else path)}
-        if masks or split:
-            params["masks"] = str(masks or mask_dir)
-        tab = table or (_first_existing(path, ("table.csv", "table.xlsx")) if split else None)
+        # root/images/<class>/ (+ root/masks/<class>/, root/table.csv) or root/<class>/
+        params = {"path": str(images if classes_in_images else path)}
+        mask_root = masks or (mask_dir if classes_in_images and mask_dir.is_dir() else None)
+        if mask_root:
+            params["masks"] = str(mask_root)
+        tab = table or (_first_existing(path, ("table.csv", "table.xlsx")) if classes_in_images else None)
         if tab:
             params["table"] = str(tab)
         if id_column:
@@ -133,9 +134,9 @@ def data(path: Path, loader: str | None, masks: Path | None, table: Path | None,
     from ..host import get_host
 
     console = Console()
-    name, params, root = detect(path, loader, masks, table, label, id_column)
     start = time.perf_counter()
     try:
+        name, params, root = detect(path, loader, masks, table, label, id_column)
         plugin = get_host().create(name, params, kind="loader")
         st = plugin.load(root, jobs=jobs, progress=True)
     except MedfuseError as exc:
