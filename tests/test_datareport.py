@@ -54,6 +54,10 @@ def test_leakage_pairs_and_errors():
     assert rep.leakage([0, 1], [2, 3]) == [("s0", "s2")]
     assert rep.leakage(np.array([0, 2]), np.array([1, 3])) == []
     assert rep.leakage([4], [4]) == [], "an unreadable file (no hash) is never a duplicate"
+    subset = _samples(["h1", "h2", "h1", "h3", ""], ["a"] * 5).iloc[[1, 2, 3]].reset_index(drop=True)
+    assert rep.leakage([0], [1, 2], samples=subset) == [], "positions into the subset"
+    assert DataReport().leakage([1], [0, 2], samples=pd.concat([subset, subset.iloc[[1]]])) == []
+    assert DataReport().leakage([1], [3], samples=pd.concat([subset, subset.iloc[[1]]])) == [("s2", "s2")]
     with pytest.raises(ValueError, match="not finalized"):
         DataReport().leakage([0], [1])
 

@@ -86,23 +86,31 @@ class DataReport:
         out["n_problems"] = self.n_problems
         return out
 
-    def leakage(self, train_idx: Sequence[int] | np.ndarray, test_idx: Sequence[int] | np.ndarray) -> list[tuple[str, str]]:
+    def leakage(self, train_idx: Sequence[int] | np.ndarray, test_idx: Sequence[int] | np.ndarray,
+                samples: pd.DataFrame | None = None) -> list[tuple[str, str]]:
         """``(train id, test id)`` pairs with identical content on both sides of a split.
 
-        ``train_idx``/``test_idx`` are positions into the loaded samples (as given by
-        scikit-learn splitters). Content is the image file's bytes, or the table row for
+        ``train_idx``/``test_idx`` are positions (as given by scikit-learn splitters) into the
+        loaded samples, or into ``samples`` (a table with ``id`` and ``sha1`` columns, e.g. a
+        subset of the loaded samples). Content is the image file's bytes, or the table row for
         table-only data.
         """
-        if not self.sha1:
-            raise ValueError("DataReport.leakage: this report has no per-sample hashes (not finalized)")
+        if samples is not None:
+            ids = samples["id"].astype(str).tolist()
+            sha1 = samples["sha1"].where(samples["sha1"].notna(), "").astype(str).tolist()
+        else:
+            ids, sha1 = self.ids, self.sha1
+        if not sha1:
+            raise ValueError("DataReport.leakage: this report has no per-sample hashes (not finalized); "
+                             "pass samples=")
         by_hash: dict[str, list[str]] = {}
         for i in np.asarray(train_idx, dtype=int):
-            if self.sha1[i]:
-                by_hash.setdefault(self.sha1[i], []).append(self.ids[i])
+            if sha1[i]:
+                by_hash.setdefault(sha1[i], []).append(ids[i])
         pairs = []
         for j in np.asarray(test_idx, dtype=int):
-            for train_id in by_hash.get(self.sha1[j], []) if self.sha1[j] else []:
-                pairs.append((train_id, self.ids[j]))
+            for train_id in by_hash.get(sha1[j], []) if sha1[j] else []:
+                pairs.append((train_id, ids[j]))
         return pairs
 
     def summary_lines(self, max_items: int | None = 10) -> list[str]:
