@@ -1,0 +1,314 @@
+"""Streaming per-image work: decode -> transforms -> mask -> ``prepare`` of each extractor.
+
+Each image is decoded once (:func:`medfuse.imageio.read_image`), passed through the transforms,
+given a mask (a mask plugin, a mask file, or none) and handed to every extractor's ``prepare``.
+Images are processed in chunks, in this process (``jobs=1``) or in joblib worker processes;
+results come back in input order. A failing image never stops the run: its row gets the error
+message and NaN features.
+
+* :func:`resolve_inputs`: a folder, a glob or a CSV manifest -> a table of paths (and masks);
+* :func:`prepare_images`: the loop itself, returning stacked prepared arrays per extractor;
+* :func:`extract_table`: the feature table of ``medfuse extract`` (``path``, ``<block>.<feature>``,
+  ``error``) with its provenance; :func:`write_table` writes it to Parquet or CSV.
+
+Nothing here imports TensorFlow; deep plugins import it themselves when used.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .contracts import Extractor, MaskMaker, Transform
+from .errors import DataError, InvalidInputError, MedfuseError
+from .imageio import IMAGE_SUFFIXES, read_image, read_mask
+
+PROVENANCE_KEY = b"medfuse"
+MASK_FROM_FILE = "file"
+
+
+def resolve_inputs(spec: str | Path) -> pd.DataFrame:
+    """Image paths named by ``spec``: a folder (searched recursively), a glob, or a CSV manifest.
+
+    A manifest has a ``path`` column (else its first column is taken), optionally ``mask`` (or
+    ``mask_path``) and ``label``; relative paths are relative to the manifest's folder.
+
+    Returns
+    -------
+    DataFrame with ``path`` and ``mask_path`` (``None`` where absent), plus ``label`` when the
+    manifest has one. Raises :class:`DataError` when nothing matches.
+    """
+    text = str(spec)
+    p = Path(text)
+    if p.is_dir():
+        paths = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise DataError(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        return pd.DataFrame({"path": paths, "mask_path": [None] * len(paths)})
+    if p.is_file() and p.suffix.lower() in (".csv", ".tsv", ".txt"):
+        try:
+            table = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{p}: unreadable manifest ({exc})") from None
+        if table.empty:
+            raise DataError(f"{p}: the manifest has no rows")
+        col = "path" if "path" in table.columns else table.columns[0]
+        base = p.parent
+
+        def absolute(v: Any) -> str | None:
+            if not isinstance(v, str) or not v.strip():
+                return None
+            q = Path(v.strip())
+            return str(q if q.is_absolute() else base / q)
+
+        out = pd.DataFrame({"path": [absolute(v) for v in table[col]]})
+        mcol = next((c for c in ("mask", "mask_path") if c in table.columns), None)
+        out["mask_path"] = [absolute(v) for v in table[mcol]] if mcol else None
+        if "label" in table.columns:
+            out["label"] = table["label"].to_numpy()
+        missing = out["path"].isna()
+        if missing.any():
+            raise DataError(f"{p}: {int(missing.sum())} row(s) with an empty '{col}' value "
+                            f"(first at row {int(np.flatnonzero(missing.to_numpy())[0]) + 2})")
+        return out
+    if p.is_file():
+        return pd.DataFrame({"path": [str(p)], "mask_path": [None]})
+    paths = sorted(f for f in glob.glob(text, recursive=True) if Path(f).is_file())
+    if not paths:
+        raise DataError(f"{text}: not a folder, a CSV manifest or a glob matching any file")
+    return pd.DataFrame({"path": paths, "mask_path": [None] * len(paths)})
+
+
+@dataclass
+class Prepared:
+    """Output of :func:`prepare_images`: one stacked array per extractor and one error per image."""
+
+    arrays: dict[str, np.ndarray]
+    errors: list[str]
+    seconds: float = 0.0
+    names: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.asarray([not e for e in self.errors], bool)
+
+
+def _one(path: str, mask_path: str | None, transforms: Sequence[Transform], mask: MaskMaker | str | None,
+         extractors: Sequence[tuple[str, Extractor]]) -> tuple[list[np.ndarray] | None, str]:
+    try:
+        image = read_image(path)
+        m = None
+        if mask == MASK_FROM_FILE:
+            if mask_path is None:
+                raise InvalidInputError(f"{path}: no mask file given for this image")
+            m = read_mask(mask_path)
+            if m.shape != image.shape[:2]:
+                raise InvalidInputError(f"{mask_path}: mask shape {m.shape} differs from image {image.shape[:2]}")
+        for t in transforms:
+            image, m = t.apply(image, m)
+        if isinstance(mask, MaskMaker):
+            m = mask.predict_mask(image)
+        return [np.asarray(ex.prepare(image, m)) for _, ex in extractors], ""
+    except MedfuseError as exc:
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - one bad image must not stop the run
+        return None, f"{path}: {type(exc).__name__}: {exc}"
+
+
+def _chunk(items: Sequence[tuple[str, str | None]], transforms, mask, extractors):
+    return [_one(p, m, transforms, mask, extractors) for p, m in items]
+
+
+def prepare_images(paths: Sequence[str], mask_paths: Sequence[str | None] | None = None,
+                   transforms: Sequence[Transform] = (), mask: MaskMaker | str | None = None,
+                   extractors: Sequence[tuple[str, Extractor]] = (), jobs: int = 1,
+                   chunk_size: int = 32, progress: bool = False,
+                   description: str = "extracting") -> Prepared:
+    """Decode, transform, mask and ``prepare`` every image; results in the order of ``paths``.
+
+    Parameters
+    ----------
+    paths : image files.
+    mask_paths : one mask file (or ``None``) per image; used when ``mask == "file"``.
+    transforms : applied in order to ``(image, mask)``.
+    mask : a fitted :class:`MaskMaker`, ``"file"`` (read ``mask_paths``) or ``None`` (no mask).
+    extractors : ``(block name, extractor)`` pairs.
+    jobs : worker processes (1 = this process; -1 = every core).
+    chunk_size : images per task sent to a worker (down to 8 when there are few images; a
+        single chunk runs in this process).
+    progress : rich progress bar on stderr (only on a terminal).
+
+    Returns
+    -------
+    :class:`Prepared` whose ``arrays[name]`` is ``(n_images, ...)``, NaN rows where an image
+    failed, and ``errors[i]`` is ``""`` or the reason image ``i`` failed.
+    """
+    from .scan import progress_bar
+
+    paths = [str(p) for p in paths]
+    masks = list(mask_paths) if mask_paths is not None else [None] * len(paths)
+    if len(masks) != len(paths):
+        raise InvalidInputError(f"prepare_images: {len(paths)} images but {len(masks)} mask paths")
+    masks = [str(m) if isinstance(m, str | Path) and str(m) else None for m in masks]
+    items = list(zip(paths, masks))
+    n_workers = jobs if jobs > 0 else (os.cpu_count() or 1)
+    size = max(8, min(int(chunk_size), -(-len(items) // (4 * n_workers)))) if n_workers > 1 else chunk_size
+    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    advance, close = progress_bar(len(items), description, progress)
+    results: list[tuple[list[np.ndarray] | None, str]] = []
+    start = time.perf_counter()
+    try:
+        if n_workers == 1 or len(chunks) <= 1:
+            for c in chunks:
+                results.extend(_chunk(c, transforms, mask, extractors))
+                advance(len(c))
+        else:
+            from joblib import Parallel, delayed
+
+            runner = Parallel(n_jobs=jobs, return_as="generator")
+            for c, out in zip(chunks, runner(delayed(_chunk)(c, transforms, mask, extractors) for c in chunks)):
+                results.extend(out)
+                advance(len(c))
+    finally:
+        close()
+    seconds = time.perf_counter() - start
+    arrays: dict[str, np.ndarray] = {}
+    for k, (name, _) in enumerate(extractors):
+        first = next((r[0][k] for r in results if r[0] is not None), None)
+        if first is None:
+            arrays[name] = np.full((len(results), 0), np.nan, np.float32)
+            continue
+        out = np.full((len(results), *first.shape), np.nan, dtype=np.float32)
+        for i, (vecs, _) in enumerate(results):
+            if vecs is not None:
+                out[i] = vecs[k]
+        arrays[name] = out
+    return Prepared(arrays, [e for _, e in results], seconds)
+
+
+def _plugin_record(plugin: Any) -> dict[str, Any]:
+    return {"name": plugin.name, "kind": plugin.kind, "version": plugin.version,
+            "params": json.loads(json.dumps(plugin.get_params(deep=False), default=repr)),
+            "cache_key": plugin.cache_key()}
+
+
+def provenance(inputs: str, transforms: Sequence[Transform], mask: MaskMaker | str | None,
+               extractors: Sequence[tuple[str, Extractor]], n_images: int, n_errors: int,
+               seconds: float, jobs: int) -> dict[str, Any]:
+    """What produced a feature table: versions, plugins with parameters, inputs and timing."""
+    import importlib.metadata as md
+
+    import skimage
+    import sklearn
+
+    from . import __version__
+
+    return {
+        "medfuse": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "inputs": str(inputs),
+        "n_images": int(n_images),
+        "n_errors": int(n_errors),
+        "seconds": round(float(seconds), 3),
+        "jobs": int(jobs),
+        "transforms": [_plugin_record(t) for t in transforms],
+        "mask": (_plugin_record(mask) if isinstance(mask, MaskMaker) else {"name": mask or "none"}),
+        "blocks": {name: _plugin_record(ex) for name, ex in extractors},
+        "environment": {"python": platform.python_version(), "numpy": np.__version__,
+                        "scikit-image": skimage.__version__, "scikit-learn": sklearn.__version__,
+                        "pandas": pd.__version__, "platform": platform.platform(),
+                        "medfuse_dist": _dist_version(md)},
+    }
+
+
+def _dist_version(md: Any) -> str:
+    try:
+        return md.version("medfuse")
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def extract_table(inputs: str | Path | pd.DataFrame, extractors: Sequence[tuple[str, Extractor]],
+                  transforms: Sequence[Transform] = (), mask: MaskMaker | str | None = None,
+                  jobs: int = 1, progress: bool = False, chunk_size: int = 32) -> tuple[pd.DataFrame, dict]:
+    """Feature table of stateless extractors: ``path``, [``label``], ``<block>.<feature>``..., ``error``.
+
+    ``inputs`` is anything :func:`resolve_inputs` accepts, or its output. Returns the table and
+    its provenance dictionary.
+    """
+    for name, ex in extractors:
+        if getattr(ex, "trainable", False):
+            raise InvalidInputError(f"block {name!r}: {ex.name} is trainable (it must be fitted inside "
+                                    "a training fold); use `medfuse run` / `medfuse compare` instead")
+    table = inputs if isinstance(inputs, pd.DataFrame) else resolve_inputs(inputs)
+    mask_paths = table["mask_path"].tolist() if "mask_path" in table.columns else None
+    if mask == MASK_FROM_FILE and (mask_paths is None or all(m is None for m in mask_paths)):
+        raise InvalidInputError("--mask file needs a CSV manifest with a 'mask' column")
+    prep = prepare_images(table["path"].tolist(), mask_paths, transforms, mask, extractors, jobs,
+                          chunk_size, progress)
+    columns: dict[str, Any] = {"path": table["path"].to_numpy()}
+    if "label" in table.columns:
+        columns["label"] = table["label"].to_numpy()
+    for name, ex in extractors:
+        names = [f"{name}.{f}" for f in ex.feature_names()]
+        block = prep.arrays[name]
+        if block.shape[1] == 0:
+            block = np.full((len(table), len(names)), np.nan, np.float32)
+        block = ex.transform(block) if block.ndim == 2 else block
+        if block.shape[1] != len(names):
+            raise InvalidInputError(f"block {name!r}: {block.shape[1]} values but {len(names)} feature names")
+        columns.update({n: block[:, j] for j, n in enumerate(names)})
+    columns["error"] = prep.errors
+    df = pd.DataFrame(columns)
+    prov = provenance(str(inputs) if not isinstance(inputs, pd.DataFrame) else "<table>", transforms, mask,
+                      extractors, len(df), sum(bool(e) for e in prep.errors), prep.seconds, jobs)
+    return df, prov
+
+
+def write_table(df: pd.DataFrame, out: str | Path, prov: dict[str, Any]) -> list[Path]:
+    """Write ``df`` as Parquet (provenance in the schema metadata under ``b"medfuse"``) or CSV
+    (provenance in a sidecar ``<out>.json``). Returns the files written."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tbl = pa.Table.from_pandas(df, preserve_index=False)
+        meta = dict(tbl.schema.metadata or {})
+        meta[PROVENANCE_KEY] = json.dumps(prov).encode()
+        pq.write_table(tbl.replace_schema_metadata(meta), out)
+        return [out]
+    if suffix in (".csv", ".tsv"):
+        df.to_csv(out, index=False, sep="\t" if suffix == ".tsv" else ",")
+        side = out.with_name(out.name + ".json")
+        side.write_text(json.dumps(prov, indent=2))
+        return [out, side]
+    raise InvalidInputError(f"{out}: output must end in .parquet or .csv")
+
+
+def read_provenance(path: str | Path) -> dict[str, Any]:
+    """The provenance written by :func:`write_table` (Parquet metadata or CSV sidecar)."""
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(path).metadata or {}
+        if PROVENANCE_KEY not in meta:
+            raise DataError(f"{path}: no medfuse provenance in the Parquet metadata")
+        return json.loads(meta[PROVENANCE_KEY])
+    side = path.with_name(path.name + ".json")
+    if not side.exists():
+        raise DataError(f"{path}: no provenance sidecar {side.name}")
+    return json.loads(side.read_text())
