@@ -40,6 +40,7 @@ def broken_folder(tmp_path: Path) -> Path:
     buf = io.BytesIO()
     Image.fromarray(_rgb(20, 64)).save(buf, format="JPEG", quality=90)
     (root / "a" / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (root / "a" / "trailer.jpg").write_bytes(buf.getvalue() + b"\x00" * 16 + b"vendor trailer")
     (root / "b" / "empty.png").write_bytes(b"")
     (root / "b" / "notes.png").write_text("this is not an image\n")
     (root / "b" / "readme.txt").write_text("ignored: not an image suffix\n")
@@ -54,8 +55,9 @@ def test_folder_reports_bad_files_and_keeps_the_rest(broken_folder: Path):
     assert "truncated" in bad["cut.jpg"]
     assert "empty" in bad["empty.png"]
     assert "not an image" in bad["notes.png"]
-    assert len(st) == 6 and rep.n_found == 9 and rep.n_loaded == 6
-    assert rep.class_counts == {"a": 3, "b": 3}
+    assert len(st) == 7 and rep.n_found == 10 and rep.n_loaded == 7
+    assert "trailer" in st.samples["id"].tolist(), "bytes after the end-of-image marker are allowed"
+    assert rep.class_counts == {"a": 4, "b": 3}
     assert [Path(p).name for p in rep.ignored_files] == ["readme.txt"]
     assert list(st.samples.columns) == ["id", "path", "mask_path", "label", "group", "sha1"]
     assert (st.samples["group"] == st.samples["id"]).all(), "no group column: group is the id"
@@ -79,7 +81,7 @@ def test_parallel_scan_matches_serial(broken_folder: Path):
     parallel = scan_files(paths, jobs=2, chunk_size=2)
     assert serial == parallel
     assert [bool(s.error) for s in serial] == [p.name in ("cut.jpg", "empty.png", "notes.png") for p in paths]
-    assert all(s.height == 16 and s.width == 16 for s in serial if s.ok)
+    assert all(s.height in (16, 64) and s.width == s.height for s in serial if s.ok)
 
 
 def test_formats_decode_to_canonical(tmp_path: Path):
@@ -275,10 +277,10 @@ def test_cli_data(broken_folder: Path, tmp_path: Path):
     out_json = tmp_path / "rep.json"
     res = runner.invoke(data_cmd, [str(broken_folder), "--json", str(out_json)])
     assert res.exit_code == 0, res.output
-    for name in ("cut.jpg", "empty.png", "notes.png", "6 of 9 samples loaded"):
+    for name in ("cut.jpg", "empty.png", "notes.png", "7 of 10 samples loaded"):
         assert name in res.output
     payload = json.loads(out_json.read_text())
-    assert payload["loader"] == "folder" and payload["report"]["n_loaded"] == 6
+    assert payload["loader"] == "folder" and payload["report"]["n_loaded"] == 7
     (tmp_path / "nothing" / "a").mkdir(parents=True)
     res = runner.invoke(data_cmd, [str(tmp_path / "nothing")])
     assert res.exit_code == 1 and "nothing could be loaded" in res.output

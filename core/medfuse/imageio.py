@@ -96,7 +96,9 @@ def decode_image(data: bytes, name: str = "<bytes>", min_side: int | None = None
     if not data:
         raise ImageReadError(f"{name}: empty file")
     if data[:3] == b"\xff\xd8\xff":
-        if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        # The end-of-image marker must follow the last start-of-scan; bytes after it (padding,
+        # vendor trailers) are allowed. An EXIF thumbnail's EOI comes before the main scan.
+        if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
             raise ImageReadError(f"{name}: truncated JPEG (no end-of-image marker)")
         try:
             import simplejpeg
