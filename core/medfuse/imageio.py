@@ -148,7 +148,10 @@ def canonical_mask(arr: np.ndarray) -> np.ndarray:
     """Map a label array to the canonical {0, 1, 2} coding (see module docstring)."""
     if arr.ndim == 3:
         arr = arr.max(axis=2)
-    values = np.unique(arr)
+    if arr.dtype == bool:
+        arr = arr.view(np.uint8)
+    # bincount is several times faster than unique for 8-bit masks
+    values = np.flatnonzero(np.bincount(arr.ravel())) if arr.dtype == np.uint8 else np.unique(arr)
     if len(values) <= 1:
         return np.zeros(arr.shape, np.uint8) if values.size == 0 or values[0] == 0 else np.ones(arr.shape, np.uint8)
     if len(values) == 2:
