@@ -141,11 +141,13 @@ def test_folder_with_masks_table_and_groups(tmp_path: Path):
                        pd.DataFrame([{"id": "ghost_0001", "label": "round", "patient": "x"}])])
     table.to_csv(root / "table.csv", index=False)
     (root / "images" / "empty_class").mkdir()
+    (root / "images" / "lobed" / "broken.png").write_bytes(b"\x89PNG\r\n")  # bad image, no mask
     st = FolderLoader(path="images", masks="masks", table="table.csv", group_column="patient").load(root)
     rep = st.report
     assert len(st) == 12
     problems = {m["id"]: m["reason"] for m in rep.mask_problems}
-    assert set(problems) == {"round_0001", "round_0002"}
+    assert set(problems) == {"round_0001", "round_0002"}, "a dropped image has no mask problem"
+    assert [Path(b["path"]).name for b in rep.bad_files] == ["broken.png"]
     assert "no mask" in problems["round_0001"] and "does not match" in problems["round_0002"]
     s = st.samples.set_index("id")
     assert s.loc["round_0001", "mask_path"] is None and s.loc["round_0000", "mask_path"].endswith(".png")

@@ -188,6 +188,11 @@ class _Assembler:
                                                   "mask_path": str(rows.at[i, "mask_path"]),
                                                   "reason": s.mask_error})
                 rows.at[i, "mask_path"] = None
+        # A bad image is reported once, as a bad file, not also for its mask or table row.
+        dropped = {b["path"] for b in self.report.bad_files}
+        self.report.mask_problems = [m for m in self.report.mask_problems if m["path"] not in dropped]
+        bad_ids = set(rows.loc[~keep, "id"].astype(str))
+        self.report.images_without_table = [i for i in self.report.images_without_table if i not in bad_ids]
         return rows[keep].reset_index(drop=True)
 
     def missing_mask(self, rows: pd.DataFrame) -> None:
