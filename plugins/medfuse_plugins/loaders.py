@@ -196,9 +196,9 @@ class _Assembler:
         return rows[keep].reset_index(drop=True)
 
     def missing_mask(self, rows: pd.DataFrame) -> None:
-        for _, r in rows[rows["mask_path"].isna()].iterrows():
-            self.report.mask_problems.append({"id": str(r["id"]), "path": str(r["path"]), "mask_path": "",
-                                              "reason": "no mask file found"})
+        miss = rows[rows["mask_path"].isna()]
+        self.report.mask_problems += [{"id": str(i), "path": str(p), "mask_path": "", "reason": "no mask file found"}
+                                      for i, p in zip(miss["id"], miss["path"])]
 
     def table_block(self, rows: pd.DataFrame, table: pd.DataFrame | None, columns: Sequence[str] | None,
                     auto: bool) -> pd.DataFrame | None:
