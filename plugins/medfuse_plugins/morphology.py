@@ -6,7 +6,8 @@ Everything is computed on the bounding box of the cell, with numpy moments and o
 
 Degenerate inputs give documented values, never an exception: an empty mask gives NaN for every
 feature and ``valid = 0``; ratios whose denominator is zero (the perimeter of a one-pixel cell,
-the cytoplasm of a cell that is all nucleus, the axes of a line) are NaN; without nucleus pixels
+the cytoplasm of a cell that is all nucleus, the axes of a line) are NaN, and so are the
+perimeter, axes and shape ratios of objects under 3 pixels; without nucleus pixels
 ``has_nucleus = 0`` and the nucleus features are NaN (``lobe_count`` is 0).
 """
 
@@ -32,6 +33,9 @@ SHAPE_NAMES = ("area", "perimeter", "equivalent_diameter", "major_axis", "minor_
                "feret_max", "feret_min", "convex_area")
 
 
+MIN_SHAPE_AREA = 3
+
+
 def _div(a: float, b: float) -> float:
     return float(a) / float(b) if b and np.isfinite(b) else float("nan")
 
@@ -42,7 +46,9 @@ def shape_features(binary: np.ndarray) -> dict[str, float]:
     circularity = 4 pi area / perimeter^2 (1 for a disc); roundness = 4 area / (pi major^2);
     solidity = area / convex area; convexity = convex perimeter / perimeter; extent = area /
     bounding-box area; Feret diameters are the largest and smallest calliper widths of the
-    convex hull (smallest over 90 directions, 2 degree steps). Empty input gives NaN.
+    convex hull (smallest over 90 directions, 2 degree steps); the perimeter is Crofton's
+    estimate (4 directions), so a digital disc has circularity ~0.99. Empty input gives NaN;
+    objects under 3 pixels get NaN perimeter, axes and the ratios built on them.
     """
     from scipy.spatial import ConvexHull
     from skimage.measure import perimeter_crofton
@@ -67,6 +73,9 @@ def shape_features(binary: np.ndarray) -> dict[str, float]:
     feret_max = float(np.sqrt((diff ** 2).sum(-1)).max())
     h = ys.max() - ys.min() + 1
     w = xs.max() - xs.min() + 1
+    if area < MIN_SHAPE_AREA:  # too few pixels to have a shape: ratios are undefined
+        perim = major = minor = float("nan")
+        l1 = 0.0
     return {
         "area": area,
         "perimeter": perim,
@@ -124,10 +133,11 @@ class Morphology(Extractor):
     def feature_names(self) -> list[str]:
         return [*SHAPE_NAMES, *NUCLEUS_NAMES, "valid", "has_nucleus", "objects"]
 
-    def _scale(self, feats: dict[str, float], prefix: str = "") -> dict[str, float]:
+    def _scale(self, feats: dict[str, float]) -> dict[str, float]:
+        """Apply ``pixel_size`` to lengths and areas (cell and nucleus), once."""
         s = float(self.pixel_size)
         for k in list(feats):
-            bare = k[len(prefix):] if prefix and k.startswith(prefix) else k
+            bare = k.removeprefix("nucleus_")
             if bare in _LENGTHS:
                 feats[k] *= s
             elif bare in _AREAS:
@@ -178,7 +188,6 @@ class Morphology(Extractor):
             cy, cx = (np.mean(np.nonzero(cell), axis=1))
             ny, nx = (np.mean(np.nonzero(nucleus), axis=1))
             out["nucleus_offset"] = _div(np.hypot(cy - ny, cx - nx), out["equivalent_diameter"] / 2)
-            self._scale(out, "nucleus_")
         self._scale(out)
         return np.asarray([out[n] for n in names], np.float32)
 

@@ -1,0 +1,74 @@
+"""Colour statistics: known values on uniform regions, regions, histograms, empty regions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from medfuse.errors import InvalidInputError
+from medfuse_plugins.colour import Colour
+
+
+def _features(ex, image, mask) -> dict[str, float]:
+    return dict(zip(ex.feature_names(), ex.prepare(image, mask).tolist()))
+
+
+def _two_tone() -> tuple[np.ndarray, np.ndarray]:
+    img = np.full((40, 40, 3), (240, 230, 220), np.uint8)
+    mask = np.zeros((40, 40), np.uint8)
+    mask[10:30, 10:30] = 1
+    mask[15:25, 15:25] = 2
+    img[mask == 1] = (200, 150, 180)
+    img[mask == 2] = (80, 40, 120)
+    return img, mask
+
+
+def test_uniform_regions_have_exact_stats():
+    img, mask = _two_tone()
+    f = _features(Colour(), img, mask)
+    assert f["rgb_r_nucleus_mean"] == 80 and f["rgb_r_nucleus_std"] == 0
+    assert f["rgb_b_cytoplasm_p50"] == 180
+    assert f["rgb_g_outside_mean"] == 230
+    n_nuc, n_cyto = 100, 300
+    assert f["rgb_r_cell_mean"] == pytest.approx((80 * n_nuc + 200 * n_cyto) / 400)
+    assert f["rgb_r_cell_p10"] == 80 and f["rgb_r_cell_p90"] == 200
+    assert f["hsv_v_nucleus_mean"] == 120  # V = max(R, G, B)
+
+
+def test_lab_and_hsv_agree_with_scikit_image():
+    from skimage.color import rgb2hsv, rgb2lab
+
+    img, mask = _two_tone()
+    f = _features(Colour(), img, mask)
+    lab = rgb2lab(np.array([[[80, 40, 120]]], np.uint8))[0, 0]
+    assert f["lab_l_nucleus_mean"] == pytest.approx(round(lab[0] * 2.55), abs=1)
+    assert f["lab_a_nucleus_mean"] == pytest.approx(round(lab[1] + 128), abs=1)
+    hsv = rgb2hsv(np.array([[[80, 40, 120]]], np.uint8))[0, 0]
+    assert f["hsv_h_nucleus_mean"] == pytest.approx(round(hsv[0] * 255), abs=1)
+
+
+def test_histograms_are_normalised():
+    img, mask = _two_tone()
+    f = _features(Colour(bins=8), img, mask)
+    for sp, ch in (("rgb", "r"), ("hsv", "s"), ("lab", "b")):
+        assert sum(f[f"{sp}_{ch}_cell_hist{k}"] for k in range(8)) == pytest.approx(1.0)
+    assert f["rgb_r_cell_hist2"] == pytest.approx(0.25)  # 80 // 32 = bin 2 holds the nucleus
+
+
+def test_empty_region_gives_nan_and_empty_mask_all_nan():
+    img, mask = _two_tone()
+    no_nucleus = np.minimum(mask, 1)
+    f = _features(Colour(), img, no_nucleus)
+    assert np.isnan(f["rgb_r_nucleus_mean"]) and not np.isnan(f["rgb_r_cell_mean"])
+    assert np.isnan(Colour().prepare(img, np.zeros_like(mask))).all()
+
+
+def test_feature_count_and_options():
+    ex = Colour()
+    assert len(ex.feature_names()) == 3 * 3 * 4 * 5 + 3 * 3 * 8
+    small = Colour(spaces=("lab",), regions=("cell",), stats=("mean",), bins=0)
+    img, mask = _two_tone()
+    assert small.prepare(img, mask).shape == (3,)
+    with pytest.raises(InvalidInputError, match="spaces"):
+        Colour(spaces=("cmyk",)).prepare(img, mask)
+    with pytest.raises(InvalidInputError, match="bins"):
+        Colour(bins=7).prepare(img, mask)

@@ -1,0 +1,96 @@
+"""Texture: LBP and GLCM known answers, agreement with scikit-image, masks and degenerate inputs."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from medfuse.errors import InvalidInputError
+from medfuse_plugins.texture import Texture, glcm, glcm_props, uniform_lbp
+
+
+def _features(ex, image, mask) -> dict[str, float]:
+    return dict(zip(ex.feature_names(), ex.prepare(image, mask).tolist()))
+
+
+def test_lbp_of_constant_image_is_all_in_the_flat_bin():
+    """Every neighbour equals the centre: all bits 1, uniform code P."""
+    img = np.full((40, 40, 3), 128, np.uint8)
+    # border pixels see zero padding outside the frame, so look at an inner mask
+    inner = np.zeros((40, 40), np.uint8)
+    inner[5:35, 5:35] = 1
+    f = _features(Texture(lbp=[[8, 1], [16, 2]], distances=[1]), img, inner)
+    assert f["lbp_P8_R1_8"] == pytest.approx(1.0)
+    assert f["lbp_P16_R2_16"] == pytest.approx(1.0)
+    assert sum(f[f"lbp_P8_R1_{k}"] for k in range(10)) == pytest.approx(1.0)
+
+
+def test_lbp_matches_scikit_image():
+    from skimage.feature import local_binary_pattern
+
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (50, 60)).astype(np.uint8)
+    inside = np.ones_like(gray, bool)
+    for p, r in ((8, 1), (16, 2), (24, 3)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = local_binary_pattern(gray, p, r, method="uniform")[inside]
+        ours = uniform_lbp(gray, p, r, inside)
+        assert (ours == ref).mean() > 0.99
+
+
+def test_glcm_of_constant_region():
+    q = np.full((20, 20), 3, np.uint16)
+    props = glcm_props(glcm(q, np.ones_like(q, bool), 8, [1, 2]))
+    assert np.allclose(props["contrast"], 0)
+    assert np.allclose(props["homogeneity"], 1)
+    assert np.allclose(props["asm"], 1)
+    assert np.allclose(props["entropy"], 0)
+    assert np.allclose(props["correlation"], 1)
+
+
+def test_glcm_of_stripes_has_known_contrast():
+    """Vertical stripes 0/1 of width 1: horizontal neighbours always differ by 1, vertical never."""
+    q = np.tile(np.array([0, 1], np.uint16), (16, 8))
+    P = glcm(q, np.ones_like(q, bool), 2, [1])
+    c = glcm_props(P)["contrast"][0]
+    assert c[0] == pytest.approx(1.0)  # 0 degrees (horizontal)
+    assert c[2] == pytest.approx(0.0)  # 90 degrees (vertical)
+
+
+def test_glcm_ignores_pixels_outside_the_mask():
+    q = np.zeros((20, 20), np.uint16)
+    q[:, 10:] = 7  # a bright half, outside the mask
+    inside = np.zeros_like(q, bool)
+    inside[:, :8] = True
+    props = glcm_props(glcm(q, inside, 8, [1]))
+    assert np.allclose(props["contrast"], 0)
+
+
+def test_names_match_vector_and_are_stable():
+    ex = Texture()
+    img = np.random.default_rng(1).integers(0, 256, (48, 48, 3)).astype(np.uint8)
+    mask = np.zeros((48, 48), np.uint8)
+    mask[8:40, 8:40] = 1
+    v = ex.prepare(img, mask)
+    assert v.dtype == np.float32 and v.shape == (len(ex.feature_names()),)
+    assert len(ex.feature_names()) == 6 + (10 + 18 + 26) + 12 * 3 * 2
+    assert not np.isnan(v).any()
+
+
+def test_empty_mask_and_empty_region_give_nan():
+    img = np.full((32, 32, 3), 100, np.uint8)
+    assert np.isnan(Texture().prepare(img, np.zeros((32, 32), np.uint8))).all()
+    cyto_only = np.ones((32, 32), np.uint8)
+    assert np.isnan(Texture(region="nucleus").prepare(img, cyto_only)).all()
+
+
+def test_bad_parameters_raise():
+    img = np.full((16, 16, 3), 100, np.uint8)
+    with pytest.raises(InvalidInputError, match="levels"):
+        Texture(levels=1).prepare(img, np.ones((16, 16), np.uint8))
+    with pytest.raises(InvalidInputError, match="lbp"):
+        Texture(lbp=[8]).prepare(img, np.ones((16, 16), np.uint8))
+    with pytest.raises(InvalidInputError, match="region"):
+        Texture(region="membrane").prepare(img, np.ones((16, 16), np.uint8))
