@@ -485,6 +485,8 @@ class PipelineRunner:
             fitted.blocks_.append(_FittedBlock(b.name, b.kind, ex, prep, b.spec.plugin, dict(b.spec.params)))
             fitted.block_reports_[b.name] = {"plugin": b.spec.plugin, **prep.report()}
         fitted.feature_names_ = [n for fb in fitted.blocks_ for n in fb.preparer.get_feature_names_out()]
+        if any(fb.kind == "selector" for fb in fitted.blocks_):
+            fitted.table_columns_ = [str(c) for c in prepared.table.columns]
         clf = self._seeded(self.classifier, seed)
         if self.spec.fusion == "late":
             fitted.model_ = LateFusion(clf, self.spec.combine, random_state=seed).fit(Zs, y_tr)
@@ -556,6 +558,7 @@ class FittedPipeline:
         self.fusion = "early"
         self.combine = "soft"
         self.seed = 0
+        self.table_columns_: list[str] = []
 
     # ---- prediction ---------------------------------------------------------------------------
     @property
@@ -721,6 +724,17 @@ class FittedPipeline:
             out["classifier"] = plug(self.model_)
         out["feature_names"] = list(self.feature_names_)
         return out
+
+    def inputs(self) -> dict[str, Any]:
+        """What :meth:`predict_proba_images` needs besides images: ``masks`` (dataset masks) and
+        ``table_columns`` (columns of the table rows), over all ensemble members."""
+        masks = self.mask_mode == "dataset"
+        columns = list(self.table_columns_)
+        for f in self.members_.values():
+            sub = f.inputs()
+            masks = masks or sub["masks"]
+            columns += [c for c in sub["table_columns"] if c not in columns]
+        return {"masks": masks, "table_columns": columns}
 
     # ---- persistence --------------------------------------------------------------------------
     def _components(self, prefix: str = "") -> list[tuple[str, Plugin]]:
