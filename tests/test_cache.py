@@ -88,3 +88,14 @@ def test_changed_params_version_transforms_or_content_invalidate(samples, tmp_pa
 def test_no_cache_dir_means_no_cache(samples):
     prepared, cache = _materialize(samples, None)
     assert cache is None and prepared.cache_stats["hits"] == 0
+
+
+def test_ensemble_members_share_one_cache(samples, tmp_path):
+    pipes = {"a": {"blocks": ["stats"], "classifier": {"plugin": "logreg"}},
+             "b": {"blocks": ["stats"], "classifier": {"plugin": "svm"}},
+             "ab": {"members": ["a", "b"]}}
+    runner = PipelineRunner(study_of(pipes, BLOCKS), "ab", HOST, cache_dir=tmp_path / "c", progress=False)
+    assert runner.members["a"].cache is runner.cache is runner.members["b"].cache
+    prepared = runner.materialize(SampleTable(samples.copy()))
+    assert runner.cache.stats() == {"hits": 20, "misses": 20, "writes": 20}  # b reads what a wrote
+    assert prepared.cache_stats == {"hits": 20, "misses": 20, "writes": 20}

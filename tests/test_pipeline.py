@@ -434,3 +434,37 @@ def test_balance_augment_balances_image_classes():
     assert np.array_equal(P2[:5], P)
     flat = np.zeros((5, 3))
     assert balance_augment(flat, y, 0)[0] is flat
+
+
+def test_builtin_plugins_end_to_end_on_synthetic_cells(tmp_path):
+    """folder loader -> dataset masks -> morphology + colour + table -> early/late fusion, saved."""
+    from medfuse.host import get_host
+    from medfuse.synthetic import write_dataset
+
+    root = write_dataset(tmp_path / "cells", n_per_class=8, size=32, seed=1)
+    study = parse_study("cells", {
+        "dataset": {"loader": "folder", "params": {"path": "images", "masks": "masks", "table": "table.csv",
+                                                   "group_column": "patient"}},
+        "blocks": {"morphology": {"plugin": "morphology"}, "colour": {"plugin": "colour", "pca": 0.9},
+                   "table": {"plugin": "select_all"}},
+        "pipelines": {
+            "early": {"mask": "dataset", "blocks": ["morphology", "colour", "table"],
+                      "classifier": {"plugin": "xgboost", "params": {"n_estimators": 20}}},
+            "late": {"mask": "dataset", "blocks": ["morphology", "table"], "fusion": "late",
+                     "classifier": {"plugin": "logreg"}},
+            "both": {"members": ["early", "late"]}}}, "test.toml")
+    host = get_host()
+    data = host.create("folder", study.dataset.params, "loader").load(root)
+    for name in ("early", "late", "both"):
+        runner = PipelineRunner(study, name, host, cache_dir=tmp_path / "cache", progress=False)
+        prepared = runner.materialize(data)
+        assert len(prepared) == 24 and len(prepared.failed) == 0
+        train = np.arange(0, 24, 2)
+        fitted = runner.fit(prepared, train, 0)
+        proba = fitted.predict_proba(prepared, np.arange(1, 24, 2))
+        assert proba.shape == (12, 3) and np.allclose(proba.sum(1), 1)
+        assert np.mean(fitted.classes_[proba.argmax(1)] == prepared.y[1::2]) >= 0.6
+        fitted.save(tmp_path / name)
+        loaded = FittedPipeline.load(tmp_path / name)
+        assert np.allclose(loaded.predict_proba(prepared, np.arange(1, 24, 2)), proba)
+    assert runner.cache.hits > 0, "the ensemble's members reuse the cached blocks"

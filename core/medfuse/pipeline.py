@@ -227,6 +227,8 @@ class PipelineRunner:
         self._fixed_seed: set[int] = set()
         self.members = {m: PipelineRunner(study, m, self.host, cache_dir, jobs, progress)
                         for m in self.spec.members}
+        for r in self.members.values():
+            r._share_cache(self.cache)
         self.transforms = [self._create(t, "transform") for t in self.spec.transforms]
         self.mask_maker: Plugin | None = None
         if self.spec.mask is None:
@@ -246,6 +248,12 @@ class PipelineRunner:
             self.blocks.append(_Block(b, plugin.kind, plugin, bs))
         self.classifier = self._create(self.spec.classifier, "classifier") if self.spec.classifier else None
         self._validate()
+
+    def _share_cache(self, cache: BlockCache | None) -> None:
+        """Use one cache object (and so one hit count) for an ensemble and all its members."""
+        self.cache = cache
+        for r in self.members.values():
+            r._share_cache(cache)
 
     def _create(self, ref: PluginRef, kind: str | None) -> Plugin:
         plugin = self.host.create(ref.plugin, ref.params, kind)
@@ -318,6 +326,7 @@ class PipelineRunner:
         stats = {"hits": 0, "misses": 0, "writes": 0}
         todo: list[tuple[int, str, str | None, list[str]]] = []
         keys: dict[tuple[int, str], str] = {}
+        h0, m0 = (self.cache.hits, self.cache.misses) if self.cache is not None else (0, 0)
         if slots or keep_raw:
             paths = samples["path"].tolist()
             mask_paths = samples["mask_path"].tolist() if "mask_path" in samples else [None] * n
@@ -342,8 +351,8 @@ class PipelineRunner:
                 if needed or keep_raw:
                     todo.append((i, paths[i], mask_paths[i], needed))
             if self.cache is not None:
-                stats["hits"] = self.cache.hits
-                stats["misses"] = self.cache.misses
+                stats["hits"] = self.cache.hits - h0
+                stats["misses"] = self.cache.misses - m0
             for i, result, err in self._run(todo, slots, keep_raw):
                 if err is not None:
                     errors[i] = err
@@ -660,10 +669,11 @@ class FittedPipeline:
         return self._proba_from_features(self._features(inputs, table))
 
     # ---- reports ------------------------------------------------------------------------------
-    def top_features(self, prepared: Prepared, idx: np.ndarray, n: int = 20,
-                     n_repeats: int = 3) -> pd.DataFrame | None:
+    def top_features(self, prepared: Prepared, idx: np.ndarray, n: int = 20, n_repeats: int = 3,
+                     max_rows: int = 2000) -> pd.DataFrame | None:
         """Most important fused features: XGBoost gain (or forest impurity) for early fusion with a
-        tree model, else permutation importance (drop in accuracy) on rows ``idx``.
+        tree model, else permutation importance (mean drop in accuracy over ``n_repeats``
+        shuffles) on rows ``idx`` (a seeded sample of ``max_rows`` of them when there are more).
 
         Returns columns ``feature, importance, method`` (``n`` rows), or None for image
         classifiers and ensembles.
@@ -677,11 +687,13 @@ class FittedPipeline:
             scores = np.asarray(imp, dtype=float)
         else:
             method = "permutation"
+            rng = np.random.default_rng(self.seed)
+            if len(idx) > max_rows:
+                idx = np.sort(rng.choice(idx, size=max_rows, replace=False))
             table = None if prepared.table is None else prepared.table.iloc[idx]
             Zs = self._features(self._block_inputs(prepared, idx), table)
             y = prepared.y[idx]
             base = np.mean(self.classes_[np.argmax(self._proba_from_features(Zs), 1)] == y)
-            rng = np.random.default_rng(self.seed)
             scores = []
             for b, Z in enumerate(Zs):
                 for j in range(Z.shape[1]):
