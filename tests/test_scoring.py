@@ -114,20 +114,26 @@ def test_cli_exit_codes_and_summary(images, tmp_path):
 
 @pytest.mark.slow
 def test_kill_9_then_resume_loses_and_repeats_nothing(tmp_path):
-    """A real `medfuse score` process is killed with SIGKILL mid-run, then rerun with --resume."""
+    """A real `medfuse score --jobs 2` process is killed with SIGKILL mid-run (its workers exit
+    too), then rerun with --resume."""
+    psutil = pytest.importorskip("psutil")
     folder = tmp_path / "imgs"
     write_images(folder, n=60, size=8)
     b = make_bundle(tmp_path / "bundle", delay=0.02)  # ~1.2 s of scoring
     out = tmp_path / "scores.csv"
     parts = out.with_name(out.name + ".parts")
-    cmd = [sys.executable, "-m", "medfuse", "score", str(b), str(folder), "--out", str(out), "--chunk-size", "5", "-q"]
+    cmd = [sys.executable, "-m", "medfuse", "score", str(b), str(folder), "--out", str(out), "--chunk-size", "5", "-q",
+           "--jobs", "2"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 3:
         time.sleep(0.02)
+    workers = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, f"worker processes outlived the killed scorer: {alive}"
     done = len(list(parts.glob("part-*.parquet")))
     assert proc.returncode == -signal.SIGKILL and 3 <= done < 12 and not out.exists()
     res = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=120)

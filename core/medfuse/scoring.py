@@ -129,9 +129,35 @@ def worker_bundle(path: str, manifest_sha256: str) -> Any:
     return bundle
 
 
+_WATCHED: set[int] = set()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """In a local worker process: exit as soon as the scoring process is gone (e.g. ``kill -9``),
+    instead of lingering as an orphan holding its memory."""
+    if parent_pid in _WATCHED or parent_pid == os.getpid() or os.getppid() != parent_pid:
+        return
+    _WATCHED.add(parent_pid)
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="medfuse-parent-watch", daemon=True).start()
+
+
 def score_chunk(bundle_path: str, manifest_sha256: str, index: int, rows: pd.DataFrame,
-                batch_size: int = 256, threads: int | None = None) -> tuple[int, pd.DataFrame, float]:
-    """Score one chunk: ``(index, result frame, seconds)``; runs in a worker process."""
+                batch_size: int = 256, threads: int | None = None,
+                parent_pid: int | None = None) -> tuple[int, pd.DataFrame, float]:
+    """Score one chunk: ``(index, result frame, seconds)``; runs in a worker process.
+
+    ``threads`` caps TensorFlow's pools in this worker; ``parent_pid`` (local workers) makes the
+    worker exit when that process dies.
+    """
+    if parent_pid:
+        _exit_with_parent(parent_pid)
     if threads:
         os.environ.setdefault("MEDFUSE_WORKER_THREADS", str(threads))
     t0 = time.perf_counter()
@@ -340,7 +366,8 @@ def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bund
     threads = max(1, (os.cpu_count() or 1) // n_jobs)
     with parallel_config(backend="loky", inner_max_num_threads=threads):
         yield from Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, threads) for i in todo)
+            delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, threads, os.getpid())
+            for i in todo)
 
 
 def _assemble(parts: Path, n_chunks: int, out: Path, kind: str, schema: Any) -> ScoreSummary:
