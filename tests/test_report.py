@@ -1,0 +1,88 @@
+"""The report folder: results.json, report.md, a self-contained report.html and its figures."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+from medfuse.evaluation import run_study
+from medfuse.report import make_figures, render_html, to_jsonable, write_report
+from test_evaluation import FakeRunner, fake_data, fake_study
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run_study(fake_study(holdout=0.2), fake_data(20, patients=5, duplicates=2), runner_factory=FakeRunner)
+
+
+def test_to_jsonable_handles_numpy_and_nan():
+    out = to_jsonable({"a": np.float32(0.5), "b": [np.int64(3), float("nan")], "c": np.array([1.0, np.inf]),
+                       1: np.bool_(True)})
+    assert out == {"a": 0.5, "b": [3, None], "c": [1.0, None], "1": True}
+    json.dumps(out, allow_nan=False)
+
+
+def test_report_folder(result, tmp_path):
+    paths = write_report(result, tmp_path / "rep")
+    rep = tmp_path / "rep"
+    results = json.loads(paths["json"].read_text())
+    assert results["pipelines"]["good"]["status"] == "ok"
+    assert results["pipelines"]["broken"]["status"] == "failed"
+    assert results["data"]["duplicates_removed"] == 2 and results["splits"]["leakage"]["ok"]
+    # every number is JSON (no NaN tokens); predictions written per pipeline that ran
+    assert "NaN" not in paths["json"].read_text()
+    assert sorted(p.name for p in (rep / "predictions").iterdir()) == ["good.csv", "noise.csv"]
+    figures = sorted(p.name for p in (rep / "figures").iterdir())
+    for name in ("leaderboard.png", "good-confusion.png", "good-roc.png", "good-pca.png", "good-top-features.png",
+                 "good-holdout-confusion.png"):
+        assert name in figures
+    for f in (rep / "figures").iterdir():
+        assert f.read_bytes().startswith(PNG)
+
+    page = paths["html"].read_text()
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    # self-contained: every image inline, nothing fetched from elsewhere
+    srcs = re.findall(r'src="([^"]*)"', page)
+    assert len(srcs) == len(figures)
+    assert all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert all(base64.b64decode(s.split(",", 1)[1]).startswith(PNG) for s in srcs)
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+    assert "classifier exploded" in page and "Leaderboard" in page and "nowhere" in page
+    good = results["pipelines"]["good"]
+    assert f"{good['metrics']['accuracy']:.3f} [{good['ci95']['accuracy'][0]:.3f}" in page
+
+    md = paths["md"].read_text()
+    assert "| 1 | good |" in md and "| 2 | noise |" in md
+    assert "![good confusion](figures/good-confusion.png)" in md
+    assert "**broken**: `RuntimeError: classifier exploded`" in md
+    assert "Exact duplicates removed before splitting: 2" in md
+
+
+def test_report_rebuilds_from_results_json(result, tmp_path):
+    paths = write_report(result, tmp_path / "a")
+    again = write_report(json.loads(paths["json"].read_text()), tmp_path / "b")
+    assert again["html"].read_text() == paths["html"].read_text()
+    assert again["md"].read_text() == paths["md"].read_text()
+
+
+def test_a_broken_figure_does_not_lose_the_report(result):
+    results = to_jsonable(result.results)
+    results["pipelines"]["good"]["roc"] = {"a": {"fpr": [0, 1], "tpr": [0], "auc": 0.5}}  # mismatched lengths
+    figures = make_figures(results)
+    assert "good-roc.png" not in figures and "good-confusion.png" in figures
+    assert any("good-roc.png" in w for w in results["report_warnings"])
+    assert "Report warnings" in render_html(results, figures)
+
+
+def test_pca_figure_only_for_blocks_with_pca(result):
+    results = to_jsonable(result.results)
+    for block in results["pipelines"]["good"]["blocks"].values():
+        block["explained_variance_ratio"] = [None for _ in block["explained_variance_ratio"]]
+    assert "good-pca.png" not in make_figures(results)
+    assert math.isclose(sum(result.results["pipelines"]["good"]["blocks"]["x"]["explained_variance_ratio"][0]), 1.0)
