@@ -57,14 +57,21 @@ def shape_features(binary: np.ndarray) -> dict[str, float]:
     if area == 0:
         return dict.fromkeys(SHAPE_NAMES, float("nan"))
     ys, xs = np.nonzero(binary)
-    coords = np.stack([ys, xs], axis=1).astype(np.float32)
-    cov = np.cov(coords.T, bias=True) if area > 1 else np.zeros((2, 2))
-    l2, l1 = np.clip(np.linalg.eigvalsh(cov), 0, None)
+    yf, xf = ys.astype(np.float64), xs.astype(np.float64)
+    my, mx = yf.mean(), xf.mean()
+    dy, dx = yf - my, xf - mx
+    syy, sxx, sxy = (dy * dy).mean(), (dx * dx).mean(), (dy * dx).mean()
+    half_tr, det_part = (syy + sxx) / 2, np.sqrt(((syy - sxx) / 2) ** 2 + sxy ** 2)
+    l1, l2 = max(half_tr + det_part, 0.0), max(half_tr - det_part, 0.0)
     major, minor = 4.0 * np.sqrt(l1), 4.0 * np.sqrt(l2)
     perim = float(perimeter_crofton(binary, directions=4))
-    edge = binary & ~ndi.binary_erosion(binary, border_value=0)
-    ey, ex = np.nonzero(edge)
-    pts = (np.stack([ey, ex], axis=1).astype(np.float32)[:, None, :] + _CORNERS).reshape(-1, 2)
+    # the convex hull of the pixel squares only needs each row's leftmost and rightmost pixel
+    rows = np.flatnonzero(binary.any(axis=1))
+    sub = binary[rows]
+    left = sub.argmax(axis=1)
+    right = sub.shape[1] - 1 - sub[:, ::-1].argmax(axis=1)
+    ends = np.concatenate([np.stack([rows, left], 1), np.stack([rows, right], 1)]).astype(np.float32)
+    pts = (ends[:, None, :] + _CORNERS).reshape(-1, 2)
     hull = ConvexHull(pts)
     hp = pts[hull.vertices]
     proj = hp @ _DIRS.T

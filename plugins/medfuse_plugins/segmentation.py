@@ -143,8 +143,18 @@ def cell_mask(image: np.ndarray, channel: str = "blue_minus_green", classes: int
     nucleus = s > levels[-1]
     cell = s > levels[-2] if classes > 2 else nucleus.copy()
     if keep == "largest":
-        cell = largest_component(cell, nucleus)
-    box = bbox(cell, pad=open_radius + 1)
+        # pick the main component on a 2x-subsampled grid (4x cheaper labelling), then refine
+        # at full resolution inside its bounding box
+        main = largest_component(cell[::2, ::2], nucleus[::2, ::2])
+        sub = bbox(main)
+        if sub is None:
+            return out
+        h, w = cell.shape
+        pad = open_radius + 4
+        box = (slice(max(sub[0].start * 2 - pad, 0), min(sub[0].stop * 2 + pad, h)),
+               slice(max(sub[1].start * 2 - pad, 0), min(sub[1].stop * 2 + pad, w)))
+    else:
+        box = bbox(cell, pad=open_radius + 1)
     if box is None:
         return out
     c = cell[box]

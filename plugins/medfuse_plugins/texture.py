@@ -17,6 +17,7 @@ correlation 1 (scikit-image's convention).
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import numpy as np
@@ -59,35 +60,70 @@ def glcm(q: np.ndarray, inside: np.ndarray, levels: int, distances) -> np.ndarra
         return P / total
 
 
+def _glcm_weights(L: int) -> dict[str, np.ndarray]:
+    i, j = np.meshgrid(np.arange(L, dtype=np.float64), np.arange(L, dtype=np.float64), indexing="ij")
+    i, j = i.ravel(), j.ravel()
+    d = np.abs(i - j)
+    s = i + j
+    return {"i": i, "i2": i * i, "ij": i * j, "d": d, "d2": d * d, "h": 1.0 / (1.0 + d * d),
+            "s": s, "s2": s ** 2, "s3": s ** 3, "s4": s ** 4}
+
+
+_WEIGHTS: dict[int, dict[str, np.ndarray]] = {}
+
+
 def glcm_props(P: np.ndarray) -> dict[str, np.ndarray]:
-    """Haralick-style properties of normalised GLCMs ``(L, L, ...)``; each ``(...)``."""
+    """Haralick-style properties of symmetric normalised GLCMs ``(L, L, ...)``; each ``(...)``.
+
+    Every property is a weighted sum over the matrix (one matrix-vector product each); cluster
+    shade and prominence come from the raw moments of ``i + j``.
+    """
     L = P.shape[0]
-    i = np.arange(L, dtype=np.float64).reshape(L, 1, *([1] * (P.ndim - 2)))
-    j = i.reshape(1, L, *([1] * (P.ndim - 2)))
-    pi = P.sum(axis=1, keepdims=True)
-    mu = (i * pi).sum(axis=0, keepdims=True)
-    var = (((i - mu) ** 2) * pi).sum(axis=0, keepdims=True)
-    diff = np.abs(i - j)
-    asm = (P ** 2).sum(axis=(0, 1))
+    shape = P.shape[2:]
+    M = P.reshape(L * L, -1)
+    w = _WEIGHTS.get(L)
+    if w is None:
+        w = _WEIGHTS[L] = _glcm_weights(L)
+    mu = w["i"] @ M
+    var = w["i2"] @ M - mu ** 2
+    asm = (M * M).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        corr = (((i - mu) * (j - mu) * P).sum(axis=(0, 1)) / var[0, 0])
-    corr = np.where(var[0, 0] > 1e-12, corr, np.where(np.isnan(asm), np.nan, 1.0))
-    logp = np.log2(np.where(P > 0, P, 1.0))
-    ssum = (i + j - 2 * mu)
-    return {
-        "contrast": (diff ** 2 * P).sum(axis=(0, 1)),
-        "dissimilarity": (diff * P).sum(axis=(0, 1)),
-        "homogeneity": (P / (1.0 + diff ** 2)).sum(axis=(0, 1)),
+        corr = (w["ij"] @ M - mu ** 2) / var
+        logp = np.where(M > 0, np.log2(np.where(M > 0, M, 1.0)), 0.0)
+    corr = np.where(var > 1e-12, corr, np.where(np.isnan(asm), np.nan, 1.0))
+    m1, m2, m3, m4 = w["s"] @ M, w["s2"] @ M, w["s3"] @ M, w["s4"] @ M
+    c = 2 * mu
+    out = {
+        "contrast": w["d2"] @ M,
+        "dissimilarity": w["d"] @ M,
+        "homogeneity": w["h"] @ M,
         "asm": asm,
         "energy": np.sqrt(asm),
         "correlation": corr,
-        "entropy": -(P * logp).sum(axis=(0, 1)),
-        "variance": var[0, 0],
-        "cluster_shade": (ssum ** 3 * P).sum(axis=(0, 1)),
-        "cluster_prominence": (ssum ** 4 * P).sum(axis=(0, 1)),
-        "max_probability": P.max(axis=(0, 1)),
-        "sum_average": ((i + j) * P).sum(axis=(0, 1)),
+        "entropy": -(M * logp).sum(axis=0),
+        "variance": var,
+        "cluster_shade": m3 - 3 * c * m2 + 3 * c ** 2 * m1 - c ** 3,
+        "cluster_prominence": m4 - 4 * c * m3 + 6 * c ** 2 * m2 - 4 * c ** 3 * m1 + c ** 4,
+        "max_probability": M.max(axis=0),
+        "sum_average": m1,
     }
+    return {k: v.reshape(shape) for k, v in out.items()}
+
+
+@functools.lru_cache(maxsize=32)
+def _lbp_taps(P: int, R: float) -> tuple[tuple[tuple[int, int, np.float32], ...], ...]:
+    """Per neighbour: the integer offsets and bilinear weights of the pixels it reads."""
+    out = []
+    for p in range(P):
+        dy = round(-R * np.sin(2 * np.pi * p / P), 5)
+        dx = round(R * np.cos(2 * np.pi * p / P), 5)
+        y0, x0 = int(np.floor(dy)), int(np.floor(dx))
+        fy, fx = dy - y0, dx - x0
+        taps = [(y0 + oy, x0 + ox, np.float32(wt)) for oy, ox, wt in
+                ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx))
+                if wt > 1e-9]
+        out.append(tuple(taps))
+    return tuple(out)
 
 
 def uniform_lbp(gray: np.ndarray, P: int, R: float, inside: np.ndarray) -> np.ndarray:
@@ -107,19 +143,16 @@ def uniform_lbp(gray: np.ndarray, P: int, R: float, inside: np.ndarray) -> np.nd
     first = prev = None
     v = np.empty((h, w), np.float32)
     tmp = np.empty((h, w), np.float32)
-    for p in range(P):
-        dy = round(-R * np.sin(2 * np.pi * p / P), 5)
-        dx = round(R * np.cos(2 * np.pi * p / P), 5)
-        y0, x0 = int(np.floor(dy)), int(np.floor(dx))
-        fy, fx = dy - y0, dx - x0
-        ys, xs = r + y0, r + x0
-        terms = [(0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx)]
-        v.fill(0)
-        for oy, ox, wt in terms:
-            if wt > 1e-9:
-                np.multiply(g[ys + oy:ys + oy + h, xs + ox:xs + ox + w], np.float32(wt), out=tmp)
+    for taps in _lbp_taps(int(P), float(R)):
+        (oy, ox, wt), rest = taps[0], taps[1:]
+        if rest:
+            np.multiply(g[r + oy:r + oy + h, r + ox:r + ox + w], wt, out=v)
+            for oy, ox, wt in rest:
+                np.multiply(g[r + oy:r + oy + h, r + ox:r + ox + w], wt, out=tmp)
                 v += tmp
-        bit = v >= centre
+            bit = v >= centre
+        else:
+            bit = g[r + oy:r + oy + h, r + ox:r + ox + w] >= centre
         ones += bit
         if prev is None:
             first = bit
