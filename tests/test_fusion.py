@@ -56,6 +56,11 @@ def test_impute_and_scalers():
         BlockPreparer().fit(_block()).transform(_block()[:, :3])
     with pytest.raises(InvalidInputError, match="pca"):
         BlockPreparer(pca=1.5).fit(_block())
+    with pytest.raises(InvalidInputError, match="no features"):
+        BlockPreparer().fit(np.zeros((5, 0)))
+    const = BlockPreparer(pca=0.9).fit(np.ones((6, 3)))
+    assert const.pca_ is None and const.report()["note"] == "constant block: PCA skipped"
+    assert const.transform(np.ones((2, 3))).shape == (2, 3)
 
 
 def test_early_concat_checks_rows():

@@ -261,6 +261,7 @@ def test_block_statistics_come_from_training_rows_only(fusion_data):
     assert fitted.block_reports_["stats"]["n_components"] == 3
     evr = fitted.block_reports_["table"]["explained_variance_ratio"]
     assert sum(evr) >= 0.9 and sum(evr[:-1]) < 0.9
+    assert fitted.block_reports_["table"]["selected"] == ["t", "n1", "n2", "n3"]
 
 
 def test_fit_does_not_touch_other_rows(fusion_data):

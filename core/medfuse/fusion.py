@@ -55,6 +55,8 @@ class BlockPreparer(BaseEstimator):
     def fit(self, X: np.ndarray, y: Any = None, feature_names: Sequence[str] | None = None) -> BlockPreparer:
         """Learn imputation values, scaling and PCA from ``X (n_rows, n_features)``."""
         X = self._check(X, fitting=True)
+        if X.shape[1] == 0:
+            raise InvalidInputError(f"block {self.block!r}: no features to prepare (0 columns)")
         self.n_features_in_ = X.shape[1]
         self.feature_names_in_ = (list(feature_names) if feature_names is not None
                                   else [f"{self.block}.f{i}" for i in range(X.shape[1])])
@@ -76,7 +78,10 @@ class BlockPreparer(BaseEstimator):
             self.scaler_ = _SCALERS[self.scale]().fit(Z)
             Z = self.scaler_.transform(Z)
         self.pca_ = None
-        if self.pca is not None:
+        self.note_ = ""
+        if self.pca is not None and not np.any(np.var(Z, axis=0) > 1e-12):
+            self.note_ = "constant block: PCA skipped"
+        elif self.pca is not None:
             limit = min(Z.shape)
             if isinstance(self.pca, float) and 0 < self.pca < 1:
                 n: float | int = self.pca
@@ -88,7 +93,7 @@ class BlockPreparer(BaseEstimator):
             self.pca_ = PCA(n_components=n, svd_solver="full", random_state=self.random_state).fit(Z)
             self.n_components_ = int(self.pca_.n_components_)
             self.explained_variance_ratio_ = self.pca_.explained_variance_ratio_.astype(float)
-        else:
+        if self.pca_ is None:
             self.n_components_ = X.shape[1]
             self.explained_variance_ratio_ = None
         return self
@@ -129,6 +134,7 @@ class BlockPreparer(BaseEstimator):
             "scale": self.scale,
             "explained_variance_ratio": None if evr is None else [float(v) for v in evr],
             "explained_variance": None if evr is None else float(np.sum(evr)),
+            "note": self.note_,
         }
 
     def _check(self, X: Any, fitting: bool = False) -> np.ndarray:

@@ -493,6 +493,8 @@ class PipelineRunner:
             Zs.append(prep.fit_transform(X, feature_names=names))
             fitted.blocks_.append(_FittedBlock(b.name, b.kind, ex, prep, b.spec.plugin, dict(b.spec.params)))
             fitted.block_reports_[b.name] = {"plugin": b.spec.plugin, **prep.report()}
+            if b.kind == "selector":
+                fitted.block_reports_[b.name]["selected"] = [str(c) for c in ex.selected_]
         fitted.feature_names_ = [n for fb in fitted.blocks_ for n in fb.preparer.get_feature_names_out()]
         if any(fb.kind == "selector" for fb in fitted.blocks_):
             fitted.table_columns_ = [str(c) for c in prepared.table.columns]
