@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +13,15 @@ import joblib
 import medfuse
 import numpy as np
 import pytest
-from medfuse.bundle import MANIFEST, data_fingerprint, load_bundle, plugins_from_spec, read_manifest, write_bundle
+from medfuse.bundle import (
+    MANIFEST,
+    BundleWarning,
+    data_fingerprint,
+    load_bundle,
+    plugins_from_spec,
+    read_manifest,
+    write_bundle,
+)
 from medfuse.errors import BundleError, InvalidInputError
 from medfuse.host import PluginRecord
 from PIL import Image
@@ -268,3 +277,18 @@ def test_train_real_pipeline_then_score_matches_training_predictions(tmp_path):
     res = CliRunner().invoke(main, ["train", str(tmp_path / "study.toml"), "-p", "classical", "--data",
                                     str(tmp_path / "data"), "--out", str(out), "-q", "--no-cv"])
     assert res.exit_code == 1 and "already exists" in res.output
+
+
+def test_changed_plugin_source_warns(tmp_path):
+    host = SimpleNamespace(records={"fake": PluginRecord("fake", "classifier", "1.0.0", "medfuse:x", "ok",
+                                                         cls=FakePipeline)}, failures=[])
+    b = write_bundle(FakePipeline(plugins=FAKE), tmp_path / "b", host=host)
+    m = json.loads((b / MANIFEST).read_text())
+    assert len(m["plugins"][0]["source_sha256"]) == 64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_bundle(b, host=host)  # unchanged source: no warning
+    m["plugins"][0]["source_sha256"] = "0" * 64
+    (b / MANIFEST).write_text(json.dumps(m))
+    with pytest.warns(BundleWarning, match="source file changed since the bundle was trained"):
+        load_bundle(b, host=host)

@@ -34,6 +34,7 @@ import os
 import platform
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -48,9 +49,14 @@ MANIFEST = "manifest.json"
 FORMAT = "medfuse-bundle"
 FORMAT_VERSION = 1
 PIPELINE_DIR = "pipeline"
-DEFAULT_PIPELINE_CLASS = "medfuse.pipeline:FittedPipeline"
 LIBRARIES = ("numpy", "scipy", "pandas", "scikit-learn", "scikit-image", "xgboost", "keras",
              "tensorflow", "tensorflow-cpu", "joblib", "pillow", "simplejpeg", "pyarrow")
+
+
+
+class BundleWarning(UserWarning):
+    """A bundle loads, but something may make its predictions differ from training time."""
+
 
 # key -> (expected JSON type(s), meaning); checked by :func:`validate_manifest`.
 REQUIRED_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
@@ -183,6 +189,9 @@ def write_bundle(fitted: Any, out: str | Path, *, manifest: dict[str, Any] | Non
                 if rec is not None:
                     p.setdefault("kind", rec.kind)
                     p["package"] = rec.origin.split(":")[0]
+                    digest = source_sha256(rec.cls)
+                    if digest:
+                        p["source_sha256"] = digest
         from . import __version__
 
         cls = type(fitted)
@@ -291,8 +300,24 @@ def verify_artifacts(path: Path, manifest: dict[str, Any]) -> None:
                                   "a bundle with unverified artifacts")
 
 
-def check_bundle_plugins(manifest: dict[str, Any], host: Any, where: str) -> None:
-    """Each plugin the bundle used is installed, usable and of the same major version."""
+def source_sha256(cls: Any) -> str | None:
+    """SHA-256 of the source file defining plugin class ``cls`` (None when unknown)."""
+    import inspect
+
+    try:
+        source = inspect.getsourcefile(cls)
+    except TypeError:
+        return None
+    return sha256_file(source) if source and Path(source).is_file() else None
+
+
+def check_bundle_plugins(manifest: dict[str, Any], host: Any, where: str) -> list[str]:
+    """Each plugin the bundle used is installed, usable and of the same major version.
+
+    Returns warnings (not errors) for plugins whose version matches but whose source file
+    changed since training: their output may differ if the author did not bump the version.
+    """
+    notes: list[str] = []
     for p in manifest["plugins"]:
         name, version = p["name"], p["version"]
         rec = host.records.get(name)
@@ -311,6 +336,11 @@ def check_bundle_plugins(manifest: dict[str, Any], host: Any, where: str) -> Non
             raise BundleError(f"{where}: plugin {name!r} was version {version} when the bundle was trained; "
                               f"installed is {rec.version} (major version differs, artifacts may not load). "
                               f"Install {name} {want}.x or retrain the bundle")
+        trained = p.get("source_sha256")
+        if trained and rec.cls is not None and source_sha256(rec.cls) not in (None, trained):
+            notes.append(f"plugin {name!r} {rec.version}: its source file changed since the bundle was trained "
+                         f"(same version {version}); predictions may differ from training-time ones")
+    return notes
 
 
 def _import_class(target: str, where: str) -> type:
@@ -337,7 +367,8 @@ def verify_bundle(path: str | Path, host: Any = None, check_plugins: bool = True
             from .host import get_host
 
             host = get_host()
-        check_bundle_plugins(manifest, host, str(path))
+        for note in check_bundle_plugins(manifest, host, str(path)):
+            warnings.warn(f"{path}: {note}", BundleWarning, stacklevel=2)
     return path, manifest, digest
 
 
