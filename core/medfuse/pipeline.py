@@ -37,6 +37,7 @@ from .study import PipelineSpec, PluginRef, Study
 Progress = bool | Callable[[int, int, str], None]
 _IMAGES = "__images__"  # slot of an image classifier's prepared arrays
 CHUNK = 32
+CACHE_FORMAT = 1  # bump when the meaning of cached arrays changes inside medfuse itself
 
 
 @dataclass
@@ -397,8 +398,11 @@ class PipelineRunner:
                         time.perf_counter() - t0)
 
     def _chain_key(self) -> str:
+        """Key of everything before the block: medfuse's decoder (its version), transforms, mask."""
+        from . import __version__
+
         mask = self.mask_maker.cache_key() if self.mask_maker is not None else self.mask_mode
-        return make_key([t.cache_key() for t in self.transforms], mask)
+        return make_key(__version__, CACHE_FORMAT, [t.cache_key() for t in self.transforms], mask)
 
     def _row_keys(self, row: pd.Series, path: str, mask_path: Any, chain: str,
                   slots: dict[str, Plugin]) -> dict[str, str]:
