@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from medfuse import hookimpl
 from medfuse.contracts import Extractor, MaskMaker, SampleTable, Selector, Transform
-from medfuse.errors import StudyError
+from medfuse.errors import InvalidInputError, StudyError
 from medfuse.host import PluginHost
 from medfuse.pipeline import FittedPipeline, PipelineRunner, Prepared, balance_augment
 from medfuse.study import parse_study
@@ -367,6 +367,8 @@ def test_predict_proba_images_matches_prepared_path_and_save_load(fusion_data, t
     masks = [read_mask(p) for p in rows["mask_path"]]
     got = fitted.predict_proba_images(images, masks, prepared.table.iloc[te])
     assert np.allclose(got, expected, atol=1e-6)
+    with pytest.raises(InvalidInputError, match="uses dataset masks"):
+        fitted.predict_proba_images(images, None, prepared.table.iloc[te])
 
     files = fitted.save(tmp_path / "model")
     assert any(f.name == "xgboost.json" for f in files)
@@ -453,7 +455,8 @@ def test_builtin_plugins_end_to_end_on_synthetic_cells(tmp_path):
                       "classifier": {"plugin": "xgboost", "params": {"n_estimators": 20}}},
             "late": {"mask": "dataset", "blocks": ["morphology", "table"], "fusion": "late",
                      "classifier": {"plugin": "logreg"}},
-            "both": {"members": ["early", "late"]}}}, "test.toml")
+            "plain": {"blocks": ["colour"], "classifier": {"plugin": "logreg"}},
+            "both": {"members": ["early", "late", "plain"]}}}, "test.toml")
     host = get_host()
     data = host.create("folder", study.dataset.params, "loader").load(root)
     for name in ("early", "late", "both"):
@@ -469,3 +472,9 @@ def test_builtin_plugins_end_to_end_on_synthetic_cells(tmp_path):
         loaded = FittedPipeline.load(tmp_path / name)
         assert np.allclose(loaded.predict_proba(prepared, np.arange(1, 24, 2)), proba)
     assert runner.cache.hits > 0, "the ensemble's members reuse the cached blocks"
+    from medfuse.imageio import read_image, read_mask
+
+    rows = prepared.samples.iloc[1::2]
+    got = loaded.predict_proba_images([read_image(p) for p in rows["path"]],
+                                      [read_mask(p) for p in rows["mask_path"]], prepared.table.iloc[1::2])
+    assert np.allclose(got, proba), "masks given to an ensemble reach only the members that use them"

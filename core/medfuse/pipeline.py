@@ -647,6 +647,8 @@ class FittedPipeline:
         if self.members_:
             return self._combine([f.predict_proba_images(images, masks, table) for f in self.members_.values()])
         n = len(images)
+        if self.mask_mode == "none" and masks is not None:
+            masks = [None] * n  # this pipeline was trained without masks
         if masks is None:
             if self.mask_mode == "dataset":
                 raise InvalidInputError(f"pipeline {self.name!r} uses dataset masks: pass masks=")
