@@ -72,7 +72,7 @@ def build_compact_cnn(size: int, n_classes: int, width: int = 16, depth: int = 4
         f = width * 2 ** i
         for j in range(2):
             x = L.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i}_{j}")(x)
-            x = L.BatchNormalization(name=f"bn{i}_{j}")(x)
+            x = L.BatchNormalization(momentum=0.9, name=f"bn{i}_{j}")(x)
             x = L.ReLU(name=f"relu{i}_{j}")(x)
         if i < depth - 1 or size // 2 ** depth >= 2:
             x = L.MaxPooling2D(2, name=f"pool{i}")(x)

@@ -31,7 +31,7 @@ def build_unet(n_classes: int, width: int = 16, depth: int = 3) -> Any:
     def block(x, f, name):
         for j in range(2):
             x = L.Conv2D(f, 3, padding="same", use_bias=False, name=f"{name}_conv{j}")(x)
-            x = L.BatchNormalization(name=f"{name}_bn{j}")(x)
+            x = L.BatchNormalization(momentum=0.9, name=f"{name}_bn{j}")(x)
             x = L.ReLU(name=f"{name}_relu{j}")(x)
         return x
 

@@ -1,0 +1,134 @@
+"""Deep plugins on tiny synthetic cells: shapes, determinism, .keras and pickle round trips."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from medfuse.errors import InvalidInputError, MedfuseError
+from medfuse.testing import sample_cells
+
+pytest.importorskip("keras")
+
+from medfuse_plugins.cnn import Backbone, CNNClassifier, CNNEmbedding, resize_square  # noqa: E402
+
+FAST = dict(CNNEmbedding.conformance_params)
+
+
+@pytest.fixture(scope="module")
+def cells():
+    images, masks, y = sample_cells(16, size=40)
+    return images, masks, y
+
+
+def prepared(est, images, masks):
+    return np.stack([est.prepare(im, m) for im, m in zip(images, masks)])
+
+
+def test_module_import_does_not_load_tensorflow():
+    code = ("import sys, medfuse_plugins.cnn, medfuse_plugins.unet, medfuse.keras_utils, medfuse.segmetrics; "
+            "print(any(m in sys.modules for m in ('tensorflow', 'keras')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_prepare_resizes_and_masks():
+    image = np.full((50, 70, 3), 200, np.uint8)
+    mask = np.zeros((50, 70), np.uint8)
+    mask[10:40, 20:50] = 1
+    out = resize_square(image, mask, 32, masked=True)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    assert out[0, 0].max() == 0 and out[16, 16].min() == 200
+    assert resize_square(image, mask, 32, masked=False).min() == 200
+
+
+def test_embedding_shapes_names_and_determinism(cells):
+    images, masks, y = cells
+    a = CNNEmbedding(**FAST)
+    P = prepared(a, images, masks)
+    assert P.shape == (16, 32, 32, 3) and P.dtype == np.uint8
+    Ea = a.fit(P, y).transform(P)
+    assert Ea.shape == (16, FAST["embedding_dim"]) and Ea.dtype == np.float32
+    assert list(a.get_feature_names_out())[:2] == ["cnn.0", "cnn.1"]
+    assert a.history_["epochs_run"] >= 1 and a.n_params_ > 0
+    Eb = CNNEmbedding(**FAST).fit(P, y).transform(P)
+    np.testing.assert_array_equal(Ea, Eb)  # same seed, same embedding, bit for bit
+    Ec = CNNEmbedding(**{**FAST, "random_state": 1}).fit(P, y).transform(P)
+    assert not np.allclose(Ea, Ec)
+
+
+def test_keras_and_pickle_round_trips_give_identical_predictions(cells, tmp_path):
+    images, masks, y = cells
+    clf = CNNClassifier(**FAST)
+    P = prepared(clf, images, masks)
+    proba = clf.fit(P, y).predict_proba(P)
+    assert proba.shape == (16, 2) and np.allclose(proba.sum(axis=1), 1)
+    assert list(clf.classes_) == ["large", "small"]
+    assert set(clf.predict(P)) <= {"large", "small"}
+
+    files = clf.save_artifacts(tmp_path)
+    assert [f.name for f in files] == ["cnn_classifier.keras"]
+    assert not list(tmp_path.glob("*.h5"))
+    state = clf.__getstate__()
+    assert isinstance(state["model_"], bytes) and state["model_"][:2] == b"PK"  # .keras zip, not HDF5
+    state.pop("model_")
+    bare = CNNClassifier(**FAST)
+    bare.__dict__.update(state)
+    with pytest.raises(MedfuseError, match="load_artifacts"):
+        bare.predict_proba(P)
+    bare.load_artifacts(tmp_path)
+    np.testing.assert_array_equal(bare.predict_proba(P), proba)
+
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba(P), proba)
+
+
+def test_embedding_bundle_round_trip(cells, tmp_path):
+    images, masks, y = cells
+    ex = CNNEmbedding(**FAST)
+    P = prepared(ex, images, masks)
+    E = ex.fit(P, y).transform(P)
+    ex.save_artifacts(tmp_path)
+    fresh = pickle.loads(pickle.dumps(ex))
+    fresh.model_ = None
+    fresh.load_artifacts(tmp_path)
+    np.testing.assert_array_equal(fresh.transform(P), E)
+
+
+def test_errors_are_clear(cells):
+    images, masks, y = cells
+    ex = CNNEmbedding(**FAST)
+    with pytest.raises(MedfuseError, match="not fitted"):
+        ex.transform(np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(InvalidInputError, match="prepared images"):
+        ex.fit(np.zeros((4, 16, 16, 3), np.uint8), ["a", "b", "a", "b"])
+    with pytest.raises(InvalidInputError, match="labels"):
+        ex.fit(np.zeros((4, 32, 32, 3), np.uint8), None)
+
+
+def test_backbone_frozen_and_fine_tuned(cells, tmp_path):
+    images, masks, y = cells
+    bb = Backbone(architecture="MobileNetV3Small", weights=None, size=32)
+    P = prepared(bb, images, masks)
+    F = bb.fit(P).transform(P)
+    assert F.shape == (16, bb.n_features_) and F.dtype == np.float32
+    assert len(bb.get_feature_names_out()) == bb.n_features_
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(bb)).transform(P), F, rtol=1e-5, atol=1e-6)
+    ft = Backbone(architecture="MobileNetV3Small", weights=None, size=32, fine_tune=True, epochs=1,
+                  batch_size=8)
+    G = ft.fit(P, y).transform(P)
+    assert G.shape == F.shape and list(ft.classes_) == ["large", "small"]
+    ft.save_artifacts(tmp_path)
+    assert (tmp_path / "backbone.keras").is_file()
+
+
+def test_backbone_weights_errors(tmp_path):
+    with pytest.raises(MedfuseError, match="not found"):
+        Backbone(weights=str(tmp_path / "missing.h5"), size=32).fit(np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(InvalidInputError, match="unknown architecture"):
+        Backbone(architecture="NoSuchNet", weights=None, size=32).fit(np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(InvalidInputError, match="needs size"):
+        Backbone(architecture="InceptionV3", weights=None, size=32).fit(np.zeros((2, 32, 32, 3), np.uint8))
