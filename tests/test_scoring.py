@@ -100,9 +100,10 @@ def test_resume_after_interruption(images, tmp_path):
 def test_cli_exit_codes_and_summary(images, tmp_path):
     b = make_bundle(tmp_path / "bundle")
     runner = CliRunner()
-    res = runner.invoke(main, ["score", str(b), str(images), "--out", str(tmp_path / "s.csv"), "-q"])
+    res = runner.invoke(main, ["score", str(b), str(images), "--out", str(tmp_path / "s.csv"), "--jobs", "1"])
     assert res.exit_code == 0, res.output
     assert "scored 13 of 14" in res.output and "1 failed" in res.output
+    assert "img/s" in res.output  # the progress bar (rich, on stderr) with its rate column
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.png").write_bytes(b"")

@@ -434,13 +434,15 @@ class _progress:
         class Rate(ProgressColumn):
             def render(self, task: Any) -> Text:
                 speed = task.finished_speed or task.speed
+                if not speed and task.elapsed:  # rich needs two updates for its estimate
+                    speed = (task.completed - task.fields.get("resumed", 0)) / task.elapsed
                 return Text(f"{speed:.1f} img/s" if speed else "- img/s")
 
         self._bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), Rate(),
                              TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                              console=Console(stderr=True), speed_estimate_period=60)
         self._bar.__enter__()
-        task = self._bar.add_task("scoring", total=self.total, completed=self.completed)
+        task = self._bar.add_task("scoring", total=self.total, completed=self.completed, resumed=self.completed)
         return lambda k: self._bar.advance(task, k)
 
     def __exit__(self, *exc: Any) -> None:
