@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from medfuse import hookimpl
 from medfuse.contracts import Extractor, MaskMaker, SampleTable, Selector, Transform
-from medfuse.errors import InvalidInputError, StudyError
+from medfuse.errors import DataError, InvalidInputError, StudyError
 from medfuse.host import PluginHost
 from medfuse.pipeline import FittedPipeline, PipelineRunner, Prepared, balance_augment
 from medfuse.study import parse_study
@@ -293,6 +293,9 @@ def test_materialize_reports_failed_samples_and_keeps_the_rest(fusion_data, tmp_
     assert list(prepared.failed["id"]) == ["s0003", "s0005"]
     assert "not an image" in prepared.failed["error"].iloc[0]
     assert "s0003" not in set(prepared.samples["id"])
+    samples["path"] = str(bad)
+    with pytest.raises(DataError, match=r"all 10 samples failed to prepare; first \(s0000\): .*not an image"):
+        PipelineRunner(study, "p", HOST, progress=False).materialize(SampleTable(samples))
 
 
 def test_transforms_and_dataset_masks_reach_the_blocks(fusion_data):

@@ -367,6 +367,10 @@ class PipelineRunner:
                         self.cache.put(keys[(i, s)], arr)
                         stats["writes"] += 1
         keep = np.asarray([i for i in range(n) if i not in errors], dtype=np.int64)
+        if n and not len(keep):
+            first = min(errors)
+            raise DataError(f"{self.where}: all {n} samples failed to prepare; first "
+                            f"({samples['id'].iloc[first]}): {errors[first]}")
         failed = pd.DataFrame({"id": [samples["id"].iloc[i] for i in sorted(errors)],
                                "path": [samples["path"].iloc[i] if "path" in samples else None
                                         for i in sorted(errors)],
