@@ -113,3 +113,23 @@ def test_classical_extract_does_not_import_tensorflow(folder):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "HEAVY []" in res.stdout, res.stdout
+
+
+@pytest.mark.dataset
+def test_real_pbc_cells_get_a_mask_and_finite_features(data_root):
+    """Two PBC images per class: the default otsu_cell mask finds a cell with a nucleus in each."""
+    from medfuse.extract import extract_table
+    from medfuse.host import get_host
+
+    pbc = data_root / "pbc"
+    if not pbc.is_dir():
+        pytest.skip(f"{pbc} not found")
+    paths = [str(p) for d in sorted(pbc.iterdir()) if d.is_dir() for p in sorted(d.glob("*.jpg"))[:2]]
+    host = get_host()
+    ex = [(n, host.create(n)) for n in ("morphology", "texture", "colour")]
+    df, prov = extract_table(pd.DataFrame({"path": paths, "mask_path": [None] * len(paths)}), ex,
+                             mask=host.create("otsu_cell"))
+    assert (df["error"] == "").all() and prov["n_errors"] == 0
+    assert df["morphology.valid"].eq(1).all() and df["morphology.has_nucleus"].eq(1).all()
+    assert df["morphology.nucleus_fraction"].between(0.05, 1.0).all()
+    assert np.isfinite(df.filter(like="texture.").to_numpy()).all()
