@@ -202,8 +202,9 @@ class Texture(Extractor):
     block: ClassVar[str] = "texture"
     version: ClassVar[str] = "1.0.0"
     param_docs: ClassVar[dict[str, str]] = {
-        "lbp": "List of [P, R] pairs (points, radius in px) for uniform LBP histograms.",
-        "distances": "GLCM pixel distances.",
+        "lbp": "List of [P, R] pairs (points, radius in px) for uniform LBP histograms; "
+               "None = [[8, 1], [16, 2], [24, 3]].",
+        "distances": "GLCM pixel distances; None = [1, 2, 4].",
         "levels": "Grey levels after quantisation for the GLCM (2-256).",
         "quantize": "'fixed' (0-255 split into equal bins; comparable across images) or 'minmax' "
                     "(the region's own range).",
