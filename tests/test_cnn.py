@@ -28,6 +28,15 @@ def prepared(est, images, masks):
     return np.stack([est.prepare(im, m) for im, m in zip(images, masks)])
 
 
+@pytest.fixture(scope="module")
+def embedding(cells):
+    """A fitted cnn_embedding, its prepared inputs and their embedding."""
+    images, masks, y = cells
+    ex = CNNEmbedding(**FAST)
+    P = prepared(ex, images, masks)
+    return ex, P, ex.fit(P, y).transform(P)
+
+
 def test_module_import_does_not_load_tensorflow():
     code = ("import sys, medfuse_plugins.cnn, medfuse_plugins.unet, medfuse.keras_utils, medfuse.segmetrics; "
             "print(any(m in sys.modules for m in ('tensorflow', 'keras')))")
@@ -45,12 +54,10 @@ def test_prepare_resizes_and_masks():
     assert resize_square(image, mask, 32, masked=False).min() == 200
 
 
-def test_embedding_shapes_names_and_determinism(cells):
-    images, masks, y = cells
-    a = CNNEmbedding(**FAST)
-    P = prepared(a, images, masks)
+def test_embedding_shapes_names_and_determinism(cells, embedding):
+    _, _, y = cells
+    a, P, Ea = embedding
     assert P.shape == (16, 32, 32, 3) and P.dtype == np.uint8
-    Ea = a.fit(P, y).transform(P)
     assert Ea.shape == (16, FAST["embedding_dim"]) and Ea.dtype == np.float32
     assert list(a.get_feature_names_out())[:2] == ["cnn.0", "cnn.1"]
     assert a.history_["epochs_run"] >= 1 and a.n_params_ > 0
@@ -84,11 +91,8 @@ def test_keras_and_pickle_round_trips_give_identical_predictions(cells, tmp_path
     np.testing.assert_array_equal(again.predict_proba(P), proba)
 
 
-def test_embedding_bundle_round_trip(cells, tmp_path):
-    images, masks, y = cells
-    ex = CNNEmbedding(**FAST)
-    P = prepared(ex, images, masks)
-    E = ex.fit(P, y).transform(P)
+def test_embedding_bundle_round_trip(embedding, tmp_path):
+    ex, P, E = embedding
     ex.save_artifacts(tmp_path)
     fresh = pickle.loads(pickle.dumps(ex))
     fresh.model_ = None

@@ -89,6 +89,6 @@ def test_bad_parameters_and_inputs():
     with pytest.raises(InvalidInputError, match="multiple of 2\\*\\*depth"):
         UNetMask(patch_size=30, depth=2).fit([im], [m])
     with pytest.raises(InvalidInputError, match="n_classes"):
-        UNetMask(n_classes=4, patch_size=32, tile_size=32, depth=2).fit([im], [m])
+        UNetMask(n_classes=4, patch_size=32, tile_size=32, overlap=8, depth=2).fit([im], [m])
     with pytest.raises(InvalidInputError, match="2 images but 1 masks"):
-        UNetMask(patch_size=32, tile_size=32, depth=2).fit([im, im], [m])
+        UNetMask(patch_size=32, tile_size=32, overlap=8, depth=2).fit([im, im], [m])

@@ -152,12 +152,12 @@ def train_classifier(model: Any, P: np.ndarray, codes: np.ndarray, n_classes: in
     callbacks: list[Any] = []
     validation = None
     if len(va):
-        validation = (P[va].astype(np.float32), codes[va])
+        validation = (P[va], codes[va])  # uint8: cast to float32 per batch inside the model
         callbacks.append(k.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                                    restore_best_weights=True))
     timer = _EpochTimer(k)
     callbacks.append(timer)
-    hist = wrapper.fit(P[tr].astype(np.float32), codes[tr], batch_size=batch_size, epochs=epochs,
+    hist = wrapper.fit(P[tr], codes[tr], batch_size=batch_size, epochs=epochs,
                        validation_data=validation, class_weight=weights, callbacks=callbacks,
                        shuffle=True, verbose=verbose)
     out = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
