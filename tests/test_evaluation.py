@@ -345,3 +345,53 @@ def test_run_study_rejects_unknown_pipeline_and_metric():
         run_study(fake_study(), fake_data(5), ["goood"], runner_factory=FakeRunner)
     with pytest.raises(StudyError, match="unknown metric"):
         run_study(fake_study(metrics=["acuracy"]), fake_data(5), runner_factory=FakeRunner)
+
+
+def test_real_engine_fits_each_fold_on_its_training_rows_only(tmp_path):
+    """With the real PipelineRunner: imputer, scaler and PCA of every fold equal a fit on that
+    fold's training rows alone, and differ from a fit on all rows."""
+    from medfuse.fusion import BlockPreparer
+    from medfuse.host import get_host
+    from medfuse.pipeline import PipelineRunner
+    from medfuse.synthetic import write_dataset
+
+    write_dataset(tmp_path, n_per_class=8, size=32, seed=1)
+    study = parse_study("tiny", {
+        "dataset": {"loader": "folder", "params": {"path": "images", "masks": "masks", "table": "table.csv",
+                                                   "group_column": "patient"}},
+        "evaluation": {"folds": 3, "seed": 0, "bootstrap": 50},
+        "blocks": {"colour": {"plugin": "colour", "pca": 0.9}},
+        "pipelines": {"p": {"mask": "dataset", "blocks": ["colour"], "classifier": {"plugin": "logreg"}}},
+    }, "<test>")
+    host = get_host()
+    data = host.create("folder", study.dataset.params).load(tmp_path)
+    seen = []
+
+    class Spy(PipelineRunner):
+        def materialize(self, data):
+            self.prepared = super().materialize(data)
+            return self.prepared
+
+        def fit(self, prepared, train_idx, seed):
+            fitted = super().fit(prepared, train_idx, seed)
+            seen.append((np.asarray(train_idx), fitted))
+            return fitted
+
+    runners = []
+
+    def factory(st, name):
+        runners.append(Spy(st, name, host=host, cache_dir=None, progress=False))
+        return runners[-1]
+
+    res = run_study(study, data, runner_factory=factory)
+    assert res.results["pipelines"]["p"]["status"] == "ok" and len(seen) == 3
+    P = runners[0].prepared.blocks["colour"].astype(np.float64)
+    tests = [set(np.flatnonzero(res.predictions["p"]["fold"].to_numpy() == k)) for k in (1, 2, 3)]
+    for k, (train, fitted) in enumerate(seen):
+        assert not set(train) & tests[k]
+        prep = next(b.preparer for b in fitted.blocks_ if b.name == "colour")
+        alone = BlockPreparer(pca=0.9, block="colour").fit(P[train])
+        everything = BlockPreparer(pca=0.9, block="colour").fit(P)
+        np.testing.assert_allclose(prep.scaler_.mean_, alone.scaler_.mean_, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(prep.explained_variance_ratio_, alone.explained_variance_ratio_, rtol=1e-4)
+        assert not np.allclose(prep.scaler_.mean_, everything.scaler_.mean_, rtol=1e-5, atol=1e-6)

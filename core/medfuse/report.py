@@ -332,7 +332,8 @@ def data_lines(results: dict[str, Any]) -> list[str]:
     s = results["splits"]
     lines = [f"Loader `{d['loader']}` {json.dumps(d.get('loader_params') or {})}: {d['n_loaded']} samples loaded, "
              f"{d['n_selected']} evaluated, {len(d['classes'])} classes"
-             + (f", {d['n_groups']} groups" if d.get("n_groups") is not None else "") + ".",
+             + (f", {d['n_groups']} groups (patients/smears)" if s.get("grouped") and d.get("n_groups") else "")
+             + ".",
              "Per class: " + ", ".join(f"{k} {v}" for k, v in d["class_counts"].items()) + ".",
              f"Exact duplicates removed before splitting: {d['duplicates_removed']}"
              f"; identical content with conflicting labels removed: {d['label_conflicts_removed']}.",
