@@ -7,7 +7,7 @@
 Usage (data from $MEDFUSE_DATA or ../shared/datasets)::
 
     nice -n 10 python bench/eval_unet.py anerbc --folds 3 --epochs 25
-    nice -n 10 python bench/eval_unet.py wbc_seg --test-fraction 0.3 --epochs 20
+    nice -n 10 python bench/eval_unet.py wbc_seg --test-fraction 0.3 --epochs 15 --keep-largest
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep-largest", action="store_true", help="keep the largest cell (single-cell images)")
     ap.add_argument("--out", type=Path, default=None, help="write the per-image table (CSV) here")
     args = ap.parse_args()
 
@@ -81,7 +82,7 @@ def main() -> None:
     regions = ("cell",) if n_classes == 2 else ("cell", "nucleus")
     params = dict(n_classes=n_classes, patch_size=args.patch, width=args.width, depth=args.depth,
                   epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch, scale=args.scale,
-                  random_state=args.seed)
+                  random_state=args.seed, keep_largest=args.keep_largest)
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(ids))
     if args.dataset == "anerbc":

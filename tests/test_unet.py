@@ -11,7 +11,7 @@ from medfuse.segmetrics import score_table
 
 pytest.importorskip("keras")
 
-from medfuse_plugins.unet import UNetMask, _ramp_window, _starts  # noqa: E402
+from medfuse_plugins.unet import UNetMask, _ramp_window, _starts, keep_largest_cell  # noqa: E402
 
 
 def smear(seed: int, shape=(72, 88), n=6):
@@ -92,3 +92,14 @@ def test_bad_parameters_and_inputs():
         UNetMask(n_classes=4, patch_size=32, tile_size=32, overlap=8, depth=2).fit([im], [m])
     with pytest.raises(InvalidInputError, match="2 images but 1 masks"):
         UNetMask(patch_size=32, tile_size=32, overlap=8, depth=2).fit([im, im], [m])
+
+
+def test_keep_largest_cell_drops_debris_and_fills_holes():
+    m = np.zeros((20, 20), np.uint8)
+    m[2:12, 2:12] = 1
+    m[5:8, 5:8] = 2
+    m[6, 9] = 0  # a hole
+    m[16:18, 16:18] = 2  # debris
+    out = keep_largest_cell(m)
+    assert out[16:18, 16:18].sum() == 0 and out[6, 9] == 1 and (out == 2).sum() == 9
+    assert keep_largest_cell(np.zeros((4, 4), np.uint8)).sum() == 0

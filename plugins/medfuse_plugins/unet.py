@@ -110,6 +110,21 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
     return out
 
 
+def keep_largest_cell(mask: np.ndarray) -> np.ndarray:
+    """Keep the largest connected cell region of a {0, 1, 2} mask (holes filled as cytoplasm,
+    nucleus pixels kept only inside it)."""
+    from scipy import ndimage as ndi
+
+    labels, n = ndi.label(mask > 0)
+    if n == 0:
+        return mask
+    sizes = np.bincount(labels.ravel())[1:]
+    cell = ndi.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    out = cell.astype(np.uint8)
+    out[cell & (mask == 2)] = 2
+    return out
+
+
 class UNetMask(_KerasStateMixin, MaskMaker):
     """U-Net segmentation learnt from image/mask pairs; patch training, tiled full-resolution prediction.
 
@@ -141,6 +156,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         "random_state": "seed of weights, patch sampling, augmentation and the validation split",
         "verbose": "Keras training verbosity (0 silent)",
         "batch_size_predict": "tiles per inference batch",
+        "keep_largest": "single-cell images: keep only the largest connected cell (holes filled) and its nucleus",
     }
     conformance_params: ClassVar[dict[str, Any]] = {"n_classes": 3, "patch_size": 32, "tile_size": 32,
                                                     "overlap": 8, "width": 4, "depth": 2, "epochs": 2,
@@ -150,7 +166,8 @@ class UNetMask(_KerasStateMixin, MaskMaker):
                  width: int = 16, depth: int = 3, scale: float = 1.0, epochs: int = 30, steps_per_epoch: int = 50,
                  batch_size: int = 8, learning_rate: float = 0.002, patience: int = 6,
                  validation_fraction: float = 0.15, dice_weight: float = 1.0, augment: bool = True,
-                 deterministic: bool = True, random_state: int = 0, verbose: int = 0, batch_size_predict: int = 8):
+                 deterministic: bool = True, random_state: int = 0, verbose: int = 0, batch_size_predict: int = 8,
+                 keep_largest: bool = False):
         self.n_classes = n_classes
         self.patch_size = patch_size
         self.tile_size = tile_size
@@ -170,6 +187,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         self.random_state = random_state
         self.verbose = verbose
         self.batch_size_predict = batch_size_predict
+        self.keep_largest = keep_largest
 
     # ---- data -----------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -317,7 +335,8 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         if probs.shape[:2] != (h, w):  # back to full resolution: resize the probabilities, then argmax
             probs = np.stack([np.asarray(Image.fromarray(probs[..., c]).resize((w, h), Image.Resampling.BILINEAR))
                               for c in range(probs.shape[-1])], axis=-1)
-        return np.argmax(probs, axis=-1).astype(np.uint8)
+        mask = np.argmax(probs, axis=-1).astype(np.uint8)
+        return keep_largest_cell(mask) if self.keep_largest else mask
 
     def predict_masks(self, images: Iterable[np.ndarray]) -> list[np.ndarray]:
         return [self.predict_mask(im) for im in images]
