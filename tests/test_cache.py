@@ -23,6 +23,13 @@ def test_put_get_counts_and_atomic_files(tmp_path):
     cache.path(key).write_bytes(b"garbage")  # a corrupt entry is a miss, not a crash
     assert cache.get(key) is None
     assert make_key("a", {"x": 1}) == make_key("a", {"x": 1}) != make_key("a", {"x": 2})
+    keys = [make_key(i) for i in range(100)]
+    for k in keys[::2]:
+        cache.put(k, np.full(3, 1.0))
+    before = cache.stats()
+    got = cache.get_many(keys)
+    assert [g is not None for g in got] == [i % 2 == 0 for i in range(100)]
+    assert cache.hits - before["hits"] == 50 and cache.misses - before["misses"] == 50
     cache.clear()
     assert cache.size_bytes() == 0
 

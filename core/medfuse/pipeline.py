@@ -332,23 +332,25 @@ class PipelineRunner:
             paths = samples["path"].tolist()
             mask_paths = samples["mask_path"].tolist() if "mask_path" in samples else [None] * n
             use_cache = self.cache is not None and not keep_raw
-            chain = self._chain_key() if use_cache else ""
-            for i in range(n):
-                needed = list(slots)
-                if use_cache and _is_path(paths[i]):
+            if use_cache:
+                shas = samples["sha1"].tolist() if "sha1" in samples else [None] * n
+                chain = self._chain_key()
+                plugin_keys = {s: p.cache_key() for s, p in slots.items()}
+                for i in range(n):
+                    if not _is_path(paths[i]):
+                        continue
                     try:
-                        keys_i = self._row_keys(samples.iloc[i], paths[i], mask_paths[i], chain, slots)
+                        for s, k in self._row_keys(shas[i], paths[i], mask_paths[i], chain, plugin_keys).items():
+                            keys[(i, s)] = k
                     except OSError as exc:
                         errors[i] = f"{type(exc).__name__}: {exc}"
-                        continue
-                    needed = []
-                    for s, k in keys_i.items():
-                        keys[(i, s)] = k
-                        hit = self.cache.get(k)
-                        if hit is None:
-                            needed.append(s)
-                        else:
-                            arrays[s][i] = hit
+                order = list(keys)
+                for (i, s), hit in zip(order, self.cache.get_many([keys[o] for o in order])):
+                    arrays[s][i] = hit
+            for i in range(n):
+                if i in errors:
+                    continue
+                needed = [s for s in slots if arrays[s][i] is None]
                 if needed or keep_raw:
                     todo.append((i, paths[i], mask_paths[i], needed))
             if self.cache is not None:
@@ -408,13 +410,13 @@ class PipelineRunner:
         mask = self.mask_maker.cache_key() if self.mask_maker is not None else self.mask_mode
         return make_key(__version__, CACHE_FORMAT, [t.cache_key() for t in self.transforms], mask)
 
-    def _row_keys(self, row: pd.Series, path: str, mask_path: Any, chain: str,
-                  slots: dict[str, Plugin]) -> dict[str, str]:
-        sha = row.get("sha1") if "sha1" in row else None
+    def _row_keys(self, sha: Any, path: str, mask_path: Any, chain: str,
+                  plugin_keys: dict[str, str]) -> dict[str, str]:
+        """Cache key per slot of one sample: image content, mask content, chain, plugin."""
         if not isinstance(sha, str) or not sha:
             sha = file_sha1(path)
         mask_sha = file_sha1(mask_path) if self.mask_mode == "dataset" and _is_path(mask_path) else None
-        return {s: make_key(sha, mask_sha, chain, p.cache_key()) for s, p in slots.items()}
+        return {s: make_key(sha, mask_sha, chain, k) for s, k in plugin_keys.items()}
 
     def _run(self, todo: list[tuple[int, str, str | None, list[str]]], slots: dict[str, Plugin],
              keep_raw: bool):
