@@ -153,8 +153,10 @@ def train_classifier(model: Any, P: np.ndarray, codes: np.ndarray, n_classes: in
     validation = None
     if len(va):
         validation = (P[va], codes[va])  # uint8: cast to float32 per batch inside the model
+        # The cosine schedule keeps the rate high early on, where the validation loss is noisy:
+        # early stopping (and the best-weights bookkeeping) starts at half the epoch budget.
         callbacks.append(k.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                                   restore_best_weights=True))
+                                                   restore_best_weights=True, start_from_epoch=epochs // 2))
     timer = _EpochTimer(k)
     callbacks.append(timer)
     hist = wrapper.fit(P[tr], codes[tr], batch_size=batch_size, epochs=epochs,
@@ -259,7 +261,7 @@ _CNN_DOCS = {
     "epochs": "maximum training epochs (early stopping may end sooner)",
     "batch_size": "training batch size",
     "learning_rate": "initial Adam learning rate (cosine decay to 5% of it)",
-    "patience": "epochs without a lower validation loss before early stopping",
+    "patience": "epochs without a lower validation loss before early stopping (watched from epochs // 2 on)",
     "validation_fraction": "share of each class held out as the inner validation split (0: no early stopping)",
     "augment": "random flips, 90-degree rotations, zoom and brightness during training",
     "zoom": "maximum relative zoom in/out of the augmentation",
@@ -281,7 +283,7 @@ class _CompactCNNBase(_KerasStateMixin):
 
     def __init__(self, size: int = 64, width: int = 16, depth: int = 4, embedding_dim: int = 128,
                  dropout: float = 0.3, epochs: int = 20, batch_size: int = 64, learning_rate: float = 0.002,
-                 patience: int = 4, validation_fraction: float = 0.15, augment: bool = True, zoom: float = 0.1,
+                 patience: int = 5, validation_fraction: float = 0.15, augment: bool = True, zoom: float = 0.1,
                  brightness: float = 0.1, masked: bool = False, class_weight: str | None = "balanced",
                  deterministic: bool = True, random_state: int = 0, verbose: int = 0,
                  batch_size_predict: int = 256):
