@@ -148,7 +148,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         "steps_per_epoch": "batches of random patches per epoch",
         "batch_size": "patches per batch",
         "learning_rate": "initial Adam learning rate (cosine decay to 5% of it)",
-        "patience": "epochs without a lower validation loss before early stopping",
+        "patience": "epochs without a lower validation loss before early stopping (watched from epochs // 2 on)",
         "validation_fraction": "share of images held out for early stopping (with >= 4 images)",
         "dice_weight": "weight of the soft-Dice term added to the cross-entropy",
         "augment": "flips, 90-degree rotations, brightness and contrast jitter of training patches",
@@ -276,12 +276,15 @@ class UNetMask(_KerasStateMixin, MaskMaker):
                       loss=_dice_ce_loss(int(self.n_classes), float(self.dice_weight)), jit_compile=False)
         train_rng = np.random.default_rng([int(self.random_state), 2])
         best, best_weights, waited, history = np.inf, None, 0, {"loss": [], "val_loss": []}
-        for _ in range(epochs):
+        watch_from = epochs // 2  # like the CNN: the cosine schedule makes early validation losses noisy
+        for epoch in range(epochs):
             X, Y = self._sample(tr_ims, tr_tgs, steps * int(self.batch_size), train_rng, bool(self.augment))
             h = model.fit(X, Y, batch_size=int(self.batch_size), epochs=1, shuffle=False, verbose=int(self.verbose))
             val = float(model.evaluate(Xv, Yv, batch_size=int(self.batch_size), verbose=0))
             history["loss"].append(float(h.history["loss"][0]))
             history["val_loss"].append(val)
+            if epoch < watch_from:
+                continue
             if val < best - 1e-4:
                 best, best_weights, waited = val, model.get_weights(), 0
             else:
