@@ -9,7 +9,7 @@
 
 Usage (data from $MEDFUSE_DATA or ../shared/datasets)::
 
-    TF_CPP_MIN_LOG_LEVEL=2 nice -n 10 python bench/bench_deep.py --train-images 2000 --epochs 2
+    TF_CPP_MIN_LOG_LEVEL=2 nice -n 10 python bench/bench_deep.py --train-images 1500 --epochs 2
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ layer and scored with a logistic regression fitted on the training embeddings.
 
 Usage (data from $MEDFUSE_DATA or ../shared/datasets)::
 
-    TF_CPP_MIN_LOG_LEVEL=2 nice -n 10 python bench/eval_cnn.py pbc --size 64 --epochs 12
-    TF_CPP_MIN_LOG_LEVEL=2 nice -n 10 python bench/eval_cnn.py all --size 64 --epochs 12
+    TF_CPP_MIN_LOG_LEVEL=2 nice -n 10 python bench/eval_cnn.py pbc --size 64 --epochs 30
+    TF_CPP_MIN_LOG_LEVEL=2 nice -n 10 python bench/eval_cnn.py all --size 64 --epochs 30
 """
 
 from __future__ import annotations

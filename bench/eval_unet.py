@@ -6,7 +6,7 @@
 
 Usage (data from $MEDFUSE_DATA or ../shared/datasets)::
 
-    nice -n 10 python bench/eval_unet.py anerbc --folds 3 --epochs 25
+    nice -n 10 python bench/eval_unet.py anerbc --folds 3 --epochs 25 --steps 30
     nice -n 10 python bench/eval_unet.py wbc_seg --test-fraction 0.3 --epochs 15 --keep-largest
 """
 
