@@ -9,7 +9,8 @@ Prints, in one run:
 1. per-image median milliseconds of our full classical set (``otsu_cell`` mask + morphology +
    texture + colour), decoding excluded and included, over ``--compare`` images;
 2. PyRadiomics (first-order + shape2D + GLCM + GLRLM + GLSZM, ``force2D``, default settings)
-   on the same images (grey) and the same ``otsu_cell`` masks, in the same process; the ratio;
+   on the same images (grey) and the same ``otsu_cell`` masks, in the same process; the ratio,
+   in wall-clock and in process CPU time (CPU time is less distorted on a shared, loaded machine);
 3. throughput (images/second, decoding included) of :func:`medfuse.extract.prepare_images` over
    ``--n`` images for each ``--jobs`` value. The worker pool is started before timing (a
    one-off cost of about a second that a long run pays once).
@@ -61,8 +62,9 @@ def build():
     return mask, extractors
 
 
-def ours_per_image(paths: list[str]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray], int]:
-    """Per-image ms without and with decoding, the decoded images and masks, feature count."""
+def ours_per_image(paths: list[str]):
+    """Per-image wall ms without and with decoding, CPU ms without decoding, the decoded images
+    and masks, and the feature count."""
     from medfuse.imageio import read_image
 
     mask_maker, extractors = build()
@@ -71,25 +73,27 @@ def ours_per_image(paths: list[str]) -> tuple[np.ndarray, np.ndarray, list[np.nd
     m0 = mask_maker.predict_mask(im0)
     for _, ex in extractors:
         ex.prepare(im0, m0)
-    t_feat, t_all, images, masks = [], [], [], []
+    t_feat, t_all, c_feat, images, masks = [], [], [], [], []
     n_features = sum(len(ex.feature_names()) for _, ex in extractors)
     for p in paths:
         t0 = time.perf_counter()
         image = read_image(p)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         mask = mask_maker.predict_mask(image)
         for _, ex in extractors:
             ex.prepare(image, mask)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         t_feat.append((t2 - t1) * 1000)
+        c_feat.append((c2 - c1) * 1000)
         t_all.append((t2 - t0) * 1000)
         images.append(image)
         masks.append(mask)
-    return np.asarray(t_feat), np.asarray(t_all), images, masks, n_features
+    return np.asarray(t_feat), np.asarray(t_all), np.asarray(c_feat), images, masks, n_features
 
 
-def radiomics_per_image(images: list[np.ndarray], masks: list[np.ndarray]) -> tuple[np.ndarray, int] | str:
-    """PyRadiomics per-image ms on the grey images and cell masks, or why it was skipped."""
+def radiomics_per_image(images: list[np.ndarray], masks: list[np.ndarray]):
+    """PyRadiomics per-image wall and CPU ms on the grey images and cell masks, and its feature
+    count; or a string saying why it was skipped."""
     try:
         import radiomics
         import SimpleITK as sitk
@@ -103,17 +107,18 @@ def radiomics_per_image(images: list[np.ndarray], masks: list[np.ndarray]) -> tu
     ex.disableAllFeatures()
     for family in ("firstorder", "shape2D", "glcm", "glrlm", "glszm"):
         ex.enableFeatureClassByName(family)
-    times, n_features = [], 0
+    times, cpu, n_features = [], [], 0
     pairs = [(im, m) for im, m in zip(images, masks) if (m > 0).sum() > 1]
     for k, (im, m) in enumerate(pairs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         g = sitk.GetImageFromArray(to_gray(im)[None].astype(np.float32))
         mk = sitk.GetImageFromArray((m > 0).astype(np.uint8)[None])
         result = ex.execute(g, mk)
         if k > 0:  # the first call pays imports
             times.append((time.perf_counter() - t0) * 1000)
+            cpu.append((time.process_time() - c0) * 1000)
         n_features = sum(1 for key in result if not key.startswith("diagnostics"))
-    return np.asarray(times), n_features
+    return np.asarray(times), np.asarray(cpu), n_features
 
 
 def throughput(paths: list[str], jobs: int) -> tuple[float, int]:
@@ -145,24 +150,25 @@ def main() -> None:
     print(f"PBC: {pbc} ({len(paths)} images picked over the classes); cpus={os.cpu_count()}, "
           f"load average={os.getloadavg()[0]:.1f}")
 
-    t_feat, t_all, images, masks, n_ours = ours_per_image(cmp_paths)
+    t_feat, t_all, c_feat, images, masks, n_ours = ours_per_image(cmp_paths)
     print(f"\nours: otsu_cell mask + morphology + texture + colour = {n_ours} features")
     print(f"  per image (median over {len(cmp_paths)}): {np.median(t_feat):.2f} ms mask+features, "
-          f"{np.median(t_all):.2f} ms with JPEG decoding  (p90 {np.percentile(t_feat, 90):.2f} ms)")
+          f"{np.median(t_all):.2f} ms with JPEG decoding  (p90 {np.percentile(t_feat, 90):.2f} ms); "
+          f"CPU time {np.median(c_feat):.2f} ms mask+features")
 
     rad = radiomics_per_image(images, masks)
     if isinstance(rad, str):
         print(f"\nPyRadiomics comparison skipped: {rad}")
     else:
-        r_times, n_rad = rad
+        r_times, r_cpu, n_rad = rad
         import radiomics
 
         print(f"\nPyRadiomics {radiomics.__version__}: firstorder + shape2D + glcm + glrlm + glszm, "
               f"force2D, same grey images and masks = {n_rad} features")
         print(f"  per image (median over {len(r_times)}): {np.median(r_times):.2f} ms (features only, "
-              "mask given)")
-        print(f"  ratio PyRadiomics / ours (mask+features): {np.median(r_times) / np.median(t_feat):.1f}x; "
-              f"features ours/PyRadiomics: {n_ours}/{n_rad}")
+              f"mask given); CPU time {np.median(r_cpu):.2f} ms")
+        print(f"  ratio PyRadiomics / ours (ours including the mask): wall {np.median(r_times) / np.median(t_feat):.1f}x, "
+              f"CPU {np.median(r_cpu) / np.median(c_feat):.1f}x; features ours/PyRadiomics: {n_ours}/{n_rad}")
 
     rates = {}
     for jobs in [int(j) for j in args.jobs.split(",") if j.strip()]:
