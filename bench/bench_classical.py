@@ -12,8 +12,8 @@ Prints, in one run:
    on the same images (grey) and the same ``otsu_cell`` masks, in the same process; the ratio,
    in wall-clock and in process CPU time (CPU time is less distorted on a shared, loaded machine);
 3. throughput (images/second, decoding included) of :func:`medfuse.extract.prepare_images` over
-   ``--n`` images for each ``--jobs`` value. The worker pool is started before timing (a
-   one-off cost of about a second that a long run pays once).
+   ``--n`` images for each ``--jobs`` value. A short warm-up run first starts the worker pool
+   and pays the workers' imports (a one-off cost of a second or two that a long run pays once).
 
 PyRadiomics is optional (``pip install pyradiomics``, which builds from source); without it the
 comparison is skipped with a message. Data: ``--data``, ``$MEDFUSE_DATA`` or
@@ -125,10 +125,8 @@ def throughput(paths: list[str], jobs: int) -> tuple[float, int]:
     from medfuse.extract import prepare_images
 
     mask_maker, extractors = build()
-    if jobs != 1:  # start the worker pool outside the timed run
-        from joblib import Parallel, delayed
-
-        Parallel(n_jobs=jobs)(delayed(len)([i]) for i in range(jobs * 2))
+    # warm-up outside the timed run: starts the worker pool and pays each worker's imports
+    prepare_images(paths[:8 * max(jobs, 1) * 2], None, (), mask_maker, extractors, jobs=jobs, chunk_size=8)
     t0 = time.perf_counter()
     prep = prepare_images(paths, None, (), mask_maker, extractors, jobs=jobs, chunk_size=32)
     seconds = time.perf_counter() - t0
