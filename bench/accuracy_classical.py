@@ -89,8 +89,8 @@ def run_images(args) -> None:
     df = df[df["error"].fillna("") == ""].copy()
     df["label"] = df["path"].map(lambda p: Path(p).parent.name)
     if args.max_per_class:
-        df = df.groupby("label", group_keys=False).apply(
-            lambda g: g.sample(min(len(g), args.max_per_class), random_state=0))
+        keep = [g.sample(min(len(g), args.max_per_class), random_state=0).index for _, g in df.groupby("label")]
+        df = df.loc[np.concatenate(keep)]
     feats = [c for c in df.columns if "." in c]
     X = df[feats].to_numpy(np.float32)
     y = df["label"].to_numpy()
