@@ -13,7 +13,13 @@ from medfuse.testing import sample_cells
 
 pytest.importorskip("keras")
 
-from medfuse_plugins.cnn import Backbone, CNNClassifier, CNNEmbedding, resize_square  # noqa: E402
+from medfuse_plugins.cnn import (  # noqa: E402
+    Backbone,
+    CNNClassifier,
+    CNNEmbedding,
+    forget_trained_networks,
+    resize_square,
+)
 
 FAST = dict(CNNEmbedding.conformance_params)
 
@@ -61,8 +67,10 @@ def test_embedding_shapes_names_and_determinism(cells, embedding):
     assert Ea.shape == (16, FAST["embedding_dim"]) and Ea.dtype == np.float32
     assert list(a.get_feature_names_out())[:2] == ["cnn.0", "cnn.1"]
     assert a.history_["epochs_run"] >= 1 and a.n_params_ > 0
-    Eb = CNNEmbedding(**FAST).fit(P, y).transform(P)
-    np.testing.assert_array_equal(Ea, Eb)  # same seed, same embedding, bit for bit
+    forget_trained_networks()  # train again rather than reuse the memo
+    b = CNNEmbedding(**FAST).fit(P, y)
+    assert "reused" not in b.history_
+    np.testing.assert_array_equal(Ea, b.transform(P))  # same seed, same embedding, bit for bit
 
 
 def test_keras_and_pickle_round_trips_give_identical_predictions(cells, tmp_path):
@@ -164,3 +172,20 @@ def test_backbone_loads_a_local_weights_file(tmp_path):
     x = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3)).astype(np.uint8)
     F = Backbone(weights=str(path), size=32).fit(x).transform(x)
     np.testing.assert_allclose(F, np.asarray(base(x.astype(np.float32), training=False)), rtol=1e-4, atol=1e-5)
+
+
+def test_classifier_reuses_the_embeddings_training(cells, embedding):
+    """Same prepared images, labels, parameters and seed: the network is trained once per process."""
+    import medfuse_plugins.cnn as cnn
+
+    images, masks, y = cells
+    ex, P, E = embedding
+    forget_trained_networks()
+    ex = CNNEmbedding(**FAST).fit(P, y)
+    clf = CNNClassifier(**FAST).fit(P, y)
+    assert clf.history_.get("reused") is True and "reused" not in ex.history_
+    probs = clf.model_.predict(P, verbose=0)
+    assert np.allclose(probs, ex.model_.predict(P, verbose=0), atol=1e-6)
+    other = CNNClassifier(**{**FAST, "random_state": 1}).fit(P, y)  # another seed trains anew
+    assert "reused" not in other.history_
+    assert len(cnn._TRAINED) <= cnn._TRAINED_MAX

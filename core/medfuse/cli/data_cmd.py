@@ -143,7 +143,9 @@ def data(path: Path, loader: str | None, masks: Path | None, table: Path | None,
         raise click.ClickException(str(exc)) from None
     elapsed = time.perf_counter() - start
     report = st.report
-    counts = Table(title=f"{report.source} — loader {name}", show_footer=True)
+    # the heading goes on its own line: a table title wraps to the (narrow) table's width
+    console.print(f"{report.source} — loader {name}", markup=False, highlight=False, soft_wrap=True)
+    counts = Table(show_footer=True)
     counts.add_column("label", footer="total")
     counts.add_column("samples", justify="right", footer=str(report.n_loaded))
     for lab, n in report.class_counts.items():
