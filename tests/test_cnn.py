@@ -176,7 +176,7 @@ def test_backbone_loads_a_local_weights_file(tmp_path):
 
 def test_classifier_reuses_the_embeddings_training(cells, embedding):
     """Same prepared images, labels, parameters and seed: the network is trained once per process."""
-    import medfuse_plugins.cnn as cnn
+    from medfuse.keras_utils import TRAINED
 
     images, masks, y = cells
     ex, P, E = embedding
@@ -188,4 +188,4 @@ def test_classifier_reuses_the_embeddings_training(cells, embedding):
     assert np.allclose(probs, ex.model_.predict(P, verbose=0), atol=1e-6)
     other = CNNClassifier(**{**FAST, "random_state": 1}).fit(P, y)  # another seed trains anew
     assert "reused" not in other.history_
-    assert len(cnn._TRAINED) <= cnn._TRAINED_MAX
+    assert len(TRAINED) <= TRAINED.max_items

@@ -63,10 +63,17 @@ def test_reloaded_unet_gives_identical_masks(trained, tmp_path):
 
 
 def test_unet_same_seed_same_masks(trained):
+    from medfuse.keras_utils import TRAINED
+
     train = [smear(s) for s in range(4)]
+    reused = UNetMask(**FAST).fit([i for i, _ in train], [m for _, m in train])
+    assert reused.history_.get("reused") is True  # the same training is not repeated in one process
+    TRAINED.clear()
     again = UNetMask(**FAST).fit([i for i, _ in train], [m for _, m in train])
+    assert "reused" not in again.history_
     im, _ = smear(13)
     np.testing.assert_array_equal(again.predict_mask(im), trained.predict_mask(im))
+    np.testing.assert_array_equal(reused.predict_mask(im), trained.predict_mask(im))
 
 
 def test_scaled_prediction_returns_full_resolution(trained):

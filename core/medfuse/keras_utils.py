@@ -7,8 +7,10 @@ Call :func:`keras` to get the ``keras`` module (TensorFlow backend, quiet logs).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,54 @@ def model_from_bytes(data: bytes, custom_objects: dict[str, Any] | None = None) 
         path = Path(tmp) / "model.keras"
         path.write_bytes(data)
         return k.saving.load_model(path, custom_objects=custom_objects, compile=False, safe_mode=True)
+
+
+class TrainedModels:
+    """This process's memo of trained Keras models, keyed by a digest of everything that decides them.
+
+    Training is deterministic for the same inputs, labels, parameters and seed, so a model trained
+    once is reused rather than trained again: the fused pipeline's CNN embedding, the end-to-end
+    CNN and ensembles holding them share one training per fold, and two pipelines with the same
+    trainable mask maker share one U-Net. Models are kept as ``.keras`` bytes (a few MB at most),
+    the last ``max_items`` of them.
+    """
+
+    def __init__(self, max_items: int = 8):
+        self.max_items = max_items
+        self._items: OrderedDict[str, tuple[bytes, dict[str, Any]]] = OrderedDict()
+
+    @staticmethod
+    def key(arrays: Any, params: dict[str, Any]) -> str:
+        """sha1 over the arrays' shapes, dtypes and bytes and the sorted parameters."""
+        h = hashlib.sha1()
+        for a in arrays:
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.shape}{a.dtype.str}".encode())
+            h.update(a.view(np.uint8).data if a.size else b"")
+        h.update(repr(sorted(params.items())).encode())
+        return h.hexdigest()
+
+    def get(self, key: str, custom_objects: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]] | None:
+        """The model (rebuilt, uncompiled) and its info dict, or ``None``."""
+        hit = self._items.get(key)
+        if hit is None:
+            return None
+        self._items.move_to_end(key)
+        return model_from_bytes(hit[0], custom_objects), dict(hit[1])
+
+    def put(self, key: str, model: Any, info: dict[str, Any]) -> None:
+        self._items[key] = (model_to_bytes(model), dict(info))
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+TRAINED = TrainedModels()
 
 
 def save_model(model: Any, path: Path) -> Path:

@@ -7,9 +7,9 @@
 * ``cnn_classifier`` (classifier, ``input = "images"``): the same compact CNN, softmax head.
 
 ``cnn_embedding`` and ``cnn_classifier`` train the very same network for the same prepared images,
-labels, parameters and seed, so a process keeps the last few trained networks (a small in-memory
-memo keyed by a digest of all of these): the fused pipeline's embedding, the deep pipeline and an
-ensemble holding either reuse one training per fold instead of repeating it.
+labels, parameters and seed, so trained networks go to :data:`medfuse.keras_utils.TRAINED` (a small
+in-memory memo keyed by a digest of all of these): the fused pipeline's embedding, the deep pipeline
+and an ensemble holding either reuse one training per fold instead of repeating it.
 
 All three take prepared inputs: ``prepare(image, mask)`` resizes to ``size x size`` with
 anti-aliasing (optionally zeroing the background) and returns ``uint8 (size, size, 3)``;
@@ -19,9 +19,7 @@ TensorFlow is imported only when a model is built or loaded.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,17 +29,15 @@ from medfuse.contracts import Classifier, Extractor
 from medfuse.errors import InvalidInputError, MedfuseError
 from PIL import Image
 
-# Trained networks of this process, by training key: (.keras bytes, history, parameter count).
-_TRAINED: OrderedDict[str, tuple[bytes, dict[str, Any], int]] = OrderedDict()
-_TRAINED_MAX = 8
 # Parameters that do not change the trained network.
 _NOT_TRAINING = frozenset({"verbose", "batch_size_predict", "masked"})
 
 
-
 def forget_trained_networks() -> None:
     """Empty this process's memo of trained networks (the next fit trains afresh)."""
-    _TRAINED.clear()
+    from medfuse.keras_utils import TRAINED
+
+    TRAINED.clear()
 
 
 # ---- preparation ------------------------------------------------------------------------------
@@ -330,16 +326,8 @@ class _CompactCNNBase(_KerasStateMixin):
     def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         return resize_square(image, mask, int(self.size), bool(self.masked))
 
-    def _training_key(self, P: np.ndarray, classes: np.ndarray, codes: np.ndarray) -> str:
-        """Digest of everything that decides the trained network: images, labels and parameters."""
-        h = hashlib.sha1(np.ascontiguousarray(P).view(np.uint8).data)
-        h.update(np.ascontiguousarray(codes, dtype=np.int64).data)
-        h.update(repr([str(c) for c in classes]).encode())
-        h.update(repr(sorted((k, v) for k, v in self.get_params().items() if k not in _NOT_TRAINING)).encode())
-        return h.hexdigest()
-
     def _fit_cnn(self, P: Any, y: Any) -> None:
-        from medfuse.keras_utils import encode_labels, model_from_bytes, model_to_bytes, seed_everything
+        from medfuse.keras_utils import TRAINED, encode_labels, seed_everything
 
         P = _check_prepared(P, int(self.size), self.name)
         if y is None:
@@ -347,15 +335,14 @@ class _CompactCNNBase(_KerasStateMixin):
         classes, codes = encode_labels(y)
         if len(codes) != len(P):
             raise InvalidInputError(f"{self.name}: {len(P)} images but {len(codes)} labels")
-        key = self._training_key(P, classes, codes)
-        hit = _TRAINED.get(key)
+        params = {k: v for k, v in self.get_params().items() if k not in _NOT_TRAINING}
+        key = TRAINED.key([P, codes, np.asarray([str(c) for c in classes])], {"net": "compact_cnn", **params})
+        hit = TRAINED.get(key)
         if hit is not None:  # same images, labels, parameters and seed: the same network
-            _TRAINED.move_to_end(key)
-            blob, history, n_params = hit
-            self.model_ = model_from_bytes(blob)
+            self.model_, history = hit
             self.history_ = {**history, "reused": True}
             self.classes_ = classes
-            self.n_params_ = n_params
+            self.n_params_ = int(self.model_.count_params())
             self._cache = {}
             return
         seed_everything(self.random_state, self.deterministic)
@@ -371,9 +358,7 @@ class _CompactCNNBase(_KerasStateMixin):
         self.n_params_ = int(model.count_params())
         self.model_ = model
         self._cache = {}
-        _TRAINED[key] = (model_to_bytes(model), dict(self.history_), self.n_params_)
-        while len(_TRAINED) > _TRAINED_MAX:
-            _TRAINED.popitem(last=False)
+        TRAINED.put(key, model, self.history_)
 
     def _sub_model(self, layer: str) -> Any:
         """A model from the input to ``layer``'s output (cached, not pickled)."""

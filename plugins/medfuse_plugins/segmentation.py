@@ -9,6 +9,8 @@ Plugins
     Full-field smears: red cells thresholded from the background, touching cells split by a
     distance-transform watershed. Output ``{0, 1}`` with a one-pixel background line between
     touching cells, so connected components of ``mask > 0`` are the cell instances.
+``whole_image``
+    Every pixel is the region (X-rays and other images that need no segmentation).
 
 The numpy functions (:func:`stain_channel`, :func:`cell_mask`, :func:`split_cells`,
 :func:`largest_component`, :func:`fill_holes`) are reused by the extractors and transforms.
@@ -298,9 +300,24 @@ class RbcWatershed(MaskMaker):
         return (labels > 0).astype(np.uint8)
 
 
+class WholeImage(MaskMaker):
+    """The whole frame as the region: every pixel is ``cell`` (1).
+
+    For images that are the region of interest themselves (chest X-rays, texture patches), so
+    that ``texture``, ``colour`` and ``morphology`` describe the full image instead of computing
+    an ``otsu_cell`` mask meant for stained cells.
+    """
+
+    name: ClassVar[str] = "whole_image"
+    version: ClassVar[str] = "1.0.0"
+
+    def _predict_mask(self, image: np.ndarray) -> np.ndarray:
+        return np.ones(image.shape[:2], dtype=np.uint8)
+
+
 @hookimpl
 def medfuse_plugins():
-    return [OtsuCell, RbcWatershed]
+    return [OtsuCell, RbcWatershed, WholeImage]
 
 
 def resolve_mask(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

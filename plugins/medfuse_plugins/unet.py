@@ -239,13 +239,23 @@ class UNetMask(_KerasStateMixin, MaskMaker):
     # ---- fit ------------------------------------------------------------------------------
     def fit(self, images: Sequence[np.ndarray] | None = None, masks: Sequence[np.ndarray] | None = None) -> UNetMask:
         """Train on full-size canonical images ``(H, W, 3)`` uint8 and masks ``(H, W)`` {0, 1, 2}."""
-        from medfuse.keras_utils import keras, seed_everything
+        from medfuse.keras_utils import TRAINED, keras, seed_everything
 
         self._check_params()
         if images is None or masks is None or len(images) == 0:
             raise InvalidInputError("unet: fit needs a non-empty list of images and their masks")
         if len(images) != len(masks):
             raise InvalidInputError(f"unet: {len(images)} images but {len(masks)} masks")
+        key = TRAINED.key([*images, *(np.zeros(0) if m is None else m for m in masks)],
+                          {"net": "unet", **{k: v for k, v in self.get_params().items()
+                                             if k not in ("verbose", "batch_size_predict", "keep_largest")}})
+        hit = TRAINED.get(key)
+        if hit is not None:  # same images, masks, parameters and seed: the same network
+            self.model_, history = hit
+            self.history_ = {**history, "reused": True}
+            self.n_params_ = int(self.model_.count_params())
+            self._cache = {}
+            return self
         p = int(self.patch_size)
         ims, tgs = [], []
         for i, (im, m) in enumerate(zip(images, masks)):
@@ -299,6 +309,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         self.n_params_ = int(model.count_params())
         self.model_ = model
         self._cache = {}
+        TRAINED.put(key, model, history)
         return self
 
     # ---- predict --------------------------------------------------------------------------

@@ -1,0 +1,267 @@
+"""Run every seed study on the real data and write RESULTS.md (the results table is never typed by hand).
+
+Each study of ``registry.toml`` runs through the same code as ``medfuse compare`` (one report folder
+per study under ``--out``), with the fold / per-class-cap / pipeline overrides of :data:`PLAN` that
+make the whole run fit in about an hour on 2 CPU cores; the segmentation comparisons (U-Net vs
+classical masks on the WBC and AneRBC sets) run through ``bench/eval_unet.py``. RESULTS.md lists,
+for each study and pipeline, accuracy, macro-F1 and ROC AUC with 95% bootstrap intervals, fit time
+per fold and scoring speed, next to the figure the original study reported.
+
+Usage (data from ``--data``, $MEDFUSE_DATA or ../shared/datasets)::
+
+    TF_CPP_MIN_LOG_LEVEL=2 python bench/run_studies.py                 # everything, ~1 hour, RESULTS.md
+    python bench/run_studies.py --only anemia-cbc,anerbc-cbc          # some studies (RESULTS.md not written)
+    python bench/run_studies.py --quick                               # smoke run: 10 images per class
+
+A study's figures are cross-validated on the development data only; ``--full`` drops the
+overrides and runs the registry's own settings (5-fold CV on all images: several hours on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One study run: overrides of the registry's evaluation settings, chosen to fit the time budget."""
+
+    study: str
+    folds: int | None = None
+    max_per_class: int | None = None
+    pipelines: tuple[str, ...] = ()
+    bootstrap: int = 1000
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class SegRun:
+    """One segmentation comparison on held-out images (bench/eval_unet.py)."""
+
+    name: str
+    dataset: str
+    methods: tuple[str, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+    reported: str = ""
+
+
+PLAN: list[Run] = [
+    Run("anemia-cbc"),
+    Run("anemia-pediatric"),
+    Run("anerbc-cbc"),
+    Run("anemia-multimodal", why="13 public smears: 3 folds of 4-5 images; U-Net trained inside each fold"),
+    Run("cxr-pneumonia", folds=3, why="3-fold instead of 5 (CNN training time)"),
+    Run("all-subtypes", folds=2, why="2-fold instead of 5 (four CNN trainings per fold)"),
+    Run("pbc-cells", folds=2, why="2-fold instead of 5 (CNN on ~3,000 training images per fold)"),
+]
+
+SEGMENTATION: list[SegRun] = [
+    SegRun("wbc-segmentation", "wbc_seg", ("otsu_cell", "unet"),
+           dict(test_fraction=0.3, epochs=15, steps_per_epoch=30, keep_largest=True),
+           reported="no published figure for this set in the seed studies"),
+    SegRun("anerbc-segmentation", "anerbc", ("rbc_watershed", "unet"),
+           dict(folds=3, epochs=25, steps_per_epoch=30),
+           reported="Dice 0.9618, Hausdorff 5.14 px (AneRBC study, 1,000 images)"),
+]
+
+NOTES = {
+    "pbc-cells": "Target here: fused >= 98% accuracy. The study's goal was 95%.",
+    "all-subtypes": "Target here: >= 99.5% accuracy. The ALL study reported 93.25% on its test split. "
+                    "C-NMC 2019 (ALL vs healthy, weighted F1 93.9%) is not available here; its recipe "
+                    "(HSV-input twin + ensemble averaging) is applied to this set instead.",
+    "cxr-pneumonia": "The 77.8% was Xception on other chest X-rays (opacity vs normal); this set is "
+                     "PneumoniaMNIST at 28x28, so the comparison is of kind, not of data.",
+    "anerbc-cbc": "CBC-only figure of the AneRBC study: 65.9% accuracy.",
+    "anemia-multimodal": "Only 13 of the 1,000 AneRBC smears are public: with 13 samples a 95% interval "
+                         "on accuracy spans about +-0.25, so these rows show that the pipeline runs end to "
+                         "end, not which branch is better. The CBC-only branch on all 716 patients is the "
+                         "anerbc-cbc study.",
+}
+
+
+def data_root(arg: str | None) -> Path:
+    root = Path(arg or os.environ.get("MEDFUSE_DATA") or REPO.parent / "shared" / "datasets")
+    if not root.is_dir():
+        sys.exit(f"datasets not found at {root}: pass --data ROOT or set MEDFUSE_DATA")
+    return root
+
+
+def fmt_ci(value: float | None, ci: list[float] | None) -> str:
+    if value is None:
+        return "–"
+    if not ci or ci[0] is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def scoring_rate(p: dict[str, Any]) -> float | None:
+    """Images (rows) per second of out-of-fold scoring, preparation (decode, features) included."""
+    t = p["timing"]
+    seconds = (t.get("materialize_seconds") or 0.0) + (t.get("predict_seconds_total") or 0.0)
+    return p["n_evaluated"] / seconds if seconds > 0 else None
+
+
+def reported_text(reported: dict[str, Any]) -> str:
+    if not reported:
+        return "–"
+    figures = ", ".join(f"{k} {v:g}" for k, v in reported.items() if isinstance(v, int | float))
+    return f"{figures} ({reported.get('source', '')})" if figures else str(reported.get("source", "–"))
+
+
+def study_rows(results: dict[str, Any]) -> list[str]:
+    lines = []
+    for r in results.get("leaderboard") or []:
+        p = results["pipelines"][r["pipeline"]]
+        ci = p.get("ci95", {})
+        rate = scoring_rate(p)
+        lines.append(f"| {r['pipeline']} | {fmt_ci(p['metrics']['accuracy'], ci.get('accuracy'))} "
+                     f"| {fmt_ci(p['metrics']['f1_macro'], ci.get('f1_macro'))} "
+                     f"| {fmt_ci(p['metrics']['roc_auc_ovr'], ci.get('roc_auc_ovr'))} "
+                     f"| {p['timing'].get('fit_seconds_mean') or 0:.1f} "
+                     f"| {f'{rate:,.0f}' if rate else '–'} |")
+    for name, p in results["pipelines"].items():
+        if p["status"] != "ok":
+            lines.append(f"| {name} | failed: {p['error'][:120]} | | | | |")
+    return lines
+
+
+def study_section(results: dict[str, Any], run: Run, seconds: float) -> list[str]:
+    s, d, sp = results["study"], results["data"], results["splits"]
+    head = [f"### {s['name']}", "", s["description"], ""]
+    facts = [f"{d['n_selected']} samples ({', '.join(f'{k} {v}' for k, v in d['class_counts'].items())})",
+             f"{sp['method']} {sp['folds']}-fold" + (" (grouped)" if sp.get("grouped") else "")]
+    if d.get("duplicates_removed"):
+        facts.append(f"{d['duplicates_removed']} exact duplicate rows/images removed before splitting")
+    if d.get("capped"):
+        facts.append(f"capped at {results['settings']['max_per_class']} per class")
+    facts.append("no sample shared across folds" if sp["leakage"]["ok"] else "LEAKAGE: see the report")
+    facts.append(f"{seconds / 60:.1f} min")
+    head += ["; ".join(facts) + ".", ""]
+    if run.why:
+        head += [f"Settings: {run.why}.", ""]
+    head += [f"Reported by the original study: {reported_text(s['reported'])}.", ""]
+    if s["name"] in NOTES:
+        head += [NOTES[s["name"]], ""]
+    head += ["| pipeline | accuracy [95% CI] | macro-F1 [95% CI] | ROC AUC [95% CI] | fit s/fold | scored/s |",
+             "|---|---|---|---|---|---|", *study_rows(results), ""]
+    return head
+
+
+def seg_section(run: SegRun, tables: dict[str, Any], infos: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [f"### {run.name}", "", f"Held-out images of `{run.dataset}` "
+             f"({'3-fold over images' if run.dataset == 'anerbc' else '30% held out'}); every image is scored by "
+             f"a model that did not train on it. Reported: {run.reported}.", ""]
+    cols = [c for c in next(iter(tables.values())).columns if c != "n_undefined"]
+    lines += ["| method | " + " | ".join(cols) + " | fit s | predict s/image |",
+              "|---|" + "---|" * (len(cols) + 2)]
+    for method, table in tables.items():
+        mean = table.loc["mean"]
+        info = infos[method]
+        lines.append(f"| {method} | " + " | ".join(f"{mean[c]:.4f}" if "dice" in c else f"{mean[c]:.2f}" for c in cols)
+                     + f" | {info['fit_seconds']:.0f} | {info['predict_seconds_per_image']:.2f} |")
+    unet = infos.get("unet", {}).get("params")
+    if unet:
+        lines += ["", f"U-Net settings: {unet}."]
+    return [*lines, ""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=None, help="data root (default: $MEDFUSE_DATA or ../shared/datasets)")
+    ap.add_argument("--out", type=Path, default=REPO / "runs" / "studies", help="report folders go here")
+    ap.add_argument("--results", type=Path, default=REPO / "RESULTS.md", help="the results table")
+    ap.add_argument("--only", default=None, help="comma-separated study / segmentation names (no RESULTS.md)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 10 images per class, 2 folds (no RESULTS.md)")
+    ap.add_argument("--full", action="store_true", help="the registry's own settings, no time-budget overrides")
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+
+    from medfuse.cli.compare_cmd import execute
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import eval_unet
+
+    root = data_root(args.data)
+    only = set(args.only.split(",")) if args.only else None
+    write_results = not (only or args.quick)
+    cache = args.out / "cache"
+    t_all = time.perf_counter()
+    sections: list[str] = []
+    timings: list[str] = []
+    for run in PLAN:
+        if only and run.study not in only:
+            continue
+        print(f"\n=== {run.study} ===", flush=True)
+        folds = 2 if args.quick else None if args.full else run.folds
+        cap = 10 if args.quick else None if args.full else run.max_per_class
+        t = time.perf_counter()
+        try:
+            results = execute(run.study, list(run.pipelines) or None, data_root=str(root),
+                              out_dir=str(args.out / run.study), jobs=args.jobs, folds=folds, max_per_class=cap,
+                              bootstrap=100 if args.quick else run.bootstrap, cache_dir=str(cache), quiet=False)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - one failing study must not stop the table
+            sections += [f"### {run.study}", "", f"**failed**: {type(exc).__name__}: {exc}", ""]
+            print(f"{run.study} failed: {exc}", flush=True)
+            continue
+        seconds = time.perf_counter() - t
+        timings.append(f"{run.study} {seconds / 60:.1f} min")
+        sections += study_section(results, run, seconds)
+    for seg in SEGMENTATION:
+        if only and seg.name not in only:
+            continue
+        print(f"\n=== {seg.name} ===", flush=True)
+        t = time.perf_counter()
+        tables, infos = {}, {}
+        params = dict(seg.params)
+        if args.quick:
+            params.update(epochs=1, steps_per_epoch=2)
+        split = {k: params.pop(k) for k in ("folds", "test_fraction") if k in params}
+        for method in seg.methods:
+            tables[method], infos[method] = eval_unet.evaluate(
+                seg.dataset, root, method, log=lambda m: print(m, flush=True), **split,
+                **(params if method == "unet" else {}))
+            print(tables[method].loc["mean"].round(4).to_dict(), flush=True)
+        timings.append(f"{seg.name} {(time.perf_counter() - t) / 60:.1f} min")
+        sections += seg_section(seg, tables, infos)
+    total = (time.perf_counter() - t_all) / 60
+    print(f"\nall done in {total:.1f} min: " + "; ".join(timings), flush=True)
+    if not write_results:
+        return
+    import medfuse
+
+    header = [
+        "# Results", "",
+        f"*Written by `bench/run_studies.py` on {datetime.now():%Y-%m-%d} (medfuse {medfuse.__version__}, "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPU cores, no GPU) in {total:.0f} minutes; "
+        "do not edit by hand.*", "",
+        "Every figure is cross-validated on the development data in `shared/datasets` (the held-out "
+        "acceptance part is not here): every fitted part (selectors, scalers, PCA, CNNs, U-Nets, "
+        "classifiers) is fitted inside the training fold, exact duplicates are removed before "
+        "splitting, and the intervals are 95% bootstrap intervals over the pooled out-of-fold "
+        "predictions. *fit s/fold* is the mean time to fit a pipeline on one training fold; "
+        "*scored/s* is out-of-fold rows per second including decoding and feature extraction "
+        "(first run, empty cache; ensembles reuse their members' cached features). Each study's "
+        "full report (confusion matrices, ROC curves, PCA variance, top features, data report) is "
+        f"in `{args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}/<study>/report.html`.", "",
+        "To fit the hour on 2 cores, some studies use fewer folds than the registry's 5 (said per study); "
+        "`python bench/run_studies.py --full` runs the registry's settings. Time per part: "
+        + "; ".join(timings) + ".", "",
+    ]
+    args.results.write_text("\n".join(header + sections), encoding="utf-8")
+    print(f"wrote {args.results}")
+
+
+if __name__ == "__main__":
+    main()
