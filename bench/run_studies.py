@@ -10,8 +10,8 @@ per fold and scoring speed, next to the figure the original study reported.
 Usage (data from ``--data``, $MEDFUSE_DATA or ../shared/datasets)::
 
     TF_CPP_MIN_LOG_LEVEL=2 python bench/run_studies.py                 # everything, ~1 hour, RESULTS.md
-    python bench/run_studies.py --only anemia-cbc,anerbc-cbc          # some studies (RESULTS.md not written)
-    python bench/run_studies.py --quick                               # smoke run: 10 images per class
+    python bench/run_studies.py --only anemia-cbc,anerbc-cbc          # re-run some parts; RESULTS.md keeps the rest
+    python bench/run_studies.py --quick --out /tmp/q                  # smoke run: 10 images per class, no RESULTS.md
 
 A study's figures are cross-validated on the development data only; ``--full`` drops the
 overrides and runs the registry's own settings (5-fold CV on all images: several hours on 2 cores).
@@ -20,6 +20,7 @@ overrides and runs the registry's own settings (5-fold CV on all images: several
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -69,10 +70,10 @@ PLAN: list[Run] = [
 
 SEGMENTATION: list[SegRun] = [
     SegRun("wbc-segmentation", "wbc_seg", ("otsu_cell", "unet"),
-           dict(test_fraction=0.3, epochs=15, steps_per_epoch=30, keep_largest=True),
+           dict(test_fraction=0.3, epochs=12, steps_per_epoch=25, keep_largest=True),
            reported="no published figure for this set in the seed studies"),
     SegRun("anerbc-segmentation", "anerbc", ("rbc_watershed", "unet"),
-           dict(folds=3, epochs=25, steps_per_epoch=30),
+           dict(folds=3, width=8, scale=0.5, epochs=12, steps_per_epoch=25, validation_fraction=0.0),  # as in anemia-multimodal
            reported="Dice 0.9618, Hausdorff 5.14 px (AneRBC study, 1,000 images)"),
 ]
 
@@ -182,7 +183,7 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="data root (default: $MEDFUSE_DATA or ../shared/datasets)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "studies", help="report folders go here")
     ap.add_argument("--results", type=Path, default=REPO / "RESULTS.md", help="the results table")
-    ap.add_argument("--only", default=None, help="comma-separated study / segmentation names (no RESULTS.md)")
+    ap.add_argument("--only", default=None, help="comma-separated study / segmentation names to (re-)run")
     ap.add_argument("--quick", action="store_true", help="smoke run: 10 images per class, 2 folds (no RESULTS.md)")
     ap.add_argument("--full", action="store_true", help="the registry's own settings, no time-budget overrides")
     ap.add_argument("--jobs", type=int, default=2)
@@ -195,11 +196,8 @@ def main() -> None:
 
     root = data_root(args.data)
     only = set(args.only.split(",")) if args.only else None
-    write_results = not (only or args.quick)
     cache = args.out / "cache"
     t_all = time.perf_counter()
-    sections: list[str] = []
-    timings: list[str] = []
     for run in PLAN:
         if only and run.study not in only:
             continue
@@ -211,13 +209,11 @@ def main() -> None:
             results = execute(run.study, list(run.pipelines) or None, data_root=str(root),
                               out_dir=str(args.out / run.study), jobs=args.jobs, folds=folds, max_per_class=cap,
                               bootstrap=100 if args.quick else run.bootstrap, cache_dir=str(cache), quiet=False)
+            section = study_section(results, run, time.perf_counter() - t)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - one failing study must not stop the table
-            sections += [f"### {run.study}", "", f"**failed**: {type(exc).__name__}: {exc}", ""]
             print(f"{run.study} failed: {exc}", flush=True)
-            continue
-        seconds = time.perf_counter() - t
-        timings.append(f"{run.study} {seconds / 60:.1f} min")
-        sections += study_section(results, run, seconds)
+            section = [f"### {run.study}", "", f"**failed**: {type(exc).__name__}: {exc}", ""]
+        save_part(args.out, run.study, section, time.perf_counter() - t, args)
     for seg in SEGMENTATION:
         if only and seg.name not in only:
             continue
@@ -233,34 +229,61 @@ def main() -> None:
                 seg.dataset, root, method, log=lambda m: print(m, flush=True), **split,
                 **(params if method == "unet" else {}))
             print(tables[method].loc["mean"].round(4).to_dict(), flush=True)
-        timings.append(f"{seg.name} {(time.perf_counter() - t) / 60:.1f} min")
-        sections += seg_section(seg, tables, infos)
-    total = (time.perf_counter() - t_all) / 60
-    print(f"\nall done in {total:.1f} min: " + "; ".join(timings), flush=True)
-    if not write_results:
-        return
+        save_part(args.out, seg.name, seg_section(seg, tables, infos), time.perf_counter() - t, args)
+    print(f"\ndone in {(time.perf_counter() - t_all) / 60:.1f} min", flush=True)
+    if not args.quick:
+        write_results(args.out, args.results)
+
+
+def save_part(out: Path, name: str, section: list[str], seconds: float, args: argparse.Namespace) -> None:
+    """Keep one part's RESULTS.md section beside its report, so that parts can be re-run alone."""
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"name": name, "seconds": seconds, "date": f"{datetime.now():%Y-%m-%d %H:%M}",
+            "settings": "full" if args.full else "quick" if args.quick else "budget"}
+    (folder / "section.json").write_text(json.dumps({**meta, "lines": section}, indent=1), encoding="utf-8")
+
+
+def write_results(out: Path, target: Path) -> None:
+    """Assemble RESULTS.md from every part's saved section (in plan order); parts not run yet are named."""
     import medfuse
 
+    parts, missing = [], []
+    for name in [r.study for r in PLAN] + [s.name for s in SEGMENTATION]:
+        f = out / name / "section.json"
+        if f.exists():
+            parts.append(json.loads(f.read_text(encoding="utf-8")))
+        else:
+            missing.append(name)
+    total = sum(p["seconds"] for p in parts) / 60
+    dates = sorted({p["date"][:10] for p in parts})
+    where = out.relative_to(REPO) if out.is_relative_to(REPO) else out
     header = [
         "# Results", "",
-        f"*Written by `bench/run_studies.py` on {datetime.now():%Y-%m-%d} (medfuse {medfuse.__version__}, "
-        f"Python {platform.python_version()}, {os.cpu_count()} CPU cores, no GPU) in {total:.0f} minutes; "
-        "do not edit by hand.*", "",
+        f"*Written by `bench/run_studies.py` (runs of {', '.join(dates)}; medfuse {medfuse.__version__}, "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPU cores, no GPU); {total:.0f} minutes in all. "
+        "Do not edit by hand.*", "",
         "Every figure is cross-validated on the development data in `shared/datasets` (the held-out "
         "acceptance part is not here): every fitted part (selectors, scalers, PCA, CNNs, U-Nets, "
         "classifiers) is fitted inside the training fold, exact duplicates are removed before "
         "splitting, and the intervals are 95% bootstrap intervals over the pooled out-of-fold "
         "predictions. *fit s/fold* is the mean time to fit a pipeline on one training fold; "
         "*scored/s* is out-of-fold rows per second including decoding and feature extraction "
-        "(first run, empty cache; ensembles reuse their members' cached features). Each study's "
-        "full report (confusion matrices, ROC curves, PCA variance, top features, data report) is "
-        f"in `{args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}/<study>/report.html`.", "",
+        "(first run, empty cache; ensembles reuse their members' cached features and trained networks). "
+        f"Each study's full report (confusion matrices, ROC curves, PCA variance, top features, data "
+        f"report) is in `{where}/<study>/report.html`.", "",
         "To fit the hour on 2 cores, some studies use fewer folds than the registry's 5 (said per study); "
-        "`python bench/run_studies.py --full` runs the registry's settings. Time per part: "
-        + "; ".join(timings) + ".", "",
+        "`python bench/run_studies.py --full` runs the registry's settings. Minutes per part: "
+        + "; ".join(f"{p['name']} {p['seconds'] / 60:.1f}" for p in parts) + ".", "",
     ]
-    args.results.write_text("\n".join(header + sections), encoding="utf-8")
-    print(f"wrote {args.results}")
+    if missing:
+        header += [f"Not run yet: {', '.join(missing)}.", ""]
+    if any(p["settings"] != "budget" for p in parts):
+        header += ["Settings other than the budget ones: " + ", ".join(
+            f"{p['name']} ({p['settings']})" for p in parts if p["settings"] != "budget") + ".", ""]
+    body = [line for p in parts for line in p["lines"]]
+    target.write_text("\n".join(header + body), encoding="utf-8")
+    print(f"wrote {target}")
 
 
 if __name__ == "__main__":

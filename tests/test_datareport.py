@@ -70,3 +70,16 @@ def test_row_hash_helpers():
     assert len(set(row_sha1(a))) == 3
     assert table_duplicate_rows(pd.concat([a, a.iloc[[2]]]), ["r0", "r1", "r2", "r3"]) == [["r2", "r3"]]
     assert duplicate_groups(["k", "", "k", ""], ["a", "b", "c", "d"]) == [["a", "c"]]
+
+
+def test_identical_values_with_different_labels_are_reported():
+    import pandas as pd
+    from medfuse.datareport import DataReport, finalize
+
+    samples = pd.DataFrame({"id": ["a", "b", "c", "d"], "path": [None] * 4, "label": ["x", "y", "x", "x"],
+                            "sha1": ["1", "2", "3", "4"]})
+    table = pd.DataFrame({"HGB": [10.0, 10.0, 12.0, 12.0], "MCV": [70.0, 70.0, 80.0, 80.0]})
+    report = finalize(DataReport(source="t"), samples, table)
+    assert report.conflicting_table_rows == [["x:a", "y:b"]]  # c and d agree on their label
+    assert any("different labels" in line for line in report.summary_lines())
+    assert report.to_dict()["conflicting_table_rows"] == [["x:a", "y:b"]]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["DataReport", "finalize", "duplicate_groups", "table_duplicate_rows", "row_sha1"]
+__all__ = ["DataReport", "finalize", "duplicate_groups", "table_duplicate_rows", "conflicting_rows", "row_sha1"]
 
 
 @dataclass
@@ -41,6 +41,8 @@ class DataReport:
     dropped : ``{"id", "reason"}`` of samples dropped for another reason (e.g. no label).
     nan_per_column : missing values per table column (only columns with any).
     duplicate_table_rows : groups of ids whose table rows are identical (ignoring the id).
+    conflicting_table_rows : groups ``label:id`` whose table values are identical but whose
+        labels differ (label noise that caps any model's accuracy).
     label_proxies : text table columns left out because each of their values occurs with one
         label only (a restatement of the label, or an id nested in the classes).
     notes : anything else worth knowing.
@@ -62,6 +64,7 @@ class DataReport:
     dropped: list[dict[str, str]] = field(default_factory=list)
     nan_per_column: dict[str, int] = field(default_factory=dict)
     duplicate_table_rows: list[list[str]] = field(default_factory=list)
+    conflicting_table_rows: list[list[str]] = field(default_factory=list)
     label_proxies: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list, repr=False)
@@ -143,6 +146,8 @@ class DataReport:
         section("table rows with no image", self.table_without_image)
         section("images with no table row", self.images_without_table)
         section("identical table rows", [", ".join(g) for g in self.duplicate_table_rows])
+        section("identical table values with different labels (label noise; no model can get both right)",
+                [", ".join(g) for g in self.conflicting_table_rows])
         if self.nan_per_column:
             lines.append("missing values per column: "
                          + ", ".join(f"{k}={v}" for k, v in self.nan_per_column.items()))
@@ -151,7 +156,8 @@ class DataReport:
                          + ", ".join(self.label_proxies))
         section("ignored files (not images)", self.ignored_files)
         lines.extend(f"note: {n}" for n in self.notes)
-        if self.n_problems == 0 and not self.duplicate_images and not self.duplicate_table_rows:
+        if (self.n_problems == 0 and not self.duplicate_images and not self.duplicate_table_rows
+                and not self.conflicting_table_rows):
             lines.append("no problems found")
         return lines
 
@@ -211,4 +217,15 @@ def finalize(report: DataReport, samples: pd.DataFrame, table: pd.DataFrame | No
         raw_table, raw_ids = table, report.ids
     if raw_table is not None and len(raw_table.columns):
         report.duplicate_table_rows = table_duplicate_rows(raw_table, list(raw_ids or []))
+    if table is not None and len(table.columns) and len(table) == len(samples):
+        report.conflicting_table_rows = conflicting_rows(table, labels.tolist(), report.ids)
     return report
+
+
+def conflicting_rows(table: pd.DataFrame, labels: Sequence[str], ids: Sequence[str]) -> list[list[str]]:
+    """Groups of ids ``label:id`` whose table values are identical but whose labels differ."""
+    keys = row_sha1(table.reset_index(drop=True))
+    frame = pd.DataFrame({"key": keys, "label": [str(v) for v in labels], "id": [str(i) for i in ids]})
+    mixed = frame.groupby("key")["label"].transform("nunique") > 1
+    return [[f"{r.label}:{r.id}" for r in g.sort_values(["label", "id"]).itertuples()]
+            for _, g in frame[mixed].groupby("key", sort=False)]
