@@ -145,6 +145,10 @@ def study_section(results: dict[str, Any], run: Run, seconds: float) -> list[str
              f"{sp['method']} {sp['folds']}-fold" + (" (grouped)" if sp.get("grouped") else "")]
     if d.get("duplicates_removed"):
         facts.append(f"{d['duplicates_removed']} exact duplicate rows/images removed before splitting")
+    conflicts = (d.get("report") or {}).get("conflicting_table_rows") or []
+    if conflicts:
+        facts.append(f"{len(conflicts)} groups of rows ({sum(map(len, conflicts))} rows) have identical values "
+                     "but different labels (label noise kept as is; see the data report)")
     if d.get("capped"):
         facts.append(f"capped at {results['settings']['max_per_class']} per class")
     facts.append("no sample shared across folds" if sp["leakage"]["ok"] else "LEAKAGE: see the report")
@@ -284,6 +288,29 @@ def write_results(out: Path, target: Path) -> None:
     body = [line for p in parts for line in p["lines"]]
     target.write_text("\n".join(header + body), encoding="utf-8")
     print(f"wrote {target}")
+    readme = REPO / "README.md"
+    if readme.exists() and target.resolve() == (REPO / "RESULTS.md").resolve():
+        readme.write_text(with_summary(readme.read_text(encoding="utf-8"), parts), encoding="utf-8")
+        print(f"updated the summary in {readme}")
+
+
+def with_summary(readme: str, parts: list[dict[str, Any]]) -> str:
+    """README text with the block between the results markers replaced by the best row per study."""
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    if start not in readme or end not in readme:
+        return readme
+    rows = ["| study | best pipeline | accuracy [95% CI] | macro-F1 [95% CI] | reported by the original study |",
+            "|---|---|---|---|---|"]
+    for p in parts:
+        lines = p["lines"]
+        best = next((ln for ln in lines if ln.startswith("| ") and not ln.startswith(("| pipeline", "| method"))), None)
+        reported = next((ln for ln in lines if ln.startswith("Reported by the original study")), "")
+        reported = reported.removeprefix("Reported by the original study: ").rstrip(".") or "–"
+        if best is None or "failed" in best or not lines[0].startswith("### ") or "dice" in " ".join(lines):
+            continue
+        cells = [c.strip() for c in best.strip("|").split("|")]
+        rows.append(f"| {lines[0][4:]} | {cells[0]} | {cells[1]} | {cells[2]} | {reported} |")
+    return readme[: readme.index(start) + len(start)] + "\n" + "\n".join(rows) + "\n" + readme[readme.index(end):]
 
 
 if __name__ == "__main__":
