@@ -198,18 +198,28 @@ def split_cells(binary: np.ndarray, min_distance: int = 5, min_area: int = 20,
     fg = fill_holes(binary) if fill else binary.copy()
     if not fg.any():
         return np.zeros(fg.shape, np.int32), 0
+    comp, _ = ndi.label(fg)
+    size = np.bincount(comp.ravel())
+    tiny = size < min_area  # whole components too small to hold a cell: dropped before the peak search
+    tiny[0] = False
+    if tiny.any():
+        fg = fg & ~tiny[comp]
+        if not fg.any():
+            return np.zeros(fg.shape, np.int32), 0
+        comp, _ = ndi.label(fg)
     dist = ndi.distance_transform_edt(fg).astype(np.float32)
     dist = ndi.gaussian_filter(dist, 1.5)
-    comp, _ = ndi.label(fg)
     peaks = peak_local_max(dist, min_distance=max(int(min_distance), 1), labels=comp,
                            exclude_border=False)
     markers = np.zeros(fg.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-    # components without a peak (tiny blobs) still get one marker
+    # components without a peak (tiny blobs) still get one marker, at their first pixel: one
+    # pass over the image for all of them (a noisy mask can hold thousands of such blobs)
     missing = np.setdiff1d(np.unique(comp[fg]), np.unique(comp[markers > 0]))
-    for k, lab in enumerate(missing, start=len(peaks) + 1):
-        ys, xs = np.nonzero(comp == lab)
-        markers[ys[len(ys) // 2], xs[len(xs) // 2]] = k
+    if len(missing):
+        uniq, first = np.unique(comp.ravel(), return_index=True)
+        markers.flat[first[np.searchsorted(uniq, missing)]] = np.arange(
+            len(peaks) + 1, len(peaks) + 1 + len(missing), dtype=np.int32)
     labels = watershed(-dist, markers, mask=fg, watershed_line=True).astype(np.int32)
     area = np.bincount(labels.ravel())
     area[0] = 0
