@@ -28,6 +28,8 @@ import pandas as pd
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from medfuse.datapath import resolve_data_root  # noqa: E402
+from medfuse.errors import MedfuseError  # noqa: E402
 from medfuse.imageio import read_image, read_mask  # noqa: E402
 from medfuse.segmetrics import score_table  # noqa: E402
 from medfuse_plugins.segmentation import OtsuCell, RbcWatershed  # noqa: E402
@@ -37,11 +39,10 @@ CLASSICAL = {"otsu_cell": OtsuCell, "rbc_watershed": RbcWatershed}
 
 
 def data_root() -> Path:
-    env = os.environ.get("MEDFUSE_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-    if not root.is_dir():
-        sys.exit(f"datasets not found at {root}: set MEDFUSE_DATA")
-    return root
+    try:
+        return resolve_data_root()
+    except MedfuseError as exc:
+        sys.exit(str(exc))
 
 
 def load_anerbc(root: Path) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:

@@ -92,13 +92,6 @@ NOTES = {
 }
 
 
-def data_root(arg: str | None) -> Path:
-    root = Path(arg or os.environ.get("MEDFUSE_DATA") or REPO.parent / "shared" / "datasets")
-    if not root.is_dir():
-        sys.exit(f"datasets not found at {root}: pass --data ROOT or set MEDFUSE_DATA")
-    return root
-
-
 def fmt_ci(value: float | None, ci: list[float] | None) -> str:
     if value is None:
         return "–"
@@ -200,11 +193,16 @@ def main() -> None:
     args = ap.parse_args()
 
     from medfuse.cli.compare_cmd import execute
+    from medfuse.datapath import resolve_data_root
+    from medfuse.errors import MedfuseError
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import eval_unet
 
-    root = data_root(args.data)
+    try:
+        root = resolve_data_root(args.data)
+    except MedfuseError as exc:
+        sys.exit(str(exc))
     only = set(args.only.split(",")) if args.only else None
     cache = args.out / "cache"
     t_all = time.perf_counter()
