@@ -29,9 +29,6 @@ from medfuse.contracts import Classifier, Extractor
 from medfuse.errors import InvalidInputError, MedfuseError
 from PIL import Image
 
-# Parameters that do not change the trained network.
-_NOT_TRAINING = frozenset({"verbose", "batch_size_predict", "masked"})
-
 
 def forget_trained_networks() -> None:
     """Empty this process's memo of trained networks (the next fit trains afresh)."""
@@ -215,6 +212,30 @@ class _KerasStateMixin:
     """
 
     _model_attrs: ClassVar[tuple[str, ...]] = ("model_",)
+    # The network a subclass trains (classes training the same one share the memo) and the
+    # parameters that do not change it (left out of the training key).
+    _network: ClassVar[str] = ""
+    _not_training: ClassVar[frozenset[str]] = frozenset({"verbose", "batch_size_predict"})
+
+    def _training_key(self, arrays: Any) -> str:
+        """Key of :data:`medfuse.keras_utils.TRAINED`: the training arrays, the class and its training params."""
+        from medfuse.keras_utils import TRAINED
+
+        params = {k: v for k, v in self.get_params().items() if k not in self._not_training}
+        return TRAINED.key(arrays, {"net": self._network or type(self).__name__, **params})
+
+    def _reuse_trained(self, key: str) -> bool:
+        """Take the network already trained for ``key`` in this process (``history_["reused"]``); False if none."""
+        from medfuse.keras_utils import TRAINED
+
+        hit = TRAINED.get(key)
+        if hit is None:
+            return False
+        self.model_, history = hit
+        self.history_ = {**history, "reused": True}
+        self.n_params_ = int(self.model_.count_params())
+        self._cache = {}
+        return True
 
     def __getstate__(self) -> dict[str, Any]:
         from medfuse.keras_utils import model_to_bytes
@@ -297,6 +318,11 @@ _CNN_FAST = {"size": 32, "width": 8, "depth": 2, "embedding_dim": 16, "epochs": 
 class _CompactCNNBase(_KerasStateMixin):
     """Parameters and training shared by ``cnn_embedding`` and ``cnn_classifier``."""
 
+    # cnn_embedding and cnn_classifier train this same network; ``masked`` acts in prepare(), so it
+    # is already in the training images
+    _network: ClassVar[str] = "compact_cnn"
+    _not_training: ClassVar[frozenset[str]] = frozenset({"verbose", "batch_size_predict", "masked"})
+
     def __init__(self, size: int = 64, width: int = 16, depth: int = 4, embedding_dim: int = 128,
                  dropout: float = 0.3, epochs: int = 20, batch_size: int = 64, learning_rate: float = 0.002,
                  patience: int = 5, validation_fraction: float = 0.15, augment: bool = True, zoom: float = 0.1,
@@ -335,15 +361,9 @@ class _CompactCNNBase(_KerasStateMixin):
         classes, codes = encode_labels(y)
         if len(codes) != len(P):
             raise InvalidInputError(f"{self.name}: {len(P)} images but {len(codes)} labels")
-        params = {k: v for k, v in self.get_params().items() if k not in _NOT_TRAINING}
-        key = TRAINED.key([P, codes, np.asarray([str(c) for c in classes])], {"net": "compact_cnn", **params})
-        hit = TRAINED.get(key)
-        if hit is not None:  # same images, labels, parameters and seed: the same network
-            self.model_, history = hit
-            self.history_ = {**history, "reused": True}
+        key = self._training_key([P, codes, np.asarray([str(c) for c in classes])])
+        if self._reuse_trained(key):  # same images, labels, parameters and seed: the same network
             self.classes_ = classes
-            self.n_params_ = int(self.model_.count_params())
-            self._cache = {}
             return
         seed_everything(self.random_state, self.deterministic)
         model = build_compact_cnn(int(self.size), len(classes), int(self.width), int(self.depth),

@@ -133,6 +133,8 @@ class UNetMask(_KerasStateMixin, MaskMaker):
     """
 
     name: ClassVar[str] = "unet"
+    _network: ClassVar[str] = "unet"
+    _not_training: ClassVar[frozenset[str]] = frozenset({"verbose", "batch_size_predict", "keep_largest"})
     trainable: ClassVar[bool] = True
     version: ClassVar[str] = "1.0.0"
     extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
@@ -246,15 +248,8 @@ class UNetMask(_KerasStateMixin, MaskMaker):
             raise InvalidInputError("unet: fit needs a non-empty list of images and their masks")
         if len(images) != len(masks):
             raise InvalidInputError(f"unet: {len(images)} images but {len(masks)} masks")
-        key = TRAINED.key([*images, *(np.zeros(0) if m is None else m for m in masks)],
-                          {"net": "unet", **{k: v for k, v in self.get_params().items()
-                                             if k not in ("verbose", "batch_size_predict", "keep_largest")}})
-        hit = TRAINED.get(key)
-        if hit is not None:  # same images, masks, parameters and seed: the same network
-            self.model_, history = hit
-            self.history_ = {**history, "reused": True}
-            self.n_params_ = int(self.model_.count_params())
-            self._cache = {}
+        key = self._training_key([*images, *(np.zeros(0) if m is None else m for m in masks)])
+        if self._reuse_trained(key):  # same images, masks, parameters and seed: the same network
             return self
         p = int(self.patch_size)
         ims, tgs = [], []
