@@ -15,6 +15,7 @@ from medfuse.evaluation import (
     METRICS,
     bootstrap_intervals,
     check_leakage,
+    cv_text,
     fold_rows,
     make_splits,
     point_metrics,
@@ -338,6 +339,21 @@ def test_holdout_is_evaluated_after_cv():
     *cv_fits, final = FakeRunner.log["good"]
     assert len(cv_fits) == 3 and all(not f["train_ids"] & hold_ids for f in cv_fits)
     assert final["train_ids"] == all_ids - hold_ids
+
+
+def test_run_folds_evaluates_only_the_first_folds():
+    out = run_study(fake_study(), fake_data(20), ["good"], runner_factory=FakeRunner, folds=5, run_folds=1)
+    res = out.results
+    assert res["splits"]["folds"] == 5 and res["splits"]["run_folds"] == 1
+    assert cv_text(res["settings"]) == "fold 1 of 5 (one 80/20 split)"
+    assert len(FakeRunner.log["good"]) == 1 and len(res["pipelines"]["good"]["folds"]) == 1
+    pred = out.predictions["good"]
+    assert res["splits"]["fold_sizes"][0] == 12 and set(pred["fold"]) == {1}
+    assert len(pred) in (11, 12)  # 12 test rows, less b001 if it is one of them (its preparation fails)
+    assert not FakeRunner.log["good"][0]["train_ids"] & set(pred["id"])
+    assert cv_text({"folds": 5}) == "5-fold CV"
+    with pytest.raises(StudyError, match="run_folds"):
+        run_study(fake_study(), fake_data(20), ["good"], runner_factory=FakeRunner, folds=3, run_folds=4)
 
 
 def test_run_study_rejects_unknown_pipeline_and_metric():

@@ -183,22 +183,38 @@ class Splits:
     holdout_method: str = ""
     leakage: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    run_folds: int | None = None
+
+    @property
+    def n_run(self) -> int:
+        """Folds actually evaluated: the first ``run_folds`` (all by default)."""
+        return self.n_folds if self.run_folds is None else min(self.run_folds, self.n_folds)
 
     @property
     def holdout(self) -> np.ndarray:
         return np.flatnonzero(self.fold_of < 0)
 
     def folds(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``(train, test)`` positions of each CV fold (held-out samples are in neither)."""
+        """``(train, test)`` positions of each evaluated CV fold (held-out samples are in neither)."""
         dev = self.fold_of >= 0
         return [(np.flatnonzero(dev & (self.fold_of != k)), np.flatnonzero(self.fold_of == k))
-                for k in range(self.n_folds)]
+                for k in range(self.n_run)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "folds": self.n_folds, "grouped": self.grouped,
+        return {"method": self.method, "folds": self.n_folds, "run_folds": self.n_run, "grouped": self.grouped,
                 "fold_sizes": [int((self.fold_of == k).sum()) for k in range(self.n_folds)],
                 "holdout": int((self.fold_of < 0).sum()), "holdout_method": self.holdout_method,
                 "leakage": self.leakage, "warnings": self.warnings}
+
+
+def cv_text(settings: dict[str, Any]) -> str:
+    """``5-fold CV``, or ``fold 1 of 5 (one 80/20 split)`` when only some folds were evaluated."""
+    k, run = int(settings["folds"]), int(settings.get("run_folds") or settings["folds"])
+    if run >= k:
+        return f"{k}-fold CV"
+    if run == 1:
+        return f"fold 1 of {k} (one {100 - round(100 / k)}/{round(100 / k)} split)"
+    return f"folds 1-{run} of {k}"
 
 
 def _union_groups(groups: np.ndarray, sha1: np.ndarray | None) -> np.ndarray:
@@ -226,7 +242,8 @@ def _union_groups(groups: np.ndarray, sha1: np.ndarray | None) -> np.ndarray:
     return np.array([find(c) for c in codes])
 
 
-def make_splits(samples: pd.DataFrame, folds: int = 5, seed: int = 0, holdout: float = 0.0) -> Splits:
+def make_splits(samples: pd.DataFrame, folds: int = 5, seed: int = 0, holdout: float = 0.0,
+                run_folds: int | None = None) -> Splits:
     """Stratified k-fold over ``samples`` (grouped when groups differ from ids), plus a held-out part.
 
     Parameters
@@ -240,6 +257,8 @@ def make_splits(samples: pd.DataFrame, folds: int = 5, seed: int = 0, holdout: f
         Seed of the shuffling.
     holdout : float
         Fraction held out (grouped, stratified) when there is no ``split`` column; 0 = none.
+    run_folds : int, optional
+        Evaluate only the first ``run_folds`` folds (``folds=5, run_folds=1``: one 80/20 split).
     """
     n = len(samples)
     ids = samples["id"].astype(str).to_numpy()
@@ -293,7 +312,9 @@ def make_splits(samples: pd.DataFrame, folds: int = 5, seed: int = 0, holdout: f
         warnings.simplefilter("ignore", UserWarning)  # small classes: reported in ``warnings`` above
         for k, (_, test) in enumerate(parts):
             fold_of[dev[test]] = k
-    splits = Splits(ids, fold_of, folds, grouped, method, holdout_method, warnings=notes)
+    if run_folds is not None and not 1 <= run_folds <= folds:
+        raise StudyError("<study>", "run_folds", f"expected 1..{folds} (the number of folds), got {run_folds}")
+    splits = Splits(ids, fold_of, folds, grouped, method, holdout_method, warnings=notes, run_folds=run_folds)
     splits.leakage = check_leakage(splits, samples)
     return splits
 
@@ -307,7 +328,7 @@ def check_leakage(splits: Splits, samples: pd.DataFrame) -> dict[str, Any]:
     has_sha = samples["sha1"].notna().to_numpy() if "sha1" in samples.columns else None
     groups = samples["group"].astype(str).to_numpy() if "group" in samples.columns else None
     pairs = list(splits.folds())
-    names = [f"fold {k + 1}" for k in range(splits.n_folds)]
+    names = [f"fold {k + 1}" for k in range(splits.n_run)]
     if len(splits.holdout):
         pairs.append((np.flatnonzero(splits.fold_of >= 0), splits.holdout))
         names.append("held-out")
@@ -344,7 +365,7 @@ def fold_rows(splits: Splits, ids: Sequence[str]) -> tuple[list[tuple[np.ndarray
     ``(dev_rows, holdout_rows)`` or ``None``.
     """
     f = splits.fold_of[positions_in(splits, ids)]
-    folds = [(np.flatnonzero((f >= 0) & (f != k)), np.flatnonzero(f == k)) for k in range(splits.n_folds)]
+    folds = [(np.flatnonzero((f >= 0) & (f != k)), np.flatnonzero(f == k)) for k in range(splits.n_run)]
     hold = (np.flatnonzero(f >= 0), np.flatnonzero(f < 0)) if (f < 0).any() else None
     return folds, hold
 
@@ -838,7 +859,8 @@ def leaderboard(pipelines: dict[str, dict[str, Any]], metrics: Sequence[str]) ->
 def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None = None, *,
               runner_factory: Callable[[Study, str], Any] | None = None, folds: int | None = None,
               max_per_class: int | None = None, n_boot: int | None = None, top_features_folds: int = 1,
-              progress: Progress | None = None, meta: dict[str, Any] | None = None) -> StudyResult:
+              run_folds: int | None = None, progress: Progress | None = None,
+              meta: dict[str, Any] | None = None) -> StudyResult:
     """Evaluate ``pipelines`` of ``study`` (default: all) on ``data``, on shared folds.
 
     Parameters
@@ -855,6 +877,8 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
         Override ``evaluation.folds``, ``evaluation.max_per_class``, ``evaluation.bootstrap``.
     top_features_folds : int
         Folds on which feature importances are computed (permutation importance is costly).
+    run_folds : int, optional
+        Evaluate only the first ``run_folds`` of the folds (e.g. 1 of 5: a single 80/20 split).
     progress : callable ``(event, **info)``, optional
         Told about each step (``selected``, ``splits``, ``pipeline``, ``materialize``, ``fold``, ``done``,
         ``failed``).
@@ -888,7 +912,7 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
     if len(classes) < 2:
         raise DataError(f"need at least two classes to evaluate; found {list(classes)}")
     progress("selected", **selection.to_dict())
-    splits = make_splits(kept.samples, n_folds, ev.seed, ev.holdout)
+    splits = make_splits(kept.samples, n_folds, ev.seed, ev.holdout, run_folds)
     progress("splits", **splits.to_dict())
 
     results: dict[str, Any] = {
@@ -896,7 +920,7 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "study": {"name": study.name, "source": study.source, "description": study.description,
                   "reported": study.reported, "pipelines_defined": list(study.pipelines)},
-        "settings": {"folds": n_folds, "seed": ev.seed, "holdout": ev.holdout, "bootstrap": n_boot,
+        "settings": {"folds": n_folds, "run_folds": splits.n_run, "seed": ev.seed, "holdout": ev.holdout, "bootstrap": n_boot,
                      "max_per_class": cap, "dedupe": ev.dedupe, "metrics": list(ev.metrics),
                      "top_features_folds": top_features_folds, "pipelines": names, **(meta or {})},
         "data": {**selection.to_dict(), "loader": study.dataset.loader, "loader_params": study.dataset.params,
@@ -913,7 +937,7 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
     }
     predictions: dict[str, pd.DataFrame] = {}
     for i, name in enumerate(names):
-        progress("pipeline", pipeline=name, index=i, total=len(names), folds=n_folds)
+        progress("pipeline", pipeline=name, index=i, total=len(names), folds=splits.n_run)
         t = time.perf_counter()
         try:
             runner = make_runner(study, name)

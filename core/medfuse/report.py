@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation import METRICS, StudyResult
+from .evaluation import METRICS, StudyResult, cv_text
 
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.", "f1_macro": "Macro F1",
                  "f1_weighted": "Weighted F1", "roc_auc_ovr": "ROC AUC (OvR)"}
@@ -338,6 +338,7 @@ def data_lines(results: dict[str, Any]) -> list[str]:
              f"Exact duplicates removed before splitting: {d['duplicates_removed']}"
              f"; identical content with conflicting labels removed: {d['label_conflicts_removed']}.",
              f"Splits: {s['method']}, {s['folds']} folds (sizes {', '.join(map(str, s['fold_sizes']))})"
+             + (f"; evaluated: {cv_text(s)}" if s.get("run_folds", s["folds"]) < s["folds"] else "")
              + (f"; held-out {s['holdout']} samples ({s['holdout_method']})" if s.get("holdout") else "") + ".",
              "Leakage check: " + ("no content hash or group on both sides of any split"
                                   if s["leakage"].get("ok") else
@@ -370,7 +371,7 @@ def render_markdown(results: dict[str, Any], figures: dict[str, bytes]) -> str:
     if st.get("description"):
         out += [st["description"], ""]
     out += [f"Created {results.get('created', '')} · seed {results['settings']['seed']} · "
-            f"{results['settings']['folds']}-fold CV · {results['settings']['bootstrap']} bootstrap resamples", ""]
+            f"{cv_text(results['settings'])} · {results['settings']['bootstrap']} bootstrap resamples", ""]
     out += ["## Leaderboard", "", "Pooled out-of-fold predictions; brackets: 95% bootstrap interval.", ""]
     out += [_md_table(*leaderboard_rows(results)), ""]
     if "leaderboard.png" in figures:
@@ -456,7 +457,7 @@ def render_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
         parts.append(f"<p>{e(st['description'])}</p>")
     s = results["settings"]
     parts.append(f"<p class='meta'>Created {e(str(results.get('created', '')))} · seed {s['seed']} · "
-                 f"{s['folds']}-fold CV · {s['bootstrap']} bootstrap resamples · "
+                 f"{cv_text(s)} · {s['bootstrap']} bootstrap resamples · "
                  f"study source {e(str(st.get('source', '')))}</p>")
     parts += ["<h2>Leaderboard</h2>",
               "<p>Metrics of the pooled out-of-fold predictions; brackets: 95% bootstrap interval "

@@ -21,6 +21,8 @@ def _options(fn):
         click.option("--jobs", "-j", type=click.IntRange(1), default=None,
                      help="Parallel processes for loading and per-image work (default: evaluation.jobs)."),
         click.option("--folds", type=click.IntRange(2), default=None, help="Override evaluation.folds."),
+        click.option("--run-folds", type=click.IntRange(1), default=None,
+                     help="Evaluate only the first N folds (--folds 5 --run-folds 1: one 80/20 split; default: all)."),
         click.option("--max-per-class", type=click.IntRange(0), default=None,
                      help="Cap samples per class for a quick run (0 = all; default: evaluation.max_per_class)."),
         click.option("--bootstrap", type=click.IntRange(0), default=None,
@@ -66,9 +68,9 @@ def run(study: str, pipeline: str, **kwargs: Any) -> None:
 # ---- implementation ---------------------------------------------------------------------------
 
 def execute(study_ref: str, pipelines: list[str] | None, data_root: str | None = None, out_dir: str | None = None,
-            jobs: int | None = None, folds: int | None = None, max_per_class: int | None = None,
-            bootstrap: int | None = None, cache_dir: str | None = None, no_cache: bool = False,
-            quiet: bool = False) -> dict[str, Any]:
+            jobs: int | None = None, folds: int | None = None, run_folds: int | None = None,
+            max_per_class: int | None = None, bootstrap: int | None = None, cache_dir: str | None = None,
+            no_cache: bool = False, quiet: bool = False) -> dict[str, Any]:
     """The body of both commands; returns the results dict (exits 1 when every pipeline failed)."""
     from rich.console import Console
 
@@ -76,14 +78,14 @@ def execute(study_ref: str, pipelines: list[str] | None, data_root: str | None =
 
     err = Console(stderr=True, quiet=quiet)
     try:
-        return _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, max_per_class, bootstrap, cache_dir,
-                        no_cache, quiet, err)
+        return _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, max_per_class, bootstrap,
+                        cache_dir, no_cache, quiet, err)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
 
 
-def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, max_per_class, bootstrap, cache_dir, no_cache,
-             quiet, err) -> dict[str, Any]:
+def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, max_per_class, bootstrap, cache_dir,
+             no_cache, quiet, err) -> dict[str, Any]:
     from ..cache import default_cache_dir
     from ..datapath import resolve_data_root
     from ..evaluation import default_runner_factory, run_study
@@ -121,7 +123,7 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, max_per_clas
     with display:
         result = run_study(study, data, pipelines,
                            runner_factory=default_runner_factory(host, cache, jobs, progress=display.event),
-                           folds=folds, max_per_class=max_per_class, n_boot=bootstrap,
+                           folds=folds, run_folds=run_folds, max_per_class=max_per_class, n_boot=bootstrap,
                            progress=display.event, meta=meta)
     result.results["timing"]["load_seconds"] = load_seconds
     result.results["timing"]["command_seconds"] = time.perf_counter() - t0
@@ -174,10 +176,12 @@ class _Display:
                 msg += f" (capped: {sum(info['capped'].values())} removed)"
             self._say(msg)
         elif event == "splits":
-            self.folds = info["folds"]
+            from ..evaluation import cv_text
+
+            self.folds = info["run_folds"]
             leak = "no leakage" if info["leakage"]["ok"] else "[red]LEAKAGE[/]"
             hold = f", held-out {info['holdout']}" if info.get("holdout") else ""
-            self._say(f"  {info['method']}, {info['folds']} folds{hold}; {leak}")
+            self._say(f"  {info['method']}, {cv_text(info)}{hold}; {leak}")
             for w in info.get("warnings", []):
                 self._say(f"  [yellow]warning:[/] {w}")
         elif event == "pipeline":
@@ -225,11 +229,12 @@ def _print_summary(results: dict[str, Any], paths: dict[str, Path], quiet: bool)
     from rich.console import Console
     from rich.table import Table
 
+    from ..evaluation import cv_text
     from ..report import METRIC_LABELS, _ci, _num
 
     out = Console()
     metrics = [m for m in results["settings"]["metrics"] if m in METRIC_LABELS]
-    table = Table(title=f"{results['study']['name']}: {results['settings']['folds']}-fold CV, "
+    table = Table(title=f"{results['study']['name']}: {cv_text(results['settings'])}, "
                         f"{results['data']['n_selected']} samples (95% bootstrap intervals)")
     table.add_column("#", justify="right")
     table.add_column("pipeline", style="bold")
