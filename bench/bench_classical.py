@@ -7,7 +7,8 @@ Usage::
 Prints, in one run:
 
 1. per-image median milliseconds of our full classical set (``otsu_cell`` mask + morphology +
-   texture + colour), decoding excluded and included, over ``--compare`` images;
+   texture + colour), decoding excluded and included, over ``--compare`` images, and the mean
+   process CPU milliseconds of each family;
 2. PyRadiomics (first-order + shape2D + GLCM + GLRLM + GLSZM, ``force2D``, default settings)
    on the same images (grey) and the same ``otsu_cell`` masks, in the same process; the ratio,
    in wall-clock and in process CPU time (CPU time is less distorted on a shared, loaded machine);
@@ -74,21 +75,28 @@ def ours_per_image(paths: list[str]):
     for _, ex in extractors:
         ex.prepare(im0, m0)
     t_feat, t_all, c_feat, images, masks = [], [], [], [], []
+    c_family: dict[str, list[float]] = {"mask": [], **{name: [] for name, _ in extractors}}
     n_features = sum(len(ex.feature_names()) for _, ex in extractors)
     for p in paths:
         t0 = time.perf_counter()
         image = read_image(p)
         t1, c1 = time.perf_counter(), time.process_time()
         mask = mask_maker.predict_mask(image)
-        for _, ex in extractors:
+        c_prev = time.process_time()
+        c_family["mask"].append((c_prev - c1) * 1000)
+        for name, ex in extractors:
             ex.prepare(image, mask)
+            c_now = time.process_time()
+            c_family[name].append((c_now - c_prev) * 1000)
+            c_prev = c_now
         t2, c2 = time.perf_counter(), time.process_time()
         t_feat.append((t2 - t1) * 1000)
         c_feat.append((c2 - c1) * 1000)
         t_all.append((t2 - t0) * 1000)
         images.append(image)
         masks.append(mask)
-    return np.asarray(t_feat), np.asarray(t_all), np.asarray(c_feat), images, masks, n_features
+    families = {k: float(np.mean(v)) for k, v in c_family.items()}
+    return np.asarray(t_feat), np.asarray(t_all), np.asarray(c_feat), images, masks, n_features, families
 
 
 def radiomics_per_image(images: list[np.ndarray], masks: list[np.ndarray]):
@@ -148,11 +156,12 @@ def main() -> None:
     print(f"PBC: {pbc} ({len(paths)} images picked over the classes); cpus={os.cpu_count()}, "
           f"load average={os.getloadavg()[0]:.1f}")
 
-    t_feat, t_all, c_feat, images, masks, n_ours = ours_per_image(cmp_paths)
+    t_feat, t_all, c_feat, images, masks, n_ours, families = ours_per_image(cmp_paths)
     print(f"\nours: otsu_cell mask + morphology + texture + colour = {n_ours} features")
     print(f"  per image (median over {len(cmp_paths)}): {np.median(t_feat):.2f} ms mask+features, "
           f"{np.median(t_all):.2f} ms with JPEG decoding  (p90 {np.percentile(t_feat, 90):.2f} ms); "
           f"CPU time {np.median(c_feat):.2f} ms mask+features")
+    print("  CPU ms per family (mean): " + ", ".join(f"{k} {v:.2f}" for k, v in families.items()))
 
     rad = radiomics_per_image(images, masks)
     if isinstance(rad, str):

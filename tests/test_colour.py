@@ -72,3 +72,20 @@ def test_feature_count_and_options():
         Colour(spaces=("cmyk",)).prepare(img, mask)
     with pytest.raises(InvalidInputError, match="bins"):
         Colour(bins=7).prepare(img, mask)
+
+
+def test_fast_colour_codes_match_the_transforms():
+    """HSV codes by table lookup equal ``rgb_to_hsv8`` exactly; Lab codes (exp/log cube root)
+    equal ``rgb_to_lab8`` but for rare off-by-one roundings."""
+    from medfuse_plugins.colour import hsv8_pixels, lab8_pixels
+    from medfuse_plugins.transforms import rgb_to_hsv8, rgb_to_lab8
+
+    rng = np.random.default_rng(0)
+    px = rng.integers(0, 256, (200_000, 3)).astype(np.uint8)
+    px[:256] = np.arange(256)[:, None]  # greys
+    px[256:512, 0] = 255  # saturated and pure colours
+    ref = rgb_to_hsv8(px[None])[0]
+    assert np.array_equal(np.stack(hsv8_pixels(px), 1), ref)
+    ref = rgb_to_lab8(px[None])[0].astype(int)
+    diff = np.abs(np.stack(lab8_pixels(px), 1).astype(int) - ref)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-4

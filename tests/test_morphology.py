@@ -136,3 +136,42 @@ def test_pixel_size_scales_nucleus_once():
     assert b["nucleus_area"] == pytest.approx(a["nucleus_area"] * 4)
     assert b["nucleus_feret_max"] == pytest.approx(a["nucleus_feret_max"] * 2)
     assert b["nc_ratio"] == pytest.approx(a["nc_ratio"])
+
+
+def _blobs(n: int, seed: int = 0):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        h, w = rng.integers(2, 40, 2)
+        b = ndi.gaussian_filter(rng.random((h, w)), rng.uniform(0.5, 3)) > rng.uniform(0.3, 0.7)
+        labels, k = ndi.label(b, np.ones((3, 3)))
+        if k:
+            yield labels == 1
+
+
+def test_crofton_perimeter_matches_scikit_image():
+    from medfuse_plugins.morphology import perimeter_crofton4
+    from skimage.measure import perimeter_crofton
+
+    for b in _blobs(80):
+        assert perimeter_crofton4(b) == pytest.approx(perimeter_crofton(b, directions=4), rel=1e-12)
+
+
+def test_hull_and_moments_match_the_pixel_corner_definition():
+    """Convex area/perimeter equal Qhull on every pixel corner; moments equal the coordinate
+    definition (the fast path keeps only row ends and run ends)."""
+    from medfuse_plugins.morphology import shape_features
+    from scipy.spatial import ConvexHull
+
+    corners = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
+    for b in _blobs(120, seed=1):
+        f = shape_features(b)
+        ys, xs = np.nonzero(b)
+        hull = ConvexHull((np.stack([ys, xs], 1)[:, None, :] + corners).reshape(-1, 2))
+        assert f["convex_area"] == pytest.approx(hull.volume, rel=1e-9)
+        assert f["convexity"] * f["perimeter"] == pytest.approx(hull.area, rel=1e-9) or ys.size < 3
+        if ys.size >= 3:
+            cov = np.cov(np.stack([ys, xs]).astype(float), bias=True)
+            l1 = np.linalg.eigvalsh(cov).max()
+            assert f["major_axis"] == pytest.approx(4 * np.sqrt(l1), rel=1e-9)

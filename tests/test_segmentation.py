@@ -116,3 +116,50 @@ def test_rbc_watershed_counts_a_synthetic_smear():
 
 def test_rbc_watershed_blank_image_is_empty():
     assert RbcWatershed().predict_mask(np.full((40, 40, 3), 220, np.uint8)).max() == 0
+
+
+def _random_histograms(n: int, seed: int = 0) -> list[np.ndarray]:
+    """Smooth multi-modal histograms like a stain channel's, plus sparse ones with empty bins."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        bins = int(rng.integers(6, 65))
+        x = np.arange(bins)
+        modes = rng.uniform(0, bins, 4)
+        h = sum(rng.uniform(100, 20000) * np.exp(-0.5 * ((x - m) / rng.uniform(1, 6)) ** 2) for m in modes)
+        h = np.round(h).astype(np.int64)
+        if k % 3 == 0:
+            h[rng.random(bins) < 0.3] = 0
+        out.append(h)
+    return out
+
+
+def test_multiotsu_indices_match_scikit_image():
+    """The O(bins^2) search picks the same thresholds as skimage's brute force (same float32
+    score, same tie-breaking), ends trimmed like skimage does."""
+    from medfuse_plugins.segmentation import multiotsu_indices
+    from skimage.filters import threshold_multiotsu
+
+    checked = 0
+    for h in _random_histograms(300):
+        for classes in (2, 3, 4):
+            if np.count_nonzero(h) < classes:
+                continue
+            ref = np.asarray(threshold_multiotsu(hist=h, classes=classes)).astype(int)
+            assert np.array_equal(multiotsu_indices(h, classes), ref), (classes, h.tolist())
+            checked += 1
+    assert checked > 800
+
+
+def test_fast_binary_morphology_matches_scipy():
+    from medfuse_plugins.segmentation import _disk, binary_erosion, binary_opening
+
+    rng = np.random.default_rng(3)
+    for k in range(60):
+        h, w = rng.integers(1, 40, 2)
+        b = ndi.gaussian_filter(rng.random((h, w)), 1.5) > rng.uniform(0.3, 0.7)
+        if k == 0:
+            b[:] = True  # the border counts as background
+        for r in (1, 2, 3):
+            assert np.array_equal(binary_erosion(b, r), ndi.binary_erosion(b, structure=_disk(r)))
+            assert np.array_equal(binary_opening(b, r), ndi.binary_opening(b, structure=_disk(r)))

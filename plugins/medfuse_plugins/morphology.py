@@ -21,10 +21,9 @@ from medfuse.contracts import Extractor
 from medfuse.errors import InvalidInputError
 from scipy import ndimage as ndi
 
-from .segmentation import bbox, resolve_mask, split_cells
+from .segmentation import bbox, binary_erosion, resolve_mask, split_cells
 
 _EIGHT = np.ones((3, 3), bool)
-_CORNERS = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]], np.float32)
 _ANGLES = np.linspace(0, np.pi, 90, endpoint=False)
 _DIRS = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], axis=1).astype(np.float32)
 
@@ -40,46 +39,72 @@ def _div(a: float, b: float) -> float:
     return float(a) / float(b) if b and np.isfinite(b) else float("nan")
 
 
-def shape_features(binary: np.ndarray) -> dict[str, float]:
-    """Shape descriptors of one object (bool ``(H, W)``, a single component) in pixels.
+# skimage.measure.perimeter_crofton(directions=4) weights of the 16 2x2 configurations
+_CROFTON4 = np.array([0, np.pi / 4 * (1 + 1 / np.sqrt(2)), np.pi / (4 * np.sqrt(2)), np.pi / (2 * np.sqrt(2)),
+                      0, np.pi / 4 * (1 + 1 / np.sqrt(2)), 0, np.pi / (4 * np.sqrt(2)), np.pi / 4, np.pi / 2,
+                      np.pi / (4 * np.sqrt(2)), np.pi / (4 * np.sqrt(2)), np.pi / 4, np.pi / 2, 0, 0])
 
-    circularity = 4 pi area / perimeter^2 (1 for a disc); roundness = 4 area / (pi major^2);
-    solidity = area / convex area; convexity = convex perimeter / perimeter; extent = area /
-    bounding-box area; Feret diameters are the largest and smallest calliper widths of the
-    convex hull (smallest over 90 directions, 2 degree steps); the perimeter is Crofton's
-    estimate (4 directions), so a digital disc has circularity ~0.99. Empty input gives NaN;
-    objects under 3 pixels get NaN perimeter, axes and the ratios built on them.
-    """
+
+def perimeter_crofton4(binary: np.ndarray) -> float:
+    """``skimage.measure.perimeter_crofton(binary, directions=4)`` without the generic
+    convolution: the 2x2 configuration codes are summed from four shifted uint8 views."""
+    h, w = binary.shape
+    q = np.zeros((h + 3, w + 3), np.uint8)
+    q[2:h + 2, 2:w + 2] = binary
+    code = q[1:, 1:] + (q[1:, :-1] << 2)
+    code += q[:-1, 1:] << 1
+    code += q[:-1, :-1] << 3
+    return float(_CROFTON4 @ np.bincount(code.ravel(), minlength=16))
+
+
+def _chain(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Corners of one side of the pixel squares (``x`` per row ``y``), keeping only the two ends
+    of each vertical run (the corners in between are collinear, never hull vertices)."""
+    cy = np.stack([y - 0.5, y + 0.5], 1).ravel()
+    cx = np.repeat(x, 2)
+    keep = np.ones(cy.size, bool)
+    keep[1:-1] = (cx[2:] != cx[1:-1]) | (cx[:-2] != cx[1:-1])
+    return cy[keep], cx[keep]
+
+
+def _shape(binary: np.ndarray) -> tuple[dict[str, float], float, float]:
+    """:func:`shape_features` and the centroid ``(row, col)`` of the object."""
     from scipy.spatial import ConvexHull
-    from skimage.measure import perimeter_crofton
 
-    area = float(np.count_nonzero(binary))
+    row_n = np.count_nonzero(binary, axis=1)
+    area = float(row_n.sum())
     if area == 0:
-        return dict.fromkeys(SHAPE_NAMES, float("nan"))
-    ys, xs = np.nonzero(binary)
-    yf, xf = ys.astype(np.float64), xs.astype(np.float64)
-    my, mx = yf.mean(), xf.mean()
-    dy, dx = yf - my, xf - mx
-    syy, sxx, sxy = (dy * dy).mean(), (dx * dx).mean(), (dy * dx).mean()
+        return dict.fromkeys(SHAPE_NAMES, float("nan")), float("nan"), float("nan")
+    col_n = np.count_nonzero(binary, axis=0)
+    # central moments from the row/column projections and one matrix-vector product
+    yv = np.arange(binary.shape[0], dtype=np.float64)
+    xv = np.arange(binary.shape[1], dtype=np.float64)
+    my, mx = float(row_n @ yv) / area, float(col_n @ xv) / area
+    dy, dx = yv - my, xv - mx
+    syy, sxx = float(row_n @ (dy * dy)) / area, float(col_n @ (dx * dx)) / area
+    sxy = float(dy @ (binary @ dx)) / area
     half_tr, det_part = (syy + sxx) / 2, np.sqrt(((syy - sxx) / 2) ** 2 + sxy ** 2)
     l1, l2 = max(half_tr + det_part, 0.0), max(half_tr - det_part, 0.0)
     major, minor = 4.0 * np.sqrt(l1), 4.0 * np.sqrt(l2)
-    perim = float(perimeter_crofton(binary, directions=4))
+    perim = perimeter_crofton4(binary)
     # the convex hull of the pixel squares only needs each row's leftmost and rightmost pixel
-    rows = np.flatnonzero(binary.any(axis=1))
+    rows = np.flatnonzero(row_n)
     sub = binary[rows]
     left = sub.argmax(axis=1)
     right = sub.shape[1] - 1 - sub[:, ::-1].argmax(axis=1)
-    ends = np.concatenate([np.stack([rows, left], 1), np.stack([rows, right], 1)]).astype(np.float32)
-    pts = (ends[:, None, :] + _CORNERS).reshape(-1, 2)
+    y = rows.astype(np.float64)
+    ly, lx = _chain(y, left - 0.5)
+    ry, rx = _chain(y, right + 0.5)
+    pts = np.stack([np.concatenate([ly, ry]), np.concatenate([lx, rx])], axis=1)
     hull = ConvexHull(pts)
     hp = pts[hull.vertices]
     proj = hp @ _DIRS.T
     widths = proj.max(axis=0) - proj.min(axis=0)
     diff = hp[:, None, :] - hp[None, :, :]
     feret_max = float(np.sqrt((diff ** 2).sum(-1)).max())
-    h = ys.max() - ys.min() + 1
-    w = xs.max() - xs.min() + 1
+    cols = np.flatnonzero(col_n)
+    h = rows[-1] - rows[0] + 1
+    w = cols[-1] - cols[0] + 1
     if area < MIN_SHAPE_AREA:  # too few pixels to have a shape: ratios are undefined
         perim = major = minor = float("nan")
         l1 = 0.0
@@ -99,7 +124,23 @@ def shape_features(binary: np.ndarray) -> dict[str, float]:
         "feret_max": feret_max,
         "feret_min": float(widths.min()),
         "convex_area": float(hull.volume),
-    }
+    }, my, mx
+
+
+def shape_features(binary: np.ndarray) -> dict[str, float]:
+    """Shape descriptors of one object (bool ``(H, W)``, a single component) in pixels.
+
+    circularity = 4 pi area / perimeter^2 (1 for a disc); roundness = 4 area / (pi major^2);
+    solidity = area / convex area; convexity = convex perimeter / perimeter; extent = area /
+    bounding-box area; Feret diameters are the largest and smallest calliper widths of the
+    convex hull (smallest over 90 directions, 2 degree steps); the perimeter is Crofton's
+    estimate (4 directions), so a digital disc has circularity ~0.99. Empty input gives NaN;
+    objects under 3 pixels get NaN perimeter, axes and the ratios built on them.
+
+    Computed from row/column projections (moments), four shifted views (Crofton perimeter) and
+    one convex hull of the row ends' pixel corners: no per-pixel coordinate lists.
+    """
+    return _shape(binary)[0]
 
 
 _LENGTHS = {"perimeter", "equivalent_diameter", "major_axis", "minor_axis", "feret_max", "feret_min"}
@@ -172,12 +213,13 @@ class Morphology(Extractor):
             cell, m = cell[sub], m[sub]
         else:
             cell, objects = labels > 0, n_obj
-        out.update(shape_features(cell))
+        cell_feats, cy, cx = _shape(cell)
+        out.update(cell_feats)
         nucleus = cell & (m == 2)
         n_area = float(np.count_nonzero(nucleus))
         out.update(valid=1.0, objects=float(objects), has_nucleus=float(n_area > 0), lobe_count=0.0)
         if n_area > 0:
-            nf = shape_features(nucleus)  # all lobes together: lobed nuclei are less circular
+            nf, ny, nx = _shape(nucleus)  # all lobes together: lobed nuclei are less circular
             out.update({
                 "nucleus_area": n_area,
                 "nucleus_perimeter": nf["perimeter"],
@@ -192,15 +234,13 @@ class Morphology(Extractor):
                 "nucleus_fraction": n_area / out["area"],
                 "lobe_count": float(self._lobes(nucleus, n_area)),
             })
-            cy, cx = (np.mean(np.nonzero(cell), axis=1))
-            ny, nx = (np.mean(np.nonzero(nucleus), axis=1))
             out["nucleus_offset"] = _div(np.hypot(cy - ny, cx - nx), out["equivalent_diameter"] / 2)
         self._scale(out)
         return np.asarray([out[n] for n in names], np.float32)
 
     def _lobes(self, nucleus: np.ndarray, n_area: float) -> int:
         r = int(self.lobe_erosion)
-        core = ndi.binary_erosion(nucleus, structure=_disk(r)) if r > 0 else nucleus
+        core = binary_erosion(nucleus, r) if r > 0 else nucleus
         if not core.any():
             core = nucleus
         labels, n = ndi.label(core, structure=_EIGHT)
@@ -208,11 +248,6 @@ class Morphology(Extractor):
             return 0
         area = np.bincount(labels.ravel())[1:]
         return max(int((area >= float(self.lobe_min_fraction) * core.sum()).sum()), 1)
-
-
-def _disk(radius: int) -> np.ndarray:
-    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
-    return (yy * yy + xx * xx) <= radius * radius + radius * 0.5
 
 
 SMEAR_STATS = ("mean", "std", "cv", "p10", "p50", "p90")

@@ -49,7 +49,9 @@ def region_pixels(mask: np.ndarray, region: str) -> np.ndarray:
 def glcm(q: np.ndarray, inside: np.ndarray, levels: int, distances) -> np.ndarray:
     """Symmetric normalised co-occurrence matrices of quantised image ``q`` (values < levels)
     over pixel pairs both inside ``inside``; float64 ``(levels, levels, n_dist, 4)``, NaN where
-    no pair exists."""
+    no pair exists. Callers pass the bounding box of ``inside`` (pairs need both ends inside):
+    ``skimage.feature.graycomatrix`` (Cython) on it was faster than a ``np.bincount`` per
+    offset."""
     from skimage.feature import graycomatrix
 
     coded = np.where(inside, q.astype(np.uint16) + 1, 0).astype(np.uint16)
@@ -60,47 +62,47 @@ def glcm(q: np.ndarray, inside: np.ndarray, levels: int, distances) -> np.ndarra
         return P / total
 
 
-def _glcm_weights(L: int) -> dict[str, np.ndarray]:
+def _glcm_weights(L: int) -> np.ndarray:
+    """Rows: i, i^2, i*j, |i-j|, (i-j)^2, 1/(1+(i-j)^2), i+j, (i+j)^2, (i+j)^3, (i+j)^4."""
     i, j = np.meshgrid(np.arange(L, dtype=np.float64), np.arange(L, dtype=np.float64), indexing="ij")
     i, j = i.ravel(), j.ravel()
     d = np.abs(i - j)
     s = i + j
-    return {"i": i, "i2": i * i, "ij": i * j, "d": d, "d2": d * d, "h": 1.0 / (1.0 + d * d),
-            "s": s, "s2": s ** 2, "s3": s ** 3, "s4": s ** 4}
+    return np.stack([i, i * i, i * j, d, d * d, 1.0 / (1.0 + d * d), s, s ** 2, s ** 3, s ** 4])
 
 
-_WEIGHTS: dict[int, dict[str, np.ndarray]] = {}
+_WEIGHTS: dict[int, np.ndarray] = {}
 
 
 def glcm_props(P: np.ndarray) -> dict[str, np.ndarray]:
     """Haralick-style properties of symmetric normalised GLCMs ``(L, L, ...)``; each ``(...)``.
 
-    Every property is a weighted sum over the matrix (one matrix-vector product each); cluster
+    Every linear property is a weighted sum over the matrix (all in one matrix product); cluster
     shade and prominence come from the raw moments of ``i + j``.
     """
     L = P.shape[0]
     shape = P.shape[2:]
     M = P.reshape(L * L, -1)
-    w = _WEIGHTS.get(L)
-    if w is None:
-        w = _WEIGHTS[L] = _glcm_weights(L)
-    mu = w["i"] @ M
-    var = w["i2"] @ M - mu ** 2
-    asm = (M * M).sum(axis=0)
+    W = _WEIGHTS.get(L)
+    if W is None:
+        W = _WEIGHTS[L] = _glcm_weights(L)
+    mu, i2, ij, dis, con, hom, m1, m2, m3, m4 = W @ M  # every linear property in one product
+    var = i2 - mu ** 2
+    asm = np.einsum("ij,ij->j", M, M)
+    logp = np.zeros_like(M)
+    np.log2(M, out=logp, where=M > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        corr = (w["ij"] @ M - mu ** 2) / var
-        logp = np.where(M > 0, np.log2(np.where(M > 0, M, 1.0)), 0.0)
+        corr = (ij - mu ** 2) / var
     corr = np.where(var > 1e-12, corr, np.where(np.isnan(asm), np.nan, 1.0))
-    m1, m2, m3, m4 = w["s"] @ M, w["s2"] @ M, w["s3"] @ M, w["s4"] @ M
     c = 2 * mu
     out = {
-        "contrast": w["d2"] @ M,
-        "dissimilarity": w["d"] @ M,
-        "homogeneity": w["h"] @ M,
+        "contrast": con,
+        "dissimilarity": dis,
+        "homogeneity": hom,
         "asm": asm,
         "energy": np.sqrt(asm),
         "correlation": corr,
-        "entropy": -(M * logp).sum(axis=0),
+        "entropy": -np.einsum("ij,ij->j", M, logp),
         "variance": var,
         "cluster_shade": m3 - 3 * c * m2 + 3 * c ** 2 * m1 - c ** 3,
         "cluster_prominence": m4 - 4 * c * m3 + 6 * c ** 2 * m2 - 4 * c ** 3 * m1 + c ** 4,
@@ -111,18 +113,15 @@ def glcm_props(P: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=32)
-def _lbp_taps(P: int, R: float) -> tuple[tuple[tuple[int, int, np.float32], ...], ...]:
-    """Per neighbour: the integer offsets and bilinear weights of the pixels it reads."""
+def _lbp_plan(P: int, R: float) -> tuple[tuple[int, int, float, float], ...]:
+    """Per neighbour: integer floor offsets ``(y0, x0)`` and fractional parts ``(fy, fx)`` of its
+    position (coordinates rounded to 5 decimals, as scikit-image does)."""
     out = []
     for p in range(P):
         dy = round(-R * np.sin(2 * np.pi * p / P), 5)
         dx = round(R * np.cos(2 * np.pi * p / P), 5)
         y0, x0 = int(np.floor(dy)), int(np.floor(dx))
-        fy, fx = dy - y0, dx - x0
-        taps = [(y0 + oy, x0 + ox, np.float32(wt)) for oy, ox, wt in
-                ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx), (1, 0, fy * (1 - fx)), (1, 1, fy * fx))
-                if wt > 1e-9]
-        out.append(tuple(taps))
+        out.append((y0, x0, round(dy - y0, 5), round(dx - x0, 5)))
     return tuple(out)
 
 
@@ -132,36 +131,68 @@ def uniform_lbp(gray: np.ndarray, P: int, R: float, inside: np.ndarray) -> np.nd
     Same definition as ``skimage.feature.local_binary_pattern(method="uniform")``: neighbours on
     a circle of radius ``R`` (bilinear interpolation), bit = neighbour >= centre; codes with at
     most two 0/1 transitions count their ones, all others get ``P + 1``. Pixels outside the
-    image read as 0. Vectorised over shifted views (no per-pixel loop). int64 ``(n_inside,)``.
+    image read as 0. int64 ``(n_inside,)``, in row-major order of the ``inside`` pixels.
+
+    Vectorised, no per-pixel loop: codes are computed only on the bounding box of ``inside``,
+    on a zero-padded float32 copy flattened to 1-D, so every neighbour is one contiguous shifted
+    view (a flat offset). Bilinear interpolation is separable: one horizontally interpolated
+    image per distinct horizontal fraction is shared by the neighbours that need it, and each
+    neighbour then costs one multiply-add and one comparison.
     """
+    rows = np.flatnonzero(inside.any(axis=1))
+    if rows.size == 0:
+        return np.zeros(0, np.int64)
+    cols = np.flatnonzero(inside.any(axis=0))
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    h, w = r1 - r0, c1 - c0
     r = int(np.ceil(R)) + 1
-    g = np.pad(gray.astype(np.float32), r)
-    h, w = gray.shape
-    centre = g[r:r + h, r:r + w] - np.float32(1e-4)
-    ones = np.zeros((h, w), np.uint8)
-    changes = np.zeros((h, w), np.uint8)
-    first = prev = None
-    v = np.empty((h, w), np.float32)
-    tmp = np.empty((h, w), np.float32)
-    for taps in _lbp_taps(int(P), float(R)):
-        (oy, ox, wt), rest = taps[0], taps[1:]
-        if rest:
-            np.multiply(g[r + oy:r + oy + h, r + ox:r + ox + w], wt, out=v)
-            for oy, ox, wt in rest:
-                np.multiply(g[r + oy:r + oy + h, r + ox:r + ox + w], wt, out=tmp)
-                v += tmp
-            bit = v >= centre
+    Wg = w + 2 * r
+    g = np.zeros((h + 2 * r + 1, Wg), np.float32)  # one spare row keeps every view in range
+    H, W = gray.shape
+    ya, yb, xa, xb = max(r0 - r, 0), min(r1 + r, H), max(c0 - r, 0), min(c1 + r, W)
+    g[ya - r0 + r:yb - r0 + r, xa - c0 + r:xb - c0 + r] = gray[ya:yb, xa:xb]
+    gf = g.ravel()
+    n = h * Wg  # outputs: rows r..r+h of the padded window, all its columns (flat, contiguous)
+    base = r * Wg
+    centre = gf[base:base + n] - np.float32(1e-4)
+    ones = np.zeros(n, np.uint8)
+    changes = np.zeros(n, np.uint8)
+    bit, prev, first = np.empty(n, bool), np.empty(n, bool), np.empty(n, bool)
+    v = np.empty(n, np.float32)
+    horiz: dict[float, np.ndarray] = {}
+    vert: dict[float, np.ndarray] = {}
+    for p, (y0, x0, fy, fx) in enumerate(_lbp_plan(int(P), float(R))):
+        hf = gf
+        if fx:
+            hf = horiz.get(fx)
+            if hf is None:  # (1 - fx) * g[x] + fx * g[x + 1], along the flat rows
+                hf = horiz[fx] = np.empty_like(gf)
+                np.multiply(gf[:-1], np.float32(1 - fx), out=hf[:-1])
+                hf[:-1] += gf[1:] * np.float32(fx)
+                hf[-1] = 0
+        off = base + y0 * Wg + x0
+        if fy:
+            d = vert.get(fx)
+            if d is None:  # next row minus this row
+                d = vert[fx] = hf[Wg:] - hf[:-Wg]
+            np.multiply(d[off:off + n], np.float32(fy), out=v)
+            v += hf[off:off + n]
+            np.greater_equal(v, centre, out=bit)
         else:
-            bit = g[r + oy:r + oy + h, r + ox:r + ox + w] >= centre
-        ones += bit
-        if prev is None:
-            first = bit
+            np.greater_equal(hf[off:off + n], centre, out=bit)
+        ones += bit.view(np.uint8)
+        if p == 0:
+            first[:] = bit
         else:
-            changes += bit != prev
-        prev = bit
-    changes += prev != first
-    codes = np.where(changes <= 2, ones, P + 1)
-    return codes[inside].astype(np.int64)
+            np.not_equal(bit, prev, out=prev)
+            changes += prev.view(np.uint8)
+        bit, prev = prev, bit
+    np.not_equal(prev, first, out=bit)
+    changes += bit.view(np.uint8)
+    sel = np.zeros((h, Wg), bool)
+    sel[:, r:r + w] = inside[r0:r1, c0:c1]
+    sel = sel.ravel()
+    return np.where(changes[sel] <= 2, ones[sel], P + 1).astype(np.int64)
 
 
 def first_order(values: np.ndarray) -> dict[str, float]:
@@ -186,6 +217,17 @@ def first_order(values: np.ndarray) -> dict[str, float]:
         "entropy": float(-(nz * np.log2(nz)).sum()),
         "uniformity": float((p ** 2).sum()),
     }
+
+
+@functools.lru_cache(maxsize=64)
+def _names_for(pairs: tuple[tuple[int, float], ...], dists: tuple[int, ...]) -> tuple[str, ...]:
+    names = [f"gray_{s}" for s in FIRST_ORDER]
+    for p, r in pairs:
+        names += [f"lbp_P{p}_R{r:g}_{k}" for k in range(p + 2)]
+    for prop in GLCM_PROPS:
+        for d in dists:
+            names += [f"glcm_{prop}_d{d}_mean", f"glcm_{prop}_d{d}_range"]
+    return tuple(names)
 
 
 class Texture(Extractor):
@@ -231,13 +273,11 @@ class Texture(Extractor):
         return [1, 2, 4] if self.distances is None else [int(d) for d in self.distances]
 
     def feature_names(self) -> list[str]:
-        names = [f"gray_{s}" for s in FIRST_ORDER]
-        for p, r in self._lbp():
-            names += [f"lbp_P{p}_R{r:g}_{k}" for k in range(p + 2)]
-        for prop in GLCM_PROPS:
-            for d in self._distances():
-                names += [f"glcm_{prop}_d{d}_mean", f"glcm_{prop}_d{d}_range"]
-        return names
+        return list(_names_for(tuple(self._lbp()), tuple(self._distances())))
+
+    def _names(self) -> tuple[str, ...]:
+        """:meth:`feature_names`, cached per parameter set (built once, not per image)."""
+        return _names_for(tuple(self._lbp()), tuple(self._distances()))
 
     def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         levels = int(self.levels)
@@ -250,7 +290,7 @@ class Texture(Extractor):
         inside_full = region_pixels(mask, self.region)
         pad = int(max([r for _, r in pairs] + dists)) + 1
         box = bbox(inside_full, pad)
-        n = len(self.feature_names())
+        n = len(self._names())
         if box is None:
             return np.full(n, np.nan, np.float32)
         gray = to_gray(image[box])
@@ -266,7 +306,9 @@ class Texture(Extractor):
             lo, hi = int(values.min()), int(values.max())
             q = ((gray.astype(np.float32) - lo) / max(hi - lo, 1) * (levels - 1) + 0.5)
             q = np.clip(q, 0, levels - 1).astype(np.uint16)
-        props = glcm_props(glcm(q, inside, levels, dists))
+        # pairs need both ends inside: the bounding box of ``inside`` (no pad) holds them all
+        ib = bbox(inside)
+        props = glcm_props(glcm(q[ib], inside[ib], levels, dists))
         V = np.stack([props[prop] for prop in GLCM_PROPS])  # (n_props, n_dist, 4 angles)
         valid = ~np.isnan(V)
         n = valid.sum(axis=2)
