@@ -121,6 +121,10 @@ def test_smear_size_shares_detect_small_and_large_cells():
     assert f["count"] == 10
     assert f["micro_share"] == pytest.approx(0.1)
     assert f["macro_share"] == pytest.approx(0.1)
+    # discs: per-cell shapes as shape_features gives them (round, convex, not elongated)
+    assert f["circularity_p50"] == pytest.approx(shape_features(np.hypot(yy - 40, xx - 30) <= 12)["circularity"])
+    assert 0.95 < f["circularity_p10"] <= f["circularity_p90"] < 1.05
+    assert f["solidity_p10"] > 0.9 and f["eccentricity_p90"] < 0.3 and f["elongated_share"] == 0
 
 
 def test_smear_without_cells_counts_zero():

@@ -263,12 +263,13 @@ class SmearMorphology(Extractor):
     mean/std/cv/p10/p50/p90 of area, equivalent diameter, circularity, eccentricity, solidity and
     central-pallor ratio; micro/macrocytic share (diameter below/above ``1 -/+ size_tolerance``
     times the median); elongated share (eccentricity > 0.8); hypochromic share (pallor ratio >
-    ``pallor_cut``); mean grey level of the cells. No cell gives count 0 and NaN elsewhere.
+    ``pallor_cut``); mean grey level of the cells. Per-cell circularity, eccentricity and solidity
+    are those of :func:`shape_features` (on each cell's box). No cell gives count 0 and NaN elsewhere.
     """
 
     name: ClassVar[str] = "smear_morphology"
     block: ClassVar[str] = "smear"
-    version: ClassVar[str] = "1.0.0"
+    version: ClassVar[str] = "1.1.0"
     param_docs: ClassVar[dict[str, str]] = {
         "split": "Split touching cells of the given mask by a watershed (keep true for binary RBC masks).",
         "min_distance": "Watershed: minimal distance (px) between two cell centres.",
@@ -312,8 +313,6 @@ class SmearMorphology(Extractor):
         return labels
 
     def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        from skimage.measure import regionprops
-
         from .transforms import to_gray
 
         names = self.feature_names()
@@ -345,15 +344,9 @@ class SmearMorphology(Extractor):
         pallor = np.bincount(labels[bright], minlength=n + 1) / np.maximum(area, 1)
         ids = np.flatnonzero(inner)
         per = {"area": area[ids], "diameter": np.sqrt(4 * area[ids] / np.pi), "pallor": pallor[ids]}
-        props = {p.label: p for p in regionprops(labels) if inner[p.label]}
-        circ, ecc, sol = [], [], []
-        for i in ids:
-            p = props[i]
-            perim = p.perimeter
-            circ.append(4 * np.pi * p.area / perim ** 2 if perim > 0 else np.nan)
-            ecc.append(p.eccentricity)
-            sol.append(p.solidity)
-        per.update(circularity=np.asarray(circ), eccentricity=np.asarray(ecc), solidity=np.asarray(sol))
+        boxes = ndi.find_objects(labels)
+        shapes = [_shape(labels[boxes[i - 1]] == i)[0] for i in ids]
+        per.update({key: np.array([f[key] for f in shapes]) for key in ("circularity", "eccentricity", "solidity")})
         s = float(self.pixel_size)
         per["area"] = per["area"] * s * s
         per["diameter"] = per["diameter"] * s
