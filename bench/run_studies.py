@@ -321,8 +321,9 @@ def with_summary(readme: str, parts: list[dict[str, Any]]) -> str:
     start, end = "<!-- results:start -->", "<!-- results:end -->"
     if start not in readme or end not in readme:
         return readme
-    rows = ["| study | best pipeline | accuracy [95% CI] | macro-F1 [95% CI] | reported by the original study |",
-            "|---|---|---|---|---|"]
+    rows = ["| study | best pipeline | accuracy [95% CI] | macro-F1 [95% CI] | evaluated on | "
+            "reported by the original study |",
+            "|---|---|---|---|---|---|"]
     for p in parts:
         lines = p["lines"]
         best = next((ln for ln in lines if ln.startswith("| ") and not ln.startswith(("| pipeline", "| method"))), None)
@@ -332,7 +333,9 @@ def with_summary(readme: str, parts: list[dict[str, Any]]) -> str:
         if best is None or "failed" in best or not lines[0].startswith("### ") or segmentation:
             continue
         cells = [c.strip() for c in best.strip("|").split("|")]
-        rows.append(f"| {lines[0][4:]} | {cells[0]} | {cells[1]} | {cells[2]} | {reported} |")
+        facts = next((ln.split("; ") for ln in lines if " samples (" in ln), ["", "–"])
+        evaluated = f"{facts[0].split(' (')[0]}, {facts[1]}" if len(facts) > 1 else "–"
+        rows.append(f"| {lines[0][4:]} | {cells[0]} | {cells[1]} | {cells[2]} | {evaluated} | {reported} |")
     return readme[: readme.index(start) + len(start)] + "\n" + "\n".join(rows) + "\n" + readme[readme.index(end):]
 
 
