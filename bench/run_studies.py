@@ -333,7 +333,7 @@ def with_summary(readme: str, parts: list[dict[str, Any]]) -> str:
         if best is None or "failed" in best or not lines[0].startswith("### ") or segmentation:
             continue
         cells = [c.strip() for c in best.strip("|").split("|")]
-        facts = next((ln.split("; ") for ln in lines if " samples (" in ln), ["", "–"])
+        facts = next((ln.split("; ") for ln in lines if " samples (" in ln), [])
         evaluated = f"{facts[0].split(' (')[0]}, {facts[1]}" if len(facts) > 1 else "–"
         rows.append(f"| {lines[0][4:]} | {cells[0]} | {cells[1]} | {cells[2]} | {evaluated} | {reported} |")
     return readme[: readme.index(start) + len(start)] + "\n" + "\n".join(rows) + "\n" + readme[readme.index(end):]
