@@ -49,14 +49,14 @@ def test_rows_show_intervals_rates_and_failures():
 
 def test_readme_summary_takes_the_best_row_of_each_study():
     bench = load_bench()
-    readme = "intro\n<!-- results:start -->\nold\n<!-- results:end -->\nafter\n"
+    readme = "intro\n<!-- results:start -->\nOLD-ROWS\n<!-- results:end -->\nafter\n"
     part = {"lines": ["### pbc-cells", "", "5957 samples (a 1, b 2); StratifiedKFold, fold 1 of 5 (one 80/20 split); "
                       "no sample shared across folds.", "", "Reported by the original study: accuracy 0.95 (goal).", "",
                       "| pipeline | accuracy [95% CI] | macro-F1 [95% CI] | ROC AUC [95% CI] | fit s/fold | scored/s |",
                       "|---|---|---|---|---|---|", "| fused | 0.97 [0.96, 0.98] | 0.96 [0.95, 0.97] | 0.99 | 10.0 | 50 |",
                       "| deep | 0.95 [0.94, 0.96] | 0.94 [0.93, 0.95] | 0.99 | 10.0 | 50 |"]}
     out = bench.with_summary(readme, [part])
-    assert "old" not in out and out.startswith("intro\n") and out.endswith("<!-- results:end -->\nafter\n")
+    assert "OLD-ROWS" not in out and out.startswith("intro\n") and out.endswith("<!-- results:end -->\nafter\n")
     assert ("| pbc-cells | fused | 0.97 [0.96, 0.98] | 0.96 [0.95, 0.97] | 5957 samples, StratifiedKFold, fold 1 of 5 "
             "(one 80/20 split) | accuracy 0.95 (goal) |") in out
     assert "| deep |" not in out
