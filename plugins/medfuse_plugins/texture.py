@@ -46,12 +46,36 @@ def region_pixels(mask: np.ndarray, region: str) -> np.ndarray:
     raise InvalidInputError(f"region {region!r} is not one of {', '.join(REGIONS)}")
 
 
+@functools.lru_cache(maxsize=32)
+def _glcm_offsets(distances: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column offsets of every (distance, angle), distance-major, as scikit-image
+    rounds them (``round(sin(angle) * d)``, ``round(cos(angle) * d)``)."""
+    d_row = [int(round(np.sin(a) * d)) for d in distances for a in ANGLES]
+    d_col = [int(round(np.cos(a) * d)) for d in distances for a in ANGLES]
+    return np.asarray(d_row, np.int64), np.asarray(d_col, np.int64)
+
+
 def glcm(q: np.ndarray, inside: np.ndarray, levels: int, distances) -> np.ndarray:
     """Symmetric normalised co-occurrence matrices of quantised image ``q`` (values < levels)
     over pixel pairs both inside ``inside``; float64 ``(levels, levels, n_dist, 4)``, NaN where
-    no pair exists. Callers pass the bounding box of ``inside`` (pairs need both ends inside):
-    ``skimage.feature.graycomatrix`` (Cython) on it was faster than a ``np.bincount`` per
-    offset."""
+    no pair exists. Callers pass the bounding box of ``inside`` (pairs need both ends inside).
+    Counts by the compiled :func:`._kernels.glcm_counts`; the same matrices as
+    :func:`glcm_reference` (scikit-image)."""
+    from ._kernels import glcm_counts
+
+    dists = tuple(int(d) for d in distances)
+    d_row, d_col = _glcm_offsets(dists)
+    counts = glcm_counts(np.ascontiguousarray(q), np.ascontiguousarray(inside, np.bool_), int(levels),
+                         d_row, d_col)
+    P = np.ascontiguousarray(
+        counts.reshape(len(dists), 4, levels, levels).transpose(2, 3, 0, 1), np.float64)
+    total = P.sum(axis=(0, 1), keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return P / total
+
+
+def glcm_reference(q: np.ndarray, inside: np.ndarray, levels: int, distances) -> np.ndarray:
+    """:func:`glcm` by ``skimage.feature.graycomatrix`` (Cython); the reference for tests."""
     from skimage.feature import graycomatrix
 
     coded = np.where(inside, q.astype(np.uint16) + 1, 0).astype(np.uint16)
@@ -125,7 +149,56 @@ def _lbp_plan(P: int, R: float) -> tuple[tuple[int, int, float, float], ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=32)
+def _lbp_tables(pairs: tuple[tuple[int, float], ...]):
+    """Arrays for :func:`._kernels.lbp_uniform`: the :func:`_lbp_plan` of every scale,
+    concatenated, with the float32 weights the reference uses, and the box padding."""
+    plan = [q for p, r in pairs for q in _lbp_plan(p, r)]
+    y0 = np.asarray([q[0] for q in plan], np.int64)
+    x0 = np.asarray([q[1] for q in plan], np.int64)
+    fy = np.asarray([q[2] for q in plan], np.float32)
+    fx = np.asarray([q[3] for q in plan], np.float32)
+    wx = np.asarray([1 - q[3] for q in plan], np.float32)  # np.float32(1 - fx), as the reference
+    n_points = np.asarray([p for p, _ in pairs], np.int64)
+    start = np.concatenate([[0], np.cumsum(n_points)[:-1]]).astype(np.int64)
+    hist_start = np.concatenate([[0], np.cumsum(n_points + 2)[:-1]]).astype(np.int64)
+    pad = max(int(np.ceil(r)) for _, r in pairs) + 1
+    return y0, x0, fy, fx, wx, n_points, start, hist_start, pad
+
+
+def _lbp_run(gray: np.ndarray, pairs, inside: np.ndarray, with_codes: bool):
+    from ._kernels import lbp_uniform
+
+    pairs = tuple((int(p), float(r)) for p, r in pairs)
+    y0, x0, fy, fx, wx, n_points, start, hist_start, pad = _lbp_tables(pairs)
+    hist = np.zeros(int((n_points + 2).sum()), np.int64)
+    rows = np.flatnonzero(inside.any(axis=1))
+    n_in = int(np.count_nonzero(inside)) if with_codes else 0
+    codes = np.zeros((len(pairs), n_in), np.int64)
+    if rows.size:
+        cols = np.flatnonzero(inside.any(axis=0))
+        lbp_uniform(np.ascontiguousarray(gray, np.uint8), np.ascontiguousarray(inside, np.bool_),
+                    int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1, pad,
+                    y0, x0, fy, fx, wx, n_points, start, hist_start, np.float32(1e-4), hist, codes)
+    return hist, codes
+
+
+def lbp_histograms(gray: np.ndarray, pairs, inside: np.ndarray) -> list[np.ndarray]:
+    """Counts of the uniform LBP codes (``P + 2`` bins, int64) of the ``inside`` pixels of a
+    uint8 image for every ``(P, R)`` in ``pairs``, in one compiled pass over the bounding box of
+    ``inside``; the codes are those of :func:`uniform_lbp_reference`."""
+    hist, _ = _lbp_run(gray, pairs, inside, False)
+    return np.split(hist, np.cumsum([int(p) + 2 for p, _ in pairs])[:-1])
+
+
 def uniform_lbp(gray: np.ndarray, P: int, R: float, inside: np.ndarray) -> np.ndarray:
+    """Uniform rotation-invariant LBP codes (0..P+1) of the ``inside`` pixels of a uint8 image,
+    int64 ``(n_inside,)`` in row-major order; compiled, the codes of
+    :func:`uniform_lbp_reference`."""
+    return _lbp_run(gray, [(P, R)], inside, True)[1][0]
+
+
+def uniform_lbp_reference(gray: np.ndarray, P: int, R: float, inside: np.ndarray) -> np.ndarray:
     """Uniform rotation-invariant LBP codes (0..P+1) of the ``inside`` pixels of a uint8 image.
 
     Same definition as ``skimage.feature.local_binary_pattern(method="uniform")``: neighbours on
@@ -297,8 +370,8 @@ class Texture(Extractor):
         inside = inside_full[box]
         values = gray[inside]
         feats: list[float] = list(first_order(values).values())
-        for p, r in pairs:
-            h = np.bincount(uniform_lbp(gray, p, r, inside), minlength=p + 2)[:p + 2].astype(np.float64)
+        for h in lbp_histograms(gray, pairs, inside):
+            h = h.astype(np.float64)
             feats += list(h / h.sum())
         if self.quantize == "fixed":
             q = (gray.astype(np.uint16) * levels) >> 8
