@@ -4,16 +4,21 @@ Trains (or reuses) a fused bundle on a per-class subset of PBC — classical blo
 texture, colour on an otsu_cell mask) + a CNN embedding, fused early, XGBoost head — then, in
 the same run:
 
-* scores every PBC image with ``--jobs 1`` and ``--jobs 2`` (each in a fresh process, so the
-  figures include worker start-up and bundle loading) and prints images/second;
-* runs the naive loop (decode one image, ``predict_proba_images([image])``, repeat) on a subset;
+* scores every PBC image (or ``--n`` of them, evenly spaced) with ``--jobs 1`` and ``--jobs 2``
+  (each in a fresh process, so the figures include worker start-up and bundle loading) and
+  prints images/second. Both run the same code on the same 256-image chunks with the same thread
+  settings (1 TensorFlow intra-/inter-op thread, 1 BLAS/OpenMP thread per process): ``--jobs 1``
+  scores in the scoring process itself, ``--jobs 2`` in two loky worker processes while the
+  scoring process writes the parts, so the ratio measures process parallelism alone;
+* runs the naive loop (decode one image, ``predict_proba_images([image])``, repeat) on a subset,
+  in a plain process with library defaults (TensorFlow may use both cores there);
 * prints the peak memory of the whole process tree (scorer + workers), sampled every 0.1 s,
   for a 1,000-image subset and for the full folder (flat = streaming);
 * checks that ``--jobs 1`` and ``--jobs 2`` give identical predictions.
 
 Usage (the machine is shared: run it niced)::
 
-    nice -n 10 .venv/bin/python bench/bench_scoring.py [--data ROOT] [--work /tmp/medfuse-bench]
+    nice -n 10 .venv/bin/python bench/bench_scoring.py [--data ROOT] [--work /tmp/medfuse-bench] [--n 1500]
 
 Targets on a 2-core machine: >= 100 images/s with 2 jobs, >= 1.7x over 1 job, >= 5x over the
 naive loop, peak memory flat in the number of images.
@@ -121,6 +126,7 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="data root holding pbc/ (default: $MEDFUSE_DATA or ../shared/datasets)")
     ap.add_argument("--work", default="/tmp/medfuse-bench", help="folder for the bundle and score files")
     ap.add_argument("--train-per-class", type=int, default=40, help="training images per class for the bundle")
+    ap.add_argument("--n", type=int, default=None, help="score this many images (evenly spaced) instead of all")
     ap.add_argument("--naive", type=int, default=150, help="images in the naive loop")
     ap.add_argument("--subset", type=int, default=1000, help="images in the memory comparison subset")
     ap.add_argument("--retrain", action="store_true", help="train a new bundle even if one exists")
@@ -148,14 +154,27 @@ def main() -> None:
 
     inputs = list_inputs(root / "pbc")
     n_all = len(inputs)
-    step = max(1, n_all // args.subset)
-    subset_csv = work / "subset.csv"
-    inputs.iloc[::step].head(args.subset)[["read_path"]].rename(columns={"read_path": "path"}).to_csv(subset_csv, index=False)
+
+    def subset(n: int, name: str) -> Path:
+        csv = work / name
+        picked = inputs.iloc[::max(1, n_all // n)].head(n)
+        picked[["read_path"]].rename(columns={"read_path": "path"}).to_csv(csv, index=False)
+        return csv
+
+    full: Path = root / "pbc"
+    tag = "all"
+    if args.n and args.n < n_all:
+        full, tag = subset(args.n, "n.csv"), str(args.n)
+        args.subset = min(args.subset, max(1, args.n // 4))
+    subset_csv = subset(args.subset, "subset.csv")
     naive_list = work / "naive.txt"
     naive_list.write_text("\n".join(inputs["read_path"].iloc[::max(1, n_all // args.naive)].head(args.naive)))
+    print("modes: jobs 1 = chunks scored in the scoring process; jobs 2 = two loky worker processes "
+          "(bundle loaded once per worker); both 256-image chunks, 1 TensorFlow thread and 1 BLAS thread "
+          "per process; naive = one image per pipeline call, library default threads")
 
     rows = []
-    for label, source, jobs in (("jobs 1, all", root / "pbc", 1), ("jobs 2, all", root / "pbc", 2),
+    for label, source, jobs in ((f"jobs 1, {tag}", full, 1), (f"jobs 2, {tag}", full, 2),
                                 (f"jobs 2, {args.subset}", subset_csv, 2)):
         out = work / f"scores-{label.replace(' ', '').replace(',', '-')}.parquet"
         rep, peak, cpu = run_child("child", [str(bundle), str(source), str(out), str(jobs)])
@@ -168,7 +187,11 @@ def main() -> None:
     print(f"  naive loop     {nv['n']:5d} images {nv['seconds']:7.1f} s {nv['images_per_second']:7.1f} img/s "
           f"| CPU {nv['loop_cpu_seconds']:6.1f} s = {nv['n'] / nv['loop_cpu_seconds']:5.1f} img/CPU-s")
 
-    same = pd.read_parquet(rows[0]["out"]).equals(pd.read_parquet(rows[1]["out"]))
+    first, second = pd.read_parquet(rows[0]["out"]), pd.read_parquet(rows[1]["out"])
+    same = first.equals(second)
+    proba = [c for c in first.columns if c.startswith("proba.")]
+    print(f"  jobs 1 vs jobs 2: max |proba difference| {abs(first[proba] - second[proba]).to_numpy().max():.3g}, "
+          f"labels differ in {int((first['label'] != second['label']).sum())} row(s)")
     one, two, naive_ips = rows[0]["ips"], rows[1]["ips"], nv["images_per_second"]
     load = os.getloadavg()
     print(f"\nresults: wall-clock figures on a shared machine (load average now {load[0]:.1f} / 15 min "
@@ -176,7 +199,7 @@ def main() -> None:
     checks = [("images/s with 2 jobs", two, ">= 100", two >= 100),
               ("speed-up 2 jobs / 1 job", two / one, ">= 1.7", two / one >= 1.7),
               ("speed-up 2 jobs / naive loop", two / naive_ips, ">= 5", two / naive_ips >= 5),
-              (f"peak RSS all / {args.subset} (2 jobs)", rows[1]["peak"] / rows[2]["peak"], "~1 (flat)",
+              (f"peak RSS {tag} / {args.subset} (2 jobs)", rows[1]["peak"] / rows[2]["peak"], "~1 (flat)",
                rows[1]["peak"] / rows[2]["peak"] < 1.15),
               ("jobs 1 == jobs 2 predictions", float(same), "1", same)]
     for name, value, target, ok in checks:

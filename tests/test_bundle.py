@@ -28,11 +28,17 @@ from PIL import Image
 
 
 class FakePipeline:
-    """A tiny stand-in FittedPipeline: P(light) = mean brightness; optional delay per image."""
+    """A tiny stand-in FittedPipeline: P(light) = mean brightness; optional delay per image.
 
-    def __init__(self, delay: float = 0.0, plugins: list[dict] | None = None):
+    ``tf_probe``: the bundle also holds a (dummy) ``.keras`` artifact, so scoring pins
+    TensorFlow's thread pools for it, and P(light) = brightness / (1 + intra-op threads +
+    inter-op threads) as TensorFlow reports them in the scoring process (0 = TF's default).
+    """
+
+    def __init__(self, delay: float = 0.0, plugins: list[dict] | None = None, tf_probe: bool = False):
         self.delay = delay
         self.plugins = plugins or []
+        self.tf_probe = tf_probe
         self.classes_ = np.asarray(["dark", "light"], dtype=object)
         self.feature_names_ = ["colour.mean"]
         self.calls: list[int] = []
@@ -45,6 +51,8 @@ class FakePipeline:
                 raise InvalidInputError(f"image of shape {im.shape} is too small")
             time.sleep(self.delay)
             m = float(im.mean()) / 255.0
+            if self.tf_probe:
+                m /= 1 + sum(tf_threads())
             out.append([1.0 - m, m])
         return np.asarray(out)
 
@@ -53,15 +61,25 @@ class FakePipeline:
 
     def save(self, directory: Path) -> list[Path]:
         f = Path(directory) / "fake.joblib"
-        joblib.dump({"delay": self.delay, "plugins": self.plugins}, f)
+        joblib.dump({"delay": self.delay, "plugins": self.plugins, "tf_probe": self.tf_probe}, f)
         j = Path(directory) / "fake.json"
         j.write_text(json.dumps({"classes": list(self.classes_)}))
+        if self.tf_probe:
+            (Path(directory) / "probe.keras").write_bytes(b"not a model; marks the bundle as using TensorFlow")
         return [f, j]
 
     @classmethod
     def load(cls, directory: Path) -> FakePipeline:
         state = joblib.load(Path(directory) / "fake.joblib")
-        return cls(state["delay"], state["plugins"])
+        return cls(state["delay"], state["plugins"], state.get("tf_probe", False))
+
+
+def tf_threads() -> tuple[int, int]:
+    """TensorFlow's (intra-op, inter-op) thread settings in this process (0 = TF's default)."""
+    import tensorflow as tf
+
+    return (tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads())
 
 
 def fake_host(**versions: str) -> SimpleNamespace:
@@ -73,9 +91,9 @@ def fake_host(**versions: str) -> SimpleNamespace:
 FAKE = [{"name": "fake", "version": "1.0.0", "params": {"delay": 0.0}}]
 
 
-def make_bundle(path: Path, delay: float = 0.0, plugins: list[dict] | None = None) -> Path:
+def make_bundle(path: Path, delay: float = 0.0, plugins: list[dict] | None = None, tf_probe: bool = False) -> Path:
     """A bundle of :class:`FakePipeline`; ``plugins`` (e.g. :data:`FAKE`) go into its spec."""
-    return write_bundle(FakePipeline(delay, plugins), path, host=fake_host(fake="1.0.0"),
+    return write_bundle(FakePipeline(delay, plugins, tf_probe), path, host=fake_host(fake="1.0.0"),
                         manifest={"seed": 3, "training_data": {"fingerprint": "x"}})
 
 

@@ -30,6 +30,27 @@ def test_dask_equals_local(cluster, tmp_path):
     assert cluster.scheduler.transition_counter > before  # the chunks really ran on the cluster
     assert (remote.n_scored, remote.n_failed) == (local.n_scored, local.n_failed) == (9, 1)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "local.parquet"), pd.read_parquet(tmp_path / "dask.parquet"))
+    before = cluster.scheduler.transition_counter
+    score(b, folder, tmp_path / "dask1.parquet", chunk_size=4, progress=False, backend="dask",
+          scheduler=cluster.scheduler_address, jobs=1)
+    assert cluster.scheduler.transition_counter > before  # jobs=1 too runs on the cluster, not here
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "local.parquet"), pd.read_parquet(tmp_path / "dask1.parquet"))
+
+
+def test_dask_worker_processes_run_tensorflow_like_local_jobs(tmp_path):
+    """Dask worker processes pin TensorFlow's pools like loky workers and ``jobs=1`` do, so a
+    bundle whose output depends on those settings scores identically everywhere."""
+    pytest.importorskip("tensorflow")
+    folder = tmp_path / "imgs"
+    write_images(folder, n=6)
+    b = make_bundle(tmp_path / "bundle", tf_probe=True)
+    score(b, folder, tmp_path / "local.parquet", chunk_size=2, progress=False, jobs=1)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=":0") as procs:
+        score(b, folder, tmp_path / "dask.parquet", chunk_size=2, progress=False, backend="dask",
+              scheduler=procs.scheduler_address, jobs=-1)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "local.parquet"), pd.read_parquet(tmp_path / "dask.parquet"),
+                                  check_exact=True)
 
 
 def test_dask_needs_a_reachable_scheduler(tmp_path):

@@ -372,14 +372,23 @@ def verify_bundle(path: str | Path, host: Any = None, check_plugins: bool = True
     return path, manifest, digest
 
 
-def load_bundle(path: str | Path, host: Any = None, check_plugins: bool = True) -> Bundle:
+def load_bundle(path: str | Path, host: Any = None, check_plugins: bool = True, *,
+                threads: int | None = None) -> Bundle:
     """Load and verify the bundle folder ``path``; only load bundles from a trusted source.
+
+    ``threads`` pins TensorFlow's intra- and inter-op pools to that many threads before the
+    Keras models load (default: TensorFlow's own); see :func:`pin_tf_threads`.
 
     Raises :class:`BundleError` for a missing/malformed manifest, a checksum mismatch (naming the
     file), an unlisted artifact, a missing plugin, or a plugin of another major version.
     """
     path, manifest, digest = verify_bundle(path, host, check_plugins)
-    _limit_tf_threads(manifest)
+    return load_verified(path, manifest, digest, threads=threads)
+
+
+def load_verified(path: Path, manifest: dict[str, Any], digest: str, *, threads: int | None = None) -> Bundle:
+    """Load the artifacts of a bundle already checked by :func:`verify_bundle` (no second hashing)."""
+    tf_pinned = pin_tf_threads(threads) if threads and uses_tensorflow(manifest) else None
     cls = _import_class(manifest["pipeline_class"], str(path))
     try:
         pipeline = cls.load(path / manifest["pipeline_dir"])
@@ -391,22 +400,41 @@ def load_bundle(path: str | Path, host: Any = None, check_plugins: bool = True) 
     if classes != manifest["classes"]:
         raise BundleError(f"{path}: the loaded pipeline's classes {classes} differ from the manifest's "
                           f"{manifest['classes']}")
-    return Bundle(path, manifest, pipeline, digest)
+    bundle = Bundle(path, manifest, pipeline, digest)
+    bundle.tf_threads_pinned = tf_pinned
+    return bundle
 
 
-def _limit_tf_threads(manifest: dict[str, Any]) -> None:
-    """In a parallel worker (``MEDFUSE_WORKER_THREADS`` set), cap TensorFlow's thread pools before
-    Keras models load, so that N workers on N cores do not oversubscribe."""
-    threads = os.environ.get("MEDFUSE_WORKER_THREADS")
-    if not threads or not any(k.endswith(".keras") for k in manifest["artifacts"]):
-        return
+def uses_tensorflow(manifest: dict[str, Any]) -> bool:
+    """Whether the bundle holds Keras models (its predictions then run through TensorFlow)."""
+    return any(k.endswith(".keras") for k in manifest["artifacts"])
+
+
+def pin_tf_threads(threads: int) -> bool:
+    """Set TensorFlow's intra- and inter-op pools to ``threads`` before Keras models load.
+
+    Used by scoring workers so that N workers on N cores do not oversubscribe and, above all,
+    so that every scoring process runs TensorFlow with the same thread counts: TensorFlow's
+    reductions (oneDNN convolutions, matmuls) are not bit-identical across thread counts, so
+    equal settings are what make ``--jobs 1``, ``--jobs 2`` and Dask give identical
+    probabilities. Returns True when the pools are at ``threads`` afterwards (or TensorFlow is
+    not installed); False when TensorFlow was already initialised in this process with other
+    settings, which cannot be changed any more. The setting lasts for the whole process.
+    """
     try:
         import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-        tf.config.threading.set_inter_op_parallelism_threads(int(threads))
-    except (ImportError, RuntimeError, ValueError):  # already initialised or absent: keep defaults
-        pass
+    except ImportError:
+        return True  # loading will fail with its own message
+    threading = tf.config.threading
+    for get, put in ((threading.get_intra_op_parallelism_threads, threading.set_intra_op_parallelism_threads),
+                     (threading.get_inter_op_parallelism_threads, threading.set_inter_op_parallelism_threads)):
+        if get() == int(threads):
+            continue
+        try:
+            put(int(threads))
+        except (RuntimeError, ValueError):  # already initialised: the pools keep their sizes
+            return False
+    return True
 
 
 # ---- the bundle ---------------------------------------------------------------------------------
@@ -427,6 +455,7 @@ class Bundle:
         self.manifest = manifest
         self.pipeline = pipeline
         self.manifest_sha256 = manifest_sha256
+        self.tf_threads_pinned: bool | None = None  # see pin_tf_threads (None: not asked)
 
     def __repr__(self) -> str:
         study = self.manifest.get("study", {}) or {}

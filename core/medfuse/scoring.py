@@ -10,7 +10,14 @@ itself written atomically. Nothing holds more than a few chunks in memory.
 
 Parallelism is joblib: ``backend="loky"`` with ``jobs`` worker processes, or ``backend="dask"``
 with a ``distributed.Client`` on ``scheduler`` (joblib's Dask backend runs the same chunks; the
-bundle and the images must be readable by the Dask workers at the same paths).
+bundle and the images must be readable by the Dask workers at the same paths). ``jobs=1``
+scores in the calling process.
+
+Every mode runs the same code on the same chunks with the same thread settings
+(:data:`SCORING_THREADS` TensorFlow intra-/inter-op threads and native BLAS/OpenMP threads per
+chunk), so ``jobs=1``, ``jobs=N`` and Dask give bit-identical probabilities: TensorFlow's
+reductions are not bit-identical across thread counts. When ``jobs=1`` finds TensorFlow already
+initialised in the calling process with other settings, it scores in one worker process instead.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ PLAN = "plan.json"
 INPUTS = "inputs.parquet"
 MASK_COLUMNS = ("mask_path", "mask")
 RESERVED = ("path", "id", "label", "group", *MASK_COLUMNS)
+SCORING_THREADS = 1  # threads per scoring process (TensorFlow pools, BLAS/OpenMP), in every mode
 
 
 class ScoringError(MedfuseError):
@@ -114,16 +122,23 @@ def _inputs_digest(inputs: pd.DataFrame) -> str:
 _BUNDLES: dict[tuple[str, str], Any] = {}
 
 
-def worker_bundle(path: str, manifest_sha256: str) -> Any:
-    """The bundle at ``path``, loaded once per process (cache keyed by path and manifest hash)."""
+def worker_bundle(path: str, manifest_sha256: str, threads: int | None = SCORING_THREADS) -> Any:
+    """The bundle at ``path``, loaded once per process (cache keyed by path and manifest hash),
+    with TensorFlow pinned to ``threads`` threads (a warning when that was no longer possible)."""
     key = (path, manifest_sha256)
     bundle = _BUNDLES.get(key)
     if bundle is None:
-        from .bundle import load_bundle
+        from .bundle import BundleWarning, load_bundle
 
-        bundle = load_bundle(path)
+        bundle = load_bundle(path, threads=threads)
         if bundle.manifest_sha256 != manifest_sha256:
             raise ScoringError(f"{path}: the bundle changed while scoring (manifest hash differs); rerun")
+        if bundle.tf_threads_pinned is False:
+            import warnings
+
+            warnings.warn(f"{path}: TensorFlow was initialised in this worker (pid {os.getpid()}) before the "
+                          f"bundle loaded, with other than {threads} thread(s); its probabilities may differ "
+                          "in the last digits from other workers'", BundleWarning, stacklevel=2)
         _BUNDLES.clear()
         _BUNDLES[key] = bundle
     return bundle
@@ -149,23 +164,26 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 def score_chunk(bundle_path: str, manifest_sha256: str, index: int, rows: pd.DataFrame,
-                batch_size: int = 256, threads: int | None = None,
+                batch_size: int = 256, threads: int = SCORING_THREADS,
                 parent_pid: int | None = None) -> tuple[int, pd.DataFrame, float]:
-    """Score one chunk: ``(index, result frame, seconds)``; runs in a worker process.
+    """Score one chunk: ``(index, result frame, seconds)``; runs in a worker process (or in the
+    scoring process itself with ``jobs=1``).
 
-    ``threads`` caps TensorFlow's pools in this worker; ``parent_pid`` (local workers) makes the
-    worker exit when that process dies.
+    ``threads`` sizes TensorFlow's pools (set once, when the bundle loads) and the native
+    BLAS/OpenMP pools (for this chunk); ``parent_pid`` (local workers) makes the worker exit when
+    that process dies.
     """
+    from threadpoolctl import threadpool_limits
+
     if parent_pid:
         _exit_with_parent(parent_pid)
-    if threads:
-        os.environ.setdefault("MEDFUSE_WORKER_THREADS", str(threads))
     t0 = time.perf_counter()
-    bundle = worker_bundle(bundle_path, manifest_sha256)
+    bundle = worker_bundle(bundle_path, manifest_sha256, threads)
     masks = rows["mask_path"].tolist() if "mask_path" in rows else None
     extra = [c for c in rows.columns if c not in ("path", "read_path", "mask_path")]
     table = rows[extra].reset_index(drop=True) if extra and bundle.table_columns else None
-    df = bundle.predict(rows["read_path"].tolist(), masks=masks, table=table, batch_size=batch_size)
+    with threadpool_limits(limits=threads):
+        df = bundle.predict(rows["read_path"].tolist(), masks=masks, table=table, batch_size=batch_size)
     df["path"] = rows["path"].to_numpy()
     return index, df, time.perf_counter() - t0
 
@@ -256,8 +274,13 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
     progress : show a progress bar (images/s, ETA) on stderr.
     keep_parts : keep ``<out>.parts/`` after assembling ``out``.
     on_chunk : called with ``(chunks done, chunks total)`` after each chunk (for tests, hooks).
+
+    Every process that scores chunks runs TensorFlow with :data:`SCORING_THREADS` threads, so that
+    all modes give bit-identical probabilities; with ``jobs=1`` that is the calling process, whose
+    TensorFlow keeps that setting afterwards (or, when its TensorFlow already runs with other
+    settings, one worker process scores the chunks).
     """
-    from .bundle import load_bundle, verify_bundle
+    from .bundle import load_verified, pin_tf_threads, uses_tensorflow, verify_bundle
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -268,10 +291,12 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
         raise ScoringError("backend 'dask' needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
     if chunk_size < 1:
         raise ScoringError(f"chunk_size must be >= 1, got {chunk_size}")
-    in_process = jobs == 1 and backend == "loky"
-    # verify here, so that a bad bundle fails before any work; load it only if scoring in-process
-    loaded = load_bundle(bundle) if in_process else None
-    path, manifest, digest = (loaded.path, loaded.manifest, loaded.manifest_sha256) if loaded else verify_bundle(bundle)
+    # verify here, so that a bad bundle fails before any work; load it only if scoring in-process,
+    # which needs TensorFlow's pools at SCORING_THREADS (else one worker process does the work)
+    path, manifest, digest = verify_bundle(bundle)
+    in_process = jobs == 1 and backend == "loky" and (not uses_tensorflow(manifest)
+                                                      or pin_tf_threads(SCORING_THREADS))
+    loaded = load_verified(path, manifest, digest, threads=SCORING_THREADS) if in_process else None
     bundle_path = str(path)
     table = inputs.copy() if isinstance(inputs, pd.DataFrame) else list_inputs(inputs)
     if "read_path" not in table:
@@ -295,7 +320,7 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
 
     with _progress(progress, n, resumed_rows) as advance:
         for k, (i, df, _secs) in enumerate(_run_chunks(todo, chunk_rows, bundle_path, digest, jobs, batch_size,
-                                                       backend, scheduler), start=1):
+                                                       backend, scheduler, in_process), start=1):
             _write_atomic_parquet(df, parts / _part_name(i), schema)
             advance(len(df))
             if on_chunk is not None:
@@ -339,13 +364,13 @@ def _prepare_parts(parts: Path, plan: dict[str, Any], table: pd.DataFrame, resum
 
 
 def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bundle_path: str, digest: str,
-                jobs: int, batch_size: int, backend: str, scheduler: str | None
+                jobs: int, batch_size: int, backend: str, scheduler: str | None, in_process: bool = False
                 ) -> Iterator[tuple[int, pd.DataFrame, float]]:
     if not todo:
         return
-    if backend == "loky" and jobs == 1:
+    if in_process:
         for i in todo:
-            yield score_chunk(bundle_path, digest, i, chunk_rows(i), batch_size)
+            yield score_chunk(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS)
         return
     from joblib import Parallel, delayed, parallel_config
 
@@ -358,16 +383,54 @@ def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bund
             client = Client(scheduler)  # connect timeout: dask config distributed.comm.timeouts.connect
         except (OSError, TimeoutError) as exc:
             raise ScoringError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-        with client, parallel_config(backend="dask"):
-            yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
-                delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size) for i in todo)
+        with client:
+            if jobs == 1:  # joblib would run n_jobs=1 in this process, not on the cluster
+                yield from _one_at_a_time(lambda *a: client.submit(*a, pure=False), todo, chunk_rows, bundle_path,
+                                          digest, batch_size, None, window=1)
+                return
+            with parallel_config(backend="dask"):
+                yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
+                    delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS)
+                    for i in todo)
         return
     n_jobs = (os.cpu_count() or 1) if jobs < 1 else jobs
-    threads = max(1, (os.cpu_count() or 1) // n_jobs)
-    with parallel_config(backend="loky", inner_max_num_threads=threads):
+    if n_jobs == 1:  # joblib would run n_jobs=1 in this process; this needs one worker process
+        from joblib.externals.loky import ProcessPoolExecutor  # its own pool, not joblib's shared one
+
+        threads = str(SCORING_THREADS)
+        env = {v: threads for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+        executor = ProcessPoolExecutor(max_workers=1, env=env)
+        try:
+            yield from _one_at_a_time(executor.submit, todo, chunk_rows, bundle_path, digest, batch_size,
+                                      os.getpid())
+        finally:
+            executor.shutdown(wait=False, kill_workers=True)
+        return
+    with parallel_config(backend="loky", inner_max_num_threads=SCORING_THREADS):
         yield from Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, threads, os.getpid())
+            delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS, os.getpid())
             for i in todo)
+
+
+def _one_at_a_time(submit: Callable[..., Any], todo: list[int], chunk_rows: Callable[[int], pd.DataFrame],
+                   bundle_path: str, digest: str, batch_size: int, parent_pid: int | None,
+                   window: int = 2) -> Iterator[tuple[int, pd.DataFrame, float]]:
+    """Score the chunks through ``submit`` (a loky executor's or a Dask client's) with at most
+    ``window`` of them submitted at a time (a one-worker pool queues the second one)."""
+    from collections import deque
+
+    pending: deque = deque()
+    try:
+        for i in todo:
+            pending.append(submit(score_chunk, bundle_path, digest, i, chunk_rows(i), batch_size,
+                                  SCORING_THREADS, parent_pid))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()
 
 
 def _assemble(parts: Path, n_chunks: int, out: Path, kind: str, schema: Any) -> ScoreSummary:
