@@ -89,3 +89,24 @@ def test_fast_colour_codes_match_the_transforms():
     ref = rgb_to_lab8(px[None])[0].astype(int)
     diff = np.abs(np.stack(lab8_pixels(px), 1).astype(int) - ref)
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-4
+
+
+def test_compiled_histograms_equal_bincount_reference():
+    """The compiled per-region channel histograms equal one ``np.bincount`` per channel of the
+    NumPy conversions (RGB, ``hsv8_pixels``, ``lab8_pixels``), on random pixels and masks."""
+    from medfuse_plugins._kernels import colour_histograms
+    from medfuse_plugins.colour import _hsv_luts, hsv8_pixels, lab8_pixels
+
+    rng = np.random.default_rng(7)
+    hue, sat = _hsv_luts()
+    for n in (0, 1, 500, 20000):
+        px = rng.integers(0, 256, (n, 3)).astype(np.uint8)
+        region = rng.integers(0, 4, n).astype(np.uint8)  # 3 counts as nucleus, as np.minimum(m, 2)
+        lab = lab8_pixels(px) if n else [np.zeros(0, np.uint8)] * 3
+        counts = colour_histograms(px, region, hue, sat, np.stack(lab) if n else np.zeros((3, 0), np.uint8),
+                                   True, True)
+        code = np.minimum(region, 2).astype(np.intp) << 8
+        channels = [px[:, 0], px[:, 1], px[:, 2], *hsv8_pixels(px), *lab]
+        for k, ch in enumerate(channels):
+            ref = np.bincount(code + ch, minlength=768).reshape(3, 256)
+            assert np.array_equal(counts[k], ref), k

@@ -163,3 +163,16 @@ def test_fast_binary_morphology_matches_scipy():
         for r in (1, 2, 3):
             assert np.array_equal(binary_erosion(b, r), ndi.binary_erosion(b, structure=_disk(r)))
             assert np.array_equal(binary_opening(b, r), ndi.binary_opening(b, structure=_disk(r)))
+
+
+def test_compiled_blue_minus_green_equals_stain_channel_and_bincount():
+    from medfuse_plugins._kernels import blue_minus_green
+    from medfuse_plugins.segmentation import stain_channel
+
+    rng = np.random.default_rng(3)
+    for shape in ((1, 1, 3), (37, 53, 3), (120, 90, 3)):
+        image = rng.integers(0, 256, shape).astype(np.uint8)
+        s, hist = blue_minus_green(image)
+        ref = stain_channel(image, "blue_minus_green")
+        assert np.array_equal(s, ref)
+        assert np.array_equal(hist, np.bincount(ref.ravel(), minlength=256))

@@ -1,8 +1,10 @@
-"""Compiled (numba) kernels for the texture hot spots: uniform LBP and GLCM accumulation.
+"""Compiled (numba) kernels for the classical features' hot spots: uniform LBP and GLCM
+accumulation (texture), per-region channel histograms (colour), the ``blue_minus_green`` stain
+channel with its histogram (``otsu_cell`` mask).
 
-Each kernel reproduces the vectorised NumPy reference in :mod:`medfuse_plugins.texture`
-exactly (same float32 arithmetic, same order of operations, no fused multiply-add), so the
-features do not change; ``tests/test_kernels.py`` checks the equality. Compiled on first use and
+Each kernel reproduces its NumPy (or scikit-image) reference exactly (same float32 arithmetic,
+same order of operations, no fused multiply-add), so features and masks do not change;
+``tests/test_kernels.py``, ``test_colour.py`` and ``test_segmentation.py`` check the equality. Compiled on first use and
 cached on disk (``cache=True``): the one-off compile is paid once per environment, not per
 process. ``nogil=True`` lets threads run them in parallel.
 """
@@ -108,23 +110,79 @@ def glcm_counts(q, inside, levels, d_row, d_col):
     """Symmetric co-occurrence counts of quantised image ``q`` (values < ``levels``) over pixel
     pairs ``(r, c)``, ``(r + d_row[k], c + d_col[k])`` with both ends ``inside``: int64
     ``(n_offsets, levels, levels)``, ``C + C.T`` as ``skimage.feature.graycomatrix(symmetric=True)``.
-    One pass over the pixels, every offset per pixel."""
+
+    Pixels are coded ``q + 1`` inside and 0 outside, so the partner needs no test (pairs with
+    a 0 end land in a discarded column); even and odd columns count into separate
+    tables, so runs of equal pairs do not serialise on one counter."""
     rows, cols = q.shape
     n = d_row.shape[0]
-    acc = np.zeros((n, levels, levels), np.int32)
+    code = np.zeros((rows, cols), np.int32)
     for r in range(rows):
         for c in range(cols):
-            if not inside[r, c]:
-                continue
-            i = q[r, c]
-            for k in range(n):
-                rr = r + d_row[k]
-                cc = c + d_col[k]
-                if 0 <= rr < rows and 0 <= cc < cols and inside[rr, cc]:
-                    acc[k, i, q[rr, cc]] += 1
+            if inside[r, c]:
+                code[r, c] = np.int32(q[r, c]) + 1
+    L1 = levels + 1
+    acc = np.zeros((n, 2, L1, L1), np.int32)
+    for k in range(n):
+        dr, dc = d_row[k], d_col[k]
+        c_lo, c_hi = max(0, -dc), min(cols, cols - dc)
+        for r in range(max(0, -dr), min(rows, rows - dr)):
+            ra = code[r]
+            rb = code[r + dr]
+            for c in range(c_lo, c_hi):
+                a = ra[c]
+                if a:
+                    acc[k, c & 1, a, rb[c + dc]] += 1
     out = np.empty((n, levels, levels), np.int64)
     for k in range(n):
         for i in range(levels):
             for j in range(levels):
-                out[k, i, j] = acc[k, i, j] + acc[k, j, i]
+                out[k, i, j] = (acc[k, 0, i + 1, j + 1] + acc[k, 1, i + 1, j + 1]
+                                + acc[k, 0, j + 1, i + 1] + acc[k, 1, j + 1, i + 1])
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def colour_histograms(px, region, hue_lut, sat_lut, lab, want_rgb, want_hsv):
+    """256-bin histograms per channel and region code of an ``(N, 3)`` uint8 RGB pixel list:
+    int64 ``(9, 3, 256)``, channels RGB, HSV, Lab, region codes ``min(region, 2)`` (0 outside,
+    1 cytoplasm, 2 nucleus). HSV by the lookup tables of ``colour._hsv_luts`` (the transform's
+    codes); Lab codes are given, ``(3, N)`` uint8 (no columns: not counted). Spaces not asked for
+    stay zero."""
+    out = np.zeros((9, 3, 256), np.int64)
+    n = px.shape[0]
+    want_lab = lab.shape[1] == n
+    for k in range(n):
+        c = min(region[k], 2)
+        r, g, b = px[k, 0], px[k, 1], px[k, 2]
+        if want_rgb:
+            out[0, c, r] += 1
+            out[1, c, g] += 1
+            out[2, c, b] += 1
+        if want_hsv:
+            ri, gi, bi = np.int64(r), np.int64(g), np.int64(b)
+            v = max(ri, gi, bi)
+            mn = min(ri, gi, bi)
+            out[3, c, hue_lut[(ri - bi + 255) * 511 + (gi - bi + 255)]] += 1
+            out[4, c, sat_lut[v * 256 + mn]] += 1
+            out[5, c, v] += 1
+        if want_lab:
+            out[6, c, lab[0, k]] += 1
+            out[7, c, lab[1, k]] += 1
+            out[8, c, lab[2, k]] += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def blue_minus_green(image):
+    """The ``blue_minus_green`` stain channel ``clip(B - G + 64, 0, 255)`` of a uint8
+    ``(H, W, 3)`` RGB image and its 256-bin histogram, in one pass: ``(uint8 (H, W), int64 (256,))``."""
+    H, W = image.shape[0], image.shape[1]
+    s = np.empty((H, W), np.uint8)
+    hist = np.zeros(256, np.int64)
+    for y in range(H):
+        for x in range(W):
+            v = min(max(np.int32(image[y, x, 2]) - np.int32(image[y, x, 1]) + 64, 0), 255)
+            s[y, x] = v
+            hist[v] += 1
+    return s, hist

@@ -2,16 +2,17 @@
 
 For each colour space, channel and region: mean, standard deviation and percentiles; for the
 ``hist_regions``: a coarse normalised histogram per channel. All statistics come from one
-256-bin histogram per channel and region (``np.bincount``), so the cost is a few passes over
-the cell's bounding box.
+256-bin histogram per channel and region, all counted in one compiled pass over the cell's
+bounding box (:func:`._kernels.colour_histograms`).
 
 Regions of the canonical mask: ``cell`` (mask > 0), ``nucleus`` (2), ``cytoplasm`` (1) and
 ``outside``: background pixels within ``pad`` pixels of the cell's bounding box (the cell's
 immediate surroundings, not the whole frame). Without a mask the ``otsu_cell`` mask (default
 parameters) is computed. An empty region gives NaN for its features. HSV and Lab use the uint8
 encodings of the ``hsv`` and ``lab`` transforms (hue is not treated as circular), computed on the
-crop's pixel list: HSV by lookup tables (identical codes), Lab with a vectorised cube root (a code
-differs from the transform's by 1 for about 0.004% of colours).
+crop's pixel list: HSV by lookup tables (identical codes; :func:`hsv8_pixels` is the NumPy
+version), Lab with a vectorised cube root (a code differs from the transform's by 1 for about
+0.004% of colours).
 """
 
 from __future__ import annotations
@@ -178,15 +179,20 @@ class Colour(Extractor):
         if box is None:
             return np.full(len(self.feature_names()), np.nan, np.float32)
         img, m = image[box], mask[box]
-        # region code per pixel: 0 outside, 1 cytoplasm, 2 nucleus -> one bincount per channel
-        code = np.minimum(m, 2).ravel().astype(np.intp) << 8  # intp: bincount needs no copy
-        px = img.reshape(-1, 3)
-        conv = {"rgb": lambda x: [x[:, 0], x[:, 1], x[:, 2]], "hsv": hsv8_pixels, "lab": lab8_pixels}
+        # all channel histograms per region code (0 outside, 1 cytoplasm, 2 nucleus) in one
+        # compiled pass over the crop's pixels; Lab codes from lab8_pixels (vectorised float32)
+        from ._kernels import colour_histograms
+
+        px = np.ascontiguousarray(img).reshape(-1, 3)
+        lab = np.stack(lab8_pixels(px)) if "lab" in self.spaces else np.zeros((3, 0), np.uint8)
+        hue, sat = _hsv_luts()
+        counts = colour_histograms(px, np.ascontiguousarray(m).reshape(-1), hue, sat, lab,
+                                   "rgb" in self.spaces, "hsv" in self.spaces)
         H = {}
         for sp in self.spaces:
-            arr = conv[sp](px)
+            base = 3 * list(SPACES).index(sp)
             for c, ch in enumerate(SPACES[sp]):
-                h3 = np.bincount(code + arr[c], minlength=768).reshape(3, 256)
+                h3 = counts[base + c]
                 H[(sp, ch)] = {"outside": h3[0], "cytoplasm": h3[1], "nucleus": h3[2], "cell": h3[1] + h3[2]}
         keys = [(sp, ch, rg) for sp in self.spaces for ch in SPACES[sp] for rg in self.regions]
         stats = hist_stats(np.stack([H[(sp, ch)][rg] for sp, ch, rg in keys]), tuple(self.stats))

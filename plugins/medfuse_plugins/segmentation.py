@@ -138,15 +138,18 @@ def _multiotsu_core(prob: np.ndarray, classes: int) -> np.ndarray:
     return np.array([t0, t1, t2])
 
 
-def otsu_levels(channel: np.ndarray, classes: int, max_bins: int = 64) -> np.ndarray | None:
+def otsu_levels(channel: np.ndarray, classes: int, max_bins: int = 64,
+                hist: np.ndarray | None = None) -> np.ndarray | None:
     """Multi-Otsu thresholds of a uint8 channel; ``None`` when it has too few distinct values.
 
     The 256-bin histogram is cut to its occupied range and merged to at most ``max_bins`` bins
     (multi-Otsu costs grow with the bins). Thresholds as ``skimage.filters.threshold_multiotsu``
     on that histogram (:func:`multiotsu_indices` for 2-4 classes, scikit-image beyond). Pixels
-    ``> level`` belong to the upper class.
+    ``> level`` belong to the upper class. ``hist``: the channel's 256-bin histogram when the
+    caller already has it.
     """
-    hist = np.bincount(channel.ravel(), minlength=256)
+    if hist is None:
+        hist = np.bincount(channel.ravel(), minlength=256)
     occupied = np.flatnonzero(hist)
     if occupied.size < classes:
         return None
@@ -267,8 +270,13 @@ def cell_mask(image: np.ndarray, channel: str = "blue_minus_green", classes: int
         raise InvalidInputError(f"otsu_cell: keep={keep!r}; expected 'largest' or 'all'")
     if classes < 2:
         raise InvalidInputError(f"otsu_cell: classes={classes}; expected 2, 3 or 4")
-    s = stain_channel(image, channel)
-    levels = otsu_levels(s, classes)
+    if channel == "blue_minus_green" and image.ndim == 3 and image.dtype == np.uint8:
+        from ._kernels import blue_minus_green  # channel and histogram in one compiled pass
+
+        s, hist = blue_minus_green(np.ascontiguousarray(image))
+    else:
+        s, hist = stain_channel(image, channel), None
+    levels = otsu_levels(s, classes, hist=hist)
     out = np.zeros(s.shape, np.uint8)
     if levels is None:
         return out
