@@ -18,6 +18,11 @@ Every mode runs the same code on the same chunks with the same thread settings
 chunk), so ``jobs=1``, ``jobs=N`` and Dask give bit-identical probabilities: TensorFlow's
 reductions are not bit-identical across thread counts. When ``jobs=1`` finds TensorFlow already
 initialised in the calling process with other settings, it scores in one worker process instead.
+
+Known gap: a Python process that has already initialised TensorFlow and then starts a
+``LocalCluster(processes=True)`` itself was seen to get Dask workers whose TensorFlow is not pinned
+(the workers emit a ``BundleWarning``; the cause is not found yet). ``medfuse score`` and clusters
+started from a fresh process are not affected.
 """
 
 from __future__ import annotations
