@@ -30,6 +30,12 @@ def keras() -> Any:
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
         import keras as _k
 
+        if os.environ["TF_CPP_MIN_LOG_LEVEL"].strip() in ("2", "3"):
+            # also TensorFlow's Python warnings, e.g. "N out of the last N calls ... triggered
+            # retracing", which every fold's new model sets off once (one tf.function per model)
+            import tensorflow as tf
+
+            tf.get_logger().setLevel("ERROR")
         if _k.backend.backend() != "tensorflow":
             raise MedfuseError(f"medfuse's deep plugins need the TensorFlow Keras backend, "
                                f"got {_k.backend.backend()!r}: set KERAS_BACKEND=tensorflow")
