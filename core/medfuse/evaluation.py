@@ -260,6 +260,8 @@ def make_splits(samples: pd.DataFrame, folds: int = 5, seed: int = 0, holdout: f
     run_folds : int, optional
         Evaluate only the first ``run_folds`` folds (``folds=5, run_folds=1``: one 80/20 split).
     """
+    if run_folds is not None and not 1 <= run_folds <= folds:
+        raise StudyError("<study>", "run_folds", f"expected 1..{folds} (the number of folds), got {run_folds}")
     n = len(samples)
     ids = samples["id"].astype(str).to_numpy()
     y = samples["label"].astype(str).to_numpy()
@@ -312,8 +314,6 @@ def make_splits(samples: pd.DataFrame, folds: int = 5, seed: int = 0, holdout: f
         warnings.simplefilter("ignore", UserWarning)  # small classes: reported in ``warnings`` above
         for k, (_, test) in enumerate(parts):
             fold_of[dev[test]] = k
-    if run_folds is not None and not 1 <= run_folds <= folds:
-        raise StudyError("<study>", "run_folds", f"expected 1..{folds} (the number of folds), got {run_folds}")
     splits = Splits(ids, fold_of, folds, grouped, method, holdout_method, warnings=notes, run_folds=run_folds)
     splits.leakage = check_leakage(splits, samples)
     return splits

@@ -346,11 +346,7 @@ class Texture(Extractor):
         return [1, 2, 4] if self.distances is None else [int(d) for d in self.distances]
 
     def feature_names(self) -> list[str]:
-        return list(_names_for(tuple(self._lbp()), tuple(self._distances())))
-
-    def _names(self) -> tuple[str, ...]:
-        """:meth:`feature_names`, cached per parameter set (built once, not per image)."""
-        return _names_for(tuple(self._lbp()), tuple(self._distances()))
+        return list(_names_for(tuple(self._lbp()), tuple(self._distances())))  # built once per parameter set
 
     def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         levels = int(self.levels)
@@ -363,7 +359,7 @@ class Texture(Extractor):
         inside_full = region_pixels(mask, self.region)
         pad = int(max([r for _, r in pairs] + dists)) + 1
         box = bbox(inside_full, pad)
-        n = len(self._names())
+        n = len(self.feature_names())
         if box is None:
             return np.full(n, np.nan, np.float32)
         gray = to_gray(image[box])
