@@ -66,10 +66,11 @@ def build():
 
 
 def kernel_warmup() -> str:
-    """Import numba and compile (or load from numba's on-disk cache) the mask, texture and
-    colour kernels: a one-off cost per environment (compile) or per process (cache load),
+    """Import numba and compile (or load from numba's on-disk cache) the mask, morphology,
+    texture and colour kernels: a one-off cost per environment (compile) or per process (cache load),
     excluded from the per-image figures. Plugin imports are not counted."""
     from medfuse_plugins.colour import Colour
+    from medfuse_plugins.morphology import Morphology
     from medfuse_plugins.segmentation import cell_mask
     from medfuse_plugins.texture import Texture
 
@@ -80,10 +81,12 @@ def kernel_warmup() -> str:
     from medfuse_plugins import _kernels
 
     cell_mask(image)
+    Morphology().prepare(image, mask)
     Texture().prepare(image, mask)
     Colour().prepare(image, mask)
     seconds = time.perf_counter() - t0
-    kernels = (_kernels.blue_minus_green, _kernels.lbp_uniform, _kernels.glcm_counts,
+    kernels = (_kernels.blue_minus_green, _kernels.label_components, _kernels.fill_holes4,
+               _kernels.shape_stats, _kernels.lbp_uniform, _kernels.glcm_counts,
                _kernels.colour_histograms)
     misses = sum(sum(k.stats.cache_misses.values()) for k in kernels)
     how = "compiled (no cache yet)" if misses else "loaded from the on-disk cache"

@@ -1,10 +1,13 @@
 """Compiled (numba) kernels for the classical features' hot spots: uniform LBP and GLCM
 accumulation (texture), per-region channel histograms (colour), the ``blue_minus_green`` stain
-channel with its histogram (``otsu_cell`` mask).
+channel with its histogram (``otsu_cell`` mask), connected components and hole filling
+(``otsu_cell``, morphology), one-pass shape quantities with the convex hull (morphology).
 
 Each kernel reproduces its NumPy (or scikit-image) reference exactly (same float32 arithmetic,
 same order of operations, no fused multiply-add), so features and masks do not change;
-``tests/test_kernels.py``, ``test_colour.py`` and ``test_segmentation.py`` check the equality. Compiled on first use and
+``tests/test_kernels.py``, ``test_shape_kernels.py``, ``test_colour.py`` and
+``test_segmentation.py`` check the equality (shape quantities: to float64 round-off, as their
+sums run in another order). Compiled on first use and
 cached on disk (``cache=True``): the one-off compile is paid once per environment, not per
 process. ``nogil=True`` lets threads run them in parallel.
 """
@@ -186,3 +189,239 @@ def blue_minus_green(image):
             s[y, x] = v
             hist[v] += 1
     return s, hist
+
+
+@numba.njit(cache=True, nogil=True)
+def _root(parent, i):
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@numba.njit(cache=True, nogil=True)
+def label_components(binary, weights, eight):
+    """Connected components of bool ``binary`` (8- or 4-connectivity), numbered ``1..n`` in
+    raster order of their first pixel, as ``scipy.ndimage.label`` numbers them: ``(labels int32
+    (H, W), area int64 (n + 1,), weighted int64 (n + 1,))``, where ``weighted`` counts the
+    component's ``weights`` pixels (bool ``(H, W)``; a ``(0, 0)`` array: all zero) and index 0
+    holds zero.
+
+    Union-find over the horizontal runs of each row, a run joining the previous row's runs it
+    touches; the smallest run index of a class (its first run) is its root."""
+    h, w = binary.shape
+    cap = h * ((w + 1) // 2)  # at most (w + 1) // 2 runs per row
+    rs = np.empty(cap, np.int64)  # run start, end (exclusive), row
+    re = np.empty(cap, np.int64)
+    ry = np.empty(cap, np.int64)
+    parent = np.empty(cap, np.int64)
+    n = 0
+    prev_lo = prev_hi = 0  # runs of the previous row: [prev_lo, prev_hi)
+    reach = 1 if eight else 0
+    for y in range(h):
+        row_lo = n
+        x = 0
+        while x < w:
+            if not binary[y, x]:
+                x += 1
+                continue
+            x0 = x
+            while x < w and binary[y, x]:
+                x += 1
+            rs[n], re[n], ry[n], parent[n] = x0, x, y, n
+            root = n
+            while prev_lo < prev_hi and re[prev_lo] + reach <= x0:
+                prev_lo += 1  # previous-row runs ending left of this one never touch later ones
+            k = prev_lo
+            while k < prev_hi and rs[k] < x + reach:
+                a, b = _root(parent, root), _root(parent, k)
+                if a < b:
+                    parent[b] = a
+                elif b < a:
+                    parent[a] = b
+                root = min(a, b)
+                k += 1
+            if k > prev_lo:
+                prev_lo = k - 1  # the last touching run may touch the next run too
+            n += 1
+        prev_lo, prev_hi = row_lo, n
+    final = np.zeros(n, np.int64)
+    m = 0
+    for i in range(n):
+        r = _root(parent, i)
+        if r == i:
+            m += 1
+            final[i] = m
+        else:
+            final[i] = final[r]
+    labels = np.zeros((h, w), np.int32)
+    area = np.zeros(m + 1, np.int64)
+    weighted = np.zeros(m + 1, np.int64)
+    use_w = weights.shape[0] == h and weights.shape[1] == w
+    for i in range(n):
+        lab = final[i]
+        y = ry[i]
+        area[lab] += re[i] - rs[i]
+        for x in range(rs[i], re[i]):
+            labels[y, x] = lab
+        if use_w:
+            c = 0
+            for x in range(rs[i], re[i]):
+                c += weights[y, x]
+            weighted[lab] += c
+    return labels, area, weighted
+
+
+@numba.njit(cache=True, nogil=True)
+def fill_holes4(binary):
+    """``binary`` with its holes filled: background pixels not 4-connected to the border become
+    foreground (a flood fill of the background from the border)."""
+    h, w = binary.shape
+    out = np.ones((h, w), np.bool_)
+    stack = np.empty(h * w, np.int64)
+    top = 0
+    for y in range(h):
+        for x in range(w):
+            if (y == 0 or x == 0 or y == h - 1 or x == w - 1) and not binary[y, x] and out[y, x]:
+                out[y, x] = False
+                stack[top] = y * w + x
+                top += 1
+    while top:
+        top -= 1
+        y, x = divmod(stack[top], w)
+        for yy, xx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+            if 0 <= yy < h and 0 <= xx < w and out[yy, xx] and not binary[yy, xx]:
+                out[yy, xx] = False
+                stack[top] = yy * w + xx
+                top += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _cross(oy, ox, ay, ax, by, bx):
+    return (ay - oy) * (bx - ox) - (ax - ox) * (by - oy)
+
+
+@numba.njit(cache=True, nogil=True)
+def shape_stats(binary, crofton, dir_cos, dir_sin):
+    """Raw shape quantities of the true pixels of bool ``binary``, in one pass: float64
+    ``[area, mean_row, mean_col, var_row, var_col, cov, crofton_perimeter, hull_area,
+    hull_perimeter, feret_max, feret_min, box_height, box_width]`` (zeros but area when empty).
+
+    Moments from exact integer sums; the Crofton perimeter weights ``crofton`` the 16 2x2
+    configuration counts of the zero-padded mask (code ``bottom-right + 2 top-right
+    + 4 bottom-left + 8 top-left``); the convex hull of the pixel squares by a monotone chain
+    over the extreme corners of each horizontal pixel-edge line (the corners of the row ends,
+    already sorted by row); Feret max = largest vertex distance, Feret min = smallest width
+    over the directions ``(dir_cos, dir_sin)`` applied to ``(row, col)``.
+    """
+    h, w = binary.shape
+    out = np.zeros(13, np.float64)
+    left = np.full(h, -1, np.int64)
+    right = np.full(h, -1, np.int64)
+    conf = np.zeros(16, np.int64)
+    area = 0
+    sy = sx = syy = sxx = sxy = 0
+    c_lo, c_hi = w, -1
+    rows = np.zeros((2, w + 2), np.uint8)  # this row and the previous one, zero-padded
+    for y in range(h + 1):
+        cur, prev = rows[y & 1], rows[(y + 1) & 1]
+        for x in range(w):
+            cur[x + 1] = 1 if y < h and binary[y, x] else 0
+        if y < h:
+            n_row = 0
+            rsx = 0
+            for x in range(w):
+                if cur[x + 1]:
+                    if left[y] < 0:
+                        left[y] = x
+                    right[y] = x
+                    n_row += 1
+                    rsx += x
+                    sxx += x * x
+                    sxy += y * x
+            if n_row:
+                area += n_row
+                sy += y * n_row
+                syy += y * y * n_row
+                sx += rsx
+                c_lo = min(c_lo, left[y])
+                c_hi = max(c_hi, right[y])
+        for x in range(w + 1):  # 2x2 windows: top row ``prev``, bottom row ``cur``
+            conf[cur[x + 1] + 2 * prev[x + 1] + 4 * cur[x] + 8 * prev[x]] += 1
+    out[0] = area
+    if area == 0:
+        return out
+    A = np.float64(area)
+    my, mx = sy / A, sx / A
+    out[1], out[2] = my, mx
+    out[3] = (syy - sy * sy / A) / A
+    out[4] = (sxx - sx * sx / A) / A
+    out[5] = (sxy - sy * sx / A) / A
+    perim = 0.0
+    for k in range(16):
+        perim += crofton[k] * conf[k]
+    out[6] = perim
+    # hull: on each horizontal edge line y - 0.5 (between rows y - 1 and y), the leftmost and
+    # rightmost corner of the adjacent rows' ends; points come sorted by (row, col)
+    r0, r1 = 0, h - 1
+    while left[r0] < 0:
+        r0 += 1
+    while left[r1] < 0:
+        r1 -= 1
+    py = np.empty(2 * (r1 - r0 + 2), np.float64)
+    px = np.empty_like(py)
+    n = 0
+    for b in range(r0, r1 + 2):
+        lo, hi = w + 1, -2
+        for yy in (b - 1, b):
+            if r0 <= yy <= r1 and left[yy] >= 0:
+                lo = min(lo, left[yy])
+                hi = max(hi, right[yy])
+        if hi < 0:
+            continue
+        py[n], px[n] = b - 0.5, lo - 0.5
+        py[n + 1], px[n + 1] = b - 0.5, hi + 0.5
+        n += 2
+    hy = np.empty(2 * n + 1, np.float64)
+    hx = np.empty_like(hy)
+    k = 0
+    for i in range(n):  # lower chain
+        while k >= 2 and _cross(hy[k - 2], hx[k - 2], hy[k - 1], hx[k - 1], py[i], px[i]) <= 0:
+            k -= 1
+        hy[k], hx[k] = py[i], px[i]
+        k += 1
+    t = k + 1
+    for i in range(n - 2, -1, -1):  # upper chain
+        while k >= t and _cross(hy[k - 2], hx[k - 2], hy[k - 1], hx[k - 1], py[i], px[i]) <= 0:
+            k -= 1
+        hy[k], hx[k] = py[i], px[i]
+        k += 1
+    k -= 1  # the last point is the first
+    twice, hp = 0.0, 0.0
+    for i in range(k):
+        j = i + 1 if i + 1 < k else 0
+        twice += hx[i] * hy[j] - hx[j] * hy[i]
+        dy, dx = hy[j] - hy[i], hx[j] - hx[i]
+        hp += np.sqrt(dy * dy + dx * dx)
+    out[7] = abs(twice) / 2
+    out[8] = hp
+    d2 = 0.0
+    for i in range(k):
+        for j in range(i + 1, k):
+            dy, dx = hy[i] - hy[j], hx[i] - hx[j]
+            d2 = max(d2, dy * dy + dx * dx)
+    out[9] = np.sqrt(d2)
+    fmin = np.inf
+    for a in range(dir_cos.shape[0]):
+        c, s = np.float64(dir_cos[a]), np.float64(dir_sin[a])
+        lo, hi = np.inf, -np.inf
+        for i in range(k):
+            p = hy[i] * c + hx[i] * s
+            lo = min(lo, p)
+            hi = max(hi, p)
+        fmin = min(fmin, hi - lo)
+    out[10] = fmin
+    out[11] = r1 - r0 + 1
+    out[12] = c_hi - c_lo + 1
+    return out

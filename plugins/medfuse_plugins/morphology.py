@@ -1,8 +1,9 @@
 """Shape features: one cell (``morphology``) and a whole smear of red cells (``smear_morphology``).
 
 Lengths are in pixels times ``pixel_size`` and areas in pixels times ``pixel_size ** 2``.
-Everything is computed on the bounding box of the cell, with numpy moments and one convex hull
-(no ``regionprops`` object per image).
+Everything is computed on the bounding box of the cell, in one compiled pass per object
+(:func:`._kernels.shape_stats`: moments, Crofton perimeter, convex hull, Feret diameters) and a
+compiled component labelling (:func:`._kernels.label_components`); no ``regionprops`` object.
 
 Degenerate inputs give documented values, never an exception: an empty mask gives NaN for every
 feature and ``valid = 0``; ratios whose denominator is zero (the perimeter of a one-pixel cell,
@@ -23,9 +24,10 @@ from scipy import ndimage as ndi
 
 from .segmentation import bbox, binary_erosion, resolve_mask, split_cells
 
-_EIGHT = np.ones((3, 3), bool)
+_NO_WEIGHTS = np.zeros((0, 0), bool)
 _ANGLES = np.linspace(0, np.pi, 90, endpoint=False)
 _DIRS = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], axis=1).astype(np.float32)
+_DIR_COS, _DIR_SIN = np.ascontiguousarray(_DIRS[:, 0]), np.ascontiguousarray(_DIRS[:, 1])
 
 SHAPE_NAMES = ("area", "perimeter", "equivalent_diameter", "major_axis", "minor_axis", "aspect_ratio",
                "eccentricity", "circularity", "roundness", "solidity", "convexity", "extent",
@@ -68,7 +70,42 @@ def _chain(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _shape(binary: np.ndarray) -> tuple[dict[str, float], float, float]:
-    """:func:`shape_features` and the centroid ``(row, col)`` of the object."""
+    """:func:`shape_features` and the centroid ``(row, col)`` of the object, from the raw
+    quantities of the compiled :func:`._kernels.shape_stats` (one pass over the box)."""
+    from ._kernels import shape_stats
+
+    st = shape_stats(np.ascontiguousarray(binary, np.bool_), _CROFTON4, _DIR_COS, _DIR_SIN)
+    area, my, mx, syy, sxx, sxy, perim, hull_area, hull_perim, feret_max, feret_min, h, w = st.tolist()
+    if area == 0:
+        return dict.fromkeys(SHAPE_NAMES, float("nan")), float("nan"), float("nan")
+    half_tr, det_part = (syy + sxx) / 2, np.sqrt(((syy - sxx) / 2) ** 2 + sxy ** 2)
+    l1, l2 = max(half_tr + det_part, 0.0), max(half_tr - det_part, 0.0)
+    major, minor = 4.0 * np.sqrt(l1), 4.0 * np.sqrt(l2)
+    if area < MIN_SHAPE_AREA:  # too few pixels to have a shape: ratios are undefined
+        perim = major = minor = float("nan")
+        l1 = 0.0
+    return {
+        "area": area,
+        "perimeter": perim,
+        "equivalent_diameter": float(np.sqrt(4 * area / np.pi)),
+        "major_axis": float(major),
+        "minor_axis": float(minor),
+        "aspect_ratio": _div(major, minor),
+        "eccentricity": float(np.sqrt(1 - l2 / l1)) if l1 > 0 else float("nan"),
+        "circularity": _div(4 * np.pi * area, perim ** 2),
+        "roundness": _div(4 * area, np.pi * major ** 2),
+        "solidity": _div(area, hull_area),
+        "convexity": _div(hull_perim, perim),
+        "extent": area / (h * w),
+        "feret_max": feret_max,
+        "feret_min": feret_min,
+        "convex_area": hull_area,
+    }, my, mx
+
+
+def _shape_reference(binary: np.ndarray) -> tuple[dict[str, float], float, float]:
+    """:func:`_shape` by NumPy projections and Qhull (the previous implementation); the
+    reference for tests."""
     from scipy.spatial import ConvexHull
 
     row_n = np.count_nonzero(binary, axis=1)
@@ -137,8 +174,9 @@ def shape_features(binary: np.ndarray) -> dict[str, float]:
     estimate (4 directions), so a digital disc has circularity ~0.99. Empty input gives NaN;
     objects under 3 pixels get NaN perimeter, axes and the ratios built on them.
 
-    Computed from row/column projections (moments), four shifted views (Crofton perimeter) and
-    one convex hull of the row ends' pixel corners: no per-pixel coordinate lists.
+    Computed in one compiled pass (:func:`._kernels.shape_stats`): integer moment sums, the 2x2
+    configuration counts (Crofton perimeter) and a monotone-chain convex hull of the row ends'
+    pixel corners; equal to :func:`_shape_reference` (projections + Qhull) to float64 round-off.
     """
     return _shape(binary)[0]
 
@@ -202,11 +240,12 @@ class Morphology(Extractor):
         if box is None:
             out.update(valid=0.0, has_nucleus=0.0, objects=0.0, lobe_count=0.0)
             return np.asarray([out[n] for n in names], np.float32)
+        from ._kernels import label_components
+
         m = mask[box]
-        labels, n_obj = ndi.label(m > 0, structure=_EIGHT)
+        labels, area, _ = label_components(m > 0, _NO_WEIGHTS, True)
+        n_obj = area.size - 1
         if n_obj > 1:
-            area = np.bincount(labels.ravel())
-            area[0] = 0
             cell = labels == int(np.argmax(area))
             objects = int((area[1:] >= 0.05 * area.max()).sum())
             sub = bbox(cell, 1)
@@ -243,11 +282,12 @@ class Morphology(Extractor):
         core = binary_erosion(nucleus, r) if r > 0 else nucleus
         if not core.any():
             core = nucleus
-        labels, n = ndi.label(core, structure=_EIGHT)
-        if n == 0:
+        from ._kernels import label_components
+
+        area = label_components(core, _NO_WEIGHTS, True)[1][1:]
+        if area.size == 0:
             return 0
-        area = np.bincount(labels.ravel())[1:]
-        return max(int((area >= float(self.lobe_min_fraction) * core.sum()).sum()), 1)
+        return max(int((area >= float(self.lobe_min_fraction) * area.sum()).sum()), 1)
 
 
 SMEAR_STATS = ("mean", "std", "cv", "p10", "p50", "p90")

@@ -16,7 +16,9 @@ The numpy functions (:func:`stain_channel`, :func:`cell_mask`, :func:`split_cell
 :func:`largest_component`, :func:`fill_holes`, :func:`binary_erosion`, :func:`binary_opening`)
 are reused by the extractors and transforms. :func:`multiotsu_indices` and the disk morphology
 are faster equivalents of ``skimage.filters.threshold_multiotsu`` and ``scipy.ndimage``'s binary
-morphology (same results, checked in ``tests/test_segmentation.py``).
+morphology (same results, checked in ``tests/test_segmentation.py``); :func:`largest_component`
+and :func:`fill_holes` run compiled kernels that give ``scipy.ndimage.label``'s components
+(checked in ``tests/test_shape_kernels.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from medfuse.errors import InvalidInputError
 from scipy import ndimage as ndi
 
 CHANNELS = ("blue_minus_green", "darkness", "saturation")
+_NO_WEIGHTS = np.zeros((0, 0), bool)  # label_components without a weight image
 
 
 def stain_channel(image: np.ndarray, channel: str = "blue_minus_green") -> np.ndarray:
@@ -173,26 +176,22 @@ def otsu_levels(channel: np.ndarray, classes: int, max_bins: int = 64,
 def largest_component(binary: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """The connected component (8-connectivity) of ``binary`` with the largest area, or with the
     largest count of ``weights`` pixels when given and any overlap exists. Boolean, same shape."""
-    labels, n = ndi.label(binary, structure=np.ones((3, 3), bool))
-    if n <= 1:
+    from ._kernels import label_components  # union-find over runs, numbered as ndi.label
+
+    w = _NO_WEIGHTS if weights is None else np.ascontiguousarray(weights, np.bool_)
+    labels, area, weighted = label_components(np.ascontiguousarray(binary, np.bool_), w, True)
+    if area.size <= 2:
         return labels > 0
-    score = np.bincount(labels[weights], minlength=n + 1) if weights is not None else None
-    if score is None or score[1:].max() == 0:
-        score = np.bincount(labels.ravel(), minlength=n + 1)
-    score[0] = 0
+    score = weighted if weights is not None and weighted.max() > 0 else area
     return labels == int(np.argmax(score))
 
 
 def fill_holes(binary: np.ndarray) -> np.ndarray:
-    """Fill holes: background regions (4-connected) that do not touch the border."""
-    bg, n = ndi.label(~binary)
-    if n == 0:
-        return binary.copy()
-    border = np.unique(np.concatenate([bg[0], bg[-1], bg[:, 0], bg[:, -1]]))
-    keep = np.zeros(n + 1, bool)
-    keep[border] = True
-    keep[0] = True
-    return ~keep[bg] | binary
+    """Fill holes: background regions (4-connected) that do not touch the border. A compiled
+    flood fill of the background from the border (:func:`._kernels.fill_holes4`)."""
+    from ._kernels import fill_holes4
+
+    return fill_holes4(np.ascontiguousarray(binary, np.bool_))
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -305,10 +304,10 @@ def cell_mask(image: np.ndarray, channel: str = "blue_minus_green", classes: int
     if keep == "largest":
         c = largest_component(c, nucleus)
     else:
-        labels, n = ndi.label(c, structure=np.ones((3, 3), bool))
-        if n:
-            area = np.bincount(labels.ravel(), minlength=n + 1)
-            area[0] = 0
+        from ._kernels import label_components
+
+        labels, area, _ = label_components(c, _NO_WEIGHTS, True)
+        if area.size > 1:
             c = (area >= min_area)[labels]
     c = fill_holes(c)
     crop = out[box]
