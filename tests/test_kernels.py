@@ -1,5 +1,6 @@
 """Compiled texture kernels: the same LBP codes and GLCM counts as the NumPy / scikit-image
-references, on random, near-tie and smooth images with random masks, and on real PBC cells."""
+references (GLCM properties to float64 round-off), on random, near-tie and smooth images with
+random masks, and on real PBC cells."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import pytest
 from medfuse_plugins.texture import (
     Texture,
     glcm,
+    glcm_angle_stats,
+    glcm_angle_stats_reference,
     glcm_reference,
     lbp_histograms,
     uniform_lbp,
@@ -47,6 +50,10 @@ def _check(gray, inside):
         q = (gray.astype(np.uint16) * levels) >> 8
         assert np.array_equal(glcm(q, inside, levels, [1, 2, 4]),
                               glcm_reference(q, inside, levels, [1, 2, 4]), equal_nan=True)
+        # compiled properties and angle reduction: float64 round-off (other summation order)
+        np.testing.assert_allclose(glcm_angle_stats(q, inside, levels, [1, 2, 4]),
+                                   glcm_angle_stats_reference(q, inside, levels, [1, 2, 4]),
+                                   rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -29,7 +29,8 @@ def lbp_uniform(gray, inside, r0, r1, c0, c1, pad, y0, x0, fy, fx, wx, n_points,
     ``y0, x0`` (int64), fractions ``fy, fx`` and ``wx = 1 - fx`` (float32). Bit = interpolated
     neighbour >= centre - ``eps`` (float32). Adds each pixel's code to ``hist`` (int64, scale
     ``s``'s ``P + 2`` bins from ``hist_start[s]``); if ``codes`` has columns, also writes the
-    codes there, ``(n_scales, n_inside)``, in row-major pixel order.
+    codes there, ``(n_scales, n_inside)``, in row-major pixel order. Per row, only the span
+    between its first and last inside pixel is computed.
     """
     h, w = r1 - r0, c1 - c0
     Wg = w + 2 * pad
@@ -45,18 +46,22 @@ def lbp_uniform(gray, inside, r0, r1, c0, c1, pad, y0, x0, fy, fx, wx, n_points,
     first = np.empty(w, np.uint8)
     prev = np.empty(w, np.uint8)
     want_codes = codes.shape[1] > 0
-    uw = np.uint64(w)
     n_scales = n_points.shape[0]
     k0 = 0  # index of the row's first inside pixel in row-major order
     for y in range(h):
         gy = y + pad
         n_in = 0
+        lo, hi = w, 0  # the row's inside span: only its pixels get codes
         for x in range(w):
-            centre[x] = g[gy, x + pad] - eps
             if inside[r0 + y, c0 + x]:
                 n_in += 1
+                lo = min(lo, x)
+                hi = x + 1
         if n_in == 0:
             continue
+        for x in range(lo, hi):
+            centre[x] = g[gy, x + pad] - eps
+        ulo, uhi = np.uint64(lo), np.uint64(hi)
         for s in range(n_scales):
             P = n_points[s]
             for p in range(P):
@@ -68,36 +73,36 @@ def lbp_uniform(gray, inside, r0, r1, c0, c1, pad, y0, x0, fy, fx, wx, n_points,
                 xb = xa + np.uint64(1)
                 a, b, f = wx[k], fx[k], fy[k]
                 if b != 0 and f != 0:
-                    for x in range(uw):
+                    for x in range(ulo, uhi):
                         top = ta[xa + x] * a + ta[xb + x] * b
                         bot = tb[xa + x] * a + tb[xb + x] * b
                         v[x] = (bot - top) * f + top
                 elif b != 0:
-                    for x in range(uw):
+                    for x in range(ulo, uhi):
                         v[x] = ta[xa + x] * a + ta[xb + x] * b
                 elif f != 0:
-                    for x in range(uw):
+                    for x in range(ulo, uhi):
                         top = ta[xa + x]
                         v[x] = (tb[xa + x] - top) * f + top
                 else:
-                    for x in range(uw):
+                    for x in range(ulo, uhi):
                         v[x] = ta[xa + x]
                 if p == 0:
-                    for x in range(uw):
+                    for x in range(ulo, uhi):
                         bit = np.uint8(v[x] >= centre[x])
                         ones[x] = bit
                         first[x] = bit
                         prev[x] = bit
                         changes[x] = 0
                 else:
-                    for x in range(uw):
+                    for x in range(ulo, uhi):
                         bit = np.uint8(v[x] >= centre[x])
                         ones[x] = ones[x] + bit
                         changes[x] = changes[x] + (bit ^ prev[x])
                         prev[x] = bit
             hb = hist_start[s]
             k = k0
-            for x in range(w):
+            for x in range(lo, hi):
                 if inside[r0 + y, c0 + x]:
                     c = changes[x] + (prev[x] ^ first[x])
                     code = ones[x] if c <= 2 else P + 1
@@ -120,10 +125,14 @@ def glcm_counts(q, inside, levels, d_row, d_col):
     rows, cols = q.shape
     n = d_row.shape[0]
     code = np.zeros((rows, cols), np.int32)
+    span_lo = np.full(rows, cols, np.int64)  # each row's inside span: the pairs' first ends
+    span_hi = np.zeros(rows, np.int64)
     for r in range(rows):
         for c in range(cols):
             if inside[r, c]:
                 code[r, c] = np.int32(q[r, c]) + 1
+                span_lo[r] = min(span_lo[r], c)
+                span_hi[r] = c + 1
     L1 = levels + 1
     acc = np.zeros((n, 2, L1, L1), np.int32)
     for k in range(n):
@@ -132,7 +141,7 @@ def glcm_counts(q, inside, levels, d_row, d_col):
         for r in range(max(0, -dr), min(rows, rows - dr)):
             ra = code[r]
             rb = code[r + dr]
-            for c in range(c_lo, c_hi):
+            for c in range(max(c_lo, span_lo[r]), min(c_hi, span_hi[r])):
                 a = ra[c]
                 if a:
                     acc[k, c & 1, a, rb[c + dc]] += 1
@@ -424,4 +433,79 @@ def shape_stats(binary, crofton, dir_cos, dir_sin):
     out[10] = fmin
     out[11] = r1 - r0 + 1
     out[12] = c_hi - c_lo + 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def glcm_features(counts, n_dist):
+    """Haralick properties of symmetric co-occurrence counts ``(n_dist * 4, L, L)`` (distance-major,
+    4 angles each, as :func:`glcm_counts` gives them), reduced over the angles: float64
+    ``(12, n_dist, 2)`` = (property in ``texture.GLCM_PROPS`` order, distance, [mean, range]),
+    the mean and range over the angles that have pixel pairs (NaN when none).
+
+    The formulas of ``texture.glcm_props`` on the normalised matrices, summed per matrix in
+    one pass (so equal to it to float64 round-off, not bit for bit)."""
+    L = counts.shape[1]
+    n_off = counts.shape[0]
+    props = np.full((12, n_off), np.nan)
+    for k in range(n_off):
+        total = 0.0
+        for i in range(L):
+            for j in range(L):
+                total += counts[k, i, j]
+        if total == 0:
+            continue
+        mu = i2 = ij = dis = con = hom = m1 = m2 = m3 = m4 = asm = ent = 0.0
+        mx = 0.0
+        for i in range(L):
+            for j in range(L):
+                c = counts[k, i, j]
+                if c == 0:
+                    continue
+                p = c / total
+                fi, fj = np.float64(i), np.float64(j)
+                d = abs(fi - fj)
+                s = fi + fj
+                mu += fi * p
+                i2 += fi * fi * p
+                ij += fi * fj * p
+                dis += d * p
+                con += d * d * p
+                hom += 1.0 / (1.0 + d * d) * p
+                m1 += s * p
+                m2 += s ** 2 * p
+                m3 += s ** 3 * p
+                m4 += s ** 4 * p
+                asm += p * p
+                ent += p * np.log2(p)
+                mx = max(mx, p)
+        var = i2 - mu ** 2
+        c2 = 2 * mu
+        props[0, k] = con
+        props[1, k] = dis
+        props[2, k] = hom
+        props[3, k] = asm
+        props[4, k] = np.sqrt(asm)
+        props[5, k] = (ij - mu ** 2) / var if var > 1e-12 else 1.0
+        props[6, k] = -ent
+        props[7, k] = var
+        props[8, k] = m3 - 3 * c2 * m2 + 3 * c2 ** 2 * m1 - c2 ** 3
+        props[9, k] = m4 - 4 * c2 * m3 + 6 * c2 ** 2 * m2 - 4 * c2 ** 3 * m1 + c2 ** 4
+        props[10, k] = mx
+        props[11, k] = m1
+    out = np.full((12, n_dist, 2), np.nan)
+    n_ang = n_off // n_dist
+    for q in range(12):
+        for d in range(n_dist):
+            n, acc, lo, hi = 0, 0.0, np.inf, -np.inf
+            for a in range(n_ang):
+                v = props[q, d * n_ang + a]
+                if not np.isnan(v):
+                    n += 1
+                    acc += v
+                    lo = min(lo, v)
+                    hi = max(hi, v)
+            if n:
+                out[q, d, 0] = acc / n
+                out[q, d, 1] = hi - lo
     return out

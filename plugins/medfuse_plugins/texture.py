@@ -136,6 +136,34 @@ def glcm_props(P: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v.reshape(shape) for k, v in out.items()}
 
 
+def glcm_angle_stats(q: np.ndarray, inside: np.ndarray, levels: int, distances) -> np.ndarray:
+    """Mean and range over the 4 angles of every :data:`GLCM_PROPS` property at each distance,
+    float64 ``(n_props * n_dist * 2,)`` (property-major, then distance, then mean/range); NaN
+    where no angle has a pixel pair. Compiled counts and properties
+    (:func:`._kernels.glcm_counts`, :func:`._kernels.glcm_features`); equal to
+    :func:`glcm_angle_stats_reference` to float64 round-off."""
+    from ._kernels import glcm_counts, glcm_features
+
+    dists = tuple(int(d) for d in distances)
+    d_row, d_col = _glcm_offsets(dists)
+    counts = glcm_counts(np.ascontiguousarray(q), np.ascontiguousarray(inside, np.bool_), int(levels),
+                         d_row, d_col)
+    return glcm_features(counts, len(dists)).ravel()
+
+
+def glcm_angle_stats_reference(q: np.ndarray, inside: np.ndarray, levels: int, distances) -> np.ndarray:
+    """:func:`glcm_angle_stats` by :func:`glcm` and :func:`glcm_props` (NumPy); for tests."""
+    props = glcm_props(glcm(q, inside, levels, distances))
+    V = np.stack([props[prop] for prop in GLCM_PROPS])  # (n_props, n_dist, 4 angles)
+    valid = ~np.isnan(V)
+    n = valid.sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(valid, V, 0).sum(axis=2) / n
+    rng = np.where(valid, V, -np.inf).max(axis=2) - np.where(valid, V, np.inf).min(axis=2)
+    rng = np.where(n > 0, rng, np.nan)
+    return np.stack([mean, rng], axis=2).ravel()
+
+
 @functools.lru_cache(maxsize=32)
 def _lbp_plan(P: int, R: float) -> tuple[tuple[int, int, float, float], ...]:
     """Per neighbour: integer floor offsets ``(y0, x0)`` and fractional parts ``(fy, fx)`` of its
@@ -377,15 +405,7 @@ class Texture(Extractor):
             q = np.clip(q, 0, levels - 1).astype(np.uint16)
         # pairs need both ends inside: the bounding box of ``inside`` (no pad) holds them all
         ib = bbox(inside)
-        props = glcm_props(glcm(q[ib], inside[ib], levels, dists))
-        V = np.stack([props[prop] for prop in GLCM_PROPS])  # (n_props, n_dist, 4 angles)
-        valid = ~np.isnan(V)
-        n = valid.sum(axis=2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(valid, V, 0).sum(axis=2) / n
-        rng = np.where(valid, V, -np.inf).max(axis=2) - np.where(valid, V, np.inf).min(axis=2)
-        rng = np.where(n > 0, rng, np.nan)
-        glcm_feats = np.stack([mean, rng], axis=2).ravel()  # prop-major, then distance, mean/range
+        glcm_feats = glcm_angle_stats(q[ib], inside[ib], levels, dists)
         return np.concatenate([np.asarray(feats, np.float64), glcm_feats]).astype(np.float32)
 
 
