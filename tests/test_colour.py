@@ -95,18 +95,51 @@ def test_compiled_histograms_equal_bincount_reference():
     """The compiled per-region channel histograms equal one ``np.bincount`` per channel of the
     NumPy conversions (RGB, ``hsv8_pixels``, ``lab8_pixels``), on random pixels and masks."""
     from medfuse_plugins._kernels import colour_histograms
-    from medfuse_plugins.colour import _hsv_luts, hsv8_pixels, lab8_pixels
+    from medfuse_plugins.colour import _hsv_luts, _lab_parts, hsv8_pixels, lab8_pixels
 
     rng = np.random.default_rng(7)
     hue, sat = _hsv_luts()
     for n in (0, 1, 500, 20000):
         px = rng.integers(0, 256, (n, 3)).astype(np.uint8)
+        px[:n // 10] = rng.integers(0, 12, (n // 10, 3))  # dark: Lab's linear branch
         region = rng.integers(0, 4, n).astype(np.uint8)  # 3 counts as nucleus, as np.minimum(m, 2)
         lab = lab8_pixels(px) if n else [np.zeros(0, np.uint8)] * 3
-        counts = colour_histograms(px, region, hue, sat, np.stack(lab) if n else np.zeros((3, 0), np.uint8),
-                                   True, True)
+        xyz, cube = _lab_parts(px)
+        counts = colour_histograms(px, region, hue, sat, xyz, cube, True, True)
         code = np.minimum(region, 2).astype(np.intp) << 8
         channels = [px[:, 0], px[:, 1], px[:, 2], *hsv8_pixels(px), *lab]
         for k, ch in enumerate(channels):
             ref = np.bincount(code + ch, minlength=768).reshape(3, 256)
             assert np.array_equal(counts[k], ref), k
+
+
+def test_compiled_lab_codes_equal_lab8_pixels():
+    """The kernel's float32 Lab tail gives ``lab8_pixels``'s codes (checked on all 2**24 colours
+    when written; here on a grid of 2**21 colours that crosses the linear branch)."""
+    from medfuse_plugins._kernels import lab_codes
+    from medfuse_plugins.colour import _lab_parts, lab8_pixels
+
+    v = np.concatenate([np.arange(0, 16), np.arange(16, 256, 2)]).astype(np.uint8)
+    px = np.stack(np.meshgrid(v, v, v, indexing="ij"), -1).reshape(-1, 3)
+    xyz, cube = _lab_parts(px)
+    assert np.array_equal(lab_codes(xyz, cube), np.stack(lab8_pixels(px)))
+
+
+def test_compiled_hist_stats_equal_numpy():
+    from medfuse_plugins.colour import STATS, hist_stats
+
+    rng = np.random.default_rng(5)
+    H = rng.integers(0, 50, (40, 256)) * (rng.random((40, 256)) < rng.random((40, 1)))
+    H[0] = 0
+    H[1, 17] = 5  # one occupied bin
+    v = np.arange(256, dtype=np.float64)
+    got = hist_stats(H, STATS)
+    n = H.sum(axis=1)
+    assert np.isnan(got[0]).all()
+    ok = n > 0
+    mean = (H[ok] * v).sum(axis=1) / n[ok]
+    std = np.sqrt((H[ok] * (v - mean[:, None]) ** 2).sum(axis=1) / n[ok])
+    cdf = np.cumsum(H[ok], axis=1) / n[ok][:, None]
+    pct = [(cdf < q).sum(axis=1) for q in (0.10, 0.25, 0.50, 0.75, 0.90)]
+    np.testing.assert_array_equal(got[ok][:, [0, 2, 3, 4, 5, 6]], np.stack([mean, *pct], 1))
+    np.testing.assert_allclose(got[ok][:, 1], std, rtol=1e-12)

@@ -155,15 +155,45 @@ def glcm_counts(q, inside, levels, d_row, d_col):
 
 
 @numba.njit(cache=True, nogil=True)
-def colour_histograms(px, region, hue_lut, sat_lut, lab, want_rgb, want_hsv):
+def _lab_code(xyz, cube):
+    """``f`` of the Lab formula: the linear branch where ``xyz <= 0.008856``, else ``cube``."""
+    if xyz <= np.float32(0.008856):
+        return np.float32(7.787) * xyz + np.float32(16.0 / 116.0)
+    return cube
+
+
+@numba.njit(cache=True, nogil=True)
+def _code8(v):
+    return np.uint8(min(max(v + np.float32(0.5), np.float32(0.0)), np.float32(255.0)))
+
+
+@numba.njit(cache=True, nogil=True)
+def lab_codes(xyz, cube):
+    """The uint8 Lab codes ``(3, N)`` that :func:`colour_histograms` counts, from the same
+    float32 ``(N, 3)`` XYZ and cube roots; for tests."""
+    n = xyz.shape[0]
+    out = np.empty((3, n), np.uint8)
+    for k in range(n):
+        fx = _lab_code(xyz[k, 0], cube[k, 0])
+        fy = _lab_code(xyz[k, 1], cube[k, 1])
+        fz = _lab_code(xyz[k, 2], cube[k, 2])
+        out[0, k] = _code8((np.float32(116.0) * fy - np.float32(16.0)) * np.float32(2.55))
+        out[1, k] = _code8(np.float32(500.0) * (fx - fy) + np.float32(128.0))
+        out[2, k] = _code8(np.float32(200.0) * (fy - fz) + np.float32(128.0))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def colour_histograms(px, region, hue_lut, sat_lut, xyz, cube, want_rgb, want_hsv):
     """256-bin histograms per channel and region code of an ``(N, 3)`` uint8 RGB pixel list:
     int64 ``(9, 3, 256)``, channels RGB, HSV, Lab, region codes ``min(region, 2)`` (0 outside,
     1 cytoplasm, 2 nucleus). HSV by the lookup tables of ``colour._hsv_luts`` (the transform's
-    codes); Lab codes are given, ``(3, N)`` uint8 (no columns: not counted). Spaces not asked for
-    stay zero."""
+    codes). Lab codes from the pixels' normalised XYZ and its cube root, float32 ``(N, 3)`` each
+    (``colour._lab_parts``; no rows: Lab not counted), finished with the float32 operations of
+    ``colour.lab8_pixels`` (same codes). Spaces not asked for stay zero."""
     out = np.zeros((9, 3, 256), np.int64)
     n = px.shape[0]
-    want_lab = lab.shape[1] == n
+    want_lab = xyz.shape[0] == n and n > 0
     for k in range(n):
         c = min(region[k], 2)
         r, g, b = px[k, 0], px[k, 1], px[k, 2]
@@ -179,9 +209,49 @@ def colour_histograms(px, region, hue_lut, sat_lut, lab, want_rgb, want_hsv):
             out[4, c, sat_lut[v * 256 + mn]] += 1
             out[5, c, v] += 1
         if want_lab:
-            out[6, c, lab[0, k]] += 1
-            out[7, c, lab[1, k]] += 1
-            out[8, c, lab[2, k]] += 1
+            fx = _lab_code(xyz[k, 0], cube[k, 0])
+            fy = _lab_code(xyz[k, 1], cube[k, 1])
+            fz = _lab_code(xyz[k, 2], cube[k, 2])
+            L = (np.float32(116.0) * fy - np.float32(16.0)) * np.float32(2.55)
+            a = np.float32(500.0) * (fx - fy) + np.float32(128.0)
+            bb = np.float32(200.0) * (fy - fz) + np.float32(128.0)
+            out[6, c, _code8(L)] += 1
+            out[7, c, _code8(a)] += 1
+            out[8, c, _code8(bb)] += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def hist_stats(H, percentiles):
+    """Mean, standard deviation and percentiles of 256-bin histograms ``(k, 256)`` (int64):
+    float64 ``(k, 2 + len(percentiles))``, NaN rows for empty histograms. A percentile ``q`` is
+    the number of bins whose cumulative share is below ``q``; sums of counts are exact, the
+    standard deviation is summed bin by bin (float64 round-off of a pairwise sum)."""
+    k = H.shape[0]
+    n_q = percentiles.shape[0]
+    out = np.full((k, 2 + n_q), np.nan)
+    for r in range(k):
+        n = 0.0
+        s = 0.0
+        for v in range(256):
+            n += H[r, v]
+            s += H[r, v] * np.float64(v)
+        if n == 0:
+            continue
+        mean = s / n
+        ss = 0.0
+        for v in range(256):
+            d = np.float64(v) - mean
+            ss += H[r, v] * d ** 2
+        out[r, 0] = mean
+        out[r, 1] = np.sqrt(max(ss / n, 0.0))
+        for q in range(n_q):
+            cum, below = 0.0, 0
+            for v in range(256):
+                cum += H[r, v]
+                if cum / n < percentiles[q]:
+                    below += 1
+            out[r, 2 + q] = below
     return out
 
 

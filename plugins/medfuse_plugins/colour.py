@@ -3,7 +3,8 @@
 For each colour space, channel and region: mean, standard deviation and percentiles; for the
 ``hist_regions``: a coarse normalised histogram per channel. All statistics come from one
 256-bin histogram per channel and region, all counted in one compiled pass over the cell's
-bounding box (:func:`._kernels.colour_histograms`).
+bounding box (:func:`._kernels.colour_histograms`) and summarised by a compiled kernel
+(:func:`._kernels.hist_stats`).
 
 Regions of the canonical mask: ``cell`` (mask > 0), ``nucleus`` (2), ``cytoplasm`` (1) and
 ``outside``: background pixels within ``pad`` pixels of the cell's bounding box (the cell's
@@ -69,6 +70,16 @@ def hsv8_pixels(px: np.ndarray) -> list[np.ndarray]:
     return [h, s, v]
 
 
+def _lab_parts(px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised XYZ of an ``(N, 3)`` uint8 pixel list and its cube root ``exp(log(t) / 3)``,
+    float32 ``(N, 3)`` each: the vectorised (NumPy) part of :func:`lab8_pixels`."""
+    xyz = np.take(_SRGB_LUT, px) @ _XYZ_N  # np.take: faster than fancy indexing
+    f = np.log(np.maximum(xyz, np.float32(1e-6)))
+    f *= np.float32(1.0 / 3.0)
+    np.exp(f, out=f)
+    return xyz, f
+
+
 def lab8_pixels(px: np.ndarray) -> list[np.ndarray]:
     """Lab uint8 codes (``L * 2.55``, ``a + 128``, ``b + 128``) of an ``(N, 3)`` uint8 pixel list.
 
@@ -77,11 +88,8 @@ def lab8_pixels(px: np.ndarray) -> list[np.ndarray]:
     the transform's by 1 where the exact value lies within ~1e-4 of a rounding boundary (603 of
     the 2**24 colours when this was written; never by more than 1).
     """
-    xyz = np.take(_SRGB_LUT, px) @ _XYZ_N  # np.take: faster than fancy indexing
+    xyz, f = _lab_parts(px)
     lin = xyz <= np.float32(0.008856)
-    f = np.log(np.maximum(xyz, np.float32(1e-6)))
-    f *= np.float32(1.0 / 3.0)
-    np.exp(f, out=f)
     if lin.any():
         f[lin] = np.float32(7.787) * xyz[lin] + np.float32(16.0 / 116.0)
     fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
@@ -97,26 +105,24 @@ STATS = ("mean", "std", *_PCTS)
 
 
 def hist_stats(H: np.ndarray, stats: tuple[str, ...]) -> np.ndarray:
-    """Statistics of many 256-bin histograms ``(k, 256)`` -> ``(k, len(stats))``; NaN for empty rows."""
-    v = np.arange(256, dtype=np.float64)
-    n = H.sum(axis=1)
-    out = np.full((H.shape[0], len(stats)), np.nan)
-    ok = n > 0
-    if not ok.any():
-        return out
-    Hk, nk = H[ok].astype(np.float64), n[ok][:, None]
-    mean = (Hk * v).sum(axis=1) / nk[:, 0]
-    cdf = np.cumsum(Hk, axis=1) / nk
-    cols = []
+    """Statistics of many 256-bin histograms ``(k, 256)`` -> ``(k, len(stats))``; NaN for empty
+    rows. Compiled (:func:`._kernels.hist_stats`)."""
+    from ._kernels import hist_stats as stats_kernel
+
+    pcts = np.asarray([_PCTS[s] for s in stats if s in _PCTS], np.float64)
+    table = stats_kernel(np.ascontiguousarray(H, np.int64), pcts)
+    cols, k = [], 2
     for s in stats:
-        if s == "mean":
-            cols.append(mean)
-        elif s == "std":
-            cols.append(np.sqrt(np.maximum((Hk * (v - mean[:, None]) ** 2).sum(axis=1) / nk[:, 0], 0)))
+        if s in _PCTS:
+            cols.append(k)
+            k += 1
         else:
-            cols.append((cdf < _PCTS[s]).sum(axis=1).astype(np.float64))
-    out[ok] = np.stack(cols, axis=1)
-    return out
+            cols.append(0 if s == "mean" else 1)
+    return table[:, cols]
+
+
+_REGION_ROW = {"outside": 0, "cytoplasm": 1, "nucleus": 2, "cell": 3}
+_NO_LAB = np.zeros((0, 3), np.float32)
 
 
 class Colour(Extractor):
@@ -180,27 +186,25 @@ class Colour(Extractor):
             return np.full(len(self.feature_names()), np.nan, np.float32)
         img, m = image[box], mask[box]
         # all channel histograms per region code (0 outside, 1 cytoplasm, 2 nucleus) in one
-        # compiled pass over the crop's pixels; Lab codes from lab8_pixels (vectorised float32)
+        # compiled pass over the crop's pixels; Lab: XYZ and cube roots vectorised (NumPy), the
+        # codes finished in the kernel
         from ._kernels import colour_histograms
 
         px = np.ascontiguousarray(img).reshape(-1, 3)
-        lab = np.stack(lab8_pixels(px)) if "lab" in self.spaces else np.zeros((3, 0), np.uint8)
+        xyz, cube = _lab_parts(px) if "lab" in self.spaces else (_NO_LAB, _NO_LAB)
         hue, sat = _hsv_luts()
-        counts = colour_histograms(px, np.ascontiguousarray(m).reshape(-1), hue, sat, lab,
+        counts = colour_histograms(px, np.ascontiguousarray(m).reshape(-1), hue, sat, xyz, cube,
                                    "rgb" in self.spaces, "hsv" in self.spaces)
-        H = {}
-        for sp in self.spaces:
-            base = 3 * list(SPACES).index(sp)
-            for c, ch in enumerate(SPACES[sp]):
-                h3 = counts[base + c]
-                H[(sp, ch)] = {"outside": h3[0], "cytoplasm": h3[1], "nucleus": h3[2], "cell": h3[1] + h3[2]}
-        keys = [(sp, ch, rg) for sp in self.spaces for ch in SPACES[sp] for rg in self.regions]
-        stats = hist_stats(np.stack([H[(sp, ch)][rg] for sp, ch, rg in keys]), tuple(self.stats))
+        # rows per channel: outside, cytoplasm, nucleus, cell (= cytoplasm + nucleus)
+        R = np.concatenate([counts, counts[:, 1:2] + counts[:, 2:3]], axis=1)
+        chans = [3 * list(SPACES).index(sp) + c for sp in self.spaces for c in range(3)]
+        sel = R[np.ix_(chans, [_REGION_ROW[rg] for rg in self.regions])].reshape(-1, 256)
+        stats = hist_stats(sel, tuple(self.stats))
         feats = [stats.ravel()]
         b = int(self.bins)
         if b:
-            hk = [(sp, ch, rg) for sp in self.spaces for ch in SPACES[sp] for rg in self.hist_regions]
-            hh = np.stack([H[(sp, ch)][rg] for sp, ch, rg in hk]).reshape(len(hk), b, 256 // b).sum(axis=2)
+            hh = R[np.ix_(chans, [_REGION_ROW[rg] for rg in self.hist_regions])].reshape(-1, b, 256 // b)
+            hh = hh.sum(axis=2)
             tot = hh.sum(axis=1, keepdims=True)
             with np.errstate(invalid="ignore", divide="ignore"):
                 feats.append(np.where(tot > 0, hh / np.maximum(tot, 1), np.nan).ravel())
