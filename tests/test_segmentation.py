@@ -176,3 +176,13 @@ def test_compiled_blue_minus_green_equals_stain_channel_and_bincount():
         ref = stain_channel(image, "blue_minus_green")
         assert np.array_equal(s, ref)
         assert np.array_equal(hist, np.bincount(ref.ravel(), minlength=256))
+
+
+def test_compiled_class_variance_table_equals_numpy():
+    from medfuse_plugins._kernels import class_variance_table
+    from medfuse_plugins.segmentation import _class_variance_table
+
+    for h in _random_histograms(200, seed=4):
+        nz = np.flatnonzero(h)
+        prob = np.asarray(h[nz[0]:nz[-1] + 1], np.float32)
+        assert np.array_equal(class_variance_table(prob), _class_variance_table(prob))

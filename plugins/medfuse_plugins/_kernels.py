@@ -579,3 +579,66 @@ def glcm_features(counts, n_dist):
                 out[q, d, 0] = acc / n
                 out[q, d, 1] = hi - lo
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def class_variance_table(prob):
+    """``segmentation._class_variance_table`` (scikit-image's multi-Otsu lookup table): float32
+    ``V[i, j]`` = (first moment of bins i..j)^2 / (their mass), upper triangle, same float32
+    operations (sequential cumulative sums), so the same table."""
+    n = prob.shape[0]
+    P = np.empty(n, np.float32)
+    S = np.empty(n, np.float32)
+    acc_p = np.float32(0.0)
+    acc_s = np.float32(0.0)
+    for i in range(n):
+        acc_p += prob[i]
+        acc_s += prob[i] if i == 0 else np.float32(i) * prob[i]
+        P[i], S[i] = acc_p, acc_s
+    V = np.zeros((n, n), np.float32)
+    for i in range(n):
+        p0 = P[i - 1] if i > 0 else np.float32(0.0)
+        s0 = S[i - 1] if i > 0 else np.float32(0.0)
+        for j in range(1 if i == 0 else i, n):  # V[0, 0] stays 0, as scikit-image's
+            pij = P[j] - p0
+            if pij > 0:
+                sij = S[j] - s0
+                V[i, j] = sij * sij / pij
+    return V
+
+
+@numba.njit(cache=True, nogil=True)
+def multiotsu4(V):
+    """Thresholds ``(t0, t1, t2)`` of 4-class multi-Otsu on the table ``V`` of
+    :func:`class_variance_table`: ``segmentation._multiotsu_core(prob, 4)``'s search (best
+    ``t0`` and ``t2`` per middle ``t1``, near-best tuples rescored in scikit-image's float32
+    summation order, ties to the lexicographically first), same float32 operations."""
+    n = V.shape[0]
+    ninf = np.float32(-np.inf)
+    A = np.full(n, ninf, np.float32)
+    for t1 in range(n):
+        for t0 in range(min(t1, n - 1)):
+            A[t1] = max(A[t1], V[0, t0] + V[t0 + 1, t1])
+    B = np.full(n, ninf, np.float32)
+    for t1 in range(n - 1):
+        for t2 in range(t1 + 1, n - 1):
+            B[t1] = max(B[t1], V[t1 + 1, t2] + V[t2 + 1, n - 1])
+    total = np.full(n, ninf, np.float32)
+    tmax = ninf
+    for t1 in range(1, n - 2):
+        total[t1] = A[t1] + B[t1]
+        tmax = max(tmax, total[t1])
+    best = np.float64(tmax)
+    thr = np.float32(best - abs(best) * 1e-5)
+    b_e, b0, b1, b2 = ninf, n, n, n
+    for t1 in range(1, n - 2):
+        if not total[t1] >= thr:
+            continue
+        for t0 in range(t1):
+            left = V[0, t0] + V[t0 + 1, t1]
+            for t2 in range(t1 + 1, n - 1):
+                if left + (V[t1 + 1, t2] + V[t2 + 1, n - 1]) >= thr:
+                    e = ((V[0, t0] + V[t2 + 1, n - 1]) + V[t0 + 1, t1]) + V[t1 + 1, t2]
+                    if e > b_e or (e == b_e and (t0, t1, t2) < (b0, b1, b2)):
+                        b_e, b0, b1, b2 = e, t0, t1, t2
+    return np.array([b0, b1, b2], np.int64)

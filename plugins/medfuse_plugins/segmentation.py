@@ -91,7 +91,8 @@ def multiotsu_indices(hist: np.ndarray, classes: int) -> np.ndarray:
 
     Maximises the same between-class score (same float32 lookup table) in O(bins^2) instead of
     brute force over all threshold tuples: with 4
-    classes the best (t0, t2) for a given middle threshold t1 are independent. Ties go to the
+    classes the best (t0, t2) for a given middle threshold t1 are independent (table and 4-class
+    search compiled: :func:`._kernels.class_variance_table`, :func:`._kernels.multiotsu4`). Ties go to the
     lowest thresholds; only scores equal to float32 rounding can pick a different tuple than
     scikit-image (none on 3,000 PBC images, see ``tests/test_segmentation.py``).
     """
@@ -104,7 +105,9 @@ def multiotsu_indices(hist: np.ndarray, classes: int) -> np.ndarray:
 
 
 def _multiotsu_core(prob: np.ndarray, classes: int) -> np.ndarray:
-    V = _class_variance_table(prob)
+    from ._kernels import class_variance_table  # the table of _class_variance_table, compiled
+
+    V = class_variance_table(np.ascontiguousarray(prob, np.float32))
     n = prob.size
     last = V[:, n - 1]  # V[t + 1, n - 1] is last[t + 1]
     if classes == 2:
@@ -117,28 +120,11 @@ def _multiotsu_core(prob: np.ndarray, classes: int) -> np.ndarray:
         score = np.where(t1 > t0, score, -np.inf)
         a, b = np.unravel_index(int(np.argmax(score)), score.shape)
         return np.array([a, b + 1])
-    # 4 classes: t0 < t1 < t2 < n - 1
-    left = V[0, :n - 1, None] + V[1:, :]  # left[t0, t1] = V[0, t0] + V[t0 + 1, t1]   (t0 < t1)
-    left = np.where(_triu(n - 1, n, 1), left, -np.inf)
-    A = left.max(axis=0)  # best over t0, for each t1
-    right = V[:, :n - 1] + last[None, 1:]  # right[i, t2] = V[i, t2] + V[t2 + 1, n - 1]
-    right = np.where(_triu(n, n - 1, 0), right, -np.inf)
-    B = np.full(n, -np.inf, np.float32)
-    B[:n - 1] = right[1:].max(axis=1)  # t1 -> best over t2 > t1 of V[t1 + 1, t2] + ...
-    total = A + B
-    total[:1] = -np.inf
-    total[n - 2:] = -np.inf
-    # rescore the near-best tuples in scikit-image's float32 summation order, ties to the
-    # lexicographically first, so that rounding picks the same tuple as its brute force
-    best = float(total.max())
-    thr = np.float32(best - abs(best) * 1e-5)
-    cands = []
-    for t1 in np.flatnonzero(total >= thr):
-        t0s, t2s = np.nonzero(left[:, t1][:, None] + right[t1 + 1][None, :] >= thr)
-        exact = ((V[0, t0s] + last[t2s + 1]) + V[t0s + 1, t1]) + V[t1 + 1, t2s]
-        cands += [(-float(e), int(a), int(t1), int(c)) for e, a, c in zip(exact, t0s, t2s)]
-    _, t0, t1, t2 = min(cands)
-    return np.array([t0, t1, t2])
+    # 4 classes: t0 < t1 < t2 < n - 1; the best (t0, t2) for each middle t1, then the near-best
+    # tuples rescored in scikit-image's float32 summation order (compiled)
+    from ._kernels import multiotsu4
+
+    return multiotsu4(V)
 
 
 def otsu_levels(channel: np.ndarray, classes: int, max_bins: int = 64,
