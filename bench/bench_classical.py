@@ -85,9 +85,10 @@ def kernel_warmup() -> str:
     Texture().prepare(image, mask)
     Colour().prepare(image, mask)
     seconds = time.perf_counter() - t0
-    kernels = (_kernels.blue_minus_green, _kernels.label_components, _kernels.fill_holes4,
-               _kernels.shape_stats, _kernels.lbp_uniform, _kernels.glcm_counts,
-               _kernels.colour_histograms)
+    kernels = (_kernels.blue_minus_green, _kernels.class_variance_table, _kernels.multiotsu4,
+               _kernels.label_components, _kernels.fill_holes4, _kernels.shape_stats,
+               _kernels.lbp_uniform, _kernels.glcm_counts, _kernels.glcm_features,
+               _kernels.colour_histograms, _kernels.hist_stats)
     misses = sum(sum(k.stats.cache_misses.values()) for k in kernels)
     how = "compiled (no cache yet)" if misses else "loaded from the on-disk cache"
     return f"numba import + kernels {how}: {seconds:.2f} s one-off, excluded from the per-image figures"
