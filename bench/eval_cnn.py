@@ -44,7 +44,11 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=0, help="cap images per class (0: all)")
     ap.add_argument("--test-fraction", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="any other cnn_classifier parameter, e.g. --param zoom=0 --param class_weight=None "
+                         "(values parsed as Python literals)")
     args = ap.parse_args()
+    extra = dict(_parse_param(text) for text in args.param)
     env = os.environ.get("MEDFUSE_DATA")
     root = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
     paths = sorted(root.glob(LAYOUT[args.dataset]))
@@ -56,7 +60,8 @@ def main() -> None:
         keep = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: args.per_class]
                                for c in np.unique(labels)])
         paths, labels = [paths[i] for i in np.sort(keep)], labels[np.sort(keep)]
-    clf = CNNClassifier(size=args.size, epochs=args.epochs, width=args.width, random_state=args.seed, verbose=0)
+    clf = CNNClassifier(size=args.size, epochs=args.epochs, width=args.width, random_state=args.seed, verbose=0,
+                        **extra)
     t = time.perf_counter()
     P = np.stack([clf.prepare(read_image(p, min_side=args.size)) for p in paths])
     print(f"{args.dataset}: {len(P)} images, {len(np.unique(labels))} classes, prepared at {args.size}px in "
@@ -73,6 +78,14 @@ def main() -> None:
           f"({np.mean(h['seconds_per_epoch'][1:] or h['seconds_per_epoch']):.0f}s/epoch); "
           f"held-out {len(te)} images: accuracy {accuracy_score(labels[te], pred):.4f}, "
           f"macro-F1 {f1_score(labels[te], pred, average='macro'):.4f}", flush=True)
+    clf.tta = True
+    pred_tta = clf.predict(P[te])
+    clf.tta = False
+    print(f"cnn_classifier with tta (mean over 8 flips/transposes): held-out accuracy "
+          f"{accuracy_score(labels[te], pred_tta):.4f}, macro-F1 {f1_score(labels[te], pred_tta, average='macro'):.4f}",
+          flush=True)
+    if h.get("val_accuracy"):
+        print("val accuracy per epoch: " + " ".join(f"{v:.3f}" for v in h["val_accuracy"]), flush=True)
     emb = clf._sub_model("embedding")
     Etr, Ete = batched_predict(emb, P[tr]), batched_predict(emb, P[te])
     lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(Etr, labels[tr])
@@ -80,7 +93,20 @@ def main() -> None:
     print(f"cnn_embedding ({Etr.shape[1]} dims) + logistic regression: held-out accuracy "
           f"{accuracy_score(labels[te], pe):.4f}, macro-F1 {f1_score(labels[te], pe, average='macro'):.4f}")
     print(f"settings: size {args.size}, width {args.width}, epochs {args.epochs}, per-class cap "
-          f"{args.per_class or 'none'}, test fraction {args.test_fraction}, seed {args.seed}")
+          f"{args.per_class or 'none'}, test fraction {args.test_fraction}, seed {args.seed}, other {extra or 'none'}")
+
+
+def _parse_param(text: str) -> tuple[str, object]:
+    """``name=value`` with the value read as a Python literal (a plain string when it is not one)."""
+    import ast
+
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"--param expects NAME=VALUE, got {text!r}")
+    try:
+        return name.strip(), ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name.strip(), value
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from medfuse_plugins.cnn import (  # noqa: E402
     Backbone,
     CNNClassifier,
     CNNEmbedding,
+    dihedral_views,
     forget_trained_networks,
     resize_square,
 )
@@ -189,3 +190,28 @@ def test_classifier_reuses_the_embeddings_training(cells, embedding):
     other = CNNClassifier(**{**FAST, "random_state": 1}).fit(P, y)  # another seed trains anew
     assert "reused" not in other.history_
     assert len(TRAINED) <= TRAINED.max_items
+
+
+def test_dihedral_views_are_the_eight_symmetries():
+    P = np.arange(2 * 3 * 3 * 1, dtype=np.uint8).reshape(2, 3, 3, 1)
+    views = dihedral_views(P)
+    assert len(views) == 8 and all(v.shape == P.shape for v in views)
+    assert len({v.tobytes() for v in (np.ascontiguousarray(v) for v in views)}) == 8
+    np.testing.assert_array_equal(views[0], P)
+    np.testing.assert_array_equal(views[4], P.transpose(0, 2, 1, 3))
+
+
+def test_tta_averages_the_eight_views_and_reuses_the_training(cells, embedding):
+    _, _, y = cells
+    ex, P, E = embedding
+    clf = CNNClassifier(**FAST).fit(P, y)
+    tta = CNNClassifier(**{**FAST, "tta": True}).fit(P, y)
+    assert tta.history_.get("reused") is True  # tta acts at inference only: same network
+    views = [clf.predict_proba(np.ascontiguousarray(v)) for v in dihedral_views(P)]
+    proba = tta.predict_proba(P)
+    assert np.allclose(proba.sum(axis=1), 1)
+    np.testing.assert_allclose(proba, np.mean(views, axis=0), atol=1e-6)
+    emb = CNNEmbedding(**{**FAST, "tta": True}).fit(P, y).transform(P)
+    assert emb.shape == E.shape and emb.dtype == np.float32
+    np.testing.assert_allclose(emb, np.mean([ex.transform(np.ascontiguousarray(v)) for v in dihedral_views(P)],
+                                            axis=0), rtol=1e-5, atol=1e-6)
