@@ -151,7 +151,8 @@ def study_section(results: dict[str, Any], run: Run, seconds: float) -> list[str
     conflicts = (d.get("report") or {}).get("conflicting_table_rows") or []
     if conflicts:
         facts.append(f"{len(conflicts)} groups of rows ({sum(map(len, conflicts))} rows) have identical values "
-                     "but different labels (label noise kept as is; see the data report)")
+                     "but different labels (kept as label noise"
+                     + (", each group within one fold" if sp.get("grouped") else "") + "; see the data report)")
     if d.get("capped"):
         facts.append(f"capped at {results['settings']['max_per_class']} per class")
     facts.append("no sample shared across folds" if sp["leakage"]["ok"] else "LEAKAGE: see the report")

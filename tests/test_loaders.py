@@ -274,6 +274,25 @@ def test_table_xlsx(tmp_path: Path):
         TableLoader(path="kids.xlsx", label_column="Result").load(tmp_path)
 
 
+def test_table_rows_with_identical_values_share_a_fold(tmp_path: Path):
+    """Twins with conflicting labels stay in one fold: no model is scored on a training row's twin."""
+    from medfuse.evaluation import make_splits
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(40, 2)).round(3)
+    df = pd.DataFrame({"a": values[:, 0], "b": values[:, 1], "y": ["p", "q"] * 20})
+    twins = df.iloc[:10].assign(y=lambda d: d["y"].map({"p": "q", "q": "p"}))  # same values, other label
+    pd.concat([df, twins]).to_csv(tmp_path / "t.csv", index=False)
+    st = TableLoader(path="t.csv", label_column="y").load(tmp_path)
+    assert len(st) == 50 and st.samples["group"].nunique() == 40
+    splits = make_splits(st.samples, folds=5, seed=0)
+    assert splits.grouped and splits.method == "StratifiedGroupKFold"
+    for i in range(10):
+        assert splits.fold_of[i] == splits.fold_of[40 + i]
+    with_groups = TableLoader(path="t.csv", label_column="y", group_column="a").load(tmp_path)
+    assert with_groups.samples["group"].astype(float).tolist() == pd.concat([df, twins])["a"].tolist()
+
+
 def test_cli_data(broken_folder: Path, tmp_path: Path):
     runner = CliRunner()
     out_json = tmp_path / "rep.json"

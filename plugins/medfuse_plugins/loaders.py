@@ -548,16 +548,19 @@ class TableLoader(Loader):
     """A table with no images (CSV/TSV/XLSX): one sample per row, label from a column.
 
     ``sha1`` of a sample is the hash of its row values (label included, id excluded), so exact
-    duplicate rows are found and flagged as leakage when they straddle a split.
+    duplicate rows are found and flagged as leakage when they straddle a split. Without a
+    ``group_column``, the group of a row is the hash of its feature values (label excluded): rows
+    with identical values but different labels stay in one fold, so that no model is scored on the
+    twin of a training row that carries the other label.
     """
 
     name: ClassVar[str] = "table"
-    version: ClassVar[str] = "1.0.0"
+    version: ClassVar[str] = "1.1.0"
     param_docs: ClassVar[dict[str, str]] = {
         "path": "Table file relative to the data root.",
         "label_column": "Column with the label.",
         "id_column": "Optional id column (default: `row<n>` from the row number).",
-        "group_column": "Optional patient/group column.",
+        "group_column": "Optional patient/group column (default: rows with identical feature values form a group).",
         "table_columns": "Columns kept as features (default: all but id/label/group).",
         "sheet": "Excel sheet name or index.",
     }
@@ -586,7 +589,8 @@ class TableLoader(Loader):
         _require_columns(df, features, f"{tpath} table_columns")
         rows = pd.DataFrame({"key": df.index, "id": ids.values, "path": None, "mask_path": None,
                              "label": df[self.label_column].values,
-                             "group": df[self.group_column].values if self.group_column else None})
+                             "group": (df[self.group_column].values if self.group_column
+                                       else row_sha1(df[features]))})
         content = df[[*features, self.label_column]]
         rows["sha1"] = row_sha1(content)
         no_label = rows["label"].isna()
