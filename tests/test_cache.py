@@ -106,3 +106,23 @@ def test_ensemble_members_share_one_cache(samples, tmp_path):
     prepared = runner.materialize(SampleTable(samples.copy()))
     assert runner.cache.stats() == {"hits": 20, "misses": 20, "writes": 20}  # b reads what a wrote
     assert prepared.cache_stats == {"hits": 20, "misses": 20, "writes": 20}
+
+
+def test_get_many_reads_again_serially_when_threaded_header_parsing_fails(tmp_path, monkeypatch):
+    """CPython < 3.11.8 can raise SystemError in ast.literal_eval (np.load's header parser) under threads."""
+    import threading
+
+    cache = BlockCache(tmp_path)
+    keys = [f"k{i:03d}" for i in range(100)]
+    for i, k in enumerate(keys):
+        cache.put(k, np.full(3, i, np.float32))
+    read = cache._read
+
+    def flaky(key):
+        if threading.current_thread() is not threading.main_thread():
+            raise SystemError("AST constructor recursion depth mismatch (before=33, after=30)")
+        return read(key)
+
+    monkeypatch.setattr(cache, "_read", flaky)
+    out = cache.get_many(keys)
+    assert [int(a[0]) for a in out] == list(range(100)) and cache.hits == 100

@@ -91,8 +91,14 @@ class BlockCache:
         if threads > 1 and len(keys) > 64:
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(threads) as pool:
-                out = list(pool.map(self._read, keys, chunksize=64))
+            try:
+                with ThreadPoolExecutor(threads) as pool:
+                    out = list(pool.map(self._read, keys, chunksize=64))
+            except SystemError:
+                # CPython 3.11 before 3.11.8: ast.literal_eval, which np.load uses to parse the .npy
+                # header, can fail under threads ("AST constructor recursion depth mismatch",
+                # gh-106905). Reads are idempotent: read them again, one at a time.
+                out = [self._read(k) for k in keys]
         else:
             out = [self._read(k) for k in keys]
         hits = sum(a is not None for a in out)
