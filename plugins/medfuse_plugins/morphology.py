@@ -22,9 +22,8 @@ from medfuse.contracts import Extractor
 from medfuse.errors import InvalidInputError
 from scipy import ndimage as ndi
 
-from .segmentation import bbox, binary_erosion, resolve_mask, split_cells
+from .segmentation import bbox, binary_erosion, components, resolve_mask, split_cells
 
-_NO_WEIGHTS = np.zeros((0, 0), bool)
 _ANGLES = np.linspace(0, np.pi, 90, endpoint=False)
 _DIRS = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)], axis=1).astype(np.float32)
 _DIR_COS, _DIR_SIN = np.ascontiguousarray(_DIRS[:, 0]), np.ascontiguousarray(_DIRS[:, 1])
@@ -78,6 +77,13 @@ def _shape(binary: np.ndarray) -> tuple[dict[str, float], float, float]:
     area, my, mx, syy, sxx, sxy, perim, hull_area, hull_perim, feret_max, feret_min, h, w = st.tolist()
     if area == 0:
         return dict.fromkeys(SHAPE_NAMES, float("nan")), float("nan"), float("nan")
+    return _shape_dict(area, syy, sxx, sxy, perim, hull_area, hull_perim, feret_max, feret_min, h * w), my, mx
+
+
+def _shape_dict(area: float, syy: float, sxx: float, sxy: float, perim: float, hull_area: float,
+                hull_perim: float, feret_max: float, feret_min: float, box_area: float) -> dict[str, float]:
+    """The :data:`SHAPE_NAMES` values from the object's raw quantities (area, central second
+    moments, Crofton perimeter, hull area/perimeter, Feret diameters, bounding-box area)."""
     half_tr, det_part = (syy + sxx) / 2, np.sqrt(((syy - sxx) / 2) ** 2 + sxy ** 2)
     l1, l2 = max(half_tr + det_part, 0.0), max(half_tr - det_part, 0.0)
     major, minor = 4.0 * np.sqrt(l1), 4.0 * np.sqrt(l2)
@@ -96,11 +102,11 @@ def _shape(binary: np.ndarray) -> tuple[dict[str, float], float, float]:
         "roundness": _div(4 * area, np.pi * major ** 2),
         "solidity": _div(area, hull_area),
         "convexity": _div(hull_perim, perim),
-        "extent": area / (h * w),
+        "extent": area / float(box_area),
         "feret_max": feret_max,
         "feret_min": feret_min,
         "convex_area": hull_area,
-    }, my, mx
+    }
 
 
 def _shape_reference(binary: np.ndarray) -> tuple[dict[str, float], float, float]:
@@ -120,9 +126,6 @@ def _shape_reference(binary: np.ndarray) -> tuple[dict[str, float], float, float
     dy, dx = yv - my, xv - mx
     syy, sxx = float(row_n @ (dy * dy)) / area, float(col_n @ (dx * dx)) / area
     sxy = float(dy @ (binary @ dx)) / area
-    half_tr, det_part = (syy + sxx) / 2, np.sqrt(((syy - sxx) / 2) ** 2 + sxy ** 2)
-    l1, l2 = max(half_tr + det_part, 0.0), max(half_tr - det_part, 0.0)
-    major, minor = 4.0 * np.sqrt(l1), 4.0 * np.sqrt(l2)
     perim = perimeter_crofton4(binary)
     # the convex hull of the pixel squares only needs each row's leftmost and rightmost pixel
     rows = np.flatnonzero(row_n)
@@ -142,26 +145,8 @@ def _shape_reference(binary: np.ndarray) -> tuple[dict[str, float], float, float
     cols = np.flatnonzero(col_n)
     h = rows[-1] - rows[0] + 1
     w = cols[-1] - cols[0] + 1
-    if area < MIN_SHAPE_AREA:  # too few pixels to have a shape: ratios are undefined
-        perim = major = minor = float("nan")
-        l1 = 0.0
-    return {
-        "area": area,
-        "perimeter": perim,
-        "equivalent_diameter": float(np.sqrt(4 * area / np.pi)),
-        "major_axis": float(major),
-        "minor_axis": float(minor),
-        "aspect_ratio": _div(major, minor),
-        "eccentricity": float(np.sqrt(1 - l2 / l1)) if l1 > 0 else float("nan"),
-        "circularity": _div(4 * np.pi * area, perim ** 2),
-        "roundness": _div(4 * area, np.pi * major ** 2),
-        "solidity": _div(area, hull.volume),
-        "convexity": _div(hull.area, perim),
-        "extent": area / float(h * w),
-        "feret_max": feret_max,
-        "feret_min": float(widths.min()),
-        "convex_area": float(hull.volume),
-    }, my, mx
+    return _shape_dict(area, syy, sxx, sxy, perim, float(hull.volume), float(hull.area), feret_max,
+                       float(widths.min()), float(h * w)), my, mx
 
 
 def shape_features(binary: np.ndarray) -> dict[str, float]:
@@ -240,10 +225,8 @@ class Morphology(Extractor):
         if box is None:
             out.update(valid=0.0, has_nucleus=0.0, objects=0.0, lobe_count=0.0)
             return np.asarray([out[n] for n in names], np.float32)
-        from ._kernels import label_components
-
         m = mask[box]
-        labels, area, _ = label_components(m > 0, _NO_WEIGHTS, True)
+        labels, area = components(m > 0)
         n_obj = area.size - 1
         if n_obj > 1:
             cell = labels == int(np.argmax(area))
@@ -282,9 +265,7 @@ class Morphology(Extractor):
         core = binary_erosion(nucleus, r) if r > 0 else nucleus
         if not core.any():
             core = nucleus
-        from ._kernels import label_components
-
-        area = label_components(core, _NO_WEIGHTS, True)[1][1:]
+        area = components(core)[1][1:]
         if area.size == 0:
             return 0
         return max(int((area >= float(self.lobe_min_fraction) * area.sum()).sum()), 1)

@@ -159,6 +159,15 @@ def otsu_levels(channel: np.ndarray, classes: int, max_bins: int = 64,
     return lo + (np.floor(t).astype(int) + 1) * factor - 1
 
 
+def components(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected components of ``binary``: labels numbered as ``ndi.label`` and the area of
+    each label (``area[0] = 0``, the background). Compiled (:func:`._kernels.label_components`)."""
+    from ._kernels import label_components
+
+    labels, area, _ = label_components(np.ascontiguousarray(binary, np.bool_), _NO_WEIGHTS, True)
+    return labels, area
+
+
 def largest_component(binary: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """The connected component (8-connectivity) of ``binary`` with the largest area, or with the
     largest count of ``weights`` pixels when given and any overlap exists. Boolean, same shape."""
@@ -290,9 +299,7 @@ def cell_mask(image: np.ndarray, channel: str = "blue_minus_green", classes: int
     if keep == "largest":
         c = largest_component(c, nucleus)
     else:
-        from ._kernels import label_components
-
-        labels, area, _ = label_components(c, _NO_WEIGHTS, True)
+        labels, area = components(c)
         if area.size > 1:
             c = (area >= min_area)[labels]
     c = fill_holes(c)
