@@ -585,8 +585,7 @@ def glcm_features(counts, n_dist):
 def class_variance_table(prob):
     """scikit-image's multi-Otsu lookup table (``class_variance_table_reference`` in
     ``tests/reference_impl.py``): float32 ``V[i, j]`` = (first moment of bins i..j)^2 / (their mass),
-    upper triangle, same float32
-    operations (sequential cumulative sums), so the same table."""
+    upper triangle, same float32 operations (sequential cumulative sums), so the same table."""
     n = prob.shape[0]
     P = np.empty(n, np.float32)
     S = np.empty(n, np.float32)
