@@ -72,12 +72,25 @@ def held_out_folds(n: int, dataset: str, folds: int, test_fraction: float, seed:
     return [order[: int(round(n * test_fraction))]]
 
 
+def folds_from_predictions(csv: Path, ids: list[str]) -> list[np.ndarray]:
+    """The held-out images of each fold of a study run, from its ``predictions/<pipeline>.csv``
+    (columns ``id`` and ``fold``), as indices into ``ids`` (matched on the file stem)."""
+    table = pd.read_csv(csv, dtype={"id": str})
+    where = {i.rsplit("/", 1)[-1]: k for k, i in enumerate(ids)}
+    missing = sorted(set(table["id"]) - set(where))
+    if missing or len(table) != len(ids):
+        raise MedfuseError(f"{csv}: ids do not match the {len(ids)} images (unknown: {missing[:5]})")
+    return [np.sort([where[i] for i in part["id"]]) for _, part in table.groupby("fold", sort=True)]
+
+
 def evaluate(dataset: str, root: Path, method: str = "unet", folds: int = 3, max_folds: int | None = None,
-             test_fraction: float = 0.3, seed: int = 0, log=print, **unet_params) -> tuple[pd.DataFrame, dict]:
+             test_fraction: float = 0.3, seed: int = 0, log=print, parts: list[np.ndarray] | None = None,
+             **unet_params) -> tuple[pd.DataFrame, dict]:
     """Score ``method`` on held-out images of ``dataset``: per-image table (``mean`` row last) and info.
 
     ``unet_params`` go to :class:`UNetMask` (``n_classes`` and ``random_state`` are set here).
-    Classical methods see the same held-out images and train nothing.
+    Classical methods see the same held-out images and train nothing. ``parts`` (held-out indices
+    per fold, e.g. from :func:`folds_from_predictions`) replaces the folds drawn here.
     """
     t0 = time.perf_counter()
     ids, ims, ms = (load_anerbc if dataset == "anerbc" else load_wbc)(root)
@@ -85,9 +98,12 @@ def evaluate(dataset: str, root: Path, method: str = "unet", folds: int = 3, max
     n_classes = 2 if dataset == "anerbc" else 3
     regions = ("cell",) if n_classes == 2 else ("cell", "nucleus")
     params = dict(unet_params, n_classes=n_classes, random_state=seed)
-    parts = held_out_folds(len(ids), dataset, folds, test_fraction, seed)[: max_folds or None]
+    if parts is None:
+        parts = held_out_folds(len(ids), dataset, folds, test_fraction, seed)
+    parts = parts[: max_folds or None]
     preds: dict[int, np.ndarray] = {}
     fit_total = pred_total = 0.0
+    reused = 0
     for f, test in enumerate(parts):
         train = np.setdiff1d(np.arange(len(ids)), test)
         t = time.perf_counter()
@@ -105,13 +121,15 @@ def evaluate(dataset: str, root: Path, method: str = "unet", folds: int = 3, max
         pred_total += pred_s
         if method == "unet":
             h = model.history_
+            reused += bool(h.get("reused"))
             best = f"best val loss {min(h['val_loss']):.4f}; " if h.get("val_loss") else ""
+            how = "network reused from this process's earlier training" if h.get("reused") else f"fit {fit_s:.0f}s"
             log(f"fold {f}: train {len(train)} images, test {len(test)}; {h['epochs_run']} epochs, {best}"
-                f"fit {fit_s:.0f}s, predict {pred_s / len(test):.2f}s/image; params {model.n_params_}")
+                f"{how}, predict {pred_s / len(test):.2f}s/image; params {model.n_params_}")
     done = sorted(preds)
     table = score_table([preds[i] for i in done], [ms[i] for i in done], [ids[i] for i in done], regions)
     info = {"dataset": dataset, "method": method, "params": params if method == "unet" else {},
-            "folds_run": len(parts), "n_scored": len(done), "fit_seconds": fit_total,
+            "folds_run": len(parts), "n_scored": len(done), "fit_seconds": fit_total, "folds_reused": reused,
             "predict_seconds_per_image": pred_total / max(1, len(done)),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "seconds": time.perf_counter() - t0}
@@ -134,13 +152,14 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep-largest", action="store_true", help="keep the largest cell (single-cell images)")
+    ap.add_argument("--tta", action="store_true", help="average the maps over the 8 flips/transposes")
     ap.add_argument("--out", type=Path, default=None, help="write the per-image table (CSV) here")
     args = ap.parse_args()
 
     table, info = evaluate(args.dataset, data_root(), args.method, args.folds, args.max_folds, args.test_fraction,
                            args.seed, log=lambda m: print(m, flush=True), patch_size=args.patch, width=args.width,
                            depth=args.depth, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch,
-                           scale=args.scale, keep_largest=args.keep_largest)
+                           scale=args.scale, keep_largest=args.keep_largest, tta=args.tta)
     print(table.round(4).to_string())
     print(f"{info['method']} settings: {info['params']}; folds run {info['folds_run']}; "
           f"peak RSS {info['peak_rss_mib']:.0f} MiB; total {info['seconds']:.0f}s")

@@ -57,6 +57,7 @@ class SegRun:
     methods: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)
     reported: str = ""
+    folds_from: str = ""  # a study of PLAN: run right after it, on its folds (same U-Nets, trained once)
 
 
 PLAN: list[Run] = [
@@ -76,7 +77,7 @@ SEGMENTATION: list[SegRun] = [
            reported="no published figure for this set in the seed studies"),
     SegRun("anerbc-segmentation", "anerbc", ("rbc_watershed", "unet"),
            dict(folds=3, width=8, scale=0.5, epochs=12, steps_per_epoch=25, validation_fraction=0.0),  # as in anemia-multimodal
-           reported="Dice 0.9618, Hausdorff 5.14 px (AneRBC study, 1,000 images)"),
+           reported="Dice 0.9618, Hausdorff 5.14 px (AneRBC study, 1,000 images)", folds_from="anemia-multimodal"),
 ]
 
 NOTES = {
@@ -168,9 +169,9 @@ def study_section(results: dict[str, Any], run: Run, seconds: float) -> list[str
     return head
 
 
-def seg_section(run: SegRun, tables: dict[str, Any], infos: dict[str, dict[str, Any]]) -> list[str]:
-    lines = [f"### {run.name}", "", f"Held-out images of `{run.dataset}` "
-             f"({'3-fold over images' if run.dataset == 'anerbc' else '30% held out'}); every image is scored by "
+def seg_section(run: SegRun, tables: dict[str, Any], infos: dict[str, dict[str, Any]], split: str = "") -> list[str]:
+    split = split or ("3-fold over images" if run.dataset == "anerbc" else "30% held out")
+    lines = [f"### {run.name}", "", f"Held-out images of `{run.dataset}` ({split}); every image is scored by "
              f"a model that did not train on it. Reported: {run.reported}.", ""]
     cols = [c for c in next(iter(tables.values())).columns if c != "n_undefined"]
     lines += ["| method | " + " | ".join(cols) + " | fit s | predict s/image |",
@@ -178,11 +179,17 @@ def seg_section(run: SegRun, tables: dict[str, Any], infos: dict[str, dict[str, 
     for method, table in tables.items():
         mean = table.loc["mean"]
         info = infos[method]
+        fit = "shared" if info.get("folds_reused") else f"{info['fit_seconds']:.0f}"
         lines.append(f"| {method} | " + " | ".join(f"{mean[c]:.4f}" if "dice" in c else f"{mean[c]:.2f}" for c in cols)
-                     + f" | {info['fit_seconds']:.0f} | {info['predict_seconds_per_image']:.2f} |")
+                     + f" | {fit} | {info['predict_seconds_per_image']:.2f} |")
     unet = infos.get("unet", {}).get("params")
     if unet:
         lines += ["", f"U-Net settings: {unet}."]
+    shared = infos.get("unet", {}).get("folds_reused", 0)
+    if shared:
+        lines += ["", f"*shared*: {shared} of the {infos['unet']['folds_run']} U-Nets are the ones the "
+                      f"{run.folds_from} study trained on the same folds (same images, settings and seed), reused "
+                      "rather than trained again; their training time is in that study's minutes."]
     return [*lines, ""]
 
 
@@ -229,25 +236,42 @@ def main() -> None:
             print(f"{run.study} failed: {exc}", flush=True)
             section = [f"### {run.study}", "", f"**failed**: {type(exc).__name__}: {exc}", ""]
         save_part(args.out, run.study, section, time.perf_counter() - t, args)
+        for seg in SEGMENTATION:  # right after the study, while its U-Nets are still in this process
+            if seg.folds_from == run.study and not (only and seg.name not in only):
+                run_segmentation(seg, root, args, eval_unet)
     for seg in SEGMENTATION:
-        if only and seg.name not in only:
+        if seg.folds_from in {r.study for r in PLAN if not only or r.study in only} or (only and seg.name not in only):
             continue
-        print(f"\n=== {seg.name} ===", flush=True)
-        t = time.perf_counter()
-        tables, infos = {}, {}
-        params = dict(seg.params)
-        if args.quick:
-            params.update(epochs=1, steps_per_epoch=2)
-        split = {k: params.pop(k) for k in ("folds", "test_fraction") if k in params}
-        for method in seg.methods:
-            tables[method], infos[method] = eval_unet.evaluate(
-                seg.dataset, root, method, log=lambda m: print(m, flush=True), **split,
-                **(params if method == "unet" else {}))
-            print(tables[method].loc["mean"].round(4).to_dict(), flush=True)
-        save_part(args.out, seg.name, seg_section(seg, tables, infos), time.perf_counter() - t, args)
+        run_segmentation(seg, root, args, eval_unet)
     print(f"\ndone in {(time.perf_counter() - t_all) / 60:.1f} min", flush=True)
     if not args.quick:
         write_results(args.out, args.results)
+
+
+def run_segmentation(seg: SegRun, root: Path, args: argparse.Namespace, eval_unet: Any) -> None:
+    """One segmentation comparison; on the folds of ``seg.folds_from`` when that study's predictions exist."""
+    print(f"\n=== {seg.name} ===", flush=True)
+    t = time.perf_counter()
+    tables, infos = {}, {}
+    params = dict(seg.params)
+    if args.quick:
+        params.update(epochs=1, steps_per_epoch=2)
+    split = {k: params.pop(k) for k in ("folds", "test_fraction") if k in params}
+    split_text = ""
+    study_folds = sorted((args.out / seg.folds_from / "predictions").glob("*.csv")) if seg.folds_from else []
+    if study_folds:
+        ids = (eval_unet.load_anerbc if seg.dataset == "anerbc" else eval_unet.load_wbc)(root)[0]
+        split = {"parts": eval_unet.folds_from_predictions(study_folds[0], ids)}
+        split_text = f"the {len(split['parts'])} folds of the {seg.folds_from} study"
+        print(f"{seg.name}: on {split_text} ({study_folds[0]})", flush=True)
+    elif seg.folds_from:
+        print(f"{seg.name}: no predictions of {seg.folds_from} under {args.out}; drawing its own folds", flush=True)
+    for method in seg.methods:
+        tables[method], infos[method] = eval_unet.evaluate(
+            seg.dataset, root, method, log=lambda m: print(m, flush=True), **split,
+            **(params if method == "unet" else {}))
+        print(tables[method].loc["mean"].round(4).to_dict(), flush=True)
+    save_part(args.out, seg.name, seg_section(seg, tables, infos, split_text), time.perf_counter() - t, args)
 
 
 def save_part(out: Path, name: str, section: list[str], seconds: float, args: argparse.Namespace) -> None:

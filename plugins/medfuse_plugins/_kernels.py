@@ -190,7 +190,7 @@ def colour_histograms(px, region, hue_lut, sat_lut, xyz, cube, want_rgb, want_hs
     1 cytoplasm, 2 nucleus). HSV by the lookup tables of ``colour._hsv_luts`` (the transform's
     codes). Lab codes from the pixels' normalised XYZ and its cube root, float32 ``(N, 3)`` each
     (``colour._lab_parts``; no rows: Lab not counted), finished with the float32 operations of
-    ``colour.lab8_pixels`` (same codes). Spaces not asked for stay zero."""
+    ``lab8_pixels`` of ``tests/reference_impl.py`` (same codes). Spaces not asked for stay zero."""
     out = np.zeros((9, 3, 256), np.int64)
     n = px.shape[0]
     want_lab = xyz.shape[0] == n and n > 0
@@ -513,8 +513,8 @@ def glcm_features(counts, n_dist):
     ``(12, n_dist, 2)`` = (property in ``texture.GLCM_PROPS`` order, distance, [mean, range]),
     the mean and range over the angles that have pixel pairs (NaN when none).
 
-    The formulas of ``texture.glcm_props`` on the normalised matrices, summed per matrix in
-    one pass (so equal to it to float64 round-off, not bit for bit)."""
+    The formulas of ``glcm_props`` (``tests/reference_impl.py``) on the normalised matrices,
+    summed per matrix in one pass (so equal to it to float64 round-off, not bit for bit)."""
     L = counts.shape[1]
     n_off = counts.shape[0]
     props = np.full((12, n_off), np.nan)
@@ -583,9 +583,9 @@ def glcm_features(counts, n_dist):
 
 @numba.njit(cache=True, nogil=True)
 def class_variance_table(prob):
-    """``segmentation._class_variance_table`` (scikit-image's multi-Otsu lookup table): float32
-    ``V[i, j]`` = (first moment of bins i..j)^2 / (their mass), upper triangle, same float32
-    operations (sequential cumulative sums), so the same table."""
+    """scikit-image's multi-Otsu lookup table (``class_variance_table_reference`` in
+    ``tests/reference_impl.py``): float32 ``V[i, j]`` = (first moment of bins i..j)^2 / (their mass),
+    upper triangle, same float32 operations (sequential cumulative sums), so the same table."""
     n = prob.shape[0]
     P = np.empty(n, np.float32)
     S = np.empty(n, np.float32)

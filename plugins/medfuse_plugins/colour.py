@@ -11,7 +11,7 @@ Regions of the canonical mask: ``cell`` (mask > 0), ``nucleus`` (2), ``cytoplasm
 immediate surroundings, not the whole frame). Without a mask the ``otsu_cell`` mask (default
 parameters) is computed. An empty region gives NaN for its features. HSV and Lab use the uint8
 encodings of the ``hsv`` and ``lab`` transforms (hue is not treated as circular), computed on the
-crop's pixel list: HSV by lookup tables (identical codes; :func:`hsv8_pixels` is the NumPy
+crop's pixel list: HSV by lookup tables (identical codes; ``hsv8_pixels`` in ``tests/reference_impl.py`` is the NumPy
 version), Lab with a vectorised cube root (a code differs from the transform's by 1 for about
 0.004% of colours).
 """
@@ -57,46 +57,16 @@ def _hsv_luts() -> tuple[np.ndarray, np.ndarray]:
     return hue, sat
 
 
-def hsv8_pixels(px: np.ndarray) -> list[np.ndarray]:
-    """HSV uint8 codes of an ``(N, 3)`` uint8 pixel list, as three ``(N,)`` arrays; the same
-    values as :func:`medfuse_plugins.transforms.rgb_to_hsv8`, by table lookup."""
-    hue, sat = _hsv_luts()
-    r, g, b = (px[:, k] for k in range(3))
-    v = np.maximum(np.maximum(r, g), b)
-    mn = np.minimum(np.minimum(r, g), b)
-    bi = b.astype(np.int32)
-    h = np.take(hue, (r.astype(np.int32) - bi + 255) * 511 + (g.astype(np.int32) - bi + 255))
-    s = np.take(sat, v.astype(np.int32) * 256 + mn)
-    return [h, s, v]
-
-
 def _lab_parts(px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Normalised XYZ of an ``(N, 3)`` uint8 pixel list and its cube root ``exp(log(t) / 3)``,
-    float32 ``(N, 3)`` each: the vectorised (NumPy) part of :func:`lab8_pixels`."""
+    float32 ``(N, 3)`` each: the vectorised part of the Lab conversion (the rest is compiled;
+    ``lab8_pixels`` in ``tests/reference_impl.py`` is the NumPy version)."""
     xyz = np.take(_SRGB_LUT, px) @ _XYZ_N  # np.take: faster than fancy indexing
     f = np.log(np.maximum(xyz, np.float32(1e-6)))
     f *= np.float32(1.0 / 3.0)
     np.exp(f, out=f)
     return xyz, f
 
-
-def lab8_pixels(px: np.ndarray) -> list[np.ndarray]:
-    """Lab uint8 codes (``L * 2.55``, ``a + 128``, ``b + 128``) of an ``(N, 3)`` uint8 pixel list.
-
-    The formula of :func:`medfuse_plugins.transforms.rgb_to_lab8` in float32, with the cube root
-    taken as ``exp(log(t) / 3)`` (vectorised; ``np.cbrt`` is ~6x slower): a code can differ from
-    the transform's by 1 where the exact value lies within ~1e-4 of a rounding boundary (603 of
-    the 2**24 colours when this was written; never by more than 1).
-    """
-    xyz, f = _lab_parts(px)
-    lin = xyz <= np.float32(0.008856)
-    if lin.any():
-        f[lin] = np.float32(7.787) * xyz[lin] + np.float32(16.0 / 116.0)
-    fx, fy, fz = f[:, 0], f[:, 1], f[:, 2]
-    L = (np.float32(116.0) * fy - np.float32(16.0)) * np.float32(2.55)
-    a = np.float32(500.0) * (fx - fy) + np.float32(128.0)
-    bb = np.float32(200.0) * (fy - fz) + np.float32(128.0)
-    return [np.clip(x + np.float32(0.5), 0, 255).astype(np.uint8) for x in (L, a, bb)]
 
 SPACES = {"rgb": ("r", "g", "b"), "hsv": ("h", "s", "v"), "lab": ("l", "a", "b")}
 ALL_REGIONS = ("cell", "nucleus", "cytoplasm", "outside")

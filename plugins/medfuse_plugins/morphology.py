@@ -46,28 +46,6 @@ _CROFTON4 = np.array([0, np.pi / 4 * (1 + 1 / np.sqrt(2)), np.pi / (4 * np.sqrt(
                       np.pi / (4 * np.sqrt(2)), np.pi / (4 * np.sqrt(2)), np.pi / 4, np.pi / 2, 0, 0])
 
 
-def perimeter_crofton4(binary: np.ndarray) -> float:
-    """``skimage.measure.perimeter_crofton(binary, directions=4)`` without the generic
-    convolution: the 2x2 configuration codes are summed from four shifted uint8 views."""
-    h, w = binary.shape
-    q = np.zeros((h + 3, w + 3), np.uint8)
-    q[2:h + 2, 2:w + 2] = binary
-    code = q[1:, 1:] + (q[1:, :-1] << 2)
-    code += q[:-1, 1:] << 1
-    code += q[:-1, :-1] << 3
-    return float(_CROFTON4 @ np.bincount(code.ravel(), minlength=16))
-
-
-def _chain(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Corners of one side of the pixel squares (``x`` per row ``y``), keeping only the two ends
-    of each vertical run (the corners in between are collinear, never hull vertices)."""
-    cy = np.stack([y - 0.5, y + 0.5], 1).ravel()
-    cx = np.repeat(x, 2)
-    keep = np.ones(cy.size, bool)
-    keep[1:-1] = (cx[2:] != cx[1:-1]) | (cx[:-2] != cx[1:-1])
-    return cy[keep], cx[keep]
-
-
 def _shape(binary: np.ndarray) -> tuple[dict[str, float], float, float]:
     """:func:`shape_features` and the centroid ``(row, col)`` of the object, from the raw
     quantities of the compiled :func:`._kernels.shape_stats` (one pass over the box)."""
@@ -109,45 +87,6 @@ def _shape_dict(area: float, syy: float, sxx: float, sxy: float, perim: float, h
     }
 
 
-def _shape_reference(binary: np.ndarray) -> tuple[dict[str, float], float, float]:
-    """:func:`_shape` by NumPy projections and Qhull (the previous implementation); the
-    reference for tests."""
-    from scipy.spatial import ConvexHull
-
-    row_n = np.count_nonzero(binary, axis=1)
-    area = float(row_n.sum())
-    if area == 0:
-        return dict.fromkeys(SHAPE_NAMES, float("nan")), float("nan"), float("nan")
-    col_n = np.count_nonzero(binary, axis=0)
-    # central moments from the row/column projections and one matrix-vector product
-    yv = np.arange(binary.shape[0], dtype=np.float64)
-    xv = np.arange(binary.shape[1], dtype=np.float64)
-    my, mx = float(row_n @ yv) / area, float(col_n @ xv) / area
-    dy, dx = yv - my, xv - mx
-    syy, sxx = float(row_n @ (dy * dy)) / area, float(col_n @ (dx * dx)) / area
-    sxy = float(dy @ (binary @ dx)) / area
-    perim = perimeter_crofton4(binary)
-    # the convex hull of the pixel squares only needs each row's leftmost and rightmost pixel
-    rows = np.flatnonzero(row_n)
-    sub = binary[rows]
-    left = sub.argmax(axis=1)
-    right = sub.shape[1] - 1 - sub[:, ::-1].argmax(axis=1)
-    y = rows.astype(np.float64)
-    ly, lx = _chain(y, left - 0.5)
-    ry, rx = _chain(y, right + 0.5)
-    pts = np.stack([np.concatenate([ly, ry]), np.concatenate([lx, rx])], axis=1)
-    hull = ConvexHull(pts)
-    hp = pts[hull.vertices]
-    proj = hp @ _DIRS.T
-    widths = proj.max(axis=0) - proj.min(axis=0)
-    diff = hp[:, None, :] - hp[None, :, :]
-    feret_max = float(np.sqrt((diff ** 2).sum(-1)).max())
-    cols = np.flatnonzero(col_n)
-    h = rows[-1] - rows[0] + 1
-    w = cols[-1] - cols[0] + 1
-    return _shape_dict(area, syy, sxx, sxy, perim, float(hull.volume), float(hull.area), feret_max,
-                       float(widths.min()), float(h * w)), my, mx
-
 
 def shape_features(binary: np.ndarray) -> dict[str, float]:
     """Shape descriptors of one object (bool ``(H, W)``, a single component) in pixels.
@@ -161,7 +100,7 @@ def shape_features(binary: np.ndarray) -> dict[str, float]:
 
     Computed in one compiled pass (:func:`._kernels.shape_stats`): integer moment sums, the 2x2
     configuration counts (Crofton perimeter) and a monotone-chain convex hull of the row ends'
-    pixel corners; equal to :func:`_shape_reference` (projections + Qhull) to float64 round-off.
+    pixel corners; equal to ``tests/reference_impl.shape_reference`` (projections + Qhull) to float64 round-off.
     """
     return _shape(binary)[0]
 

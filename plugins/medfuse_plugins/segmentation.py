@@ -59,32 +59,6 @@ def stain_channel(image: np.ndarray, channel: str = "blue_minus_green") -> np.nd
     raise InvalidInputError(f"stain channel {channel!r} is not one of {', '.join(CHANNELS)}")
 
 
-@functools.lru_cache(maxsize=64)
-def _triu(rows: int, cols: int, k: int) -> np.ndarray:
-    return np.triu(np.ones((rows, cols), bool), k)
-
-
-def _class_variance_table(prob: np.ndarray) -> np.ndarray:
-    """``V[i, j]`` = (first moment of bins i..j)^2 / (their mass), float32, as scikit-image's
-    multi-Otsu lookup table builds it (including its conventions: the first moment of bin 0
-    counts ``prob[0]``, ``V[0, 0] = 0`` and an empty class scores 0). Upper triangle only."""
-    n = prob.size
-    P = np.cumsum(prob, dtype=np.float32)
-    terms = np.arange(n, dtype=np.float32) * prob
-    terms[0] = prob[0]
-    S = np.cumsum(terms, dtype=np.float32)
-    P0 = np.concatenate([np.zeros(1, np.float32), P[:-1]])  # mass before bin i
-    S0 = np.concatenate([np.zeros(1, np.float32), S[:-1]])
-    Pij = P[None, :] - P0[:, None]
-    Sij = S[None, :] - S0[:, None]
-    Pij[0] = P
-    Sij[0] = S
-    ok = (Pij > 0) & _triu(n, n, 0)
-    ok[0, 0] = False
-    with np.errstate(invalid="ignore", divide="ignore"):  # float32 throughout, as the Cython code
-        return np.where(ok, Sij * Sij / Pij, np.float32(0)).astype(np.float32)
-
-
 def multiotsu_indices(hist: np.ndarray, classes: int) -> np.ndarray:
     """Bin indices of the multi-Otsu thresholds of a histogram of counts, for 2-4 classes:
     ``skimage.filters.threshold_multiotsu(hist=hist, classes=classes)``.
@@ -105,7 +79,7 @@ def multiotsu_indices(hist: np.ndarray, classes: int) -> np.ndarray:
 
 
 def _multiotsu_core(prob: np.ndarray, classes: int) -> np.ndarray:
-    from ._kernels import class_variance_table  # the table of _class_variance_table, compiled
+    from ._kernels import class_variance_table  # scikit-image's multi-Otsu table, compiled
 
     V = class_variance_table(np.ascontiguousarray(prob, np.float32))
     n = prob.size

@@ -55,93 +55,12 @@ def _glcm_offsets(distances: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(d_row, np.int64), np.asarray(d_col, np.int64)
 
 
-def glcm(q: np.ndarray, inside: np.ndarray, levels: int, distances) -> np.ndarray:
-    """Symmetric normalised co-occurrence matrices of quantised image ``q`` (values < levels)
-    over pixel pairs both inside ``inside``; float64 ``(levels, levels, n_dist, 4)``, NaN where
-    no pair exists. Callers pass the bounding box of ``inside`` (pairs need both ends inside).
-    Counts by the compiled :func:`._kernels.glcm_counts`; the same matrices as
-    :func:`glcm_reference` (scikit-image)."""
-    from ._kernels import glcm_counts
-
-    dists = tuple(int(d) for d in distances)
-    d_row, d_col = _glcm_offsets(dists)
-    counts = glcm_counts(np.ascontiguousarray(q), np.ascontiguousarray(inside, np.bool_), int(levels),
-                         d_row, d_col)
-    P = np.ascontiguousarray(
-        counts.reshape(len(dists), 4, levels, levels).transpose(2, 3, 0, 1), np.float64)
-    total = P.sum(axis=(0, 1), keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return P / total
-
-
-def glcm_reference(q: np.ndarray, inside: np.ndarray, levels: int, distances) -> np.ndarray:
-    """:func:`glcm` by ``skimage.feature.graycomatrix`` (Cython); the reference for tests."""
-    from skimage.feature import graycomatrix
-
-    coded = np.where(inside, q.astype(np.uint16) + 1, 0).astype(np.uint16)
-    P = graycomatrix(coded, distances=list(distances), angles=list(ANGLES), levels=levels + 1,
-                     symmetric=True, normed=False)[1:, 1:].astype(np.float64)
-    total = P.sum(axis=(0, 1), keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return P / total
-
-
-def _glcm_weights(L: int) -> np.ndarray:
-    """Rows: i, i^2, i*j, |i-j|, (i-j)^2, 1/(1+(i-j)^2), i+j, (i+j)^2, (i+j)^3, (i+j)^4."""
-    i, j = np.meshgrid(np.arange(L, dtype=np.float64), np.arange(L, dtype=np.float64), indexing="ij")
-    i, j = i.ravel(), j.ravel()
-    d = np.abs(i - j)
-    s = i + j
-    return np.stack([i, i * i, i * j, d, d * d, 1.0 / (1.0 + d * d), s, s ** 2, s ** 3, s ** 4])
-
-
-_WEIGHTS: dict[int, np.ndarray] = {}
-
-
-def glcm_props(P: np.ndarray) -> dict[str, np.ndarray]:
-    """Haralick-style properties of symmetric normalised GLCMs ``(L, L, ...)``; each ``(...)``.
-
-    Every linear property is a weighted sum over the matrix (all in one matrix product); cluster
-    shade and prominence come from the raw moments of ``i + j``.
-    """
-    L = P.shape[0]
-    shape = P.shape[2:]
-    M = P.reshape(L * L, -1)
-    W = _WEIGHTS.get(L)
-    if W is None:
-        W = _WEIGHTS[L] = _glcm_weights(L)
-    mu, i2, ij, dis, con, hom, m1, m2, m3, m4 = W @ M  # every linear property in one product
-    var = i2 - mu ** 2
-    asm = np.einsum("ij,ij->j", M, M)
-    logp = np.zeros_like(M)
-    np.log2(M, out=logp, where=M > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = (ij - mu ** 2) / var
-    corr = np.where(var > 1e-12, corr, np.where(np.isnan(asm), np.nan, 1.0))
-    c = 2 * mu
-    out = {
-        "contrast": con,
-        "dissimilarity": dis,
-        "homogeneity": hom,
-        "asm": asm,
-        "energy": np.sqrt(asm),
-        "correlation": corr,
-        "entropy": -np.einsum("ij,ij->j", M, logp),
-        "variance": var,
-        "cluster_shade": m3 - 3 * c * m2 + 3 * c ** 2 * m1 - c ** 3,
-        "cluster_prominence": m4 - 4 * c * m3 + 6 * c ** 2 * m2 - 4 * c ** 3 * m1 + c ** 4,
-        "max_probability": M.max(axis=0),
-        "sum_average": m1,
-    }
-    return {k: v.reshape(shape) for k, v in out.items()}
-
-
 def glcm_angle_stats(q: np.ndarray, inside: np.ndarray, levels: int, distances) -> np.ndarray:
     """Mean and range over the 4 angles of every :data:`GLCM_PROPS` property at each distance,
     float64 ``(n_props * n_dist * 2,)`` (property-major, then distance, then mean/range); NaN
     where no angle has a pixel pair. Compiled counts and properties
     (:func:`._kernels.glcm_counts`, :func:`._kernels.glcm_features`); equal to
-    :func:`glcm_angle_stats_reference` to float64 round-off."""
+    ``tests/reference_impl.glcm_angle_stats_reference`` to float64 round-off."""
     from ._kernels import glcm_counts, glcm_features
 
     dists = tuple(int(d) for d in distances)
@@ -149,19 +68,6 @@ def glcm_angle_stats(q: np.ndarray, inside: np.ndarray, levels: int, distances) 
     counts = glcm_counts(np.ascontiguousarray(q), np.ascontiguousarray(inside, np.bool_), int(levels),
                          d_row, d_col)
     return glcm_features(counts, len(dists)).ravel()
-
-
-def glcm_angle_stats_reference(q: np.ndarray, inside: np.ndarray, levels: int, distances) -> np.ndarray:
-    """:func:`glcm_angle_stats` by :func:`glcm` and :func:`glcm_props` (NumPy); for tests."""
-    props = glcm_props(glcm(q, inside, levels, distances))
-    V = np.stack([props[prop] for prop in GLCM_PROPS])  # (n_props, n_dist, 4 angles)
-    valid = ~np.isnan(V)
-    n = valid.sum(axis=2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(valid, V, 0).sum(axis=2) / n
-    rng = np.where(valid, V, -np.inf).max(axis=2) - np.where(valid, V, np.inf).min(axis=2)
-    rng = np.where(n > 0, rng, np.nan)
-    return np.stack([mean, rng], axis=2).ravel()
 
 
 @functools.lru_cache(maxsize=32)
@@ -214,7 +120,7 @@ def _lbp_run(gray: np.ndarray, pairs, inside: np.ndarray, with_codes: bool):
 def lbp_histograms(gray: np.ndarray, pairs, inside: np.ndarray) -> list[np.ndarray]:
     """Counts of the uniform LBP codes (``P + 2`` bins, int64) of the ``inside`` pixels of a
     uint8 image for every ``(P, R)`` in ``pairs``, in one compiled pass over the bounding box of
-    ``inside``; the codes are those of :func:`uniform_lbp_reference`."""
+    ``inside``; the codes are those of ``tests/reference_impl.uniform_lbp_reference``."""
     hist, _ = _lbp_run(gray, pairs, inside, False)
     return np.split(hist, np.cumsum([int(p) + 2 for p, _ in pairs])[:-1])
 
@@ -222,78 +128,9 @@ def lbp_histograms(gray: np.ndarray, pairs, inside: np.ndarray) -> list[np.ndarr
 def uniform_lbp(gray: np.ndarray, P: int, R: float, inside: np.ndarray) -> np.ndarray:
     """Uniform rotation-invariant LBP codes (0..P+1) of the ``inside`` pixels of a uint8 image,
     int64 ``(n_inside,)`` in row-major order; compiled, the codes of
-    :func:`uniform_lbp_reference`."""
+    ``tests/reference_impl.uniform_lbp_reference``."""
     return _lbp_run(gray, [(P, R)], inside, True)[1][0]
 
-
-def uniform_lbp_reference(gray: np.ndarray, P: int, R: float, inside: np.ndarray) -> np.ndarray:
-    """Uniform rotation-invariant LBP codes (0..P+1) of the ``inside`` pixels of a uint8 image.
-
-    Same definition as ``skimage.feature.local_binary_pattern(method="uniform")``: neighbours on
-    a circle of radius ``R`` (bilinear interpolation), bit = neighbour >= centre; codes with at
-    most two 0/1 transitions count their ones, all others get ``P + 1``. Pixels outside the
-    image read as 0. int64 ``(n_inside,)``, in row-major order of the ``inside`` pixels.
-
-    Vectorised, no per-pixel loop: codes are computed only on the bounding box of ``inside``,
-    on a zero-padded float32 copy flattened to 1-D, so every neighbour is one contiguous shifted
-    view (a flat offset). Bilinear interpolation is separable: one horizontally interpolated
-    image per distinct horizontal fraction is shared by the neighbours that need it, and each
-    neighbour then costs one multiply-add and one comparison.
-    """
-    rows = np.flatnonzero(inside.any(axis=1))
-    if rows.size == 0:
-        return np.zeros(0, np.int64)
-    cols = np.flatnonzero(inside.any(axis=0))
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    h, w = r1 - r0, c1 - c0
-    r = int(np.ceil(R)) + 1
-    Wg = w + 2 * r
-    g = np.zeros((h + 2 * r + 1, Wg), np.float32)  # one spare row keeps every view in range
-    H, W = gray.shape
-    ya, yb, xa, xb = max(r0 - r, 0), min(r1 + r, H), max(c0 - r, 0), min(c1 + r, W)
-    g[ya - r0 + r:yb - r0 + r, xa - c0 + r:xb - c0 + r] = gray[ya:yb, xa:xb]
-    gf = g.ravel()
-    n = h * Wg  # outputs: rows r..r+h of the padded window, all its columns (flat, contiguous)
-    base = r * Wg
-    centre = gf[base:base + n] - np.float32(1e-4)
-    ones = np.zeros(n, np.uint8)
-    changes = np.zeros(n, np.uint8)
-    bit, prev, first = np.empty(n, bool), np.empty(n, bool), np.empty(n, bool)
-    v = np.empty(n, np.float32)
-    horiz: dict[float, np.ndarray] = {}
-    vert: dict[float, np.ndarray] = {}
-    for p, (y0, x0, fy, fx) in enumerate(_lbp_plan(int(P), float(R))):
-        hf = gf
-        if fx:
-            hf = horiz.get(fx)
-            if hf is None:  # (1 - fx) * g[x] + fx * g[x + 1], along the flat rows
-                hf = horiz[fx] = np.empty_like(gf)
-                np.multiply(gf[:-1], np.float32(1 - fx), out=hf[:-1])
-                hf[:-1] += gf[1:] * np.float32(fx)
-                hf[-1] = 0
-        off = base + y0 * Wg + x0
-        if fy:
-            d = vert.get(fx)
-            if d is None:  # next row minus this row
-                d = vert[fx] = hf[Wg:] - hf[:-Wg]
-            np.multiply(d[off:off + n], np.float32(fy), out=v)
-            v += hf[off:off + n]
-            np.greater_equal(v, centre, out=bit)
-        else:
-            np.greater_equal(hf[off:off + n], centre, out=bit)
-        ones += bit.view(np.uint8)
-        if p == 0:
-            first[:] = bit
-        else:
-            np.not_equal(bit, prev, out=prev)
-            changes += prev.view(np.uint8)
-        bit, prev = prev, bit
-    np.not_equal(prev, first, out=bit)
-    changes += bit.view(np.uint8)
-    sel = np.zeros((h, Wg), bool)
-    sel[:, r:r + w] = inside[r0:r1, c0:c1]
-    sel = sel.ravel()
-    return np.where(changes[sel] <= 2, ones[sel], P + 1).astype(np.int64)
 
 
 def first_order(values: np.ndarray) -> dict[str, float]:

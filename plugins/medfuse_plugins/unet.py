@@ -82,14 +82,22 @@ def _pad_to(a: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.pad(a, pad, mode=mode)
 
 
-def _dihedral_pair(img: np.ndarray, tgt: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    if k & 4:
-        img, tgt = img.transpose(1, 0, 2), tgt.T
+def dihedral(a: np.ndarray, k: int, inverse: bool = False) -> np.ndarray:
+    """View ``k`` (0-7) of the 8 flips/transposes of an ``(H, W, ...)`` array (bit 4: transpose,
+    1: flip rows, 2: flip columns, applied in that order); ``inverse`` undoes view ``k``."""
+    if not inverse and k & 4:
+        a = a.swapaxes(0, 1)
     if k & 1:
-        img, tgt = img[::-1], tgt[::-1]
+        a = a[::-1]
     if k & 2:
-        img, tgt = img[:, ::-1], tgt[:, ::-1]
-    return img, tgt
+        a = a[:, ::-1]
+    if inverse and k & 4:
+        a = a.swapaxes(0, 1)
+    return a
+
+
+def _dihedral_pair(img: np.ndarray, tgt: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return dihedral(img, k), dihedral(tgt, k)
 
 
 def _ramp_window(tile: int, overlap: int) -> np.ndarray:
@@ -134,9 +142,9 @@ class UNetMask(_KerasStateMixin, MaskMaker):
 
     name: ClassVar[str] = "unet"
     _network: ClassVar[str] = "unet"
-    _not_training: ClassVar[frozenset[str]] = frozenset({"verbose", "batch_size_predict", "keep_largest"})
+    _not_training: ClassVar[frozenset[str]] = frozenset({"verbose", "batch_size_predict", "keep_largest", "tta"})
     trainable: ClassVar[bool] = True
-    version: ClassVar[str] = "1.0.0"
+    version: ClassVar[str] = "1.1.0"
     extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
     param_docs: ClassVar[dict[str, str]] = {
         "n_classes": "2: background/cell; 3: background/cell/nucleus (masks 0/1/2)",
@@ -159,6 +167,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         "verbose": "Keras training verbosity (0 silent)",
         "batch_size_predict": "tiles per inference batch",
         "keep_largest": "single-cell images: keep only the largest connected cell (holes filled) and its nucleus",
+        "tta": "test-time augmentation: average the probability maps over the 8 flips/transposes (8x inference)",
     }
     conformance_params: ClassVar[dict[str, Any]] = {"n_classes": 3, "patch_size": 32, "tile_size": 32,
                                                     "overlap": 8, "width": 4, "depth": 2, "epochs": 2,
@@ -169,7 +178,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
                  batch_size: int = 8, learning_rate: float = 0.002, patience: int = 6,
                  validation_fraction: float = 0.15, dice_weight: float = 1.0, augment: bool = True,
                  deterministic: bool = True, random_state: int = 0, verbose: int = 0, batch_size_predict: int = 8,
-                 keep_largest: bool = False):
+                 keep_largest: bool = False, tta: bool = False):
         self.n_classes = n_classes
         self.patch_size = patch_size
         self.tile_size = tile_size
@@ -190,6 +199,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         self.verbose = verbose
         self.batch_size_predict = batch_size_predict
         self.keep_largest = keep_largest
+        self.tta = tta
 
     # ---- data -----------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -340,7 +350,11 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         self._check_fitted()
         h, w = image.shape[:2]
         scaled, _ = self._scaled(image)
-        probs = self.predict_proba_map(scaled)
+        if self.tta:  # mean of the maps of the 8 views, each mapped back to the image's orientation
+            probs = sum(dihedral(self.predict_proba_map(np.ascontiguousarray(dihedral(scaled, k))), k, inverse=True)
+                        for k in range(8)) / np.float32(8)
+        else:
+            probs = self.predict_proba_map(scaled)
         if probs.shape[:2] != (h, w):  # back to full resolution: resize the probabilities, then argmax
             probs = np.stack([np.asarray(Image.fromarray(probs[..., c]).resize((w, h), Image.Resampling.BILINEAR))
                               for c in range(probs.shape[-1])], axis=-1)
