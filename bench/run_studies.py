@@ -75,7 +75,7 @@ SEGMENTATION: list[SegRun] = [
     SegRun("wbc-segmentation", "wbc_seg", ("otsu_cell", "unet"),
            dict(test_fraction=0.3, epochs=12, steps_per_epoch=25, keep_largest=True),
            reported="no published figure for this set in the seed studies"),
-    SegRun("anerbc-segmentation", "anerbc", ("rbc_watershed", "unet"),
+    SegRun("anerbc-segmentation", "anerbc", ("rbc_watershed", "unet", "unet+tta"),
            dict(folds=3, width=8, scale=0.5, epochs=12, steps_per_epoch=25, validation_fraction=0.0),  # as in anemia-multimodal
            reported="Dice 0.9618, Hausdorff 5.14 px (AneRBC study, 1,000 images)", folds_from="anemia-multimodal"),
 ]
@@ -190,6 +190,9 @@ def seg_section(run: SegRun, tables: dict[str, Any], infos: dict[str, dict[str, 
         lines += ["", f"*shared*: {shared} of the {infos['unet']['folds_run']} U-Nets are the ones the "
                       f"{run.folds_from} study trained on the same folds (same images, settings and seed), reused "
                       "rather than trained again; their training time is in that study's minutes."]
+    if "unet+tta" in infos:
+        lines += ["", "*unet+tta*: the same U-Nets, with the probability maps averaged over the 8 flips/transposes "
+                      "of each image (test-time augmentation, `tta = true`; 8x the inference time)."]
     return [*lines, ""]
 
 
@@ -266,10 +269,11 @@ def run_segmentation(seg: SegRun, root: Path, args: argparse.Namespace, eval_une
         print(f"{seg.name}: on {split_text} ({study_folds[0]})", flush=True)
     elif seg.folds_from:
         print(f"{seg.name}: no predictions of {seg.folds_from} under {args.out}; drawing its own folds", flush=True)
-    for method in seg.methods:
+    for method in seg.methods:  # "unet+tta": the same networks, maps averaged over the 8 flips/transposes
+        base, _, tta = method.partition("+")
         tables[method], infos[method] = eval_unet.evaluate(
-            seg.dataset, root, method, log=lambda m: print(m, flush=True), **split,
-            **(params if method == "unet" else {}))
+            seg.dataset, root, base, log=lambda m: print(m, flush=True), **split,
+            **({**params, "tta": tta == "tta"} if base == "unet" else {}))
         print(tables[method].loc["mean"].round(4).to_dict(), flush=True)
     save_part(args.out, seg.name, seg_section(seg, tables, infos, split_text), time.perf_counter() - t, args)
 
