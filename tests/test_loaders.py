@@ -169,6 +169,21 @@ def test_folder_with_masks_table_and_groups(tmp_path: Path):
     assert any("group_column='patient'" in n for n in plain.report.notes)
 
 
+def test_folder_group_block_groups_consecutive_file_numbers(tmp_path: Path):
+    """Sets without patient ids: runs of N file numbers per class folder form one group (one fold)."""
+    root = tmp_path / "ds"
+    for i in range(1, 6):
+        _png(root / "a" / f"cell-{i:03d}.png", _rgb(i))
+        _png(root / "b" / f"cell-{i:03d}b.png", _rgb(10 + i))  # no trailing number: own group
+    _png(root / "b" / "cell-007.png", _rgb(30))
+    st = FolderLoader(path=".", group_block=2).load(root)
+    groups = st.samples.set_index("id")["group"]
+    assert [groups[f"cell-{i:03d}"] for i in range(1, 6)] == ["a#0", "a#1", "a#1", "a#2", "a#2"]
+    assert groups["cell-001b"] == "cell-001b" and groups["cell-007"] == "b#3"
+    with pytest.raises(DataError, match="group_block"):
+        FolderLoader(path=".", group_block=0).load(root)
+
+
 def test_folder_label_from_table_column(tmp_path: Path):
     root = write_dataset(tmp_path / "syn", n_per_class=2, size=16, seed=1)
     table = pd.read_csv(root / "table.csv")

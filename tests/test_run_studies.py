@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -91,3 +92,18 @@ def test_segmentation_reuses_the_folds_of_its_study(tmp_path):
     assert "| unet | 0.9000 | shared | 0.30 |" in lines
     assert any("2 of the 2 U-Nets are the ones the anemia-multimodal study trained" in line for line in lines)
     assert "(the 2 folds of the anemia-multimodal study)" in lines[2]
+
+
+def test_extra_parts_are_listed_but_not_counted_in_the_hour(tmp_path):
+    bench = load_bench()
+    extra = next(run.study for run in bench.PLAN if run.extra)
+    for name, seconds in (("anemia-cbc", 600.0), (extra, 1800.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "section.json").write_text(json.dumps(
+            {"name": name, "seconds": seconds, "date": "2026-11-23 06:00", "settings": "budget",
+             "lines": [f"### {name}", "", "text", ""]}))
+    target = tmp_path / "RESULTS.md"
+    bench.write_results(tmp_path, target)
+    text = target.read_text()
+    assert "10 minutes in all" in text and f"{extra} 30.0 (extra, not in the hour)" in text
+    assert "Over budget" not in text

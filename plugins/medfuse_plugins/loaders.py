@@ -15,6 +15,7 @@ the sorted order of their distinct values (f=0, m=1), the mapping being stored i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -306,13 +307,16 @@ class FolderLoader(Loader):
     """
 
     name: ClassVar[str] = "folder"
-    version: ClassVar[str] = "1.0.0"
+    version: ClassVar[str] = "1.1.0"
     param_docs: ClassVar[dict[str, str]] = {
         "path": "Folder holding one sub-folder per class (relative to the data root).",
         "masks": "Optional folder mirroring `path` with mask files of the same stem.",
         "table": "Optional CSV/TSV/XLSX table joined on `id_column`.",
         "id_column": "Table column holding the image stem.",
         "group_column": "Optional table column with the patient/smear id used for grouped CV.",
+        "group_block": "Without patient ids: group runs of N consecutive file numbers per sub-folder "
+                       "(`cell-0123.jpg`: number 123, group 123 // N), a proxy for the slide when a set numbers "
+                       "each slide's images in sequence; files without a trailing number keep their own group.",
         "label_from": "`folder` (the class sub-folder) or the name of a table column.",
         "table_columns": "Table columns to keep as the tabular block (default: all but id/label/group; "
                          "text columns in which each value occurs with one label only are left out "
@@ -322,12 +326,13 @@ class FolderLoader(Loader):
 
     def __init__(self, path: str = ".", masks: str | None = None, table: str | None = None,
                  id_column: str = "id", group_column: str | None = None, label_from: str = "folder",
-                 table_columns: list[str] | None = None):
+                 table_columns: list[str] | None = None, group_block: int | None = None):
         self.path = path
         self.masks = masks
         self.table = table
         self.id_column = id_column
         self.group_column = group_column
+        self.group_block = group_block
         self.label_from = label_from
         self.table_columns = table_columns
 
@@ -339,6 +344,9 @@ class FolderLoader(Loader):
         if not by_folder and not self.table:
             raise DataError(f"folder loader: label_from={self.label_from!r} names a table column, "
                             "but no 'table' was given")
+        if self.group_block is not None and (self.group_column or int(self.group_block) < 1):
+            raise DataError("folder loader: group_block must be a positive number of files, and cannot be "
+                            "combined with group_column")
         records = []
         if by_folder:
             classes = sorted(d for d in folder.iterdir() if d.is_dir() and _visible(d))
@@ -364,6 +372,8 @@ class FolderLoader(Loader):
             "path": [str(p) for p, _ in records], "label": [lab for _, lab in records],
             "group": [None] * len(records), "rel": [p.parent.relative_to(folder).as_posix() for p, _ in records],
         })
+        if self.group_block:
+            rows["group"] = [_block_group(rel, stem, int(self.group_block)) for rel, stem in zip(rows["rel"], rows["key"])]
         if self.masks:
             mask_root = _sub(root, self.masks, "folder loader 'masks'", want_dir=True)
             index = _mask_index(mask_root)
@@ -391,6 +401,12 @@ class FolderLoader(Loader):
                                              | {d for d in {lab for _, lab in records}
                                                 if d not in set(rows["label"])})
         return asm.build(rows, block, raw, raw_ids)
+
+
+def _block_group(rel: str, stem: str, block: int) -> str | None:
+    """``<sub-folder>#<number // block>`` for a stem ending in a number, else None (own group)."""
+    match = re.search(r"(\d+)$", stem)
+    return f"{rel}#{int(match.group(1)) // block}" if match else None
 
 
 class ManifestLoader(Loader):
