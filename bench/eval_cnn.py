@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from medfuse.imageio import read_image  # noqa: E402
 from medfuse.keras_utils import batched_predict  # noqa: E402
 from medfuse_plugins.cnn import CNNClassifier  # noqa: E402
+from medfuse_plugins.loaders import block_group  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split  # noqa: E402
@@ -76,7 +76,10 @@ def main() -> None:
     print(f"{args.dataset}: {len(P)} images, {len(np.unique(labels))} classes, prepared at {args.size}px in "
           f"{time.perf_counter() - t:.0f}s", flush=True)
     if args.block:
-        groups = [f"{lab}/{_file_number(p) // args.block}" for lab, p in zip(labels, paths)]
+        groups = [block_group(lab, p.stem, args.block) for lab, p in zip(labels, paths)]
+        unnumbered = [p.name for p, g in zip(paths, groups) if g is None]
+        if unnumbered:
+            sys.exit(f"--block needs numbered file names; {unnumbered[0]} has no trailing number")
         splitter = StratifiedGroupKFold(int(round(1 / args.test_fraction)), shuffle=True, random_state=args.seed)
         tr, te = next(splitter.split(P, labels, groups))
         print(f"blocked split: {len(set(groups))} blocks of {args.block} file numbers; "
@@ -112,13 +115,6 @@ def main() -> None:
           f"{args.per_class or 'none'}, test fraction {args.test_fraction}, seed {args.seed}, "
           f"block {args.block or 'off'}, other {extra or 'none'}")
 
-
-def _file_number(path: Path) -> int:
-    """The trailing number of a file name (``WBC-Benign-017.jpg``: 17)."""
-    match = re.search(r"(\d+)$", path.stem)
-    if match is None:
-        sys.exit(f"--block needs numbered file names; {path.name} has no trailing number")
-    return int(match.group(1))
 
 
 def _parse_param(text: str) -> tuple[str, object]:

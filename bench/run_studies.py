@@ -233,10 +233,15 @@ def main() -> None:
     except MedfuseError as exc:
         sys.exit(str(exc))
     only = set(args.only.split(",")) if args.only else None
+
+    def selected(name: str) -> bool:
+        return not only or name in only
+
     cache = args.out / "cache"
     t_all = time.perf_counter()
+    segmented: set[str] = set()
     for run in PLAN:
-        if (only and run.study not in only) or (run.extra and not only):
+        if not selected(run.study) or (run.extra and not only):
             continue
         print(f"\n=== {run.study} ===", flush=True)
         folds = 2 if args.quick else None if args.full else run.folds
@@ -254,12 +259,12 @@ def main() -> None:
             section = [f"### {run.study}", "", f"**failed**: {type(exc).__name__}: {exc}", ""]
         save_part(args.out, run.study, section, time.perf_counter() - t, args)
         for seg in SEGMENTATION:  # right after the study, while its U-Nets are still in this process
-            if seg.folds_from == run.study and not (only and seg.name not in only):
+            if seg.folds_from == run.study and selected(seg.name):
                 run_segmentation(seg, root, args, eval_unet)
+                segmented.add(seg.name)
     for seg in SEGMENTATION:
-        if seg.folds_from in {r.study for r in PLAN if not only or r.study in only} or (only and seg.name not in only):
-            continue
-        run_segmentation(seg, root, args, eval_unet)
+        if selected(seg.name) and seg.name not in segmented:
+            run_segmentation(seg, root, args, eval_unet)
     print(f"\ndone in {(time.perf_counter() - t_all) / 60:.1f} min", flush=True)
     if not args.quick:
         write_results(args.out, args.results)

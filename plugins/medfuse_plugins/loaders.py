@@ -373,7 +373,7 @@ class FolderLoader(Loader):
             "group": [None] * len(records), "rel": [p.parent.relative_to(folder).as_posix() for p, _ in records],
         })
         if self.group_block:
-            rows["group"] = [_block_group(rel, stem, int(self.group_block)) for rel, stem in zip(rows["rel"], rows["key"])]
+            rows["group"] = [block_group(rel, stem, int(self.group_block)) for rel, stem in zip(rows["rel"], rows["key"])]
         if self.masks:
             mask_root = _sub(root, self.masks, "folder loader 'masks'", want_dir=True)
             index = _mask_index(mask_root)
@@ -403,8 +403,9 @@ class FolderLoader(Loader):
         return asm.build(rows, block, raw, raw_ids)
 
 
-def _block_group(rel: str, stem: str, block: int) -> str | None:
-    """``<sub-folder>#<number // block>`` for a stem ending in a number, else None (own group)."""
+def block_group(rel: str, stem: str, block: int) -> str | None:
+    """``<sub-folder>#<number // block>`` for a stem ending in a number (``cell-0123``: 123), else
+    None (the sample keeps its own group); the groups of ``group_block``."""
     match = re.search(r"(\d+)$", stem)
     return f"{rel}#{int(match.group(1)) // block}" if match else None
 

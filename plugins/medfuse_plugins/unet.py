@@ -96,10 +96,6 @@ def dihedral(a: np.ndarray, k: int, inverse: bool = False) -> np.ndarray:
     return a
 
 
-def _dihedral_pair(img: np.ndarray, tgt: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    return dihedral(img, k), dihedral(tgt, k)
-
-
 def _ramp_window(tile: int, overlap: int) -> np.ndarray:
     """(tile, tile) blending weights: 1 inside, ramping linearly to ~0 over ``overlap`` px at edges."""
     ramp = np.ones(tile, np.float32)
@@ -240,7 +236,8 @@ class UNetMask(_KerasStateMixin, MaskMaker):
             x0 = rng.integers(0, im.shape[1] - p + 1)
             a, b = im[y0:y0 + p, x0:x0 + p], tg[y0:y0 + p, x0:x0 + p]
             if augment:
-                a, b = _dihedral_pair(a, b, int(rng.integers(0, 8)))
+                k = int(rng.integers(0, 8))
+                a, b = dihedral(a, k), dihedral(b, k)
                 gain, bias = rng.uniform(0.9, 1.1), rng.uniform(-12, 12)
                 X[i] = np.clip(a * gain + bias, 0, 255)
             else:
