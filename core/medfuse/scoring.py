@@ -3,15 +3,21 @@
 The inputs (a folder, a glob or a CSV manifest) are listed once and cut into fixed chunks of
 ``chunk_size`` rows. Each chunk is scored by a worker that loads the bundle once (a per-process
 cache keyed by bundle path and manifest hash) and returns a small DataFrame; the parent writes
-it atomically (temporary file + ``os.replace``) as ``<out>.parts/part-NNNNNN.parquet``.
+it atomically (:func:`medfuse.outputs.atomic_output`) as ``<out>.parts/part-NNNNNN.parquet``.
 ``resume=True`` keeps the parts already written and scores only the missing chunks; the final
 file is assembled from the parts in input order, so every input appears exactly once, and it is
-itself written atomically. Nothing holds more than a few chunks in memory.
+itself written atomically. Nothing holds more than a few chunks in memory. The whole run, resume
+included, holds the lock ``<out>.lock`` (:mod:`medfuse.outputs`): a second run on the same output
+refuses instead of deleting the first's parts, and an unwritable location fails before any work.
+A Parquet output carries ``medfuse.version``, ``medfuse.bundle`` and
+``medfuse.bundle_manifest_sha256`` in its key/value metadata (a CSV output nothing extra).
 
-Parallelism is joblib: ``backend="loky"`` with ``jobs`` worker processes, or ``backend="dask"``
-with a ``distributed.Client`` on ``scheduler`` (joblib's Dask backend runs the same chunks; the
-bundle and the images must be readable by the Dask workers at the same paths). ``jobs=1``
-scores in the calling process.
+Parallelism is joblib's loky (``backend="loky"``, ``jobs`` worker processes) or a Dask cluster
+(``backend="dask"``, implied by a ``scheduler`` address): chunks are submitted as futures with
+``retries``, at most a bounded window of them in flight, so a worker that dies mid-chunk costs
+only a rerun of its chunks (the scheduler reassigns them; see :data:`DASK_RETRIES`). The bundle
+and the images must be readable by the Dask workers at the same paths. ``jobs=1`` scores in the
+calling process.
 
 Every mode runs the same code on the same chunks with the same thread settings
 (:data:`SCORING_THREADS` TensorFlow intra-/inter-op threads and native BLAS/OpenMP threads per
@@ -44,12 +50,15 @@ import pandas as pd
 
 from .errors import MedfuseError
 from .imageio import IMAGE_SUFFIXES
+from .outputs import atomic_output, guarded_output, write_text
 
 PLAN = "plan.json"
 INPUTS = "inputs.parquet"
 MASK_COLUMNS = ("mask_path", "mask")
 RESERVED = ("path", "id", "label", "group", *MASK_COLUMNS)
 SCORING_THREADS = 1  # threads per scoring process (TensorFlow pools, BLAS/OpenMP), in every mode
+DASK_RETRIES = 3  # reruns of a Dask chunk whose task raised (a lost worker's tasks are rescheduled anyway)
+METADATA_KEYS = ("medfuse.version", "medfuse.bundle", "medfuse.bundle_manifest_sha256")  # Parquet output
 
 
 class ScoringError(MedfuseError):
@@ -244,9 +253,15 @@ def _write_atomic_parquet(df: pd.DataFrame, target: Path, schema: Any) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), tmp)
-    os.replace(tmp, target)
+    with atomic_output(target) as tmp:
+        pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), tmp)
+
+
+def _output_metadata(bundle_path: str, digest: str) -> dict[bytes, bytes]:
+    """Key/value metadata of a Parquet output: which medfuse and which bundle wrote it."""
+    from . import __version__
+
+    return {k.encode(): str(v).encode() for k, v in zip(METADATA_KEYS, (__version__, bundle_path, digest))}
 
 
 def _output_kind(out: Path) -> str:
@@ -261,9 +276,10 @@ def _output_kind(out: Path) -> str:
 # ---- the job --------------------------------------------------------------------------------------
 
 def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path, *, jobs: int = 1,
-          chunk_size: int = 256, batch_size: int = 256, resume: bool = False, backend: str = "loky",
+          chunk_size: int = 256, batch_size: int = 256, resume: bool = False, backend: str | None = None,
           scheduler: str | None = None, progress: bool = True, keep_parts: bool = False,
-          on_chunk: Callable[[int, int], None] | None = None) -> ScoreSummary:
+          on_chunk: Callable[[int, int], None] | None = None,
+          note: Callable[[str], None] | None = None) -> ScoreSummary:
     """Score ``inputs`` with the bundle folder ``bundle`` into ``out`` (``.csv`` or ``.parquet``).
 
     Parameters
@@ -275,27 +291,52 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
     chunk_size : inputs per chunk (the unit of parallelism, progress and resume).
     batch_size : images per pipeline call inside a chunk.
     resume : keep the chunks written by an interrupted run of the same job.
-    backend : ``"loky"`` (local processes) or ``"dask"`` (``scheduler`` address required).
+    backend : ``"loky"`` (local processes) or ``"dask"`` (``scheduler`` address required); default:
+        ``"dask"`` when a ``scheduler`` is given, else ``"loky"``.
+    scheduler : Dask scheduler address, ``tcp://HOST:PORT`` (checked before any work).
     progress : show a progress bar (images/s, ETA) on stderr.
     keep_parts : keep ``<out>.parts/`` after assembling ``out``.
     on_chunk : called with ``(chunks done, chunks total)`` after each chunk (for tests, hooks).
+    note : called with a line of text for notes (a stale lock taken over); default: stderr.
+
+    Raises :class:`medfuse.outputs.OutputBusyError` when another run holds ``<out>.lock`` and
+    :class:`medfuse.outputs.OutputError` when ``out`` cannot be written (before any work) or the
+    disk fills up (no partial ``out`` is left).
 
     Every process that scores chunks runs TensorFlow with :data:`SCORING_THREADS` threads, so that
     all modes give bit-identical probabilities; with ``jobs=1`` that is the calling process, whose
     TensorFlow keeps that setting afterwards (or, when its TensorFlow already runs with other
     settings, one worker process scores the chunks).
     """
-    from .bundle import load_verified, pin_tf_threads, uses_tensorflow, verify_bundle
-
     t0 = time.perf_counter()
     out = Path(out)
     kind = _output_kind(out)
+    if backend is None:
+        backend = "dask" if scheduler else "loky"
     if backend not in ("loky", "dask"):
         raise ScoringError(f"unknown backend {backend!r}; use 'loky' or 'dask'")
     if backend == "dask" and not scheduler:
         raise ScoringError("backend 'dask' needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
+    if backend == "loky" and scheduler:
+        raise ScoringError(f"--scheduler {scheduler} is for the Dask backend; drop --backend loky "
+                           "(a scheduler address implies --backend dask) or drop --scheduler")
+    if scheduler:
+        check_scheduler_address(scheduler)
     if chunk_size < 1:
         raise ScoringError(f"chunk_size must be >= 1, got {chunk_size}")
+    with guarded_output(out, note=note):
+        summary = _score_locked(bundle, inputs, out, kind, jobs, chunk_size, batch_size, resume, backend,
+                                scheduler, progress, keep_parts, on_chunk)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _score_locked(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Path, kind: str, jobs: int,
+                  chunk_size: int, batch_size: int, resume: bool, backend: str, scheduler: str | None,
+                  progress: bool, keep_parts: bool, on_chunk: Callable[[int, int], None] | None) -> ScoreSummary:
+    """The body of :func:`score`, run while holding the output's lock."""
+    from .bundle import load_verified, pin_tf_threads, uses_tensorflow, verify_bundle
+
     # verify here, so that a bad bundle fails before any work; load it only if scoring in-process,
     # which needs TensorFlow's pools at SCORING_THREADS (else one worker process does the work)
     path, manifest, digest = verify_bundle(bundle)
@@ -330,9 +371,8 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
             advance(len(df))
             if on_chunk is not None:
                 on_chunk(len(done) + k, n_chunks)
-    summary = _assemble(parts, n_chunks, out, kind, schema)
+    summary = _assemble(parts, n_chunks, out, kind, schema, _output_metadata(bundle_path, digest))
     summary.n_chunks, summary.chunks_resumed, summary.resumed_rows = n_chunks, len(done), resumed_rows
-    summary.seconds = time.perf_counter() - t0
     if summary.n_scored + summary.n_failed != n:
         raise ScoringError(f"internal: assembled {summary.n_scored + summary.n_failed} rows for {n} inputs")
     if not keep_parts:
@@ -358,13 +398,12 @@ def _prepare_parts(parts: Path, plan: dict[str, Any], table: pd.DataFrame, resum
                 raise ScoringError(f"{parts}: cannot resume: the {what} differs from the interrupted run's; "
                                    "rerun without --resume to start over")
         return pd.read_parquet(parts / INPUTS) if (parts / INPUTS).is_file() else table
-    if parts.exists():
+    if parts.exists():  # an earlier run's leftovers (no run holds the lock: we do)
         shutil.rmtree(parts)
     parts.mkdir(parents=True)
-    table.to_parquet(parts / ".inputs.tmp", index=False)
-    os.replace(parts / ".inputs.tmp", parts / INPUTS)
-    (parts / ".plan.tmp").write_text(json.dumps(plan, indent=2))
-    os.replace(parts / ".plan.tmp", plan_file)
+    with atomic_output(parts / INPUTS) as tmp:
+        table.to_parquet(tmp, index=False)
+    write_text(plan_file, json.dumps(plan, indent=2))
     return table
 
 
@@ -380,23 +419,7 @@ def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bund
     from joblib import Parallel, delayed, parallel_config
 
     if backend == "dask":
-        try:
-            from distributed import Client
-        except ImportError:
-            raise ScoringError("backend 'dask' needs dask[distributed]: pip install 'medfuse[dask]'") from None
-        try:
-            client = Client(scheduler)  # connect timeout: dask config distributed.comm.timeouts.connect
-        except (OSError, TimeoutError) as exc:
-            raise ScoringError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-        with client:
-            if jobs == 1:  # joblib would run n_jobs=1 in this process, not on the cluster
-                yield from _one_at_a_time(lambda *a: client.submit(*a, pure=False), todo, chunk_rows, bundle_path,
-                                          digest, batch_size, None, window=1)
-                return
-            with parallel_config(backend="dask"):
-                yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
-                    delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS)
-                    for i in todo)
+        yield from _dask_chunks(todo, chunk_rows, bundle_path, digest, jobs, batch_size, str(scheduler))
         return
     n_jobs = (os.cpu_count() or 1) if jobs < 1 else jobs
     if n_jobs == 1:  # joblib would run n_jobs=1 in this process; this needs one worker process
@@ -417,10 +440,88 @@ def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bund
             for i in todo)
 
 
+def check_scheduler_address(address: str) -> None:
+    """Raise :class:`ScoringError` unless ``address`` looks like a Dask scheduler address
+    (``tcp://HOST:PORT``, ``HOST:PORT``, or another scheme distributed knows)."""
+    try:
+        from distributed.comm.addressing import parse_address, parse_host_port
+        from distributed.comm.registry import backends
+    except ImportError:
+        raise ScoringError("backend 'dask' needs dask[distributed]: pip install 'medfuse[dask]'") from None
+    hint = "expected tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786"
+    try:
+        scheme, loc = parse_address(address)
+        if scheme not in backends:
+            raise ValueError(f"unknown scheme {scheme!r}; known: {', '.join(sorted(backends))}")
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            _host, port = parse_host_port(loc)
+            if not 0 < int(port) < 65536:
+                raise ValueError(f"port {port} is out of range")
+    except (ValueError, TypeError) as exc:
+        raise ScoringError(f"--scheduler {address!r} is not a Dask scheduler address ({exc}); {hint}") from None
+
+
+def _dask_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bundle_path: str, digest: str,
+                 jobs: int, batch_size: int, scheduler: str) -> Iterator[tuple[int, pd.DataFrame, float]]:
+    """Score the chunks on the Dask cluster at ``scheduler``, as futures with ``retries``, with at
+    most ``jobs`` (``-1``: twice the cluster's threads) in flight, yielding them as they finish.
+
+    A worker that dies mid-chunk makes the scheduler run its chunks again elsewhere; a chunk
+    whose task raises is retried :data:`DASK_RETRIES` times. A chunk that still fails, or a lost
+    scheduler, ends the job with a :class:`ScoringError` (the parts written so far stay: --resume).
+    """
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise ScoringError("backend 'dask' needs dask[distributed]: pip install 'medfuse[dask]'") from None
+    try:
+        client = Client(scheduler)  # connect timeout: dask config distributed.comm.timeouts.connect
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        raise ScoringError(f"cannot reach the Dask scheduler at {scheduler}: {exc}; check the address and "
+                           "that `dask scheduler` runs there") from None
+    with client:
+        if jobs >= 1:
+            window = jobs
+        else:
+            window = 2 * max(1, sum(client.nthreads().values()))
+        queue = iter(todo)
+        running: dict[Any, int] = {}
+
+        def submit_next() -> bool:
+            i = next(queue, None)
+            if i is None:
+                return False
+            fut = client.submit(score_chunk, bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS,
+                                None, key=f"medfuse-chunk-{i}-{os.getpid()}-{time.time_ns()}", pure=False,
+                                retries=DASK_RETRIES)
+            running[fut] = i
+            ready.add(fut)
+            return True
+
+        ready = as_completed()
+        try:
+            while len(running) < window and submit_next():
+                pass
+            for fut in ready:
+                i = running.pop(fut)
+                try:
+                    result = fut.result()
+                except Exception as exc:  # KilledWorker, CancelledError (lost scheduler), the chunk's own error
+                    raise ScoringError(f"chunk {i} failed on the Dask cluster at {scheduler} "
+                                       f"({type(exc).__name__}: {exc}); the chunks written so far are kept: "
+                                       "rerun with --resume") from None
+                fut.release()
+                yield result
+                submit_next()
+        finally:
+            for fut in running:
+                fut.cancel()
+
+
 def _one_at_a_time(submit: Callable[..., Any], todo: list[int], chunk_rows: Callable[[int], pd.DataFrame],
                    bundle_path: str, digest: str, batch_size: int, parent_pid: int | None,
                    window: int = 2) -> Iterator[tuple[int, pd.DataFrame, float]]:
-    """Score the chunks through ``submit`` (a loky executor's or a Dask client's) with at most
+    """Score the chunks through ``submit`` (a one-process loky executor's) with at most
     ``window`` of them submitted at a time (a one-worker pool queues the second one)."""
     from collections import deque
 
@@ -438,14 +539,22 @@ def _one_at_a_time(submit: Callable[..., Any], todo: list[int], chunk_rows: Call
             f.cancel()
 
 
-def _assemble(parts: Path, n_chunks: int, out: Path, kind: str, schema: Any) -> ScoreSummary:
-    """Write ``out`` from the parts in order, atomically; count scored and failed rows."""
+def _assemble(parts: Path, n_chunks: int, out: Path, kind: str, schema: Any,
+              metadata: dict[bytes, bytes] | None = None) -> ScoreSummary:
+    """Write ``out`` from the parts in order, atomically (Parquet with ``metadata`` in its
+    key/value metadata); count scored and failed rows."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out) as tmp:
+        return _assemble_into(tmp, parts, n_chunks, out, kind, schema, metadata)
+
+
+def _assemble_into(tmp: Path, parts: Path, n_chunks: int, out: Path, kind: str, schema: Any,
+                   metadata: dict[bytes, bytes] | None) -> ScoreSummary:
     import pyarrow.parquet as pq
 
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    out.parent.mkdir(parents=True, exist_ok=True)
     summary = ScoreSummary(out, 0, 0, 0, n_chunks, 0, 0.0)
-    writer = pq.ParquetWriter(tmp, schema) if kind == "parquet" else None
+    out_schema = schema.with_metadata({**(schema.metadata or {}), **(metadata or {})})
+    writer = pq.ParquetWriter(tmp, out_schema) if kind == "parquet" else None
     try:
         for i in range(n_chunks):
             part = parts / _part_name(i)
@@ -453,7 +562,7 @@ def _assemble(parts: Path, n_chunks: int, out: Path, kind: str, schema: Any) -> 
                 raise ScoringError(f"{part}: chunk {i} is missing after scoring")
             t = pq.read_table(part, schema=schema)
             if writer is not None:
-                writer.write_table(t)
+                writer.write_table(t.replace_schema_metadata(out_schema.metadata))
             else:
                 t.to_pandas().to_csv(tmp, mode="w" if i == 0 else "a", header=i == 0, index=False)
             df = t.select(["path", "error"]).to_pandas()
@@ -468,12 +577,9 @@ def _assemble(parts: Path, n_chunks: int, out: Path, kind: str, schema: Any) -> 
         if writer is not None:
             writer.close()
             writer = None
-        os.replace(tmp, out)
     finally:
         if writer is not None:
             writer.close()
-        if tmp.exists():
-            tmp.unlink()
     return summary
 
 

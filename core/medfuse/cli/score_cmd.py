@@ -63,12 +63,16 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
 @click.option("--chunk-size", default=256, show_default=True, help="Inputs per chunk (unit of work and resume).")
 @click.option("--batch-size", default=256, show_default=True, help="Images per pipeline call inside a chunk.")
 @click.option("--resume", is_flag=True, help="Keep chunks written by an interrupted run; score only the rest.")
-@click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky", show_default=True)
-@click.option("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://10.0.0.5:8786.")
+@click.option("--backend", type=click.Choice(["loky", "dask"]), default=None,
+              help="loky: local worker processes (default); dask: the cluster at --scheduler (default when "
+                   "--scheduler is given).")
+@click.option("--scheduler", default=None,
+              help="Dask scheduler address, tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786); implies --backend dask "
+                   "and is an error with --backend loky. A malformed or unreachable address fails before any work.")
 @click.option("--keep-parts", is_flag=True, help="Keep OUT.parts/ (the chunk files) after assembling OUT.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batch_size: int, resume: bool,
-          backend: str, scheduler: str | None, keep_parts: bool, quiet: bool) -> None:
+          backend: str | None, scheduler: str | None, keep_parts: bool, quiet: bool) -> None:
     """Score INPUT with BUNDLE into --out: one row per input with path, label, proba.<class>, error.
 
     INPUT is a folder (image files, recursive), a glob ('imgs/**/*.jpg', quoted) or a CSV manifest
@@ -76,6 +80,12 @@ def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batc
     columns are passed as tabular data). Unreadable inputs get an error row and the job goes on;
     the exit code is 1 only if nothing could be scored. Chunks are written atomically to
     OUT.parts/, so a killed run continues with --resume without losing or repeating rows.
+
+    A run holds the lock OUT.lock (pid, host, start time, command): a second run on the same --out
+    refuses and names the holder; a lock left by a dead process on this host is taken over. An
+    unwritable --out fails before any work; OUT is never left half-written (not even on a full
+    disk). A .parquet OUT records the medfuse version and the bundle's path and manifest sha256 in
+    its key/value metadata. On Dask, chunks of a worker that dies are rerun on the others.
 
     Only score with bundles from a trusted source: joblib/pickle artifacts execute code on load.
     """
