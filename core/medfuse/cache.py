@@ -16,12 +16,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .outputs import atomic_output
 
 CACHE_ENV = "MEDFUSE_CACHE"
 
@@ -75,14 +76,8 @@ class BlockCache:
         """Store ``array`` under ``key`` atomically."""
         p = self.path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, np.asarray(array), allow_pickle=False)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(p, durable=False) as tmp, open(tmp, "wb") as fh:  # a cache: no fsync
+            np.save(fh, np.asarray(array), allow_pickle=False)
         self.writes += 1
 
     def get_many(self, keys: Iterable[str], threads: int = 8) -> list[np.ndarray | None]:

@@ -32,6 +32,7 @@ import pandas as pd
 from .contracts import Extractor, MaskMaker, Transform
 from .errors import DataError, InvalidInputError, MedfuseError
 from .imageio import IMAGE_SUFFIXES, read_image, read_mask
+from .outputs import atomic_output, write_text
 
 PROVENANCE_KEY = b"medfuse"
 MASK_FROM_FILE = "file"
@@ -277,7 +278,8 @@ def extract_table(inputs: str | Path | pd.DataFrame, extractors: Sequence[tuple[
 
 def write_table(df: pd.DataFrame, out: str | Path, prov: dict[str, Any]) -> list[Path]:
     """Write ``df`` as Parquet (provenance in the schema metadata under ``b"medfuse"``) or CSV
-    (provenance in a sidecar ``<out>.json``). Returns the files written."""
+    (provenance in a sidecar ``<out>.json``), each file atomically (never half-written, not even
+    on a full disk: :func:`medfuse.outputs.atomic_output`). Returns the files written."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
@@ -288,12 +290,13 @@ def write_table(df: pd.DataFrame, out: str | Path, prov: dict[str, Any]) -> list
         tbl = pa.Table.from_pandas(df, preserve_index=False)
         meta = dict(tbl.schema.metadata or {})
         meta[PROVENANCE_KEY] = json.dumps(prov).encode()
-        pq.write_table(tbl.replace_schema_metadata(meta), out)
+        with atomic_output(out) as tmp:
+            pq.write_table(tbl.replace_schema_metadata(meta), tmp)
         return [out]
     if suffix in (".csv", ".tsv"):
-        df.to_csv(out, index=False, sep="\t" if suffix == ".tsv" else ",")
-        side = out.with_name(out.name + ".json")
-        side.write_text(json.dumps(prov, indent=2))
+        with atomic_output(out) as tmp:
+            df.to_csv(tmp, index=False, sep="\t" if suffix == ".tsv" else ",")
+        side = write_text(out.with_name(out.name + ".json"), json.dumps(prov, indent=2))
         return [out, side]
     raise InvalidInputError(f"{out}: output must end in .parquet or .csv")
 

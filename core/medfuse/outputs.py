@@ -280,5 +280,12 @@ def guarded_output(*outs: str | Path | None, command: str | None = None,
             stack.enter_context(output_lock(p, command, note))
         if folder and create:
             for p in paths:
+                if not p.exists():
+                    stack.callback(_remove_if_empty, p)  # a run that fails early leaves no empty folder
                 check_writable(p)
         yield
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only succeeds when empty

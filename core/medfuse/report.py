@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .evaluation import METRICS, StudyResult, cv_text
+from .outputs import atomic_output, write_bytes, write_text
 
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.", "f1_macro": "Macro F1",
                  "f1_weighted": "Weighted F1", "roc_auc_ovr": "ROC AUC (OvR)"}
@@ -58,8 +59,7 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_results_json(results: dict[str, Any], path: Path) -> Path:
-    path.write_text(json.dumps(to_jsonable(results), indent=1, allow_nan=False) + "\n")
-    return path
+    return write_text(path, json.dumps(to_jsonable(results), indent=1, allow_nan=False) + "\n")
 
 
 # ---- formatting -------------------------------------------------------------------------------
@@ -529,7 +529,8 @@ def render_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
 # ---- the folder -------------------------------------------------------------------------------
 
 def write_report(result: StudyResult | dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write the report folder; return the main files by role (``json``, ``md``, ``html``)."""
+    """Write the report folder, each file atomically; return the main files by role (``json``,
+    ``md``, ``html``)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(result, StudyResult):
@@ -541,14 +542,15 @@ def write_report(result: StudyResult | dict[str, Any], out_dir: str | Path) -> d
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     for fname, data in figures.items():
-        (fig_dir / fname).write_bytes(data)
+        write_bytes(fig_dir / fname, data)
     if predictions:
         pred_dir = out / "predictions"
         pred_dir.mkdir(exist_ok=True)
         for name, frame in predictions.items():
-            frame.to_csv(pred_dir / f"{_slug(name)}.csv", index=False)
+            with atomic_output(pred_dir / f"{_slug(name)}.csv") as tmp:
+                frame.to_csv(tmp, index=False)
     paths = {"json": write_results_json(results, out / "results.json"),
              "md": out / "report.md", "html": out / "report.html"}
-    paths["md"].write_text(render_markdown(results, figures))
-    paths["html"].write_text(render_html(results, figures))
+    write_text(paths["md"], render_markdown(results, figures))
+    write_text(paths["html"], render_html(results, figures))
     return paths

@@ -47,6 +47,8 @@ def compare(study: str, pipelines: str | None, **kwargs: Any) -> None:
     STUDY is a registry name (`medfuse validate` lists them), FILE.toml or FILE.toml:NAME.
     The report folder holds report.html (self-contained), report.md, results.json (every
     number), figures/ and predictions/ (out-of-fold). Exit code 1 when every pipeline failed.
+    The report folder is created, probed for writability and locked (OUT.lock) before any work;
+    each report file is written atomically.
 
     \b
     Example:
@@ -90,6 +92,7 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
     from ..datapath import resolve_data_root
     from ..evaluation import default_runner_factory, run_study
     from ..host import get_host
+    from ..outputs import guarded_output
     from ..report import write_report
     from ..study import check_plugins, resolve_study
 
@@ -110,28 +113,30 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(out_dir) if out_dir else Path("runs") / f"{study.name}-{stamp}"
 
-    err.print(f"[bold]{study.name}[/]: loading data with [cyan]{study.dataset.loader}[/] from {root}")
-    loader = host.create(study.dataset.loader, study.dataset.params, kind="loader")
-    t_load = time.perf_counter()
-    data = loader.load(root, jobs=jobs, progress=not quiet and sys.stderr.isatty())
-    load_seconds = time.perf_counter() - t_load
-    err.print(f"  {len(data)} samples loaded in {load_seconds:.1f} s")
+    # before any work: the report folder is created and probed, and locked (<out>.lock)
+    with guarded_output(out, folder=True, create=True, note=lambda line: err.print(line, markup=False, highlight=False)):
+        err.print(f"[bold]{study.name}[/]: loading data with [cyan]{study.dataset.loader}[/] from {root}")
+        loader = host.create(study.dataset.loader, study.dataset.params, kind="loader")
+        t_load = time.perf_counter()
+        data = loader.load(root, jobs=jobs, progress=not quiet and sys.stderr.isatty())
+        load_seconds = time.perf_counter() - t_load
+        err.print(f"  {len(data)} samples loaded in {load_seconds:.1f} s")
 
-    meta = {"data_root": str(root), "cache_dir": str(cache) if cache else None, "jobs": jobs, "out_dir": str(out),
-            "command": " ".join(["medfuse", *sys.argv[1:]]) if sys.argv and "medfuse" in sys.argv[0] else None}
-    display = _Display(err, quiet)
-    with display:
-        result = run_study(study, data, pipelines,
-                           runner_factory=default_runner_factory(host, cache, jobs, progress=display.event),
-                           folds=folds, run_folds=run_folds, max_per_class=max_per_class, n_boot=bootstrap,
-                           progress=display.event, meta=meta)
-    result.results["timing"]["load_seconds"] = load_seconds
-    result.results["timing"]["command_seconds"] = time.perf_counter() - t0
-    paths = write_report(result, out)
-    _print_summary(result.results, paths, quiet)
-    if not result.ok:
-        raise click.ClickException("every pipeline failed (errors above and in the report)")
-    return result.results
+        meta = {"data_root": str(root), "cache_dir": str(cache) if cache else None, "jobs": jobs, "out_dir": str(out),
+                "command": " ".join(["medfuse", *sys.argv[1:]]) if sys.argv and "medfuse" in sys.argv[0] else None}
+        display = _Display(err, quiet)
+        with display:
+            result = run_study(study, data, pipelines,
+                               runner_factory=default_runner_factory(host, cache, jobs, progress=display.event),
+                               folds=folds, run_folds=run_folds, max_per_class=max_per_class, n_boot=bootstrap,
+                               progress=display.event, meta=meta)
+        result.results["timing"]["load_seconds"] = load_seconds
+        result.results["timing"]["command_seconds"] = time.perf_counter() - t0
+        paths = write_report(result, out)
+        _print_summary(result.results, paths, quiet)
+        if not result.ok:
+            raise click.ClickException("every pipeline failed (errors above and in the report)")
+        return result.results
 
 
 class _Display:

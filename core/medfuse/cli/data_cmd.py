@@ -118,7 +118,8 @@ def data(path: Path, loader: str | None, masks: Path | None, table: Path | None,
     \b
     Prints counts per class, every bad file with its reason, duplicate images (same bytes),
     missing or mismatched masks, table rows without images and images without table rows.
-    Exit code 0 if anything loaded, 1 if nothing did.
+    Exit code 0 if anything loaded, 1 if nothing did. --json and --samples are checked for
+    writability and locked before any work, and written atomically.
 
     \b
     Examples:
@@ -128,19 +129,32 @@ def data(path: Path, loader: str | None, masks: Path | None, table: Path | None,
       medfuse data $MEDFUSE_DATA/anemia_tables/anemia_kaggle.csv --label Result
     """
     from rich.console import Console
-    from rich.table import Table
 
     from ..errors import MedfuseError
-    from ..host import get_host
+    from ..outputs import guarded_output
 
     console = Console()
     start = time.perf_counter()
     try:
-        name, params, root = detect(path, loader, masks, table, label, id_column)
-        plugin = get_host().create(name, params, kind="loader")
-        st = plugin.load(root, jobs=jobs, progress=True)
+        with guarded_output(json_path, samples_path, note=lambda line: click.echo(line, err=True)):
+            _load_and_report(console, start, path, loader, masks, table, label, id_column, jobs, json_path,
+                             samples_path, max_items)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _load_and_report(console: Any, start: float, path: Path, loader: str | None, masks: Path | None,
+                     table: Path | None, label: str | None, id_column: str | None, jobs: int,
+                     json_path: Path | None, samples_path: Path | None, max_items: int) -> None:
+    """The body of ``medfuse data``, run while holding the locks of its output files."""
+    from rich.table import Table
+
+    from ..host import get_host
+    from ..outputs import atomic_output, write_text
+
+    name, params, root = detect(path, loader, masks, table, label, id_column)
+    plugin = get_host().create(name, params, kind="loader")
+    st = plugin.load(root, jobs=jobs, progress=True)
     elapsed = time.perf_counter() - start
     report = st.report
     # the heading goes on its own line: a table title wraps to the (narrow) table's width
@@ -162,15 +176,16 @@ def data(path: Path, loader: str | None, masks: Path | None, table: Path | None,
     if json_path:
         payload = {"loader": name, "params": params, "root": str(root), "elapsed_s": round(elapsed, 3),
                    "report": report.to_dict()}
-        json_path.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+        write_text(json_path, json.dumps(payload, indent=2, default=str))
     if samples_path:
         import pandas as pd
 
         out = st.samples if st.table is None else pd.concat([st.samples, st.table.add_prefix("table.")], axis=1)
-        if samples_path.suffix == ".parquet":
-            out.to_parquet(samples_path, index=False)
-        else:
-            out.to_csv(samples_path, index=False)
+        with atomic_output(samples_path) as tmp:
+            if samples_path.suffix == ".parquet":
+                out.to_parquet(tmp, index=False)
+            else:
+                out.to_csv(tmp, index=False)
     if not report.ok:
         console.print("[red]nothing could be loaded[/]")
         raise SystemExit(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import click
@@ -48,6 +49,9 @@ def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tup
     manifest has one), then `<block>.<feature>` columns, then `error`: an image that cannot be
     read or processed gets its reason there and NaN features. Each image is decoded once.
 
+    --out is checked (folders created, writability probed) and locked (OUT.lock) before any
+    work, and written atomically: it is either complete or absent, also on a full disk.
+
     \b
     Example:
       medfuse extract ../shared/datasets/pbc --blocks morphology,texture,colour \\
@@ -58,6 +62,7 @@ def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tup
     from ..errors import MedfuseError
     from ..extract import MASK_FROM_FILE, extract_table, write_table
     from ..host import get_host
+    from ..outputs import guarded_output
 
     console = Console(stderr=True)
     params = _parse_sets(sets)
@@ -85,8 +90,11 @@ def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tup
             mask = host.create(mask_name, params.get(mask_name), kind="mask")
             if getattr(mask, "trainable", False):
                 raise click.ClickException(f"mask plugin {mask_name!r} must be trained; use `medfuse run`")
-        df, prov = extract_table(inputs, extractors, tlist, mask, jobs=jobs, progress=progress)
-        written = write_table(df, out, prov)
+        if Path(out).suffix.lower() not in (".parquet", ".pq", ".csv", ".tsv"):
+            raise click.BadParameter(f"{out}: the output must end in .parquet or .csv", param_hint="--out")
+        with guarded_output(out):
+            df, prov = extract_table(inputs, extractors, tlist, mask, jobs=jobs, progress=progress)
+            written = write_table(df, out, prov)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
     n_err = int((df["error"] != "").sum())

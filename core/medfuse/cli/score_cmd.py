@@ -31,18 +31,31 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
     STUDY is a registry name, FILE.toml or FILE.toml:NAME. The bundle holds manifest.json
     (versions, plugins and params, feature schema, classes, training-data fingerprint, CV metrics,
     seed, sha256 of every artifact) and the artifacts (.keras, joblib, XGBoost JSON).
+
+    --out's folder is checked for writability and locked (OUT.lock) before any work; the bundle
+    is written under a temporary name and renamed, so it is complete or absent.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ..bundle import load_bundle, train_bundle
     from ..errors import MedfuseError
+    from ..outputs import guarded_output, is_disk_full
 
+    occupied = out.is_file() or (out.is_dir() and any(out.iterdir()))
+    if occupied and not force:  # the same check write_bundle makes, before the training instead of after
+        raise click.ClickException(f"{out}: already exists and is not empty; choose another --out or pass --force")
     try:
-        path = train_bundle(study, pipeline, data_root, out, jobs=jobs, cv=cv, max_per_class=max_per_class,
-                            cache_dir=cache_dir, overwrite=force, progress=not quiet,
-                            log=lambda line: click.echo(line, err=True))
+        with guarded_output(out, folder=True, note=lambda line: click.echo(line, err=True)):
+            path = train_bundle(study, pipeline, data_root, out, jobs=jobs, cv=cv, max_per_class=max_per_class,
+                                cache_dir=cache_dir, overwrite=force, progress=not quiet,
+                                log=lambda line: click.echo(line, err=True))
         bundle = load_bundle(path)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise click.ClickException(f"disk full while writing the bundle {out}; nothing was written "
+                                   "(free space or choose another --out, then rerun)") from None
     m = bundle.manifest
     click.echo(f"bundle written: {path}")
     click.echo(f"  classes: {', '.join(bundle.classes)}")
@@ -96,7 +109,7 @@ def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batc
     try:
         summary = run_score(bundle, inputs, out, jobs=jobs, chunk_size=chunk_size, batch_size=batch_size,
                             resume=resume, backend=backend, scheduler=scheduler, progress=not quiet,
-                            keep_parts=keep_parts)
+                            keep_parts=keep_parts, note=lambda line: click.echo(line, err=True))
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(summary.describe(), err=summary.n_failed > 0 and summary.n_scored == 0)
