@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -11,6 +14,8 @@ import pandas as pd
 import pytest
 from medfuse.scoring import ScoringError, score
 from test_bundle import make_bundle, write_images
+
+TESTS = Path(__file__).resolve().parent
 
 distributed = pytest.importorskip("distributed", reason="dask[distributed] is not installed (pip install 'medfuse[dask]')")
 dask = pytest.importorskip("dask")
@@ -84,3 +89,61 @@ def test_dask_needs_a_reachable_scheduler(tmp_path):
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
             pytest.raises(ScoringError, match="cannot reach the Dask scheduler"):
         score(b, tmp_path / "imgs", tmp_path / "o.csv", backend="dask", scheduler="tcp://127.0.0.1:9", progress=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_loses_and_repeats_no_chunk(tmp_path):
+    """A real ``dask scheduler`` and two ``dask worker`` processes (one thread each, no nanny);
+    the worker running a chunk is SIGKILLed after the first chunk is in: its chunks run again on
+    the other worker, and the output equals the local run, every input exactly once."""
+    dask_cli = Path(sys.executable).with_name("dask")
+    if not dask_cli.exists():
+        pytest.skip(f"no `dask` command beside {sys.executable}")
+    folder = tmp_path / "imgs"
+    write_images(folder, n=24, size=8)
+    b = make_bundle(tmp_path / "bundle", delay=0.05)  # 0.15 s per chunk of 3
+    local = tmp_path / "local.parquet"
+    score(b, folder, local, chunk_size=3, progress=False)
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [subprocess.Popen([str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], **quiet)]
+    try:
+        procs += [subprocess.Popen([str(dask_cli), "worker", address, "--nworkers", "1", "--nthreads", "1",
+                                    "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"], **quiet)
+                  for _ in range(2)]
+        with distributed.Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+            pids = client.run(os.getpid)  # worker address -> pid
+            killed: list[int] = []
+
+            def kill_a_busy_worker(done: int, total: int) -> None:
+                if killed:
+                    return
+                busy = [w for w, tasks in client.processing().items() if tasks]
+                if busy:
+                    os.kill(pids[busy[0]], signal.SIGKILL)
+                    killed.append(pids[busy[0]])
+
+            out = tmp_path / "dask.parquet"
+            summary = score(b, folder, out, chunk_size=3, progress=False, scheduler=address, jobs=-1,
+                            on_chunk=kill_a_busy_worker)  # --scheduler alone: Dask
+            assert killed and killed[0] in {p.pid for p in procs[1:]}
+            assert summary.n_scored == 24 and summary.n_chunks == 8
+            assert len(client.scheduler_info(n_workers=-1)["workers"]) == 1  # the killed one is gone
+        got, want = pd.read_parquet(out), pd.read_parquet(local)
+        assert got["path"].tolist() == sorted(str(p) for p in folder.glob("*.png"))  # each once, in order
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=30)
