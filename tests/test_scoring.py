@@ -182,6 +182,8 @@ def test_kill_9_then_resume_loses_and_repeats_nothing(tmp_path):
     res = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert f"resumed: {done} of 12 chunk(s)" in res.stdout
+    assert "took over" in res.stderr and "no longer running" in res.stderr  # the killed run's lock
+    assert not out.with_name(out.name + ".lock").exists()
     df = pd.read_csv(out, keep_default_na=False)
     expected = sorted(str(p) for p in folder.glob("*.png"))
     assert df["path"].tolist() == expected  # every input exactly once, in order
