@@ -5,6 +5,7 @@ A bundle is a folder::
     bundle/
       manifest.json        # versions, plugins (name, version, params), feature schema, classes,
                            # training-data fingerprint, CV metrics, seed, sha256 of every artifact
+      MODEL_CARD.md        # the manifest for people (medfuse.modelcard); not a checksummed artifact
       pipeline/...         # FittedPipeline.save(): joblib files (scikit-learn, XGBoost),
                            # XGBoost JSON, .keras models
 
@@ -32,8 +33,9 @@ import importlib.metadata as md
 import json
 import os
 import platform
+import re
 import shutil
-import tempfile
+import uuid
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
@@ -44,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BundleError, MedfuseError
+from .modelcard import MODEL_CARD, render_model_card
 
 MANIFEST = "manifest.json"
 FORMAT = "medfuse-bundle"
@@ -171,7 +174,8 @@ def write_bundle(fitted: Any, out: str | Path, *, manifest: dict[str, Any] | Non
     if occupied and not overwrite:
         raise BundleError(f"{out}: already exists and is not empty; choose another --out or pass --force")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}"  # not mkdtemp: its 0700 would ignore the umask
+    tmp.mkdir()
     try:
         (tmp / PIPELINE_DIR).mkdir()
         fitted.save(tmp / PIPELINE_DIR)
@@ -219,6 +223,7 @@ def write_bundle(fitted: Any, out: str | Path, *, manifest: dict[str, Any] | Non
         data["artifacts"] = artifacts
         validate_manifest(data, str(out / MANIFEST))
         (tmp / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        (tmp / MODEL_CARD).write_text(render_model_card(data), encoding="utf-8")
         if out.is_dir():
             shutil.rmtree(out)
         elif out.exists():
@@ -343,6 +348,39 @@ def check_bundle_plugins(manifest: dict[str, Any], host: Any, where: str) -> lis
     return notes
 
 
+def _release(version: str) -> tuple[int, ...]:
+    """The numeric release of a version string, trailing zeros dropped (``"1.9.0rc1"`` -> ``(1, 9)``)."""
+    m = re.match(r"\d+(?:\.\d+)*", str(version).strip())
+    parts = [int(x) for x in m.group().split(".")] if m else []
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+def check_versions(manifest: dict[str, Any]) -> list[str]:
+    """Warnings for a bundle made by a newer medfuse, or with a newer major version of a library
+    in its ``libraries`` than the one installed here (its artifacts may not load or may predict
+    differently). Libraries not installed here are left to the loading step to report."""
+    from . import __version__
+
+    notes = []
+    made = str(manifest.get("medfuse_version", ""))
+    if _release(made) > _release(__version__):
+        notes.append(f"the bundle was made by medfuse {made}, newer than the installed medfuse {__version__}; "
+                     f"upgrade medfuse to {made} or later")
+    for name, trained in (manifest.get("libraries") or {}).items():
+        try:
+            installed = md.version(name)
+        except (md.PackageNotFoundError, ValueError):
+            continue
+        want, have = _major(trained), _major(installed)
+        if want is not None and have is not None and want > have:
+            notes.append(f"the bundle was made with {name} {trained}, a newer major version than the installed "
+                         f"{name} {installed}; its artifacts may not load or may predict differently: "
+                         f"install {name} {want}.x")
+    return notes
+
+
 def _import_class(target: str, where: str) -> type:
     module_name, _, qual = target.partition(":")
     try:
@@ -362,6 +400,8 @@ def verify_bundle(path: str | Path, host: Any = None, check_plugins: bool = True
     path = Path(path).resolve()
     manifest, digest = read_manifest(path)
     verify_artifacts(path, manifest)
+    for note in check_versions(manifest):
+        warnings.warn(f"{path}: {note}", BundleWarning, stacklevel=2)
     if check_plugins and manifest["plugins"]:
         if host is None:
             from .host import get_host

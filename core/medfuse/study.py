@@ -322,12 +322,15 @@ def load_studies(path: str | Path) -> dict[str, Study]:
 
 
 def registry_path() -> Path:
-    """The repository's ``registry.toml`` (next to ``core/``) or the packaged copy."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "registry.toml", here.parent / "registry.toml"):
-        if candidate.exists():
+    """The built-in ``registry.toml``: the repository's top-level file in a source checkout
+    (``<repo>/core/medfuse``, editable install) or the copy a built wheel carries in ``medfuse/``."""
+    package = Path(__file__).resolve().parent
+    checkout = package.parents[1] / "registry.toml" if package.parent.name == "core" else None
+    for candidate in (checkout, package / "registry.toml"):
+        if candidate is not None and candidate.is_file():
             return candidate
-    raise StudyError("registry.toml", "<file>", "built-in registry not found")
+    raise StudyError(str(package / "registry.toml"), "<file>",
+                     "built-in registry not found; reinstall medfuse (a wheel ships it as medfuse/registry.toml)")
 
 
 def builtin_studies() -> dict[str, Study]:
