@@ -170,13 +170,13 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 def score_chunk(bundle_path: str, manifest_sha256: str, index: int, rows: pd.DataFrame,
                 batch_size: int = 256, threads: int = SCORING_THREADS,
-                parent_pid: int | None = None) -> tuple[int, pd.DataFrame, float]:
+                parent_pid: int | None = None, max_pixels: int | None = None) -> tuple[int, pd.DataFrame, float]:
     """Score one chunk: ``(index, result frame, seconds)``; runs in a worker process (or in the
     scoring process itself with ``jobs=1``).
 
     ``threads`` sizes TensorFlow's pools (set once, when the bundle loads) and the native
     BLAS/OpenMP pools (for this chunk); ``parent_pid`` (local workers) makes the worker exit when
-    that process dies.
+    that process dies. ``max_pixels``: see :meth:`medfuse.bundle.Bundle.predict`.
     """
     from threadpoolctl import threadpool_limits
 
@@ -188,7 +188,8 @@ def score_chunk(bundle_path: str, manifest_sha256: str, index: int, rows: pd.Dat
     extra = [c for c in rows.columns if c not in ("path", "read_path", "mask_path")]
     table = rows[extra].reset_index(drop=True) if extra and bundle.table_columns else None
     with threadpool_limits(limits=threads):
-        df = bundle.predict(rows["read_path"].tolist(), masks=masks, table=table, batch_size=batch_size)
+        df = bundle.predict(rows["read_path"].tolist(), masks=masks, table=table, batch_size=batch_size,
+                            max_pixels=max_pixels)
     df["path"] = rows["path"].to_numpy()
     return index, df, time.perf_counter() - t0
 
@@ -236,8 +237,9 @@ def _error_kind(message: str, path: str) -> str:
 def _arrow_schema(classes: list[str]) -> Any:
     import pyarrow as pa
 
-    return pa.schema([("path", pa.string()), ("label", pa.string()),
-                      *[(f"proba.{c}", pa.float64()) for c in classes], ("error", pa.string())])
+    return pa.schema([("path", pa.string()), ("prediction", pa.string()),
+                      *[(f"proba.{c}", pa.float64()) for c in classes], ("warning", pa.string()),
+                      ("error", pa.string())])
 
 
 def _write_atomic_parquet(df: pd.DataFrame, target: Path, schema: Any) -> None:
@@ -263,14 +265,14 @@ def _output_kind(out: Path) -> str:
 def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path, *, jobs: int = 1,
           chunk_size: int = 256, batch_size: int = 256, resume: bool = False, backend: str = "loky",
           scheduler: str | None = None, progress: bool = True, keep_parts: bool = False,
-          on_chunk: Callable[[int, int], None] | None = None) -> ScoreSummary:
+          on_chunk: Callable[[int, int], None] | None = None, max_pixels: int | None = None) -> ScoreSummary:
     """Score ``inputs`` with the bundle folder ``bundle`` into ``out`` (``.csv`` or ``.parquet``).
 
     Parameters
     ----------
     bundle : trained bundle folder (verified once here, then loaded once per worker).
     inputs : folder, glob, CSV manifest, or a DataFrame from :func:`list_inputs`.
-    out : output file; one row per input with ``path, label, proba.<class>..., error``.
+    out : output file; one row per input with ``path, prediction, proba.<class>..., warning, error``.
     jobs : worker processes (loky) or, with Dask, parallel tasks (``-1`` = all workers).
     chunk_size : inputs per chunk (the unit of parallelism, progress and resume).
     batch_size : images per pipeline call inside a chunk.
@@ -279,6 +281,8 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
     progress : show a progress bar (images/s, ETA) on stderr.
     keep_parts : keep ``<out>.parts/`` after assembling ``out``.
     on_chunk : called with ``(chunks done, chunks total)`` after each chunk (for tests, hooks).
+    max_pixels : refuse images whose header claims more pixels (an error row); default
+        ``$MEDFUSE_MAX_PIXELS`` or PIL's ``Image.MAX_IMAGE_PIXELS``; 0: no limit.
 
     Every process that scores chunks runs TensorFlow with :data:`SCORING_THREADS` threads, so that
     all modes give bit-identical probabilities; with ``jobs=1`` that is the calling process, whose
@@ -325,7 +329,7 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
 
     with _progress(progress, n, resumed_rows) as advance:
         for k, (i, df, _secs) in enumerate(_run_chunks(todo, chunk_rows, bundle_path, digest, jobs, batch_size,
-                                                       backend, scheduler, in_process), start=1):
+                                                       backend, scheduler, in_process, max_pixels), start=1):
             _write_atomic_parquet(df, parts / _part_name(i), schema)
             advance(len(df))
             if on_chunk is not None:
@@ -369,13 +373,14 @@ def _prepare_parts(parts: Path, plan: dict[str, Any], table: pd.DataFrame, resum
 
 
 def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bundle_path: str, digest: str,
-                jobs: int, batch_size: int, backend: str, scheduler: str | None, in_process: bool = False
-                ) -> Iterator[tuple[int, pd.DataFrame, float]]:
+                jobs: int, batch_size: int, backend: str, scheduler: str | None, in_process: bool = False,
+                max_pixels: int | None = None) -> Iterator[tuple[int, pd.DataFrame, float]]:
     if not todo:
         return
     if in_process:
         for i in todo:
-            yield score_chunk(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS)
+            yield score_chunk(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS,
+                              max_pixels=max_pixels)
         return
     from joblib import Parallel, delayed, parallel_config
 
@@ -391,11 +396,12 @@ def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bund
         with client:
             if jobs == 1:  # joblib would run n_jobs=1 in this process, not on the cluster
                 yield from _one_at_a_time(lambda *a: client.submit(*a, pure=False), todo, chunk_rows, bundle_path,
-                                          digest, batch_size, None, window=1)
+                                          digest, batch_size, None, window=1, max_pixels=max_pixels)
                 return
             with parallel_config(backend="dask"):
                 yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
-                    delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS)
+                    delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS,
+                                         max_pixels=max_pixels)
                     for i in todo)
         return
     n_jobs = (os.cpu_count() or 1) if jobs < 1 else jobs
@@ -407,19 +413,20 @@ def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bund
         executor = ProcessPoolExecutor(max_workers=1, env=env)
         try:
             yield from _one_at_a_time(executor.submit, todo, chunk_rows, bundle_path, digest, batch_size,
-                                      os.getpid())
+                                      os.getpid(), max_pixels=max_pixels)
         finally:
             executor.shutdown(wait=False, kill_workers=True)
         return
     with parallel_config(backend="loky", inner_max_num_threads=SCORING_THREADS):
         yield from Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS, os.getpid())
+            delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS, os.getpid(),
+                                 max_pixels)
             for i in todo)
 
 
 def _one_at_a_time(submit: Callable[..., Any], todo: list[int], chunk_rows: Callable[[int], pd.DataFrame],
                    bundle_path: str, digest: str, batch_size: int, parent_pid: int | None,
-                   window: int = 2) -> Iterator[tuple[int, pd.DataFrame, float]]:
+                   window: int = 2, max_pixels: int | None = None) -> Iterator[tuple[int, pd.DataFrame, float]]:
     """Score the chunks through ``submit`` (a loky executor's or a Dask client's) with at most
     ``window`` of them submitted at a time (a one-worker pool queues the second one)."""
     from collections import deque
@@ -428,7 +435,7 @@ def _one_at_a_time(submit: Callable[..., Any], todo: list[int], chunk_rows: Call
     try:
         for i in todo:
             pending.append(submit(score_chunk, bundle_path, digest, i, chunk_rows(i), batch_size,
-                                  SCORING_THREADS, parent_pid))
+                                  SCORING_THREADS, parent_pid, max_pixels))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:
