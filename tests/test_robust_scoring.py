@@ -263,3 +263,55 @@ def test_outside_training_data_gets_a_warning(cells, tmp_path):
     flagged = df["warning"].str.startswith("outside training data: ") | (df["error"] != "")
     assert flagged.all(), df[["warning", "error"]]
     assert df["warning"].str.contains(r"image descriptor distance \d+\.\d > threshold \d+\.\d").any()
+
+
+PBC_STUDY = """
+[studies.pbc-small]
+dataset = { loader = "folder", params = { path = "train" } }
+evaluation = { folds = 2, seed = 0 }
+blocks.morphology = { plugin = "morphology" }
+blocks.texture = { plugin = "texture", pca = 0.95 }
+blocks.colour = { plugin = "colour", pca = 0.95 }
+[studies.pbc-small.pipelines]
+classical = { mask = { plugin = "otsu_cell" }, blocks = ["morphology", "texture", "colour"], classifier = { plugin = "xgboost" } }
+"""
+N_TRAIN, N_HELDOUT = 40, 20  # PBC images per class for training / for the held-out check
+
+
+@pytest.mark.slow
+def test_chest_xrays_are_flagged_by_a_pbc_bundle_and_heldout_cells_are_not(data_root, tmp_path):
+    """Issue #13: a PBC classical bundle answered 'ig' (p = 0.818) for every chest X-ray. Now all
+    50 X-rays are flagged (error or warning) and held-out PBC cells almost never are."""
+    from medfuse.bundle import train_bundle
+
+    pbc, cxr = data_root / "pbc", data_root / "cxr_pneumonia"
+    if not pbc.is_dir() or not cxr.is_dir():
+        pytest.skip("needs the pbc and cxr_pneumonia datasets")
+    heldout_paths = []
+    for cls in sorted(p.name for p in pbc.iterdir() if p.is_dir()):
+        files = sorted((pbc / cls).glob("*.jpg"))
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        for f in files[:N_TRAIN]:
+            (tmp_path / "train" / cls / f.name).symlink_to(f)
+        heldout_paths += files[N_TRAIN:N_TRAIN + N_HELDOUT]
+    (tmp_path / "study.toml").write_text(PBC_STUDY)
+    from medfuse.study import resolve_study
+
+    study = resolve_study(str(tmp_path / "study.toml"))
+    out = train_bundle(study, "classical", tmp_path, tmp_path / "bundle", jobs=2, cv=False, progress=False)
+    bundle = medfuse.load_bundle(out)
+    xrays = sorted((cxr / "normal").glob("*.png"))[:25] + sorted((cxr / "pneumonia").glob("*.png"))[:25]
+    df = bundle.predict(xrays)
+    flagged = (df["error"] != "") | (df["warning"] != "")
+    assert flagged.all(), df[~flagged]
+    assert df["warning"].str.contains("image descriptor distance").all()  # flagged even if a cell were found
+    assert df.loc[df["error"] != "", "prediction"].isna().all()
+    held = bundle.predict(heldout_paths)
+    assert (held["error"] == "").mean() >= 0.95
+    rate = ((held["error"] != "") | (held["warning"] != "")).mean()
+    print(f"\nPBC bundle ({N_TRAIN}/class): X-rays flagged {flagged.mean():.0%} "
+          f"(errors {(df['error'] != '').mean():.0%}); held-out PBC ({len(held)}) flagged {rate:.1%}; "
+          f"thresholds: {({k: round(v['threshold'], 2) for k, v in bundle.pipeline.ood_.items()})}")
+    print(df["error"].str.split(": ", n=1).str[-1].value_counts().head(3).to_string())
+    print(held.loc[held["warning"] != "", "warning"].head(5).to_string())
+    assert rate <= 0.05
