@@ -315,3 +315,28 @@ def test_chest_xrays_are_flagged_by_a_pbc_bundle_and_heldout_cells_are_not(data_
     print(df["error"].str.split(": ", n=1).str[-1].value_counts().head(3).to_string())
     print(held.loc[held["warning"] != "", "warning"].head(5).to_string())
     assert rate <= 0.05
+
+
+ENSEMBLE = STUDY + """plain = { blocks = ["colour"], classifier = { plugin = "logreg" } }
+both = { members = ["classical", "plain"], combine = "soft" }
+"""
+
+
+def test_ensemble_row_fails_when_any_member_fails(cells, tmp_path):
+    from medfuse.host import get_host
+    from medfuse.pipeline import PipelineRunner
+    from medfuse.study import resolve_study
+
+    (tmp_path / "study.toml").write_text(ENSEMBLE)
+    study = resolve_study(str(tmp_path / "study.toml"))
+    data = get_host().create("folder", study.dataset.params).load(cells["root"] / "data")
+    runner = PipelineRunner(study, "both", progress=False)
+    prepared = runner.materialize(data)
+    fitted = runner.fit(prepared, np.arange(len(prepared)), seed=0)
+    assert not fitted.ood_ and all(m.ood_ for m in fitted.members_.values())
+    images = [read_image(p) for p in heldout(cells, 2)] + [np.full((32, 32, 3), 230, np.uint8)]
+    res = fitted.score_images(images)
+    assert res.errors[:2] == ["", ""] and np.isfinite(res.proba[:2]).all()
+    assert res.errors[2].startswith("classical: no cell found: the otsu_cell mask is empty")
+    assert np.isnan(res.proba[2]).all()
+    np.testing.assert_allclose(res.proba[:2], fitted.predict_proba_images(images[:2]))  # old API unchanged
