@@ -191,7 +191,7 @@ def main() -> None:
     same = first.equals(second)
     proba = [c for c in first.columns if c.startswith("proba.")]
     print(f"  jobs 1 vs jobs 2: max |proba difference| {abs(first[proba] - second[proba]).to_numpy().max():.3g}, "
-          f"labels differ in {int((first['label'] != second['label']).sum())} row(s)")
+          f"labels differ in {int((first['prediction'] != second['prediction']).sum())} row(s)")
     one, two, naive_ips = rows[0]["ips"], rows[1]["ips"], nv["images_per_second"]
     load = os.getloadavg()
     print(f"\nresults: wall-clock figures on a shared machine (load average now {load[0]:.1f} / 15 min "

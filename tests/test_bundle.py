@@ -125,10 +125,10 @@ def test_roundtrip_manifest_and_predict(tmp_path):
     paths = write_images(tmp_path / "imgs")
     bundle = load(b)
     df = bundle.predict(paths, batch_size=4)
-    assert list(df.columns) == ["path", "label", "proba.dark", "proba.light", "error"]
+    assert list(df.columns) == ["path", "prediction", "proba.dark", "proba.light", "warning", "error"]
     assert df["path"].tolist() == [str(p) for p in paths]
     assert (df["error"] == "").all()
-    assert df["label"].tolist() == ["dark"] * 3 + ["light"] * 3
+    assert df["prediction"].tolist() == ["dark"] * 3 + ["light"] * 3
     assert np.allclose(df[["proba.dark", "proba.light"]].sum(axis=1), 1.0)
     assert bundle.pipeline.calls == [4, 2]  # batched
 
@@ -146,7 +146,7 @@ def test_public_api_and_error_rows(tmp_path):
     assert re.search("(corrupt|truncated) JPEG", df.loc[1, "error"]) and str(corrupt) in df.loc[1, "error"]
     assert "too small" in df.loc[2, "error"]
     assert "cannot read file" in df.loc[3, "error"]
-    assert df.loc[[1, 2, 3], ["label", "proba.dark"]].isna().all().all()
+    assert df.loc[[1, 2, 3], ["prediction", "proba.dark"]].isna().all().all()
     assert df.loc[[0, 4], "proba.light"].notna().all()
 
 

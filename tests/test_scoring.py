@@ -58,7 +58,7 @@ def test_score_writes_one_row_per_input(images, tmp_path, suffix):
     out = tmp_path / f"scores{suffix}"
     summary = score(b, images, out, chunk_size=4, progress=False)
     df = pd.read_csv(out, keep_default_na=False) if suffix == ".csv" else pd.read_parquet(out)
-    assert list(df.columns) == ["path", "label", "proba.dark", "proba.light", "error"]
+    assert list(df.columns) == ["path", "prediction", "proba.dark", "proba.light", "warning", "error"]
     assert df["path"].tolist() == list_inputs(images)["path"].tolist()
     assert (summary.n_inputs, summary.n_scored, summary.n_failed, summary.n_chunks) == (14, 13, 1, 4)
     bad = df[df["path"].str.endswith("broken.jpg")]

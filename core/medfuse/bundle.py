@@ -21,7 +21,11 @@ Python API, mirroring ``medfuse score``::
 
     import medfuse
     bundle = medfuse.load_bundle("bundle/")
-    df = bundle.predict(["a.jpg", "b.jpg"])  # columns path, label, proba.<class>..., error
+    df = bundle.predict(["a.jpg", "b.jpg"])  # path, prediction, proba.<class>..., warning, error
+
+Every per-image failure (unreadable or oversized file, a decoder or extractor exception, no cell
+found, an all-NaN feature block) is that row's ``error`` with NaN probabilities and no
+prediction; ``warning`` says when a scored row lies outside the training data (:mod:`medfuse.ood`).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import BundleError, MedfuseError
+from .errors import BundleError, MedfuseError, describe_exception
 from .modelcard import MODEL_CARD, render_model_card
 
 MANIFEST = "manifest.json"
@@ -522,8 +526,8 @@ class Bundle:
 
     @property
     def columns(self) -> list[str]:
-        """Output columns: ``path, label, proba.<class>..., error``."""
-        return ["path", "label", *[f"proba.{c}" for c in self.classes], "error"]
+        """Output columns: ``path, prediction, proba.<class>..., warning, error``."""
+        return ["path", "prediction", *[f"proba.{c}" for c in self.classes], "warning", "error"]
 
     def predict_proba_images(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None] | None = None,
                              table: pd.DataFrame | None = None) -> np.ndarray:
@@ -535,7 +539,8 @@ class Bundle:
         return proba
 
     def predict(self, paths: Iterable[str | Path], masks: Iterable[str | Path | None] | None = None,
-                table: pd.DataFrame | None = None, batch_size: int = 256) -> pd.DataFrame:
+                table: pd.DataFrame | None = None, batch_size: int = 256,
+                max_pixels: int | None = None) -> pd.DataFrame:
         """Score image files; one row per path, in order.
 
         Parameters
@@ -544,11 +549,16 @@ class Bundle:
         masks : mask files aligned with ``paths`` (needed when the pipeline used ``mask = "dataset"``).
         table : tabular columns aligned with ``paths`` (for pipelines with a table block).
         batch_size : images per pipeline call (Keras inference is batched).
+        max_pixels : refuse images whose header claims more pixels (default: ``$MEDFUSE_MAX_PIXELS``
+            or PIL's ``Image.MAX_IMAGE_PIXELS``; 0: no limit; see :mod:`medfuse.imageio`).
 
         Returns
         -------
-        DataFrame with columns ``path, label, proba.<class>..., error``; ``error`` is empty for
-        scored rows; unreadable inputs get NaN probabilities and the reason in ``error``.
+        DataFrame with columns ``path, prediction, proba.<class>..., warning, error``. ``error`` is
+        empty for scored rows; a row that could not be scored (any exception while reading,
+        transforming or extracting it, no cell found, an all-NaN block) gets NaN probabilities, no
+        prediction and the reason. ``warning`` is empty unless the row lies outside the training
+        data (how far, in the model's feature space or by the image's acquisition descriptor).
         """
         paths = [str(p) for p in paths]
         mask_list = [None if m is None or (isinstance(m, float) and np.isnan(m)) else str(m)
@@ -561,59 +571,82 @@ class Bundle:
         for start in range(0, len(paths), max(1, batch_size)):
             stop = start + max(1, batch_size)
             sub_table = table.iloc[start:stop].reset_index(drop=True) if table is not None else None
-            frames.append(self._predict_batch(paths[start:stop], mask_list[start:stop], sub_table))
+            frames.append(self._predict_batch(paths[start:stop], mask_list[start:stop], sub_table, max_pixels))
         if not frames:
-            return self._frame([], np.zeros((0, len(self.classes))), [])
+            return self._frame([], np.zeros((0, len(self.classes))), [], [])
         return pd.concat(frames, ignore_index=True)
 
     # -- internals ---------------------------------------------------------------------------
-    def _read(self, path: str, mask_path: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    def _read(self, path: str, mask_path: str | None,
+              max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         from .imageio import read_image, read_mask
 
-        image = read_image(path, min_side=self.decode_min_side)
+        image = read_image(path, min_side=self.decode_min_side, max_pixels=max_pixels)
         mask = None
         if self.needs_masks:
             if mask_path is None:
                 raise BundleError("the pipeline uses dataset masks (mask = \"dataset\"); give a mask "
                                   "file for each image (a CSV manifest with a mask_path column)")
-            mask = read_mask(mask_path)
+            mask = read_mask(mask_path, max_pixels=max_pixels)
             if mask.shape != image.shape[:2]:
                 raise BundleError(f"mask {mask_path} has shape {mask.shape}, image is {image.shape[:2]}")
         return image, mask
 
+    def _score(self, images: list[np.ndarray], masks: list[np.ndarray | None] | None,
+               table: pd.DataFrame | None) -> tuple[np.ndarray, list[str], list[str]]:
+        """``(proba, errors, warnings)`` for one batch: the pipeline's per-row ``score_images`` when
+        it has one, else its ``predict_proba_images`` (no per-row errors or warnings)."""
+        n = len(images)
+        score_images = getattr(self.pipeline, "score_images", None)
+        if score_images is None:
+            return self.predict_proba_images(images, masks, table), [""] * n, [""] * n
+        res = score_images(list(images), masks=masks, table=table)
+        proba = np.asarray(res.proba, dtype=float)
+        if proba.shape != (n, len(self.classes)) or len(res.errors) != n or len(res.warnings) != n:
+            raise BundleError(f"{self.path}: pipeline returned probabilities of shape {proba.shape} and "
+                              f"{len(res.errors)} errors for {n} images, {len(self.classes)} classes")
+        return proba, list(res.errors), list(res.warnings)
+
     def _predict_batch(self, paths: list[str], mask_paths: list[str | None],
-                       table: pd.DataFrame | None) -> pd.DataFrame:
+                       table: pd.DataFrame | None, max_pixels: int | None = None) -> pd.DataFrame:
         n = len(paths)
         proba = np.full((n, len(self.classes)), np.nan)
-        errors = [""] * n
+        errors, warns = [""] * n, [""] * n
         images, masks, ok = [], [], []
         for i, (p, m) in enumerate(zip(paths, mask_paths)):
             try:
-                image, mask = self._read(p, m)
-            except (MedfuseError, OSError, ValueError) as exc:
+                image, mask = self._read(p, m, max_pixels)
+            except Exception as exc:  # noqa: BLE001 - bombs, MemoryError, decoder crashes: the row's error
                 errors[i] = _message(exc, p)
                 continue
             images.append(image)
             masks.append(mask)
             ok.append(i)
         if ok:
-            sub = self._table_rows(table, ok)
             mask_arg = masks if self.needs_masks else None
             try:
-                proba[ok] = self.predict_proba_images(images, mask_arg, sub)
+                got = [self._score(images, mask_arg, self._table_rows(table, ok))]
+                rows = [ok]
             except Exception:  # noqa: BLE001 - find the bad image(s) one by one
+                got, rows = [], []
                 for j, i in enumerate(ok):
                     try:
-                        proba[i] = self.predict_proba_images(
-                            [images[j]], [masks[j]] if self.needs_masks else None, self._table_rows(table, [i]))[0]
+                        got.append(self._score([images[j]], [masks[j]] if self.needs_masks else None,
+                                               self._table_rows(table, [i])))
+                        rows.append([i])
                     except Exception as exc:  # noqa: BLE001 - one row's error, the job goes on
                         errors[i] = _message(exc, paths[i])
+            for idx, (p, e, w) in zip(rows, got):
+                proba[idx] = p
+                for i, ei, wi in zip(idx, e, w):
+                    errors[i] = _message_text(ei, paths[i]) if ei else ""
+                    warns[i] = wi
         bad = ~np.isfinite(proba).all(axis=1)
         for i in np.flatnonzero(bad):
             if not errors[i]:
                 errors[i] = f"{paths[i]}: pipeline returned non-finite probabilities"
             proba[i] = np.nan
-        return self._frame(paths, proba, errors)
+        return self._frame(paths, proba, errors, warns)
 
     def _table_rows(self, table: pd.DataFrame | None, rows: list[int]) -> pd.DataFrame | None:
         if table is None:
@@ -621,20 +654,26 @@ class Bundle:
         cols = [c for c in self.table_columns if c in table.columns] or list(table.columns)
         return table.iloc[rows][cols].reset_index(drop=True)
 
-    def _frame(self, paths: list[str], proba: np.ndarray, errors: list[str]) -> pd.DataFrame:
+    def _frame(self, paths: list[str], proba: np.ndarray, errors: list[str], warns: list[str]) -> pd.DataFrame:
         classes = np.asarray(self.classes, dtype=object)
         scored = np.isfinite(proba).all(axis=1) if len(paths) else np.zeros(0, bool)
         labels = np.where(scored, classes[np.argmax(np.nan_to_num(proba, nan=-1.0), axis=1)] if len(paths)
                           else np.zeros(0, object), None)
-        df = pd.DataFrame({"path": pd.Series(paths, dtype=object), "label": pd.Series(labels, dtype=object)})
+        df = pd.DataFrame({"path": pd.Series(paths, dtype=object),
+                           "prediction": pd.Series(labels, dtype=object)})
         for k, c in enumerate(self.classes):
             df[f"proba.{c}"] = proba[:, k].astype(np.float64)
+        df["warning"] = pd.Series(warns, dtype=object)
         df["error"] = pd.Series(errors, dtype=object)
         return df
 
 
 def _message(exc: BaseException, path: str) -> str:
-    text = str(exc) or type(exc).__name__
+    """A row's error: the file and the reason (any exception, MemoryError included)."""
+    return _message_text(describe_exception(exc), path)
+
+
+def _message_text(text: str, path: str) -> str:
     return text if path in text else f"{path}: {text}"
 
 

@@ -45,3 +45,12 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line for a per-image failure: medfuse's own messages as they are, others with their type."""
+    if isinstance(exc, MemoryError):
+        return f"MemoryError: out of memory{f' ({exc})' if str(exc) else ''}"
+    if isinstance(exc, MedfuseError):
+        return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

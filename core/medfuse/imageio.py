@@ -16,11 +16,25 @@ any other file is thresholded at its midpoint to {0, 1}.
 
 JPEG files are decoded with libjpeg-turbo (simplejpeg), optionally at a reduced DCT scale
 when the caller only needs a small image (``min_side``), which is several times faster.
+
+Pixel limit (decompression bombs): before any pixel is decoded, the size in the file's header
+(JPEG SOF marker via ``simplejpeg.decode_jpeg_header``; other formats via PIL's lazy
+``Image.open``) is checked against ``max_pixels``; a larger image is an :class:`ImageReadError`.
+Default: ``$MEDFUSE_MAX_PIXELS`` if set, else PIL's ``Image.MAX_IMAGE_PIXELS`` (89,478,485 by
+default); ``0`` (or a negative value) disables the limit. Every command that decodes images
+(``data``, ``extract``, ``compare``, ``train``, ``score``) goes through here; ``medfuse score
+--max-pixels N`` and ``Bundle.predict(max_pixels=N)`` set it per run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +44,8 @@ from .errors import InvalidInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 _JPEG = (".jpg", ".jpeg")
+MAX_PIXELS_ENV = "MEDFUSE_MAX_PIXELS"
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 class ImageReadError(InvalidInputError):
@@ -43,6 +59,66 @@ def file_sha1(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def default_max_pixels() -> int | None:
+    """The pixel limit when the caller gives none: ``$MEDFUSE_MAX_PIXELS``, else PIL's
+    ``Image.MAX_IMAGE_PIXELS``; ``None`` means no limit."""
+    env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            raise InvalidInputError(f"${MAX_PIXELS_ENV}={env!r}: expected an integer number of pixels "
+                                    "(0 = no limit)") from None
+        return value if value > 0 else None
+    limit = Image.MAX_IMAGE_PIXELS
+    return int(limit) if limit else None
+
+
+def _limit(max_pixels: int | None) -> int | None:
+    """Resolve a caller's ``max_pixels`` (None: the default; <= 0: no limit)."""
+    if max_pixels is None:
+        return default_max_pixels()
+    return int(max_pixels) if max_pixels > 0 else None
+
+
+def check_pixels(name: str, height: int, width: int, max_pixels: int | None) -> None:
+    """Refuse a ``height x width`` header above the limit (see the module docstring)."""
+    if height < 1 or width < 1:
+        raise ImageReadError(f"{name}: image has zero size ({width}x{height} in its header)")
+    if max_pixels is not None and height * width > max_pixels:
+        raise ImageReadError(f"{name}: image too large: its header says {width}x{height} = "
+                             f"{height * width:,} pixels, over the limit of {max_pixels:,} (a possible "
+                             f"decompression bomb; raise the limit with --max-pixels or ${MAX_PIXELS_ENV} "
+                             "if the file is genuine)")
+
+
+@contextmanager
+def _pil_open(data: bytes, name: str, max_pixels: int | None) -> Iterator[Image.Image]:
+    """``Image.open`` (lazy) with the header size checked against ``max_pixels`` before decoding.
+
+    medfuse's limit replaces PIL's own bomb check (``Image.MAX_IMAGE_PIXELS``), which is switched
+    off, under a lock, for the ``open`` call only; its warning is silenced for the same reason.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with _PIL_LIMIT_LOCK:
+                saved = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = None
+                try:
+                    img = Image.open(io.BytesIO(data))
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
+        except Image.DecompressionBombError as exc:  # a plugin that checks while opening
+            raise ImageReadError(f"{name}: image too large ({exc})") from None
+        with img:
+            check_pixels(name, img.size[1], img.size[0], max_pixels)
+            try:
+                yield img
+            except Image.DecompressionBombError as exc:  # formats that check again while loading
+                raise ImageReadError(f"{name}: image too large ({exc})") from None
 
 
 def _to_canonical(img: Image.Image) -> np.ndarray:
@@ -76,23 +152,26 @@ def _grey3(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
 
 
-def read_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
+def read_image(path: str | Path, min_side: int | None = None, max_pixels: int | None = None) -> np.ndarray:
     """Decode ``path`` to a canonical ``uint8 (H, W, 3)`` RGB image.
 
     ``min_side``: the caller will downscale to about this size; JPEGs are then decoded at the
     smallest DCT scale (1/2, 1/4, 1/8) whose result still has both sides >= ``min_side``.
-    Raises :class:`ImageReadError` naming the file and the reason.
+    ``max_pixels``: refuse images whose header claims more pixels (None: the default, see the
+    module docstring; 0: no limit). Raises :class:`ImageReadError` naming the file and the reason.
     """
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from None
-    return decode_image(data, str(path), min_side)
+    return decode_image(data, str(path), min_side, max_pixels)
 
 
-def decode_image(data: bytes, name: str = "<bytes>", min_side: int | None = None) -> np.ndarray:
+def decode_image(data: bytes, name: str = "<bytes>", min_side: int | None = None,
+                 max_pixels: int | None = None) -> np.ndarray:
     """Decode image bytes (see :func:`read_image`)."""
+    limit = _limit(max_pixels)
     if not data:
         raise ImageReadError(f"{name}: empty file")
     if data[:3] == b"\xff\xd8\xff":
@@ -103,8 +182,9 @@ def decode_image(data: bytes, name: str = "<bytes>", min_side: int | None = None
         try:
             import simplejpeg
 
+            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+            check_pixels(name, h, w, limit)
             if min_side:
-                h, w, _, _ = simplejpeg.decode_jpeg_header(data)
                 scale = 1
                 while scale < 8 and min(h, w) // (scale * 2) >= min_side:
                     scale *= 2
@@ -113,14 +193,16 @@ def decode_image(data: bytes, name: str = "<bytes>", min_side: int | None = None
             return simplejpeg.decode_jpeg(data, colorspace="RGB")
         except ImportError:
             pass
+        except ImageReadError:
+            raise
         except ValueError as exc:
             raise ImageReadError(f"{name}: corrupt JPEG ({exc})") from None
-    import io
-
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with _pil_open(data, name, limit) as img:
             img.load()
             arr = _to_canonical(img)
+    except ImageReadError:
+        raise
     except UnidentifiedImageError:
         raise ImageReadError(f"{name}: not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -130,15 +212,22 @@ def decode_image(data: bytes, name: str = "<bytes>", min_side: int | None = None
     return arr
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """Decode a mask file to canonical ``uint8 (H, W)``: 0 background, 1 cell, 2 nucleus."""
+def read_mask(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a mask file to canonical ``uint8 (H, W)``: 0 background, 1 cell, 2 nucleus
+    (``max_pixels`` as in :func:`read_image`)."""
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            arr = np.asarray(img.convert("L") if img.mode not in ("L", "I;16", "I", "1") else img)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ImageReadError(f"{path}: mask file not found") from None
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read mask file ({exc.strerror or exc})") from None
+    try:
+        with _pil_open(data, str(path), _limit(max_pixels)) as img:
+            img.load()
+            arr = np.asarray(img.convert("L") if img.mode not in ("L", "I;16", "I", "1") else img)
+    except ImageReadError:
+        raise
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
         raise ImageReadError(f"{path}: unreadable mask ({exc})") from None
     return canonical_mask(arr)

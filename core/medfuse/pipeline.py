@@ -11,7 +11,10 @@ Two stages, so that every fitted statistic comes from the training fold only:
    fusion (early, intermediate, late) and the classifier; ensembles fit each member pipeline.
 
 A :class:`FittedPipeline` predicts probabilities for prepared rows or for raw decoded images,
-reports what each block kept, ranks features, and saves/loads itself.
+reports what each block kept, ranks features, and saves/loads itself. For scoring,
+:meth:`FittedPipeline.score_images` gives per-row results: probabilities, an error for a row the
+model cannot answer (unreadable, no cell found, a block with no usable feature) and a warning
+for a row outside the training data (:mod:`medfuse.ood`).
 """
 
 from __future__ import annotations
@@ -29,13 +32,18 @@ from sklearn.base import clone
 
 from .cache import BlockCache, make_key
 from .contracts import Extractor, Plugin, SampleTable
-from .errors import DataError, InvalidInputError, MedfuseError, StudyError
+from .errors import DataError, InvalidInputError, MedfuseError, StudyError, describe_exception
 from .fusion import BlockPreparer, LateFusion, aligned_proba, early_concat, fit_stacked, soft_vote
 from .imageio import file_sha1, read_image, read_mask
+from .ood import fit_checks, image_descriptor, warnings_for
 from .study import PipelineSpec, PluginRef, Study
 
 Progress = bool | Callable[[int, int, str], None]
 _IMAGES = "__images__"  # slot of an image classifier's prepared arrays
+_ACQ = "__acquisition__"  # slot of the acquisition descriptor of the decoded image (before transforms)
+_MASKED = "__mask_pixels__"  # slot of the number of mask pixels after the mask step (-1: no mask)
+_SPECIAL = (_ACQ, _MASKED)
+ACQ_FORMAT = 1  # bump when medfuse.ood.image_descriptor changes
 CHUNK = 32
 CACHE_FORMAT = 1  # bump when the meaning of cached arrays changes inside medfuse itself
 
@@ -59,6 +67,7 @@ class Prepared:
     members: dict[str, Prepared] = field(default_factory=dict)
     cache_stats: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    acquisition: np.ndarray | None = None  # (n, d) image descriptors (medfuse.ood), when images were read
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -72,7 +81,8 @@ class Prepared:
             None if self.images is None else self.images[idx],
             None if self.table is None else self.table.iloc[idx].reset_index(drop=True),
             self.failed, None if self.raw is None else [self.raw[i] for i in idx],
-            {k: m.subset(idx) for k, m in self.members.items()}, dict(self.cache_stats), self.seconds)
+            {k: m.subset(idx) for k, m in self.members.items()}, dict(self.cache_stats), self.seconds,
+            None if self.acquisition is None else self.acquisition[idx])
 
 
 # ---- per-image work (module level: runs in joblib workers) ------------------------------------
@@ -80,15 +90,23 @@ class Prepared:
 def _process_image(image: np.ndarray, mask: np.ndarray | None, transforms: Sequence[Plugin], mask_mode: str,
                    maker: Plugin | None, slots: Sequence[tuple[str, Plugin]],
                    keep_raw: bool) -> dict[str, Any]:
+    """Transforms, mask and every slot's ``prepare``; the special slots :data:`_ACQ` (descriptor
+    of the image as decoded) and :data:`_MASKED` (mask pixels after the mask step) are computed here."""
     if mask is not None and mask.shape != image.shape[:2]:
         raise InvalidInputError(f"mask shape {mask.shape} does not match image {image.shape[:2]}")
+    names = {slot for slot, _ in slots}
+    extra: dict[str, Any] = {}
+    if _ACQ in names:
+        extra[_ACQ] = image_descriptor(image)
     for t in transforms:
         image, mask = t.apply(image, mask)
     if mask_mode == "plugin":
         mask = maker.predict_mask(image)
+    if _MASKED in names:
+        extra[_MASKED] = np.asarray(-1 if mask is None else int(np.count_nonzero(mask)))
     if keep_raw:
-        return {"__raw__": (image, mask)}
-    return {slot: np.asarray(p.prepare(image, mask)) for slot, p in slots}
+        return {"__raw__": (image, mask), **extra}
+    return {**extra, **{slot: np.asarray(p.prepare(image, mask)) for slot, p in slots if slot not in _SPECIAL}}
 
 
 def _process_chunk(items: list[tuple[int, str, str | None, list[str]]], transforms: Sequence[Plugin],
@@ -106,11 +124,21 @@ def _process_chunk(items: list[tuple[int, str, str | None, list[str]]], transfor
                     mask = read_mask(mask_path)
                 elif mask_mode == "dataset":
                     raise DataError("pipeline uses dataset masks but this sample has no mask file")
-            slots = [(s, slot_plugins[s]) for s in needed]
+            slots = [(s, slot_plugins.get(s)) for s in needed]
             out.append((i, _process_image(image, mask, transforms, mask_mode, maker, slots, keep_raw), None))
         except Exception as exc:  # noqa: BLE001 - one bad sample is reported, the run goes on
-            out.append((i, None, f"{type(exc).__name__}: {exc}"))
+            out.append((i, None, describe_exception(exc)))
     return out
+
+
+def _uncounted(cache: BlockCache, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a cache method without counting it in the cache's hits/misses/writes (the
+    acquisition descriptors ride along with the blocks; the counts are about blocks)."""
+    saved = (cache.hits, cache.misses, cache.writes)
+    try:
+        return fn(*args)
+    finally:
+        cache.hits, cache.misses, cache.writes = saved
 
 
 def _is_path(value: Any) -> bool:
@@ -323,6 +351,7 @@ class PipelineRunner:
         n = len(samples)
         arrays: dict[str, list[Any]] = {s: [None] * n for s in slots}
         raw: list[Any] = [None] * n
+        acq: list[np.ndarray | None] = [None] * n
         errors: dict[int, str] = {}
         stats = {"hits": 0, "misses": 0, "writes": 0}
         todo: list[tuple[int, str, str | None, list[str]]] = []
@@ -336,30 +365,41 @@ class PipelineRunner:
                 shas = samples["sha1"].tolist() if "sha1" in samples else [None] * n
                 chain = self._chain_key()
                 plugin_keys = {s: p.cache_key() for s, p in slots.items()}
+                acq_keys: dict[int, str] = {}
                 for i in range(n):
                     if not _is_path(paths[i]):
                         continue
                     try:
                         for s, k in self._row_keys(shas[i], paths[i], mask_paths[i], chain, plugin_keys).items():
                             keys[(i, s)] = k
+                        acq_keys[i] = self._acq_key(shas[i], paths[i])
                     except OSError as exc:
                         errors[i] = f"{type(exc).__name__}: {exc}"
                 order = list(keys)
                 for (i, s), hit in zip(order, self.cache.get_many([keys[o] for o in order])):
                     arrays[s][i] = hit
+                rows = list(acq_keys)
+                for i, hit in zip(rows, _uncounted(self.cache, self.cache.get_many, [acq_keys[i] for i in rows])):
+                    acq[i] = hit
             for i in range(n):
                 if i in errors:
                     continue
                 needed = [s for s in slots if arrays[s][i] is None]
+                if acq[i] is None:
+                    needed.append(_ACQ)
                 if needed or keep_raw:
                     todo.append((i, paths[i], mask_paths[i], needed))
             if self.cache is not None:
                 stats["hits"] = self.cache.hits - h0
                 stats["misses"] = self.cache.misses - m0
-            for i, result, err in self._run(todo, slots, keep_raw):
+            for i, result, err in self._run(todo, {**slots, _ACQ: None}, keep_raw):
                 if err is not None:
                     errors[i] = err
                     continue
+                if _ACQ in result:
+                    acq[i] = result.pop(_ACQ)
+                    if use_cache:
+                        _uncounted(self.cache, self.cache.put, acq_keys[i], acq[i])
                 if keep_raw:
                     raw[i] = result["__raw__"]
                     continue
@@ -385,7 +425,9 @@ class PipelineRunner:
         kept = samples.iloc[keep].reset_index(drop=True)
         return Prepared(kept, kept["label"].astype(str).to_numpy(dtype=object), blocks, images,
                         None if table is None else table.iloc[keep].reset_index(drop=True), failed,
-                        [raw[i] for i in keep] if keep_raw else None, {}, stats, time.perf_counter() - t0)
+                        [raw[i] for i in keep] if keep_raw else None, {}, stats, time.perf_counter() - t0,
+                        np.stack([acq[i] for i in keep]) if len(keep) and all(acq[i] is not None for i in keep)
+                        else None)
 
     def _materialize_members(self, data: SampleTable, t0: float) -> Prepared:
         parts = {m: r.materialize(data) for m, r in self.members.items()}
@@ -409,6 +451,14 @@ class PipelineRunner:
 
         mask = self.mask_maker.cache_key() if self.mask_maker is not None else self.mask_mode
         return make_key(__version__, CACHE_FORMAT, [t.cache_key() for t in self.transforms], mask)
+
+    def _acq_key(self, sha: Any, path: str) -> str:
+        """Cache key of an image's acquisition descriptor: image content and medfuse's decoder."""
+        from . import __version__
+
+        if not isinstance(sha, str) or not sha:
+            sha = file_sha1(path)
+        return make_key(sha, "acquisition", ACQ_FORMAT, __version__, CACHE_FORMAT)
 
     def _row_keys(self, sha: Any, path: str, mask_path: Any, chain: str,
                   plugin_keys: dict[str, str]) -> dict[str, str]:
@@ -479,6 +529,7 @@ class PipelineRunner:
                 P, y_fit = balance_augment(P, y_tr, seed)
             fitted.model_ = self._seeded(self.classifier, seed).fit(P, y_fit)
             fitted.feature_names_ = []
+            fitted.ood_ = fit_checks(None, _rows(prepared.acquisition, train_idx), seed)
             fitted.fit_seconds_ = time.perf_counter() - t0
             return fitted
         inputs = fitted._block_inputs(prepared, train_idx,
@@ -517,6 +568,7 @@ class PipelineRunner:
             fitted.model_ = clf.fit([early_concat(Zs)], y_tr)
         else:
             fitted.model_ = clf.fit(early_concat(Zs), y_tr)
+        fitted.ood_ = fit_checks(early_concat(Zs), _rows(prepared.acquisition, train_idx), seed)
         fitted.fit_seconds_ = time.perf_counter() - t0
         return fitted
 
@@ -535,6 +587,19 @@ class PipelineRunner:
                 return [inner[m].predict_proba(prepared.members[m], train_idx[te]) for m in names]
 
             fitted.meta_ = fit_stacked(fit_predict, len(names), y_tr, fitted.classes_, 3, seed)
+
+
+@dataclass
+class ImageScores:
+    """Per-row results of :meth:`FittedPipeline.score_images` for ``n`` images.
+
+    ``proba``: ``(n, n_classes)``, a row of NaN where ``errors[i]`` is set; ``errors``: why a row has
+    no answer ('' when scored); ``warnings``: why a row lies outside the training data ('' when not).
+    """
+
+    proba: np.ndarray
+    errors: list[str]
+    warnings: list[str]
 
 
 @dataclass
@@ -558,6 +623,10 @@ class FittedPipeline:
         Fused feature schema: ``<block>.<feature>``, or ``<block>.pcN`` after PCA.
     block_reports_ : dict
         Per block: plugin, n_features_in, n_components, explained_variance_ratio, ...
+    ood_ : dict
+        Out-of-distribution checks fitted on the training rows (:func:`medfuse.ood.fit_checks`):
+        ``{"feature": {...}, "image": {...}}``, numpy arrays and floats only; empty for ensembles
+        (each member has its own) and for pipelines saved before the checks existed.
     fit_seconds_ : float
         Wall time of the fit.
     """
@@ -580,6 +649,7 @@ class FittedPipeline:
         self.combine = "soft"
         self.seed = 0
         self.table_columns_: list[str] = []
+        self.ood_: dict[str, dict[str, Any]] = {}
 
     # ---- prediction ---------------------------------------------------------------------------
     @property
@@ -598,17 +668,20 @@ class FittedPipeline:
         masks = self.mask_maker_.predict_masks(images)
         return _prepare_slots(images, masks, extractors)
 
-    def _features(self, inputs: dict[str, np.ndarray], table: pd.DataFrame | None) -> list[np.ndarray]:
-        Zs = []
+    def _block_matrices(self, inputs: dict[str, np.ndarray], table: pd.DataFrame | None) -> list[Any]:
+        """Each fitted block's features (before impute / scale / PCA)."""
+        Xs = []
         for fb in self.blocks_:
             if fb.kind == "extractor":
-                X = fb.plugin.transform(inputs[fb.name])
+                Xs.append(fb.plugin.transform(inputs[fb.name]))
             else:
                 if table is None:
                     raise InvalidInputError(f"pipeline {self.name!r}: block {fb.name!r} needs table rows")
-                X = fb.plugin.transform(table)
-            Zs.append(fb.preparer.transform(X))
-        return Zs
+                Xs.append(fb.plugin.transform(table))
+        return Xs
+
+    def _features(self, inputs: dict[str, np.ndarray], table: pd.DataFrame | None) -> list[np.ndarray]:
+        return [fb.preparer.transform(X) for fb, X in zip(self.blocks_, self._block_matrices(inputs, table))]
 
     def _proba_from_features(self, Zs: list[np.ndarray]) -> np.ndarray:
         model = self.model_
@@ -648,11 +721,37 @@ class FittedPipeline:
 
         Applies the pipeline's transforms, mask, prepare, fitted blocks and classifier. Call
         with batches of 64-512 images. ``masks`` are required when the pipeline uses dataset
-        masks; ``table`` (one row per image) when it has tabular blocks.
+        masks; ``table`` (one row per image) when it has tabular blocks. An image that fails
+        raises; every row gets the classifier's answer (see :meth:`score_images` for per-row
+        errors and warnings).
         """
+        return self._score(images, masks, table, strict=True).proba
+
+    def score_images(self, images: list[np.ndarray], masks: list[np.ndarray | None] | None = None,
+                     table: pd.DataFrame | None = None) -> ImageScores:
+        """Per-row scoring of raw canonical images (arguments as :meth:`predict_proba_images`).
+
+        A row gets an error, NaN probabilities and no answer when its image fails anywhere
+        (transform, mask, extractor: any exception), when the mask step finds no cell, or when a
+        feature block is all NaN for it; an ensemble row fails when any member fails. Every row
+        gets a warning when it lies outside the training data (:mod:`medfuse.ood`).
+        """
+        return self._score(images, masks, table, strict=False)
+
+    def _score(self, images: list[np.ndarray], masks: list[np.ndarray | None] | None,
+               table: pd.DataFrame | None, strict: bool) -> ImageScores:
+        n, k = len(images), len(self.classes_)
         if self.members_:
-            return self._combine([f.predict_proba_images(images, masks, table) for f in self.members_.values()])
-        n = len(images)
+            parts = {m: f._score(images, masks, table, strict) for m, f in self.members_.items()}
+            label = len(parts) > 1
+            errors = [_join([f"{m}: {p.errors[i]}" if label and p.errors[i] else p.errors[i]
+                             for m, p in parts.items()]) for i in range(n)]
+            warns = [_join([p.warnings[i] for p in parts.values()]) for i in range(n)]
+            proba = np.full((n, k), np.nan)
+            ok = [i for i in range(n) if not errors[i]]
+            if ok:
+                proba[ok] = self._combine([p.proba[ok] for p in parts.values()])
+            return ImageScores(proba, errors, warns)
         if self.mask_mode == "none" and masks is not None:
             masks = [None] * n  # this pipeline was trained without masks
         if masks is None:
@@ -662,25 +761,63 @@ class FittedPipeline:
         if len(masks) != n or (table is not None and len(table) != n):
             raise InvalidInputError(f"pipeline {self.name!r}: {n} images, {len(masks)} masks, "
                                     f"{'no' if table is None else len(table)} table rows")
+        proba, errors, warns = np.full((n, k), np.nan), [""] * n, [""] * n
         if n == 0:
-            return np.zeros((0, len(self.classes_)))
+            return ImageScores(np.zeros((0, k)), errors, warns)
         table = None if table is None else table.reset_index(drop=True)
-        slots = [(fb.name, fb.plugin) for fb in self.blocks_ if fb.kind == "extractor"]
+        checks = {} if strict else dict(getattr(self, "ood_", None) or {})
+        values: dict[str, np.ndarray] = {}
+        slots: list[tuple[str, Any]] = [(fb.name, fb.plugin) for fb in self.blocks_ if fb.kind == "extractor"]
         if self.image_classifier:
             slots = [(_IMAGES, self.model_)]
-        if not slots:
-            return self._proba_from_features(self._features({}, table))
-        mode = "plugin" if self.mask_mode == "trainable" else self.mask_mode
-        processed = []
-        for i, (im, m) in enumerate(zip(images, masks)):
-            try:
-                processed.append(_process_image(im, m, self.transforms, mode, self.mask_maker_, slots, False))
-            except MedfuseError as exc:
-                raise type(exc)(f"pipeline {self.name!r}, image {i}: {exc}") from None
-        inputs = {s: _stack(f"block {s!r}", [p[s] for p in processed]) for s, _ in slots}
-        if self.image_classifier:
-            return aligned_proba(self.model_, inputs[_IMAGES], self.classes_)
-        return self._proba_from_features(self._features(inputs, table))
+        rows = list(range(n))
+        inputs: dict[str, np.ndarray] = {}
+        if slots:
+            extra = [] if strict else [(_ACQ, None), (_MASKED, None)]
+            mode = "plugin" if self.mask_mode == "trainable" else self.mask_mode
+            processed: list[dict[str, Any] | None] = [None] * n
+            for i, (im, m) in enumerate(zip(images, masks)):
+                try:
+                    processed[i] = _process_image(im, m, self.transforms, mode, self.mask_maker_, slots + extra, False)
+                except Exception as exc:  # noqa: BLE001 - strict: raise as before; else the row's error
+                    if strict:
+                        if isinstance(exc, MedfuseError):
+                            raise type(exc)(f"pipeline {self.name!r}, image {i}: {exc}") from None
+                        raise
+                    errors[i] = describe_exception(exc)
+                    continue
+                if int(processed[i].get(_MASKED, -1)) == 0:
+                    errors[i] = f"no cell found: the {self._mask_name()} mask is empty"
+            if "image" in checks:
+                values["image"] = np.full((n, len(checks["image"]["scale"])), np.nan)
+                for i, p in enumerate(processed):
+                    if p is not None:
+                        values["image"][i] = p[_ACQ]
+            rows = [i for i in range(n) if processed[i] is not None and not errors[i]]
+            inputs = {s: _stack(f"block {s!r}", [processed[i][s] for i in rows]) for s, _ in slots} if rows else {}
+        if rows and self.image_classifier:
+            proba[rows] = aligned_proba(self.model_, inputs[_IMAGES], self.classes_)
+        elif rows:
+            sub = None if table is None else table.iloc[rows].reset_index(drop=True)
+            Xs = self._block_matrices(inputs, sub)
+            if not strict:
+                for fb, X in zip(self.blocks_, Xs):
+                    for j in np.flatnonzero(np.isnan(np.asarray(X, dtype=np.float64)).all(axis=1)):
+                        errors[rows[j]] = _join([errors[rows[j]], f"block {fb.name!r} is all NaN (no usable "
+                                                 f"{fb.name} feature for this image)"])
+            Zs = [fb.preparer.transform(X) for fb, X in zip(self.blocks_, Xs)]
+            keep = np.asarray([j for j, i in enumerate(rows) if not errors[i]], dtype=np.int64)
+            if len(keep):
+                proba[np.asarray(rows)[keep]] = self._proba_from_features([Z[keep] for Z in Zs])
+            if "feature" in checks:
+                values["feature"] = np.full((n, sum(Z.shape[1] for Z in Zs)), np.nan)
+                values["feature"][rows] = early_concat(Zs)
+        if checks:
+            warns = warnings_for(checks, values, n)
+        return ImageScores(proba, errors, warns)
+
+    def _mask_name(self) -> str:
+        return self.mask_maker_.name if self.mask_maker_ is not None else f"{self.mask_mode} mask file's"
 
     # ---- reports ------------------------------------------------------------------------------
     def top_features(self, prepared: Prepared, idx: np.ndarray, n: int = 20, n_repeats: int = 3,
@@ -805,6 +942,14 @@ class FittedPipeline:
         for slot, plugin in obj._components():
             plugin.load_artifacts(directory / "artifacts" / slot)
         return obj
+
+
+def _rows(X: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    return None if X is None else X[idx]
+
+
+def _join(parts: list[str]) -> str:
+    return "; ".join(p for p in parts if p)
 
 
 def _prepare_slots(images: list[np.ndarray], masks: list[np.ndarray | None],

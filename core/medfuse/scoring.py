@@ -179,13 +179,13 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 def score_chunk(bundle_path: str, manifest_sha256: str, index: int, rows: pd.DataFrame,
                 batch_size: int = 256, threads: int = SCORING_THREADS,
-                parent_pid: int | None = None) -> tuple[int, pd.DataFrame, float]:
+                parent_pid: int | None = None, max_pixels: int | None = None) -> tuple[int, pd.DataFrame, float]:
     """Score one chunk: ``(index, result frame, seconds)``; runs in a worker process (or in the
     scoring process itself with ``jobs=1``).
 
     ``threads`` sizes TensorFlow's pools (set once, when the bundle loads) and the native
     BLAS/OpenMP pools (for this chunk); ``parent_pid`` (local workers) makes the worker exit when
-    that process dies.
+    that process dies. ``max_pixels``: see :meth:`medfuse.bundle.Bundle.predict`.
     """
     from threadpoolctl import threadpool_limits
 
@@ -197,7 +197,8 @@ def score_chunk(bundle_path: str, manifest_sha256: str, index: int, rows: pd.Dat
     extra = [c for c in rows.columns if c not in ("path", "read_path", "mask_path")]
     table = rows[extra].reset_index(drop=True) if extra and bundle.table_columns else None
     with threadpool_limits(limits=threads):
-        df = bundle.predict(rows["read_path"].tolist(), masks=masks, table=table, batch_size=batch_size)
+        df = bundle.predict(rows["read_path"].tolist(), masks=masks, table=table, batch_size=batch_size,
+                            max_pixels=max_pixels)
     df["path"] = rows["path"].to_numpy()
     return index, df, time.perf_counter() - t0
 
@@ -245,8 +246,9 @@ def _error_kind(message: str, path: str) -> str:
 def _arrow_schema(classes: list[str]) -> Any:
     import pyarrow as pa
 
-    return pa.schema([("path", pa.string()), ("label", pa.string()),
-                      *[(f"proba.{c}", pa.float64()) for c in classes], ("error", pa.string())])
+    return pa.schema([("path", pa.string()), ("prediction", pa.string()),
+                      *[(f"proba.{c}", pa.float64()) for c in classes], ("warning", pa.string()),
+                      ("error", pa.string())])
 
 
 def _write_atomic_parquet(df: pd.DataFrame, target: Path, schema: Any) -> None:
@@ -278,7 +280,7 @@ def _output_kind(out: Path) -> str:
 def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path, *, jobs: int = 1,
           chunk_size: int = 256, batch_size: int = 256, resume: bool = False, backend: str | None = None,
           scheduler: str | None = None, progress: bool = True, keep_parts: bool = False,
-          on_chunk: Callable[[int, int], None] | None = None,
+          on_chunk: Callable[[int, int], None] | None = None, max_pixels: int | None = None,
           note: Callable[[str], None] | None = None) -> ScoreSummary:
     """Score ``inputs`` with the bundle folder ``bundle`` into ``out`` (``.csv`` or ``.parquet``).
 
@@ -286,7 +288,7 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
     ----------
     bundle : trained bundle folder (verified once here, then loaded once per worker).
     inputs : folder, glob, CSV manifest, or a DataFrame from :func:`list_inputs`.
-    out : output file; one row per input with ``path, label, proba.<class>..., error``.
+    out : output file; one row per input with ``path, prediction, proba.<class>..., warning, error``.
     jobs : worker processes (loky) or, with Dask, parallel tasks (``-1`` = all workers).
     chunk_size : inputs per chunk (the unit of parallelism, progress and resume).
     batch_size : images per pipeline call inside a chunk.
@@ -297,6 +299,8 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
     progress : show a progress bar (images/s, ETA) on stderr.
     keep_parts : keep ``<out>.parts/`` after assembling ``out``.
     on_chunk : called with ``(chunks done, chunks total)`` after each chunk (for tests, hooks).
+    max_pixels : refuse images whose header claims more pixels (an error row); default
+        ``$MEDFUSE_MAX_PIXELS`` or PIL's ``Image.MAX_IMAGE_PIXELS``; 0: no limit.
     note : called with a line of text for notes (a stale lock taken over); default: stderr.
 
     Raises :class:`medfuse.outputs.OutputBusyError` when another run holds ``<out>.lock`` and
@@ -326,14 +330,15 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
         raise ScoringError(f"chunk_size must be >= 1, got {chunk_size}")
     with guarded_output(out, note=note):
         summary = _score_locked(bundle, inputs, out, kind, jobs, chunk_size, batch_size, resume, backend,
-                                scheduler, progress, keep_parts, on_chunk)
+                                scheduler, progress, keep_parts, on_chunk, max_pixels=max_pixels)
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
 def _score_locked(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Path, kind: str, jobs: int,
                   chunk_size: int, batch_size: int, resume: bool, backend: str, scheduler: str | None,
-                  progress: bool, keep_parts: bool, on_chunk: Callable[[int, int], None] | None) -> ScoreSummary:
+                  progress: bool, keep_parts: bool, on_chunk: Callable[[int, int], None] | None, *,
+                  max_pixels: int | None = None) -> ScoreSummary:
     """The body of :func:`score`, run while holding the output's lock."""
     from .bundle import load_verified, pin_tf_threads, uses_tensorflow, verify_bundle
 
@@ -366,7 +371,7 @@ def _score_locked(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Pa
 
     with _progress(progress, n, resumed_rows) as advance:
         for k, (i, df, _secs) in enumerate(_run_chunks(todo, chunk_rows, bundle_path, digest, jobs, batch_size,
-                                                       backend, scheduler, in_process), start=1):
+                                                       backend, scheduler, in_process, max_pixels), start=1):
             _write_atomic_parquet(df, parts / _part_name(i), schema)
             advance(len(df))
             if on_chunk is not None:
@@ -408,18 +413,20 @@ def _prepare_parts(parts: Path, plan: dict[str, Any], table: pd.DataFrame, resum
 
 
 def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bundle_path: str, digest: str,
-                jobs: int, batch_size: int, backend: str, scheduler: str | None, in_process: bool = False
-                ) -> Iterator[tuple[int, pd.DataFrame, float]]:
+                jobs: int, batch_size: int, backend: str, scheduler: str | None, in_process: bool = False,
+                max_pixels: int | None = None) -> Iterator[tuple[int, pd.DataFrame, float]]:
     if not todo:
         return
     if in_process:
         for i in todo:
-            yield score_chunk(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS)
+            yield score_chunk(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS,
+                              max_pixels=max_pixels)
         return
     from joblib import Parallel, delayed, parallel_config
 
     if backend == "dask":
-        yield from _dask_chunks(todo, chunk_rows, bundle_path, digest, jobs, batch_size, str(scheduler))
+        yield from _dask_chunks(todo, chunk_rows, bundle_path, digest, jobs, batch_size, str(scheduler),
+                                max_pixels)
         return
     n_jobs = (os.cpu_count() or 1) if jobs < 1 else jobs
     if n_jobs == 1:  # joblib would run n_jobs=1 in this process; this needs one worker process
@@ -430,13 +437,14 @@ def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bund
         executor = ProcessPoolExecutor(max_workers=1, env=env)
         try:
             yield from _one_at_a_time(executor.submit, todo, chunk_rows, bundle_path, digest, batch_size,
-                                      os.getpid())
+                                      os.getpid(), max_pixels=max_pixels)
         finally:
             executor.shutdown(wait=False, kill_workers=True)
         return
     with parallel_config(backend="loky", inner_max_num_threads=SCORING_THREADS):
         yield from Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS, os.getpid())
+            delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS, os.getpid(),
+                                 max_pixels)
             for i in todo)
 
 
@@ -462,7 +470,8 @@ def check_scheduler_address(address: str) -> None:
 
 
 def _dask_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bundle_path: str, digest: str,
-                 jobs: int, batch_size: int, scheduler: str) -> Iterator[tuple[int, pd.DataFrame, float]]:
+                 jobs: int, batch_size: int, scheduler: str, max_pixels: int | None = None
+                 ) -> Iterator[tuple[int, pd.DataFrame, float]]:
     """Score the chunks on the Dask cluster at ``scheduler``, as futures with ``retries``, with at
     most ``jobs`` (``-1``: twice the cluster's threads) in flight, yielding them as they finish.
 
@@ -492,7 +501,7 @@ def _dask_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bun
             if i is None:
                 return False
             fut = client.submit(score_chunk, bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS,
-                                None, key=f"medfuse-chunk-{i}-{os.getpid()}-{time.time_ns()}", pure=False,
+                                None, max_pixels, key=f"medfuse-chunk-{i}-{os.getpid()}-{time.time_ns()}", pure=False,
                                 retries=DASK_RETRIES)
             running[fut] = i
             ready.add(fut)
@@ -520,7 +529,7 @@ def _dask_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bun
 
 def _one_at_a_time(submit: Callable[..., Any], todo: list[int], chunk_rows: Callable[[int], pd.DataFrame],
                    bundle_path: str, digest: str, batch_size: int, parent_pid: int | None,
-                   window: int = 2) -> Iterator[tuple[int, pd.DataFrame, float]]:
+                   window: int = 2, max_pixels: int | None = None) -> Iterator[tuple[int, pd.DataFrame, float]]:
     """Score the chunks through ``submit`` (a one-process loky executor's) with at most
     ``window`` of them submitted at a time (a one-worker pool queues the second one)."""
     from collections import deque
@@ -529,7 +538,7 @@ def _one_at_a_time(submit: Callable[..., Any], todo: list[int], chunk_rows: Call
     try:
         for i in todo:
             pending.append(submit(score_chunk, bundle_path, digest, i, chunk_rows(i), batch_size,
-                                  SCORING_THREADS, parent_pid))
+                                  SCORING_THREADS, parent_pid, max_pixels))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:

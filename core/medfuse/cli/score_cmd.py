@@ -83,15 +83,25 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
               help="Dask scheduler address, tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786); implies --backend dask "
                    "and is an error with --backend loky. A malformed or unreachable address fails before any work.")
 @click.option("--keep-parts", is_flag=True, help="Keep OUT.parts/ (the chunk files) after assembling OUT.")
+@click.option("--max-pixels", type=int, default=None,
+              help="Refuse images whose header claims more pixels (an error row, checked before decoding). "
+                   "Default: $MEDFUSE_MAX_PIXELS, else PIL's limit (89,478,485); 0 = no limit.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batch_size: int, resume: bool,
-          backend: str | None, scheduler: str | None, keep_parts: bool, quiet: bool) -> None:
-    """Score INPUT with BUNDLE into --out: one row per input with path, label, proba.<class>, error.
+          backend: str | None, scheduler: str | None, keep_parts: bool, max_pixels: int | None, quiet: bool) -> None:
+    """Score INPUT with BUNDLE into --out: one row per input with path, prediction, proba.<class>,
+    warning, error.
 
     INPUT is a folder (image files, recursive), a glob ('imgs/**/*.jpg', quoted) or a CSV manifest
     with a 'path' column (optional mask_path column, for pipelines using dataset masks; other
-    columns are passed as tabular data). Unreadable inputs get an error row and the job goes on;
-    the exit code is 1 only if nothing could be scored. Chunks are written atomically to
+    columns are passed as tabular data).
+
+    A row the model cannot answer gets NaN probabilities, no prediction and the reason in 'error'
+    (unreadable, truncated or oversized file, any decoder or extractor failure, no cell found, an
+    all-NaN feature block) and the job goes on; the exit code is 1 only if nothing could be scored.
+    'warning' is set when a scored row lies outside the training data: its distance in the model's
+    feature space, or of the image's acquisition descriptor (colour, contrast, size), is above the
+    99.5th percentile of the training images' cross-fitted distances. Chunks are written atomically to
     OUT.parts/, so a killed run continues with --resume without losing or repeating rows.
 
     A run holds the lock OUT.lock (pid, host, start time, command): a second run on the same --out
@@ -109,7 +119,8 @@ def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batc
     try:
         summary = run_score(bundle, inputs, out, jobs=jobs, chunk_size=chunk_size, batch_size=batch_size,
                             resume=resume, backend=backend, scheduler=scheduler, progress=not quiet,
-                            keep_parts=keep_parts, note=lambda line: click.echo(line, err=True))
+                            keep_parts=keep_parts, max_pixels=max_pixels,
+                            note=lambda line: click.echo(line, err=True))
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(summary.describe(), err=summary.n_failed > 0 and summary.n_scored == 0)
