@@ -22,10 +22,12 @@ Canonical data passed between plugins:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import inspect
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +41,24 @@ from .errors import InvalidInputError
 KINDS = ("transform", "extractor", "selector", "mask", "classifier", "loader")
 
 _MISSING = inspect.Parameter.empty
+_SEPARATE: contextvars.ContextVar[bool] = contextvars.ContextVar("medfuse_separate_artifacts", default=False)
+
+
+@contextlib.contextmanager
+def saving_state_separately() -> Iterator[None]:
+    """Inside this block (a bundle's skops dump), plugins' ``__getstate__`` leaves out what their
+    :meth:`Plugin.save_artifacts` writes natively (networks, boosters): a bundle's object graph
+    holds plain data only. Outside it, ``__getstate__`` keeps everything (pickle, joblib)."""
+    token = _SEPARATE.set(True)
+    try:
+        yield
+    finally:
+        _SEPARATE.reset(token)
+
+
+def state_saved_separately() -> bool:
+    """True inside :func:`saving_state_separately` (see there)."""
+    return _SEPARATE.get()
 
 
 @dataclass(frozen=True)
@@ -101,14 +121,17 @@ class Plugin(BaseEstimator):
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-    # Persistence: default is pickling by joblib; plugins holding Keras/XGBoost models override
-    # ``save_artifacts``/``load_artifacts`` to write native formats (``.keras``, XGBoost JSON).
+    # Persistence (bundle format 2): a plugin's fitted attributes go into the bundle's skops file,
+    # which may hold only builtins, numpy, scipy and scikit-learn types and registered plugin
+    # classes. Plugins holding anything else (Keras networks, XGBoost boosters) write it natively
+    # in ``save_artifacts`` (ONNX, XGBoost JSON), leave it out of ``__getstate__`` while
+    # :func:`state_saved_separately` is true, and read it back in ``load_artifacts``.
     def save_artifacts(self, directory: Path) -> list[Path]:
-        """Write non-picklable learned state into ``directory``; return the files written."""
+        """Write state that is not plain data (networks, boosters) into ``directory``; return the files."""
         return []
 
     def load_artifacts(self, directory: Path) -> None:
-        """Restore the state written by :meth:`save_artifacts`."""
+        """Restore the state written by :meth:`save_artifacts` (without importing TensorFlow)."""
 
 
 def check_image(image: Any, where: str = "image") -> np.ndarray:
