@@ -14,15 +14,9 @@ bundle and the images must be readable by the Dask workers at the same paths). `
 scores in the calling process.
 
 Every mode runs the same code on the same chunks with the same thread settings
-(:data:`SCORING_THREADS` TensorFlow intra-/inter-op threads and native BLAS/OpenMP threads per
-chunk), so ``jobs=1``, ``jobs=N`` and Dask give bit-identical probabilities: TensorFlow's
-reductions are not bit-identical across thread counts. When ``jobs=1`` finds TensorFlow already
-initialised in the calling process with other settings, it scores in one worker process instead.
-
-Known gap: a Python process that has already initialised TensorFlow and then starts a
-``LocalCluster(processes=True)`` itself was seen to get Dask workers whose TensorFlow is not pinned
-(the workers emit a ``BundleWarning``; the cause is not found yet). ``medfuse score`` and clusters
-started from a fresh process are not affected.
+(:data:`SCORING_THREADS` onnxruntime intra-/inter-op threads per network session and native
+BLAS/OpenMP threads per chunk), so ``jobs=1``, ``jobs=N`` and Dask give bit-identical
+probabilities. Networks run under onnxruntime: scoring never imports TensorFlow or Keras.
 """
 
 from __future__ import annotations
@@ -49,7 +43,7 @@ PLAN = "plan.json"
 INPUTS = "inputs.parquet"
 MASK_COLUMNS = ("mask_path", "mask")
 RESERVED = ("path", "id", "label", "group", *MASK_COLUMNS)
-SCORING_THREADS = 1  # threads per scoring process (TensorFlow pools, BLAS/OpenMP), in every mode
+SCORING_THREADS = 1  # threads per scoring process (onnxruntime sessions, BLAS/OpenMP), in every mode
 
 
 class ScoringError(MedfuseError):
@@ -127,23 +121,18 @@ def _inputs_digest(inputs: pd.DataFrame) -> str:
 _BUNDLES: dict[tuple[str, str], Any] = {}
 
 
-def worker_bundle(path: str, manifest_sha256: str, threads: int | None = SCORING_THREADS) -> Any:
+def worker_bundle(path: str, manifest_sha256: str, threads: int | None = SCORING_THREADS,
+                  trust_pickle: bool = False) -> Any:
     """The bundle at ``path``, loaded once per process (cache keyed by path and manifest hash),
-    with TensorFlow pinned to ``threads`` threads (a warning when that was no longer possible)."""
+    its networks' onnxruntime sessions running ``threads`` threads."""
     key = (path, manifest_sha256)
     bundle = _BUNDLES.get(key)
     if bundle is None:
-        from .bundle import BundleWarning, load_bundle
+        from .bundle import load_bundle
 
-        bundle = load_bundle(path, threads=threads)
+        bundle = load_bundle(path, threads=threads, trust_pickle=trust_pickle)
         if bundle.manifest_sha256 != manifest_sha256:
             raise ScoringError(f"{path}: the bundle changed while scoring (manifest hash differs); rerun")
-        if bundle.tf_threads_pinned is False:
-            import warnings
-
-            warnings.warn(f"{path}: TensorFlow was initialised in this worker (pid {os.getpid()}) before the "
-                          f"bundle loaded, with other than {threads} thread(s); its probabilities may differ "
-                          "in the last digits from other workers'", BundleWarning, stacklevel=2)
         _BUNDLES.clear()
         _BUNDLES[key] = bundle
     return bundle
@@ -170,20 +159,20 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 def score_chunk(bundle_path: str, manifest_sha256: str, index: int, rows: pd.DataFrame,
                 batch_size: int = 256, threads: int = SCORING_THREADS,
-                parent_pid: int | None = None) -> tuple[int, pd.DataFrame, float]:
+                parent_pid: int | None = None, trust_pickle: bool = False) -> tuple[int, pd.DataFrame, float]:
     """Score one chunk: ``(index, result frame, seconds)``; runs in a worker process (or in the
     scoring process itself with ``jobs=1``).
 
-    ``threads`` sizes TensorFlow's pools (set once, when the bundle loads) and the native
+    ``threads`` sizes the onnxruntime sessions (set once, when the bundle loads) and the native
     BLAS/OpenMP pools (for this chunk); ``parent_pid`` (local workers) makes the worker exit when
-    that process dies.
+    that process dies; ``trust_pickle`` lets a format-1 bundle load (see :func:`score`).
     """
     from threadpoolctl import threadpool_limits
 
     if parent_pid:
         _exit_with_parent(parent_pid)
     t0 = time.perf_counter()
-    bundle = worker_bundle(bundle_path, manifest_sha256, threads)
+    bundle = worker_bundle(bundle_path, manifest_sha256, threads, trust_pickle)
     masks = rows["mask_path"].tolist() if "mask_path" in rows else None
     extra = [c for c in rows.columns if c not in ("path", "read_path", "mask_path")]
     table = rows[extra].reset_index(drop=True) if extra and bundle.table_columns else None
@@ -263,7 +252,7 @@ def _output_kind(out: Path) -> str:
 def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path, *, jobs: int = 1,
           chunk_size: int = 256, batch_size: int = 256, resume: bool = False, backend: str = "loky",
           scheduler: str | None = None, progress: bool = True, keep_parts: bool = False,
-          on_chunk: Callable[[int, int], None] | None = None) -> ScoreSummary:
+          on_chunk: Callable[[int, int], None] | None = None, trust_pickle: bool = False) -> ScoreSummary:
     """Score ``inputs`` with the bundle folder ``bundle`` into ``out`` (``.csv`` or ``.parquet``).
 
     Parameters
@@ -279,13 +268,13 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
     progress : show a progress bar (images/s, ETA) on stderr.
     keep_parts : keep ``<out>.parts/`` after assembling ``out``.
     on_chunk : called with ``(chunks done, chunks total)`` after each chunk (for tests, hooks).
+    trust_pickle : also score a format-1 bundle (pickles, which run code when loaded); only for
+        bundles you made yourself.
 
-    Every process that scores chunks runs TensorFlow with :data:`SCORING_THREADS` threads, so that
-    all modes give bit-identical probabilities; with ``jobs=1`` that is the calling process, whose
-    TensorFlow keeps that setting afterwards (or, when its TensorFlow already runs with other
-    settings, one worker process scores the chunks).
+    Every process that scores chunks runs its onnxruntime sessions with :data:`SCORING_THREADS`
+    threads, so that all modes give bit-identical probabilities.
     """
-    from .bundle import load_verified, pin_tf_threads, uses_tensorflow, verify_bundle
+    from .bundle import load_verified, verify_bundle
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -296,11 +285,9 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
         raise ScoringError("backend 'dask' needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
     if chunk_size < 1:
         raise ScoringError(f"chunk_size must be >= 1, got {chunk_size}")
-    # verify here, so that a bad bundle fails before any work; load it only if scoring in-process,
-    # which needs TensorFlow's pools at SCORING_THREADS (else one worker process does the work)
-    path, manifest, digest = verify_bundle(bundle)
-    in_process = jobs == 1 and backend == "loky" and (not uses_tensorflow(manifest)
-                                                      or pin_tf_threads(SCORING_THREADS))
+    # verify here, so that a bad bundle fails before any work; load it only if scoring in-process
+    path, manifest, digest = verify_bundle(bundle, trust_pickle=trust_pickle)
+    in_process = jobs == 1 and backend == "loky"
     loaded = load_verified(path, manifest, digest, threads=SCORING_THREADS) if in_process else None
     bundle_path = str(path)
     table = inputs.copy() if isinstance(inputs, pd.DataFrame) else list_inputs(inputs)
@@ -325,7 +312,7 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
 
     with _progress(progress, n, resumed_rows) as advance:
         for k, (i, df, _secs) in enumerate(_run_chunks(todo, chunk_rows, bundle_path, digest, jobs, batch_size,
-                                                       backend, scheduler, in_process), start=1):
+                                                       backend, scheduler, in_process, trust_pickle), start=1):
             _write_atomic_parquet(df, parts / _part_name(i), schema)
             advance(len(df))
             if on_chunk is not None:
@@ -369,13 +356,13 @@ def _prepare_parts(parts: Path, plan: dict[str, Any], table: pd.DataFrame, resum
 
 
 def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bundle_path: str, digest: str,
-                jobs: int, batch_size: int, backend: str, scheduler: str | None, in_process: bool = False
-                ) -> Iterator[tuple[int, pd.DataFrame, float]]:
+                jobs: int, batch_size: int, backend: str, scheduler: str | None, in_process: bool = False,
+                trust_pickle: bool = False) -> Iterator[tuple[int, pd.DataFrame, float]]:
     if not todo:
         return
     if in_process:
         for i in todo:
-            yield score_chunk(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS)
+            yield score_chunk(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS, None, trust_pickle)
         return
     from joblib import Parallel, delayed, parallel_config
 
@@ -391,11 +378,12 @@ def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bund
         with client:
             if jobs == 1:  # joblib would run n_jobs=1 in this process, not on the cluster
                 yield from _one_at_a_time(lambda *a: client.submit(*a, pure=False), todo, chunk_rows, bundle_path,
-                                          digest, batch_size, None, window=1)
+                                          digest, batch_size, None, window=1, trust_pickle=trust_pickle)
                 return
             with parallel_config(backend="dask"):
                 yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
-                    delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS)
+                    delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS, None,
+                                         trust_pickle)
                     for i in todo)
         return
     n_jobs = (os.cpu_count() or 1) if jobs < 1 else jobs
@@ -407,19 +395,20 @@ def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bund
         executor = ProcessPoolExecutor(max_workers=1, env=env)
         try:
             yield from _one_at_a_time(executor.submit, todo, chunk_rows, bundle_path, digest, batch_size,
-                                      os.getpid())
+                                      os.getpid(), trust_pickle=trust_pickle)
         finally:
             executor.shutdown(wait=False, kill_workers=True)
         return
     with parallel_config(backend="loky", inner_max_num_threads=SCORING_THREADS):
         yield from Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS, os.getpid())
+            delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS, os.getpid(),
+                                 trust_pickle)
             for i in todo)
 
 
 def _one_at_a_time(submit: Callable[..., Any], todo: list[int], chunk_rows: Callable[[int], pd.DataFrame],
                    bundle_path: str, digest: str, batch_size: int, parent_pid: int | None,
-                   window: int = 2) -> Iterator[tuple[int, pd.DataFrame, float]]:
+                   window: int = 2, trust_pickle: bool = False) -> Iterator[tuple[int, pd.DataFrame, float]]:
     """Score the chunks through ``submit`` (a loky executor's or a Dask client's) with at most
     ``window`` of them submitted at a time (a one-worker pool queues the second one)."""
     from collections import deque
@@ -428,7 +417,7 @@ def _one_at_a_time(submit: Callable[..., Any], todo: list[int], chunk_rows: Call
     try:
         for i in todo:
             pending.append(submit(score_chunk, bundle_path, digest, i, chunk_rows(i), batch_size,
-                                  SCORING_THREADS, parent_pid))
+                                  SCORING_THREADS, parent_pid, trust_pickle))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:

@@ -30,7 +30,8 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
 
     STUDY is a registry name, FILE.toml or FILE.toml:NAME. The bundle holds manifest.json
     (versions, plugins and params, feature schema, classes, training-data fingerprint, CV metrics,
-    seed, sha256 of every artifact) and the artifacts (.keras, joblib, XGBoost JSON).
+    seed, sha256 of every artifact) and the artifacts: the object graph (skops), networks as ONNX
+    (plus .keras for retraining), XGBoost JSON; nothing executable.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ..bundle import load_bundle, train_bundle
@@ -66,9 +67,11 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
 @click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky", show_default=True)
 @click.option("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://10.0.0.5:8786.")
 @click.option("--keep-parts", is_flag=True, help="Keep OUT.parts/ (the chunk files) after assembling OUT.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Also load a format-1 bundle (pickles run code when loaded): only one you made yourself.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batch_size: int, resume: bool,
-          backend: str, scheduler: str | None, keep_parts: bool, quiet: bool) -> None:
+          backend: str, scheduler: str | None, keep_parts: bool, trust_pickle: bool, quiet: bool) -> None:
     """Score INPUT with BUNDLE into --out: one row per input with path, label, proba.<class>, error.
 
     INPUT is a folder (image files, recursive), a glob ('imgs/**/*.jpg', quoted) or a CSV manifest
@@ -77,7 +80,8 @@ def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batc
     the exit code is 1 only if nothing could be scored. Chunks are written atomically to
     OUT.parts/, so a killed run continues with --resume without losing or repeating rows.
 
-    Only score with bundles from a trusted source: joblib/pickle artifacts execute code on load.
+    A bundle is data (format 2: skops object graph with an allow-list of types, ONNX networks,
+    XGBoost JSON): a crafted bundle is refused, not run. Scoring never imports TensorFlow.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ..errors import MedfuseError
@@ -86,7 +90,7 @@ def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batc
     try:
         summary = run_score(bundle, inputs, out, jobs=jobs, chunk_size=chunk_size, batch_size=batch_size,
                             resume=resume, backend=backend, scheduler=scheduler, progress=not quiet,
-                            keep_parts=keep_parts)
+                            keep_parts=keep_parts, trust_pickle=trust_pickle)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(summary.describe(), err=summary.n_failed > 0 and summary.n_scored == 0)
