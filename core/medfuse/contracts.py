@@ -268,6 +268,32 @@ class Selector(Plugin):
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return np.asarray([f"{self.block}.{c}" for c in self.selected_], dtype=object)
 
+    # pandas objects are not plain data for a bundle's skops file: fitted Series attributes
+    # (``scores_``, medians, ...) travel as {index, values} and come back as Series
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: _SeriesState.of(v) if isinstance(v, pd.Series) else v for k, v in self.__dict__.items()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({k: _SeriesState.back(v) if _SeriesState.holds(v) else v for k, v in state.items()})
+
+
+class _SeriesState:
+    """A pandas Series as plain data: ``{"__series__": name, "index": [...], "values": ndarray}``."""
+
+    @staticmethod
+    def of(series: pd.Series) -> dict[str, Any]:
+        return {"__series__": None if series.name is None else str(series.name),
+                "index": [i.item() if isinstance(i, np.generic) else i for i in series.index],
+                "values": series.to_numpy()}
+
+    @staticmethod
+    def holds(value: Any) -> bool:
+        return isinstance(value, dict) and "__series__" in value and set(value) == {"__series__", "index", "values"}
+
+    @staticmethod
+    def back(state: dict[str, Any]) -> pd.Series:
+        return pd.Series(state["values"], index=list(state["index"]), name=state["__series__"])
+
 
 class Classifier(ClassifierMixin, Plugin):
     """Classifier over a feature matrix (``input = "features"``) or over images.

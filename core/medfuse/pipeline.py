@@ -793,8 +793,13 @@ class FittedPipeline:
         for slot, plugin in self._components():
             files += plugin.save_artifacts(directory / ARTIFACTS / slot)
         path = directory / GRAPH
-        with saving_state_separately():
-            sio.dump(self, path)
+        try:
+            with saving_state_separately():
+                sio.dump(self, path)
+        except (TypeError, sio.exceptions.UnsupportedTypeException) as exc:
+            raise MedfuseError(f"{path}: a fitted attribute is not plain data that skops can write ({exc}); "
+                               "a plugin holding other objects writes them in save_artifacts and leaves them "
+                               "out of __getstate__ (see medfuse.contracts.Plugin.save_artifacts)") from exc
         return [path, *files]
 
     @classmethod

@@ -16,7 +16,7 @@ and ``scores_`` (a Series) the scores of every candidate column.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -98,25 +98,6 @@ class _BaseSelector(Selector):
         else:
             filled = F.fillna(self.medians_)
         return pd.concat([filled, pd.DataFrame(flags, index=F.index)], axis=1) if flags else filled
-
-    # ---- persistence: pandas Series as plain data (a bundle's skops file holds no pandas) --
-    _SERIES: ClassVar[tuple[str, ...]] = ("medians_", "center_", "spread_", "scores_")
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        for key in self._SERIES:
-            if isinstance(state.get(key), pd.Series):
-                s = state[key]
-                state[key] = {"index": [str(i) for i in s.index], "values": s.to_numpy(dtype=np.float64)}
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        for key in self._SERIES:
-            if isinstance(state.get(key), dict):
-                state[key] = pd.Series(np.asarray(state[key]["values"], dtype=np.float64),
-                                       index=list(state[key]["index"]))
-        self.__dict__.update(state)
 
     # ---- selection -----------------------------------------------------------------------
     def _score(self, Z: pd.DataFrame, y: np.ndarray) -> pd.Series:
