@@ -9,7 +9,6 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
-import joblib
 import medfuse
 import numpy as np
 import pytest
@@ -30,15 +29,17 @@ from PIL import Image
 class FakePipeline:
     """A tiny stand-in FittedPipeline: P(light) = mean brightness; optional delay per image.
 
-    ``tf_probe``: the bundle also holds a (dummy) ``.keras`` artifact, so scoring pins
-    TensorFlow's thread pools for it, and P(light) = brightness / (1 + intra-op threads +
-    inter-op threads) as TensorFlow reports them in the scoring process (0 = TF's default).
+    Its state is JSON; bundles name it as their pipeline class, which conftest.py allows through
+    ``MEDFUSE_TRUSTED_PIPELINE_CLASSES``. ``threads_probe``: P(light) = brightness / (1 + 2 x the
+    onnxruntime threads the bundle was loaded with) (0 = onnxruntime's default).
     """
 
-    def __init__(self, delay: float = 0.0, plugins: list[dict] | None = None, tf_probe: bool = False):
+    def __init__(self, delay: float = 0.0, plugins: list[dict] | None = None, threads_probe: bool = False,
+                 threads: int | None = None):
         self.delay = delay
         self.plugins = plugins or []
-        self.tf_probe = tf_probe
+        self.threads_probe = threads_probe
+        self.threads = threads
         self.classes_ = np.asarray(["dark", "light"], dtype=object)
         self.feature_names_ = ["colour.mean"]
         self.calls: list[int] = []
@@ -51,8 +52,8 @@ class FakePipeline:
                 raise InvalidInputError(f"image of shape {im.shape} is too small")
             time.sleep(self.delay)
             m = float(im.mean()) / 255.0
-            if self.tf_probe:
-                m /= 1 + sum(tf_threads())
+            if self.threads_probe:
+                m /= 1 + 2 * (self.threads or 0)
             out.append([1.0 - m, m])
         return np.asarray(out)
 
@@ -60,26 +61,17 @@ class FakePipeline:
         return {"classifier": {"params": {"delay": self.delay}}, "plugins": self.plugins}
 
     def save(self, directory: Path) -> list[Path]:
-        f = Path(directory) / "fake.joblib"
-        joblib.dump({"delay": self.delay, "plugins": self.plugins, "tf_probe": self.tf_probe}, f)
-        j = Path(directory) / "fake.json"
-        j.write_text(json.dumps({"classes": list(self.classes_)}))
-        if self.tf_probe:
-            (Path(directory) / "probe.keras").write_bytes(b"not a model; marks the bundle as using TensorFlow")
-        return [f, j]
+        f = Path(directory) / "fake.json"
+        f.write_text(json.dumps({"delay": self.delay, "plugins": self.plugins, "threads_probe": self.threads_probe,
+                                 "classes": list(self.classes_)}))
+        return [f]
 
     @classmethod
-    def load(cls, directory: Path) -> FakePipeline:
-        state = joblib.load(Path(directory) / "fake.joblib")
-        return cls(state["delay"], state["plugins"], state.get("tf_probe", False))
+    def load(cls, directory: Path, host=None) -> FakePipeline:
+        from medfuse import onnxrt
 
-
-def tf_threads() -> tuple[int, int]:
-    """TensorFlow's (intra-op, inter-op) thread settings in this process (0 = TF's default)."""
-    import tensorflow as tf
-
-    return (tf.config.threading.get_intra_op_parallelism_threads(),
-            tf.config.threading.get_inter_op_parallelism_threads())
+        state = json.loads((Path(directory) / "fake.json").read_text())
+        return cls(state["delay"], state["plugins"], state["threads_probe"], onnxrt._THREADS)
 
 
 def fake_host(**versions: str) -> SimpleNamespace:
@@ -91,9 +83,10 @@ def fake_host(**versions: str) -> SimpleNamespace:
 FAKE = [{"name": "fake", "version": "1.0.0", "params": {"delay": 0.0}}]
 
 
-def make_bundle(path: Path, delay: float = 0.0, plugins: list[dict] | None = None, tf_probe: bool = False) -> Path:
+def make_bundle(path: Path, delay: float = 0.0, plugins: list[dict] | None = None,
+                threads_probe: bool = False) -> Path:
     """A bundle of :class:`FakePipeline`; ``plugins`` (e.g. :data:`FAKE`) go into its spec."""
-    return write_bundle(FakePipeline(delay, plugins, tf_probe), path, host=fake_host(fake="1.0.0"),
+    return write_bundle(FakePipeline(delay, plugins, threads_probe), path, host=fake_host(fake="1.0.0"),
                         manifest={"seed": 3, "training_data": {"fingerprint": "x"}})
 
 
@@ -117,7 +110,7 @@ def test_roundtrip_manifest_and_predict(tmp_path):
     manifest, digest = read_manifest(b)
     assert manifest["classes"] == ["dark", "light"]
     assert manifest["seed"] == 3
-    assert set(manifest["artifacts"]) == {"pipeline/fake.joblib", "pipeline/fake.json"}
+    assert set(manifest["artifacts"]) == {"pipeline/fake.json"}
     assert manifest["plugins"] == [{"name": "fake", "version": "1.0.0", "params": {"delay": 0.0},
                                     "kind": "classifier", "package": "medfuse"}]
     assert manifest["libraries"]["numpy"] == np.__version__
@@ -160,12 +153,12 @@ def test_checksum_mismatch_names_the_file(tmp_path):
 
 def test_missing_and_unlisted_artifacts_are_refused(tmp_path):
     b = make_bundle(tmp_path / "b")
-    (b / "pipeline" / "extra.joblib").write_bytes(b"x")
-    with pytest.raises(BundleError, match=r"pipeline/extra\.joblib is not listed"):
+    (b / "pipeline" / "extra.json").write_bytes(b"x")
+    with pytest.raises(BundleError, match=r"pipeline/extra\.json is not listed"):
         load(b)
-    (b / "pipeline" / "extra.joblib").unlink()
-    (b / "pipeline" / "fake.joblib").unlink()
-    with pytest.raises(BundleError, match=r"artifact pipeline/fake\.joblib .* is missing"):
+    (b / "pipeline" / "extra.json").unlink()
+    (b / "pipeline" / "fake.json").unlink()
+    with pytest.raises(BundleError, match=r"artifact pipeline/fake\.json .* is missing"):
         load(b)
 
 
@@ -276,7 +269,8 @@ def test_train_real_pipeline_then_score_matches_training_predictions(tmp_path):
     assert m["feature_schema"] and all(f.split(".")[0] in ("morphology", "colour") for f in m["feature_schema"])
     assert m["training_data"]["n_samples"] == 18 and len(m["training_data"]["fingerprint"]) == 40
     assert set(m["cv_metrics"]["metrics"]) >= {"accuracy", "f1_macro"} and m["cv_metrics"]["folds"] == 2
-    assert "pipeline/pipeline.joblib" in m["artifacts"]
+    assert "pipeline/pipeline.skops" in m["artifacts"] and m["format_version"] == 2
+    assert not [a for a in m["artifacts"] if a.endswith((".joblib", ".pkl", ".pickle"))]
     assert m["libraries"]["scikit-learn"] and m["python"]
     paths = sorted((tmp_path / "data" / "images").rglob("*.png"))
     scored = bundle.predict(paths)

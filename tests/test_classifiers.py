@@ -88,7 +88,7 @@ def test_branch_mlp_blocks_keras_file_and_pickle(tmp_path):
     proba = clf.predict_proba(blocks)
     assert proba.shape == (120, 3) and np.mean(clf.classes_[proba.argmax(1)] == y) > 0.8
     files = clf.save_artifacts(tmp_path)
-    assert [f.name for f in files] == ["branch_mlp.keras"]
+    assert [f.name for f in files] == ["branch_mlp.keras", "branch_mlp.probs.onnx"]
     again = pickle.loads(pickle.dumps(clf))
     assert np.allclose(again.predict_proba(blocks), proba, atol=1e-6)
     again.model_ = None

@@ -84,17 +84,22 @@ def test_keras_and_pickle_round_trips_give_identical_predictions(cells, tmp_path
     assert set(clf.predict(P)) <= {"large", "small"}
 
     files = clf.save_artifacts(tmp_path)
-    assert [f.name for f in files] == ["cnn_classifier.keras"]
+    assert [f.name for f in files] == ["cnn_classifier.keras", "cnn_classifier.probs.onnx"]
     assert not list(tmp_path.glob("*.h5"))
     state = clf.__getstate__()
     assert isinstance(state["model_"], bytes) and state["model_"][:2] == b"PK"  # .keras zip, not HDF5
-    state.pop("model_")
+    from medfuse.contracts import saving_state_separately
+
+    with saving_state_separately():  # a bundle's object graph: no network in it
+        state = clf.__getstate__()
+    assert "model_" not in state and "onnx_" not in state
     bare = CNNClassifier(**FAST)
     bare.__dict__.update(state)
     with pytest.raises(MedfuseError, match="load_artifacts"):
         bare.predict_proba(P)
-    bare.load_artifacts(tmp_path)
-    np.testing.assert_array_equal(bare.predict_proba(P), proba)
+    bare.load_artifacts(tmp_path)  # the ONNX network only, run by onnxruntime
+    assert getattr(bare, "model_", None) is None and set(bare.onnx_) == {"probs"}
+    np.testing.assert_allclose(bare.predict_proba(P), proba, atol=1e-5)
 
     again = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(again.predict_proba(P), proba)
@@ -105,8 +110,9 @@ def test_embedding_bundle_round_trip(embedding, tmp_path):
     ex.save_artifacts(tmp_path)
     fresh = pickle.loads(pickle.dumps(ex))
     fresh.model_ = None
-    fresh.load_artifacts(tmp_path)
-    np.testing.assert_array_equal(fresh.transform(P), E)
+    fresh.load_artifacts(tmp_path)  # the embedding sub-network as ONNX
+    assert {f.name for f in tmp_path.iterdir()} == {"cnn_embedding.keras", "cnn_embedding.embedding.onnx"}
+    np.testing.assert_allclose(fresh.transform(P), E, atol=1e-4)
 
 
 def test_errors_are_clear(cells):
@@ -139,7 +145,9 @@ def test_backbone_fine_tuned(cells, tmp_path):
     G = ft.fit(P, y).transform(P)
     assert G.shape == (16, ft.n_features_) and list(ft.classes_) == ["large", "small"]
     ft.save_artifacts(tmp_path)
-    assert (tmp_path / "backbone.keras").is_file()
+    assert (tmp_path / "backbone.keras").is_file() and (tmp_path / "backbone.features.onnx").is_file()
+    ft.load_artifacts(tmp_path)
+    np.testing.assert_allclose(ft.transform(P), G, atol=1e-4)
 
 
 def test_backbone_weights_errors(tmp_path):

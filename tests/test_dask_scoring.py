@@ -47,15 +47,12 @@ def test_dask_equals_local(cluster, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "local.parquet"), pd.read_parquet(tmp_path / "dask1.parquet"))
 
 
-def test_dask_worker_processes_run_tensorflow_like_local_jobs(tmp_path):
-    """Dask worker processes pin TensorFlow's pools like loky workers and ``jobs=1`` do, so a
-    bundle whose output depends on those settings scores identically everywhere.
+def test_dask_worker_processes_run_onnxruntime_like_local_jobs(tmp_path):
+    """Dask worker processes load bundles with the same onnxruntime threads as loky workers and
+    ``jobs=1`` do, so a bundle whose output depends on that setting scores identically everywhere.
 
-    Runs in a fresh interpreter, as ``medfuse score`` does: when the calling process has already
-    initialised TensorFlow (an earlier test here), the Dask workers it starts were seen to run
-    unpinned (a BundleWarning says so); see the note in ``core/medfuse/scoring.py``.
+    Runs in a fresh interpreter, as ``medfuse score`` does.
     """
-    pytest.importorskip("tensorflow")
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(f"""
         import sys
@@ -68,7 +65,7 @@ def test_dask_worker_processes_run_tensorflow_like_local_jobs(tmp_path):
         if __name__ == "__main__":
             tmp = Path({str(tmp_path)!r})
             write_images(tmp / "imgs", n=6)
-            b = make_bundle(tmp / "bundle", tf_probe=True)
+            b = make_bundle(tmp / "bundle", threads_probe=True)
             score(b, tmp / "imgs", tmp / "local.parquet", chunk_size=2, progress=False, jobs=1)
             with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, protocol="tcp",
                                           host="127.0.0.1", dashboard_address=":0") as procs:

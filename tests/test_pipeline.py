@@ -375,7 +375,7 @@ def test_predict_proba_images_matches_prepared_path_and_save_load(fusion_data, t
 
     files = fitted.save(tmp_path / "model")
     assert any(f.name == "xgboost.json" for f in files)
-    loaded = FittedPipeline.load(tmp_path / "model")
+    loaded = FittedPipeline.load(tmp_path / "model", host=HOST)  # trusts HOST's plugin classes
     assert np.allclose(loaded.predict_proba(prepared, te), expected, atol=1e-6)
     spec = loaded.spec()
     assert spec["classifier"]["name"] == "xgboost" and spec["transforms"][0]["name"] == "tiny_invert"

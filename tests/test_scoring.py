@@ -74,13 +74,12 @@ def test_parallel_equals_serial(images, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet"))
 
 
-def test_jobs_1_and_2_run_tensorflow_with_the_same_threads(images, tmp_path):
-    """TensorFlow's reductions differ in the last bits with the thread count, so every scoring
-    mode pins the same pools; the probe bundle's probabilities encode the settings it saw."""
-    pytest.importorskip("tensorflow")
+def test_jobs_1_and_2_run_onnxruntime_with_the_same_threads(images, tmp_path):
+    """Every scoring mode loads the bundle with SCORING_THREADS onnxruntime threads; the probe
+    bundle's probabilities encode the thread setting it was loaded with."""
     from medfuse.scoring import SCORING_THREADS
 
-    b = make_bundle(tmp_path / "bundle", tf_probe=True)
+    b = make_bundle(tmp_path / "bundle", threads_probe=True)
     score(b, images, tmp_path / "one.parquet", jobs=1, chunk_size=3, progress=False)
     score(b, images, tmp_path / "two.parquet", jobs=2, chunk_size=3, progress=False)
     one, two = pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet")
@@ -89,30 +88,6 @@ def test_jobs_1_and_2_run_tensorflow_with_the_same_threads(images, tmp_path):
     assert plain.n_scored == 13
     expected = pd.read_parquet(tmp_path / "plain.parquet")["proba.light"] / (1 + 2 * SCORING_THREADS)
     np.testing.assert_array_equal(one["proba.light"].to_numpy(), expected.to_numpy())
-
-
-def test_jobs_1_scores_in_a_worker_when_tensorflow_cannot_be_pinned_here(images, tmp_path, monkeypatch):
-    """TensorFlow already initialised in the calling process with other pools: --jobs 1 then runs
-    its chunks in one worker process (pinned there), and still equals --jobs 2."""
-    pytest.importorskip("tensorflow")
-    import medfuse.bundle
-    import medfuse.scoring
-
-    b = make_bundle(tmp_path / "bundle", tf_probe=True)
-    score(b, images, tmp_path / "two.parquet", jobs=2, chunk_size=3, progress=False)
-    monkeypatch.setattr(medfuse.bundle, "pin_tf_threads", lambda threads: False)
-    here: list[int] = []
-    real = medfuse.scoring.score_chunk
-
-    def spy(*args, **kwargs):
-        here.append(os.getpid())  # a worker appends to its own copy of the list
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(medfuse.scoring, "score_chunk", spy)
-    score(b, images, tmp_path / "one.parquet", jobs=1, chunk_size=3, progress=False)
-    assert here == []  # no chunk was scored in this process
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet"),
-                                  check_exact=True)
 
 
 def test_resume_after_interruption(images, tmp_path):

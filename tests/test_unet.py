@@ -55,11 +55,15 @@ def test_reloaded_unet_gives_identical_masks(trained, tmp_path):
     im, _ = smear(12)
     ref = trained.predict_mask(im)
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(trained)).predict_mask(im), ref)
-    assert [p.name for p in trained.save_artifacts(tmp_path)] == ["unet.keras"]
+    assert [p.name for p in trained.save_artifacts(tmp_path)] == ["unet.keras", "unet.probs.onnx"]
     fresh = UNetMask(**FAST)
     fresh.__dict__.update({k: v for k, v in trained.__getstate__().items() if k != "model_"})
-    fresh.load_artifacts(tmp_path)
+    fresh.load_artifacts(tmp_path)  # ONNX under onnxruntime; masks are argmaxes, so exact
+    assert set(fresh.onnx_) == {"probs"}
     np.testing.assert_array_equal(fresh.predict_mask(im), ref)
+    fresh.tta = trained.tta = True
+    np.testing.assert_array_equal(fresh.predict_mask(im), trained.predict_mask(im))
+    trained.tta = False
 
 
 def test_unet_same_seed_same_masks(trained):

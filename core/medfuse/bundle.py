@@ -1,21 +1,32 @@
 """Trained bundles: a fitted pipeline on disk with a manifest that makes it checkable.
 
-A bundle is a folder::
+A bundle (format 2) is a folder of data, with nothing executable in it::
 
     bundle/
-      manifest.json        # versions, plugins (name, version, params), feature schema, classes,
-                           # training-data fingerprint, CV metrics, seed, sha256 of every artifact
-      MODEL_CARD.md        # the manifest for people (medfuse.modelcard); not a checksummed artifact
-      pipeline/...         # FittedPipeline.save(): joblib files (scikit-learn, XGBoost),
-                           # XGBoost JSON, .keras models
+      manifest.json            # versions, plugins (name, version, params), feature schema, classes,
+                               # training-data fingerprint, CV metrics, seed, sha256 of every artifact
+      MODEL_CARD.md            # the manifest for people (medfuse.modelcard); not a checksummed artifact
+      pipeline/pipeline.skops  # the fitted object graph (skops: types named, no pickle)
+      pipeline/artifacts/<slot>/...
+                               # native files: networks as ONNX (run by onnxruntime) beside their
+                               # .keras file (for retraining/inspection; never loaded by scoring),
+                               # XGBoost boosters as XGBoost JSON
 
-:func:`load_bundle` refuses (:class:`~medfuse.errors.BundleError`) a bundle whose manifest is
-missing or malformed, whose artifact checksums do not match, that holds files the manifest does
-not list, or that needs a plugin which is not installed or whose major version differs.
+Trust model. A bundle may come from anyone; loading it must not run its author's code.
+:func:`load_bundle` therefore refuses (:class:`~medfuse.errors.BundleError`), before loading
+anything: a missing or malformed manifest; a manifest path (``pipeline_dir``, artifacts) that is
+absolute or leaves the bundle folder; a ``pipeline_class`` other than
+``medfuse.pipeline:FittedPipeline`` (checked as text, never imported; :data:`PIPELINE_CLASSES`);
+any pickle/joblib file (``.pkl``, ``.pickle``, ``.joblib``); a checksum mismatch or a file the
+manifest does not list; a missing plugin or one of another major version. The object graph then
+loads with an explicit allow-list of types (:mod:`medfuse.trust`: numpy, scipy, scikit-learn,
+medfuse's own classes and the classes of the plugins installed here); any other type is refused by
+name. Networks load as ONNX, so scoring never imports TensorFlow or Keras. What is trusted is the
+code installed on this machine (medfuse and its plugins), not the bundle.
 
-.. warning::
-   joblib/pickle artifacts execute code when loaded. Load only bundles from a trusted source;
-   the checksums detect corruption and accidental edits, not a malicious author.
+Format-1 bundles (joblib pickles) are refused with the command that retrains them; they load
+only with ``trust_pickle=True`` (``medfuse score --trust-pickle``), which runs pickle: use it only
+for bundles you made yourself.
 
 Python API, mirroring ``medfuse score``::
 
@@ -54,11 +65,17 @@ from .modelcard import MODEL_CARD, render_model_card
 
 MANIFEST = "manifest.json"
 FORMAT = "medfuse-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PIPELINE_DIR = "pipeline"
 LIBRARIES = ("numpy", "scipy", "pandas", "scikit-learn", "scikit-image", "xgboost", "keras",
-             "tensorflow", "tensorflow-cpu", "joblib", "pillow", "simplejpeg", "pyarrow")
-
+             "tensorflow", "tensorflow-cpu", "joblib", "pillow", "simplejpeg", "pyarrow", "skops",
+             "onnx", "onnxruntime", "tf2onnx")
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+# 'module:Class' names a bundle's manifest may give as its pipeline_class (compared as text, never
+# imported otherwise). MEDFUSE_TRUSTED_PIPELINE_CLASSES (comma-separated) adds names: the
+# environment is the operator's, not the bundle author's (the test suite uses it for a stand-in).
+PIPELINE_CLASSES = ("medfuse.pipeline:FittedPipeline",)
+PIPELINE_CLASSES_ENV = "MEDFUSE_TRUSTED_PIPELINE_CLASSES"
 
 
 class BundleWarning(UserWarning):
@@ -262,13 +279,20 @@ def validate_manifest(data: Any, where: str) -> dict[str, Any]:
         if not (isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("version"), str)):
             raise BundleError(f"{where}: malformed manifest: plugins[{i}] needs string 'name' and 'version', "
                               f"got {p!r:.80}")
+    _check_relative(data["pipeline_dir"], "pipeline_dir", where)
     for rel, digest in data["artifacts"].items():
-        parts = Path(rel).parts
-        if Path(rel).is_absolute() or ".." in parts or not parts:
-            raise BundleError(f"{where}: malformed manifest: artifact path {rel!r} leaves the bundle")
+        _check_relative(rel, "artifact path", where)
         if not (isinstance(digest, str) and len(digest) == 64):
             raise BundleError(f"{where}: malformed manifest: artifact {rel!r} has no sha256 digest")
     return data
+
+
+def _check_relative(rel: str, what: str, where: str) -> None:
+    """``rel`` is a plain relative path that stays inside the bundle folder."""
+    p = Path(rel)
+    if p.is_absolute() or p.drive or ".." in p.parts or not p.parts or "\\" in rel or "\0" in rel:
+        raise BundleError(f"{where}: malformed manifest: {what} {rel!r} leaves the bundle (it must be a "
+                          "relative path inside the bundle folder); refusing to load")
 
 
 def read_manifest(path: str | Path) -> tuple[dict[str, Any], str]:
@@ -291,6 +315,10 @@ def read_manifest(path: str | Path) -> tuple[dict[str, Any], str]:
 
 def verify_artifacts(path: Path, manifest: dict[str, Any]) -> None:
     """Every listed artifact exists with its sha256; no unlisted file in the artifact folder."""
+    root = path.resolve()
+    for rel in [manifest["pipeline_dir"], *manifest["artifacts"]]:
+        if not (path / rel).resolve().is_relative_to(root):
+            raise BundleError(f"{path}: {rel} leads outside the bundle folder (a link?); refusing to load")
     for rel, digest in manifest["artifacts"].items():
         f = path / rel
         if not f.is_file():
@@ -385,7 +413,50 @@ def check_versions(manifest: dict[str, Any]) -> list[str]:
     return notes
 
 
+def check_no_pickle(path: Path) -> None:
+    """Refuse a bundle holding any pickle/joblib file (format 2 never writes one)."""
+    found = sorted(f.relative_to(path).as_posix() for f in path.rglob("*")
+                   if f.suffix.lower() in PICKLE_SUFFIXES)
+    if found:
+        raise BundleError(f"{path}: holds pickle/joblib file(s) {', '.join(found[:5])}; loading pickle runs "
+                          "code, and a format-2 bundle never contains any: refusing to load")
+
+
+def pipeline_classes() -> set[str]:
+    """The ``pipeline_class`` names a bundle may give (:data:`PIPELINE_CLASSES` and the environment's)."""
+    extra = os.environ.get(PIPELINE_CLASSES_ENV, "")
+    return {*PIPELINE_CLASSES, *(c.strip() for c in extra.split(",") if c.strip())}
+
+
+def check_pipeline_class(manifest: dict[str, Any], where: str) -> None:
+    """Refuse a ``pipeline_class`` that is not allowed, without importing it."""
+    target = manifest["pipeline_class"]
+    if target not in pipeline_classes():
+        raise BundleError(f"{where}: pipeline_class {target!r} is not a medfuse pipeline class "
+                          f"(allowed: {', '.join(sorted(pipeline_classes()))}); refusing to load (nothing "
+                          "was imported)")
+
+
+def retrain_hint(manifest: dict[str, Any]) -> str:
+    """The ``medfuse train`` command that rebuilds this bundle, from the manifest's study info."""
+    study = manifest.get("study") if isinstance(manifest.get("study"), dict) else {}
+    source, name = study.get("source"), study.get("name")
+    target = (f"{source}:{name}" if source and str(source).endswith(".toml") and name else name) or "STUDY"
+    return f"medfuse train {target} --pipeline {study.get('pipeline') or 'PIPELINE'} --out NEW_BUNDLE"
+
+
+def check_format(manifest: dict[str, Any], where: str, trust_pickle: bool) -> None:
+    """Format 1 (pickles) only with ``trust_pickle``; else say how to retrain."""
+    if manifest["format_version"] < FORMAT_VERSION and not trust_pickle:
+        raise BundleError(
+            f"{where}: bundle format {manifest['format_version']} stores the pipeline as pickle, which runs "
+            f"code when loaded; this medfuse loads format {FORMAT_VERSION} (no executable content). Retrain "
+            f"it: `{retrain_hint(manifest)}`; or, only for a bundle you made yourself, load it with "
+            f"trust_pickle=True (medfuse score --trust-pickle)")
+
+
 def _import_class(target: str, where: str) -> type:
+    check_pipeline_class({"pipeline_class": target}, where)
     module_name, _, qual = target.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
@@ -396,46 +467,63 @@ def _import_class(target: str, where: str) -> type:
     return obj
 
 
-def verify_bundle(path: str | Path, host: Any = None, check_plugins: bool = True) -> tuple[Path, dict[str, Any], str]:
-    """Every check of :func:`load_bundle` without loading the artifacts (no unpickling).
+def verify_bundle(path: str | Path, host: Any = None, check_plugins: bool = True, *,
+                  trust_pickle: bool = False) -> tuple[Path, dict[str, Any], str]:
+    """Every check of :func:`load_bundle` without loading anything.
 
     Returns the resolved folder, the manifest and the manifest's sha256.
     """
     path = Path(path).resolve()
     manifest, digest = read_manifest(path)
+    where = str(path)
+    check_format(manifest, where, trust_pickle)
+    check_pipeline_class(manifest, where)
     verify_artifacts(path, manifest)
     for note in check_versions(manifest):
         warnings.warn(f"{path}: {note}", BundleWarning, stacklevel=2)
+    if manifest["format_version"] >= 2:
+        check_no_pickle(path)
     if check_plugins and manifest["plugins"]:
-        if host is None:
-            from .host import get_host
-
-            host = get_host()
-        for note in check_bundle_plugins(manifest, host, str(path)):
+        for note in check_bundle_plugins(manifest, _host(host), where):
             warnings.warn(f"{path}: {note}", BundleWarning, stacklevel=2)
     return path, manifest, digest
 
 
+def _host(host: Any) -> Any:
+    if host is None:
+        from .host import get_host
+
+        host = get_host()
+    return host
+
+
 def load_bundle(path: str | Path, host: Any = None, check_plugins: bool = True, *,
-                threads: int | None = None) -> Bundle:
-    """Load and verify the bundle folder ``path``; only load bundles from a trusted source.
+                threads: int | None = None, trust_pickle: bool = False) -> Bundle:
+    """Load and verify the bundle folder ``path`` (see the trust model in this module's docstring).
 
-    ``threads`` pins TensorFlow's intra- and inter-op pools to that many threads before the
-    Keras models load (default: TensorFlow's own); see :func:`pin_tf_threads`.
+    ``threads``: intra- and inter-op threads of the bundle's onnxruntime sessions (default:
+    onnxruntime's own). ``trust_pickle``: also load format-1 bundles, whose pickles run code on
+    load; only for bundles you made yourself.
 
-    Raises :class:`BundleError` for a missing/malformed manifest, a checksum mismatch (naming the
-    file), an unlisted artifact, a missing plugin, or a plugin of another major version.
+    Raises :class:`BundleError` for a missing/malformed manifest, a path leaving the bundle, a
+    pipeline class that is not medfuse's, a pickle file, a checksum mismatch (naming the file), an
+    unlisted artifact, a missing plugin, a plugin of another major version, or an untrusted type
+    in the object graph (naming it).
     """
-    path, manifest, digest = verify_bundle(path, host, check_plugins)
-    return load_verified(path, manifest, digest, threads=threads)
+    path, manifest, digest = verify_bundle(path, host, check_plugins, trust_pickle=trust_pickle)
+    return load_verified(path, manifest, digest, threads=threads, host=host)
 
 
-def load_verified(path: Path, manifest: dict[str, Any], digest: str, *, threads: int | None = None) -> Bundle:
+def load_verified(path: Path, manifest: dict[str, Any], digest: str, *, threads: int | None = None,
+                  host: Any = None) -> Bundle:
     """Load the artifacts of a bundle already checked by :func:`verify_bundle` (no second hashing)."""
-    tf_pinned = pin_tf_threads(threads) if threads and uses_tensorflow(manifest) else None
+    from .onnxrt import onnx_threads
+
     cls = _import_class(manifest["pipeline_class"], str(path))
+    folder = path / manifest["pipeline_dir"]
     try:
-        pipeline = cls.load(path / manifest["pipeline_dir"])
+        with onnx_threads(threads):
+            pipeline = cls.load_pickled(folder) if manifest["format_version"] < 2 else cls.load(folder, host=host)
     except MedfuseError:
         raise
     except Exception as exc:
@@ -445,40 +533,8 @@ def load_verified(path: Path, manifest: dict[str, Any], digest: str, *, threads:
         raise BundleError(f"{path}: the loaded pipeline's classes {classes} differ from the manifest's "
                           f"{manifest['classes']}")
     bundle = Bundle(path, manifest, pipeline, digest)
-    bundle.tf_threads_pinned = tf_pinned
+    bundle.threads = threads
     return bundle
-
-
-def uses_tensorflow(manifest: dict[str, Any]) -> bool:
-    """Whether the bundle holds Keras models (its predictions then run through TensorFlow)."""
-    return any(k.endswith(".keras") for k in manifest["artifacts"])
-
-
-def pin_tf_threads(threads: int) -> bool:
-    """Set TensorFlow's intra- and inter-op pools to ``threads`` before Keras models load.
-
-    Used by scoring workers so that N workers on N cores do not oversubscribe and, above all,
-    so that every scoring process runs TensorFlow with the same thread counts: TensorFlow's
-    reductions (oneDNN convolutions, matmuls) are not bit-identical across thread counts, so
-    equal settings are what make ``--jobs 1``, ``--jobs 2`` and Dask give identical
-    probabilities. Returns True when the pools are at ``threads`` afterwards (or TensorFlow is
-    not installed); False when TensorFlow was already initialised in this process with other
-    settings, which cannot be changed any more. The setting lasts for the whole process.
-    """
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return True  # loading will fail with its own message
-    threading = tf.config.threading
-    for get, put in ((threading.get_intra_op_parallelism_threads, threading.set_intra_op_parallelism_threads),
-                     (threading.get_inter_op_parallelism_threads, threading.set_inter_op_parallelism_threads)):
-        if get() == int(threads):
-            continue
-        try:
-            put(int(threads))
-        except (RuntimeError, ValueError):  # already initialised: the pools keep their sizes
-            return False
-    return True
 
 
 # ---- the bundle ---------------------------------------------------------------------------------
@@ -499,7 +555,7 @@ class Bundle:
         self.manifest = manifest
         self.pipeline = pipeline
         self.manifest_sha256 = manifest_sha256
-        self.tf_threads_pinned: bool | None = None  # see pin_tf_threads (None: not asked)
+        self.threads: int | None = None  # onnxruntime threads of its networks (None: onnxruntime's default)
 
     def __repr__(self) -> str:
         study = self.manifest.get("study", {}) or {}

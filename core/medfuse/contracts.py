@@ -22,10 +22,12 @@ Canonical data passed between plugins:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import inspect
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +41,24 @@ from .errors import InvalidInputError
 KINDS = ("transform", "extractor", "selector", "mask", "classifier", "loader")
 
 _MISSING = inspect.Parameter.empty
+_SEPARATE: contextvars.ContextVar[bool] = contextvars.ContextVar("medfuse_separate_artifacts", default=False)
+
+
+@contextlib.contextmanager
+def saving_state_separately() -> Iterator[None]:
+    """Inside this block (a bundle's skops dump), plugins' ``__getstate__`` leaves out what their
+    :meth:`Plugin.save_artifacts` writes natively (networks, boosters): a bundle's object graph
+    holds plain data only. Outside it, ``__getstate__`` keeps everything (pickle, joblib)."""
+    token = _SEPARATE.set(True)
+    try:
+        yield
+    finally:
+        _SEPARATE.reset(token)
+
+
+def state_saved_separately() -> bool:
+    """True inside :func:`saving_state_separately` (see there)."""
+    return _SEPARATE.get()
 
 
 @dataclass(frozen=True)
@@ -101,14 +121,17 @@ class Plugin(BaseEstimator):
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-    # Persistence: default is pickling by joblib; plugins holding Keras/XGBoost models override
-    # ``save_artifacts``/``load_artifacts`` to write native formats (``.keras``, XGBoost JSON).
+    # Persistence (bundle format 2): a plugin's fitted attributes go into the bundle's skops file,
+    # which may hold only builtins, numpy, scipy and scikit-learn types and registered plugin
+    # classes. Plugins holding anything else (Keras networks, XGBoost boosters) write it natively
+    # in ``save_artifacts`` (ONNX, XGBoost JSON), leave it out of ``__getstate__`` while
+    # :func:`state_saved_separately` is true, and read it back in ``load_artifacts``.
     def save_artifacts(self, directory: Path) -> list[Path]:
-        """Write non-picklable learned state into ``directory``; return the files written."""
+        """Write state that is not plain data (networks, boosters) into ``directory``; return the files."""
         return []
 
     def load_artifacts(self, directory: Path) -> None:
-        """Restore the state written by :meth:`save_artifacts`."""
+        """Restore the state written by :meth:`save_artifacts` (without importing TensorFlow)."""
 
 
 def check_image(image: Any, where: str = "image") -> np.ndarray:
@@ -244,6 +267,32 @@ class Selector(Plugin):
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         return np.asarray([f"{self.block}.{c}" for c in self.selected_], dtype=object)
+
+    # pandas objects are not plain data for a bundle's skops file: fitted Series attributes
+    # (``scores_``, medians, ...) travel as {index, values} and come back as Series
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: _SeriesState.of(v) if isinstance(v, pd.Series) else v for k, v in self.__dict__.items()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({k: _SeriesState.back(v) if _SeriesState.holds(v) else v for k, v in state.items()})
+
+
+class _SeriesState:
+    """A pandas Series as plain data: ``{"__series__": name, "index": [...], "values": ndarray}``."""
+
+    @staticmethod
+    def of(series: pd.Series) -> dict[str, Any]:
+        return {"__series__": None if series.name is None else str(series.name),
+                "index": [i.item() if isinstance(i, np.generic) else i for i in series.index],
+                "values": series.to_numpy()}
+
+    @staticmethod
+    def holds(value: Any) -> bool:
+        return isinstance(value, dict) and "__series__" in value and set(value) == {"__series__", "index", "values"}
+
+    @staticmethod
+    def back(state: dict[str, Any]) -> pd.Series:
+        return pd.Series(state["values"], index=list(state["index"]), name=state["__series__"])
 
 
 class Classifier(ClassifierMixin, Plugin):

@@ -1,4 +1,4 @@
-"""Keras helpers shared by the deep plugins: lazy import, seeding, ``.keras`` bytes, batching.
+"""Keras helpers shared by the deep plugins: lazy import, seeding, ``.keras`` bytes, ONNX export, batching.
 
 Nothing here imports TensorFlow at module import time: a classical-only run never loads it.
 Call :func:`keras` to get the ``keras`` module (TensorFlow backend, quiet logs).
@@ -149,16 +149,36 @@ def iter_batches(n: int, batch_size: int) -> Iterator[slice]:
 def batched_predict(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """``model(x, training=False)`` over batches; returns float32 numpy, shape ``(n, ...)``.
 
+    ``model`` is a Keras model or a :class:`medfuse.onnxrt.OnnxModel` (no TensorFlow then).
+
     Calling the model directly avoids ``Model.predict``'s per-call set-up, which dominates for
     small inputs; each batch is converted to float32 only when it is used.
     """
-    fn = _inference_fn(model)
+    from .onnxrt import OnnxModel
+
+    fn = model if isinstance(model, OnnxModel) else _inference_fn(model)
     if len(x) == 0:
         out_shape = model.output_shape[1:]
         return np.zeros((0, *out_shape), np.float32)
     outs = [np.asarray(fn(np.asarray(x[s], dtype=np.float32)), dtype=np.float32)
             for s in iter_batches(len(x), batch_size)]
     return np.concatenate(outs, axis=0)
+
+
+def export_onnx(model: Any, path: Path, example: np.ndarray | list[np.ndarray]) -> Path:
+    """Export ``model`` (inference graph) to the ONNX file ``path``, calling it once on ``example``
+    first (Keras needs built shapes); returns ``path``. Needs ``tf2onnx``."""
+    import warnings
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model(example, training=False)
+    with warnings.catch_warnings(), open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        warnings.simplefilter("ignore")
+        model.export(str(path), format="onnx", verbose=False)
+    if not path.is_file():
+        raise MedfuseError(f"{path}: ONNX export wrote no file")
+    return path
 
 
 def _inference_fn(model: Any) -> Any:

@@ -11,7 +11,8 @@ Two stages, so that every fitted statistic comes from the training fold only:
    fusion (early, intermediate, late) and the classifier; ensembles fit each member pipeline.
 
 A :class:`FittedPipeline` predicts probabilities for prepared rows or for raw decoded images,
-reports what each block kept, ranks features, and saves/loads itself. For scoring,
+reports what each block kept, ranks features, and saves/loads itself (skops object graph plus
+native files; nothing executable, see :mod:`medfuse.bundle`). For scoring,
 :meth:`FittedPipeline.score_images` gives per-row results: probabilities, an error for a row the
 model cannot answer (unreadable, no cell found, a block with no usable feature) and a warning
 for a row outside the training data (:mod:`medfuse.ood`).
@@ -45,6 +46,8 @@ _MASKED = "__mask_pixels__"  # slot of the number of mask pixels after the mask 
 _SPECIAL = (_ACQ, _MASKED)
 ACQ_FORMAT = 1  # bump when medfuse.ood.image_descriptor changes
 CHUNK = 32
+GRAPH = "pipeline.skops"  # a saved pipeline's object graph
+ARTIFACTS = "artifacts"  # its components' native files, one folder per slot
 CACHE_FORMAT = 1  # bump when the meaning of cached arrays changes inside medfuse itself
 
 
@@ -914,33 +917,56 @@ class FittedPipeline:
         return comps
 
     def save(self, directory: Path) -> list[Path]:
-        """Write ``pipeline.joblib`` plus native model files (``.keras``, XGBoost JSON) under
-        ``artifacts/``; return every file written."""
-        import joblib
+        """Write ``pipeline.skops`` (the object graph: plain data only) plus each component's native
+        files under ``artifacts/<slot>/`` (ONNX and ``.keras`` networks, XGBoost JSON); return
+        every file written."""
+        import skops.io as sio
+
+        from .contracts import saving_state_separately
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         files: list[Path] = []
         for slot, plugin in self._components():
-            files += plugin.save_artifacts(directory / "artifacts" / slot)
-        path = directory / "pipeline.joblib"
-        joblib.dump(self, path)
+            files += plugin.save_artifacts(directory / ARTIFACTS / slot)
+        path = directory / GRAPH
+        try:
+            with saving_state_separately():
+                sio.dump(self, path)
+        except (TypeError, sio.exceptions.UnsupportedTypeException) as exc:
+            raise MedfuseError(f"{path}: a fitted attribute is not plain data that skops can write ({exc}); "
+                               "a plugin holding other objects writes them in save_artifacts and leaves them "
+                               "out of __getstate__ (see medfuse.contracts.Plugin.save_artifacts)") from exc
         return [path, *files]
 
     @classmethod
-    def load(cls, directory: Path) -> FittedPipeline:
-        """Load what :meth:`save` wrote. Only load files you trust (joblib runs pickle)."""
-        import joblib
+    def load(cls, directory: Path, host: Any = None) -> FittedPipeline:
+        """Load what :meth:`save` wrote; the object graph may hold only trusted types
+        (:mod:`medfuse.trust`: numpy/scipy/scikit-learn, medfuse, the ``host``'s plugin classes)."""
+        from .trust import load_object_graph
 
         directory = Path(directory)
-        path = directory / "pipeline.joblib"
+        path = directory / GRAPH
         if not path.is_file():
-            raise MedfuseError(f"{directory}: no pipeline.joblib (not a saved pipeline)")
-        obj = joblib.load(path)
+            raise MedfuseError(f"{directory}: no {GRAPH} (not a saved pipeline)")
+        obj = load_object_graph(path, host)
         if not isinstance(obj, cls):
             raise MedfuseError(f"{path}: holds a {type(obj).__name__}, not a FittedPipeline")
         for slot, plugin in obj._components():
-            plugin.load_artifacts(directory / "artifacts" / slot)
+            plugin.load_artifacts(directory / ARTIFACTS / slot)
+        return obj
+
+    @classmethod
+    def load_pickled(cls, directory: Path) -> FittedPipeline:
+        """Load a format-1 ``pipeline.joblib``. Unpickling runs code: only for files you trust."""
+        import joblib
+
+        path = Path(directory) / "pipeline.joblib"
+        if not path.is_file():
+            raise MedfuseError(f"{directory}: no pipeline.joblib (not a format-1 saved pipeline)")
+        obj = joblib.load(path)  # the pickle holds every model too (Keras as .keras bytes)
+        if not isinstance(obj, cls):
+            raise MedfuseError(f"{path}: holds a {type(obj).__name__}, not a FittedPipeline")
         return obj
 
 

@@ -20,15 +20,9 @@ and the images must be readable by the Dask workers at the same paths. ``jobs=1`
 calling process.
 
 Every mode runs the same code on the same chunks with the same thread settings
-(:data:`SCORING_THREADS` TensorFlow intra-/inter-op threads and native BLAS/OpenMP threads per
-chunk), so ``jobs=1``, ``jobs=N`` and Dask give bit-identical probabilities: TensorFlow's
-reductions are not bit-identical across thread counts. When ``jobs=1`` finds TensorFlow already
-initialised in the calling process with other settings, it scores in one worker process instead.
-
-Known gap: a Python process that has already initialised TensorFlow and then starts a
-``LocalCluster(processes=True)`` itself was seen to get Dask workers whose TensorFlow is not pinned
-(the workers emit a ``BundleWarning``; the cause is not found yet). ``medfuse score`` and clusters
-started from a fresh process are not affected.
+(:data:`SCORING_THREADS` onnxruntime intra-/inter-op threads per network session and native
+BLAS/OpenMP threads per chunk), so ``jobs=1``, ``jobs=N`` and Dask give bit-identical
+probabilities. Networks run under onnxruntime: scoring never imports TensorFlow or Keras.
 """
 
 from __future__ import annotations
@@ -56,7 +50,7 @@ PLAN = "plan.json"
 INPUTS = "inputs.parquet"
 MASK_COLUMNS = ("mask_path", "mask")
 RESERVED = ("path", "id", "label", "group", *MASK_COLUMNS)
-SCORING_THREADS = 1  # threads per scoring process (TensorFlow pools, BLAS/OpenMP), in every mode
+SCORING_THREADS = 1  # threads per scoring process (onnxruntime sessions, BLAS/OpenMP), in every mode
 DASK_RETRIES = 3  # reruns of a Dask chunk whose task raised (a lost worker's tasks are rescheduled anyway)
 METADATA_KEYS = ("medfuse.version", "medfuse.bundle", "medfuse.bundle_manifest_sha256")  # Parquet output
 
@@ -136,23 +130,18 @@ def _inputs_digest(inputs: pd.DataFrame) -> str:
 _BUNDLES: dict[tuple[str, str], Any] = {}
 
 
-def worker_bundle(path: str, manifest_sha256: str, threads: int | None = SCORING_THREADS) -> Any:
+def worker_bundle(path: str, manifest_sha256: str, threads: int | None = SCORING_THREADS,
+                  trust_pickle: bool = False) -> Any:
     """The bundle at ``path``, loaded once per process (cache keyed by path and manifest hash),
-    with TensorFlow pinned to ``threads`` threads (a warning when that was no longer possible)."""
+    its networks' onnxruntime sessions running ``threads`` threads."""
     key = (path, manifest_sha256)
     bundle = _BUNDLES.get(key)
     if bundle is None:
-        from .bundle import BundleWarning, load_bundle
+        from .bundle import load_bundle
 
-        bundle = load_bundle(path, threads=threads)
+        bundle = load_bundle(path, threads=threads, trust_pickle=trust_pickle)
         if bundle.manifest_sha256 != manifest_sha256:
             raise ScoringError(f"{path}: the bundle changed while scoring (manifest hash differs); rerun")
-        if bundle.tf_threads_pinned is False:
-            import warnings
-
-            warnings.warn(f"{path}: TensorFlow was initialised in this worker (pid {os.getpid()}) before the "
-                          f"bundle loaded, with other than {threads} thread(s); its probabilities may differ "
-                          "in the last digits from other workers'", BundleWarning, stacklevel=2)
         _BUNDLES.clear()
         _BUNDLES[key] = bundle
     return bundle
@@ -179,20 +168,22 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 def score_chunk(bundle_path: str, manifest_sha256: str, index: int, rows: pd.DataFrame,
                 batch_size: int = 256, threads: int = SCORING_THREADS,
-                parent_pid: int | None = None, max_pixels: int | None = None) -> tuple[int, pd.DataFrame, float]:
+                parent_pid: int | None = None, max_pixels: int | None = None,
+                trust_pickle: bool = False) -> tuple[int, pd.DataFrame, float]:
     """Score one chunk: ``(index, result frame, seconds)``; runs in a worker process (or in the
     scoring process itself with ``jobs=1``).
 
-    ``threads`` sizes TensorFlow's pools (set once, when the bundle loads) and the native
+    ``threads`` sizes the onnxruntime sessions (set once, when the bundle loads) and the native
     BLAS/OpenMP pools (for this chunk); ``parent_pid`` (local workers) makes the worker exit when
-    that process dies. ``max_pixels``: see :meth:`medfuse.bundle.Bundle.predict`.
+    that process dies; ``max_pixels``: see :meth:`medfuse.bundle.Bundle.predict`; ``trust_pickle``
+    lets a format-1 bundle load (see :func:`score`).
     """
     from threadpoolctl import threadpool_limits
 
     if parent_pid:
         _exit_with_parent(parent_pid)
     t0 = time.perf_counter()
-    bundle = worker_bundle(bundle_path, manifest_sha256, threads)
+    bundle = worker_bundle(bundle_path, manifest_sha256, threads, trust_pickle)
     masks = rows["mask_path"].tolist() if "mask_path" in rows else None
     extra = [c for c in rows.columns if c not in ("path", "read_path", "mask_path")]
     table = rows[extra].reset_index(drop=True) if extra and bundle.table_columns else None
@@ -281,7 +272,7 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
           chunk_size: int = 256, batch_size: int = 256, resume: bool = False, backend: str | None = None,
           scheduler: str | None = None, progress: bool = True, keep_parts: bool = False,
           on_chunk: Callable[[int, int], None] | None = None, max_pixels: int | None = None,
-          note: Callable[[str], None] | None = None) -> ScoreSummary:
+          note: Callable[[str], None] | None = None, trust_pickle: bool = False) -> ScoreSummary:
     """Score ``inputs`` with the bundle folder ``bundle`` into ``out`` (``.csv`` or ``.parquet``).
 
     Parameters
@@ -306,11 +297,11 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
     Raises :class:`medfuse.outputs.OutputBusyError` when another run holds ``<out>.lock`` and
     :class:`medfuse.outputs.OutputError` when ``out`` cannot be written (before any work) or the
     disk fills up (no partial ``out`` is left).
+    trust_pickle : also score a format-1 bundle (pickles, which run code when loaded); only for
+        bundles you made yourself.
 
-    Every process that scores chunks runs TensorFlow with :data:`SCORING_THREADS` threads, so that
-    all modes give bit-identical probabilities; with ``jobs=1`` that is the calling process, whose
-    TensorFlow keeps that setting afterwards (or, when its TensorFlow already runs with other
-    settings, one worker process scores the chunks).
+    Every process that scores chunks runs its onnxruntime sessions with :data:`SCORING_THREADS`
+    threads, so that all modes give bit-identical probabilities.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -330,7 +321,8 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
         raise ScoringError(f"chunk_size must be >= 1, got {chunk_size}")
     with guarded_output(out, note=note):
         summary = _score_locked(bundle, inputs, out, kind, jobs, chunk_size, batch_size, resume, backend,
-                                scheduler, progress, keep_parts, on_chunk, max_pixels=max_pixels)
+                                scheduler, progress, keep_parts, on_chunk, max_pixels=max_pixels,
+                                trust_pickle=trust_pickle)
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -338,15 +330,13 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
 def _score_locked(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Path, kind: str, jobs: int,
                   chunk_size: int, batch_size: int, resume: bool, backend: str, scheduler: str | None,
                   progress: bool, keep_parts: bool, on_chunk: Callable[[int, int], None] | None, *,
-                  max_pixels: int | None = None) -> ScoreSummary:
+                  max_pixels: int | None = None, trust_pickle: bool = False) -> ScoreSummary:
     """The body of :func:`score`, run while holding the output's lock."""
-    from .bundle import load_verified, pin_tf_threads, uses_tensorflow, verify_bundle
+    from .bundle import load_verified, verify_bundle
 
-    # verify here, so that a bad bundle fails before any work; load it only if scoring in-process,
-    # which needs TensorFlow's pools at SCORING_THREADS (else one worker process does the work)
-    path, manifest, digest = verify_bundle(bundle)
-    in_process = jobs == 1 and backend == "loky" and (not uses_tensorflow(manifest)
-                                                      or pin_tf_threads(SCORING_THREADS))
+    # verify here, so that a bad bundle fails before any work; load it only if scoring in-process
+    path, manifest, digest = verify_bundle(bundle, trust_pickle=trust_pickle)
+    in_process = jobs == 1 and backend == "loky"
     loaded = load_verified(path, manifest, digest, threads=SCORING_THREADS) if in_process else None
     bundle_path = str(path)
     table = inputs.copy() if isinstance(inputs, pd.DataFrame) else list_inputs(inputs)
@@ -371,7 +361,8 @@ def _score_locked(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Pa
 
     with _progress(progress, n, resumed_rows) as advance:
         for k, (i, df, _secs) in enumerate(_run_chunks(todo, chunk_rows, bundle_path, digest, jobs, batch_size,
-                                                       backend, scheduler, in_process, max_pixels), start=1):
+                                                       backend, scheduler, in_process, max_pixels,
+                                                       trust_pickle), start=1):
             _write_atomic_parquet(df, parts / _part_name(i), schema)
             advance(len(df))
             if on_chunk is not None:
@@ -414,19 +405,19 @@ def _prepare_parts(parts: Path, plan: dict[str, Any], table: pd.DataFrame, resum
 
 def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bundle_path: str, digest: str,
                 jobs: int, batch_size: int, backend: str, scheduler: str | None, in_process: bool = False,
-                max_pixels: int | None = None) -> Iterator[tuple[int, pd.DataFrame, float]]:
+                max_pixels: int | None = None, trust_pickle: bool = False) -> Iterator[tuple[int, pd.DataFrame, float]]:
     if not todo:
         return
     if in_process:
         for i in todo:
-            yield score_chunk(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS,
-                              max_pixels=max_pixels)
+            yield score_chunk(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS, None,
+                              max_pixels, trust_pickle)
         return
     from joblib import Parallel, delayed, parallel_config
 
     if backend == "dask":
         yield from _dask_chunks(todo, chunk_rows, bundle_path, digest, jobs, batch_size, str(scheduler),
-                                max_pixels)
+                                max_pixels, trust_pickle)
         return
     n_jobs = (os.cpu_count() or 1) if jobs < 1 else jobs
     if n_jobs == 1:  # joblib would run n_jobs=1 in this process; this needs one worker process
@@ -437,14 +428,14 @@ def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bund
         executor = ProcessPoolExecutor(max_workers=1, env=env)
         try:
             yield from _one_at_a_time(executor.submit, todo, chunk_rows, bundle_path, digest, batch_size,
-                                      os.getpid(), max_pixels=max_pixels)
+                                      os.getpid(), max_pixels=max_pixels, trust_pickle=trust_pickle)
         finally:
             executor.shutdown(wait=False, kill_workers=True)
         return
     with parallel_config(backend="loky", inner_max_num_threads=SCORING_THREADS):
         yield from Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
             delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS, os.getpid(),
-                                 max_pixels)
+                                 max_pixels, trust_pickle)
             for i in todo)
 
 
@@ -470,8 +461,8 @@ def check_scheduler_address(address: str) -> None:
 
 
 def _dask_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bundle_path: str, digest: str,
-                 jobs: int, batch_size: int, scheduler: str, max_pixels: int | None = None
-                 ) -> Iterator[tuple[int, pd.DataFrame, float]]:
+                 jobs: int, batch_size: int, scheduler: str, max_pixels: int | None = None,
+                 trust_pickle: bool = False) -> Iterator[tuple[int, pd.DataFrame, float]]:
     """Score the chunks on the Dask cluster at ``scheduler``, as futures with ``retries``, with at
     most ``jobs`` (``-1``: twice the cluster's threads) in flight, yielding them as they finish.
 
@@ -501,7 +492,7 @@ def _dask_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bun
             if i is None:
                 return False
             fut = client.submit(score_chunk, bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS,
-                                None, max_pixels, key=f"medfuse-chunk-{i}-{os.getpid()}-{time.time_ns()}", pure=False,
+                                None, max_pixels, trust_pickle, key=f"medfuse-chunk-{i}-{os.getpid()}-{time.time_ns()}", pure=False,
                                 retries=DASK_RETRIES)
             running[fut] = i
             ready.add(fut)
@@ -529,7 +520,8 @@ def _dask_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bun
 
 def _one_at_a_time(submit: Callable[..., Any], todo: list[int], chunk_rows: Callable[[int], pd.DataFrame],
                    bundle_path: str, digest: str, batch_size: int, parent_pid: int | None,
-                   window: int = 2, max_pixels: int | None = None) -> Iterator[tuple[int, pd.DataFrame, float]]:
+                   window: int = 2, max_pixels: int | None = None,
+                   trust_pickle: bool = False) -> Iterator[tuple[int, pd.DataFrame, float]]:
     """Score the chunks through ``submit`` (a one-process loky executor's) with at most
     ``window`` of them submitted at a time (a one-worker pool queues the second one)."""
     from collections import deque
@@ -538,7 +530,7 @@ def _one_at_a_time(submit: Callable[..., Any], todo: list[int], chunk_rows: Call
     try:
         for i in todo:
             pending.append(submit(score_chunk, bundle_path, digest, i, chunk_rows(i), batch_size,
-                                  SCORING_THREADS, parent_pid, max_pixels))
+                                  SCORING_THREADS, parent_pid, max_pixels, trust_pickle))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:

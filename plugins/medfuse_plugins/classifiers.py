@@ -2,7 +2,8 @@
 
 All take string labels (encoded internally), expose ``classes_`` (sorted labels) and
 ``predict_proba`` with columns in that order. ``xgboost`` and ``branch_mlp`` write native model
-files (XGBoost JSON, ``.keras``) in ``save_artifacts``; everything also pickles.
+files in ``save_artifacts`` (XGBoost JSON; ``.keras`` plus ONNX, which a bundle runs under
+onnxruntime); everything also pickles.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from medfuse import hookimpl
 from medfuse.contracts import Classifier
 from medfuse.errors import InvalidInputError, PluginError
 from medfuse.fusion import aligned_proba, fit_stacked, soft_vote, stacked_proba
+
+from medfuse_plugins.cnn import _KerasStateMixin
 
 # ---- shared helpers ---------------------------------------------------------------------------
 
@@ -318,7 +321,16 @@ class XGBoost(Classifier):
         total = imp.sum()
         return imp / total if total > 0 else imp
 
+    def __getstate__(self) -> dict[str, Any]:
+        from medfuse.contracts import state_saved_separately
+
+        state = dict(self.__dict__)
+        if state_saved_separately():  # a bundle: the booster is written as XGBoost JSON
+            state.pop("model_", None)
+        return state
+
     def save_artifacts(self, directory: Path) -> list[Path]:
+        """Write the booster as ``xgboost.json`` (XGBoost's own format)."""
         if not hasattr(self, "model_"):
             return []
         directory = Path(directory)
@@ -328,11 +340,15 @@ class XGBoost(Classifier):
         return [path]
 
     def load_artifacts(self, directory: Path) -> None:
+        """Read the booster written by :meth:`save_artifacts`."""
         path = Path(directory) / "xgboost.json"
-        if path.exists() and hasattr(self, "classes_"):
-            model = self._model(self.n_rounds_, None, len(self.classes_))
-            model.load_model(path)
-            self.model_ = model
+        if not hasattr(self, "classes_"):
+            return
+        if not path.is_file():
+            raise PluginError(f"{path}: XGBoost model file not found")
+        model = self._model(self.n_rounds_, None, len(self.classes_))
+        model.load_model(path)
+        self.model_ = model
 
 
 # ---- ensembles of classifier plugins ----------------------------------------------------------
@@ -451,7 +467,7 @@ class Stacking(SoftVote):
 # ---- Keras branch MLP (intermediate fusion) ---------------------------------------------------
 
 
-class BranchMLP(Classifier):
+class BranchMLP(_KerasStateMixin, Classifier):
     """Keras MLP with one dense branch per feature block, concatenated before the head.
 
     Intermediate fusion: ``fit([block_1, block_2, ...], y)`` where ``block_i`` is
@@ -556,47 +572,21 @@ class BranchMLP(Classifier):
             callbacks.append(keras.callbacks.EarlyStopping(patience=self.patience, restore_best_weights=True))
         model.fit([b[tr] for b in blocks], codes[tr], epochs=self.epochs, batch_size=self.batch_size,
                   validation_data=val, callbacks=callbacks, class_weight=weights, verbose=0, shuffle=True)
-        self.model_ = model
+        self.model_, self.onnx_ = model, {}
         return self
 
     def predict_proba(self, blocks) -> np.ndarray:
         blocks = self._blocks(blocks)
         from medfuse.keras_utils import iter_batches
 
-        parts = [np.asarray(self.model_([b[s] for b in blocks], training=False))
+        net = self._net("probs")
+        parts = [np.asarray(net([b[s] for b in blocks], training=False))
                  for s in iter_batches(len(blocks[0]), 1024)]
         proba = np.concatenate(parts).astype(np.float64)
         return proba / proba.sum(axis=1, keepdims=True)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        if "model_" in state:
-            from medfuse.keras_utils import model_to_bytes
-
-            state["model_"] = model_to_bytes(state["model_"])
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        if isinstance(state.get("model_"), bytes):
-            state = dict(state)
-            from medfuse.keras_utils import model_from_bytes
-
-            state["model_"] = model_from_bytes(state["model_"])
-        self.__dict__.update(state)
-
-    def save_artifacts(self, directory: Path) -> list[Path]:
-        if not hasattr(self, "model_"):
-            return []
-        from medfuse.keras_utils import save_model
-
-        return [save_model(self.model_, Path(directory) / "branch_mlp.keras")]
-
-    def load_artifacts(self, directory: Path) -> None:
-        path = Path(directory) / "branch_mlp.keras"
-        if path.exists():
-            from medfuse.keras_utils import load_model
-
-            self.model_ = load_model(path)
+    def _example_input(self) -> list[np.ndarray]:
+        return [np.zeros((1, w), np.float32) for w in self.block_widths_]
 
 
 @hookimpl

@@ -215,11 +215,17 @@ class _EpochTimer:
 class _KerasStateMixin:
     """Pickle and bundle support for plugins holding Keras models in ``model_``.
 
-    ``__getstate__`` replaces the model by its native ``.keras`` bytes; ``save_artifacts`` writes
-    ``<name>.keras`` into a bundle folder and ``load_artifacts`` reads it back.
+    Pickling replaces the model by its native ``.keras`` bytes. In a bundle (format 2) the model
+    is left out of the object graph: :meth:`save_artifacts` writes ``<name>.keras`` (kept for
+    retraining and inspection, never loaded by scoring) and one ONNX file per network the plugin
+    runs at inference (:attr:`_onnx_outputs`); :meth:`load_artifacts` reads only the ONNX files,
+    which then run under onnxruntime (no TensorFlow, no Keras).
     """
 
     _model_attrs: ClassVar[tuple[str, ...]] = ("model_",)
+    # The networks run at inference: role -> layer of ``model_`` whose output it is (None: the
+    # model's own output); each becomes ``<name>.<role>.onnx`` in a bundle.
+    _onnx_outputs: ClassVar[dict[str, str | None]] = {"probs": None}
     # The network a subclass trains (classes training the same one share the memo) and the
     # parameters that do not change it (left out of the training key).
     _network: ClassVar[str] = ""
@@ -242,16 +248,42 @@ class _KerasStateMixin:
         self.model_, history = hit
         self.history_ = {**history, "reused": True}
         self.n_params_ = int(self.model_.count_params())
-        self._cache = {}
+        self._cache, self.onnx_ = {}, {}
         return True
 
+    def _net(self, role: str) -> Any:
+        """The network ``role`` of :attr:`_onnx_outputs`: its ONNX model when loaded from a bundle,
+        else the Keras (sub-)model (cached, not pickled)."""
+        onnx = getattr(self, "onnx_", None) or {}
+        if role in onnx:
+            return onnx[role]
+        self._check_fitted()
+        layer = self._onnx_outputs[role]
+        if layer is None:
+            return self.model_
+        cache = self.__dict__.setdefault("_cache", {})
+        if role not in cache:
+            from medfuse.keras_utils import keras
+
+            out = self.model_.get_layer(layer).output
+            cache[role] = self.model_ if out is self.model_.output else keras().Model(self.model_.input, out)
+        return cache[role]
+
     def __getstate__(self) -> dict[str, Any]:
-        from medfuse.keras_utils import model_to_bytes
+        from medfuse.contracts import state_saved_separately
 
         state = dict(self.__dict__)
+        separately = state_saved_separately()
         for attr in self._model_attrs:
             if state.get(attr) is not None:
-                state[attr] = model_to_bytes(state[attr])
+                if separately:
+                    del state[attr]
+                else:
+                    from medfuse.keras_utils import model_to_bytes
+
+                    state[attr] = model_to_bytes(state[attr])
+        if separately:
+            state.pop("onnx_", None)
         for key in [k for k in state if k.startswith("_cache")]:
             del state[key]
         return state
@@ -264,36 +296,48 @@ class _KerasStateMixin:
 
                 setattr(self, attr, model_from_bytes(state[attr]))
 
-    def save_artifacts(self, directory: Path) -> list[Path]:
-        """Write each Keras model to ``directory/<name>[.<attr>].keras``; the rest stays pickled."""
-        from medfuse.keras_utils import save_model
+    def _example_input(self) -> Any:
+        """A one-row input the network accepts (Keras builds shapes on a first call before export)."""
+        shape = [int(d) if d is not None else 2 ** int(getattr(self, "depth", 0)) * 4
+                 for d in self.model_.input_shape[1:]]
+        return np.zeros((1, *shape), np.float32)
 
-        written = []
-        for attr in self._model_attrs:
-            model = getattr(self, attr, None)
-            if model is not None:
-                written.append(save_model(model, Path(directory) / self._artifact_name(attr)))
+    def save_artifacts(self, directory: Path) -> list[Path]:
+        """Write ``<name>.keras`` (for retraining) and ``<name>.<role>.onnx`` (for scoring) into ``directory``."""
+        from medfuse.keras_utils import export_onnx, save_model
+
+        if getattr(self, "model_", None) is None:
+            if getattr(self, "onnx_", None):
+                raise MedfuseError(f"{self.name}: loaded from a bundle (ONNX only); it cannot be saved again, "
+                                   "retrain it")
+            return []
+        directory = Path(directory)
+        written = [save_model(self.model_, directory / self._artifact_name("model_"))]
+        example = self._example_input()
+        for role in self._onnx_outputs:
+            written.append(export_onnx(self._net(role), directory / self._onnx_name(role), example))
         return written
 
     def load_artifacts(self, directory: Path) -> None:
-        """Restore the models written by :meth:`save_artifacts`."""
-        from medfuse.keras_utils import load_model
+        """Load the ONNX networks written by :meth:`save_artifacts` (never the ``.keras`` file)."""
+        from medfuse.onnxrt import OnnxModel
 
-        for attr in self._model_attrs:
-            path = Path(directory) / self._artifact_name(attr)
-            if path.exists():
-                setattr(self, attr, load_model(path))
-                self._cache = {}
+        self.onnx_ = {role: OnnxModel.load(Path(directory) / self._onnx_name(role)) for role in self._onnx_outputs}
+        self._cache = {}
 
     def _artifact_name(self, attr: str) -> str:
         suffix = "" if attr == "model_" else "." + attr.rstrip("_")
         return f"{self.name}{suffix}.keras"
 
+    def _onnx_name(self, role: str) -> str:
+        return f"{self.name}.{role}.onnx"
+
     def _check_fitted(self) -> None:
-        if getattr(self, "model_", None) is None:
+        if getattr(self, "model_", None) is None and not getattr(self, "onnx_", None):
             if any(k in self.__dict__ for k in ("classes_", "history_")):
-                raise MedfuseError(f"{self.name}: the Keras model was not restored; a bundle stores it "
-                                   f"beside the pickle as '{self.name}.keras' (call load_artifacts(dir))")
+                raise MedfuseError(f"{self.name}: the network was not restored; a bundle stores it beside the "
+                                   f"object graph as '{self._onnx_name(next(iter(self._onnx_outputs)))}' "
+                                   f"(call load_artifacts(dir))")
             raise MedfuseError(f"{self.name}: not fitted; call fit() first")
 
 
@@ -399,18 +443,8 @@ class _CompactCNNBase(_KerasStateMixin):
         self.classes_ = classes
         self.n_params_ = int(model.count_params())
         self.model_ = model
-        self._cache = {}
+        self._cache, self.onnx_ = {}, {}
         TRAINED.put(key, model, self.history_)
-
-    def _sub_model(self, layer: str) -> Any:
-        """A model from the input to ``layer``'s output (cached, not pickled)."""
-        self._check_fitted()
-        cache = self.__dict__.setdefault("_cache", {})
-        if layer not in cache:
-            from medfuse.keras_utils import keras
-
-            cache[layer] = keras().Model(self.model_.input, self.model_.get_layer(layer).output)
-        return cache[layer]
 
 
 class CNNEmbedding(_CompactCNNBase, Extractor):
@@ -422,6 +456,7 @@ class CNNEmbedding(_CompactCNNBase, Extractor):
 
     name: ClassVar[str] = "cnn_embedding"
     block: ClassVar[str] = "cnn"
+    _onnx_outputs: ClassVar[dict[str, str | None]] = {"embedding": "embedding"}
     trainable: ClassVar[bool] = True
     version: ClassVar[str] = "1.1.0"
     extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
@@ -436,7 +471,7 @@ class CNNEmbedding(_CompactCNNBase, Extractor):
     def transform(self, P: Any) -> np.ndarray:
         """Penultimate activations, float32 ``(n, embedding_dim)`` (with ``tta``: their mean over the 8 views)."""
         P = _check_prepared(P, int(self.size), self.name)
-        return self._predict(self._sub_model("embedding"), P)
+        return self._predict(self._net("embedding"), P)
 
     def feature_names(self) -> list[str]:
         return [str(i) for i in range(int(self.embedding_dim))]
@@ -465,7 +500,7 @@ class CNNClassifier(_CompactCNNBase, Classifier):
         mean over the 8 flips/transposes of each image)."""
         self._check_fitted()
         P = _check_prepared(P, int(self.size), self.name)
-        proba = self._predict(self.model_, P).astype(np.float64)
+        proba = self._predict(self._net("probs"), P).astype(np.float64)
         return proba / proba.sum(axis=1, keepdims=True)
 
 
@@ -567,6 +602,7 @@ class Backbone(_KerasStateMixin, Extractor):
 
     name: ClassVar[str] = "backbone"
     block: ClassVar[str] = "backbone"
+    _onnx_outputs: ClassVar[dict[str, str | None]] = {"features": "features"}
     trainable: ClassVar[bool] = True
     version: ClassVar[str] = "1.0.0"
     extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
@@ -639,21 +675,15 @@ class Backbone(_KerasStateMixin, Extractor):
             self.classes_ = classes
             self.model_ = model
         self.n_features_ = int(self.model_.get_layer("features").output.shape[-1])
-        self._cache = {}
+        self._cache, self.onnx_ = {}, {}
         return self
 
     def transform(self, P: Any) -> np.ndarray:
         """Pooled backbone features, float32 ``(n, n_features_)``."""
-        from medfuse.keras_utils import batched_predict, keras
+        from medfuse.keras_utils import batched_predict
 
-        self._check_fitted()
         P = _check_prepared(P, int(self.size), self.name)
-        cache = self.__dict__.setdefault("_cache", {})
-        if "features" not in cache:
-            model = self.model_
-            cache["features"] = (model if model.output is model.get_layer("features").output
-                                 else keras().Model(model.input, model.get_layer("features").output))
-        return batched_predict(cache["features"], P, int(self.batch_size_predict))
+        return batched_predict(self._net("features"), P, int(self.batch_size_predict))
 
     def feature_names(self) -> list[str]:
         n = getattr(self, "n_features_", None)

@@ -310,7 +310,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         self.history_ = history
         self.n_params_ = int(model.count_params())
         self.model_ = model
-        self._cache = {}
+        self._cache, self.onnx_ = {}, {}
         TRAINED.put(key, model, history)
         return self
 
@@ -325,7 +325,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         if h <= t and w <= t:  # one tile: pad to a multiple of 2**depth
             th, tw = -(-h // m) * m, -(-w // m) * m
             x = _pad_to(image, th, tw)[None].astype(np.float32)
-            return batched_predict(self.model_, x, 1)[0, :h, :w]
+            return batched_predict(self._net("probs"), x, 1)[0, :h, :w]
         padded = _pad_to(image, t, t)
         H, W = padded.shape[:2]
         stride = t - int(self.overlap)
@@ -337,7 +337,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         for start in range(0, len(coords), bs):
             chunk = coords[start:start + bs]
             tiles = np.stack([padded[y:y + t, x:x + t] for y, x in chunk]).astype(np.float32)
-            probs = batched_predict(self.model_, tiles, bs)
+            probs = batched_predict(self._net("probs"), tiles, bs)
             for (y, x), pr in zip(chunk, probs):
                 acc[y:y + t, x:x + t] += pr * window
                 norm[y:y + t, x:x + t] += window

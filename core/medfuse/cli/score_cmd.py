@@ -30,7 +30,8 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
 
     STUDY is a registry name, FILE.toml or FILE.toml:NAME. The bundle holds manifest.json
     (versions, plugins and params, feature schema, classes, training-data fingerprint, CV metrics,
-    seed, sha256 of every artifact) and the artifacts (.keras, joblib, XGBoost JSON).
+    seed, sha256 of every artifact) and the artifacts: the object graph (skops), networks as ONNX
+    (plus .keras for retraining), XGBoost JSON; nothing executable.
 
     --out's folder is checked for writability and locked (OUT.lock) before any work; the bundle
     is written under a temporary name and renamed, so it is complete or absent.
@@ -86,9 +87,12 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
 @click.option("--max-pixels", type=int, default=None,
               help="Refuse images whose header claims more pixels (an error row, checked before decoding). "
                    "Default: $MEDFUSE_MAX_PIXELS, else PIL's limit (89,478,485); 0 = no limit.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Also load a format-1 bundle (pickles run code when loaded): only one you made yourself.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batch_size: int, resume: bool,
-          backend: str | None, scheduler: str | None, keep_parts: bool, max_pixels: int | None, quiet: bool) -> None:
+          backend: str | None, scheduler: str | None, keep_parts: bool, max_pixels: int | None, trust_pickle: bool,
+          quiet: bool) -> None:
     """Score INPUT with BUNDLE into --out: one row per input with path, prediction, proba.<class>,
     warning, error.
 
@@ -110,7 +114,8 @@ def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batc
     disk). A .parquet OUT records the medfuse version and the bundle's path and manifest sha256 in
     its key/value metadata. On Dask, chunks of a worker that dies are rerun on the others.
 
-    Only score with bundles from a trusted source: joblib/pickle artifacts execute code on load.
+    A bundle is data (format 2: skops object graph with an allow-list of types, ONNX networks,
+    XGBoost JSON): a crafted bundle is refused, not run. Scoring never imports TensorFlow.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ..errors import MedfuseError
@@ -119,7 +124,7 @@ def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batc
     try:
         summary = run_score(bundle, inputs, out, jobs=jobs, chunk_size=chunk_size, batch_size=batch_size,
                             resume=resume, backend=backend, scheduler=scheduler, progress=not quiet,
-                            keep_parts=keep_parts, max_pixels=max_pixels,
+                            keep_parts=keep_parts, max_pixels=max_pixels, trust_pickle=trust_pickle,
                             note=lambda line: click.echo(line, err=True))
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
