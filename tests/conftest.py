@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # bundles of tests/test_bundle.py's stand-in pipeline name it as their pipeline class; a bundle may
 # only name allowed classes (medfuse.bundle.PIPELINE_CLASSES), so the test run allows this one too
-os.environ.setdefault("MEDFUSE_TRUSTED_PIPELINE_CLASSES", "test_bundle:FakePipeline")
+os.environ.setdefault("MEDFUSE_TRUSTED_PIPELINE_CLASSES", "test_bundle:FakePipeline,test_bundle_publish:TinyPipeline")
 
 REPO = Path(__file__).resolve().parents[1]
 

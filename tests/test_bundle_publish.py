@@ -31,7 +31,7 @@ class TinyPipeline:
         (Path(directory) / "sub" / "state.json").write_text("{}")
 
     @classmethod
-    def load(cls, directory: Path) -> TinyPipeline:
+    def load(cls, directory: Path, host: object = None) -> TinyPipeline:
         json.loads((Path(directory) / "sub" / "state.json").read_text())
         return cls()
 
