@@ -152,7 +152,7 @@ def run_shortcuts(samples: pd.DataFrame, splits: Any, classes: np.ndarray, *, se
                            "chance": float(counts.max() / counts.sum()) if len(counts) else None,
                            "describe_seconds": time.perf_counter() - t0}
     for name, frame in feature_groups(raw).items():
-        X = frame.to_numpy(dtype=np.float64)
+        X = np.array(frame.to_numpy(dtype=np.float64), copy=True)
         X[~np.isfinite(X)] = np.nan
         usable = ~np.all(np.isnan(X), axis=0)
         out["features"][name] = [c for c, u in zip(frame.columns, usable) if u]

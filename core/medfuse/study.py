@@ -196,7 +196,8 @@ class Study:
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
                "table": "a table", "list:str": "a list of strings", "list:plugin": "a list of plugin tables",
                "plugin": "a plugin table like { plugin = \"name\", params = { ... } }",
-               "mask": "\"dataset\" or a plugin table"}
+               "mask": "\"dataset\" or a plugin table",
+               "table:test": "a table like { pattern = \"val_*\" } or { loader = \"folder\", params = { path = \"...\" } }"}
 
 
 def _expect(ok: bool, source: str, key: str, f: Field, value: Any) -> None:
