@@ -122,3 +122,6 @@ def test_flag_margin_is_a_parameter():
     assert flag_shortcuts(sc(0.96), strong, margin=0.0)["flagged"]  # separable (>= 0.95)
     assert not flag_shortcuts(sc(0.96), strong, margin=0.0, separable=0.97)["flagged"]
     assert flag_shortcuts(sc(0.91), pipes, margin=0.0)["flagged"]  # a baseline beating the best pipeline
+    # skewed classes: a baseline no better than the majority share is not a shortcut
+    assert not flag_shortcuts(sc(0.90) | {"chance": 0.88}, pipes)["flagged"]
+    assert flag_shortcuts(sc(0.90) | {"chance": 0.80}, pipes)["flagged"]

@@ -172,3 +172,27 @@ def test_compare_reports_cv_and_test_side_by_side(tmp_path):
         assert "CV vs external test set" in text and "Shortcut baselines" in text and "gap (test - CV)" in text
     assert "shortcut baselines" in r.output and "gap" in r.output
     assert np.isfinite(res["shortcuts"]["baselines"]["intensity"]["test"]["metrics"]["accuracy"])
+
+
+@pytest.mark.slow
+def test_cxr_pneumonia_classical_reports_val_test_set(data_root, tmp_path):
+    """Registry study on real PneumoniaMNIST files: CV on train_* only, val_* scored as the test set."""
+    if not (data_root / "cxr_pneumonia").is_dir():
+        pytest.skip("cxr_pneumonia not in the data root")
+    out = tmp_path / "run"
+    r = CliRunner(env={"COLUMNS": "200"}).invoke(
+        main, ["compare", "cxr-pneumonia", "--data", str(data_root), "--out", str(out), "--pipelines", "classical",
+               "--max-per-class", "40", "--folds", "3", "--bootstrap", "100", "--no-cache", "-q"],
+        catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["test"] == "pattern 'val_*' over the dataset"
+    t = res["data"]["test"]
+    assert t["n_selected"] == 80 and t["class_counts"] == {"normal": 40, "pneumonia": 40}
+    p = res["pipelines"]["classical"]
+    assert p["n_evaluated"] == 80 and p["test"]["n"] + p["test"]["n_failed"] == 80
+    assert 0.5 < p["test"]["metrics"]["accuracy"] <= 1 and len(p["test"]["ci95"]["accuracy"]) == 2
+    pred = pd.read_csv(out / "predictions" / "classical.csv")
+    assert pred["id"].str.startswith("train_").all()
+    assert res["shortcuts"]["status"] == "ok" and "intensity" in res["shortcuts"]["baselines"]
+    assert "test Accuracy" in r.output and "CV vs external test set" in (out / "report.md").read_text()

@@ -120,6 +120,12 @@ def _fit_predict(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarr
         return align_proba(model.predict_proba(X[test]), model.classes_, classes)
 
 
+def _majority(y: np.ndarray) -> float | None:
+    """Accuracy of always predicting the most frequent class (the chance level)."""
+    counts = pd.Series(y).value_counts()
+    return float(counts.max() / counts.sum()) if len(counts) else None
+
+
 def run_shortcuts(samples: pd.DataFrame, splits: Any, classes: np.ndarray, *, seed: int = 0, n_boot: int = 1000,
                   jobs: int = 1, progress: Callable[..., None] | None = None) -> dict[str, Any]:
     """Fit every shortcut baseline on ``splits`` (rows of ``samples`` = ``splits.ids``); JSON-ready.
@@ -146,11 +152,11 @@ def run_shortcuts(samples: pd.DataFrame, splits: Any, classes: np.ndarray, *, se
         evaluated[test] = True
     hold = splits.holdout
     dev = np.flatnonzero(splits.fold_of >= 0)
-    counts = pd.Series(y[evaluated]).value_counts()
     out: dict[str, Any] = {"status": "ok", "model": "logistic regression (median impute, standardise)",
                            "n_unreadable": unreadable, "features": {}, "baselines": {},
-                           "chance": float(counts.max() / counts.sum()) if len(counts) else None,
-                           "describe_seconds": time.perf_counter() - t0}
+                           "chance": _majority(y[evaluated]), "describe_seconds": time.perf_counter() - t0}
+    if len(hold):
+        out["chance_test"] = _majority(y[hold])
     for name, frame in feature_groups(raw).items():
         X = np.array(frame.to_numpy(dtype=np.float64), copy=True)
         X[~np.isfinite(X)] = np.nan
@@ -186,7 +192,12 @@ def run_shortcuts(samples: pd.DataFrame, splits: Any, classes: np.ndarray, *, se
 def flag_shortcuts(shortcuts: dict[str, Any], pipelines: dict[str, dict[str, Any]], margin: float = 0.05,
                    separable: float = 0.95) -> dict[str, Any]:
     """Add ``flagged`` and ``warnings`` to ``shortcuts``: a baseline within ``margin`` accuracy of the
-    best pipeline (on CV, or on the test set), or at ``separable`` accuracy or more."""
+    best pipeline (on CV, or on the test set), or at ``separable`` accuracy or more.
+
+    A baseline that does not beat the chance level (majority-class share) by more than ``margin``
+    is never flagged: on skewed classes a majority vote comes close to any pipeline, and that says
+    the classes are skewed, not that the acquisition leaks the label.
+    """
     shortcuts |= {"margin": margin, "separable": separable, "flagged": False, "warnings": []}
     if shortcuts.get("status") != "ok":
         return shortcuts
@@ -200,6 +211,7 @@ def flag_shortcuts(shortcuts: dict[str, Any], pipelines: dict[str, dict[str, Any
     notes: list[str] = []
     for where, label in (("cv", "CV"), ("test", "test")):
         top = best(where)
+        chance = shortcuts.get("chance" if where == "cv" else "chance_test") or 0.0
         for name, b in shortcuts["baselines"].items():
             if b.get("status") != "ok":
                 continue
@@ -207,6 +219,8 @@ def flag_shortcuts(shortcuts: dict[str, Any], pipelines: dict[str, dict[str, Any
             if not part:
                 continue
             acc = part["metrics"]["accuracy"]
+            if acc <= chance + margin:
+                continue
             if acc >= separable:
                 notes.append(f"{label}: the '{name}' shortcut baseline separates the classes "
                              f"(accuracy {acc:.3f} >= {separable:g}): acquisition alone predicts the label")

@@ -107,7 +107,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "shortcuts": Field("bool", True, doc="Fit shortcut baselines (logistic regression on image size/aspect, "
                            "file format/size and per-channel mean/std) on the same folds and report them."),
         "shortcut_margin": Field("number", 0.05, doc="Flag the study when a shortcut baseline's accuracy is "
-                                 "within this margin of the best pipeline's (CV or test)."),
+                                 "within this margin of the best pipeline's (CV or test); a baseline that does "
+                                 "not beat the majority-class share by more than this margin is not flagged."),
         "shortcut_separable": Field("number", 0.95, doc="Flag the study when a shortcut baseline reaches this "
                                     "accuracy (the classes are separable by acquisition alone)."),
     },
