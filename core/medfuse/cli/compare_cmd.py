@@ -215,7 +215,10 @@ class _Display:
 
             self.folds = info["run_folds"]
             leak = "no leakage" if info["leakage"]["ok"] else "[red]LEAKAGE[/]"
-            hold = f", held-out {info['holdout']}" if info.get("holdout") else ""
+            hold = ""
+            if info.get("holdout"):
+                kind = "external test set" if info["holdout_method"].startswith("external") else "held-out"
+                hold = f", {kind} {info['holdout']}"
             self._say(f"  {info['method']}, {cv_text(info)}{hold}; {leak}")
             for w in info.get("warnings", []):
                 self._say(f"  [yellow]warning:[/] {w}")
@@ -295,8 +298,11 @@ def _print_summary(results: dict[str, Any], paths: dict[str, Path], quiet: bool)
 
     out = Console()
     metrics = [m for m in results["settings"]["metrics"] if m in METRIC_LABELS]
+    test = results["data"].get("test")
     table = Table(title=f"{results['study']['name']}: {cv_text(results['settings'])}, "
-                        f"{results['data']['n_selected']} samples (95% bootstrap intervals)")
+                        f"{results['data']['n_selected']} samples"
+                        + (f"; external test set {test['n_selected']} samples ({test['source']})" if test else "")
+                        + " (95% bootstrap intervals)")
     table.add_column("#", justify="right")
     table.add_column("pipeline", style="bold")
     for m in metrics:
