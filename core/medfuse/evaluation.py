@@ -2,10 +2,15 @@
 
 The flow of :func:`run_study`::
 
-    SampleTable ─► select_samples (dedupe by sha1, per-class cap)
-                ─► make_splits (stratified k-fold, grouped by patient/smear; optional held-out part)
-                ─► per pipeline: materialize once, then fit on each training fold / predict its test fold
+    SampleTable ─► split_test (an external test set, by pattern or its own loader, set apart first)
+                ─► select_samples (dedupe by sha1, per-class cap) on the development rows
+                ─► select_test (classes checked, duplicates of development content dropped, cap)
+                ─► make_splits (stratified k-fold over development rows, grouped by patient/smear;
+                   optional held-out part; test rows appended as fold -1)
+                ─► per pipeline: materialize once, then fit on each training fold / predict its test fold,
+                   then fit on all development rows and score the test set (gap = test - CV)
                 ─► pooled out-of-fold metrics + bootstrap 95% intervals, per-fold mean ± sd, timings
+                ─► shortcut baselines (medfuse.shortcuts) on the same folds, and the study's flag
 
 Every pipeline of a study is evaluated on the same folds: folds are drawn once over sample ids,
 and rows a pipeline could not prepare (``Prepared.failed``) are left out of its train and test
@@ -348,6 +353,21 @@ def check_leakage(splits: Splits, samples: pd.DataFrame) -> dict[str, Any]:
             "examples": examples, "ok": not shared_sha and not shared_groups}
 
 
+def add_test_rows(splits: Splits, samples: pd.DataFrame, source: str) -> Splits:
+    """Append the external test rows (``samples`` = development rows then test rows) as fold ``-1``.
+
+    The folds were drawn over the development rows alone; the leakage check is redone over both
+    (dev vs test is one more split checked).
+    """
+    n_dev = len(splits.ids)
+    test_ids = samples["id"].astype(str).to_numpy()[n_dev:]
+    out = Splits(np.concatenate([splits.ids, test_ids]), np.concatenate([splits.fold_of, -np.ones(len(test_ids), int)]),
+                 splits.n_folds, splits.grouped, splits.method, f"external test set ({source})",
+                 warnings=list(splits.warnings), run_folds=splits.run_folds)
+    out.leakage = check_leakage(out, samples)
+    return out
+
+
 def positions_in(splits: Splits, ids: Sequence[str]) -> np.ndarray:
     """Position in ``splits.ids`` of each id (a pipeline's ``Prepared.samples.id``)."""
     index = pd.Index(splits.ids)
@@ -600,6 +620,7 @@ class StudyResult:
 
     results: dict[str, Any]
     predictions: dict[str, pd.DataFrame] = field(default_factory=dict)
+    test_predictions: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def ok(self) -> list[str]:
@@ -668,8 +689,13 @@ def _block_summary(reports: list[dict[str, dict]]) -> dict[str, Any]:
     return out
 
 
-def _failed_rows(prepared: Any, limit: int = 50) -> tuple[int, list[dict[str, str]]]:
+def _failed_rows(prepared: Any, limit: int = 50,
+                 keep: Callable[[str], bool] | None = None) -> tuple[int, list[dict[str, str]]]:
+    """Count and the first ``limit`` rows (id, path, error) of samples that failed to prepare
+    (only those whose id passes ``keep`` when given)."""
     failed = getattr(prepared, "failed", None)
+    if failed is not None and keep is not None and len(failed):
+        failed = failed[[keep(str(i)) for i in failed["id"]]]
     if failed is None or len(failed) == 0:
         return 0, []
     rows = [{c: str(r.get(c, "")) for c in ("id", "path", "error")} for r in failed.head(limit).to_dict("records")]
@@ -678,11 +704,15 @@ def _failed_rows(prepared: Any, limit: int = 50) -> tuple[int, list[dict[str, st
 
 def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: np.ndarray, *, seed: int = 0,
                       n_boot: int = 1000, top_features_folds: int = 1,
-                      progress: Progress = _noop, name: str = "") -> tuple[dict[str, Any], pd.DataFrame]:
+                      progress: Progress = _noop, name: str = "", test_ids: set[str] | None = None,
+                      sink: dict[str, pd.DataFrame] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Materialize once, fit/predict on every shared fold, and measure.
 
     Returns the JSON-ready result of the pipeline and its out-of-fold predictions
-    (``id``, ``label``, ``fold``, ``pred``, ``proba.<class>``).
+    (``id``, ``label``, ``fold``, ``pred``, ``proba.<class>``). Rows of fold ``-1`` are scored by a
+    fit on all development rows: under ``result["test"]`` (with the gap to CV) when ``test_ids``
+    names them as an external test set, else under ``result["holdout"]``; their predictions go
+    to ``sink["test"]`` when a ``sink`` dict is given.
     """
     timing: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -693,6 +723,10 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
     if stats:
         timing["cache"] = {k: int(v) for k, v in stats.items()}
     n_failed, failed = _failed_rows(prepared)
+    n_test_failed, test_failed = 0, []
+    if test_ids:
+        n_failed, failed = _failed_rows(prepared, keep=lambda i: i not in test_ids)
+        n_test_failed, test_failed = _failed_rows(prepared, keep=lambda i: i in test_ids)
     if len(prepared.samples) == 0:
         first = f"; first error: {failed[0]['error']} ({failed[0]['path']})" if failed else ""
         raise DataError(f"pipeline {name!r}: no sample could be prepared ({n_failed} failed){first}")
@@ -766,20 +800,34 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
         "spec": spec,
         "timing": timing,
     }
+    key = "test" if test_ids else "holdout"
     if hold is not None and len(hold[1]):
-        progress("holdout", pipeline=name)
+        progress(key, pipeline=name)
         dev_rows, hold_rows = hold
         t = time.perf_counter()
         fitted = runner.fit(prepared, dev_rows, seed)
-        timing["holdout_fit_seconds"] = time.perf_counter() - t
+        timing[f"{key}_fit_seconds"] = time.perf_counter() - t
         t = time.perf_counter()
         proba = align_proba(np.asarray(fitted.predict_proba(prepared, hold_rows)), fitted.classes_, classes)
-        timing["holdout_predict_seconds"] = time.perf_counter() - t
+        timing[f"{key}_predict_seconds"] = time.perf_counter() - t
         hm = point_metrics(y[hold_rows], proba, classes)
-        result["holdout"] = {"metrics": {m: hm[m] for m in METRICS}, "n": hm["n"],
-                             "ci95": bootstrap_intervals(y[hold_rows], proba, classes, n_boot=n_boot, seed=seed,
-                                                         groups=groups[hold_rows] if groups is not None and splits.grouped else None),
-                             "per_class": hm["per_class"], "confusion": hm["confusion"]}
+        result[key] = {"metrics": {m: hm[m] for m in METRICS}, "n": hm["n"],
+                       "ci95": bootstrap_intervals(y[hold_rows], proba, classes, n_boot=n_boot, seed=seed,
+                                                   groups=groups[hold_rows] if groups is not None and splits.grouped else None),
+                       "per_class": hm["per_class"], "confusion": hm["confusion"], "n_fit": int(len(dev_rows))}
+        if sink is not None:
+            frame = pd.DataFrame({"id": ids[hold_rows], "label": y[hold_rows], "pred": classes[proba.argmax(axis=1)]})
+            for j, c in enumerate(classes):
+                frame[f"proba.{c}"] = proba[:, j]
+            sink["test"] = frame
+    elif test_ids:
+        result[key] = {"status": "failed", "n": 0, "error": "no test sample could be prepared"}
+    if test_ids:
+        result[key] |= {"n_failed": n_test_failed, "failed": test_failed}
+        if "metrics" in result[key]:
+            result[key]["gap"] = {m: result[key]["metrics"][m] - pooled[m] for m in METRICS}
+        progress("tested", pipeline=name, **{k: v for k, v in result[key].items() if k in ("metrics", "gap", "n",
+                                                                                              "n_failed")})
     pred_frame = pd.DataFrame({"id": ids, "label": y, "fold": np.where(fold_col >= 0, fold_col + 1, 0)})
     pred_frame["pred"] = np.where(evaluated, classes[np.nan_to_num(oof).argmax(axis=1)], "")
     for j, c in enumerate(classes):
@@ -845,6 +893,12 @@ def leaderboard(pipelines: dict[str, dict[str, Any]], metrics: Sequence[str]) ->
         for m in metrics:
             row[m] = p["metrics"].get(m)
             row[f"{m}_ci95"] = p["ci95"].get(m)
+        test = p.get("test") or {}
+        if "metrics" in test:
+            for m in metrics:
+                row[f"test_{m}"] = test["metrics"].get(m)
+                row[f"test_{m}_ci95"] = test["ci95"].get(m)
+                row[f"gap_{m}"] = test["gap"].get(m)
         timing = p.get("timing", {})
         row["fit_seconds_mean"] = timing.get("fit_seconds_mean")
         row["predict_images_per_second"] = timing.get("predict_images_per_second")
@@ -860,7 +914,8 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
               runner_factory: Callable[[Study, str], Any] | None = None, folds: int | None = None,
               max_per_class: int | None = None, n_boot: int | None = None, top_features_folds: int = 1,
               run_folds: int | None = None, progress: Progress | None = None,
-              meta: dict[str, Any] | None = None) -> StudyResult:
+              meta: dict[str, Any] | None = None, test_data: SampleTable | None = None,
+              shortcuts: bool | None = None, jobs: int = 1) -> StudyResult:
     """Evaluate ``pipelines`` of ``study`` (default: all) on ``data``, on shared folds.
 
     Parameters
@@ -884,6 +939,14 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
         ``failed``).
     meta : dict, optional
         Extra settings recorded in ``results["settings"]`` (data root, cache folder, ...).
+    test_data : SampleTable, optional
+        What the study's test ``loader`` returned (a ``pattern`` test set is split off ``data``).
+        Test rows are set apart before selection and splits; each pipeline is then fitted on all
+        development rows and scored on them (``pipelines.NAME.test``, with the gap to CV).
+    shortcuts : bool, optional
+        Override ``evaluation.shortcuts`` (the shortcut baselines, ``results["shortcuts"]``).
+    jobs : int
+        Workers for the shortcut descriptors.
 
     A pipeline that raises is recorded with its error and the others go on.
     """
@@ -904,7 +967,10 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
     n_boot = ev.bootstrap if n_boot is None else n_boot
     make_runner = runner_factory or default_runner_factory(progress=progress)
 
-    selection = select_samples(data, dedupe=ev.dedupe, max_per_class=cap, seed=ev.seed)
+    from .testset import combine, select_test, split_test
+
+    dev_data, test_raw, test_source = split_test(study, data, test_data)
+    selection = select_samples(dev_data, dedupe=ev.dedupe, max_per_class=cap, seed=ev.seed)
     kept = selection.data
     if len(kept) == 0:
         raise DataError("no samples left to evaluate after loading and selection")
@@ -912,15 +978,28 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
     if len(classes) < 2:
         raise DataError(f"need at least two classes to evaluate; found {list(classes)}")
     progress("selected", **selection.to_dict())
-    splits = make_splits(kept.samples, n_folds, ev.seed, ev.holdout, run_folds)
+    test_sel = None
+    if test_raw is not None:
+        test_sel = select_test(kept, test_raw, test_source, classes, dedupe=ev.dedupe, max_per_class=cap,
+                               seed=ev.seed)
+        progress("test_selected", **test_sel.to_dict())
+        dev_samples = kept.samples.drop(columns=["split"], errors="ignore")
+        splits = make_splits(dev_samples, n_folds, ev.seed, 0.0, run_folds)
+        scored = combine(kept, test_sel.data)
+        splits = add_test_rows(splits, scored.samples, test_source)
+    else:
+        scored = kept
+        splits = make_splits(kept.samples, n_folds, ev.seed, ev.holdout, run_folds)
     progress("splits", **splits.to_dict())
+    test_ids = set(test_sel.data.samples["id"].astype(str)) if test_sel is not None else None
 
     results: dict[str, Any] = {
         "medfuse_results": RESULTS_SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "study": {"name": study.name, "source": study.source, "description": study.description,
                   "reported": study.reported, "pipelines_defined": list(study.pipelines)},
-        "settings": {"folds": n_folds, "run_folds": splits.n_run, "seed": ev.seed, "holdout": ev.holdout, "bootstrap": n_boot,
+        "settings": {"folds": n_folds, "run_folds": splits.n_run, "seed": ev.seed, "holdout": ev.holdout,
+                     "test": study.test.describe() if study.test else None, "bootstrap": n_boot,
                      "max_per_class": cap, "dedupe": ev.dedupe, "metrics": list(ev.metrics),
                      "top_features_folds": top_features_folds, "pipelines": names, **(meta or {})},
         "data": {**selection.to_dict(), "loader": study.dataset.loader, "loader_params": study.dataset.params,
@@ -929,23 +1008,29 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
                                   kept.samples["label"].astype(str).value_counts().sort_index().items()},
                  "n_groups": int(kept.samples["group"].nunique()) if "group" in kept.samples.columns else None,
                  "has_table": kept.table is not None,
-                 "report": data_report_dict(data.report)},
+                 "report": data_report_dict(data.report),
+                 "test": test_sel.to_dict() if test_sel is not None else None},
         "splits": splits.to_dict(),
         "pipelines": {},
         "versions": versions(),
         "timing": {},
     }
     predictions: dict[str, pd.DataFrame] = {}
+    test_predictions: dict[str, pd.DataFrame] = {}
     for i, name in enumerate(names):
         progress("pipeline", pipeline=name, index=i, total=len(names), folds=splits.n_run)
         t = time.perf_counter()
         try:
             runner = make_runner(study, name)
-            res, pred = evaluate_pipeline(runner, kept, splits, classes, seed=ev.seed, n_boot=n_boot,
-                                          top_features_folds=top_features_folds, progress=progress, name=name)
+            sink: dict[str, pd.DataFrame] = {}
+            res, pred = evaluate_pipeline(runner, scored, splits, classes, seed=ev.seed, n_boot=n_boot,
+                                          top_features_folds=top_features_folds, progress=progress, name=name,
+                                          test_ids=test_ids, sink=sink)
             res["timing"]["total_seconds"] = time.perf_counter() - t
             results["pipelines"][name] = res
             predictions[name] = pred
+            if test_ids and "test" in sink:
+                test_predictions[name] = sink["test"]
             progress("done", pipeline=name, metrics=res["metrics"])
         except KeyboardInterrupt:
             raise
@@ -956,5 +1041,18 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
                 "timing": {"total_seconds": time.perf_counter() - t}}
             progress("failed", pipeline=name, error=f"{type(exc).__name__}: {exc}")
     results["leaderboard"] = leaderboard(results["pipelines"], ev.metrics)
+    if ev.shortcuts if shortcuts is None else shortcuts:
+        from .shortcuts import flag_shortcuts, run_shortcuts
+
+        progress("shortcuts")
+        try:
+            sc = run_shortcuts(scored.samples, splits, classes, seed=ev.seed, n_boot=n_boot, jobs=jobs,
+                               progress=progress)
+        except Exception as exc:  # noqa: BLE001 - the baselines must not lose the pipelines' results
+            sc = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        results["shortcuts"] = flag_shortcuts(sc, results["pipelines"], ev.shortcut_margin, ev.shortcut_separable)
+        progress("shortcuts_done", **results["shortcuts"])
+    else:
+        results["shortcuts"] = {"status": "off", "flagged": False, "warnings": []}
     results["timing"]["total_seconds"] = time.perf_counter() - t_start
-    return StudyResult(results, predictions)
+    return StudyResult(results, predictions, test_predictions)

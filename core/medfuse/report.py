@@ -8,7 +8,10 @@ so a report can be rebuilt from ``results.json`` alone (``write_report(json.load
   intervals, confusion matrices, ROC curves, PCA explained variance per block, top features,
   data report, settings and versions.
 * ``report.md``: the same tables, figures linked from ``figures/``.
-* ``predictions/<pipeline>.csv``: out-of-fold predictions (id, label, fold, pred, proba.*).
+* ``predictions/<pipeline>.csv``: out-of-fold predictions (id, label, fold, pred, proba.*);
+  ``predictions/test/<pipeline>.csv``: predictions on the external test set, when the study has one.
+* Beside the leaderboard: CV vs external test figures with the gap, the shortcut-baseline table
+  (:mod:`medfuse.shortcuts`) and, when the study is flagged, a SHORTCUT WARNING line at the top.
 
 Figures use matplotlib's object API with the Agg canvas (no display, no global pyplot state).
 """
@@ -260,24 +263,95 @@ def make_figures(results: dict[str, Any]) -> dict[str, bytes]:
         if p.get("holdout"):
             add(f"{s}-holdout-confusion.png",
                 lambda n=name, q=p: figure_confusion(f"{n} (held-out)", {**q, **q["holdout"]}))
+        if (p.get("test") or {}).get("confusion"):
+            add(f"{s}-test-confusion.png",
+                lambda n=name, q=p: figure_confusion(f"{n} (external test)", {**q, **q["test"]}))
     return out
 
 
 # ---- tables (shared by markdown and html) -----------------------------------------------------
 
+def _gap(v: Any) -> str:
+    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{float(v):+.3f}"
+
+
+def _has_test(results: dict[str, Any]) -> bool:
+    return any("metrics" in (p.get("test") or {}) for p in results["pipelines"].values())
+
+
 def leaderboard_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """CV metrics per pipeline; with an external test set, its first metric and the gap beside them."""
     metrics = [m for m in results["settings"].get("metrics", METRICS) if m in METRICS]
-    header = ["#", "pipeline", *[METRIC_LABELS.get(m, m) for m in metrics], "fit / fold", "predict img/s"]
+    first = metrics[0] if metrics else "accuracy"
+    test = _has_test(results)
+    header = ["#", "pipeline", *[f"CV {METRIC_LABELS.get(m, m)}" if test else METRIC_LABELS.get(m, m)
+                                 for m in metrics]]
+    if test:
+        header += [f"test {METRIC_LABELS.get(first, first)}", "gap (test - CV)"]
+    header += ["fit / fold", "predict img/s"]
     rows = []
     for i, r in enumerate(results.get("leaderboard") or [], 1):
         cells = [str(i), r["pipeline"]]
         for m in metrics:
             ci = _ci(r.get(f"{m}_ci95"))
             cells.append(f"{_num(r.get(m))} {ci}".strip())
+        if test:
+            cells += [f"{_num(r.get(f'test_{first}'))} {_ci(r.get(f'test_{first}_ci95'))}".strip(),
+                      _gap(r.get(f"gap_{first}"))]
         ips = r.get("predict_images_per_second")
         cells += [_seconds(r.get("fit_seconds_mean")), f"{ips:.0f}" if ips else "–"]
         rows.append(cells)
     return header, rows
+
+
+def test_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Every metric of every pipeline on CV and on the external test set, with intervals and the gap."""
+    header = ["pipeline", "metric", "CV", "CV 95% CI", "test", "test 95% CI", "gap (test - CV)"]
+    rows = []
+    for r in results.get("leaderboard") or []:
+        p = results["pipelines"][r["pipeline"]]
+        t = p.get("test") or {}
+        if "metrics" not in t:
+            continue
+        for m in METRICS:
+            rows.append([r["pipeline"], METRIC_LABELS[m], _num(p["metrics"][m]), _ci(p["ci95"].get(m)),
+                         _num(t["metrics"][m]), _ci(t["ci95"].get(m)), _gap(t["gap"].get(m))])
+    return header, rows
+
+
+def shortcut_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """One row per shortcut baseline: its features, CV (and test) accuracy with intervals."""
+    sc = results.get("shortcuts") or {}
+    test = any("test" in b for b in (sc.get("baselines") or {}).values())
+    header = ["baseline", "features", "CV accuracy", "CV balanced acc."]
+    if test:
+        header += ["test accuracy"]
+    rows = []
+    for name, b in (sc.get("baselines") or {}).items():
+        feats = sc.get("features", {}).get(name) or []
+        shown = ", ".join(feats) if len(feats) <= 8 else f"{len(feats)} descriptors"
+        if b.get("status") != "ok":
+            rows.append([name, shown, b.get("reason", "skipped"), ""] + [""] * test)
+            continue
+        cells = [name, shown, f"{_num(b['metrics']['accuracy'])} {_ci(b['ci95'].get('accuracy'))}".strip(),
+                 f"{_num(b['metrics']['balanced_accuracy'])} {_ci(b['ci95'].get('balanced_accuracy'))}".strip()]
+        if test:
+            t = b.get("test")
+            cells.append(f"{_num(t['metrics']['accuracy'])} {_ci(t['ci95'].get('accuracy'))}".strip() if t else "–")
+        rows.append(cells)
+    return header, rows
+
+
+def shortcut_intro(results: dict[str, Any]) -> str:
+    sc = results.get("shortcuts") or {}
+    if sc.get("status") == "ok":
+        return (f"Plain logistic regression (standardised) on what the acquisition leaks rather than the biology, "
+                f"on the same folds{' and test set' if _has_test(results) else ''}; chance (majority class) "
+                f"{_num(sc.get('chance'))}. The study is flagged when a baseline comes within "
+                f"{sc.get('margin', 0.05):g} accuracy of the best pipeline or reaches {sc.get('separable', 0.95):g}.")
+    if sc.get("status") == "off":
+        return "Shortcut baselines were turned off (evaluation.shortcuts = false or --no-shortcuts)."
+    return f"Shortcut baselines {sc.get('status', 'not run')}: {sc.get('reason') or sc.get('error') or ''}"
 
 
 def reported_rows(results: dict[str, Any]) -> list[list[str]]:
@@ -345,6 +419,17 @@ def data_lines(results: dict[str, Any]) -> list[str]:
                                   f"{s['leakage']['shared_sha1']} content hashes and "
                                   f"{s['leakage']['shared_groups']} groups on both sides: "
                                   + "; ".join(s["leakage"].get("examples", []))) + "."]
+    t = d.get("test")
+    if t:
+        lines.append(f"External test set ({t['source']}): {t['n_loaded']} samples set apart before selection and "
+                     f"splits, {t['n_selected']} scored (" + ", ".join(f"{k} {v}" for k, v in t["class_counts"].items())
+                     + f"); {t['duplicates_of_development']} duplicates of development images dropped from it"
+                     + (f" (e.g. {'; '.join(t['duplicate_examples'][:3])})" if t.get("duplicate_examples") else "")
+                     + (f"; {t['duplicates_removed']} exact duplicates within it removed" if t.get("duplicates_removed")
+                        else "")
+                     + (f"; capped: removed {sum(t['capped'].values())}" if t.get("capped") else "")
+                     + (f"; classes absent from it: {', '.join(t['missing_classes'])}" if t.get("missing_classes")
+                        else "") + ".")
     if d.get("capped"):
         lines.append("Capped per class (max_per_class): removed " + ", ".join(f"{k} {v}" for k, v in d["capped"].items())
                      + ".")
@@ -352,6 +437,27 @@ def data_lines(results: dict[str, Any]) -> list[str]:
     rep = d.get("report") or {}
     lines += [str(x) for x in rep.get("summary_lines", [])]
     return lines
+
+
+def warning_lines(results: dict[str, Any]) -> list[str]:
+    """The study's shortcut warnings (empty when not flagged)."""
+    return list((results.get("shortcuts") or {}).get("warnings") or [])
+
+
+def test_lines(p: dict[str, Any]) -> list[str]:
+    """A pipeline's external-test summary (and its failures) as markdown lines."""
+    t = p.get("test")
+    if not t:
+        return []
+    if "metrics" not in t:
+        return [f"External test set: {t.get('error', 'not scored')} ({t.get('n_failed', 0)} failed).", ""]
+    out = [f"External test set ({t['n']} samples, fitted on {t.get('n_fit', '?')} development samples): " + ", ".join(
+        f"{METRIC_LABELS[m]} {_num(t['metrics'][m])} {_ci(t['ci95'].get(m))} (gap {_gap(t['gap'].get(m))})"
+        for m in METRICS), ""]
+    if t.get("n_failed"):
+        out += [f"{t['n_failed']} test samples could not be prepared (counted as failures, not scored):", ""]
+        out += [f"- `{r['id']}` {r['path']}: {r['error']}" for r in t.get("failed", [])[:20]] + [""]
+    return out
 
 
 # ---- markdown ---------------------------------------------------------------------------------
@@ -372,10 +478,19 @@ def render_markdown(results: dict[str, Any], figures: dict[str, bytes]) -> str:
         out += [st["description"], ""]
     out += [f"Created {results.get('created', '')} · seed {results['settings']['seed']} · "
             f"{cv_text(results['settings'])} · {results['settings']['bootstrap']} bootstrap resamples", ""]
-    out += ["## Leaderboard", "", "Pooled out-of-fold predictions; brackets: 95% bootstrap interval.", ""]
+    out += [f"> **SHORTCUT WARNING:** {w}" for w in warning_lines(results)]
+    out += [""] if warning_lines(results) else []
+    out += ["## Leaderboard", "", "Pooled out-of-fold predictions; brackets: 95% bootstrap interval"
+            + ("; test: fitted on all development data, scored on the external test set" if _has_test(results)
+               else "") + ".", ""]
     out += [_md_table(*leaderboard_rows(results)), ""]
     if "leaderboard.png" in figures:
         out += ["![leaderboard](figures/leaderboard.png)", ""]
+    if _has_test(results):
+        out += ["## CV vs external test set", "", _md_table(*test_rows(results)), ""]
+    out += ["## Shortcut baselines", "", shortcut_intro(results), ""]
+    if (results.get("shortcuts") or {}).get("status") == "ok":
+        out += [_md_table(*shortcut_rows(results)), ""]
     if reported_rows(results):
         out += ["Published figures of the original study (for comparison, not reproduced here):", "",
                 _md_table(["key", "value"], reported_rows(results)), ""]
@@ -392,9 +507,10 @@ def render_markdown(results: dict[str, Any], figures: dict[str, bytes]) -> str:
             h = p["holdout"]
             out += [f"Held-out ({h['n']} samples): " + ", ".join(
                 f"{METRIC_LABELS[m]} {_num(h['metrics'][m])} {_ci(h['ci95'].get(m))}" for m in METRICS), ""]
+        out += [f"{line}" for line in test_lines(p)]
         if p.get("blocks"):
             out += [_md_table(*block_rows(p)), ""]
-        for kind in ("confusion", "roc", "pca", "top-features", "holdout-confusion"):
+        for kind in ("confusion", "roc", "pca", "top-features", "holdout-confusion", "test-confusion"):
             f = f"{s}-{kind}.png"
             if f in figures:
                 out += [f"![{name} {kind}](figures/{f})", ""]
@@ -426,7 +542,7 @@ td:first-child,th:first-child,td.l{text-align:left}tr:nth-child(even) td{backgro
 .meta{color:#555;font-size:.9em}.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
 .figs img{max-width:100%;border:1px solid #ddd}.err{color:#a00;white-space:pre-wrap;font-family:monospace;
 font-size:.85em}code,pre{background:#f4f4f4;padding:.1em .3em}pre{padding:.6em;overflow:auto;font-size:.8em}
-.best td{font-weight:600}
+.best td{font-weight:600}.warn{background:#fdecea;border-left:4px solid #c0392b;padding:.4em .7em}
 """
 
 
@@ -453,6 +569,7 @@ def render_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>medfuse: {e(st['name'])}</title>"
              f"<style>{_CSS}</style></head><body>",
              f"<h1>medfuse report: {e(st['name'])}</h1>"]
+    parts += [f"<p class='warn'><b>SHORTCUT WARNING:</b> {e(w)}</p>" for w in warning_lines(results)]
     if st.get("description"):
         parts.append(f"<p>{e(st['description'])}</p>")
     s = results["settings"]
@@ -464,6 +581,13 @@ def render_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
               "(resampling groups when the data has them). Fit time per fold; prediction speed over all folds.</p>",
               _html_table(*leaderboard_rows(results), first_best=True),
               f"<div class='figs'>{_img(figures, 'leaderboard.png', 'leaderboard')}</div>"]
+    if _has_test(results):
+        parts += ["<h2>CV vs external test set</h2>",
+                  "<p>Each pipeline fitted on all development data and scored on the external test set, beside "
+                  "its cross-validated figure; gap = test - CV.</p>", _html_table(*test_rows(results))]
+    parts += ["<h2>Shortcut baselines</h2>", f"<p>{e(shortcut_intro(results))}</p>"]
+    if (results.get("shortcuts") or {}).get("status") == "ok":
+        parts.append(_html_table(*shortcut_rows(results)))
     if reported_rows(results):
         parts += ["<p>Published figures of the original study (not reproduced here):</p>",
                   _html_table(["key", "value"], reported_rows(results))]
@@ -498,6 +622,17 @@ def render_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
             rows = [[METRIC_LABELS[m], _num(h["metrics"][m]), _ci(h["ci95"].get(m))] for m in METRICS]
             parts.append(f"<h3>Held-out set ({h['n']} samples)</h3>" + _html_table(["metric", "value", "95% CI"], rows)
                          + f"<div class='figs'>{_img(figures, f'{sl}-holdout-confusion.png', 'held-out confusion')}</div>")
+        t = p.get("test")
+        if t and "metrics" in t:
+            rows = [[METRIC_LABELS[m], _num(p["metrics"][m]), _num(t["metrics"][m]), _ci(t["ci95"].get(m)),
+                     _gap(t["gap"].get(m))] for m in METRICS]
+            parts.append(f"<h3>External test set ({t['n']} samples)</h3>"
+                         + _html_table(["metric", "CV", "test", "test 95% CI", "gap"], rows)
+                         + f"<div class='figs'>{_img(figures, f'{sl}-test-confusion.png', 'test confusion')}</div>")
+        if t and (t.get("n_failed") or "metrics" not in t):
+            parts.append(f"<details><summary>{t.get('n_failed', 0)} test samples could not be prepared</summary>"
+                         + _html_table(["id", "path", "error"], [[r["id"], r["path"], r["error"]]
+                                                                 for r in t.get("failed", [])]) + "</details>")
         if p.get("blocks"):
             parts.append("<h3>Feature blocks</h3>" + _html_table(*block_rows(p))
                          + f"<div class='figs'>{_img(figures, f'{sl}-pca.png', f'{name} PCA')}</div>")
@@ -543,10 +678,13 @@ def write_report(result: StudyResult | dict[str, Any], out_dir: str | Path) -> d
     fig_dir.mkdir(exist_ok=True)
     for fname, data in figures.items():
         write_bytes(fig_dir / fname, data)
-    if predictions:
-        pred_dir = out / "predictions"
-        pred_dir.mkdir(exist_ok=True)
-        for name, frame in predictions.items():
+    test_predictions = result.test_predictions if isinstance(result, StudyResult) else {}
+    for sub, frames in (("predictions", predictions), ("predictions/test", test_predictions)):
+        if not frames:
+            continue
+        pred_dir = out / sub
+        pred_dir.mkdir(parents=True, exist_ok=True)
+        for name, frame in frames.items():
             with atomic_output(pred_dir / f"{_slug(name)}.csv") as tmp:
                 frame.to_csv(tmp, index=False)
     paths = {"json": write_results_json(results, out / "results.json"),

@@ -48,6 +48,22 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "evaluation": Field("table:evaluation", {}, doc="Cross-validation and metrics."),
         "reported": Field("table", {}, doc="Published figures of the original study, e.g. "
                           "`{ accuracy = 0.95, source = \"...\" }`, shown beside ours."),
+        "test": Field("table:test", None, doc="An external test set, never used for fitting or selection: "
+                      "cross-validation runs on the development data only, then each pipeline is fitted on all "
+                      "of it and scored on the test set (CV and test figures side by side, with the gap). "
+                      "Either `{ pattern = \"val_*\" }` (a split of the dataset) or "
+                      "`{ loader = \"folder\", params = { path = \"...\" } }` (another folder or manifest)."),
+    },
+    "test": {
+        "pattern": Field("str", None, doc="Glob on each sample's file name (`val_*`), or, when it holds a `/`, "
+                         "on the end of its path (`normal/val_*`); samples without a file are matched on their "
+                         "id. Matching samples form the test set and are removed before selection, dedupe and "
+                         "splits."),
+        "loader": Field("str", None, doc="Loader plugin reading a separate test set (`folder`, `manifest`, ...); "
+                        "its ids get a `test:` prefix. Its classes must be among the development classes."),
+        "params": Field("table", {}, doc="Parameters of `loader`; paths are relative to the data root. Test "
+                        "images whose content (sha1) is also in the development data are dropped from the test "
+                        "set and reported; the per-class cap (`max_per_class`) applies to the test set too."),
     },
     "dataset": {
         "loader": Field("str", required=True, doc="Loader plugin: `folder`, `manifest`, `pairs`, `table`, ..."),
@@ -88,6 +104,13 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "max_per_class": Field("int", 0, doc="Cap samples per class (0 = all), for quick runs."),
         "dedupe": Field("bool", True, doc="Drop exact duplicate samples (same content hash) before splitting."),
         "jobs": Field("int", 1, doc="Parallel jobs for per-image work."),
+        "shortcuts": Field("bool", True, doc="Fit shortcut baselines (logistic regression on image size/aspect, "
+                           "file format/size and per-channel mean/std) on the same folds and report them."),
+        "shortcut_margin": Field("number", 0.05, doc="Flag the study when a shortcut baseline's accuracy is "
+                                 "within this margin of the best pipeline's (CV or test); a baseline that does "
+                                 "not beat the majority-class share by more than this margin is not flagged."),
+        "shortcut_separable": Field("number", 0.95, doc="Flag the study when a shortcut baseline reaches this "
+                                    "accuracy (the classes are separable by acquisition alone)."),
     },
 }
 
@@ -122,6 +145,20 @@ class PipelineSpec:
 
 
 @dataclass
+class TestSpec:
+    """An external test set: a file-name ``pattern`` over the dataset, or a ``loader`` of its own."""
+
+    pattern: str | None = None
+    loader: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.pattern is not None:
+            return f"pattern {self.pattern!r} over the dataset"
+        return f"loader {self.loader!r} {self.params}"
+
+
+@dataclass
 class EvaluationSpec:
     folds: int = 5
     seed: int = 0
@@ -131,6 +168,9 @@ class EvaluationSpec:
     max_per_class: int = 0
     dedupe: bool = True
     jobs: int = 1
+    shortcuts: bool = True
+    shortcut_margin: float = 0.05
+    shortcut_separable: float = 0.95
 
 
 @dataclass
@@ -149,6 +189,7 @@ class Study:
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     description: str = ""
     reported: dict[str, Any] = field(default_factory=dict)
+    test: TestSpec | None = None
 
 
 # ---- parsing & validation ---------------------------------------------------------------------
@@ -156,7 +197,8 @@ class Study:
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
                "table": "a table", "list:str": "a list of strings", "list:plugin": "a list of plugin tables",
                "plugin": "a plugin table like { plugin = \"name\", params = { ... } }",
-               "mask": "\"dataset\" or a plugin table"}
+               "mask": "\"dataset\" or a plugin table",
+               "table:test": "a table like { pattern = \"val_*\" } or { loader = \"folder\", params = { path = \"...\" } }"}
 
 
 def _expect(ok: bool, source: str, key: str, f: Field, value: Any) -> None:
@@ -268,8 +310,34 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
     evaluation = EvaluationSpec(**ev)
     if evaluation.folds < 2:
         raise StudyError(source, f"{key}.evaluation.folds", f"expected at least 2, got {evaluation.folds}")
+    for k in ("shortcut_margin", "shortcut_separable"):
+        v = getattr(evaluation, k)
+        if v is None or not 0 <= v <= 1:
+            raise StudyError(source, f"{key}.evaluation.{k}", f"expected an accuracy between 0 and 1, got {v!r}")
+    test = _test_spec(top["test"], source, f"{key}.test")
+    if test is not None and evaluation.holdout:
+        raise StudyError(source, f"{key}.evaluation.holdout", "a study with a `test` set takes no `holdout` "
+                         "fraction as well; drop one of them")
     return Study(name, source, DatasetSpec(ds["loader"], dict(ds["params"])), pipelines, blocks,
-                 evaluation, top["description"], dict(top["reported"]))
+                 evaluation, top["description"], dict(top["reported"]), test)
+
+
+def _test_spec(data: Any, source: str, key: str) -> TestSpec | None:
+    """Validate the ``test`` table: exactly one of ``pattern`` and ``loader``."""
+    if data is None:
+        return None
+    t = _check_table("test", data, source, key)
+    if (t["pattern"] is None) == (t["loader"] is None):
+        raise StudyError(source, key, "give exactly one of `pattern` (a split of the dataset by file name, "
+                         "e.g. { pattern = \"val_*\" }) or `loader` (another folder or manifest, e.g. "
+                         "{ loader = \"folder\", params = { path = \"test\" } })")
+    if t["pattern"] is not None:
+        if not t["pattern"].strip():
+            raise StudyError(source, f"{key}.pattern", "empty pattern; give a glob such as \"val_*\"")
+        if t["params"]:
+            raise StudyError(source, f"{key}.params", "`params` belong to a test `loader`; a `pattern` takes none")
+        return TestSpec(pattern=t["pattern"])
+    return TestSpec(loader=t["loader"], params=dict(t["params"]))
 
 
 def check_plugins(study: Study, host: Any) -> None:
@@ -293,6 +361,8 @@ def check_plugins(study: Study, host: Any) -> None:
             raise StudyError(study.source, f"{where}.params", str(exc)) from None
 
     check(PluginRef(study.dataset.loader, study.dataset.params), ("loader",), f"{key}.dataset")
+    if study.test is not None and study.test.loader is not None:
+        check(PluginRef(study.test.loader, study.test.params), ("loader",), f"{key}.test")
     for b in study.blocks.values():
         check(PluginRef(b.plugin, b.params), ("extractor", "selector"), f"{key}.blocks.{b.name}")
     for p in study.pipelines.values():

@@ -36,6 +36,7 @@ pipelines.ensemble = { members = ["fused", "deep"], combine = "soft" }
 TITLES = {
     "study": "`[studies.NAME]`",
     "dataset": "`dataset`",
+    "test": "`test`",
     "block": "`blocks.NAME`",
     "pipeline": "`pipelines.NAME`",
     "evaluation": "`evaluation`",

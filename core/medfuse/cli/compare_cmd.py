@@ -30,6 +30,9 @@ def _options(fn):
         click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
                      help="Feature-block cache folder (default: $MEDFUSE_CACHE or ~/.cache/medfuse/blocks)."),
         click.option("--no-cache", is_flag=True, help="Compute every block afresh, read and write no cache."),
+        click.option("--no-shortcuts", is_flag=True,
+                     help="Skip the shortcut baselines (size/format/intensity logistic regression; "
+                          "default: evaluation.shortcuts)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress display."),
     ]
     for opt in reversed(opts):
@@ -72,7 +75,7 @@ def run(study: str, pipeline: str, **kwargs: Any) -> None:
 def execute(study_ref: str, pipelines: list[str] | None, data_root: str | None = None, out_dir: str | None = None,
             jobs: int | None = None, folds: int | None = None, run_folds: int | None = None,
             max_per_class: int | None = None, bootstrap: int | None = None, cache_dir: str | None = None,
-            no_cache: bool = False, quiet: bool = False) -> dict[str, Any]:
+            no_cache: bool = False, quiet: bool = False, no_shortcuts: bool = False) -> dict[str, Any]:
     """The body of both commands; returns the results dict (exits 1 when every pipeline failed)."""
     from rich.console import Console
 
@@ -81,13 +84,13 @@ def execute(study_ref: str, pipelines: list[str] | None, data_root: str | None =
     err = Console(stderr=True, quiet=quiet)
     try:
         return _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, max_per_class, bootstrap,
-                        cache_dir, no_cache, quiet, err)
+                        cache_dir, no_cache, quiet, err, no_shortcuts)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
 
 
 def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, max_per_class, bootstrap, cache_dir,
-             no_cache, quiet, err) -> dict[str, Any]:
+             no_cache, quiet, err, no_shortcuts=False) -> dict[str, Any]:
     from ..cache import default_cache_dir
     from ..datapath import resolve_data_root
     from ..evaluation import default_runner_factory, run_study
@@ -121,6 +124,13 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
         data = loader.load(root, jobs=jobs, progress=not quiet and sys.stderr.isatty())
         load_seconds = time.perf_counter() - t_load
         err.print(f"  {len(data)} samples loaded in {load_seconds:.1f} s")
+        test_data = None
+        if study.test is not None and study.test.loader is not None:
+            err.print(f"  test set: loading with [cyan]{study.test.loader}[/]")
+            test_loader = host.create(study.test.loader, study.test.params, kind="loader")
+            test_data = test_loader.load(root, jobs=jobs, progress=not quiet and sys.stderr.isatty())
+            err.print(f"  {len(test_data)} test samples loaded")
+        load_seconds = time.perf_counter() - t_load
 
         meta = {"data_root": str(root), "cache_dir": str(cache) if cache else None, "jobs": jobs, "out_dir": str(out),
                 "command": " ".join(["medfuse", *sys.argv[1:]]) if sys.argv and "medfuse" in sys.argv[0] else None}
@@ -129,7 +139,8 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
             result = run_study(study, data, pipelines,
                                runner_factory=default_runner_factory(host, cache, jobs, progress=display.event),
                                folds=folds, run_folds=run_folds, max_per_class=max_per_class, n_boot=bootstrap,
-                               progress=display.event, meta=meta)
+                               progress=display.event, meta=meta, test_data=test_data,
+                               shortcuts=False if no_shortcuts else None, jobs=jobs)
         result.results["timing"]["load_seconds"] = load_seconds
         result.results["timing"]["command_seconds"] = time.perf_counter() - t0
         paths = write_report(result, out)
@@ -180,12 +191,34 @@ class _Display:
             if info.get("capped"):
                 msg += f" (capped: {sum(info['capped'].values())} removed)"
             self._say(msg)
+        elif event == "test_selected":
+            msg = f"  external test set ({info['source']}): {info['n_selected']} samples"
+            if info.get("duplicates_of_development"):
+                msg += (f" ([yellow]{info['duplicates_of_development']} duplicates of development images "
+                        "dropped[/])")
+            self._say(msg)
+        elif event == "tested":
+            if "metrics" in info:
+                m, g = info["metrics"], info["gap"]
+                self._say(f"  {info['pipeline']} test ({info['n']}): accuracy {m['accuracy']:.3f} "
+                          f"(gap to CV {g['accuracy']:+.3f})"
+                          + (f", {info['n_failed']} could not be prepared" if info.get("n_failed") else ""))
+            else:
+                self._say(f"  [red]{info['pipeline']}: no test sample could be prepared[/]")
+        elif event == "shortcuts":
+            self._say("[bold]shortcut baselines[/] (logistic regression on size / file / intensity)")
+        elif event == "shortcut":
+            test = f", test {info['test_accuracy']:.3f}" if info.get("test_accuracy") is not None else ""
+            self._say(f"  {info['baseline']}: accuracy {info['accuracy']:.3f}{test}")
         elif event == "splits":
             from ..evaluation import cv_text
 
             self.folds = info["run_folds"]
             leak = "no leakage" if info["leakage"]["ok"] else "[red]LEAKAGE[/]"
-            hold = f", held-out {info['holdout']}" if info.get("holdout") else ""
+            hold = ""
+            if info.get("holdout"):
+                kind = "external test set" if info["holdout_method"].startswith("external") else "held-out"
+                hold = f", {kind} {info['holdout']}"
             self._say(f"  {info['method']}, {cv_text(info)}{hold}; {leak}")
             for w in info.get("warnings", []):
                 self._say(f"  [yellow]warning:[/] {w}")
@@ -230,6 +263,32 @@ class _Display:
             self._say(f"  [red]{info['pipeline']} failed:[/] {info['error']}")
 
 
+def _gap(v: Any) -> str:
+    return "–" if v is None else f"{v:+.3f}"
+
+
+def _print_shortcuts(out: Any, results: dict[str, Any]) -> None:
+    """The shortcut-baseline table and, when the study is flagged, its warning lines."""
+    from rich.table import Table
+
+    from ..report import shortcut_rows
+
+    sc = results.get("shortcuts") or {}
+    if sc.get("status") == "ok":
+        header, rows = shortcut_rows(results)
+        table = Table(title="shortcut baselines (logistic regression on what the acquisition leaks; "
+                            f"chance {sc['chance']:.3f})")
+        for h in header:
+            table.add_column(h, justify="left" if h in ("baseline", "features") else "right")
+        for r in rows:
+            table.add_row(*r)
+        out.print(table)
+    elif sc.get("status") in ("skipped", "failed"):
+        out.print(f"shortcut baselines {sc['status']}: {sc.get('reason') or sc.get('error')}")
+    for w in sc.get("warnings") or []:
+        out.print(f"[bold red]SHORTCUT WARNING:[/] {w}")
+
+
 def _print_summary(results: dict[str, Any], paths: dict[str, Path], quiet: bool) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -239,19 +298,30 @@ def _print_summary(results: dict[str, Any], paths: dict[str, Path], quiet: bool)
 
     out = Console()
     metrics = [m for m in results["settings"]["metrics"] if m in METRIC_LABELS]
+    test = results["data"].get("test")
     table = Table(title=f"{results['study']['name']}: {cv_text(results['settings'])}, "
-                        f"{results['data']['n_selected']} samples (95% bootstrap intervals)")
+                        f"{results['data']['n_selected']} samples"
+                        + (f"; external test set {test['n_selected']} samples ({test['source']})" if test else "")
+                        + " (95% bootstrap intervals)")
     table.add_column("#", justify="right")
     table.add_column("pipeline", style="bold")
     for m in metrics:
         table.add_column(METRIC_LABELS[m], justify="right")
+    has_test = any(f"test_{metrics[0]}" in r for r in results.get("leaderboard") or []) if metrics else False
+    if has_test:
+        table.add_column(f"test {METRIC_LABELS[metrics[0]]}", justify="right")
+        table.add_column("gap", justify="right")
     table.add_column("fit/fold", justify="right")
     for i, r in enumerate(results.get("leaderboard") or [], 1):
-        table.add_row(str(i), r["pipeline"], *[f"{_num(r[m])} {_ci(r.get(f'{m}_ci95'))}" for m in metrics],
+        test = [f"{_num(r.get(f'test_{metrics[0]}'))} {_ci(r.get(f'test_{metrics[0]}_ci95'))}",
+                _gap(r.get(f"gap_{metrics[0]}"))] if has_test else []
+        table.add_row(str(i), r["pipeline"], *[f"{_num(r[m])} {_ci(r.get(f'{m}_ci95'))}" for m in metrics], *test,
                       f"{r['fit_seconds_mean']:.1f} s" if r.get("fit_seconds_mean") is not None else "–")
     for name, p in results["pipelines"].items():
         if p["status"] != "ok":
-            table.add_row("–", f"[red]{name}[/]", f"[red]failed: {p['error'][:80]}[/]", *[""] * (len(metrics)))
+            table.add_row("–", f"[red]{name}[/]", f"[red]failed: {p['error'][:80]}[/]",
+                          *[""] * (len(metrics) + 2 * has_test))
     out.print(table)
+    _print_shortcuts(out, results)
     if not quiet:
         out.print(f"report: {paths['html']}  ({paths['md'].name}, {paths['json'].name} beside it)")
