@@ -54,6 +54,16 @@ class _SetParamsIgnored(_Invert):
         return self
 
 
+class _RefusesItsOwnParams(_Invert):
+    """validate_params rejects the default (and conformance) strength."""
+
+    name: ClassVar[str] = "kit_refuses_own_params"
+
+    def validate_params(self) -> None:
+        if self.strength >= 1:
+            raise ValueError(f"strength must be < 1, got {self.strength}")
+
+
 def test_well_behaved_transform_passes():
     assert failures(_Invert) == ""
 
@@ -63,6 +73,11 @@ def test_well_behaved_transform_passes():
 def test_set_params_check_fails_on_a_broken_set_params(cls, why):
     message = failures(cls)
     assert "check_set_params" in message and why in message
+
+
+def test_params_check_runs_validate_params():
+    message = failures(_RefusesItsOwnParams)
+    assert "check_params_roundtrip: validate_params() refuses the conformance_params: strength must be < 1" in message
 
 
 # ---- loaders ------------------------------------------------------------------------------------

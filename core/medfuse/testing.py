@@ -244,6 +244,10 @@ def check_params_roundtrip(cls: type[Plugin]) -> None:
     cloned = clone(est)
     assert repr(cloned.get_params(deep=False)) == repr(params), "clone() changes the parameters"
     assert cls(**cls.conformance_params).cache_key() == cls(**cls.conformance_params).cache_key()
+    try:
+        est.validate_params()
+    except GOOD_ERRORS as exc:
+        raise AssertionError(f"validate_params() refuses the conformance_params: {exc}") from exc
 
 
 class _Marker:
