@@ -322,7 +322,7 @@ class FolderLoader(Loader):
                          "text columns in which each value occurs with one label only are left out "
                          "and reported, as they restate the label).",
     }
-    conformance_params: ClassVar[dict[str, Any]] = {"path": "."}
+    conformance_params: ClassVar[dict[str, Any]] = {"path": "classes", "masks": "masks"}
 
     def __init__(self, path: str = ".", masks: str | None = None, table: str | None = None,
                  id_column: str = "id", group_column: str | None = None, label_from: str = "folder",
@@ -581,7 +581,7 @@ class TableLoader(Loader):
         "table_columns": "Columns kept as features (default: all but id/label/group).",
         "sheet": "Excel sheet name or index.",
     }
-    conformance_params: ClassVar[dict[str, Any]] = {"path": "table.csv"}
+    conformance_params: ClassVar[dict[str, Any]] = {"path": "table.csv", "id_column": "id"}
 
     def __init__(self, path: str = "table.csv", label_column: str = "label", id_column: str | None = None,
                  group_column: str | None = None, table_columns: list[str] | None = None,
