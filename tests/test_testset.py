@@ -22,7 +22,8 @@ BASE = """
 [studies.toy]
 dataset = { loader = "folder", params = { path = "images" } }
 %s
-pipelines.p = { classifier = { plugin = "logreg" } }
+blocks.colour = { plugin = "colour" }
+pipelines.p = { blocks = ["colour"], classifier = { plugin = "logreg" } }
 """
 
 
