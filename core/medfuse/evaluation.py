@@ -593,9 +593,10 @@ def per_class_intervals(y_true: Sequence[Any], proba: np.ndarray, classes: Seque
                         chunk: int = 250) -> dict[str, dict[str, list[float]]]:
     """Percentile bootstrap intervals of each class's precision, recall and F1.
 
-    Same resamples as :func:`bootstrap_intervals` (same ``seed`` and ``groups``). In a resample,
-    precision of a class never predicted is 0 (scikit-learn's ``zero_division=0``, as the point
-    values); recall and F1 of a class absent from the resample are undefined and left out.
+    Same resamples as :func:`bootstrap_intervals` (same ``seed`` and ``groups``). Undefined values
+    are left out of the percentiles: precision in a resample where the class is never predicted,
+    recall and F1 where the class is absent (the point values follow scikit-learn's
+    ``zero_division=0``; a class never predicted at all gets no precision interval).
 
     Returns ``{class: {"precision": [lo, hi], "recall": [...], "f1": [...]}}``; ``{}`` when ``n_boot`` is 0.
     """
@@ -621,7 +622,7 @@ def class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
     support = cm.sum(axis=2)
     predicted = cm.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1), 0.0)
+        precision = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1), np.nan)
         recall = np.where(support > 0, tp / np.where(support > 0, support, 1), np.nan)
         f1 = np.where(support > 0, 2 * tp / np.where(support > 0, support + predicted, 1), np.nan)
     return {"precision": precision, "recall": recall, "f1": f1}
