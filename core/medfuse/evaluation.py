@@ -9,7 +9,10 @@ The flow of :func:`run_study`::
                    optional held-out part; test rows appended as fold -1)
                 ─► per pipeline: materialize once, then fit on each training fold / predict its test fold,
                    then fit on all development rows and score the test set (gap = test - CV)
-                ─► pooled out-of-fold metrics + bootstrap 95% intervals, per-fold mean ± sd, timings
+                ─► pooled out-of-fold metrics + bootstrap 95% intervals (also per class), calibration
+                   (Brier, top-label ECE: medfuse.calibration), per-fold mean ± sd, timings
+                ─► paired comparison of every pair of pipelines on the same resamples, McNemar + Holm
+                   (medfuse.paired), marking the leaderboard's pipelines not significantly worse than the best
                 ─► shortcut baselines (medfuse.shortcuts) on the same folds, and the study's flag
 
 Every pipeline of a study is evaluated on the same folds: folds are drawn once over sample ids,
