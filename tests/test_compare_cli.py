@@ -54,6 +54,13 @@ def test_compare_writes_report_and_reuses_cache(tiny, tmp_path):
     assert first["data"]["n_selected"] == 24 and first["splits"]["grouped"]
     assert first["splits"]["leakage"]["ok"]
     assert (tmp_path / "r1" / "report.html").stat().st_size > 10_000
+    # the paired comparison: in results.json, both reports and one summary line
+    pair = first["paired"]["cv"]["pairs"][0]
+    assert {pair["a"], pair["b"]} == {"shape", "both"} and pair["n"] == 24 and "p" in pair["mcnemar"]
+    assert f"paired vs best {pair['a']}" in r.output and f"{pair['b']} " in r.output
+    for report in ("report.md", "report.html"):
+        text = (tmp_path / "r1" / report).read_text()
+        assert "Paired comparisons" in text and "Calibration" in text and "Per class (95% bootstrap intervals)" in text
     c1 = _cache(first)
     assert c1["shape"]["misses"] == 24 and c1["shape"]["writes"] == 24
     assert c1["both"]["hits"] == 24  # the morphology block was cached by the first pipeline

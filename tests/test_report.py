@@ -86,3 +86,31 @@ def test_pca_figure_only_for_blocks_with_pca(result):
         block["explained_variance_ratio"] = [None for _ in block["explained_variance_ratio"]]
     assert "good-pca.png" not in make_figures(results)
     assert math.isclose(sum(result.results["pipelines"]["good"]["blocks"]["x"]["explained_variance_ratio"][0]), 1.0)
+
+
+def test_report_has_paired_per_class_and_calibration_sections(result, tmp_path):
+    paths = write_report(result, tmp_path / "rep")
+    results = json.loads(paths["json"].read_text())
+    pair = results["paired"]["cv"]["pairs"][0]
+    # 47 shared samples, 15 vs 7 discordant: not significant (the fixture is small)
+    assert (pair["a"], pair["b"], pair["n"]) == ("good", "noise", 47) and not pair["significant"]
+    assert set(pair["ci95"]) == {"accuracy", "f1_macro", "roc_auc_ovr"} and 0 <= pair["p_holm"] <= 1
+    assert results["paired"]["cv"]["not_worse_than_best"] == ["good", "noise"]
+    good = results["pipelines"]["good"]
+    assert set(good["per_class_ci95"]["a"]) == {"precision", "recall", "f1"}
+    assert {"brier", "ece", "bins", "ci95"} <= set(good["calibration"])
+    assert [r["not_worse_than_best"] for r in results["leaderboard"]] == [True, True]
+    assert (tmp_path / "rep" / "figures" / "calibration.png").read_bytes().startswith(PNG)
+
+    md = paths["md"].read_text()
+    page = paths["html"].read_text()
+    diff = f"+{pair['diff']['accuracy']:.3f} [{pair['ci95']['accuracy'][0]:.3f}, {pair['ci95']['accuracy'][1]:.3f}]"
+    ece = f"{good['calibration']['ece']:.3f} [{good['calibration']['ci95']['ece'][0]:.3f}"
+    prec = good["per_class"]["a"]["precision"], good["per_class_ci95"]["a"]["precision"]
+    per_class = f"{prec[0]:.3f} [{prec[1][0]:.3f}, {prec[1][1]:.3f}]"
+    for text in (md, page):
+        assert "Paired comparisons" in text and "McNemar" in text and "Holm" in text and "good - noise" in text
+        assert diff in text and "Calibration" in text and "top-label, 10 equal-width" in text and ece in text
+        assert per_class in text and f"≈ best (p {pair['p_holm']:.3f})" in text
+    assert "| 2 | noise |" in md and "![calibration](figures/calibration.png)" in md
+    assert 'alt="reliability diagram"' in page

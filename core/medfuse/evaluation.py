@@ -9,7 +9,10 @@ The flow of :func:`run_study`::
                    optional held-out part; test rows appended as fold -1)
                 ─► per pipeline: materialize once, then fit on each training fold / predict its test fold,
                    then fit on all development rows and score the test set (gap = test - CV)
-                ─► pooled out-of-fold metrics + bootstrap 95% intervals, per-fold mean ± sd, timings
+                ─► pooled out-of-fold metrics + bootstrap 95% intervals (also per class), calibration
+                   (Brier, top-label ECE: medfuse.calibration), per-fold mean ± sd, timings
+                ─► paired comparison of every pair of pipelines on the same resamples, McNemar + Holm
+                   (medfuse.paired), marking the leaderboard's pipelines not significantly worse than the best
                 ─► shortcut baselines (medfuse.shortcuts) on the same folds, and the study's flag
 
 Every pipeline of a study is evaluated on the same folds: folds are drawn once over sample ids,
@@ -25,7 +28,7 @@ import platform
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +46,7 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, StratifiedShuffleSplit
 
+from .calibration import calibration_summary
 from .contracts import SampleTable
 from .errors import DataError, StudyError, did_you_mean
 from .study import Study
@@ -453,11 +457,16 @@ def point_metrics(y_true: Sequence[Any], proba: np.ndarray, classes: Sequence[An
     return out
 
 
-def _weighted_confusion_metrics(y: np.ndarray, pred: np.ndarray, W: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Confusion-matrix metrics for every row of sample weights ``W (B, n)`` at once."""
+def weighted_confusion(y: np.ndarray, pred: np.ndarray, W: np.ndarray, k: int) -> np.ndarray:
+    """Confusion matrices ``(B, k, k)`` (rows true, columns predicted) for each row of weights ``W (B, n)``."""
     onehot = np.zeros((len(y), k * k))
     onehot[np.arange(len(y)), y * k + pred] = 1.0
-    cm = (W @ onehot).reshape(-1, k, k)
+    return (W @ onehot).reshape(-1, k, k)
+
+
+def _weighted_confusion_metrics(y: np.ndarray, pred: np.ndarray, W: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Confusion-matrix metrics for every row of sample weights ``W (B, n)`` at once."""
+    cm = weighted_confusion(y, pred, W, k)
     tp = np.einsum("bii->bi", cm)
     support = cm.sum(axis=2)
     predicted = cm.sum(axis=1)
@@ -540,32 +549,86 @@ def bootstrap_intervals(y_true: Sequence[Any], proba: np.ndarray, classes: Seque
     classes = np.asarray(classes).astype(str)
     y = _codes(y_true, classes)
     proba = np.asarray(proba, dtype=np.float64)
-    n = len(y)
+    values: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
+    for W in bootstrap_weights(len(y), n_boot, seed, groups, chunk):
+        for m, v in weighted_metrics(y, proba, W).items():
+            values[m].append(v)
+    return {m: percentile_interval(np.concatenate(chunks), level) for m, chunks in values.items()}
+
+
+def bootstrap_weights(n: int, n_boot: int, seed: int = 0, groups: Sequence[Any] | None = None,
+                      chunk: int = 250) -> Iterator[np.ndarray]:
+    """Bootstrap resamples of ``n`` samples as integer weight matrices ``(b, n)``, ``chunk`` rows at a time.
+
+    Each row counts how often each sample was drawn. With ``groups``, whole groups (patients,
+    smears) are drawn with replacement and every member of a drawn group gets the group's count,
+    so a group is never split. The draws depend only on ``(n_groups, n_boot, seed)``: two
+    pipelines scored on the same samples get the *same* resamples (the paired bootstrap).
+    """
     if groups is None:
         gcode = np.arange(n)
     else:
         gcode = pd.factorize(pd.Series(np.asarray(groups).astype(str)))[0]
     n_groups = int(gcode.max()) + 1 if n else 0
     rng = np.random.default_rng(seed)
-    values: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     done = 0
     while done < n_boot:
         b = min(chunk, n_boot - done)
         draw = rng.integers(0, n_groups, size=(b, n_groups))
-        counts = np.zeros((b, n_groups))
-        np.add.at(counts, (np.repeat(np.arange(b), n_groups), draw.ravel()), 1.0)
-        W = counts[:, gcode]
-        for m, v in weighted_metrics(y, proba, W).items():
-            values[m].append(v)
+        flat = (np.arange(b)[:, None] * n_groups + draw).ravel()
+        counts = np.bincount(flat, minlength=b * n_groups).reshape(b, n_groups).astype(np.float64)
+        yield counts[:, gcode]
         done += b
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> list[float]:
+    """``[low, high]`` percentile interval of ``values``, NaNs (undefined resamples) left out."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if not len(v):
+        return [float("nan"), float("nan")]
     alpha = (1 - level) / 2 * 100
-    out = {}
-    for m, chunks in values.items():
-        v = np.concatenate(chunks)
-        v = v[~np.isnan(v)]
-        out[m] = [float(np.percentile(v, alpha)), float(np.percentile(v, 100 - alpha))] if len(v) else [
-            float("nan"), float("nan")]
-    return out
+    return [float(np.percentile(v, alpha)), float(np.percentile(v, 100 - alpha))]
+
+
+def per_class_intervals(y_true: Sequence[Any], proba: np.ndarray, classes: Sequence[Any], n_boot: int = 1000,
+                        seed: int = 0, groups: Sequence[Any] | None = None, level: float = 0.95,
+                        chunk: int = 250) -> dict[str, dict[str, list[float]]]:
+    """Percentile bootstrap intervals of each class's precision, recall and F1.
+
+    Same resamples as :func:`bootstrap_intervals` (same ``seed`` and ``groups``). Undefined values
+    are left out of the percentiles: precision in a resample where the class is never predicted,
+    recall and F1 where the class is absent (the point values follow scikit-learn's
+    ``zero_division=0``; a class never predicted at all gets no precision interval).
+
+    Returns ``{class: {"precision": [lo, hi], "recall": [...], "f1": [...]}}``; ``{}`` when ``n_boot`` is 0.
+    """
+    if n_boot <= 0:
+        return {}
+    classes = np.asarray(classes).astype(str)
+    y = _codes(y_true, classes)
+    pred = np.asarray(proba, dtype=np.float64).argmax(axis=1)
+    k = len(classes)
+    parts: dict[str, list[np.ndarray]] = {"precision": [], "recall": [], "f1": []}
+    for W in bootstrap_weights(len(y), n_boot, seed, groups, chunk):
+        for key, v in class_scores(weighted_confusion(y, pred, W, k)).items():
+            parts[key].append(v)
+    stacked = {key: np.concatenate(v) for key, v in parts.items()}
+    return {str(c): {key: percentile_interval(v[:, i], level) for key, v in stacked.items()}
+            for i, c in enumerate(classes)}
+
+
+def class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall and F1 per class ``(B, k)`` of confusion matrices ``(B, k, k)`` (see
+    :func:`per_class_intervals` for the undefined cases)."""
+    tp = np.einsum("bii->bi", cm)
+    support = cm.sum(axis=2)
+    predicted = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1), np.nan)
+        recall = np.where(support > 0, tp / np.where(support > 0, support, 1), np.nan)
+        f1 = np.where(support > 0, 2 * tp / np.where(support > 0, support + predicted, 1), np.nan)
+    return {"precision": precision, "recall": recall, "f1": f1}
 
 
 def roc_points(y_true: Sequence[Any], proba: np.ndarray, classes: Sequence[Any],
@@ -777,6 +840,11 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
     pooled = point_metrics(y[evaluated], oof[evaluated], classes)
     ci = bootstrap_intervals(y[evaluated], oof[evaluated], classes, n_boot=n_boot, seed=seed,
                              groups=groups[evaluated] if groups is not None and splits.grouped else None)
+    boot_groups = groups[evaluated] if groups is not None and splits.grouped else None
+    per_class_ci = per_class_intervals(y[evaluated], oof[evaluated], classes, n_boot=n_boot, seed=seed,
+                                       groups=boot_groups)
+    calibration = calibration_summary(_codes(y[evaluated], classes), oof[evaluated], n_boot=n_boot, seed=seed,
+                                      groups=boot_groups)
     n_test = int(evaluated.sum())
     timing |= {"fit_seconds": fit_s, "fit_seconds_reported": fit_inner, "predict_seconds": pred_s,
                "fit_seconds_mean": float(np.mean(fit_s)) if fit_s else None,
@@ -789,6 +857,8 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
         "metrics": {m: pooled[m] for m in METRICS},
         "ci95": ci,
         "per_class": pooled["per_class"],
+        "per_class_ci95": per_class_ci,
+        "calibration": calibration,
         "confusion": pooled["confusion"],
         "folds": per_fold,
         "fold_summary": summarize_folds(per_fold),
@@ -811,10 +881,16 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
         proba = align_proba(np.asarray(fitted.predict_proba(prepared, hold_rows)), fitted.classes_, classes)
         timing[f"{key}_predict_seconds"] = time.perf_counter() - t
         hm = point_metrics(y[hold_rows], proba, classes)
+        hold_groups = groups[hold_rows] if groups is not None and splits.grouped else None
         result[key] = {"metrics": {m: hm[m] for m in METRICS}, "n": hm["n"],
                        "ci95": bootstrap_intervals(y[hold_rows], proba, classes, n_boot=n_boot, seed=seed,
-                                                   groups=groups[hold_rows] if groups is not None and splits.grouped else None),
-                       "per_class": hm["per_class"], "confusion": hm["confusion"], "n_fit": int(len(dev_rows))}
+                                                   groups=hold_groups),
+                       "per_class": hm["per_class"],
+                       "per_class_ci95": per_class_intervals(y[hold_rows], proba, classes, n_boot=n_boot, seed=seed,
+                                                             groups=hold_groups),
+                       "calibration": calibration_summary(_codes(y[hold_rows], classes), proba, n_boot=n_boot,
+                                                          seed=seed, groups=hold_groups),
+                       "confusion": hm["confusion"], "n_fit": int(len(dev_rows))}
         if sink is not None:
             frame = pd.DataFrame({"id": ids[hold_rows], "label": y[hold_rows], "pred": classes[proba.argmax(axis=1)]})
             for j, c in enumerate(classes):
@@ -899,6 +975,10 @@ def leaderboard(pipelines: dict[str, dict[str, Any]], metrics: Sequence[str]) ->
                 row[f"test_{m}"] = test["metrics"].get(m)
                 row[f"test_{m}_ci95"] = test["ci95"].get(m)
                 row[f"gap_{m}"] = test["gap"].get(m)
+        cal = p.get("calibration") or {}
+        for c in ("brier", "ece"):
+            row[c] = cal.get(c)
+            row[f"{c}_ci95"] = (cal.get("ci95") or {}).get(c)
         timing = p.get("timing", {})
         row["fit_seconds_mean"] = timing.get("fit_seconds_mean")
         row["predict_images_per_second"] = timing.get("predict_images_per_second")
@@ -908,6 +988,34 @@ def leaderboard(pipelines: dict[str, dict[str, Any]], metrics: Sequence[str]) ->
         return tuple(-(r[m] if r[m] is not None and not np.isnan(r[m]) else -1.0) for m in metrics)
 
     return sorted(rows, key=key)
+
+
+def paired_section(board: list[dict[str, Any]], predictions: dict[str, pd.DataFrame],
+                   test_predictions: dict[str, pd.DataFrame], samples: pd.DataFrame, classes: np.ndarray, *,
+                   grouped: bool, n_boot: int, seed: int, progress: Progress = _noop) -> dict[str, Any]:
+    """``results["paired"]``: every pair of pipelines compared on the out-of-fold predictions (``cv``)
+    and, with an external test set, on its predictions (``test``) — see :mod:`medfuse.paired`.
+
+    Marks each leaderboard row with ``not_worse_than_best`` (CV) and the Holm-adjusted McNemar
+    p-value against the best (``p_vs_best``).
+    """
+    from .paired import compare_pipelines
+
+    order = [r["pipeline"] for r in board]
+    groups = None
+    if grouped and "group" in samples.columns:
+        groups = dict(zip(samples["id"].astype(str), samples["group"].astype(str)))
+    progress("paired", pipelines=order)
+    out: dict[str, Any] = {"cv": compare_pipelines(predictions, order, classes, groups=groups, n_boot=n_boot,
+                                                   seed=seed)}
+    if len([n for n in order if n in test_predictions]) >= 2:
+        out["test"] = compare_pipelines(test_predictions, order, classes, groups=groups, n_boot=n_boot, seed=seed)
+    cv = out["cv"]
+    vs_best = {p["b"]: p for p in cv["pairs"] if p["a"] == cv["best"]}
+    for r in board:
+        r["not_worse_than_best"] = r["pipeline"] in cv["not_worse_than_best"]
+        r["p_vs_best"] = vs_best[r["pipeline"]]["p_holm"] if r["pipeline"] in vs_best else None
+    return out
 
 
 def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None = None, *,
@@ -1041,6 +1149,8 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
                 "timing": {"total_seconds": time.perf_counter() - t}}
             progress("failed", pipeline=name, error=f"{type(exc).__name__}: {exc}")
     results["leaderboard"] = leaderboard(results["pipelines"], ev.metrics)
+    results["paired"] = paired_section(results["leaderboard"], predictions, test_predictions, scored.samples,
+                                       classes, grouped=splits.grouped, n_boot=n_boot, seed=ev.seed, progress=progress)
     if ev.shortcuts if shortcuts is None else shortcuts:
         from .shortcuts import flag_shortcuts, run_shortcuts
 

@@ -12,6 +12,10 @@ so a report can be rebuilt from ``results.json`` alone (``write_report(json.load
   ``predictions/test/<pipeline>.csv``: predictions on the external test set, when the study has one.
 * Beside the leaderboard: CV vs external test figures with the gap, the shortcut-baseline table
   (:mod:`medfuse.shortcuts`) and, when the study is flagged, a SHORTCUT WARNING line at the top.
+* Paired comparisons (:mod:`medfuse.paired`: difference of each pair with its paired-bootstrap
+  interval, McNemar exact with Holm; the leaderboard's "vs best" column), calibration (Brier,
+  top-label ECE, one reliability diagram; :mod:`medfuse.calibration`) and per-class precision,
+  recall and F1 with intervals.
 
 Figures use matplotlib's object API with the Agg canvas (no display, no global pyplot state).
 """
@@ -30,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import DEFINITION as CALIBRATION_DEFINITION
 from .evaluation import METRICS, StudyResult, cv_text
 from .outputs import atomic_output, write_bytes, write_text
 
@@ -129,6 +134,31 @@ def figure_leaderboard(results: dict[str, Any]) -> bytes | None:
         ax.set_title(METRIC_LABELS.get(m, m), fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle("Out-of-fold metrics with 95% bootstrap intervals", fontsize=11)
+    return _png(fig)
+
+
+def figure_calibration(results: dict[str, Any]) -> bytes | None:
+    """Reliability diagram: accuracy against mean confidence per confidence bin, a line per pipeline."""
+    lines = []
+    for r in results.get("leaderboard") or []:
+        bins = ((results["pipelines"][r["pipeline"]].get("calibration") or {}).get("bins")) or {}
+        pts = [(c, a) for c, a in zip(bins.get("confidence", []), bins.get("accuracy", [])) if c is not None]
+        if pts:
+            lines.append((r["pipeline"], r.get("ece"), np.array(pts, dtype=float)))
+    if not lines:
+        return None
+    fig = _new_figure(5.2, 4.6)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="calibrated")
+    for name, ece, pts in lines:
+        ax.plot(pts[:, 0], pts[:, 1], marker="o", ms=3, lw=1.4, label=f"{name} (ECE {_num(ece)})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("mean confidence (top-label, 10 bins)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability (out-of-fold)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
     return _png(fig)
 
 
@@ -252,6 +282,7 @@ def make_figures(results: dict[str, Any]) -> dict[str, bytes]:
             out[fname] = data
 
     add("leaderboard.png", lambda: figure_leaderboard(results))
+    add("calibration.png", lambda: figure_calibration(results))
     for name, p in results["pipelines"].items():
         if p.get("status") != "ok":
             continue
@@ -271,6 +302,10 @@ def make_figures(results: dict[str, Any]) -> dict[str, bytes]:
 
 # ---- tables (shared by markdown and html) -----------------------------------------------------
 
+BOARD_NOTE = ("Brier and ECE: calibration, lower is better. vs best: Holm-adjusted McNemar p against the best; "
+              "≈ best = not significantly worse (paired comparisons below).")
+
+
 def _gap(v: Any) -> str:
     return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{float(v):+.3f}"
 
@@ -288,7 +323,7 @@ def leaderboard_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]
                                  for m in metrics]]
     if test:
         header += [f"test {METRIC_LABELS.get(first, first)}", "gap (test - CV)"]
-    header += ["fit / fold", "predict img/s"]
+    header += ["Brier", "ECE", "vs best", "fit / fold", "predict img/s"]
     rows = []
     for i, r in enumerate(results.get("leaderboard") or [], 1):
         cells = [str(i), r["pipeline"]]
@@ -298,8 +333,81 @@ def leaderboard_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]
         if test:
             cells += [f"{_num(r.get(f'test_{first}'))} {_ci(r.get(f'test_{first}_ci95'))}".strip(),
                       _gap(r.get(f"gap_{first}"))]
+        cells += [f"{_num(r.get('brier'))} {_ci(r.get('brier_ci95'))}".strip(),
+                  f"{_num(r.get('ece'))} {_ci(r.get('ece_ci95'))}".strip(), vs_best_text(r, i == 1)]
         ips = r.get("predict_images_per_second")
         cells += [_seconds(r.get("fit_seconds_mean")), f"{ips:.0f}" if ips else "–"]
+        rows.append(cells)
+    return header, rows
+
+
+def _p(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    return "<0.001" if v < 0.001 else f"{float(v):.3f}"
+
+
+def vs_best_text(row: dict[str, Any], first: bool) -> str:
+    """Leaderboard mark: ``best``, ``≈ best (p …)`` when not significantly worse, ``worse (p …)``."""
+    if first:
+        return "best"
+    if "not_worse_than_best" not in row:
+        return "–"
+    p = f" (p {_p(row.get('p_vs_best'))})" if row.get("p_vs_best") is not None else ""
+    return ("≈ best" if row["not_worse_than_best"] else "worse") + p
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _diff(v: Any, ci: Any) -> str:
+    return f"{_gap(v)} {_ci(ci)}".strip()
+
+
+def paired_rows(results: dict[str, Any], key: str = "cv") -> tuple[list[str], list[list[str]]]:
+    """One row per pair A - B (A ranked above B): differences with paired intervals, McNemar, Holm."""
+    from .paired import PAIRED_METRICS
+
+    sec = (results.get("paired") or {}).get(key) or {}
+    header = ["A - B", "n", *[f"Δ {METRIC_LABELS[m]} [95% CI]" for m in PAIRED_METRICS],
+              "discordant (A only / B only)", "McNemar p", "Holm p", "significant"]
+    rows = []
+    for p in sec.get("pairs") or []:
+        mc = p.get("mcnemar") or {}
+        rows.append([f"{p['a']} - {p['b']}", str(p["n"]),
+                     *[_diff(p["diff"].get(m), p["ci95"].get(m)) for m in PAIRED_METRICS],
+                     f"{mc.get('a_only', '–')} / {mc.get('b_only', '–')}", _p(mc.get("p")), _p(p.get("p_holm")),
+                     "yes" if p.get("significant") else "no"])
+    return header, rows
+
+
+def paired_intro(results: dict[str, Any], key: str = "cv") -> str:
+    sec = (results.get("paired") or {}).get(key) or {}
+    if sec.get("status") != "ok":
+        return f"Paired comparison not available: {sec.get('reason') or 'not computed'}."
+    where = "external test-set predictions" if key == "test" else "out-of-fold predictions"
+    resample = "whole groups (patients/smears)" if sec.get("grouped") else "samples"
+    return (f"Every pair on the {where} of the samples both scored. Δ = A - B (A ranked above B); the 95% interval "
+            f"is a paired bootstrap ({sec.get('n_boot')} resamples of {resample}, the same resamples for both "
+            f"pipelines). McNemar's exact test on the discordant predictions (it treats samples as independent), "
+            f"Holm-adjusted across {_count(len(sec.get('pairs') or []), 'pair')}. Not significantly worse than the best "
+            f"({sec.get('best')}): {', '.join(sec.get('not_worse_than_best') or [])} (Holm p ≥ {sec.get('alpha')}).")
+
+
+def calibration_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Brier score and ECE per pipeline (CV, and the external test set when there is one)."""
+    test = _has_test(results)
+    header = ["pipeline", "Brier [95% CI]", "ECE [95% CI]"] + (["test Brier", "test ECE"] if test else [])
+    rows = []
+    for r in results.get("leaderboard") or []:
+        cal = results["pipelines"][r["pipeline"]].get("calibration") or {}
+        ci = cal.get("ci95") or {}
+        cells = [r["pipeline"], f"{_num(cal.get('brier'))} {_ci(ci.get('brier'))}".strip(),
+                 f"{_num(cal.get('ece'))} {_ci(ci.get('ece'))}".strip()]
+        if test:
+            tc = (results["pipelines"][r["pipeline"]].get("test") or {}).get("calibration") or {}
+            cells += [_num(tc.get("brier")), _num(tc.get("ece"))]
         rows.append(cells)
     return header, rows
 
@@ -370,9 +478,11 @@ def fold_rows(p: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def per_class_rows(p: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Precision, recall, F1 (with 95% bootstrap intervals when computed) and support per class."""
     header = ["class", "precision", "recall", "F1", "support"]
-    rows = [[c, _num(v["precision"]), _num(v["recall"]), _num(v["f1"]), str(v["support"])]
-            for c, v in p["per_class"].items()]
+    cis = p.get("per_class_ci95") or {}
+    rows = [[c, *[f"{_num(v[k])} {_ci((cis.get(c) or {}).get(k))}".strip() for k in ("precision", "recall", "f1")],
+             str(v["support"])] for c, v in p["per_class"].items()]
     return header, rows
 
 
@@ -482,10 +592,19 @@ def render_markdown(results: dict[str, Any], figures: dict[str, bytes]) -> str:
     out += [""] if warning_lines(results) else []
     out += ["## Leaderboard", "", "Pooled out-of-fold predictions; brackets: 95% bootstrap interval"
             + ("; test: fitted on all development data, scored on the external test set" if _has_test(results)
-               else "") + ".", ""]
+               else "") + ". " + BOARD_NOTE, ""]
     out += [_md_table(*leaderboard_rows(results)), ""]
     if "leaderboard.png" in figures:
         out += ["![leaderboard](figures/leaderboard.png)", ""]
+    out += ["## Paired comparisons", "", paired_intro(results), ""]
+    if paired_rows(results)[1]:
+        out += [_md_table(*paired_rows(results)), ""]
+    if (results.get("paired") or {}).get("test"):
+        out += ["External test set:", "", paired_intro(results, "test"), "", _md_table(*paired_rows(results, "test")),
+                ""]
+    out += ["## Calibration", "", CALIBRATION_DEFINITION, "", _md_table(*calibration_rows(results)), ""]
+    if "calibration.png" in figures:
+        out += ["![calibration](figures/calibration.png)", ""]
     if _has_test(results):
         out += ["## CV vs external test set", "", _md_table(*test_rows(results)), ""]
     out += ["## Shortcut baselines", "", shortcut_intro(results), ""]
@@ -502,7 +621,8 @@ def render_markdown(results: dict[str, Any], figures: dict[str, bytes]) -> str:
         if p["status"] != "ok":
             continue
         s = _slug(name)
-        out += [f"## Pipeline `{name}`", "", _md_table(*fold_rows(p)), "", _md_table(*per_class_rows(p)), ""]
+        out += [f"## Pipeline `{name}`", "", _md_table(*fold_rows(p)), "", "Per class (95% bootstrap intervals):", "",
+                _md_table(*per_class_rows(p)), ""]
         if p.get("holdout"):
             h = p["holdout"]
             out += [f"Held-out ({h['n']} samples): " + ", ".join(
@@ -578,9 +698,18 @@ def render_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
                  f"study source {e(str(st.get('source', '')))}</p>")
     parts += ["<h2>Leaderboard</h2>",
               "<p>Metrics of the pooled out-of-fold predictions; brackets: 95% bootstrap interval "
-              "(resampling groups when the data has them). Fit time per fold; prediction speed over all folds.</p>",
+              "(resampling groups when the data has them). " + e(BOARD_NOTE) + " Fit time per fold; prediction speed over "
+              "all folds.</p>",
               _html_table(*leaderboard_rows(results), first_best=True),
               f"<div class='figs'>{_img(figures, 'leaderboard.png', 'leaderboard')}</div>"]
+    parts += ["<h2>Paired comparisons</h2>", f"<p>{e(paired_intro(results))}</p>"]
+    if paired_rows(results)[1]:
+        parts.append(_html_table(*paired_rows(results)))
+    if (results.get("paired") or {}).get("test"):
+        parts += ["<h3>External test set</h3>", f"<p>{e(paired_intro(results, 'test'))}</p>",
+                  _html_table(*paired_rows(results, "test"))]
+    parts += ["<h2>Calibration</h2>", f"<p>{e(CALIBRATION_DEFINITION)}</p>", _html_table(*calibration_rows(results)),
+              f"<div class='figs'>{_img(figures, 'calibration.png', 'reliability diagram')}</div>"]
     if _has_test(results):
         parts += ["<h2>CV vs external test set</h2>",
                   "<p>Each pipeline fitted on all development data and scored on the external test set, beside "
@@ -616,7 +745,7 @@ def render_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
         parts.append(_html_table(*fold_rows(p)))
         parts.append("<div class='figs'>" + _img(figures, f"{sl}-confusion.png", f"{name} confusion")
                      + _img(figures, f"{sl}-roc.png", f"{name} ROC") + "</div>")
-        parts.append("<h3>Per class</h3>" + _html_table(*per_class_rows(p)))
+        parts.append("<h3>Per class (95% bootstrap intervals)</h3>" + _html_table(*per_class_rows(p)))
         if p.get("holdout"):
             h = p["holdout"]
             rows = [[METRIC_LABELS[m], _num(h["metrics"][m]), _ci(h["ci95"].get(m))] for m in METRICS]

@@ -289,12 +289,39 @@ def _print_shortcuts(out: Any, results: dict[str, Any]) -> None:
         out.print(f"[bold red]SHORTCUT WARNING:[/] {w}")
 
 
+def paired_line(results: dict[str, Any]) -> str | None:
+    """One line: each pipeline against the best (Δ accuracy with its paired interval, Holm-adjusted
+    McNemar p, and whether it is significantly worse)."""
+    from ..report import _ci, _gap, _p
+
+    sec = (results.get("paired") or {}).get("cv") or {}
+    if sec.get("status") != "ok":
+        return None
+    parts = []
+    for p in sec["pairs"]:
+        if p["a"] != sec["best"] or not p.get("mcnemar"):
+            continue
+        verdict = "≈ best" if p["b"] in sec["not_worse_than_best"] else "worse"
+        ci = (p.get("ci95") or {}).get("accuracy")
+        ci_text = _ci([-ci[1], -ci[0]]) if ci and None not in ci else ""
+        parts.append(f"{p['b']} {_gap(-p['diff']['accuracy'])} {ci_text}".rstrip()
+                     + f" p={_p(p['p_holm'])} {verdict}")
+    return (f"paired vs best {sec['best']} (Δ accuracy, 95% paired bootstrap; McNemar exact, Holm): "
+            + "; ".join(parts)) if parts else None
+
+
+def _print_paired(out: Any, results: dict[str, Any]) -> None:
+    line = paired_line(results)
+    if line:
+        out.print(line, markup=False, highlight=False)
+
+
 def _print_summary(results: dict[str, Any], paths: dict[str, Path], quiet: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from ..evaluation import cv_text
-    from ..report import METRIC_LABELS, _ci, _num
+    from ..report import METRIC_LABELS, _ci, _num, vs_best_text
 
     out = Console()
     metrics = [m for m in results["settings"]["metrics"] if m in METRIC_LABELS]
@@ -311,17 +338,19 @@ def _print_summary(results: dict[str, Any], paths: dict[str, Path], quiet: bool)
     if has_test:
         table.add_column(f"test {METRIC_LABELS[metrics[0]]}", justify="right")
         table.add_column("gap", justify="right")
+    table.add_column("vs best", justify="right")
     table.add_column("fit/fold", justify="right")
     for i, r in enumerate(results.get("leaderboard") or [], 1):
         test = [f"{_num(r.get(f'test_{metrics[0]}'))} {_ci(r.get(f'test_{metrics[0]}_ci95'))}",
                 _gap(r.get(f"gap_{metrics[0]}"))] if has_test else []
-        table.add_row(str(i), r["pipeline"], *[f"{_num(r[m])} {_ci(r.get(f'{m}_ci95'))}" for m in metrics], *test,
+        table.add_row(str(i), r["pipeline"], *[f"{_num(r[m])} {_ci(r.get(f'{m}_ci95'))}" for m in metrics], *test, vs_best_text(r, i == 1),
                       f"{r['fit_seconds_mean']:.1f} s" if r.get("fit_seconds_mean") is not None else "–")
     for name, p in results["pipelines"].items():
         if p["status"] != "ok":
             table.add_row("–", f"[red]{name}[/]", f"[red]failed: {p['error'][:80]}[/]",
-                          *[""] * (len(metrics) + 2 * has_test))
+                          *[""] * (len(metrics) + 2 * has_test + 1))
     out.print(table)
+    _print_paired(out, results)
     _print_shortcuts(out, results)
     if not quiet:
         out.print(f"report: {paths['html']}  ({paths['md'].name}, {paths['json'].name} beside it)")
