@@ -164,6 +164,11 @@ def test_section_says_test_set_tuning_and_shortcuts():
     assert ("External test set: 50 samples (normal 20, pneumonia 30), pattern 'val_*'; kept out of CV and of every "
             "fit on it: each pipeline is fitted once on all 100 development samples") in text
     assert "2 duplicates of development images dropped" in text
+    assert "The largest class is 60.0% of the development samples and 60.0% of the test set" not in text
+    results = results_with_test()
+    results["data"]["test"]["class_counts"] = {"normal": 10, "pneumonia": 40}
+    assert ("The largest class is 60.0% of the development samples and 80.0% of the test set: where these differ, "
+            "accuracy is not comparable") in "\n".join(bench.study_section(results, run, 300.0))
     assert "Tuned: nothing: " in text and "`val_*` files) was never used for fitting or for a choice" in text
     assert "| shortcut baseline | test accuracy [95% CI] | CV accuracy [95% CI] |" in lines
     assert "| intensity | 0.820 [0.700, 0.900] | 0.700 [0.600, 0.800] |" in lines
@@ -180,6 +185,8 @@ def test_tuned_lines_name_the_reported_fold_where_recipes_were_chosen_on_it():
         line = bench.tuned_line(study)
         assert "fold 1, the fold reported here" in line and "optimistic" in line and "TTA" in line
     assert "whole-image input" in bench.tuned_line("all-subtypes")
+    assert "optimistic" in bench.TUNED["all-subtypes-blocked"]
+    assert "optimistic" not in bench.TUNED["cxr-pneumonia"] + bench.TUNED["anemia-cbc"]
     results = results_with_test()
     results["shortcuts"] = {"status": "ok", "chance": 0.6, "flagged": False, "warnings": [], "margin": 0.05,
                             "separable": 0.95, "baselines": {}}
@@ -226,6 +233,8 @@ def test_a_partial_run_keeps_the_other_sections_of_results_md(tmp_path):
     assert text.count("Shortcut baselines: not run for this section") == 2  # the two kept studies, not segmentation
     assert "Not run yet: anerbc-cbc" in text
     assert "### wbc-segmentation\n\n| method |" in text  # segmentation sections get no study notes
+    bench.write_results(tmp_path, target)
+    assert target.read_text() == text  # rewriting from the kept sections changes nothing
     readme = bench.with_summary("<!-- results:start -->\n<!-- results:end -->\n", bench.kept_parts(target).values())
     assert "| pbc-cells | fused | – | 0.983 [0.975, 0.991] † | – |" in readme
 
