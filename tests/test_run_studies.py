@@ -61,8 +61,8 @@ def test_readme_summary_takes_the_best_row_of_each_study():
                       "| deep | 0.95 [0.94, 0.96] | 0.94 [0.93, 0.95] | 0.99 | 10.0 | 50 |"]}
     out = bench.with_summary(readme, [part])
     assert "OLD-ROWS" not in out and out.startswith("intro\n") and out.endswith("<!-- results:end -->\nafter\n")
-    assert ("| pbc-cells | fused | 0.97 [0.96, 0.98] | 0.96 [0.95, 0.97] | 5957 samples, StratifiedKFold, fold 1 of 5 "
-            "(one 80/20 split) | accuracy 0.95 (goal) |") in out
+    assert ("| pbc-cells | fused | – | 0.97 [0.96, 0.98] † | – | – / 0.96 [0.95, 0.97] | 5957 samples, StratifiedKFold, "
+            "fold 1 of 5 (one 80/20 split) | accuracy 0.95 (goal) |") in out
     assert "| deep |" not in out
 
 
@@ -107,3 +107,139 @@ def test_extra_parts_are_listed_but_not_counted_in_the_hour(tmp_path):
     text = target.read_text()
     assert "10 minutes in all" in text and f"{extra} 30.0 (extra, not in the hour)" in text
     assert "Over budget" not in text
+
+
+def results_with_test() -> dict:
+    """A results.json of a study with an external test set and shortcut baselines (one flagged)."""
+    ci = {"accuracy": [0.8, 0.9], "f1_macro": [0.7, 0.9], "roc_auc_ovr": [0.9, 1.0]}
+    timing = {"fit_seconds_mean": 2.0, "materialize_seconds": 1.5, "predict_seconds_total": 0.5}
+    return {
+        "study": {"name": "cxr-pneumonia", "description": "chest X-rays", "reported": {}},
+        "settings": {"max_per_class": 0},
+        "data": {"n_selected": 100, "class_counts": {"normal": 40, "pneumonia": 60}, "duplicates_removed": 0,
+                 "capped": {}, "report": None,
+                 "test": {"source": "pattern 'val_*'", "n_selected": 50, "class_counts": {"normal": 20, "pneumonia": 30},
+                          "duplicates_of_development": 2, "duplicates_removed": 0}},
+        "splits": {"method": "StratifiedKFold", "folds": 5, "run_folds": 1, "grouped": False, "leakage": {"ok": True}},
+        "leaderboard": [{"pipeline": "fused"}, {"pipeline": "classical"}],
+        "pipelines": {
+            "fused": {"status": "ok", "n_evaluated": 100, "timing": timing, "ci95": ci,
+                      "metrics": {"accuracy": 0.95, "f1_macro": 0.9, "roc_auc_ovr": 0.99},
+                      "test": {"metrics": {"accuracy": 0.84, "f1_macro": 0.8, "roc_auc_ovr": 0.93}, "n": 50, "n_fit": 100,
+                               "ci95": {"accuracy": [0.75, 0.9], "f1_macro": [0.7, 0.88], "roc_auc_ovr": None},
+                               "gap": {"accuracy": -0.11, "f1_macro": -0.1, "roc_auc_ovr": -0.06}}},
+            "classical": {"status": "ok", "n_evaluated": 100, "timing": timing, "ci95": ci,
+                          "metrics": {"accuracy": 0.9, "f1_macro": 0.85, "roc_auc_ovr": 0.95},
+                          "test": {"status": "failed", "n": 0, "error": "no test sample could be prepared"}},
+        },
+        "shortcuts": {"status": "ok", "model": "logistic regression", "chance": 0.6, "chance_test": 0.6,
+                      "margin": 0.05, "separable": 0.95, "flagged": True,
+                      "warnings": ["test: the 'intensity' shortcut baseline (accuracy 0.820) is within 0.05 of the "
+                                   "best pipeline 'fused' (0.840)"],
+                      "baselines": {
+                          "size": {"status": "ok", "metrics": {"accuracy": 0.6}, "ci95": {"accuracy": [0.5, 0.7]},
+                                   "test": {"metrics": {"accuracy": 0.6}, "ci95": {"accuracy": [0.45, 0.75]}}},
+                          "intensity": {"status": "ok", "metrics": {"accuracy": 0.7}, "ci95": {"accuracy": [0.6, 0.8]},
+                                        "test": {"metrics": {"accuracy": 0.82}, "ci95": {"accuracy": [0.7, 0.9]}}},
+                          "file": {"status": "skipped", "reason": "no descriptor could be computed"}}},
+    }
+
+
+def test_tested_study_shows_test_beside_cv_with_the_gap():
+    bench = load_bench()
+    rows = bench.study_rows(results_with_test())
+    assert rows[0] == ("| fused | 0.840 [0.750, 0.900] | 0.950 [0.800, 0.900] | 0.800 [0.700, 0.880] "
+                       "| 0.900 [0.700, 0.900] | 0.930 | 0.990 [0.900, 1.000] | -0.110 / -0.100 / -0.060 | 2.0 | 50 |")
+    assert rows[1].startswith("| classical | – | 0.900 [0.800, 0.900] | – |")
+    assert "test failed: no test sample could be prepared" in rows[1]
+    assert all(r.count("|") == bench.TEST_HEAD.count("|") for r in rows)
+
+
+def test_section_says_test_set_tuning_and_shortcuts():
+    bench = load_bench()
+    run = next(r for r in bench.PLAN if r.study == "cxr-pneumonia")
+    lines = bench.study_section(results_with_test(), run, 300.0)
+    text = "\n".join(lines)
+    assert bench.TEST_HEAD in lines
+    assert ("External test set: 50 samples (normal 20, pneumonia 30), pattern 'val_*'; kept out of CV and of every "
+            "fit on it: each pipeline is fitted once on all 100 development samples") in text
+    assert "2 duplicates of development images dropped" in text
+    assert "The largest class is 60.0% of the development samples and 60.0% of the test set" not in text
+    results = results_with_test()
+    results["data"]["test"]["class_counts"] = {"normal": 10, "pneumonia": 40}
+    assert ("The largest class is 60.0% of the development samples and 80.0% of the test set: where these differ, "
+            "accuracy is not comparable") in "\n".join(bench.study_section(results, run, 300.0))
+    assert "Tuned: nothing: " in text and "`val_*` files) was never used for fitting or for a choice" in text
+    assert "| shortcut baseline | test accuracy [95% CI] | CV accuracy [95% CI] |" in lines
+    assert "| intensity | 0.820 [0.700, 0.900] | 0.700 [0.600, 0.800] |" in lines
+    assert any(ln.startswith("| file | skipped: no descriptor") for ln in lines)
+    assert "- test: the 'intensity' shortcut baseline (accuracy 0.820) is within 0.05 of the best pipeline 'fused' " \
+           "(0.840)." in lines
+    assert "chance (majority class) 0.600 on CV, 0.600 on the test set" in text
+
+
+def test_tuned_lines_name_the_reported_fold_where_recipes_were_chosen_on_it():
+    bench = load_bench()
+    assert {r.study for r in bench.PLAN} <= set(bench.TUNED)
+    for study in ("pbc-cells", "all-subtypes"):
+        line = bench.tuned_line(study)
+        assert "fold 1, the fold reported here" in line and "optimistic" in line and "TTA" in line
+    assert "whole-image input" in bench.tuned_line("all-subtypes")
+    assert "optimistic" in bench.TUNED["all-subtypes-blocked"]
+    assert "optimistic" not in bench.TUNED["cxr-pneumonia"] + bench.TUNED["anemia-cbc"]
+    results = results_with_test()
+    results["shortcuts"] = {"status": "ok", "chance": 0.6, "flagged": False, "warnings": [], "margin": 0.05,
+                            "separable": 0.95, "baselines": {}}
+    lines = bench.study_section(results, bench.PLAN[0], 60.0)
+    assert "No shortcut warning: no baseline comes within 0.05 accuracy of the best pipeline or reaches 0.95." in lines
+    del results["shortcuts"]
+    assert any(ln.startswith("Shortcut baselines: not in these results") for ln in
+               bench.study_section(results, bench.PLAN[0], 60.0))
+
+
+def test_readme_leads_with_the_external_test_figure():
+    bench = load_bench()
+    run = next(r for r in bench.PLAN if r.study == "cxr-pneumonia")
+    tested = {"lines": bench.study_section(results_with_test(), run, 300.0)}
+    out = bench.with_summary("<!-- results:start -->\n<!-- results:end -->\n", [tested])
+    head = next(ln for ln in out.splitlines() if ln.startswith("| study"))
+    assert head.index("external test") < head.index("CV accuracy")
+    assert ("| cxr-pneumonia | fused | 0.840 [0.750, 0.900] | 0.950 [0.800, 0.900] | -0.110 "
+            "| 0.800 [0.700, 0.880] / 0.900 [0.700, 0.900] | 100 samples, StratifiedKFold, fold 1 of 5 "
+            "(one 80/20 split); test: 50 samples | – |") in out
+
+
+def test_a_partial_run_keeps_the_other_sections_of_results_md(tmp_path):
+    """--only X with no section.json of the other parts at hand: their sections come from RESULTS.md as it is."""
+    bench = load_bench()
+    target = tmp_path / "RESULTS.md"
+    target.write_text("# Results\n\n*Written by (runs of 2026-11-22, 2026-11-23; medfuse 0.1.0); 30 minutes in all.*\n\n"
+                      "Intro. Minutes per part: anemia-cbc 0.1; pbc-cells 19.8; wbc-segmentation 4.3.\n\n"
+                      "### anemia-cbc\n\ntext a\n\nReported by the original study: –.\n\n| pipeline | x |\n|---|---|\n"
+                      "| all-xgboost | 0.997 |\n\n### pbc-cells\n\nTuned: an old line.\n\nReported by the original study: "
+                      "0.95.\n\n| pipeline | accuracy [95% CI] |\n|---|---|\n| fused | 0.983 [0.975, 0.991] |\n\n"
+                      "### wbc-segmentation\n\n| method | dice |\n|---|---|\n| unet | 0.9 |\n")
+    (tmp_path / "anemia-pediatric").mkdir()
+    (tmp_path / "anemia-pediatric" / "section.json").write_text(json.dumps(
+        {"name": "anemia-pediatric", "seconds": 60.0, "date": "2026-11-29 06:00", "settings": "budget",
+         "lines": ["### anemia-pediatric", "", "fresh", ""]}))
+    bench.write_results(tmp_path, target)
+    text = target.read_text()
+    assert "text a" in text and "| fused | 0.983 [0.975, 0.991] |" in text and "| unet | 0.9 |" in text and "fresh" in text
+    assert text.index("### anemia-cbc") < text.index("### anemia-pediatric") < text.index("### pbc-cells")
+    assert "runs of 2026-11-22, 2026-11-23, 2026-11-29" in text
+    assert "anemia-cbc 0.1; anemia-pediatric 1.0; pbc-cells 19.8; wbc-segmentation 4.3" in text
+    assert "Tuned: an old line." not in text and bench.tuned_line("pbc-cells") in text
+    assert text.count("Shortcut baselines: not run for this section") == 2  # the two kept studies, not segmentation
+    assert "Not run yet: anerbc-cbc" in text
+    assert "### wbc-segmentation\n\n| method |" in text  # segmentation sections get no study notes
+    bench.write_results(tmp_path, target)
+    assert target.read_text() == text  # rewriting from the kept sections changes nothing
+    readme = bench.with_summary("<!-- results:start -->\n<!-- results:end -->\n", bench.kept_parts(target).values())
+    assert "| pbc-cells | fused | – | 0.983 [0.975, 0.991] † | – |" in readme
+
+
+def test_help_says_how_to_reproduce():
+    bench = load_bench()
+    for usage in ("python bench/run_studies.py --only cxr-pneumonia", "--render", "--full", "external test set"):
+        assert usage in bench.__doc__
