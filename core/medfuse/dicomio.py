@@ -2,8 +2,9 @@
 
 Order of operations: decode the first frame (multi-frame files: frame 0 only) -> modality LUT
 (rescale slope/intercept or Modality LUT Sequence) -> VOI LUT Sequence or the first window
-centre/width -> 8 bits (the window's output range, else the stored range through the modality
-LUT, see :func:`output_range`) -> ``MONOCHROME1`` inverted (``255 - v``) -> RGB. ``PALETTE COLOR``
+centre/width -> 8 bits (the window's output range; without a window, unsigned values with no
+rescale by ``BitsStored``, others by the stored range through the modality LUT, see
+:func:`output_range`) -> ``MONOCHROME1`` inverted (``255 - v``) -> RGB. ``PALETTE COLOR``
 goes through its colour LUT. ``ReadOptions.percentiles`` replaces the VOI step by the image's own
 percentiles. A transfer syntax that no installed decoder can handle is an ``ImageReadError``
 naming the syntax and the packages pydicom would need.
@@ -107,7 +108,9 @@ def decode_dicom(data: bytes, name: str, options: ReadOptions, check: Callable[[
         samples = 3
     elif samples == 1:
         values = apply_modality_lut(arr, ds)
-        value_range: tuple[float, float] | None = output_range(ds)
+        # unsigned stored values with no modality LUT: the bit-depth rule; else the LUT's range
+        plain = values is arr and int(ds.get("PixelRepresentation", 0)) == 0
+        value_range: tuple[float, float] | None = None if plain else output_range(ds)
         if options.percentiles is None:
             voi = ds.get("VOILUTSequence")
             windowed = apply_voi_lut(values, ds)

@@ -264,6 +264,8 @@ def decode_image_info(data: bytes, name: str = "<bytes>", min_side: int | None =
 
     tiff_info: ImageInfo | None = None
     tiff_error: ImageReadError | None = None
+    if data[128:132] == b"DICM":  # before TIFF: a DICOM preamble may itself be a TIFF header
+        return decode_dicom(data, name, options, check, ImageReadError)
     if is_tiff(data):
         try:
             arr, tiff_info = decode_tiff(data, name, options, check, _TiffError)
