@@ -73,9 +73,13 @@ def decode_dicom(data: bytes, name: str, options: ReadOptions, check: Callable[[
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as exc:
+    except InvalidDicomError as exc:
         raise error(f"{name}: not a readable DICOM file ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - force=True parses anything; garbage fails in many ways
+        raise error(f"{name}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        if data[128:132] != b"DICM":
+            raise error(f"{name}: not a DICOM image (no DICM preamble and no pixel data)")
         raise error(f"{name}: DICOM file without pixel data (not an image, e.g. a report or structure set)")
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
