@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["DataReport", "finalize", "duplicate_groups", "table_duplicate_rows", "conflicting_rows", "row_sha1"]
+__all__ = ["DataReport", "finalize", "image_properties", "duplicate_groups", "table_duplicate_rows", "conflicting_rows", "row_sha1"]
 
 
 @dataclass
@@ -45,6 +45,10 @@ class DataReport:
         labels differ (label noise that caps any model's accuracy).
     label_proxies : text table columns left out because each of their values occurs with one
         label only (a restatement of the label, or an id nested in the classes).
+    image_properties : per file type (``dicom``, ``png``, ``tiff``, ...) of the kept images, counts
+        of each ``bit_depth``, ``channels`` and ``spacing_um`` (``"row x col"`` micrometres per
+        pixel, or ``"unknown"``) found; see :func:`image_properties`.
+    mixed_image_properties : flags when the study mixes bit depths or spacings (across all files).
     notes : anything else worth knowing.
     """
 
@@ -66,6 +70,8 @@ class DataReport:
     duplicate_table_rows: list[list[str]] = field(default_factory=list)
     conflicting_table_rows: list[list[str]] = field(default_factory=list)
     label_proxies: list[str] = field(default_factory=list)
+    image_properties: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    mixed_image_properties: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list, repr=False)
     sha1: list[str] = field(default_factory=list, repr=False)
@@ -155,11 +161,50 @@ class DataReport:
             lines.append("table columns left out (each value goes with one label only): "
                          + ", ".join(self.label_proxies))
         section("ignored files (not images)", self.ignored_files)
+        for fmt, props in self.image_properties.items():
+            lines.append(f"{fmt} images: " + "; ".join(
+                f"{key.replace('_', ' ')} " + ", ".join(f"{v} x{n}" for v, n in counts.items())
+                for key, counts in props.items()))
+        lines.extend(f"warning: {m}" for m in self.mixed_image_properties)
         lines.extend(f"note: {n}" for n in self.notes)
         if (self.n_problems == 0 and not self.duplicate_images and not self.duplicate_table_rows
-                and not self.conflicting_table_rows):
+                and not self.conflicting_table_rows and not self.mixed_image_properties):
             lines.append("no problems found")
         return lines
+
+
+def _spacing_text(spacing: Sequence[float] | None) -> str:
+    return "unknown" if not spacing else f"{float(spacing[0]):.4g}x{float(spacing[1]):.4g} um"
+
+
+def image_properties(files: Sequence[tuple[str, int, int, Sequence[float] | None]]
+                     ) -> tuple[dict[str, dict[str, dict[str, int]]], list[str]]:
+    """Per file type, counts of bit depths, channels and spacings of ``(format, bit_depth,
+    channels, spacing_um)`` rows; and flags when bit depths or spacings differ across the rows.
+
+    A study mixing bit depths (8-bit PNGs with 12-bit DICOMs) or spacings (two scanners) gives
+    features whose differences may be the acquisition rather than the class.
+    """
+    props: dict[str, dict[str, dict[str, int]]] = {}
+    depths: dict[str, dict[str, int]] = {}
+    spacings: dict[str, dict[str, int]] = {}
+    for fmt, depth, channels, spacing in files:
+        fmt = fmt or "unknown"
+        entry = props.setdefault(fmt, {"bit_depth": {}, "channels": {}, "spacing_um": {}})
+        for key, value in (("bit_depth", str(depth)), ("channels", str(channels)),
+                           ("spacing_um", _spacing_text(spacing))):
+            entry[key][value] = entry[key].get(value, 0) + 1
+        by_depth = depths.setdefault(str(depth), {})
+        by_depth[fmt] = by_depth.get(fmt, 0) + 1
+        by_spacing = spacings.setdefault(_spacing_text(spacing), {})
+        by_spacing[fmt] = by_spacing.get(fmt, 0) + 1
+    mixed = []
+    for what, found in (("bit depths", depths), ("pixel spacings", spacings)):
+        if len(found) > 1:
+            mixed.append(f"mixed {what} in one study: " + "; ".join(
+                f"{value} ({', '.join(f'{fmt} x{n}' for fmt, n in by_fmt.items())})"
+                for value, by_fmt in found.items()))
+    return props, mixed
 
 
 def duplicate_groups(keys: Sequence[str], ids: Sequence[str]) -> list[list[str]]:

@@ -2,13 +2,35 @@
 
 Canonical image: ``uint8 (H, W, 3)`` RGB.
 
-* grey (L, I;16, I, F) is replicated to three channels;
-* 16-bit and float images are rescaled linearly from their own dtype range
-  (16-bit: ``v // 257``; float: clipped to [0, 1] then times 255);
-* palette images are expanded; RGBA / LA are composited over a white background
-  (slide and smear backgrounds are bright);
-* EXIF orientation is not applied (microscopy files rarely carry it and the pixels are what
-  was acquired).
+Formats: PNG, JPEG, BMP (PIL / simplejpeg), TIFF (:mod:`medfuse.tiffio`, tifffile) and DICOM
+(:mod:`medfuse.dicomio`, pydicom; ``.dcm``/``.dicom`` files and any file with the ``DICM``
+preamble). :func:`read_image_info` / :func:`decode_image_info` also return an
+:class:`~medfuse.intensity.ImageInfo` (format, bit depth, channels, spacing in micrometres,
+frames) for the data report.
+
+Intensities to 8 bits (:func:`medfuse.intensity.to_uint8`, options in
+:class:`~medfuse.intensity.ReadOptions`):
+
+* 8-bit data is unchanged;
+* integer data deeper than 8 bits is divided by the full scale of its bit depth,
+  ``v * 255 // (2**bits - 1)``: the stored bit depth when the file says it (DICOM
+  ``BitsStored``), else ``ReadOptions.bits``, else the smallest of 8/10/12/14/16 bits that holds
+  the image's maximum (a 12-bit image 0-4095 keeps its range; a full-range 16-bit image gives
+  ``v // 257`` as before). The inference is per image: a dark 16-bit image may be read as 12-bit;
+  set ``bits`` when a study's files must share one scale;
+* DICOM: modality LUT (rescale slope/intercept), then the VOI LUT or the first window
+  centre/width, whose output range maps to 0-255; without a window the stored range through the
+  modality LUT does; ``MONOCHROME1`` is inverted; multi-frame files use their first frame;
+* floats within [0, 1] times 255; other floats, and signed integers with negative values,
+  their own [min, max] to 0-255;
+* ``ReadOptions.percentiles=(lo, hi)`` windows every image on its own percentiles instead.
+
+Channels (:func:`medfuse.intensity.channels_to_rgb`): grey (L, I;16, I, F, one-sample TIFF or
+DICOM) is replicated to three channels; 2 channels become ``(c0, c1, 0)``; more than 3 keep the
+first 3 (TIFF: multi-page files use their first page, an ImageJ/OME channel axis gives channels);
+palette images are expanded; RGBA / LA are composited over a white background (slide and smear
+backgrounds are bright); EXIF orientation is not applied (microscopy files rarely carry it and
+the pixels are what was acquired).
 
 Canonical mask: ``uint8 (H, W)`` with 0 background, 1 cell, 2 nucleus. A file with two
 distinct values maps to {0, 1}; with three (e.g. WBC masks 0/128/255) to {0, 1, 2} by rank;
@@ -18,8 +40,9 @@ JPEG files are decoded with libjpeg-turbo (simplejpeg), optionally at a reduced 
 when the caller only needs a small image (``min_side``), which is several times faster.
 
 Pixel limit (decompression bombs): before any pixel is decoded, the size in the file's header
-(JPEG SOF marker via ``simplejpeg.decode_jpeg_header``; other formats via PIL's lazy
-``Image.open``) is checked against ``max_pixels``; a larger image is an :class:`ImageReadError`.
+(JPEG SOF marker via ``simplejpeg.decode_jpeg_header``; DICOM ``Rows``/``Columns``; TIFF the first
+series' Y/X; other formats via PIL's lazy ``Image.open``) is checked against ``max_pixels``; a
+larger image is an :class:`ImageReadError`.
 Default: ``$MEDFUSE_MAX_PIXELS`` if set, else PIL's ``Image.MAX_IMAGE_PIXELS`` (89,478,485 by
 default); ``0`` (or a negative value) disables the limit. Every command that decodes images
 (``data``, ``extract``, ``compare``, ``train``, ``score``) goes through here; ``medfuse score
@@ -41,8 +64,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InvalidInputError
+from .intensity import ImageInfo, ReadOptions, channels_to_rgb, to_uint8
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+__all__ = ["IMAGE_SUFFIXES", "ImageInfo", "ImageReadError", "ReadOptions", "decode_image", "decode_image_info",
+           "read_image", "read_image_info", "read_mask", "canonical_mask", "file_sha1", "check_pixels"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 _JPEG = (".jpg", ".jpeg")
 MAX_PIXELS_ENV = "MEDFUSE_MAX_PIXELS"
 _PIL_LIMIT_LOCK = threading.Lock()
@@ -50,6 +77,10 @@ _PIL_LIMIT_LOCK = threading.Lock()
 
 class ImageReadError(InvalidInputError):
     """A file that is not a decodable image (corrupt, truncated, empty, wrong format)."""
+
+
+class _TiffError(ImageReadError):
+    """tifffile could not read the file (PIL is tried next)."""
 
 
 def file_sha1(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -121,59 +152,87 @@ def _pil_open(data: bytes, name: str, max_pixels: int | None) -> Iterator[Image.
                 raise ImageReadError(f"{name}: image too large ({exc})") from None
 
 
-def _to_canonical(img: Image.Image) -> np.ndarray:
+def _to_canonical(img: Image.Image, options: ReadOptions) -> tuple[np.ndarray, ImageInfo]:
     mode = img.mode
+    info = ImageInfo(format=(img.format or "").lower(), channels=len(img.getbands()),
+                     height=img.size[1], width=img.size[0], frames=int(getattr(img, "n_frames", 1) or 1))
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         mode = img.mode
     if mode in ("RGBA", "LA", "PA"):
-        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
-        alpha = rgba[..., 3:4] / 255.0
-        rgb = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
-        return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        arr = np.asarray(img, dtype=np.uint16)
-        return _grey3((arr // 257).astype(np.uint8))
-    if mode == "I":
-        arr = np.asarray(img, dtype=np.int64)
-        top = 65535 if arr.max(initial=0) > 255 else 255
-        return _grey3((np.clip(arr, 0, top) * 255 // top).astype(np.uint8))
-    if mode == "F":
-        arr = np.asarray(img, dtype=np.float32)
-        return _grey3((np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8))
+        return channels_to_rgb(np.asarray(img.convert("RGBA"), dtype=np.uint8), alpha=True), info
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        dtype = {"I": np.int64, "F": np.float32}.get(mode, np.uint16)
+        arr = np.asarray(img, dtype=dtype)
+        if mode == "I" and arr.min(initial=0) >= 0:
+            arr = arr.astype(np.uint64)
+        out, info.bit_depth = to_uint8(arr, options)
+        info.dtype = "float32" if mode == "F" else ("int32" if mode == "I" else "uint16")
+        return _grey3(out), info
+    if mode == "1":
+        info.bit_depth = 1
     if mode in ("L", "1"):
-        return _grey3(np.asarray(img.convert("L"), dtype=np.uint8))
+        return _maybe_window(_grey3(np.asarray(img.convert("L"), dtype=np.uint8)), options), info
     if mode != "RGB":
         img = img.convert("RGB")
-    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    return _maybe_window(np.ascontiguousarray(np.asarray(img, dtype=np.uint8)), options), info
+
+
+def _maybe_window(arr: np.ndarray, options: ReadOptions) -> np.ndarray:
+    """8-bit data is unchanged unless percentile windowing is asked for."""
+    return to_uint8(arr, options)[0] if options.percentiles is not None else arr
 
 
 def _grey3(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
 
 
-def read_image(path: str | Path, min_side: int | None = None, max_pixels: int | None = None) -> np.ndarray:
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from None
+
+
+def read_image(path: str | Path, min_side: int | None = None, max_pixels: int | None = None,
+               options: ReadOptions | None = None) -> np.ndarray:
     """Decode ``path`` to a canonical ``uint8 (H, W, 3)`` RGB image.
 
     ``min_side``: the caller will downscale to about this size; JPEGs are then decoded at the
     smallest DCT scale (1/2, 1/4, 1/8) whose result still has both sides >= ``min_side``.
     ``max_pixels``: refuse images whose header claims more pixels (None: the default, see the
-    module docstring; 0: no limit). Raises :class:`ImageReadError` naming the file and the reason.
+    module docstring; 0: no limit). ``options``: bit depth / percentile windowing (see the module
+    docstring). Raises :class:`ImageReadError` naming the file and the reason.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageReadError(f"{path}: cannot read file ({exc.strerror or exc})") from None
-    return decode_image(data, str(path), min_side, max_pixels)
+    return decode_image(_read_bytes(path), str(path), min_side, max_pixels, options)
+
+
+def read_image_info(path: str | Path, max_pixels: int | None = None,
+                    options: ReadOptions | None = None) -> ImageInfo:
+    """What ``path`` holds: format, bit depth, channels, spacing (micrometres), frames, size."""
+    path = Path(path)
+    return decode_image_info(_read_bytes(path), str(path), max_pixels=max_pixels, options=options)[1]
 
 
 def decode_image(data: bytes, name: str = "<bytes>", min_side: int | None = None,
-                 max_pixels: int | None = None) -> np.ndarray:
+                 max_pixels: int | None = None, options: ReadOptions | None = None) -> np.ndarray:
     """Decode image bytes (see :func:`read_image`)."""
+    return decode_image_info(data, name, min_side, max_pixels, options)[0]
+
+
+def decode_image_info(data: bytes, name: str = "<bytes>", min_side: int | None = None,
+                      max_pixels: int | None = None,
+                      options: ReadOptions | None = None) -> tuple[np.ndarray, ImageInfo]:
+    """Decode image bytes to the canonical image and its :class:`ImageInfo`."""
     limit = _limit(max_pixels)
+    options = options or ReadOptions()
     if not data:
         raise ImageReadError(f"{name}: empty file")
+
+    def check(height: int, width: int) -> None:
+        check_pixels(name, height, width, limit)
+
     if data[:3] == b"\xff\xd8\xff":
         # The end-of-image marker must follow the last start-of-scan; bytes after it (padding,
         # vendor trailers) are allowed. An EXIF thumbnail's EOI comes before the main scan.
@@ -182,34 +241,61 @@ def decode_image(data: bytes, name: str = "<bytes>", min_side: int | None = None
         try:
             import simplejpeg
 
-            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-            check_pixels(name, h, w, limit)
+            h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+            check(h, w)
+            info = ImageInfo(format="jpeg", channels=1 if colorspace == "Gray" else 3, height=h, width=w)
             if min_side:
                 scale = 1
                 while scale < 8 and min(h, w) // (scale * 2) >= min_side:
                     scale *= 2
-                return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=-(-h // scale),
-                                              min_width=-(-w // scale))
-            return simplejpeg.decode_jpeg(data, colorspace="RGB")
+                arr = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=-(-h // scale),
+                                             min_width=-(-w // scale))
+            else:
+                arr = simplejpeg.decode_jpeg(data, colorspace="RGB")
+            return _maybe_window(arr, options), info
         except ImportError:
             pass
         except ImageReadError:
             raise
         except ValueError as exc:
             raise ImageReadError(f"{name}: corrupt JPEG ({exc})") from None
+    from .dicomio import decode_dicom, is_dicom
+    from .tiffio import decode_tiff, is_tiff
+
+    tiff_info: ImageInfo | None = None
+    tiff_error: ImageReadError | None = None
+    if data[128:132] == b"DICM":  # before TIFF: a DICOM preamble may itself be a TIFF header
+        return decode_dicom(data, name, options, check, ImageReadError)
+    if is_tiff(data):
+        try:
+            arr, tiff_info = decode_tiff(data, name, options, check, _TiffError)
+        except _TiffError as exc:  # PIL may still read it (e.g. a compression tifffile has no codec for)
+            tiff_error = exc
+        else:
+            if arr is not None:
+                return arr, tiff_info
+    elif is_dicom(data, name):
+        return decode_dicom(data, name, options, check, ImageReadError)
     try:
         with _pil_open(data, name, limit) as img:
             img.load()
-            arr = _to_canonical(img)
+            arr, info = _to_canonical(img, options)
     except ImageReadError:
         raise
     except UnidentifiedImageError:
+        if tiff_error is not None:
+            raise tiff_error from None
         raise ImageReadError(f"{name}: not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
+        if tiff_error is not None:
+            raise tiff_error from None
         raise ImageReadError(f"{name}: corrupt or truncated image ({exc})") from None
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageReadError(f"{name}: image has zero size {arr.shape}")
-    return arr
+    if tiff_info is not None:
+        tiff_info.bit_depth = info.bit_depth if info.dtype != "uint8" else tiff_info.bit_depth
+        info = tiff_info
+    return arr, info
 
 
 def read_mask(path: str | Path, max_pixels: int | None = None) -> np.ndarray:

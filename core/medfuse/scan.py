@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .imageio import ImageReadError, decode_image, read_mask
+from .imageio import ImageReadError, decode_image_info, read_mask
 
 __all__ = ["FileScan", "scan_files", "progress_bar"]
 
@@ -27,7 +27,9 @@ class FileScan:
 
     ``sha1``: hash of the image file's bytes ('' when unreadable); ``height``/``width``: decoded
     size (0 when not decodable); ``error``: why the image is unusable ('' when fine);
-    ``mask_error``: why the mask is unusable ('' when fine or when there is no mask).
+    ``mask_error``: why the mask is unusable ('' when fine or when there is no mask);
+    ``format``/``bit_depth``/``channels``/``spacing_um``: from the decoder's
+    :class:`~medfuse.intensity.ImageInfo` (spacing ``None`` when the file states none).
     """
 
     sha1: str = ""
@@ -35,6 +37,10 @@ class FileScan:
     width: int = 0
     error: str = ""
     mask_error: str = ""
+    format: str = ""
+    bit_depth: int = 0
+    channels: int = 0
+    spacing_um: tuple[float, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -57,7 +63,7 @@ def scan_one(path: str, mask_path: str | None = None) -> FileScan:
         return out
     out.sha1 = hashlib.sha1(data).hexdigest()
     try:
-        image = decode_image(data, path)
+        image, info = decode_image_info(data, path)
     except ImageReadError as exc:
         out.error = _reason(exc, path)
         return out
@@ -65,6 +71,7 @@ def scan_one(path: str, mask_path: str | None = None) -> FileScan:
         out.error = f"cannot decode ({type(exc).__name__}: {exc})"
         return out
     out.height, out.width = int(image.shape[0]), int(image.shape[1])
+    out.format, out.bit_depth, out.channels, out.spacing_um = info.format, info.bit_depth, info.channels, info.spacing_um
     if mask_path:
         try:
             mask = read_mask(mask_path)

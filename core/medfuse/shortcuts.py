@@ -36,16 +36,20 @@ _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 def describe_file(path: str) -> dict[str, float | str]:
     """Header and global statistics of one image file; NaN fields (and ``error``) when unreadable."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    from .imageio import read_image
+    from .imageio import read_image, read_image_info
 
     out: dict[str, float | str] = {"suffix": Path(path).suffix.lower() or "(none)"}
     try:
         out["bytes"] = float(Path(path).stat().st_size)
-        with Image.open(path) as img:  # lazy: reads the header only
-            w, h = img.size
-            out["grey"] = float(img.mode in _GREY_MODES)
+        try:
+            with Image.open(path) as img:  # lazy: reads the header only
+                w, h = img.size
+                out["grey"] = float(img.mode in _GREY_MODES)
+        except UnidentifiedImageError:  # a format PIL does not read (DICOM): the decoder's info
+            info = read_image_info(path)
+            w, h, out["grey"] = info.width, info.height, float(info.channels == 1)
         out |= {"height": float(h), "width": float(w)}
         arr = read_image(path, min_side=STAT_SIDE).reshape(-1, 3).astype(np.float64)
         for c, name in enumerate("rgb"):

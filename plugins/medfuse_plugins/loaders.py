@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from medfuse import hookimpl
 from medfuse.contracts import Loader, SampleTable
-from medfuse.datareport import DataReport, finalize, row_sha1
+from medfuse.datareport import DataReport, finalize, image_properties, row_sha1
 from medfuse.errors import DataError
 from medfuse.imageio import IMAGE_SUFFIXES
 from medfuse.scan import scan_files
@@ -193,6 +193,8 @@ class _Assembler:
         dropped = {b["path"] for b in self.report.bad_files}
         self.report.mask_problems = [m for m in self.report.mask_problems if m["path"] not in dropped]
         bad_ids = set(rows.loc[~keep, "id"].astype(str))
+        self.report.image_properties, self.report.mixed_image_properties = image_properties(
+            [(s.format, s.bit_depth, s.channels, s.spacing_um) for s, k in zip(scans, keep) if k])
         self.report.images_without_table = [i for i in self.report.images_without_table if i not in bad_ids]
         return rows[keep].reset_index(drop=True)
 

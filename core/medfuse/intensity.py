@@ -1,0 +1,142 @@
+"""Intensity normalisation to 8 bits and what a decoder learnt about a file.
+
+The rule (also in :mod:`medfuse.imageio`'s docstring):
+
+* ``uint8`` data is returned unchanged (no option changes it except ``percentiles``);
+* unsigned integers (and signed ones without negative values) are divided by their bit depth's
+  full scale: ``v * 255 // (2**bits - 1)``, where ``bits`` is the stored bit depth when the file
+  says it (DICOM ``BitsStored``), else an explicit ``bits`` option, else the smallest of
+  8/10/12/14/16 (then 32) bits that holds the image's maximum (a 12-bit image 0-4095 keeps its
+  range; a 16-bit image using the full range gives ``v // 257`` as before);
+* a known value range (DICOM after its VOI LUT / window) maps linearly ``[lo, hi] -> [0, 255]``;
+* floats within ``[0, 1]`` are scaled by 255; other floats and signed integers with negative
+  values map their own ``[min, max]`` to ``[0, 255]``;
+* ``percentiles=(p_lo, p_hi)`` replaces all of the above by a window from the image's own
+  percentiles (``[P_lo, P_hi] -> [0, 255]``, clipped), over all channels together.
+
+Ranges and percentiles round to the nearest integer; bit-depth scaling floors (as ``// 257`` did).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ImageInfo", "ReadOptions", "infer_bits", "to_uint8", "channels_to_rgb"]
+
+BIT_STEPS = (8, 10, 12, 14, 16, 32)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a reader maps a file's intensities to 8 bits (see the module docstring).
+
+    ``bits``: the bit depth of integer images whose file does not state it (PNG, TIFF);
+    ``None`` infers it from the image's maximum. ``percentiles``: ``(low, high)`` in 0-100 to
+    window each image on its own percentiles instead (also overrides a DICOM window).
+    """
+
+    bits: int | None = None
+    percentiles: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.bits is not None and not 1 <= int(self.bits) <= 32:
+            raise ValueError(f"ReadOptions.bits={self.bits!r}: expected a bit depth between 1 and 32")
+        if self.percentiles is not None:
+            lo, hi = (float(v) for v in self.percentiles)
+            if not 0 <= lo < hi <= 100:
+                raise ValueError(f"ReadOptions.percentiles={self.percentiles!r}: expected (low, high) "
+                                 "with 0 <= low < high <= 100")
+
+
+@dataclass
+class ImageInfo:
+    """What decoding one file learnt: ``format`` (png, jpeg, tiff, dicom, bmp, ...), ``bit_depth``
+    (stored bits: DICOM ``BitsStored``, else the depth the normalisation used; 32 for float),
+    ``dtype`` of the decoded samples, ``channels`` in the file, ``spacing_um`` as ``(row, column)``
+    micrometres per pixel when the file states a physical unit (else ``None``), ``frames`` (pages or
+    frames in the file; only the first is used), ``height``/``width``."""
+
+    format: str = ""
+    bit_depth: int = 8
+    dtype: str = "uint8"
+    channels: int = 3
+    spacing_um: tuple[float, float] | None = None
+    frames: int = 1
+    height: int = 0
+    width: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["spacing_um"] = list(self.spacing_um) if self.spacing_um else None
+        return out
+
+
+def infer_bits(max_value: float) -> int:
+    """The smallest of 8/10/12/14/16/32 bits whose full scale holds ``max_value``."""
+    for bits in BIT_STEPS:
+        if max_value <= 2**bits - 1:
+            return bits
+    return 64
+
+
+def _linear(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        return np.zeros(arr.shape, np.uint8)
+    scaled = (arr.astype(np.float64) - lo) * (255.0 / (hi - lo))
+    return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+
+
+def to_uint8(arr: np.ndarray, options: ReadOptions | None = None, bits: int | None = None,
+             value_range: tuple[float, float] | None = None) -> tuple[np.ndarray, int]:
+    """Map ``arr`` to ``uint8`` by the module's rule; returns ``(array, bit depth used)``.
+
+    ``bits``: the file's stored bit depth (wins over the option and the inference);
+    ``value_range``: a known ``(lo, hi)`` (e.g. a DICOM window's output range).
+    """
+    options = options or ReadOptions()
+    depth = bits or (8 if arr.dtype == np.uint8 else options.bits)
+    if arr.dtype.kind == "f":
+        depth = 32
+        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+    if options.percentiles is not None:
+        finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+        lo, hi = np.percentile(finite, options.percentiles) if finite.size else (0.0, 0.0)
+        return _linear(arr, float(lo), float(hi)), int(depth or infer_bits(float(arr.max(initial=0))))
+    if arr.dtype == np.uint8 and value_range is None:
+        return arr, 8
+    if value_range is not None:
+        return _linear(arr, *value_range), int(depth or infer_bits(float(arr.max(initial=0))))
+    lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
+    if arr.dtype.kind == "f":
+        if lo >= 0 and hi <= 1:
+            return (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8), 32
+        return _linear(arr, lo, hi), 32
+    if lo < 0:
+        return _linear(arr, lo, hi), int(depth or infer_bits(hi - lo))
+    depth = int(depth or infer_bits(hi))
+    top = 2**depth - 1
+    wide = np.clip(arr.astype(np.uint64), 0, top)
+    return (wide * 255 // top).astype(np.uint8), depth
+
+
+def channels_to_rgb(arr: np.ndarray, alpha: bool = False) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, C)`` uint8 to ``(H, W, 3)``: grey is replicated; 2 channels become
+    ``(c0, c1, 0)``; 3 are RGB; 4+ keep the first 3, or (``alpha``) composite RGB over white with
+    the 4th as alpha, as for RGBA PNGs."""
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    c = arr.shape[2]
+    if c == 1:
+        out = np.repeat(arr, 3, axis=2)
+    elif c == 2:
+        out = np.concatenate([arr, np.zeros(arr.shape[:2] + (1,), np.uint8)], axis=2)
+    elif c >= 4 and alpha:
+        a = arr[..., 3:4].astype(np.float32) / 255.0
+        rgb = arr[..., :3].astype(np.float32) * a + 255.0 * (1.0 - a)
+        out = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    else:
+        out = arr[..., :3]
+    return np.ascontiguousarray(out)
