@@ -112,18 +112,6 @@ class Plugin(BaseEstimator):
         doc = inspect.getdoc(cls) or ""
         return doc.split("\n\n")[0].replace("\n", " ")
 
-    def validate_params(self) -> None:
-        """Check the parameter values (ranges, choices) without data; raise ``ValueError`` (e.g.
-        :class:`~medfuse.errors.InvalidInputError`) naming the parameter. ``medfuse validate`` calls
-        it on every plugin of a study, so a bad value is refused before any data is loaded.
-
-        The default runs scikit-learn's parameter validation when the class declares
-        ``_parameter_constraints`` (see ``sklearn.utils._param_validation``); plugins with their
-        own rules override it (and may call it from ``fit``).
-        """
-        if getattr(type(self), "_parameter_constraints", None):
-            self._validate_params()
-
     def cache_key(self) -> str:
         """Hash of name, version and parameters: changes whenever output could change."""
         payload = json.dumps(

@@ -302,7 +302,11 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
             raise StudyError(source, f"{pk}.classifier", "missing: give a classifier or ensemble members")
         pipelines[pname] = PipelineSpec(pname, transforms, mask, list(t["blocks"]), t["fusion"], t["combine"],
                                         classifier, list(t["members"]), t["augment"])
-    _check_members(pipelines, source, key)
+    for pname, p in pipelines.items():
+        for i, m in enumerate(p.members):
+            if m not in pipelines or m == pname:
+                raise StudyError(source, f"{key}.pipelines.{pname}.members[{i}]",
+                                 f"unknown pipeline {m!r}{did_you_mean(m, pipelines)}")
     evaluation = EvaluationSpec(**ev)
     if evaluation.folds < 2:
         raise StudyError(source, f"{key}.evaluation.folds", f"expected at least 2, got {evaluation.folds}")
@@ -316,36 +320,6 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
                          "fraction as well; drop one of them")
     return Study(name, source, DatasetSpec(ds["loader"], dict(ds["params"])), pipelines, blocks,
                  evaluation, top["description"], dict(top["reported"]), test)
-
-
-def _check_members(pipelines: dict[str, PipelineSpec], source: str, key: str) -> None:
-    """Ensemble members name other pipelines of the study, and no pipeline reaches itself."""
-    for pname, p in pipelines.items():
-        for i, m in enumerate(p.members):
-            where = f"{key}.pipelines.{pname}.members[{i}]"
-            if m == pname:
-                raise StudyError(source, where, f"pipeline {pname!r} lists itself as a member; an ensemble "
-                                 "combines other pipelines of the study")
-            if m not in pipelines:
-                others = [n for n in pipelines if n != pname]
-                raise StudyError(source, where, f"unknown pipeline {m!r}{did_you_mean(m, others)}; "
-                                 f"defined: {', '.join(others)}")
-    done: set[str] = set()
-
-    def visit(name: str, path: list[str]) -> None:
-        if name in path:
-            cycle = path[path.index(name):] + [name]
-            raise StudyError(source, f"{key}.pipelines.{cycle[0]}.members",
-                             f"ensemble members form a cycle: {' -> '.join(cycle)}; an ensemble cannot "
-                             "contain itself, directly or through its members")
-        if name in done:
-            return
-        for m in pipelines[name].members:
-            visit(m, [*path, name])
-        done.add(name)
-
-    for pname in pipelines:
-        visit(pname, [])
 
 
 def _test_spec(data: Any, source: str, key: str) -> TestSpec | None:
@@ -367,11 +341,8 @@ def _test_spec(data: Any, source: str, key: str) -> TestSpec | None:
 
 
 def check_plugins(study: Study, host: Any) -> None:
-    """Every check of ``study`` that needs no data, as ``compare`` and ``train`` run them: plugin
-    names and kinds, parameter names and types, parameter values (each plugin is instantiated and
-    its :meth:`~medfuse.contracts.Plugin.validate_params` run), and how each pipeline fits its parts
-    together (the engine's own rules, by building each pipeline without fitting it)."""
-    from .errors import MedfuseError, PluginError
+    """Check every plugin name and parameter of ``study`` against the loaded plugins."""
+    from .errors import PluginError
     from .host import check_params
 
     key = f"studies.{study.name}"
@@ -388,10 +359,6 @@ def check_plugins(study: Study, host: Any) -> None:
             check_params(record.cls, ref.params, where=f"plugin {ref.plugin!r}")
         except PluginError as exc:
             raise StudyError(study.source, f"{where}.params", str(exc)) from None
-        try:
-            record.cls(**ref.params).validate_params()
-        except (MedfuseError, ValueError, TypeError) as exc:
-            raise StudyError(study.source, f"{where}.params", f"plugin {ref.plugin!r}: {exc}") from None
 
     check(PluginRef(study.dataset.loader, study.dataset.params), ("loader",), f"{key}.dataset")
     if study.test is not None and study.test.loader is not None:
@@ -406,71 +373,18 @@ def check_plugins(study: Study, host: Any) -> None:
             check(p.mask, ("mask",), f"{pk}.mask")
         if p.classifier is not None:
             check(p.classifier, ("classifier",), f"{pk}.classifier")
-    from .pipeline import PipelineRunner  # the engine's rules for putting a pipeline together
-
-    for name in study.pipelines:
-        PipelineRunner(study, name, host=host, cache_dir=None, jobs=1, progress=False)
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """The TOML document at ``path``; a :class:`StudyError` naming the file for anything unreadable."""
-    path = Path(path)
-    source = str(path)
-    if path.is_dir():
-        found = sorted(p.name for p in path.glob("*.toml"))
-        hint = f"; it holds {', '.join(found)}" if found else ""
-        raise StudyError(source, "<file>", f"is a folder, not a study file: give a .toml file{hint}")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise StudyError(source, "<file>", "file not found") from None
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[:exc.start].count(b"\n") + 1
-        raise StudyError(source, "<file>", f"not UTF-8 text (byte {exc.object[exc.start]:#04x} on line {line}); "
-                         "TOML files are UTF-8: save it as UTF-8") from None
-    except OSError as exc:
-        raise StudyError(source, "<file>", f"cannot read the file ({exc.strerror or exc})") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise StudyError(source, "<toml>", f"not valid TOML: {exc}") from None
-
-
-def check_catalogue(path: str | Path, host: Any) -> int:
-    """Check the ``[plugins]`` catalogue of a TOML file (``registry.toml``: built-in plugins by kind)
-    against the discovered plugins; return how many names it lists (0 when it has no catalogue)."""
-    from .contracts import KINDS
-
-    path = Path(path)
-    catalogue = read_toml(path).get("plugins")
-    if catalogue is None:
-        return 0
-    source = str(path)
-    if not isinstance(catalogue, dict):
-        raise StudyError(source, "plugins", f"expected a table of plugin names by kind, got {catalogue!r}")
-    count = 0
-    for kind, names in catalogue.items():
-        if kind not in KINDS:
-            raise StudyError(source, f"plugins.{kind}", f"unknown plugin kind{did_you_mean(kind, KINDS)}; "
-                             f"kinds: {', '.join(KINDS)}")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise StudyError(source, f"plugins.{kind}", f"expected a list of plugin names, got {names!r}")
-        for i, name in enumerate(names):
-            record = host.records.get(name)
-            if record is None or record.kind != kind:
-                known = host.names(kind)
-                what = f"; {name!r} is a {record.kind} plugin" if record is not None else did_you_mean(name, known)
-                raise StudyError(source, f"plugins.{kind}[{i}]", f"no {kind} plugin {name!r}{what}; "
-                                 f"{kind} plugins: {', '.join(known)}")
-        count += len(names)
-    return count
 
 
 def load_studies(path: str | Path) -> dict[str, Study]:
     """Parse every ``[studies.*]`` table of a TOML file."""
     path = Path(path)
     source = str(path)
-    data = read_toml(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise StudyError(source, "<file>", "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyError(source, "<toml>", f"not valid TOML: {exc}") from None
     studies = data.get("studies")
     if not isinstance(studies, dict) or not studies:
         raise StudyError(source, "studies", "expected one or more [studies.NAME] tables")

@@ -54,17 +54,8 @@ def _balanced_weights(codes: np.ndarray) -> np.ndarray:
 class _SklearnClassifier(Classifier):
     """Wraps one scikit-learn classifier built by :meth:`_build` on integer-coded labels."""
 
-    def _estimator(self) -> Any:
-        """The scikit-learn estimator this plugin's parameters configure (unfitted)."""
-        raise NotImplementedError
-
     def _build(self, codes: np.ndarray) -> Any:
-        """The estimator fitted on integer-coded labels ``codes`` (default: :meth:`_estimator`)."""
-        return self._estimator()
-
-    def validate_params(self) -> None:
-        """The wrapped scikit-learn estimator's own parameter validation (ranges, choices)."""
-        self._estimator()._validate_params()
+        raise NotImplementedError
 
     def fit(self, X, y):
         X = _check_X(self.name, X)
@@ -105,7 +96,7 @@ class LogReg(_SklearnClassifier):
         self.class_weight = class_weight
         self.random_state = random_state
 
-    def _estimator(self):
+    def _build(self, codes):
         from sklearn.linear_model import LogisticRegression
 
         return LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight,
@@ -134,17 +125,13 @@ class SVM(_SklearnClassifier):
         self.class_weight = class_weight
         self.random_state = random_state
 
-    def _estimator(self):
-        from sklearn.svm import SVC
-
-        return SVC(C=self.C, kernel=self.kernel, gamma=self.gamma, class_weight=self.class_weight,
-                   random_state=self.random_state)
-
     def _build(self, codes):
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.model_selection import StratifiedKFold
+        from sklearn.svm import SVC
 
-        svc = self._estimator()
+        svc = SVC(C=self.C, kernel=self.kernel, gamma=self.gamma, class_weight=self.class_weight,
+                  random_state=self.random_state)
         k = int(min(5, np.bincount(codes).min()))
         if k < 2:
             raise InvalidInputError(f"{self.name}: probability calibration needs 2 samples of every class")
@@ -176,7 +163,7 @@ class RandomForest(_SklearnClassifier):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    def _estimator(self):
+    def _build(self, codes):
         from sklearn.ensemble import RandomForestClassifier
 
         return RandomForestClassifier(n_estimators=self.n_estimators, max_depth=self.max_depth,
@@ -223,7 +210,7 @@ class MLP(_SklearnClassifier):
             warnings.simplefilter("ignore", ConvergenceWarning)
             return super().fit(X, y)
 
-    def _estimator(self):
+    def _build(self, codes):
         from sklearn.neural_network import MLPClassifier
 
         return MLPClassifier(hidden_layer_sizes=tuple(int(h) for h in self.hidden_layer_sizes), alpha=self.alpha,
@@ -413,18 +400,6 @@ class SoftVote(Classifier):
         self.estimators = estimators
         self.weights = weights
         self.random_state = random_state
-
-    def validate_params(self) -> None:
-        """Every member is a known feature classifier with valid parameters; one weight per member."""
-        members = _members(self.name, self.estimators, self.random_state)
-        for i, m in enumerate(members):
-            try:
-                m.validate_params()
-            except (ValueError, TypeError) as exc:
-                raise InvalidInputError(f"{self.name}: estimators[{i}] {m.name!r}: {exc}") from None
-        weights = getattr(self, "weights", None)  # Stacking has none
-        if weights is not None and len(weights) != len(members):
-            raise InvalidInputError(f"{self.name}: {len(weights)} weights for {len(members)} estimators")
 
     def fit(self, X, y):
         X = _check_X(self.name, X)

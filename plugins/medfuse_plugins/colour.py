@@ -127,8 +127,7 @@ class Colour(Extractor):
         self.hist_regions = hist_regions
         self.pad = pad
 
-    def validate_params(self) -> None:
-        """Known spaces, regions and statistics; ``bins`` divides 256."""
+    def _check(self) -> None:
         for what, given, allowed in (("spaces", self.spaces, SPACES), ("regions", self.regions, ALL_REGIONS),
                                      ("stats", self.stats, STATS), ("hist_regions", self.hist_regions,
                                                                     ALL_REGIONS)):
@@ -150,7 +149,7 @@ class Colour(Extractor):
         return names
 
     def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        self.validate_params()
+        self._check()
         mask = resolve_mask(image, mask)
         box = bbox(mask > 0, int(self.pad))
         if box is None:

@@ -198,8 +198,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         self.tta = tta
 
     # ---- data -----------------------------------------------------------------------------
-    def validate_params(self) -> None:
-        """Patch and tile sizes fit the depth; 2 or 3 classes; overlap smaller than a tile."""
+    def _check_params(self) -> None:
         m = 2 ** int(self.depth)
         for key in ("patch_size", "tile_size"):
             v = int(getattr(self, key))
@@ -251,7 +250,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         """Train on full-size canonical images ``(H, W, 3)`` uint8 and masks ``(H, W)`` {0, 1, 2}."""
         from medfuse.keras_utils import TRAINED, keras, seed_everything
 
-        self.validate_params()
+        self._check_params()
         if images is None or masks is None or len(images) == 0:
             raise InvalidInputError("unet: fit needs a non-empty list of images and their masks")
         if len(images) != len(masks):
