@@ -244,8 +244,7 @@ def test_scoring_workers_never_import_tensorflow(cells, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(f"""
         import json, sys
-        from joblib import Parallel, delayed, parallel_config
-        from medfuse.scoring import SCORING_THREADS, score
+        from medfuse.scoring import score
 
         def probe():
             import os, sys, time
@@ -259,8 +258,20 @@ def test_scoring_workers_never_import_tensorflow(cells, tmp_path):
         here = ("tensorflow" in sys.modules, "keras" in sys.modules)
         two = score({str(tmp_path / "fused")!r}, images, {str(tmp_path / "two.parquet")!r}, jobs=2,
                     chunk_size=6, progress=False)
-        with parallel_config(backend="loky", inner_max_num_threads=SCORING_THREADS):
-            workers = Parallel(n_jobs=2)(delayed(probe)() for _ in range(4))
+        # the workers of score()'s own pool: score chunks there, then probe the same processes
+        import pandas as pd
+        from medfuse.bundle import verify_bundle
+        from medfuse.scoring import _LocalPool, score_chunk
+        _, _, digest = verify_bundle({str(tmp_path / "fused")!r})
+        rows = pd.read_csv(images).rename(columns={{"path": "read_path"}}).assign(path=lambda d: d["read_path"])
+        pool = _LocalPool(2)
+        try:
+            done = [pool.executor.submit(score_chunk, {str(tmp_path / "fused")!r}, digest, i, rows.iloc[i::2])
+                    for i in range(2)]
+            [f.result() for f in done]
+            workers = [f.result() for f in [pool.executor.submit(probe) for _ in range(4)]]
+        finally:
+            pool.close()
         print("RESULT", json.dumps([one.n_scored, two.n_scored, here, sorted(set(workers))]))
     """))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([PATH, str(TESTS)])}

@@ -332,11 +332,26 @@ def _score_locked(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Pa
                   progress: bool, keep_parts: bool, on_chunk: Callable[[int, int], None] | None, *,
                   max_pixels: int | None = None, trust_pickle: bool = False) -> ScoreSummary:
     """The body of :func:`score`, run while holding the output's lock."""
+    in_process = jobs == 1 and backend == "loky"
+    # local workers start (and import the scoring stack) while this process verifies the bundle
+    pool = None if in_process or backend != "loky" else _LocalPool(jobs)
+    try:
+        return _score_verified(bundle, inputs, out, kind, jobs, chunk_size, batch_size, resume, backend, scheduler,
+                               progress, keep_parts, on_chunk, max_pixels, trust_pickle, in_process, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _score_verified(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Path, kind: str, jobs: int,
+                    chunk_size: int, batch_size: int, resume: bool, backend: str, scheduler: str | None,
+                    progress: bool, keep_parts: bool, on_chunk: Callable[[int, int], None] | None,
+                    max_pixels: int | None, trust_pickle: bool, in_process: bool,
+                    pool: _LocalPool | None) -> ScoreSummary:
     from .bundle import load_verified, verify_bundle
 
     # verify here, so that a bad bundle fails before any work; load it only if scoring in-process
     path, manifest, digest = verify_bundle(bundle, trust_pickle=trust_pickle)
-    in_process = jobs == 1 and backend == "loky"
     loaded = load_verified(path, manifest, digest, threads=SCORING_THREADS) if in_process else None
     bundle_path = str(path)
     table = inputs.copy() if isinstance(inputs, pd.DataFrame) else list_inputs(inputs)
@@ -362,7 +377,7 @@ def _score_locked(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Pa
     with _progress(progress, n, resumed_rows) as advance:
         for k, (i, df, _secs) in enumerate(_run_chunks(todo, chunk_rows, bundle_path, digest, jobs, batch_size,
                                                        backend, scheduler, in_process, max_pixels,
-                                                       trust_pickle), start=1):
+                                                       trust_pickle, pool), start=1):
             _write_atomic_parquet(df, parts / _part_name(i), schema)
             advance(len(df))
             if on_chunk is not None:
@@ -405,7 +420,8 @@ def _prepare_parts(parts: Path, plan: dict[str, Any], table: pd.DataFrame, resum
 
 def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bundle_path: str, digest: str,
                 jobs: int, batch_size: int, backend: str, scheduler: str | None, in_process: bool = False,
-                max_pixels: int | None = None, trust_pickle: bool = False) -> Iterator[tuple[int, pd.DataFrame, float]]:
+                max_pixels: int | None = None, trust_pickle: bool = False,
+                pool: _LocalPool | None = None) -> Iterator[tuple[int, pd.DataFrame, float]]:
     if not todo:
         return
     if in_process:
@@ -413,30 +429,56 @@ def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bund
             yield score_chunk(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS, None,
                               max_pixels, trust_pickle)
         return
-    from joblib import Parallel, delayed, parallel_config
-
     if backend == "dask":
         yield from _dask_chunks(todo, chunk_rows, bundle_path, digest, jobs, batch_size, str(scheduler),
                                 max_pixels, trust_pickle)
         return
-    n_jobs = (os.cpu_count() or 1) if jobs < 1 else jobs
-    if n_jobs == 1:  # joblib would run n_jobs=1 in this process; this needs one worker process
+    own = pool is None
+    pool = _LocalPool(jobs) if own else pool
+    try:
+        yield from _one_at_a_time(pool.executor.submit, todo, chunk_rows, bundle_path, digest, batch_size,
+                                  os.getpid(), window=2 * pool.workers, max_pixels=max_pixels,
+                                  trust_pickle=trust_pickle)
+    finally:
+        if own:
+            pool.close()
+
+
+def _warm_worker(parent_pid: int) -> None:
+    """Initializer of a local worker: import what loading a bundle and scoring need (the plugins
+    through the host), so that this runs while the scoring process verifies the bundle."""
+    _exit_with_parent(parent_pid)
+    from . import bundle as _bundle  # noqa: F401 - import for its side effect (module load)
+    from . import trust as _trust  # noqa: F401
+    from .host import get_host
+
+    get_host()
+
+
+class _LocalPool:
+    """``jobs`` local loky worker processes (``jobs < 1``: one per CPU), each with
+    :data:`SCORING_THREADS` native threads; started at once, each importing the scoring stack
+    (:func:`_warm_worker`, the initializer) while the caller goes on (verifies the bundle)."""
+
+    def __init__(self, jobs: int):
         from joblib.externals.loky import ProcessPoolExecutor  # its own pool, not joblib's shared one
 
+        self.workers = (os.cpu_count() or 1) if jobs < 1 else jobs
         threads = str(SCORING_THREADS)
-        env = {v: threads for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-        executor = ProcessPoolExecutor(max_workers=1, env=env)
-        try:
-            yield from _one_at_a_time(executor.submit, todo, chunk_rows, bundle_path, digest, batch_size,
-                                      os.getpid(), max_pixels=max_pixels, trust_pickle=trust_pickle)
-        finally:
-            executor.shutdown(wait=False, kill_workers=True)
-        return
-    with parallel_config(backend="loky", inner_max_num_threads=SCORING_THREADS):
-        yield from Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(score_chunk)(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS, os.getpid(),
-                                 max_pixels, trust_pickle)
-            for i in todo)
+        env = {v: threads for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",  # as joblib's
+                                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS",  # loky
+                                    "NUMEXPR_NUM_THREADS")}  # inner_max_num_threads
+        self.executor = ProcessPoolExecutor(max_workers=self.workers, env=env, initializer=_warm_worker,
+                                            initargs=(os.getpid(),))
+        # Start the workers now rather than at the first submit. Not a warm-up task: loky takes a
+        # worker's reference memory after its first task and restarts a worker that grows 300 MB
+        # past it, so the first task must be a real chunk (bundle loaded, chunk-sized buffers).
+        start = getattr(self.executor, "_ensure_executor_running", None)  # loky internals; optional
+        if callable(start):
+            start()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, kill_workers=True)
 
 
 def check_scheduler_address(address: str) -> None:
