@@ -266,6 +266,22 @@ def test_outside_training_data_gets_a_warning(cells, tmp_path):
     assert df["warning"].str.contains(r"image descriptor distance \d+\.\d > threshold \d+\.\d").any()
 
 
+def test_score_summary_counts_and_shows_warned_rows(cells, tmp_path):
+    """The operator sees warned rows in the run summary, not only in the output file."""
+    from medfuse.scoring import score
+
+    odd_dir = tmp_path / "odd"
+    odd_dir.mkdir()
+    for p in sorted(cells["heldout"].rglob("*.png"))[:6]:  # colour channels swapped: cells still found
+        Image.fromarray(np.asarray(Image.open(p).convert("RGB"))[..., ::-1]).save(odd_dir / p.name)
+    summary = score(cells["bundle"], odd_dir, tmp_path / "out.csv", progress=False)
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    warned = int(((out["warning"] != "") & (out["error"] == "")).sum())
+    assert warned > 0 and summary.n_warned == warned
+    text = summary.describe()
+    assert f"{warned} scored row(s) lie outside the training data" in text and "distance" in text
+
+
 
 def _descriptor_reference(image: np.ndarray) -> np.ndarray:
     """The acquisition descriptor as first defined (numpy, float32 pixels): its values are the contract."""

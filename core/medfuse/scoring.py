@@ -210,6 +210,8 @@ class ScoreSummary:
     failures: Counter = field(default_factory=Counter)  # error kind -> count
     examples: list[str] = field(default_factory=list)  # a few full error messages
     resumed_rows: int = 0  # rows taken from an interrupted run's parts
+    n_warned: int = 0  # scored rows with a `warning` (outside the training data)
+    warned_examples: list[str] = field(default_factory=list)  # a few 'path: warning' lines
 
     @property
     def images_per_second(self) -> float:
@@ -221,6 +223,10 @@ class ScoreSummary:
         if self.chunks_resumed:
             lines.append(f"resumed: {self.chunks_resumed} of {self.n_chunks} chunk(s) were already done")
         lines.append(f"{self.seconds:.1f} s, {self.images_per_second:.1f} images/s")
+        if self.n_warned:
+            lines.append(f"{self.n_warned} scored row(s) lie outside the training data (see the 'warning' "
+                         "column; do not trust them without a look), e.g.:")
+            lines += [f"  {e}" for e in self.warned_examples]
         if self.failures:
             lines.append("failures by kind:")
             lines += [f"  {n:6d}  {kind}" for kind, n in self.failures.most_common(10)]
@@ -608,8 +614,13 @@ def _assemble_into(tmp: Path, parts: Path, n_chunks: int, out: Path, kind: str, 
                 writer.write_table(t.replace_schema_metadata(out_schema.metadata))
             else:
                 t.to_pandas().to_csv(tmp, mode="w" if i == 0 else "a", header=i == 0, index=False)
-            df = t.select(["path", "error"]).to_pandas()
+            df = t.select(["path", "warning", "error"]).to_pandas()
             failed = df["error"].fillna("").astype(bool)
+            warned = df["warning"].fillna("").astype(bool) & ~failed
+            summary.n_warned += int(warned.sum())
+            for p, w in zip(df["path"][warned], df["warning"][warned]):
+                if len(summary.warned_examples) < 3:
+                    summary.warned_examples.append(f"{p}: {w}")
             summary.n_inputs += len(df)
             summary.n_failed += int(failed.sum())
             for p, e in zip(df["path"][failed], df["error"][failed]):
