@@ -13,7 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 from medfuse.cli import COMMANDS, main
-from medfuse.cli.common import EXIT_CODES, EXIT_PARTIAL
+from medfuse.cli.common import EXIT_CODES, EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE
 from medfuse.synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +95,7 @@ def test_help_has_no_double_percent_and_lists_exit_codes():
     for name, cmd in _all_commands():
         text = cmd.get_help(click.Context(cmd, info_name=name))
         assert "%%" not in text, name
+    assert click.ClickException.exit_code == EXIT_FAILURE and click.UsageError.exit_code == EXIT_USAGE
     top = _invoke("--help").output
     assert "Exit codes:" in top
     for code in EXIT_CODES:

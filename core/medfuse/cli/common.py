@@ -21,6 +21,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 
+# click's own exceptions exit with EXIT_FAILURE (ClickException) and EXIT_USAGE (UsageError)
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_FAILURE: "error (bad study, data, bundle, output), or nothing done (all pipelines failed, "

@@ -10,7 +10,17 @@ from typing import Any
 
 import click
 
-from .common import EXIT_CODES, JOBS, PartialFailure, apply_block_sets, echo_json, resolve_jobs, set_option, verbosity
+from .common import (
+    EXIT_CODES,
+    EXIT_FAILURE,
+    JOBS,
+    PartialFailure,
+    apply_block_sets,
+    echo_json,
+    resolve_jobs,
+    set_option,
+    verbosity,
+)
 from .common import console as make_console
 
 
@@ -158,7 +168,7 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
         result.results["timing"]["command_seconds"] = time.perf_counter() - t0
         paths = write_report(result, out)
         failed = [n for n, p in result.results["pipelines"].items() if p["status"] != "ok"]
-        code = 1 if not result.ok else PartialFailure.exit_code if failed and fail_on_error else 0
+        code = EXIT_FAILURE if not result.ok else PartialFailure.exit_code if failed and fail_on_error else 0
         if as_json:
             echo_json(json_summary(result.results, paths, code))
         else:

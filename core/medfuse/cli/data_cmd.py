@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .common import JOBS, resolve_jobs, verbosity
+from .common import EXIT_FAILURE, JOBS, resolve_jobs, verbosity
 from .common import console as make_console
 
 LOADERS = ("folder", "manifest", "pairs", "table")
@@ -193,4 +193,4 @@ def _load_and_report(console: Any, start: float, path: Path, loader: str | None,
                 out.to_csv(tmp, index=False)
     if not report.ok:
         console.print("[red]nothing could be loaded[/]")
-        raise SystemExit(1)
+        raise SystemExit(EXIT_FAILURE)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import JOBS, apply_block_sets, resolve_jobs, set_option, verbosity
+from .common import EXIT_FAILURE, JOBS, apply_block_sets, resolve_jobs, set_option, verbosity
 
 
 @click.command("train")
@@ -138,4 +138,4 @@ def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batc
     click.echo(summary.describe(), err=summary.n_failed > 0 and summary.n_scored == 0)
     if summary.n_scored == 0:
         click.echo("error: no input could be scored", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_FAILURE)
