@@ -776,7 +776,8 @@ def cv_metrics(study: Any, pipeline: str, data: Any, prepared: Any, runner: Any)
 
 def train_bundle(study: Any, pipeline: str, data_root: str | Path | None, out: str | Path, *, jobs: int = 1,
                  cv: bool = True, max_per_class: int | None = None, cache_dir: str | Path | None = None,
-                 overwrite: bool = False, progress: bool = True, log: Any = None) -> Path:
+                 overwrite: bool = False, progress: bool = True, log: Any = None,
+                 overrides: dict[str, Any] | None = None) -> Path:
     """Train ``pipeline`` of ``study`` on all of its data and write a bundle to ``out``.
 
     Parameters
@@ -790,6 +791,8 @@ def train_bundle(study: Any, pipeline: str, data_root: str | Path | None, out: s
     max_per_class : cap samples per class (default: the study's ``evaluation.max_per_class``).
     cache_dir : on-disk cache of prepared blocks (see :class:`medfuse.pipeline.PipelineRunner`).
     log : callable taking one line of text (progress notes); silent when ``None``.
+    overrides : ``{block: {param: value}}`` already applied to ``study`` (``--set``); recorded in the
+        manifest as ``study.overrides``.
 
     Samples are selected like ``medfuse compare`` does (exact duplicates dropped when
     ``evaluation.dedupe``, per-class cap), then the pipeline is fitted on all of them.
@@ -835,7 +838,8 @@ def train_bundle(study: Any, pipeline: str, data_root: str | Path | None, out: s
                   "evaluation": study.evaluation, "pipelines": {
                       n: study.pipelines[n] for n in sorted(_members(study, pipeline))},
                   "blocks": {b: study.blocks[b] for n in _members(study, pipeline)
-                             for b in study.pipelines[n].blocks}},
+                             for b in study.pipelines[n].blocks},
+                  "overrides": overrides or {}},
         "inputs": {"masks": needs["masks"], "table_columns": table_columns},
         "training_data": {
             "loader": study.dataset.loader, "params": study.dataset.params, "root": str(root),

@@ -8,6 +8,10 @@ import sys
 
 import click
 
+from .common import EXIT_CODES, exit_code_table
+
+__all__ = ["COMMANDS", "EXIT_CODES", "main"]
+
 # name -> "module:function" (a click command); add a line here when adding a verb.
 COMMANDS: dict[str, str] = {
     "plugins": "medfuse.cli.plugins_cmd:plugins",
@@ -47,7 +51,8 @@ class LazyGroup(click.Group):
         return getattr(module, attr)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=exit_code_table())
 @click.version_option(package_name="medfuse")
 def main() -> None:
     """medfuse: classical and deep features for medical-image studies, side by side.
@@ -61,7 +66,10 @@ def main() -> None:
       medfuse train pbc-cells --pipeline fused --data ROOT --out bundle/
       medfuse score bundle/ FOLDER --out scores.parquet --jobs 2
 
-    ROOT defaults to $MEDFUSE_DATA. Every command has --help.
+    ROOT defaults to $MEDFUSE_DATA. Every command has --help. In every command that has them,
+    -q/--quiet means results and errors only, -v/--verbose also shows library warnings and logs,
+    -j/--jobs N sets worker processes (-1 = every core) and -o/--out names what is written. Output
+    that is not a terminal is plain text and never truncated. Reference: docs/cli.md.
     """
 
 

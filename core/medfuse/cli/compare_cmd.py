@@ -10,30 +10,50 @@ from typing import Any
 
 import click
 
+from .common import (
+    EXIT_CODES,
+    EXIT_FAILURE,
+    JOBS,
+    PartialFailure,
+    apply_block_sets,
+    echo_json,
+    resolve_jobs,
+    set_option,
+    verbosity,
+)
+from .common import console as make_console
+
 
 def _options(fn):
     """Options shared by ``compare`` and ``run``."""
     opts = [
         click.option("--data", "data_root", type=click.Path(file_okay=False), default=None,
                      help="Data root the study's paths are relative to (default: $MEDFUSE_DATA)."),
-        click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+        click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), default=None,
                      help="Report folder (default: runs/<study>-<timestamp>/)."),
-        click.option("--jobs", "-j", type=click.IntRange(1), default=None,
-                     help="Parallel processes for loading and per-image work (default: evaluation.jobs)."),
+        click.option("--jobs", "-j", type=JOBS, default=None,
+                     help="Parallel processes for loading and per-image work (-1 = every core; "
+                          "default: evaluation.jobs)."),
         click.option("--folds", type=click.IntRange(2), default=None, help="Override evaluation.folds."),
         click.option("--run-folds", type=click.IntRange(1), default=None,
                      help="Evaluate only the first N folds (--folds 5 --run-folds 1: one 80/20 split; default: all)."),
         click.option("--max-per-class", type=click.IntRange(0), default=None,
                      help="Cap samples per class for a quick run (0 = all; default: evaluation.max_per_class)."),
         click.option("--bootstrap", type=click.IntRange(0), default=None,
-                     help="Bootstrap resamples for the 95%% intervals (default: evaluation.bootstrap)."),
+                     help="Bootstrap resamples for the 95% intervals (default: evaluation.bootstrap)."),
         click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
                      help="Feature-block cache folder (default: $MEDFUSE_CACHE or ~/.cache/medfuse/blocks)."),
         click.option("--no-cache", is_flag=True, help="Compute every block afresh, read and write no cache."),
         click.option("--no-shortcuts", is_flag=True,
                      help="Skip the shortcut baselines (size/format/intensity logistic regression; "
                           "default: evaluation.shortcuts)."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress display."),
+        set_option("BLOCK"),
+        click.option("--fail-on-error", is_flag=True,
+                     help=f"Exit with code {PartialFailure.exit_code} when any pipeline failed (default: exit 0 "
+                          "when at least one succeeded)."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print the summary as JSON on stdout (keys in docs/cli.md); progress stays on stderr."),
+        verbosity,
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -49,7 +69,9 @@ def compare(study: str, pipelines: str | None, **kwargs: Any) -> None:
 
     STUDY is a registry name (`medfuse validate` lists them), FILE.toml or FILE.toml:NAME.
     The report folder holds report.html (self-contained), report.md, results.json (every
-    number), figures/ and predictions/ (out-of-fold). Exit code 1 when every pipeline failed.
+    number), figures/ and predictions/ (out-of-fold). Exit code 1 when every pipeline failed;
+    with --fail-on-error, 3 when some did. --set BLOCK.PARAM=VALUE changes a block's parameter
+    for this run (recorded in results.json under settings.overrides).
     The report folder is created, probed for writability and locked (OUT.lock) before any work;
     each report file is written atomically.
 
@@ -75,22 +97,22 @@ def run(study: str, pipeline: str, **kwargs: Any) -> None:
 def execute(study_ref: str, pipelines: list[str] | None, data_root: str | None = None, out_dir: str | None = None,
             jobs: int | None = None, folds: int | None = None, run_folds: int | None = None,
             max_per_class: int | None = None, bootstrap: int | None = None, cache_dir: str | None = None,
-            no_cache: bool = False, quiet: bool = False, no_shortcuts: bool = False) -> dict[str, Any]:
-    """The body of both commands; returns the results dict (exits 1 when every pipeline failed)."""
-    from rich.console import Console
-
+            no_cache: bool = False, quiet: bool = False, no_shortcuts: bool = False, sets: tuple[str, ...] = (),
+            fail_on_error: bool = False, as_json: bool = False, verbose: bool = False) -> dict[str, Any]:
+    """The body of both commands; returns the results dict (exits 1 when every pipeline failed, 3 with
+    ``fail_on_error`` when any did)."""
     from ..errors import MedfuseError
 
-    err = Console(stderr=True, quiet=quiet)
+    err = make_console(stderr=True, quiet=quiet)
     try:
         return _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, max_per_class, bootstrap,
-                        cache_dir, no_cache, quiet, err, no_shortcuts)
+                        cache_dir, no_cache, quiet, err, no_shortcuts, sets, fail_on_error, as_json)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
 
 
 def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, max_per_class, bootstrap, cache_dir,
-             no_cache, quiet, err, no_shortcuts=False) -> dict[str, Any]:
+             no_cache, quiet, err, no_shortcuts=False, sets=(), fail_on_error=False, as_json=False) -> dict[str, Any]:
     from ..cache import default_cache_dir
     from ..datapath import resolve_data_root
     from ..evaluation import default_runner_factory, run_study
@@ -101,7 +123,7 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
 
     t0 = time.perf_counter()
     host = get_host()
-    study = resolve_study(study_ref)
+    study, overrides = apply_block_sets(resolve_study(study_ref), sets, host)
     check_plugins(study, host)
     if pipelines:
         unknown = [p for p in pipelines if p not in study.pipelines]
@@ -111,7 +133,7 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
             raise click.UsageError(f"study {study.name!r} has no pipeline {unknown[0]!r}"
                                    f"{did_you_mean(unknown[0], study.pipelines)}; defined: {', '.join(study.pipelines)}")
     root = resolve_data_root(data_root)
-    jobs = jobs or study.evaluation.jobs
+    jobs = resolve_jobs(jobs, study.evaluation.jobs)
     cache = None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(out_dir) if out_dir else Path("runs") / f"{study.name}-{stamp}"
@@ -133,7 +155,8 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
         load_seconds = time.perf_counter() - t_load
 
         meta = {"data_root": str(root), "cache_dir": str(cache) if cache else None, "jobs": jobs, "out_dir": str(out),
-                "command": " ".join(["medfuse", *sys.argv[1:]]) if sys.argv and "medfuse" in sys.argv[0] else None}
+                "command": " ".join(["medfuse", *sys.argv[1:]]) if sys.argv and "medfuse" in sys.argv[0] else None,
+                "overrides": overrides}
         display = _Display(err, quiet)
         with display:
             result = run_study(study, data, pipelines,
@@ -144,9 +167,16 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
         result.results["timing"]["load_seconds"] = load_seconds
         result.results["timing"]["command_seconds"] = time.perf_counter() - t0
         paths = write_report(result, out)
-        _print_summary(result.results, paths, quiet)
+        failed = [n for n, p in result.results["pipelines"].items() if p["status"] != "ok"]
+        code = EXIT_FAILURE if not result.ok else PartialFailure.exit_code if failed and fail_on_error else 0
+        if as_json:
+            echo_json(json_summary(result.results, paths, code))
+        else:
+            _print_summary(result.results, paths, quiet)
         if not result.ok:
             raise click.ClickException("every pipeline failed (errors above and in the report)")
+        if code:
+            raise PartialFailure(f"{len(failed)} pipeline(s) failed: {', '.join(failed)} (--fail-on-error)")
         return result.results
 
 
@@ -317,13 +347,12 @@ def _print_paired(out: Any, results: dict[str, Any]) -> None:
 
 
 def _print_summary(results: dict[str, Any], paths: dict[str, Path], quiet: bool) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from ..evaluation import cv_text
     from ..report import METRIC_LABELS, _ci, _num, vs_best_text
 
-    out = Console()
+    out = make_console()
     metrics = [m for m in results["settings"]["metrics"] if m in METRIC_LABELS]
     test = results["data"].get("test")
     table = Table(title=f"{results['study']['name']}: {cv_text(results['settings'])}, "
@@ -347,10 +376,40 @@ def _print_summary(results: dict[str, Any], paths: dict[str, Path], quiet: bool)
                       f"{r['fit_seconds_mean']:.1f} s" if r.get("fit_seconds_mean") is not None else "–")
     for name, p in results["pipelines"].items():
         if p["status"] != "ok":
-            table.add_row("–", f"[red]{name}[/]", f"[red]failed: {p['error'][:80]}[/]",
+            error = p["error"] if not out.is_terminal else p["error"][:80]
+            table.add_row("–", f"[red]{name}[/]", f"[red]failed: {error}[/]",
                           *[""] * (len(metrics) + 2 * has_test + 1))
     out.print(table)
     _print_paired(out, results)
     _print_shortcuts(out, results)
     if not quiet:
         out.print(f"report: {paths['html']}  ({paths['md'].name}, {paths['json'].name} beside it)")
+
+
+def json_summary(results: dict[str, Any], paths: dict[str, Path], exit_code: int) -> dict[str, Any]:
+    """The ``compare --json`` summary; its keys are documented in docs/cli.md (keep them stable)."""
+    metrics = list(results["settings"]["metrics"])
+    board = []
+    for i, r in enumerate(results.get("leaderboard") or [], 1):
+        test = {m: r[f"test_{m}"] for m in metrics if r.get(f"test_{m}") is not None}
+        board.append({"rank": i, "pipeline": r["pipeline"], "metrics": {m: r.get(m) for m in metrics},
+                      "ci95": {m: r.get(f"{m}_ci95") for m in metrics}, "test": test or None})
+    paired = (results.get("paired") or {}).get("cv") or {}
+    return {
+        "medfuse_summary": 1,
+        "study": results["study"]["name"],
+        "ok": exit_code == 0,
+        "exit_code": exit_code,
+        "exit_meaning": EXIT_CODES.get(exit_code, ""),
+        "out_dir": str(paths["html"].parent),
+        "report": {k: str(v) for k, v in paths.items() if k in ("html", "md", "json")},
+        "n_samples": results["data"]["n_selected"],
+        "folds": results["settings"]["folds"],
+        "run_folds": results["settings"]["run_folds"],
+        "metrics": metrics,
+        "best": board[0]["pipeline"] if board else None,
+        "not_worse_than_best": paired.get("not_worse_than_best") if paired.get("status") == "ok" else None,
+        "leaderboard": board,
+        "failed": {n: p.get("error") for n, p in results["pipelines"].items() if p["status"] != "ok"},
+        "overrides": results["settings"].get("overrides") or {},
+    }

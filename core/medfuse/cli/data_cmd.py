@@ -9,6 +9,9 @@ from typing import Any
 
 import click
 
+from .common import EXIT_FAILURE, JOBS, resolve_jobs, verbosity
+from .common import console as make_console
+
 LOADERS = ("folder", "manifest", "pairs", "table")
 _TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xls", ".xlsm")
 
@@ -103,16 +106,18 @@ def detect(path: Path, loader: str | None = None, masks: Path | None = None, tab
               help="Table joined by id (folder loader) or labels file (pairs loader).")
 @click.option("--label", help="Label column (table/manifest/pairs), or table column to label a folder by.")
 @click.option("--id-column", help="Id column of the table (default: 'id').")
-@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Worker processes for decoding.")
+@click.option("--jobs", "-j", type=JOBS, default=1, show_default=True,
+              help="Worker processes for decoding (-1 = every core).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the report (and the loader parameters) as JSON.")
 @click.option("--samples", "samples_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the sample table (CSV, or Parquet when the name ends in .parquet).")
 @click.option("--max-items", type=int, default=20, show_default=True,
               help="Examples shown per problem kind (bad files and mask problems are always all listed).")
+@verbosity
 def data(path: Path, loader: str | None, masks: Path | None, table: Path | None, label: str | None,
          id_column: str | None, jobs: int, json_path: Path | None, samples_path: Path | None,
-         max_items: int) -> None:
+         max_items: int, quiet: bool, verbose: bool) -> None:
     """Load PATH (a folder, a CSV manifest or a table), decode every image once, and report.
 
     \b
@@ -128,24 +133,24 @@ def data(path: Path, loader: str | None, masks: Path | None, table: Path | None,
       medfuse data $MEDFUSE_DATA/wbc_seg                  # images/ + masks/ + labels.csv: pairs
       medfuse data $MEDFUSE_DATA/anemia_tables/anemia_kaggle.csv --label Result
     """
-    from rich.console import Console
-
     from ..errors import MedfuseError
     from ..outputs import guarded_output
 
-    console = Console()
+    console = make_console()
+    jobs = resolve_jobs(jobs)
     start = time.perf_counter()
     try:
         with guarded_output(json_path, samples_path, note=lambda line: click.echo(line, err=True)):
             _load_and_report(console, start, path, loader, masks, table, label, id_column, jobs, json_path,
-                             samples_path, max_items)
+                             samples_path, max_items, progress=not quiet)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
 
 
 def _load_and_report(console: Any, start: float, path: Path, loader: str | None, masks: Path | None,
                      table: Path | None, label: str | None, id_column: str | None, jobs: int,
-                     json_path: Path | None, samples_path: Path | None, max_items: int) -> None:
+                     json_path: Path | None, samples_path: Path | None, max_items: int,
+                     progress: bool = True) -> None:
     """The body of ``medfuse data``, run while holding the locks of its output files."""
     from rich.table import Table
 
@@ -154,7 +159,7 @@ def _load_and_report(console: Any, start: float, path: Path, loader: str | None,
 
     name, params, root = detect(path, loader, masks, table, label, id_column)
     plugin = get_host().create(name, params, kind="loader")
-    st = plugin.load(root, jobs=jobs, progress=True)
+    st = plugin.load(root, jobs=jobs, progress=progress)
     elapsed = time.perf_counter() - start
     report = st.report
     # the heading goes on its own line: a table title wraps to the (narrow) table's width
@@ -188,4 +193,4 @@ def _load_and_report(console: Any, start: float, path: Path, loader: str | None,
                 out.to_csv(tmp, index=False)
     if not report.ok:
         console.print("[red]nothing could be loaded[/]")
-        raise SystemExit(1)
+        raise SystemExit(EXIT_FAILURE)

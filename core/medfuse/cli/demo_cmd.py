@@ -6,19 +6,22 @@ from pathlib import Path
 
 import click
 
+from .common import JOBS, resolve_jobs, verbosity
+
 
 @click.command("demo")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
+@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
               help="Folder for the synthetic data (data/) and the report (report/).")
 @click.option("--n-per-class", type=click.IntRange(6), default=60, show_default=True,
               help="Synthetic cells per class (3 classes).")
 @click.option("--size", type=click.IntRange(32), default=64, show_default=True, help="Image side in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic data.")
 @click.option("--pipelines", "-p", default=None, help="Comma-separated subset of the demo study's pipelines.")
-@click.option("--jobs", "-j", type=click.IntRange(1), default=2, show_default=True)
-@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@click.option("--jobs", "-j", type=JOBS, default=2, show_default=True,
+              help="Parallel worker processes (-1 = every core).")
+@verbosity
 def demo(out_dir: str, n_per_class: int, size: int, seed: int, pipelines: str | None, jobs: int,
-         quiet: bool) -> None:
+         quiet: bool, verbose: bool) -> None:
     """Write synthetic cells (3 shapes, masks, a lab table) and run `medfuse compare demo` on them.
 
     The `demo` study in registry.toml compares a classical pipeline (morphology, texture, colour ->
@@ -31,7 +34,9 @@ def demo(out_dir: str, n_per_class: int, size: int, seed: int, pipelines: str | 
     out = Path(out_dir)
     data = out / "data"
     if not (data / "table.csv").exists():
-        click.echo(f"writing synthetic cells to {data} ...", err=True)
+        if not quiet:
+            click.echo(f"writing synthetic cells to {data} ...", err=True)
         write_dataset(data, n_per_class=n_per_class, size=size, seed=seed)
     chosen = [p.strip() for p in pipelines.split(",")] if pipelines else None
-    execute("demo", chosen, data_root=str(data), out_dir=str(out / "report"), jobs=jobs, quiet=quiet)
+    execute("demo", chosen, data_root=str(data), out_dir=str(out / "report"), jobs=resolve_jobs(jobs), quiet=quiet,
+            verbose=verbose)

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import click
 
-
-def _parse_sets(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """``("texture.levels=16", "colour.spaces=['lab']")`` -> ``{"texture": {"levels": 16}, ...}``."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        plugin, dot, param = key.strip().partition(".")
-        if not sep or not dot or not param:
-            raise click.BadParameter(f"{item!r}: expected PLUGIN.PARAM=VALUE, e.g. texture.levels=16",
-                                     param_hint="--set")
-        try:
-            value = tomllib.loads(f"v = {raw.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw.strip()  # a bare word is a string
-        out.setdefault(plugin, {})[param] = value
-    return out
+from .common import JOBS, parse_sets, resolve_jobs, verbosity
+from .common import console as make_console
 
 
 @click.command("extract")
@@ -36,12 +21,13 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 @click.option("--transforms", default="", help="Comma-separated transforms applied first, e.g. 'stain_normalize'.")
 @click.option("--set", "sets", multiple=True, metavar="PLUGIN.PARAM=VALUE",
               help="Plugin parameter (TOML value), repeatable: --set texture.levels=16.")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+@click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False),
               help="Output table: .parquet (provenance in its metadata) or .csv (+ .csv.json sidecar).")
-@click.option("--jobs", "-j", default=1, show_default=True, help="Worker processes (-1 = every core).")
+@click.option("--jobs", "-j", type=JOBS, default=1, show_default=True, help="Worker processes (-1 = every core).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on a terminal.")
+@verbosity
 def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tuple[str, ...], out: str,
-            jobs: int, progress: bool) -> None:
+            jobs: int, progress: bool, quiet: bool, verbose: bool) -> None:
     """Extract classical features of every image in INPUT into one table.
 
     INPUT is a folder (searched recursively), a glob ('data/**/*.jpg') or a CSV manifest with a
@@ -57,15 +43,15 @@ def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tup
       medfuse extract ../shared/datasets/pbc --blocks morphology,texture,colour \\
           --mask otsu_cell --out pbc.parquet --jobs 2
     """
-    from rich.console import Console
-
     from ..errors import MedfuseError
     from ..extract import MASK_FROM_FILE, extract_table, write_table
     from ..host import get_host
     from ..outputs import guarded_output
 
-    console = Console(stderr=True)
-    params = _parse_sets(sets)
+    console = make_console(stderr=True, quiet=quiet)
+    params = parse_sets(sets, "PLUGIN")
+    jobs = resolve_jobs(jobs)
+    progress = progress and not quiet
     host = get_host()
     block_names = [b.strip() for b in blocks.split(",") if b.strip()]
     if not block_names:

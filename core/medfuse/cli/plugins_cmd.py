@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
+
+from .common import console as make_console
+from .common import echo_json, verbosity
 
 
 @click.group("plugins", invoke_without_command=True)
 @click.option("--strict", is_flag=True, help="Fail (exit 1) when any plugin module fails to load.")
 @click.option("--kind", type=click.Choice(["transform", "extractor", "selector", "mask", "classifier", "loader"]),
               help="Only list plugins of this kind.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: {plugins: [{name, kind, version, origin, status, error}], skipped: [names]}.")
+@verbosity
 @click.pass_context
-def plugins(ctx: click.Context, strict: bool, kind: str | None) -> None:
+def plugins(ctx: click.Context, strict: bool, kind: str | None, as_json: bool, quiet: bool, verbose: bool) -> None:
     """List every plugin with kind, version, origin package and status.
 
     Plugins come from the `medfuse` entry-point group; built-in ones use the same group as third-party
     packages. A module that fails to load is listed as failed with its error and the rest still load.
     Set MEDFUSE_PLUGINS=name1,name2 to allow only those third-party entry points.
+
+    --json prints {"plugins": [...], "skipped": [...]}; each plugin has the keys name, kind,
+    version, origin, status ("ok", "failed" or another load status) and error (null when ok).
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -28,7 +36,15 @@ def plugins(ctx: click.Context, strict: bool, kind: str | None) -> None:
         host = PluginHost(strict=strict)
     except PluginError as exc:
         raise click.ClickException(str(exc)) from None
-    console = Console()
+    if as_json:
+        rows = [{"name": r.name, "kind": r.kind, "version": r.version, "origin": r.origin,
+                 "status": "ok" if r.ok else r.status, "error": None if r.ok else r.error}
+                for r in (host.records[n] for n in host.names(kind))]
+        rows += [{"name": f.name, "kind": f.kind, "version": f.version, "origin": f.origin, "status": "failed",
+                  "error": f.error} for f in host.failures]
+        echo_json({"plugins": rows, "skipped": list(host.skipped)})
+        return
+    console = make_console()
     table = Table(title="medfuse plugins", show_lines=False)
     for col in ("name", "kind", "version", "origin", "status"):
         table.add_column(col)
@@ -39,15 +55,16 @@ def plugins(ctx: click.Context, strict: bool, kind: str | None) -> None:
     for f in host.failures:
         table.add_row(f.name, f.kind, f.version, f.origin, f"[red]failed[/]: {f.error.splitlines()[0]}")
     console.print(table)
-    if host.skipped:
+    if host.skipped and not quiet:
         console.print(f"skipped by MEDFUSE_PLUGINS: {', '.join(host.skipped)}")
-    if host.failures:
+    if host.failures and not quiet:
         console.print(f"[red]{len(host.failures)} plugin(s) failed to load[/]; the others are usable.")
 
 
 @plugins.command("show")
 @click.argument("name")
-def show(name: str) -> None:
+@verbosity
+def show(name: str, quiet: bool, verbose: bool) -> None:
     """Print a plugin's description, parameters (type, default, doc) and origin."""
     import inspect
 
@@ -60,7 +77,7 @@ def show(name: str) -> None:
     except UnknownPluginError as exc:
         raise click.ClickException(str(exc)) from None
     record = host.records[name]
-    console = Console()
+    console = make_console()
     console.print(f"[bold]{cls.name}[/] ({cls.kind}, version {cls.version}) from {record.origin}")
     if getattr(cls, "block", ""):
         console.print(f"feature block: {cls.block}.<feature>")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import click
+
+from .common import EXIT_FAILURE, JOBS, apply_block_sets, resolve_jobs, set_option, verbosity
 
 
 @click.command("train")
@@ -15,7 +16,8 @@ import click
 @click.option("--data", "data_root", default=None,
               help="Data root (default: $MEDFUSE_DATA, then ../shared/datasets); study paths are relative to it.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Bundle folder to write.")
-@click.option("--jobs", "-j", default=1, show_default=True, help="Parallel jobs for per-image work.")
+@click.option("--jobs", "-j", type=JOBS, default=1, show_default=True,
+              help="Parallel jobs for per-image work (-1 = every core).")
 @click.option("--cv/--no-cv", default=True, show_default=True,
               help="Record cross-validated metrics in the manifest (needs medfuse.evaluation).")
 @click.option("--max-per-class", type=int, default=None,
@@ -23,9 +25,11 @@ import click
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=None,
               help="Cache folder for prepared feature blocks.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@set_option("BLOCK")
+@verbosity
 def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int, cv: bool,
-          max_per_class: int | None, cache_dir: Path | None, force: bool, quiet: bool) -> None:
+          max_per_class: int | None, cache_dir: Path | None, force: bool, sets: tuple[str, ...], quiet: bool,
+          verbose: bool) -> None:
     """Train PIPELINE of STUDY on all its data and write a bundle to --out.
 
     STUDY is a registry name, FILE.toml or FILE.toml:NAME. The bundle holds manifest.json
@@ -34,21 +38,25 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
     (plus .keras for retraining), XGBoost JSON; nothing executable.
 
     --out's folder is checked for writability and locked (OUT.lock) before any work; the bundle
-    is written under a temporary name and renamed, so it is complete or absent.
+    is written under a temporary name and renamed, so it is complete or absent. --set
+    BLOCK.PARAM=VALUE changes a block's parameter (recorded in the manifest's study.overrides).
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ..bundle import load_bundle, train_bundle
     from ..errors import MedfuseError
+    from ..host import get_host
     from ..outputs import guarded_output, is_disk_full
+    from ..study import resolve_study
 
     occupied = out.is_file() or (out.is_dir() and any(out.iterdir()))
     if occupied and not force:  # the same check write_bundle makes, before the training instead of after
         raise click.ClickException(f"{out}: already exists and is not empty; choose another --out or pass --force")
     try:
+        spec, overrides = apply_block_sets(resolve_study(study), sets, get_host()) if sets else (study, {})
         with guarded_output(out, folder=True, note=lambda line: click.echo(line, err=True)):
-            path = train_bundle(study, pipeline, data_root, out, jobs=jobs, cv=cv, max_per_class=max_per_class,
-                                cache_dir=cache_dir, overwrite=force, progress=not quiet,
-                                log=lambda line: click.echo(line, err=True))
+            path = train_bundle(spec, pipeline, data_root, out, jobs=resolve_jobs(jobs), cv=cv,
+                                max_per_class=max_per_class, cache_dir=cache_dir, overwrite=force,
+                                progress=not quiet, log=None if quiet else lambda line: click.echo(line, err=True),
+                                overrides=overrides)
         bundle = load_bundle(path)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
@@ -72,8 +80,8 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
 @click.argument("inputs", metavar="INPUT")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output file, .csv or .parquet.")
-@click.option("--jobs", "-j", default=1, show_default=True,
-              help="Worker processes (loky) or parallel tasks (dask; -1 = all workers).")
+@click.option("--jobs", "-j", type=JOBS, default=1, show_default=True,
+              help="Worker processes (loky; -1 = every core) or parallel tasks (dask; -1 = all workers).")
 @click.option("--chunk-size", default=256, show_default=True, help="Inputs per chunk (unit of work and resume).")
 @click.option("--batch-size", default=256, show_default=True, help="Images per pipeline call inside a chunk.")
 @click.option("--resume", is_flag=True, help="Keep chunks written by an interrupted run; score only the rest.")
@@ -89,10 +97,10 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
                    "Default: $MEDFUSE_MAX_PIXELS, else PIL's limit (89,478,485); 0 = no limit.")
 @click.option("--trust-pickle", is_flag=True,
               help="Also load a format-1 bundle (pickles run code when loaded): only one you made yourself.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@verbosity
 def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batch_size: int, resume: bool,
           backend: str | None, scheduler: str | None, keep_parts: bool, max_pixels: int | None, trust_pickle: bool,
-          quiet: bool) -> None:
+          quiet: bool, verbose: bool) -> None:
     """Score INPUT with BUNDLE into --out: one row per input with path, prediction, proba.<class>,
     warning, error.
 
@@ -117,7 +125,6 @@ def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batc
     A bundle is data (format 2: skops object graph with an allow-list of types, ONNX networks,
     XGBoost JSON): a crafted bundle is refused, not run. Scoring never imports TensorFlow.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ..errors import MedfuseError
     from ..scoring import score as run_score
 
@@ -131,4 +138,4 @@ def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batc
     click.echo(summary.describe(), err=summary.n_failed > 0 and summary.n_scored == 0)
     if summary.n_scored == 0:
         click.echo("error: no input could be scored", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_FAILURE)

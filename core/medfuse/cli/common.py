@@ -1,0 +1,195 @@
+"""What every ``medfuse`` command shares: exit codes, the -q/-v/-j/-o options, ``--set`` overrides,
+consoles that never truncate when piped, and keeping library noise away from the user."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import tomllib
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+# ---- exit codes: the one table (shown in `medfuse --help` and docs/cli.md) ---------------------
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+
+# click's own exceptions exit with EXIT_FAILURE (ClickException) and EXIT_USAGE (UsageError)
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_FAILURE: "error (bad study, data, bundle, output), or nothing done (all pipelines failed, "
+                  "nothing scored or loaded, plugins --strict with a failed plugin)",
+    EXIT_USAGE: "usage error: unknown option, bad value, unknown --set key, unknown pipeline",
+    EXIT_PARTIAL: "--fail-on-error: the run finished but at least one pipeline failed",
+}
+
+
+def exit_code_table() -> str:
+    """The exit-code table as help text (a click ``\\b`` block keeps its lines)."""
+    return "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+
+
+class PartialFailure(click.ClickException):
+    """Some pipelines failed and ``--fail-on-error`` was given."""
+
+    exit_code = EXIT_PARTIAL
+
+
+# ---- library noise ----------------------------------------------------------------------------
+
+_LOKY_WORKER_WARNING = "A worker stopped while some jobs were given to the executor"
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Keep library noise from the user unless ``verbose``; call before TensorFlow is imported.
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL=3`` (TensorFlow's C++ ``E0000 ... NodeDef mentions attribute
+    use_unbounded_threadpool`` lines; inherited by worker processes) unless the user set it,
+    silences loky's worker-stopped ``UserWarning`` and absl's Python warnings.
+    """
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", message=_LOKY_WORKER_WARNING, category=UserWarning)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+# ---- shared options ---------------------------------------------------------------------------
+
+class JobsType(click.ParamType):
+    """A job count: N >= 1, or -1 for every core."""
+
+    name = "N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not an integer (N >= 1, or -1 for every core)", param, ctx)
+        if n == -1 or n >= 1:
+            return n
+        self.fail(f"{n}: give N >= 1, or -1 for every core", param, ctx)
+
+
+JOBS = JobsType()
+
+
+def resolve_jobs(jobs: int | None, default: int = 1) -> int:
+    """``None`` -> ``default``; ``-1`` -> every core; else ``jobs``."""
+    n = default if jobs is None else jobs
+    return (os.cpu_count() or 1) if n == -1 else n
+
+
+def jobs_option(default: int | None = 1, help: str = "Parallel worker processes") -> Callable:
+    """``-j/--jobs N`` (-1 = every core)."""
+    shown = "" if default is None else f"; default {default}"
+    return click.option("--jobs", "-j", type=JOBS, default=default, help=f"{help} (-1 = every core{shown}).")
+
+
+def out_option(help: str, **kwargs: Any) -> Callable:
+    """``-o/--out`` (each command says what it writes)."""
+    kwargs.setdefault("default", None)
+    return click.option("--out", "-o", help=help, **kwargs)
+
+
+def verbosity(fn: Callable) -> Callable:
+    """Add ``-q/--quiet`` and ``-v/--verbose`` to a command; quiets library noise before the body runs.
+
+    -q: no progress display or notes, only results and errors. -v: also library warnings and logs.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("quiet") and kwargs.get("verbose"):
+            raise click.UsageError("-q/--quiet and -v/--verbose exclude each other")
+        quiet_libraries(bool(kwargs.get("verbose")))
+        return fn(*args, **kwargs)
+
+    wrapper = click.option("--verbose", "-v", is_flag=True,
+                           help="Also show library warnings and logs (TensorFlow, loky, absl).")(wrapper)
+    return click.option("--quiet", "-q", is_flag=True, help="No progress display or notes: results and errors only.")(
+        wrapper)
+
+
+# ---- output -----------------------------------------------------------------------------------
+
+PIPE_WIDTH = 100_000
+
+
+def console(stderr: bool = False, quiet: bool = False) -> Any:
+    """A rich Console that wraps to the terminal, and never wraps or truncates when not a terminal."""
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    return Console(stderr=stderr, quiet=quiet, width=None if tty else PIPE_WIDTH, soft_wrap=not tty)
+
+
+def echo_json(payload: Any) -> None:
+    """Print ``payload`` as indented JSON on stdout (the ``--json`` output of a command)."""
+    click.echo(json.dumps(payload, indent=2, default=str, allow_nan=False))
+
+
+# ---- --set BLOCK.PARAM=VALUE ------------------------------------------------------------------
+
+def set_option(what: str = "BLOCK") -> Callable:
+    return click.option("--set", "sets", multiple=True, metavar=f"{what}.PARAM=VALUE",
+                        help=f"Override a parameter of a {what.lower()} (TOML value), repeatable: "
+                             "--set texture.levels=16 --set \"colour.spaces=['lab']\". Recorded in the output.")
+
+
+def parse_sets(values: tuple[str, ...] | list[str], what: str = "BLOCK") -> dict[str, dict[str, Any]]:
+    """``("texture.levels=16", "colour.spaces=['lab']")`` -> ``{"texture": {"levels": 16}, ...}``.
+
+    Values are TOML scalars or arrays; a bare word is a string.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        name, dot, param = key.strip().partition(".")
+        if not sep or not dot or not name or not param.strip():
+            raise click.BadParameter(f"{item!r}: expected {what}.PARAM=VALUE, e.g. texture.levels=16",
+                                     param_hint="--set")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        out.setdefault(name, {})[param.strip()] = value
+    return out
+
+
+def apply_block_sets(study: Any, values: tuple[str, ...] | list[str], host: Any) -> tuple[Any, dict[str, Any]]:
+    """``--set BLOCK.PARAM=VALUE`` applied to a copy of ``study``'s blocks: ``(study, overrides)``.
+
+    An unknown block or parameter is a usage error naming what exists, with a did-you-mean.
+    """
+    import copy
+
+    from ..errors import did_you_mean
+
+    sets = parse_sets(values)
+    if not sets:
+        return study, {}
+    study = copy.deepcopy(study)
+    for block, params in sets.items():
+        spec = study.blocks.get(block)
+        if spec is None:
+            raise click.BadParameter(f"study {study.name!r} has no block {block!r}"
+                                     f"{did_you_mean(block, study.blocks)}; blocks: "
+                                     f"{', '.join(study.blocks) or '(none)'}", param_hint="--set")
+        schema = host.get(spec.plugin).param_schema()
+        for param in params:
+            if param not in schema:
+                raise click.BadParameter(f"block {block!r} (plugin {spec.plugin!r}) has no parameter {param!r}"
+                                         f"{did_you_mean(param, schema)}; parameters: {', '.join(schema)}",
+                                         param_hint="--set")
+        spec.params = {**spec.params, **params}
+    return study, sets
