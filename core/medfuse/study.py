@@ -216,6 +216,7 @@ _TYPE_WORDS = {"str": "a string", "int": "an integer", "number": "a number", "bo
                "table": "a table", "list:str": "a list of strings", "list:plugin": "a list of plugin tables",
                "plugin": "a plugin table like { plugin = \"name\", params = { ... } }",
                "mask": "\"dataset\" or a plugin table", "list:number": "a list of numbers",
+               "table:reader": "a table like { bits = 12, percentiles = [1, 99], pixel_size_um = 0.5 }",
                "table:test": "a table like { pattern = \"val_*\" } or { loader = \"folder\", params = { path = \"...\" } }"}
 
 
