@@ -143,7 +143,6 @@ class Morphology(Extractor):
     name: ClassVar[str] = "morphology"
     block: ClassVar[str] = "morphology"
     version: ClassVar[str] = "1.0.0"
-    wants_spacing: ClassVar[bool] = True
     param_docs: ClassVar[dict[str, str]] = {
         "pixel_size": "Physical size of a pixel (e.g. micrometres); lengths scale by it, areas by its square.",
         "physical_units": "Add columns in micrometres (`<length>_um`, `<area>_um2`) from each image's spacing "
@@ -159,6 +158,11 @@ class Morphology(Extractor):
         self.lobe_erosion = lobe_erosion
         self.lobe_min_fraction = lobe_min_fraction
         self.physical_units = physical_units
+
+    @property
+    def wants_spacing(self) -> bool:  # type: ignore[override]
+        """The engine passes ``spacing_um`` only when physical-unit columns are asked for."""
+        return bool(self.physical_units)
 
     def feature_names(self) -> list[str]:
         names = [*SHAPE_NAMES, *NUCLEUS_NAMES, "valid", "has_nucleus", "objects"]
