@@ -581,6 +581,14 @@ class Bundle:
         return int(value) if value else None
 
     @property
+    def read_options(self) -> Any:
+        """The training study's reader options (``inputs.reader``; defaults for older bundles), so
+        that scoring decodes images exactly as training did (:class:`medfuse.intensity.ReadOptions`)."""
+        from .intensity import ReadOptions
+
+        return ReadOptions.from_dict(self.manifest["inputs"].get("reader"))
+
+    @property
     def columns(self) -> list[str]:
         """Output columns: ``path, prediction, proba.<class>..., warning, error``."""
         return ["path", "prediction", *[f"proba.{c}" for c in self.classes], "warning", "error"]
@@ -634,10 +642,12 @@ class Bundle:
 
     # -- internals ---------------------------------------------------------------------------
     def _read(self, path: str, mask_path: str | None,
-              max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        from .imageio import read_image, read_mask
+              max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None, Any]:
+        """The decoded image, its mask (or None) and its spacing in micrometres (or None)."""
+        from .imageio import read_image_with_info, read_mask
 
-        image = read_image(path, min_side=self.decode_min_side, max_pixels=max_pixels)
+        image, info = read_image_with_info(path, min_side=self.decode_min_side, max_pixels=max_pixels,
+                                           options=self.read_options)
         mask = None
         if self.needs_masks:
             if mask_path is None:
@@ -646,17 +656,19 @@ class Bundle:
             mask = read_mask(mask_path, max_pixels=max_pixels)
             if mask.shape != image.shape[:2]:
                 raise BundleError(f"mask {mask_path} has shape {mask.shape}, image is {image.shape[:2]}")
-        return image, mask
+        return image, mask, info.spacing_um
 
     def _score(self, images: list[np.ndarray], masks: list[np.ndarray | None] | None,
-               table: pd.DataFrame | None) -> tuple[np.ndarray, list[str], list[str]]:
+               table: pd.DataFrame | None, spacings: list[Any] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
         """``(proba, errors, warnings)`` for one batch: the pipeline's per-row ``score_images`` when
-        it has one, else its ``predict_proba_images`` (no per-row errors or warnings)."""
+        it has one, else its ``predict_proba_images`` (no per-row errors or warnings). ``spacings``
+        (per image, micrometres or None) are passed on only when one is known."""
         n = len(images)
         score_images = getattr(self.pipeline, "score_images", None)
         if score_images is None:
             return self.predict_proba_images(images, masks, table), [""] * n, [""] * n
-        res = score_images(list(images), masks=masks, table=table)
+        extra = {"spacings": list(spacings)} if spacings is not None and any(sp is not None for sp in spacings) else {}
+        res = score_images(list(images), masks=masks, table=table, **extra)
         proba = np.asarray(res.proba, dtype=float)
         if proba.shape != (n, len(self.classes)) or len(res.errors) != n or len(res.warnings) != n:
             raise BundleError(f"{self.path}: pipeline returned probabilities of shape {proba.shape} and "
@@ -668,27 +680,28 @@ class Bundle:
         n = len(paths)
         proba = np.full((n, len(self.classes)), np.nan)
         errors, warns = [""] * n, [""] * n
-        images, masks, ok = [], [], []
+        images, masks, spacings, ok = [], [], [], []
         for i, (p, m) in enumerate(zip(paths, mask_paths)):
             try:
-                image, mask = self._read(p, m, max_pixels)
+                image, mask, spacing = self._read(p, m, max_pixels)
             except Exception as exc:  # noqa: BLE001 - bombs, MemoryError, decoder crashes: the row's error
                 errors[i] = _message(exc, p)
                 continue
             images.append(image)
             masks.append(mask)
+            spacings.append(spacing)
             ok.append(i)
         if ok:
             mask_arg = masks if self.needs_masks else None
             try:
-                got = [self._score(images, mask_arg, self._table_rows(table, ok))]
+                got = [self._score(images, mask_arg, self._table_rows(table, ok), spacings)]
                 rows = [ok]
             except Exception:  # noqa: BLE001 - find the bad image(s) one by one
                 got, rows = [], []
                 for j, i in enumerate(ok):
                     try:
                         got.append(self._score([images[j]], [masks[j]] if self.needs_masks else None,
-                                               self._table_rows(table, [i])))
+                                               self._table_rows(table, [i]), [spacings[j]]))
                         rows.append([i])
                     except Exception as exc:  # noqa: BLE001 - one row's error, the job goes on
                         errors[i] = _message(exc, paths[i])
@@ -840,7 +853,7 @@ def train_bundle(study: Any, pipeline: str, data_root: str | Path | None, out: s
                   "blocks": {b: study.blocks[b] for n in _members(study, pipeline)
                              for b in study.pipelines[n].blocks},
                   "overrides": overrides or {}},
-        "inputs": {"masks": needs["masks"], "table_columns": table_columns},
+        "inputs": {"masks": needs["masks"], "table_columns": table_columns, "reader": study.reader.to_dict()},
         "training_data": {
             "loader": study.dataset.loader, "params": study.dataset.params, "root": str(root),
             "selection": {k: v for k, v in selection.to_dict().items() if k != "duplicate_groups"},

@@ -232,11 +232,20 @@ class Extractor(Plugin):
     kind: ClassVar[str] = "extractor"
     block: ClassVar[str] = ""
     trainable: ClassVar[bool] = False
+    wants_spacing: ClassVar[bool] = False
+    """True: the engine passes each image's ``spacing_um`` (``(row, col)`` micrometres per pixel
+    from the file or the study's ``reader.pixel_size_um``; ``None`` when unknown) to
+    ``prepare``/``_prepare``. The spacing is part of the file's content or of the study's reader
+    options, both already in the block cache key."""
 
-    def prepare(self, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        """Validate inputs and return this image's prepared array."""
+    def prepare(self, image: np.ndarray, mask: np.ndarray | None = None,
+                spacing_um: tuple[float, float] | None = None) -> np.ndarray:
+        """Validate inputs and return this image's prepared array (``spacing_um`` reaches
+        ``_prepare`` only when the class sets ``wants_spacing``)."""
         image = check_image(image)
         mask = check_mask(mask, image)
+        if self.wants_spacing:
+            return self._prepare(image, mask, spacing_um=spacing_um)
         return self._prepare(image, mask)
 
     def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Streaming per-image work: decode -> transforms -> mask -> ``prepare`` of each extractor.
 
-Each image is decoded once (:func:`medfuse.imageio.read_image`), passed through the transforms,
+Each image is decoded once (:func:`medfuse.imageio.read_image`, with the given
+:class:`~medfuse.intensity.ReadOptions`: a study's ``reader`` table), passed through the transforms,
 given a mask (a mask plugin, a mask file, or none) and handed to every extractor's ``prepare``.
 Images are processed in chunks, in this process (``jobs=1``) or in joblib worker processes;
 results come back in input order. A failing image never stops the run: its row gets the error
@@ -31,7 +32,7 @@ import pandas as pd
 
 from .contracts import Extractor, MaskMaker, Transform
 from .errors import DataError, InvalidInputError, MedfuseError
-from .imageio import IMAGE_SUFFIXES, read_image, read_mask
+from .imageio import IMAGE_SUFFIXES, ReadOptions, read_image_with_info, read_mask
 from .outputs import atomic_output, write_text
 
 PROVENANCE_KEY = b"medfuse"
@@ -105,9 +106,12 @@ class Prepared:
 
 
 def _one(path: str, mask_path: str | None, transforms: Sequence[Transform], mask: MaskMaker | str | None,
-         extractors: Sequence[tuple[str, Extractor]]) -> tuple[list[np.ndarray] | None, str]:
+         extractors: Sequence[tuple[str, Extractor]],
+         options: ReadOptions | None = None) -> tuple[list[np.ndarray] | None, str]:
+    from .pipeline import prepare_one
+
     try:
-        image = read_image(path)
+        image, info = read_image_with_info(path, options=options)
         m = None
         if mask == MASK_FROM_FILE:
             if mask_path is None:
@@ -119,22 +123,22 @@ def _one(path: str, mask_path: str | None, transforms: Sequence[Transform], mask
             image, m = t.apply(image, m)
         if isinstance(mask, MaskMaker):
             m = mask.predict_mask(image)
-        return [np.asarray(ex.prepare(image, m)) for _, ex in extractors], ""
+        return [prepare_one(ex, image, m, info.spacing_um) for _, ex in extractors], ""
     except MedfuseError as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - one bad image must not stop the run
         return None, f"{path}: {type(exc).__name__}: {exc}"
 
 
-def _chunk(items: Sequence[tuple[str, str | None]], transforms, mask, extractors):
-    return [_one(p, m, transforms, mask, extractors) for p, m in items]
+def _chunk(items: Sequence[tuple[str, str | None]], transforms, mask, extractors, options=None):
+    return [_one(p, m, transforms, mask, extractors, options) for p, m in items]
 
 
 def prepare_images(paths: Sequence[str], mask_paths: Sequence[str | None] | None = None,
                    transforms: Sequence[Transform] = (), mask: MaskMaker | str | None = None,
                    extractors: Sequence[tuple[str, Extractor]] = (), jobs: int = 1,
                    chunk_size: int = 32, progress: bool = False,
-                   description: str = "extracting") -> Prepared:
+                   description: str = "extracting", options: ReadOptions | None = None) -> Prepared:
     """Decode, transform, mask and ``prepare`` every image; results in the order of ``paths``.
 
     Parameters
@@ -148,6 +152,8 @@ def prepare_images(paths: Sequence[str], mask_paths: Sequence[str | None] | None
     chunk_size : images per task sent to a worker (down to 8 when there are few images; a
         single chunk runs in this process).
     progress : rich progress bar on stderr (only on a terminal).
+    options : how files are decoded (bit depth, windowing, fallback spacing; default: the
+        documented rule of :mod:`medfuse.imageio`).
 
     Returns
     -------
@@ -171,13 +177,14 @@ def prepare_images(paths: Sequence[str], mask_paths: Sequence[str | None] | None
     try:
         if n_workers == 1 or len(chunks) <= 1:
             for c in chunks:
-                results.extend(_chunk(c, transforms, mask, extractors))
+                results.extend(_chunk(c, transforms, mask, extractors, options))
                 advance(len(c))
         else:
             from joblib import Parallel, delayed
 
             runner = Parallel(n_jobs=jobs, return_as="generator")
-            for c, out in zip(chunks, runner(delayed(_chunk)(c, transforms, mask, extractors) for c in chunks)):
+            for c, out in zip(chunks, runner(delayed(_chunk)(c, transforms, mask, extractors, options)
+                                                for c in chunks)):
                 results.extend(out)
                 advance(len(c))
     finally:
@@ -205,7 +212,7 @@ def _plugin_record(plugin: Any) -> dict[str, Any]:
 
 def provenance(inputs: str, transforms: Sequence[Transform], mask: MaskMaker | str | None,
                extractors: Sequence[tuple[str, Extractor]], n_images: int, n_errors: int,
-               seconds: float, jobs: int) -> dict[str, Any]:
+               seconds: float, jobs: int, options: ReadOptions | None = None) -> dict[str, Any]:
     """What produced a feature table: versions, plugins with parameters, inputs and timing."""
     import importlib.metadata as md
 
@@ -222,6 +229,7 @@ def provenance(inputs: str, transforms: Sequence[Transform], mask: MaskMaker | s
         "n_errors": int(n_errors),
         "seconds": round(float(seconds), 3),
         "jobs": int(jobs),
+        "reader": (options or ReadOptions()).to_dict(),
         "transforms": [_plugin_record(t) for t in transforms],
         "mask": (_plugin_record(mask) if isinstance(mask, MaskMaker) else {"name": mask or "none"}),
         "blocks": {name: _plugin_record(ex) for name, ex in extractors},
@@ -241,11 +249,13 @@ def _dist_version(md: Any) -> str:
 
 def extract_table(inputs: str | Path | pd.DataFrame, extractors: Sequence[tuple[str, Extractor]],
                   transforms: Sequence[Transform] = (), mask: MaskMaker | str | None = None,
-                  jobs: int = 1, progress: bool = False, chunk_size: int = 32) -> tuple[pd.DataFrame, dict]:
+                  jobs: int = 1, progress: bool = False, chunk_size: int = 32,
+                  options: ReadOptions | None = None) -> tuple[pd.DataFrame, dict]:
     """Feature table of stateless extractors: ``path``, [``label``], ``<block>.<feature>``..., ``error``.
 
-    ``inputs`` is anything :func:`resolve_inputs` accepts, or its output. Returns the table and
-    its provenance dictionary.
+    ``inputs`` is anything :func:`resolve_inputs` accepts, or its output; ``options`` how files are
+    decoded (a study's ``reader``; recorded in the provenance). Returns the table and its provenance
+    dictionary.
     """
     for name, ex in extractors:
         if getattr(ex, "trainable", False):
@@ -256,7 +266,7 @@ def extract_table(inputs: str | Path | pd.DataFrame, extractors: Sequence[tuple[
     if mask == MASK_FROM_FILE and (mask_paths is None or all(m is None for m in mask_paths)):
         raise InvalidInputError("--mask file needs a CSV manifest with a 'mask' column")
     prep = prepare_images(table["path"].tolist(), mask_paths, transforms, mask, extractors, jobs,
-                          chunk_size, progress)
+                          chunk_size, progress, options=options)
     columns: dict[str, Any] = {"path": table["path"].to_numpy()}
     if "label" in table.columns:
         columns["label"] = table["label"].to_numpy()
@@ -272,7 +282,7 @@ def extract_table(inputs: str | Path | pd.DataFrame, extractors: Sequence[tuple[
     columns["error"] = prep.errors
     df = pd.DataFrame(columns)
     prov = provenance(str(inputs) if not isinstance(inputs, pd.DataFrame) else "<table>", transforms, mask,
-                      extractors, len(df), sum(bool(e) for e in prep.errors), prep.seconds, jobs)
+                      extractors, len(df), sum(bool(e) for e in prep.errors), prep.seconds, jobs, options)
     return df, prov
 
 

@@ -25,6 +25,10 @@ Intensities to 8 bits (:func:`medfuse.intensity.to_uint8`, options in
   their own [min, max] to 0-255;
 * ``ReadOptions.percentiles=(lo, hi)`` windows every image on its own percentiles instead.
 
+Spacing: ``ImageInfo.spacing_um`` is the file's (DICOM ``PixelSpacing``/``ImagerPixelSpacing``,
+TIFF resolution tags), else ``ReadOptions.pixel_size_um`` (a study's ``reader.pixel_size_um``),
+else ``None``.
+
 Channels (:func:`medfuse.intensity.channels_to_rgb`): grey (L, I;16, I, F, one-sample TIFF or
 DICOM) is replicated to three channels; 2 channels become ``(c0, c1, 0)``; more than 3 keep the
 first 3 (TIFF: multi-page files use their first page, an ImageJ/OME channel axis gives channels);
@@ -67,7 +71,7 @@ from .errors import InvalidInputError
 from .intensity import ImageInfo, ReadOptions, channels_to_rgb, to_uint8
 
 __all__ = ["IMAGE_SUFFIXES", "ImageInfo", "ImageReadError", "ReadOptions", "decode_image", "decode_image_info",
-           "read_image", "read_image_info", "read_mask", "canonical_mask", "file_sha1", "check_pixels"]
+           "read_image", "read_image_info", "read_image_with_info", "read_mask", "canonical_mask", "file_sha1", "check_pixels"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 _JPEG = (".jpg", ".jpeg")
@@ -204,8 +208,14 @@ def read_image(path: str | Path, min_side: int | None = None, max_pixels: int | 
     module docstring; 0: no limit). ``options``: bit depth / percentile windowing (see the module
     docstring). Raises :class:`ImageReadError` naming the file and the reason.
     """
+    return read_image_with_info(path, min_side, max_pixels, options)[0]
+
+
+def read_image_with_info(path: str | Path, min_side: int | None = None, max_pixels: int | None = None,
+                         options: ReadOptions | None = None) -> tuple[np.ndarray, ImageInfo]:
+    """:func:`read_image` and the file's :class:`ImageInfo` (spacing for physical units)."""
     path = Path(path)
-    return decode_image(_read_bytes(path), str(path), min_side, max_pixels, options)
+    return decode_image_info(_read_bytes(path), str(path), min_side, max_pixels, options)
 
 
 def read_image_info(path: str | Path, max_pixels: int | None = None,
@@ -224,9 +234,18 @@ def decode_image(data: bytes, name: str = "<bytes>", min_side: int | None = None
 def decode_image_info(data: bytes, name: str = "<bytes>", min_side: int | None = None,
                       max_pixels: int | None = None,
                       options: ReadOptions | None = None) -> tuple[np.ndarray, ImageInfo]:
-    """Decode image bytes to the canonical image and its :class:`ImageInfo`."""
-    limit = _limit(max_pixels)
+    """Decode image bytes to the canonical image and its :class:`ImageInfo` (its ``spacing_um``
+    falls back to ``options.pixel_size_um`` when the file states none)."""
     options = options or ReadOptions()
+    arr, info = _decode(data, name, min_side, max_pixels, options)
+    if info.spacing_um is None and options.pixel_size_um is not None:
+        info.spacing_um = (float(options.pixel_size_um), float(options.pixel_size_um))
+    return arr, info
+
+
+def _decode(data: bytes, name: str, min_side: int | None, max_pixels: int | None,
+            options: ReadOptions) -> tuple[np.ndarray, ImageInfo]:
+    limit = _limit(max_pixels)
     if not data:
         raise ImageReadError(f"{name}: empty file")
 

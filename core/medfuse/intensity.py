@@ -36,10 +36,16 @@ class ReadOptions:
     ``bits``: the bit depth of integer images whose file does not state it (PNG, TIFF);
     ``None`` infers it from the image's maximum. ``percentiles``: ``(low, high)`` in 0-100 to
     window each image on its own percentiles instead (also overrides a DICOM window).
+    ``pixel_size_um``: micrometres per pixel for files that do not state a spacing (the decoded
+    :class:`ImageInfo` then reports ``(pixel_size_um, pixel_size_um)``); a file's own spacing wins.
+
+    A study's ``reader`` table (:mod:`medfuse.study`) is one of these; :meth:`to_dict` is what
+    cache keys and bundle manifests record, :meth:`from_dict` reads it back.
     """
 
     bits: int | None = None
     percentiles: tuple[float, float] | None = None
+    pixel_size_um: float | None = None
 
     def __post_init__(self) -> None:
         if self.bits is not None and not 1 <= int(self.bits) <= 32:
@@ -49,6 +55,24 @@ class ReadOptions:
             if not 0 <= lo < hi <= 100:
                 raise ValueError(f"ReadOptions.percentiles={self.percentiles!r}: expected (low, high) "
                                  "with 0 <= low < high <= 100")
+            object.__setattr__(self, "percentiles", (lo, hi))
+        if self.pixel_size_um is not None and not float(self.pixel_size_um) > 0:
+            raise ValueError(f"ReadOptions.pixel_size_um={self.pixel_size_um!r}: expected micrometres "
+                             "per pixel > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: ``{"bits": ..., "percentiles": [lo, hi] | None, "pixel_size_um": ...}``."""
+        return {"bits": None if self.bits is None else int(self.bits),
+                "percentiles": None if self.percentiles is None else list(self.percentiles),
+                "pixel_size_um": None if self.pixel_size_um is None else float(self.pixel_size_um)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ReadOptions:
+        """Inverse of :meth:`to_dict`; ``None`` or ``{}`` gives the defaults."""
+        data = dict(data or {})
+        pct = data.get("percentiles")
+        return cls(bits=data.get("bits"), percentiles=None if pct is None else tuple(pct),
+                   pixel_size_um=data.get("pixel_size_um"))
 
 
 @dataclass

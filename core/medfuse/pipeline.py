@@ -35,7 +35,7 @@ from .cache import BlockCache, make_key
 from .contracts import Extractor, Plugin, SampleTable
 from .errors import DataError, InvalidInputError, MedfuseError, StudyError, describe_exception
 from .fusion import BlockPreparer, LateFusion, aligned_proba, early_concat, fit_stacked, soft_vote
-from .imageio import file_sha1, read_image, read_mask
+from .imageio import ReadOptions, file_sha1, read_image_with_info, read_mask
 from .ood import fit_checks, image_descriptor, warnings_for
 from .study import PipelineSpec, PluginRef, Study
 
@@ -66,7 +66,7 @@ class Prepared:
     images: np.ndarray | None = None
     table: pd.DataFrame | None = None
     failed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["id", "path", "error"]))
-    raw: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+    raw: list[tuple[np.ndarray, np.ndarray | None, Any]] | None = None  # (image, mask, spacing_um)
     members: dict[str, Prepared] = field(default_factory=dict)
     cache_stats: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -90,11 +90,21 @@ class Prepared:
 
 # ---- per-image work (module level: runs in joblib workers) ------------------------------------
 
+def prepare_one(plugin: Plugin, image: np.ndarray, mask: np.ndarray | None,
+                spacing_um: tuple[float, float] | None = None) -> np.ndarray:
+    """``plugin.prepare(image, mask)``, with ``spacing_um`` (micrometres per pixel, ``(row, col)``,
+    or None) passed only to plugins that declare ``wants_spacing = True``."""
+    if getattr(plugin, "wants_spacing", False):
+        return np.asarray(plugin.prepare(image, mask, spacing_um=spacing_um))
+    return np.asarray(plugin.prepare(image, mask))
+
+
 def _process_image(image: np.ndarray, mask: np.ndarray | None, transforms: Sequence[Plugin], mask_mode: str,
                    maker: Plugin | None, slots: Sequence[tuple[str, Plugin]],
-                   keep_raw: bool) -> dict[str, Any]:
+                   keep_raw: bool, spacing_um: tuple[float, float] | None = None) -> dict[str, Any]:
     """Transforms, mask and every slot's ``prepare``; the special slots :data:`_ACQ` (descriptor
-    of the image as decoded) and :data:`_MASKED` (mask pixels after the mask step) are computed here."""
+    of the image as decoded) and :data:`_MASKED` (mask pixels after the mask step) are computed here.
+    ``spacing_um``: the decoded file's spacing, for plugins that want it (:func:`prepare_one`)."""
     if mask is not None and mask.shape != image.shape[:2]:
         raise InvalidInputError(f"mask shape {mask.shape} does not match image {image.shape[:2]}")
     names = {slot for slot, _ in slots}
@@ -108,19 +118,20 @@ def _process_image(image: np.ndarray, mask: np.ndarray | None, transforms: Seque
     if _MASKED in names:
         extra[_MASKED] = np.asarray(-1 if mask is None else int(np.count_nonzero(mask)))
     if keep_raw:
-        return {"__raw__": (image, mask), **extra}
-    return {**extra, **{slot: np.asarray(p.prepare(image, mask)) for slot, p in slots if slot not in _SPECIAL}}
+        return {"__raw__": (image, mask, spacing_um), **extra}
+    return {**extra, **{slot: prepare_one(p, image, mask, spacing_um) for slot, p in slots if slot not in _SPECIAL}}
 
 
 def _process_chunk(items: list[tuple[int, str, str | None, list[str]]], transforms: Sequence[Plugin],
                    mask_mode: str, maker: Plugin | None, slot_plugins: dict[str, Plugin],
-                   keep_raw: bool) -> list[tuple[int, dict[str, Any] | None, str | None]]:
+                   keep_raw: bool, options: ReadOptions | None = None
+                   ) -> list[tuple[int, dict[str, Any] | None, str | None]]:
     out = []
     for i, path, mask_path, needed in items:
         try:
             if not isinstance(path, str | Path) or not str(path):
                 raise DataError("sample has no image file")
-            image = read_image(path)
+            image, info = read_image_with_info(path, options=options)
             mask = None
             if mask_mode in ("dataset", "trainable"):
                 if isinstance(mask_path, str | Path) and str(mask_path):
@@ -128,7 +139,8 @@ def _process_chunk(items: list[tuple[int, str, str | None, list[str]]], transfor
                 elif mask_mode == "dataset":
                     raise DataError("pipeline uses dataset masks but this sample has no mask file")
             slots = [(s, slot_plugins.get(s)) for s in needed]
-            out.append((i, _process_image(image, mask, transforms, mask_mode, maker, slots, keep_raw), None))
+            out.append((i, _process_image(image, mask, transforms, mask_mode, maker, slots, keep_raw,
+                                          info.spacing_um), None))
         except Exception as exc:  # noqa: BLE001 - one bad sample is reported, the run goes on
             out.append((i, None, describe_exception(exc)))
     return out
@@ -449,19 +461,22 @@ class PipelineRunner:
                         time.perf_counter() - t0)
 
     def _chain_key(self) -> str:
-        """Key of everything before the block: medfuse's decoder (its version), transforms, mask."""
+        """Key of everything before the block: medfuse's decoder (its version and the study's reader
+        options), transforms, mask."""
         from . import __version__
 
         mask = self.mask_maker.cache_key() if self.mask_maker is not None else self.mask_mode
-        return make_key(__version__, CACHE_FORMAT, [t.cache_key() for t in self.transforms], mask)
+        return make_key(__version__, CACHE_FORMAT, self.study.reader.to_dict(),
+                        [t.cache_key() for t in self.transforms], mask)
 
     def _acq_key(self, sha: Any, path: str) -> str:
-        """Cache key of an image's acquisition descriptor: image content and medfuse's decoder."""
+        """Cache key of an image's acquisition descriptor: image content and medfuse's decoder
+        (with the study's reader options)."""
         from . import __version__
 
         if not isinstance(sha, str) or not sha:
             sha = file_sha1(path)
-        return make_key(sha, "acquisition", ACQ_FORMAT, __version__, CACHE_FORMAT)
+        return make_key(sha, "acquisition", ACQ_FORMAT, __version__, CACHE_FORMAT, self.study.reader.to_dict())
 
     def _row_keys(self, sha: Any, path: str, mask_path: Any, chain: str,
                   plugin_keys: dict[str, str]) -> dict[str, str]:
@@ -478,7 +493,7 @@ class PipelineRunner:
         chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
         bar = _Bar(self.progress, len(todo), f"{self.name}: preparing images")
         args = (self.transforms, self.mask_mode, self.mask_maker if self.mask_mode == "plugin" else None,
-                slots, keep_raw)
+                slots, keep_raw, self.study.reader)
         try:
             if self.jobs > 1 and len(chunks) > 1:
                 from joblib import Parallel, delayed
@@ -669,7 +684,7 @@ class FittedPipeline:
             extractors = [(fb.name, fb.plugin) for fb in self.blocks_ if fb.kind == "extractor"]
         images = [prepared.raw[i][0] for i in idx]
         masks = self.mask_maker_.predict_masks(images)
-        return _prepare_slots(images, masks, extractors)
+        return _prepare_slots(images, masks, extractors, [prepared.raw[i][2] for i in idx])
 
     def _block_matrices(self, inputs: dict[str, np.ndarray], table: pd.DataFrame | None) -> list[Any]:
         """Each fitted block's features (before impute / scale / PCA)."""
@@ -719,19 +734,20 @@ class FittedPipeline:
         return self.classes_[np.argmax(self.predict_proba(prepared, idx), axis=1)]
 
     def predict_proba_images(self, images: list[np.ndarray], masks: list[np.ndarray | None] | None = None,
-                             table: pd.DataFrame | None = None) -> np.ndarray:
+                             table: pd.DataFrame | None = None, spacings: list[Any] | None = None) -> np.ndarray:
         """Probabilities for raw canonical images (``uint8 (H, W, 3)``), optional masks and table rows.
 
         Applies the pipeline's transforms, mask, prepare, fitted blocks and classifier. Call
         with batches of 64-512 images. ``masks`` are required when the pipeline uses dataset
         masks; ``table`` (one row per image) when it has tabular blocks. An image that fails
         raises; every row gets the classifier's answer (see :meth:`score_images` for per-row
-        errors and warnings).
+        errors and warnings). ``spacings``: each image's ``(row, col)`` micrometres per pixel (or
+        None), for extractors that report physical units (as decoded, ``ImageInfo.spacing_um``).
         """
-        return self._score(images, masks, table, strict=True).proba
+        return self._score(images, masks, table, strict=True, spacings=spacings).proba
 
     def score_images(self, images: list[np.ndarray], masks: list[np.ndarray | None] | None = None,
-                     table: pd.DataFrame | None = None) -> ImageScores:
+                     table: pd.DataFrame | None = None, spacings: list[Any] | None = None) -> ImageScores:
         """Per-row scoring of raw canonical images (arguments as :meth:`predict_proba_images`).
 
         A row gets an error, NaN probabilities and no answer when its image fails anywhere
@@ -739,13 +755,13 @@ class FittedPipeline:
         feature block is all NaN for it; an ensemble row fails when any member fails. Every row
         gets a warning when it lies outside the training data (:mod:`medfuse.ood`).
         """
-        return self._score(images, masks, table, strict=False)
+        return self._score(images, masks, table, strict=False, spacings=spacings)
 
     def _score(self, images: list[np.ndarray], masks: list[np.ndarray | None] | None,
-               table: pd.DataFrame | None, strict: bool) -> ImageScores:
+               table: pd.DataFrame | None, strict: bool, spacings: list[Any] | None = None) -> ImageScores:
         n, k = len(images), len(self.classes_)
         if self.members_:
-            parts = {m: f._score(images, masks, table, strict) for m, f in self.members_.items()}
+            parts = {m: f._score(images, masks, table, strict, spacings) for m, f in self.members_.items()}
             label = len(parts) > 1
             errors = [_join([f"{m}: {p.errors[i]}" if label and p.errors[i] else p.errors[i]
                              for m, p in parts.items()]) for i in range(n)]
@@ -779,9 +795,11 @@ class FittedPipeline:
             extra = [] if strict else [(_ACQ, None), (_MASKED, None)]
             mode = "plugin" if self.mask_mode == "trainable" else self.mask_mode
             processed: list[dict[str, Any] | None] = [None] * n
+            spacings = list(spacings) if spacings is not None else [None] * n
             for i, (im, m) in enumerate(zip(images, masks)):
                 try:
-                    processed[i] = _process_image(im, m, self.transforms, mode, self.mask_maker_, slots + extra, False)
+                    processed[i] = _process_image(im, m, self.transforms, mode, self.mask_maker_, slots + extra, False,
+                                                  spacings[i])
                 except Exception as exc:  # noqa: BLE001 - strict: raise as before; else the row's error
                     if strict:
                         if isinstance(exc, MedfuseError):
@@ -979,8 +997,8 @@ def _join(parts: list[str]) -> str:
 
 
 def _prepare_slots(images: list[np.ndarray], masks: list[np.ndarray | None],
-                   extractors: list[tuple[str, Extractor]]) -> dict[str, np.ndarray]:
-    return {name: _stack(f"block {name!r}", [np.asarray(ex.prepare(im, m)) for im, m in zip(images, masks)])
+                   extractors: list[tuple[str, Extractor]], spacings: list[Any]) -> dict[str, np.ndarray]:
+    return {name: _stack(f"block {name!r}", [prepare_one(ex, im, m, sp) for im, m, sp in zip(images, masks, spacings)])
             for name, ex in extractors}
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StudyError, did_you_mean
+from .intensity import ReadOptions
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "blocks": Field("tables:block", {}, doc="Named feature blocks, referenced by pipelines."),
         "pipelines": Field("tables:pipeline", required=True, doc="Named pipelines compared on the same folds."),
         "evaluation": Field("table:evaluation", {}, doc="Cross-validation and metrics."),
+        "reader": Field("table:reader", {}, doc="How image files are decoded (bit depth, windowing, fallback "
+                        "pixel spacing), e.g. `{ bits = 12, percentiles = [1, 99], pixel_size_um = 0.5 }`. "
+                        "Used everywhere the study reads images (compare, train, the block cache key) and "
+                        "recorded in a bundle so that scoring decodes exactly as training did."),
         "reported": Field("table", {}, doc="Published figures of the original study, e.g. "
                           "`{ accuracy = 0.95, source = \"...\" }`, shown beside ours."),
         "test": Field("table:test", None, doc="An external test set, never used for fitting or selection: "
@@ -64,6 +69,18 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "params": Field("table", {}, doc="Parameters of `loader`; paths are relative to the data root. Test "
                         "images whose content (sha1) is also in the development data are dropped from the test "
                         "set and reported; the per-class cap (`max_per_class`) applies to the test set too."),
+    },
+    "reader": {
+        "bits": Field("int", None, doc="Bit depth of integer images whose file does not state it (PNG, TIFF): "
+                      "values are divided by `2**bits - 1` to 8 bits, so a 12-bit image uses `bits = 12`. "
+                      "Absent: inferred per image from its maximum (8/10/12/14/16 bits); set it when all "
+                      "files must share one scale. DICOM `BitsStored` wins over it."),
+        "percentiles": Field("list:number", None, doc="`[low, high]` in 0-100: window every image on its own "
+                             "percentiles (`[P_low, P_high] -> [0, 255]`) instead of the bit-depth rule; "
+                             "also replaces a DICOM window."),
+        "pixel_size_um": Field("number", None, doc="Micrometres per pixel for files that do not state a "
+                               "spacing (DICOM `PixelSpacing` and TIFF resolution tags win). A known spacing "
+                               "reaches extractors that ask for it (`morphology` with `physical_units = true`)."),
     },
     "dataset": {
         "loader": Field("str", required=True, doc="Loader plugin: `folder`, `manifest`, `pairs`, `table`, ..."),
@@ -190,6 +207,7 @@ class Study:
     description: str = ""
     reported: dict[str, Any] = field(default_factory=dict)
     test: TestSpec | None = None
+    reader: ReadOptions = field(default_factory=ReadOptions)
 
 
 # ---- parsing & validation ---------------------------------------------------------------------
@@ -197,7 +215,8 @@ class Study:
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
                "table": "a table", "list:str": "a list of strings", "list:plugin": "a list of plugin tables",
                "plugin": "a plugin table like { plugin = \"name\", params = { ... } }",
-               "mask": "\"dataset\" or a plugin table",
+               "mask": "\"dataset\" or a plugin table", "list:number": "a list of numbers",
+               "table:reader": "a table like { bits = 12, percentiles = [1, 99], pixel_size_um = 0.5 }",
                "table:test": "a table like { pattern = \"val_*\" } or { loader = \"folder\", params = { path = \"...\" } }"}
 
 
@@ -243,6 +262,9 @@ def _check_table(section: str, data: Any, source: str, key: str) -> dict[str, An
             _expect(isinstance(v, list) and all(isinstance(x, str) for x in v), source, where, f, v)
         elif t == "list:plugin":
             _expect(isinstance(v, list), source, where, f, v)
+        elif t == "list:number":
+            _expect(isinstance(v, list) and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v),
+                    source, where, f, v)
         out[k] = v
     return out
 
@@ -315,7 +337,24 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
         raise StudyError(source, f"{key}.evaluation.holdout", "a study with a `test` set takes no `holdout` "
                          "fraction as well; drop one of them")
     return Study(name, source, DatasetSpec(ds["loader"], dict(ds["params"])), pipelines, blocks,
-                 evaluation, top["description"], dict(top["reported"]), test)
+                 evaluation, top["description"], dict(top["reported"]), test,
+                 _reader(top["reader"], source, f"{key}.reader"))
+
+
+def _reader(data: Any, source: str, key: str) -> ReadOptions:
+    """Validate the ``reader`` table into :class:`~medfuse.intensity.ReadOptions`."""
+    t = _check_table("reader", data, source, key)
+    bits, pct, size = t["bits"], t["percentiles"], t["pixel_size_um"]
+    if bits is not None and not 1 <= bits <= 32:
+        raise StudyError(source, f"{key}.bits", f"expected a bit depth between 1 and 32 (12 for 12-bit "
+                         f"images), got {bits!r}")
+    if pct is not None and not (len(pct) == 2 and 0 <= pct[0] < pct[1] <= 100):
+        raise StudyError(source, f"{key}.percentiles", f"expected [low, high] with 0 <= low < high <= 100, "
+                         f"e.g. [1, 99], got {pct!r}")
+    if size is not None and not size > 0:
+        raise StudyError(source, f"{key}.pixel_size_um", f"expected micrometres per pixel > 0, got {size!r}")
+    return ReadOptions(bits=bits, percentiles=None if pct is None else (float(pct[0]), float(pct[1])),
+                       pixel_size_um=None if size is None else float(size))
 
 
 def _check_members(pipelines: dict[str, PipelineSpec], source: str, key: str) -> None:

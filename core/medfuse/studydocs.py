@@ -23,6 +23,7 @@ parameters, and unknown plugins or parameters are refused with a "did you mean" 
 description = "Blood cells, 8 classes"
 dataset = { loader = "folder", params = { path = "pbc" } }
 evaluation = { folds = 5, seed = 0 }
+reader = { bits = 12, pixel_size_um = 0.5 }  # optional: 12-bit files, 0.5 um per pixel when a file has no spacing
 blocks.morphology = { plugin = "morphology" }
 blocks.texture = { plugin = "texture", pca = 0.95 }
 blocks.cnn = { plugin = "cnn_embedding", params = { size = 64 }, pca = 0.95 }
@@ -40,6 +41,7 @@ TITLES = {
     "block": "`blocks.NAME`",
     "pipeline": "`pipelines.NAME`",
     "evaluation": "`evaluation`",
+    "reader": "`reader`",
 }
 
 

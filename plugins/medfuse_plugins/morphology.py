@@ -1,6 +1,9 @@
 """Shape features: one cell (``morphology``) and a whole smear of red cells (``smear_morphology``).
 
 Lengths are in pixels times ``pixel_size`` and areas in pixels times ``pixel_size ** 2``.
+``morphology`` with ``physical_units = true`` adds the same lengths and areas in micrometres
+(``area_um2``, ``perimeter_um``, ``nucleus_area_um2``, ...) from each image's spacing (the file's,
+else the study's ``reader.pixel_size_um``; NaN when unknown); the pixel columns are unchanged.
 Everything is computed on the bounding box of the cell, in one compiled pass per object
 (:func:`._kernels.shape_stats`: moments, Crofton perimeter, convex hull, Feret diameters) and a
 compiled component labelling (:func:`._kernels.label_components`); no ``regionprops`` object.
@@ -108,6 +111,18 @@ def shape_features(binary: np.ndarray) -> dict[str, float]:
 _LENGTHS = {"perimeter", "equivalent_diameter", "major_axis", "minor_axis", "feret_max", "feret_min"}
 _AREAS = {"area", "convex_area"}
 
+def _physical_names() -> dict[str, tuple[str, str]]:
+    """``morphology``'s physical-unit columns: name -> (pixel column, unit), cell then nucleus."""
+    out = {}
+    for name in (*SHAPE_NAMES, *NUCLEUS_NAMES):
+        bare = name.removeprefix("nucleus_")
+        if bare in _AREAS:
+            out[f"{name}_um2"] = (name, "um2")
+        elif bare in _LENGTHS:
+            out[f"{name}_um"] = (name, "um")
+    return out
+
+
 NUCLEUS_NAMES = ("nucleus_area", "nucleus_perimeter", "nucleus_equivalent_diameter",
                  "nucleus_eccentricity", "nucleus_circularity", "nucleus_solidity",
                  "nucleus_convexity", "nucleus_feret_max", "nucleus_aspect_ratio", "nc_ratio",
@@ -130,18 +145,38 @@ class Morphology(Extractor):
     version: ClassVar[str] = "1.0.0"
     param_docs: ClassVar[dict[str, str]] = {
         "pixel_size": "Physical size of a pixel (e.g. micrometres); lengths scale by it, areas by its square.",
+        "physical_units": "Add columns in micrometres (`<length>_um`, `<area>_um2`) from each image's spacing "
+                          "(DICOM/TIFF, else the study's `reader.pixel_size_um`); NaN when it is unknown.",
         "lobe_erosion": "Erosion radius (px) that cuts thin filaments between nuclear lobes before counting.",
         "lobe_min_fraction": "A lobe must hold at least this fraction of the nucleus area.",
     }
     conformance_params: ClassVar[dict] = {"lobe_erosion": 1}
 
-    def __init__(self, pixel_size: float = 1.0, lobe_erosion: int = 2, lobe_min_fraction: float = 0.08):
+    def __init__(self, pixel_size: float = 1.0, lobe_erosion: int = 2, lobe_min_fraction: float = 0.08,
+                 physical_units: bool = False):
         self.pixel_size = pixel_size
         self.lobe_erosion = lobe_erosion
         self.lobe_min_fraction = lobe_min_fraction
+        self.physical_units = physical_units
+
+    @property
+    def wants_spacing(self) -> bool:  # type: ignore[override]
+        """The engine passes ``spacing_um`` only when physical-unit columns are asked for."""
+        return bool(self.physical_units)
 
     def feature_names(self) -> list[str]:
-        return [*SHAPE_NAMES, *NUCLEUS_NAMES, "valid", "has_nucleus", "objects"]
+        names = [*SHAPE_NAMES, *NUCLEUS_NAMES, "valid", "has_nucleus", "objects"]
+        return names + list(_physical_names()) if self.physical_units else names
+
+    @staticmethod
+    def _physical(feats: dict[str, float], spacing_um: tuple[float, float] | None) -> dict[str, float]:
+        """The ``_um`` / ``_um2`` columns from pixel-valued ``feats``: areas times ``row * col``
+        spacing, lengths times its geometric mean (exact for square pixels); NaN without a spacing."""
+        sy, sx = (float(v) for v in spacing_um) if spacing_um else (float("nan"), float("nan"))
+        out = {}
+        for name, (base, unit) in _physical_names().items():
+            out[name] = feats[base] * (sy * sx if unit == "um2" else float(np.sqrt(sy * sx)))
+        return out
 
     def _scale(self, feats: dict[str, float]) -> dict[str, float]:
         """Apply ``pixel_size`` to lengths and areas (cell and nucleus), once."""
@@ -154,7 +189,8 @@ class Morphology(Extractor):
                 feats[k] *= s * s
         return feats
 
-    def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    def _prepare(self, image: np.ndarray, mask: np.ndarray | None,
+                 spacing_um: tuple[float, float] | None = None) -> np.ndarray:
         if float(self.pixel_size) <= 0:
             raise InvalidInputError(f"morphology: pixel_size must be > 0, got {self.pixel_size}")
         mask = resolve_mask(image, mask)
@@ -163,7 +199,7 @@ class Morphology(Extractor):
         box = bbox(mask > 0, 1)
         if box is None:
             out.update(valid=0.0, has_nucleus=0.0, objects=0.0, lobe_count=0.0)
-            return np.asarray([out[n] for n in names], np.float32)
+            return np.asarray([out.get(n, float("nan")) for n in names], np.float32)
         m = mask[box]
         labels, area = components(m > 0)
         n_obj = area.size - 1
@@ -196,6 +232,8 @@ class Morphology(Extractor):
                 "lobe_count": float(self._lobes(nucleus, n_area)),
             })
             out["nucleus_offset"] = _div(np.hypot(cy - ny, cx - nx), out["equivalent_diameter"] / 2)
+        if self.physical_units:
+            out.update(self._physical(out, spacing_um))
         self._scale(out)
         return np.asarray([out[n] for n in names], np.float32)
 

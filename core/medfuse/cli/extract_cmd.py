@@ -11,6 +11,24 @@ from .common import JOBS, parse_sets, resolve_jobs, verbosity
 from .common import console as make_console
 
 
+def _read_options(bits: int | None, percentiles: str | None, pixel_size_um: float | None) -> Any:
+    """The command's reader options as :class:`medfuse.intensity.ReadOptions`."""
+    from ..intensity import ReadOptions
+
+    pct = None
+    if percentiles:
+        try:
+            pct = tuple(float(v) for v in percentiles.split(","))
+        except ValueError:
+            pct = ()
+        if len(pct) != 2:
+            raise click.BadParameter(f"{percentiles!r}: expected LOW,HIGH, e.g. 1,99", param_hint="--percentiles")
+    try:
+        return ReadOptions(bits=bits, percentiles=pct, pixel_size_um=pixel_size_um)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command("extract")
 @click.argument("inputs", metavar="INPUT")
 @click.option("--blocks", default="morphology,texture,colour", show_default=True,
@@ -24,10 +42,17 @@ from .common import console as make_console
 @click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False),
               help="Output table: .parquet (provenance in its metadata) or .csv (+ .csv.json sidecar).")
 @click.option("--jobs", "-j", type=JOBS, default=1, show_default=True, help="Worker processes (-1 = every core).")
+@click.option("--bits", type=int, default=None,
+              help="Reader: bit depth of integer images whose file does not state it (12 for 12-bit PNG/TIFF).")
+@click.option("--percentiles", default=None, metavar="LOW,HIGH",
+              help="Reader: window each image on its own percentiles, e.g. 1,99.")
+@click.option("--pixel-size-um", "pixel_size_um", type=float, default=None,
+              help="Reader: micrometres per pixel for files without a spacing (physical-unit features).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on a terminal.")
 @verbosity
 def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tuple[str, ...], out: str,
-            jobs: int, progress: bool, quiet: bool, verbose: bool) -> None:
+            jobs: int, bits: int | None, percentiles: str | None, pixel_size_um: float | None,
+            progress: bool, quiet: bool, verbose: bool) -> None:
     """Extract classical features of every image in INPUT into one table.
 
     INPUT is a folder (searched recursively), a glob ('data/**/*.jpg') or a CSV manifest with a
@@ -37,6 +62,9 @@ def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tup
 
     --out is checked (folders created, writability probed) and locked (OUT.lock) before any
     work, and written atomically: it is either complete or absent, also on a full disk.
+
+    The reader options (--bits, --percentiles, --pixel-size-um) are those of a study's
+    `reader` table (docs/studies.md) and are recorded in the provenance.
 
     \b
     Example:
@@ -52,6 +80,7 @@ def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tup
     params = parse_sets(sets, "PLUGIN")
     jobs = resolve_jobs(jobs)
     progress = progress and not quiet
+    options = _read_options(bits, percentiles, pixel_size_um)
     host = get_host()
     block_names = [b.strip() for b in blocks.split(",") if b.strip()]
     if not block_names:
@@ -79,7 +108,8 @@ def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tup
         if Path(out).suffix.lower() not in (".parquet", ".pq", ".csv", ".tsv"):
             raise click.BadParameter(f"{out}: the output must end in .parquet or .csv", param_hint="--out")
         with guarded_output(out):
-            df, prov = extract_table(inputs, extractors, tlist, mask, jobs=jobs, progress=progress)
+            df, prov = extract_table(inputs, extractors, tlist, mask, jobs=jobs, progress=progress,
+                                     options=options)
             written = write_table(df, out, prov)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
