@@ -318,3 +318,16 @@ def test_onnx_equals_keras_on_real_pbc_images(data_root, tmp_path, tta):
         assert est.onnx_  # now running ONNX
         diff = np.abs(out(P) - keras_out).max()
         assert diff <= 1e-4, (est.name, diff)
+
+
+def test_a_bundle_saved_before_a_plugin_gained_a_parameter_still_loads():
+    """Fitted state restored without a constructor parameter added later (here morphology's
+    physical_units, added after format-2 bundles existed) reads as that parameter's default."""
+    from medfuse_plugins.morphology import Morphology
+
+    old = Morphology(lobe_erosion=1)
+    del old.__dict__["physical_units"]  # what an older bundle's state holds
+    assert old.physical_units is False and old.wants_spacing is False
+    assert old.get_params()["lobe_erosion"] == 1 and old.get_params()["physical_units"] is False
+    with pytest.raises(AttributeError, match="no attribute 'not_a_param'"):
+        _ = old.not_a_param

@@ -82,6 +82,9 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+_MISSING = object()
+
+
 class Plugin(BaseEstimator):
     """Base of every medfuse plugin; a scikit-learn estimator with declared metadata."""
 
@@ -91,6 +94,22 @@ class Plugin(BaseEstimator):
     extras: ClassVar[tuple[str, ...]] = ()
     param_docs: ClassVar[dict[str, str]] = {}
     conformance_params: ClassVar[dict[str, Any]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        """A constructor parameter missing from a restored state (a bundle saved before the
+        plugin gained that parameter) reads as its default, so older bundles keep loading."""
+        if not name.startswith("_"):
+            spec = type(self)._init_defaults().get(name, _MISSING)
+            if spec is not _MISSING:
+                return spec
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @classmethod
+    def _init_defaults(cls) -> dict[str, Any]:
+        """``__init__`` parameters that have a default, with it."""
+        sig = inspect.signature(cls.__init__)
+        return {p.name: p.default for p in list(sig.parameters.values())[1:]
+                if p.default is not inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD}
 
     @classmethod
     def param_schema(cls) -> dict[str, ParamSpec]:
