@@ -390,3 +390,13 @@ def test_ensemble_row_fails_when_any_member_fails(cells, tmp_path):
     assert res.errors[2].startswith("classical: no cell found: the otsu_cell mask is empty")
     assert np.isnan(res.proba[2]).all()
     np.testing.assert_allclose(res.proba[:2], fitted.predict_proba_images(images[:2]))  # old API unchanged
+
+
+def test_summary_groups_errors_by_kind():
+    """The run summary groups error rows by a short kind, not by the whole (cut) message."""
+    from medfuse.scoring import _error_kind
+
+    assert _error_kind("a/b.png: image too large: its header says 40000x40000 = 1,600,000,000 pixels, over the "
+                       "limit of 89,478,485 (a possible decompression bomb; ...)", "a/b.png") == "image too large"
+    assert _error_kind("a/c.png: no cell found: the otsu_cell mask is empty", "a/c.png") == "no cell found"
+    assert _error_kind("a/d.jpg: truncated JPEG (no end-of-image marker)", "a/d.jpg") == "truncated JPEG"

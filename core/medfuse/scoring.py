@@ -236,8 +236,10 @@ class ScoreSummary:
 
 
 def _error_kind(message: str, path: str) -> str:
+    """The kind of an error row for the run summary: its message without the path, up to the first
+    ``(`` or ``:`` ("image too large", "no cell found", "truncated JPEG", "MemoryError")."""
     text = message.replace(path, "").lstrip(": ").strip()
-    return text.split("(")[0].strip()[:80] or "error"
+    return text.split("(")[0].split(":")[0].strip()[:80] or "error"
 
 
 def _arrow_schema(classes: list[str]) -> Any:
