@@ -142,7 +142,7 @@ class Morphology(Extractor):
 
     name: ClassVar[str] = "morphology"
     block: ClassVar[str] = "morphology"
-    version: ClassVar[str] = "1.0.0"
+    version: ClassVar[str] = "1.1.0"
     param_docs: ClassVar[dict[str, str]] = {
         "pixel_size": "Physical size of a pixel (e.g. micrometres); lengths scale by it, areas by its square.",
         "physical_units": "Add columns in micrometres (`<length>_um`, `<area>_um2`) from each image's spacing "
