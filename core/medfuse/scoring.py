@@ -166,30 +166,40 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="medfuse-parent-watch", daemon=True).start()
 
 
-def score_chunk(bundle_path: str, manifest_sha256: str, index: int, rows: pd.DataFrame,
-                batch_size: int = 256, threads: int = SCORING_THREADS,
-                parent_pid: int | None = None, max_pixels: int | None = None,
-                trust_pickle: bool = False) -> tuple[int, pd.DataFrame, float]:
-    """Score one chunk: ``(index, result frame, seconds)``; runs in a worker process (or in the
-    scoring process itself with ``jobs=1``).
+@dataclass(frozen=True)
+class ChunkTask:
+    """What every chunk of one scoring job shares (sent with each chunk to the worker).
 
     ``threads`` sizes the onnxruntime sessions (set once, when the bundle loads) and the native
-    BLAS/OpenMP pools (for this chunk); ``parent_pid`` (local workers) makes the worker exit when
-    that process dies; ``max_pixels``: see :meth:`medfuse.bundle.Bundle.predict`; ``trust_pickle``
-    lets a format-1 bundle load (see :func:`score`).
+    BLAS/OpenMP pools (per chunk); ``max_pixels``: see :meth:`medfuse.bundle.Bundle.predict`;
+    ``trust_pickle`` lets a format-1 bundle load (see :func:`score`).
     """
+
+    bundle_path: str
+    manifest_sha256: str
+    batch_size: int = 256
+    threads: int = SCORING_THREADS
+    max_pixels: int | None = None
+    trust_pickle: bool = False
+
+
+def score_chunk(task: ChunkTask, index: int, rows: pd.DataFrame,
+                parent_pid: int | None = None) -> tuple[int, pd.DataFrame, float]:
+    """Score one chunk of ``task``: ``(index, result frame, seconds)``; runs in a worker process
+    (or in the scoring process itself with ``jobs=1``). ``parent_pid`` (local workers) makes the
+    worker exit when that process dies."""
     from threadpoolctl import threadpool_limits
 
     if parent_pid:
         _exit_with_parent(parent_pid)
     t0 = time.perf_counter()
-    bundle = worker_bundle(bundle_path, manifest_sha256, threads, trust_pickle)
+    bundle = worker_bundle(task.bundle_path, task.manifest_sha256, task.threads, task.trust_pickle)
     masks = rows["mask_path"].tolist() if "mask_path" in rows else None
     extra = [c for c in rows.columns if c not in ("path", "read_path", "mask_path")]
     table = rows[extra].reset_index(drop=True) if extra and bundle.table_columns else None
-    with threadpool_limits(limits=threads):
-        df = bundle.predict(rows["read_path"].tolist(), masks=masks, table=table, batch_size=batch_size,
-                            max_pixels=max_pixels)
+    with threadpool_limits(limits=task.threads):
+        df = bundle.predict(rows["read_path"].tolist(), masks=masks, table=table, batch_size=task.batch_size,
+                            max_pixels=task.max_pixels)
     df["path"] = rows["path"].to_numpy()
     return index, df, time.perf_counter() - t0
 
@@ -362,6 +372,7 @@ def _score_verified(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: 
     path, manifest, digest = verify_bundle(bundle, trust_pickle=trust_pickle)
     loaded = load_verified(path, manifest, digest, threads=SCORING_THREADS) if in_process else None
     bundle_path = str(path)
+    task = ChunkTask(bundle_path, digest, batch_size, SCORING_THREADS, max_pixels, trust_pickle)
     table = inputs.copy() if isinstance(inputs, pd.DataFrame) else list_inputs(inputs)
     if "read_path" not in table:
         table["read_path"] = table["path"]
@@ -383,9 +394,8 @@ def _score_verified(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: 
         return table.iloc[i * chunk_size:(i + 1) * chunk_size].reset_index(drop=True)
 
     with _progress(progress, n, resumed_rows) as advance:
-        for k, (i, df, _secs) in enumerate(_run_chunks(todo, chunk_rows, bundle_path, digest, jobs, batch_size,
-                                                       backend, scheduler, in_process, max_pixels,
-                                                       trust_pickle, pool), start=1):
+        for k, (i, df, _secs) in enumerate(_run_chunks(task, todo, chunk_rows, jobs, backend, scheduler,
+                                                       in_process, pool), start=1):
             _write_atomic_parquet(df, parts / _part_name(i), schema)
             advance(len(df))
             if on_chunk is not None:
@@ -426,27 +436,22 @@ def _prepare_parts(parts: Path, plan: dict[str, Any], table: pd.DataFrame, resum
     return table
 
 
-def _run_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bundle_path: str, digest: str,
-                jobs: int, batch_size: int, backend: str, scheduler: str | None, in_process: bool = False,
-                max_pixels: int | None = None, trust_pickle: bool = False,
+def _run_chunks(task: ChunkTask, todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], jobs: int,
+                backend: str, scheduler: str | None, in_process: bool = False,
                 pool: _LocalPool | None = None) -> Iterator[tuple[int, pd.DataFrame, float]]:
     if not todo:
         return
     if in_process:
         for i in todo:
-            yield score_chunk(bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS, None,
-                              max_pixels, trust_pickle)
+            yield score_chunk(task, i, chunk_rows(i))
         return
     if backend == "dask":
-        yield from _dask_chunks(todo, chunk_rows, bundle_path, digest, jobs, batch_size, str(scheduler),
-                                max_pixels, trust_pickle)
+        yield from _dask_chunks(task, todo, chunk_rows, jobs, str(scheduler))
         return
     own = pool is None
     pool = _LocalPool(jobs) if own else pool
     try:
-        yield from _one_at_a_time(pool.executor.submit, todo, chunk_rows, bundle_path, digest, batch_size,
-                                  os.getpid(), window=2 * pool.workers, max_pixels=max_pixels,
-                                  trust_pickle=trust_pickle)
+        yield from _windowed(pool.executor.submit, task, todo, chunk_rows, os.getpid(), window=2 * pool.workers)
     finally:
         if own:
             pool.close()
@@ -510,9 +515,8 @@ def check_scheduler_address(address: str) -> None:
         raise ScoringError(f"--scheduler {address!r} is not a Dask scheduler address ({exc}); {hint}") from None
 
 
-def _dask_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bundle_path: str, digest: str,
-                 jobs: int, batch_size: int, scheduler: str, max_pixels: int | None = None,
-                 trust_pickle: bool = False) -> Iterator[tuple[int, pd.DataFrame, float]]:
+def _dask_chunks(task: ChunkTask, todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], jobs: int,
+                 scheduler: str) -> Iterator[tuple[int, pd.DataFrame, float]]:
     """Score the chunks on the Dask cluster at ``scheduler``, as futures with ``retries``, with at
     most ``jobs`` (``-1``: twice the cluster's threads) in flight, yielding them as they finish.
 
@@ -541,9 +545,8 @@ def _dask_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bun
             i = next(queue, None)
             if i is None:
                 return False
-            fut = client.submit(score_chunk, bundle_path, digest, i, chunk_rows(i), batch_size, SCORING_THREADS,
-                                None, max_pixels, trust_pickle, key=f"medfuse-chunk-{i}-{os.getpid()}-{time.time_ns()}", pure=False,
-                                retries=DASK_RETRIES)
+            fut = client.submit(score_chunk, task, i, chunk_rows(i), None, pure=False, retries=DASK_RETRIES,
+                                key=f"medfuse-chunk-{i}-{os.getpid()}-{time.time_ns()}")
             running[fut] = i
             ready.add(fut)
             return True
@@ -568,19 +571,17 @@ def _dask_chunks(todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], bun
                 fut.cancel()
 
 
-def _one_at_a_time(submit: Callable[..., Any], todo: list[int], chunk_rows: Callable[[int], pd.DataFrame],
-                   bundle_path: str, digest: str, batch_size: int, parent_pid: int | None,
-                   window: int = 2, max_pixels: int | None = None,
-                   trust_pickle: bool = False) -> Iterator[tuple[int, pd.DataFrame, float]]:
-    """Score the chunks through ``submit`` (a one-process loky executor's) with at most
-    ``window`` of them submitted at a time (a one-worker pool queues the second one)."""
+def _windowed(submit: Callable[..., Any], task: ChunkTask, todo: list[int],
+              chunk_rows: Callable[[int], pd.DataFrame], parent_pid: int | None,
+              window: int = 2) -> Iterator[tuple[int, pd.DataFrame, float]]:
+    """Score the chunks through ``submit`` (the local pool's executor) with at most ``window`` of
+    them submitted at a time, yielding them in submission order."""
     from collections import deque
 
     pending: deque = deque()
     try:
         for i in todo:
-            pending.append(submit(score_chunk, bundle_path, digest, i, chunk_rows(i), batch_size,
-                                  SCORING_THREADS, parent_pid, max_pixels, trust_pickle))
+            pending.append(submit(score_chunk, task, i, chunk_rows(i), parent_pid))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:
