@@ -278,6 +278,24 @@ def test_fit_does_not_touch_other_rows(fusion_data):
     assert np.allclose(a, b)
 
 
+def test_ood_checks_are_fitted_for_bundles_and_skipped_in_compare_folds(fusion_data):
+    """Fits for bundles/scoring carry the out-of-distribution checks; compare's fold fits (which
+    never score new images) skip them, members included, with the same predictions."""
+    from medfuse.evaluation import default_runner_factory
+
+    study = study_of({"p": {"blocks": ["stats", "table"], "classifier": {"plugin": "logreg"}},
+                      "e": {"members": ["p"], "combine": "soft"}}, BLOCKS)
+    data = _data(fusion_data, fusion_data["y_both"])
+    train = np.arange(0, 90)
+    with_checks = PipelineRunner(study, "e", HOST, progress=False)
+    prepared = with_checks.materialize(data)
+    kept = with_checks.fit(prepared, train, 0)
+    assert set(kept.members_["p"].ood_) == {"feature", "image"}
+    skipped = default_runner_factory(HOST)(study, "e").fit(prepared, train, 0)
+    assert skipped.members_["p"].ood_ == {}
+    assert np.array_equal(kept.predict_proba(prepared, train), skipped.predict_proba(prepared, train))
+
+
 # ---- pipeline features ------------------------------------------------------------------------
 
 

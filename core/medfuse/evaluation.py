@@ -706,7 +706,8 @@ def default_runner_factory(host: Any = None, cache_dir: Any = None, jobs: int = 
             def hook(done: int, total: int, what: str) -> None:
                 progress("prepare", pipeline=pipeline, done=done, total=total, what=what)
 
-        return PipelineRunner(study, pipeline, host=host, cache_dir=cache_dir, jobs=jobs, progress=hook)
+        return PipelineRunner(study, pipeline, host=host, cache_dir=cache_dir, jobs=jobs, progress=hook,
+                              ood_checks=False)  # fold fits never score new images
 
     return make
 

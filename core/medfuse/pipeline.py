@@ -248,10 +248,13 @@ class PipelineRunner:
     progress : bool or callable
         ``True``: a progress bar on a terminal; a callable ``f(done, total, what)`` is called
         after every chunk; ``False``: silent.
+    ood_checks : bool
+        Fit the out-of-distribution checks (:mod:`medfuse.ood`) with every fit, for bundles and
+        scoring; ``compare``'s fold fits never score new images and skip them (a few seconds a fit).
     """
 
     def __init__(self, study: Study, pipeline: str, host: Any = None, cache_dir: Path | None = None,
-                 jobs: int = 1, progress: Progress = True):
+                 jobs: int = 1, progress: Progress = True, ood_checks: bool = True):
         from .host import get_host
 
         if pipeline not in study.pipelines:
@@ -269,7 +272,8 @@ class PipelineRunner:
         self.progress = progress
         self.where = f"{study.source}: studies.{study.name}.pipelines.{pipeline}"
         self._fixed_seed: set[int] = set()
-        self.members = {m: PipelineRunner(study, m, self.host, cache_dir, jobs, progress)
+        self.ood_checks = ood_checks
+        self.members = {m: PipelineRunner(study, m, self.host, cache_dir, jobs, progress, ood_checks)
                         for m in self.spec.members}
         for r in self.members.values():
             r._share_cache(self.cache)
@@ -547,7 +551,8 @@ class PipelineRunner:
                 P, y_fit = balance_augment(P, y_tr, seed)
             fitted.model_ = self._seeded(self.classifier, seed).fit(P, y_fit)
             fitted.feature_names_ = []
-            fitted.ood_ = fit_checks(None, _rows(prepared.acquisition, train_idx), seed)
+            if self.ood_checks:
+                fitted.ood_ = fit_checks(None, _rows(prepared.acquisition, train_idx), seed)
             fitted.fit_seconds_ = time.perf_counter() - t0
             return fitted
         inputs = fitted._block_inputs(prepared, train_idx,
@@ -586,7 +591,8 @@ class PipelineRunner:
             fitted.model_ = clf.fit([early_concat(Zs)], y_tr)
         else:
             fitted.model_ = clf.fit(early_concat(Zs), y_tr)
-        fitted.ood_ = fit_checks(early_concat(Zs), _rows(prepared.acquisition, train_idx), seed)
+        if self.ood_checks:
+            fitted.ood_ = fit_checks(early_concat(Zs), _rows(prepared.acquisition, train_idx), seed)
         fitted.fit_seconds_ = time.perf_counter() - t0
         return fitted
 
