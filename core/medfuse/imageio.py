@@ -69,6 +69,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import InvalidInputError
 from .intensity import ImageInfo, ReadOptions, channels_to_rgb, to_uint8
+from .objects import crop, split_ref
 
 __all__ = ["IMAGE_SUFFIXES", "ImageInfo", "ImageReadError", "ReadOptions", "decode_image", "decode_image_info",
            "read_image", "read_image_info", "read_image_with_info", "read_mask", "canonical_mask", "file_sha1", "check_pixels"]
@@ -213,9 +214,16 @@ def read_image(path: str | Path, min_side: int | None = None, max_pixels: int | 
 
 def read_image_with_info(path: str | Path, min_side: int | None = None, max_pixels: int | None = None,
                          options: ReadOptions | None = None) -> tuple[np.ndarray, ImageInfo]:
-    """:func:`read_image` and the file's :class:`ImageInfo` (spacing for physical units)."""
-    path = Path(path)
-    return decode_image_info(_read_bytes(path), str(path), min_side, max_pixels, options)
+    """:func:`read_image` and the file's :class:`ImageInfo` (spacing for physical units).
+
+    An object reference ``IMAGE#box=x0,y0,x1,y1`` (:mod:`medfuse.objects`) decodes ``IMAGE``
+    and returns the box cut from it (``min_side`` is then ignored: the box is in full-size pixels)."""
+    image, box = split_ref(path)
+    path = Path(image)
+    if box is None:
+        return decode_image_info(_read_bytes(path), str(path), min_side, max_pixels, options)
+    arr, info = decode_image_info(_read_bytes(path), str(path), None, max_pixels, options)
+    return crop(arr, box, str(path)), info
 
 
 def read_image_info(path: str | Path, max_pixels: int | None = None,
@@ -319,7 +327,11 @@ def _decode(data: bytes, name: str, min_side: int | None, max_pixels: int | None
 
 def read_mask(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Decode a mask file to canonical ``uint8 (H, W)``: 0 background, 1 cell, 2 nucleus
-    (``max_pixels`` as in :func:`read_image`)."""
+    (``max_pixels`` as in :func:`read_image`; an object reference ``MASK#box=...`` gives the box
+    cut from the mask, as :func:`read_image_with_info` does for images)."""
+    image, box = split_ref(path)
+    if box is not None:
+        return crop(read_mask(image, max_pixels), box, image)
     path = Path(path)
     try:
         data = path.read_bytes()

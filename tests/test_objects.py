@@ -1,0 +1,49 @@
+"""Object references (a box inside an image) read lazily, with the border rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from medfuse.errors import InvalidInputError
+from medfuse.imageio import read_image, read_mask
+from medfuse.objects import ObjectRef, crop, point_box
+from PIL import Image
+
+
+def test_crop_inside_and_past_the_border_repeats_the_edge():
+    img = np.arange(5 * 6, dtype=np.uint8).reshape(5, 6)
+    assert np.array_equal(crop(img, (1, 2, 4, 4)), img[2:4, 1:4])
+    out = crop(img, (-2, 3, 3, 7))
+    assert out.shape == (4, 5)
+    assert np.array_equal(out[0, :2], [img[3, 0]] * 2)      # left pad = first column
+    assert np.array_equal(out[-1], out[1])                  # bottom pad repeats the last row
+    with pytest.raises(InvalidInputError, match="outside"):
+        crop(img, (6, 0, 9, 2))
+
+
+def test_point_box_is_centred():
+    assert point_box(10, 20, 8) == (6, 16, 14, 24)
+    assert point_box(10, 20, (4, 6)) == (8, 17, 12, 23)
+
+
+def test_object_reference_reads_the_box_of_image_and_mask(tmp_path):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "smear.png")
+    labels = np.zeros((40, 50), np.uint8)
+    labels[10:20, 5:15] = 255
+    Image.fromarray(labels).save(tmp_path / "smear_mask.png")
+    ref = ObjectRef(str(tmp_path / "smear.png"), (5, 10, 15, 20))
+    assert ObjectRef.parse(ref.path) == ref
+    assert np.array_equal(read_image(ref.path), arr[10:20, 5:15])
+    assert read_mask(str(tmp_path / "smear_mask.png") + "#box=5,10,15,20").min() == 1
+    assert ObjectRef.parse(tmp_path / "smear.png") is None
+    with pytest.raises(InvalidInputError, match="empty object box"):
+        ObjectRef("x.png", (5, 5, 5, 9))
+
+
+def test_a_real_file_named_like_a_reference_is_read_as_that_file(tmp_path):
+    arr = np.full((8, 8, 3), 7, np.uint8)
+    odd = tmp_path / "odd.png#box=0,0,2,2"
+    Image.fromarray(arr).save(odd, format="PNG")
+    assert read_image(odd).shape == (8, 8, 3)
