@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("MEDFUSE_TRUSTED_PIPELINE_CLASSES", "test_bundle:FakePipeline,test_bundle_publish:TinyPipeline")
 
 REPO = Path(__file__).resolve().parents[1]
+
+# runs: every compare appends its report folder to the run index; the tests keep theirs private
+os.environ.setdefault("MEDFUSE_RUNS_INDEX", str(Path(tempfile.mkdtemp(prefix="medfuse-runs-")) / "runs.jsonl"))
 
 
 def dataset_root() -> Path | None:

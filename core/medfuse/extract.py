@@ -10,7 +10,12 @@ message and NaN features.
 * :func:`resolve_inputs`: a folder, a glob or a CSV manifest -> a table of paths (and masks);
 * :func:`prepare_images`: the loop itself, returning stacked prepared arrays per extractor;
 * :func:`extract_table`: the feature table of ``medfuse extract`` (``path``, ``<block>.<feature>``,
-  ``error``) with its provenance; :func:`write_table` writes it to Parquet or CSV.
+  ``error``) with its provenance; :func:`write_table` writes it to Parquet or CSV;
+* :func:`make_plugins`: the extractors, transforms and mask of a run, by plugin name (shared by
+  ``medfuse extract``, :func:`medfuse.extract` and :class:`medfuse.ImageFeatures`).
+
+An image source is a file path (or object reference ``IMAGE#box=...``) or an in-memory array
+(:func:`load_source`: made canonical by the same intensity and channel rules as files).
 
 Nothing here imports TensorFlow; deep plugins import it themselves when used.
 """
@@ -37,6 +42,91 @@ from .outputs import atomic_output, write_text
 
 PROVENANCE_KEY = b"medfuse"
 MASK_FROM_FILE = "file"
+DEFAULT_BLOCKS = ("morphology", "texture", "colour")
+DEFAULT_MASK = "otsu_cell"
+
+
+@dataclass
+class Plugins:
+    """What :func:`make_plugins` builds: ``(block, extractor)`` pairs, transforms and the mask."""
+
+    extractors: list[tuple[str, Extractor]]
+    transforms: list[Transform]
+    mask: MaskMaker | str | None
+
+
+def make_plugins(blocks: Sequence[str], mask: str | None = DEFAULT_MASK, transforms: Sequence[str] = (),
+                 params: dict[str, dict[str, Any]] | None = None, host: Any = None,
+                 allow_trainable: bool = False) -> Plugins:
+    """Create the named extractor, transform and mask plugins (``params``: plugin name -> parameters).
+
+    ``mask``: a mask plugin name, ``"file"`` (the manifest's mask column) or ``None``/``"none"``.
+    Raises :class:`InvalidInputError` for an empty block list, ``params`` naming a plugin the run
+    does not use, or a trainable mask (and a trainable block unless ``allow_trainable``);
+    :class:`~medfuse.errors.PluginError` for unknown plugins or parameters.
+    """
+    from .host import get_host
+
+    host = host or get_host()
+    params = dict(params or {})
+    block_names = [str(b).strip() for b in blocks if str(b).strip()]
+    if not block_names:
+        raise InvalidInputError("give at least one block (extractor plugin), e.g. ['morphology']")
+    tnames = [str(t).strip() for t in transforms if str(t).strip()]
+    mask_name = (mask or "none").strip()
+    unknown = sorted(set(params) - set(block_names) - set(tnames) - {mask_name})
+    if unknown:
+        raise InvalidInputError(f"parameters given for plugin(s) {unknown} that this run does not use "
+                                f"(blocks {block_names}, transforms {tnames}, mask {mask_name!r})")
+    extractors = []
+    for b in block_names:
+        ex = host.create(b, params.get(b), kind="extractor")
+        if getattr(ex, "trainable", False) and not allow_trainable:
+            raise InvalidInputError(f"block {b!r}: {ex.name} is trainable (it must be fitted inside a training "
+                                    "fold); use medfuse.ImageFeatures, `medfuse run` or `medfuse compare`")
+        extractors.append((ex.block, ex))
+    tlist = [host.create(t, params.get(t), kind="transform") for t in tnames]
+    maker: MaskMaker | str | None
+    if mask_name in ("none", ""):
+        maker = None
+    elif mask_name == MASK_FROM_FILE:
+        maker = MASK_FROM_FILE
+    else:
+        maker = host.create(mask_name, params.get(mask_name), kind="mask")
+        if getattr(maker, "trainable", False):
+            raise InvalidInputError(f"mask plugin {mask_name!r} must be trained; use `medfuse run`")
+    return Plugins(extractors, tlist, maker)
+
+
+def load_source(source: str | Path | np.ndarray,
+                options: ReadOptions | None = None) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """A canonical image and its spacing (micrometres per pixel, or None) from a file or an array.
+
+    An array (``(H, W)`` grey or ``(H, W, C)``, any numeric dtype) is mapped to ``uint8`` RGB by
+    :func:`medfuse.intensity.to_uint8` and :func:`~medfuse.intensity.channels_to_rgb`, the rules
+    used for decoded files; its spacing is ``options.pixel_size_um`` when set.
+    """
+    if isinstance(source, np.ndarray):
+        from .intensity import channels_to_rgb, to_uint8
+
+        if source.ndim not in (2, 3) or min(source.shape[:2]) < 1:
+            raise InvalidInputError(f"image array: expected (H, W) or (H, W, C), got shape {source.shape}")
+        if source.dtype.kind not in "uifb":
+            raise InvalidInputError(f"image array: expected a numeric dtype, got {source.dtype}")
+        opts = options or ReadOptions()
+        arr = source.astype(np.uint8) if source.dtype.kind == "b" else source
+        image = channels_to_rgb(to_uint8(arr, opts)[0])
+        px = opts.pixel_size_um
+        return image, ((float(px), float(px)) if px else None)
+    image, info = read_image_with_info(source, options=options)
+    return image, info.spacing_um
+
+
+def source_name(source: str | Path | np.ndarray) -> str:
+    """How an image source is named in error messages."""
+    if isinstance(source, np.ndarray):
+        return f"<array {source.shape} {source.dtype}>"
+    return str(source)
 
 
 def resolve_inputs(spec: str | Path) -> pd.DataFrame:
@@ -105,17 +195,17 @@ class Prepared:
         return np.asarray([not e for e in self.errors], bool)
 
 
-def _one(path: str, mask_path: str | None, transforms: Sequence[Transform], mask: MaskMaker | str | None,
-         extractors: Sequence[tuple[str, Extractor]],
+def _one(path: str | np.ndarray, mask_path: str | None, transforms: Sequence[Transform],
+         mask: MaskMaker | str | None, extractors: Sequence[tuple[str, Extractor]],
          options: ReadOptions | None = None) -> tuple[list[np.ndarray] | None, str]:
     from .pipeline import prepare_one
 
     try:
-        image, info = read_image_with_info(path, options=options)
+        image, spacing = load_source(path, options)
         m = None
         if mask == MASK_FROM_FILE:
             if mask_path is None:
-                raise InvalidInputError(f"{path}: no mask file given for this image")
+                raise InvalidInputError(f"{source_name(path)}: no mask file given for this image")
             m = read_mask(mask_path)
             if m.shape != image.shape[:2]:
                 raise InvalidInputError(f"{mask_path}: mask shape {m.shape} differs from image {image.shape[:2]}")
@@ -123,18 +213,18 @@ def _one(path: str, mask_path: str | None, transforms: Sequence[Transform], mask
             image, m = t.apply(image, m)
         if isinstance(mask, MaskMaker):
             m = mask.predict_mask(image)
-        return [prepare_one(ex, image, m, info.spacing_um) for _, ex in extractors], ""
+        return [prepare_one(ex, image, m, spacing) for _, ex in extractors], ""
     except MedfuseError as exc:
         return None, str(exc)
     except Exception as exc:  # noqa: BLE001 - one bad image must not stop the run
-        return None, f"{path}: {type(exc).__name__}: {exc}"
+        return None, f"{source_name(path)}: {type(exc).__name__}: {exc}"
 
 
 def _chunk(items: Sequence[tuple[str, str | None]], transforms, mask, extractors, options=None):
     return [_one(p, m, transforms, mask, extractors, options) for p, m in items]
 
 
-def prepare_images(paths: Sequence[str], mask_paths: Sequence[str | None] | None = None,
+def prepare_images(paths: Sequence[str | np.ndarray], mask_paths: Sequence[str | None] | None = None,
                    transforms: Sequence[Transform] = (), mask: MaskMaker | str | None = None,
                    extractors: Sequence[tuple[str, Extractor]] = (), jobs: int = 1,
                    chunk_size: int = 32, progress: bool = False,
@@ -143,7 +233,7 @@ def prepare_images(paths: Sequence[str], mask_paths: Sequence[str | None] | None
 
     Parameters
     ----------
-    paths : image files.
+    paths : image files, or image arrays (:func:`load_source`).
     mask_paths : one mask file (or ``None``) per image; used when ``mask == "file"``.
     transforms : applied in order to ``(image, mask)``.
     mask : a fitted :class:`MaskMaker`, ``"file"`` (read ``mask_paths``) or ``None`` (no mask).
@@ -162,7 +252,7 @@ def prepare_images(paths: Sequence[str], mask_paths: Sequence[str | None] | None
     """
     from .scan import progress_bar
 
-    paths = [str(p) for p in paths]
+    paths = [p if isinstance(p, np.ndarray) else str(p) for p in paths]
     masks = list(mask_paths) if mask_paths is not None else [None] * len(paths)
     if len(masks) != len(paths):
         raise InvalidInputError(f"prepare_images: {len(paths)} images but {len(masks)} mask paths")

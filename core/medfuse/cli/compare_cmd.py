@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,13 +113,10 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
              no_cache, quiet, err, no_shortcuts=False, sets=(), fail_on_error=False, as_json=False) -> dict[str, Any]:
     from ..cache import default_cache_dir
     from ..datapath import resolve_data_root
-    from ..evaluation import default_runner_factory, run_study
     from ..host import get_host
-    from ..outputs import guarded_output
-    from ..report import write_report
     from ..study import check_plugins, resolve_study
+    from ..studyrun import command_line, compare_study, default_out_dir
 
-    t0 = time.perf_counter()
     host = get_host()
     study, overrides = apply_block_sets(resolve_study(study_ref), sets, host)
     check_plugins(study, host)
@@ -135,49 +130,28 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
     root = resolve_data_root(data_root)
     jobs = resolve_jobs(jobs, study.evaluation.jobs)
     cache = None if no_cache else Path(cache_dir) if cache_dir else default_cache_dir()
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(out_dir) if out_dir else Path("runs") / f"{study.name}-{stamp}"
+    out = Path(out_dir) if out_dir else default_out_dir(study.name)
 
     # before any work: the report folder is created and probed, and locked (<out>.lock)
-    with guarded_output(out, folder=True, create=True, note=lambda line: err.print(line, markup=False, highlight=False)):
-        err.print(f"[bold]{study.name}[/]: loading data with [cyan]{study.dataset.loader}[/] from {root}")
-        loader = host.create(study.dataset.loader, study.dataset.params, kind="loader")
-        t_load = time.perf_counter()
-        data = loader.load(root, jobs=jobs, progress=not quiet and sys.stderr.isatty())
-        load_seconds = time.perf_counter() - t_load
-        err.print(f"  {len(data)} samples loaded in {load_seconds:.1f} s")
-        test_data = None
-        if study.test is not None and study.test.loader is not None:
-            err.print(f"  test set: loading with [cyan]{study.test.loader}[/]")
-            test_loader = host.create(study.test.loader, study.test.params, kind="loader")
-            test_data = test_loader.load(root, jobs=jobs, progress=not quiet and sys.stderr.isatty())
-            err.print(f"  {len(test_data)} test samples loaded")
-        load_seconds = time.perf_counter() - t_load
-
-        meta = {"data_root": str(root), "cache_dir": str(cache) if cache else None, "jobs": jobs, "out_dir": str(out),
-                "command": " ".join(["medfuse", *sys.argv[1:]]) if sys.argv and "medfuse" in sys.argv[0] else None,
-                "overrides": overrides}
-        display = _Display(err, quiet)
-        with display:
-            result = run_study(study, data, pipelines,
-                               runner_factory=default_runner_factory(host, cache, jobs, progress=display.event),
-                               folds=folds, run_folds=run_folds, max_per_class=max_per_class, n_boot=bootstrap,
-                               progress=display.event, meta=meta, test_data=test_data,
-                               shortcuts=False if no_shortcuts else None, jobs=jobs)
-        result.results["timing"]["load_seconds"] = load_seconds
-        result.results["timing"]["command_seconds"] = time.perf_counter() - t0
-        paths = write_report(result, out)
-        failed = [n for n, p in result.results["pipelines"].items() if p["status"] != "ok"]
-        code = EXIT_FAILURE if not result.ok else PartialFailure.exit_code if failed and fail_on_error else 0
-        if as_json:
-            echo_json(json_summary(result.results, paths, code))
-        else:
-            _print_summary(result.results, paths, quiet)
-        if not result.ok:
-            raise click.ClickException("every pipeline failed (errors above and in the report)")
-        if code:
-            raise PartialFailure(f"{len(failed)} pipeline(s) failed: {', '.join(failed)} (--fail-on-error)")
-        return result.results
+    display = _Display(err, quiet)
+    run = compare_study(study, pipelines, root, out, host=host, jobs=jobs, cache=cache, folds=folds,
+                        run_folds=run_folds, max_per_class=max_per_class, bootstrap=bootstrap,
+                        shortcuts=False if no_shortcuts else None,
+                        meta={"command": command_line(), "overrides": overrides}, progress=display.event,
+                        running=display, note=lambda line: err.print(line, markup=False, highlight=False),
+                        show_loading=not quiet and sys.stderr.isatty())
+    result, paths = run.result, run.paths
+    failed = [n for n, p in result.results["pipelines"].items() if p["status"] != "ok"]
+    code = EXIT_FAILURE if not result.ok else PartialFailure.exit_code if failed and fail_on_error else 0
+    if as_json:
+        echo_json(json_summary(result.results, paths, code))
+    else:
+        _print_summary(result.results, paths, quiet)
+    if not result.ok:
+        raise click.ClickException("every pipeline failed (errors above and in the report)")
+    if code:
+        raise PartialFailure(f"{len(failed)} pipeline(s) failed: {', '.join(failed)} (--fail-on-error)")
+    return result.results
 
 
 class _Display:
@@ -214,7 +188,15 @@ class _Display:
 
     def event(self, event: str, **info: Any) -> None:
         p = self.progress
-        if event == "selected":
+        if event == "loading":
+            self._say(f"[bold]{info['study']}[/]: loading data with [cyan]{info['loader']}[/] from {info['root']}")
+        elif event == "loaded":
+            self._say(f"  {info['n']} samples loaded in {info['seconds']:.1f} s")
+        elif event == "test_loading":
+            self._say(f"  test set: loading with [cyan]{info['loader']}[/]")
+        elif event == "test_loaded":
+            self._say(f"  {info['n']} test samples loaded")
+        elif event == "selected":
             msg = f"  {info['n_selected']} samples evaluated"
             if info.get("duplicates_removed"):
                 msg += f" ({info['duplicates_removed']} exact duplicates removed)"

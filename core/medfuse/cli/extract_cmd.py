@@ -72,8 +72,7 @@ def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tup
           --mask otsu_cell --out pbc.parquet --jobs 2
     """
     from ..errors import MedfuseError
-    from ..extract import MASK_FROM_FILE, extract_table, write_table
-    from ..host import get_host
+    from ..extract import extract_table, make_plugins, write_table
     from ..outputs import guarded_output
 
     console = make_console(stderr=True, quiet=quiet)
@@ -81,30 +80,17 @@ def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tup
     jobs = resolve_jobs(jobs)
     progress = progress and not quiet
     options = _read_options(bits, percentiles, pixel_size_um)
-    host = get_host()
     block_names = [b.strip() for b in blocks.split(",") if b.strip()]
     if not block_names:
         raise click.BadParameter("give at least one block", param_hint="--blocks")
     try:
-        used = set(block_names) | {t.strip() for t in transforms.split(",") if t.strip()} | {mask_name}
-        unknown = sorted(set(params) - used)
+        tnames = [t.strip() for t in transforms.split(",") if t.strip()]
+        unknown = sorted(set(params) - set(block_names) - set(tnames) - {mask_name})
         if unknown:
             raise click.BadParameter(f"--set names plugin(s) {unknown} that this run does not use",
                                      param_hint="--set")
-        extractors = []
-        for b in block_names:
-            ex = host.create(b, params.get(b), kind="extractor")
-            extractors.append((ex.block, ex))
-        tlist = [host.create(t.strip(), params.get(t.strip()), kind="transform")
-                 for t in transforms.split(",") if t.strip()]
-        if mask_name in ("none", ""):
-            mask: Any = None
-        elif mask_name == MASK_FROM_FILE:
-            mask = MASK_FROM_FILE
-        else:
-            mask = host.create(mask_name, params.get(mask_name), kind="mask")
-            if getattr(mask, "trainable", False):
-                raise click.ClickException(f"mask plugin {mask_name!r} must be trained; use `medfuse run`")
+        plugins = make_plugins(block_names, mask_name, tnames, params)
+        extractors, tlist, mask = plugins.extractors, plugins.transforms, plugins.mask
         if Path(out).suffix.lower() not in (".parquet", ".pq", ".csv", ".tsv"):
             raise click.BadParameter(f"{out}: the output must end in .parquet or .csv", param_hint="--out")
         with guarded_output(out):
