@@ -18,3 +18,20 @@ def load_bundle(path: Any) -> Bundle:
     from .bundle import load_bundle as _load
 
     return _load(path)
+
+
+# ---- notebook API (docs/api.md): loaded on first use, so `import medfuse` stays light ---------
+_API = {"compare": "medfuse.api", "runs": "medfuse.api", "Results": "medfuse.api",
+        "ImageFeatures": "medfuse.imagefeatures", "extract": "medfuse.extract"}
+__all__ += list(_API)
+
+
+def __getattr__(name: str) -> Any:
+    # medfuse.extract is the module medfuse/extract.py, made callable (it calls medfuse.api.extract),
+    # because importing a submodule always rebinds the package attribute of its name
+    if name in _API:
+        import importlib
+
+        module = importlib.import_module(_API[name])
+        return module if name == "extract" else getattr(module, name)
+    raise AttributeError(f"module 'medfuse' has no attribute {name!r}")

@@ -26,7 +26,9 @@ import glob
 import json
 import os
 import platform
+import sys
 import time
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -415,3 +417,16 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
     if not side.exists():
         raise DataError(f"{path}: no provenance sidecar {side.name}")
     return json.loads(side.read_text())
+
+
+class _CallableModule(types.ModuleType):
+    """This module's class: ``medfuse.extract(inputs, blocks=[...])`` calls :func:`medfuse.api.extract`
+    (the package attribute ``medfuse.extract`` is this module once anything imports it)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        from .api import extract
+
+        return extract(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,6 +1,6 @@
 """One comparison run, end to end: load a study's data, evaluate its pipelines on shared folds
 (:func:`medfuse.evaluation.run_study`), write the report folder (:func:`medfuse.report.write_report`)
-and record the run in the run index (:mod:`medfuse.runs`).
+and record the run in the run index (:mod:`medfuse.runindex`).
 
 The one body behind ``medfuse compare`` / ``medfuse run`` / ``medfuse demo`` and the notebook
 function :func:`medfuse.compare`; the command line adds only its display, summary and exit codes.
@@ -108,7 +108,7 @@ def compare_study(study: Study, pipelines: list[str] | None, root: Path, out: Pa
         add_paths(result.test_predictions, *tables)
         paths = write_report(result, out)
     if record:
-        from .runs import record_run
+        from .runindex import record_run
 
         record_run(out, result.results, note=note)
     return CompareRun(result, paths, out)

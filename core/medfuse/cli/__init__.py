@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "run": "medfuse.cli.compare_cmd:run",
     "train": "medfuse.cli.score_cmd:train",
     "score": "medfuse.cli.score_cmd:score",
+    # analyst-api (issue 14)
+    "runs": "medfuse.cli.runs_cmd:runs",
 }
 
 
