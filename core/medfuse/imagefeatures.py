@@ -41,7 +41,7 @@ def _sources(X: Any) -> tuple[list[Any], list[str | None] | None]:
     if isinstance(X, pd.Series):
         X = X.to_numpy()
     if isinstance(X, np.ndarray):
-        if X.dtype.kind in "OUS" and X.ndim == 1 or X.dtype.kind in "uifb" and X.ndim in (3, 4):
+        if (X.dtype.kind in "OUS" and X.ndim == 1) or (X.dtype.kind in "uifb" and X.ndim in (3, 4)):
             items = list(X)
         elif X.dtype.kind in "uifb" and X.ndim == 2:
             raise InvalidInputError(f"ImageFeatures: X is a 2-D numeric array {X.shape}; give image paths, a list "
@@ -76,7 +76,9 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
     mask : mask plugin shared by the blocks (default ``"otsu_cell"``), ``"file"`` (X is a
         DataFrame with a ``mask`` column) or ``None``.
     transforms : transform plugins applied first.
-    params : plugin parameters by plugin name, e.g. ``{"texture": {"levels": 16}}``.
+    params : plugin parameters by plugin name, e.g. ``{"texture": {"levels": 16}}``; entries for
+        installed plugins this instance does not use are ignored (one dict can serve a grid search
+        over ``blocks``), unknown plugin names are an error.
     reader : :class:`~medfuse.intensity.ReadOptions` or its dict (bit depth, windowing, spacing).
     jobs : worker processes for per-image work (1 = this process, -1 = every core).
     on_error : ``"raise"`` (default): an image that cannot be read or processed raises, naming it;
@@ -119,9 +121,20 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
 
         if self.on_error not in ("raise", "nan"):
             raise InvalidInputError(f"ImageFeatures: on_error={self.on_error!r}; expected 'raise' or 'nan'")
+        from .errors import PluginError, did_you_mean
+        from .host import get_host
+
+        host = get_host()
         blocks = [self.blocks] if isinstance(self.blocks, str) else self.blocks
-        return make_plugins(list(blocks) if blocks is not None else list(DEFAULT_BLOCKS), self.mask,
-                            list(self.transforms or ()), self.params, allow_trainable=True)
+        blocks = list(blocks) if blocks is not None else list(DEFAULT_BLOCKS)
+        transforms = [self.transforms] if isinstance(self.transforms, str) else list(self.transforms or ())
+        params = dict(self.params or {})
+        for name in params:
+            if name not in host.records:
+                raise PluginError(f"ImageFeatures(params=...): no plugin {name!r}{did_you_mean(name, host.records)}")
+        used = {*blocks, *transforms, self.mask}
+        return make_plugins(blocks, self.mask, transforms, {k: v for k, v in params.items() if k in used},
+                            host=host, allow_trainable=True)
 
     def _prepare(self, X: Any, extractors: Any, transforms: Any, mask: Any) -> tuple[dict[str, np.ndarray], list[str]]:
         from .api import _reader
