@@ -147,3 +147,16 @@ def test_medfuse_extract_is_still_the_module():
 
     assert medfuse.extract.extract_table is extract_table and callable(medfuse.extract)
     assert isinstance(np.asarray([1]), np.ndarray)
+
+
+def test_example_script_runs(tmp_path):
+    env = {"PYTHONPATH": f"{REPO / 'core'}:{REPO / 'plugins'}", "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg",
+           "MEDFUSE_RUNS_INDEX": str(tmp_path / "runs.jsonl"), "MEDFUSE_CACHE": str(tmp_path / "cache"),
+           "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, str(REPO / "examples" / "notebook_api.py"), str(tmp_path / "nb")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "extract: 24 images" in out.stdout and "ImageFeatures + LogisticRegression: accuracy" in out.stdout
+    assert "diff_accuracy" in out.stdout and "report:" in out.stdout
+    assert (tmp_path / "nb" / "report" / "report.html").is_file()
+    assert str((tmp_path / "nb" / "report").resolve()) in (tmp_path / "runs.jsonl").read_text()
