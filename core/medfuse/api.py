@@ -78,6 +78,7 @@ class Results:
     predictions : out-of-fold predictions of every pipeline that ran: ``pipeline``, ``id``, ``path``,
         ``label``, ``fold``, ``pred``, ``proba.<class>`` (also ``predictions/<pipeline>.csv``).
     test_predictions : the same for an external test set (empty without one).
+    mlflow_run_id : the MLflow run, with ``compare(..., mlflow=URI)``.
     """
 
     results: dict[str, Any]
@@ -85,6 +86,7 @@ class Results:
     predictions: pd.DataFrame
     test_predictions: pd.DataFrame | None = None
     files: dict[str, Path] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
 
     @property
     def report_path(self) -> Path:
@@ -165,7 +167,7 @@ def _frames(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def compare(study: str | Path | Study, pipelines: Sequence[str] | None = None, data: str | Path | None = None, *,
             out: str | Path | None = None, jobs: int | None = None, folds: int | None = None,
             run_folds: int | None = None, max_per_class: int | None = None, bootstrap: int | None = None,
-            cache: str | Path | bool = True, shortcuts: bool | None = None) -> Results:
+            cache: str | Path | bool = True, shortcuts: bool | None = None, mlflow: str | None = None) -> Results:
     """Run ``study``'s pipelines on shared folds and write its report, as ``medfuse compare``.
 
     Parameters
@@ -177,6 +179,8 @@ def compare(study: str | Path | Study, pipelines: Sequence[str] | None = None, d
     jobs, folds, run_folds, max_per_class, bootstrap, shortcuts : as the options of the same
         name of ``medfuse compare`` (default: the study's ``evaluation`` table).
     cache : feature-block cache folder; ``True`` the default one, ``False`` none.
+    mlflow : also log the run to this MLflow tracking store (``--mlflow``; :mod:`medfuse.mlflowlog`);
+        its run id is then :attr:`Results.mlflow_run_id`.
 
     Returns :class:`Results`. Raises :class:`~medfuse.errors.MedfuseError` subclasses for a bad
     study, data root or output folder; a pipeline that fails is recorded in ``results`` (status
@@ -190,6 +194,10 @@ def compare(study: str | Path | Study, pipelines: Sequence[str] | None = None, d
     from .study import Study, check_plugins, resolve_study
     from .studyrun import compare_study, default_out_dir
 
+    if mlflow:
+        from .mlflowlog import check_available
+
+        check_available()
     host = get_host()
     st = study if isinstance(study, Study) else resolve_study(str(study))
     check_plugins(st, host)
@@ -204,8 +212,13 @@ def compare(study: str | Path | Study, pipelines: Sequence[str] | None = None, d
                         run_folds=run_folds, max_per_class=max_per_class, bootstrap=bootstrap,
                         shortcuts=shortcuts, meta={"command": None, "overrides": {}, "api": "medfuse.compare"})
     results = json.loads(run.paths["json"].read_text(encoding="utf-8"))
-    return Results(results, run.out_dir, _frames(run.result.predictions), _frames(run.result.test_predictions),
-                   dict(run.paths))
+    res = Results(results, run.out_dir, _frames(run.result.predictions), _frames(run.result.test_predictions),
+                  dict(run.paths))
+    if mlflow and run.result.ok:
+        from .mlflowlog import log_run
+
+        res.mlflow_run_id = log_run(mlflow, results, run.out_dir)
+    return res
 
 
 def runs(folders: Sequence[str | Path] | None = None, study: str | None = None) -> pd.DataFrame:

@@ -49,6 +49,9 @@ def _options(fn):
         click.option("--fail-on-error", is_flag=True,
                      help=f"Exit with code {PartialFailure.exit_code} when any pipeline failed (default: exit 0 "
                           "when at least one succeeded)."),
+        click.option("--mlflow", "mlflow_uri", default=None, metavar="URI",
+                     help="Also log parameters, metrics with intervals, figures and the report to this MLflow "
+                          "tracking store (a folder such as ./mlruns, or a server URI); needs medfuse[mlflow]."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print the summary as JSON on stdout (keys in docs/cli.md); progress stays on stderr."),
         verbosity,
@@ -96,7 +99,8 @@ def execute(study_ref: str, pipelines: list[str] | None, data_root: str | None =
             jobs: int | None = None, folds: int | None = None, run_folds: int | None = None,
             max_per_class: int | None = None, bootstrap: int | None = None, cache_dir: str | None = None,
             no_cache: bool = False, quiet: bool = False, no_shortcuts: bool = False, sets: tuple[str, ...] = (),
-            fail_on_error: bool = False, as_json: bool = False, verbose: bool = False) -> dict[str, Any]:
+            fail_on_error: bool = False, as_json: bool = False, verbose: bool = False,
+            mlflow_uri: str | None = None) -> dict[str, Any]:
     """The body of both commands; returns the results dict (exits 1 when every pipeline failed, 3 with
     ``fail_on_error`` when any did)."""
     from ..errors import MedfuseError
@@ -104,19 +108,24 @@ def execute(study_ref: str, pipelines: list[str] | None, data_root: str | None =
     err = make_console(stderr=True, quiet=quiet)
     try:
         return _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, max_per_class, bootstrap,
-                        cache_dir, no_cache, quiet, err, no_shortcuts, sets, fail_on_error, as_json)
+                        cache_dir, no_cache, quiet, err, no_shortcuts, sets, fail_on_error, as_json, mlflow_uri)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
 
 
 def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, max_per_class, bootstrap, cache_dir,
-             no_cache, quiet, err, no_shortcuts=False, sets=(), fail_on_error=False, as_json=False) -> dict[str, Any]:
+             no_cache, quiet, err, no_shortcuts=False, sets=(), fail_on_error=False, as_json=False,
+             mlflow_uri=None) -> dict[str, Any]:
     from ..cache import default_cache_dir
     from ..datapath import resolve_data_root
     from ..host import get_host
     from ..study import check_plugins, resolve_study
     from ..studyrun import command_line, compare_study, default_out_dir
 
+    if mlflow_uri:
+        from ..mlflowlog import check_available
+
+        check_available()  # before any work
     host = get_host()
     study, overrides = apply_block_sets(resolve_study(study_ref), sets, host)
     check_plugins(study, host)
@@ -141,6 +150,11 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
                         running=display, note=lambda line: err.print(line, markup=False, highlight=False),
                         show_loading=not quiet and sys.stderr.isatty())
     result, paths = run.result, run.paths
+    if mlflow_uri and result.ok:
+        from ..mlflowlog import log_run
+
+        run_id = log_run(mlflow_uri, result.results, run.out_dir)
+        err.print(f"mlflow: run {run_id} in {mlflow_uri}", markup=False, highlight=False)
     failed = [n for n, p in result.results["pipelines"].items() if p["status"] != "ok"]
     code = EXIT_FAILURE if not result.ok else PartialFailure.exit_code if failed and fail_on_error else 0
     if as_json:
