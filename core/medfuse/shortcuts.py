@@ -35,21 +35,29 @@ _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def describe_file(path: str) -> dict[str, float | str]:
-    """Header and global statistics of one image file; NaN fields (and ``error``) when unreadable."""
+    """Header and global statistics of one image file; NaN fields (and ``error``) when unreadable.
+
+    An object (``IMAGE#box=...``, :mod:`medfuse.objects`): suffix, bytes and mode of its source
+    file, height and width of its box, channel statistics of its crop."""
     from PIL import Image, UnidentifiedImageError
 
     from .imageio import read_image, read_image_info
+    from .objects import ObjectRef
 
-    out: dict[str, float | str] = {"suffix": Path(path).suffix.lower() or "(none)"}
+    ref = ObjectRef.parse(path)
+    file = ref.image if ref is not None else path
+    out: dict[str, float | str] = {"suffix": Path(file).suffix.lower() or "(none)"}
     try:
-        out["bytes"] = float(Path(path).stat().st_size)
+        out["bytes"] = float(Path(file).stat().st_size)
         try:
-            with Image.open(path) as img:  # lazy: reads the header only
+            with Image.open(file) as img:  # lazy: reads the header only
                 w, h = img.size
                 out["grey"] = float(img.mode in _GREY_MODES)
         except UnidentifiedImageError:  # a format PIL does not read (DICOM): the decoder's info
-            info = read_image_info(path)
+            info = read_image_info(file)
             w, h, out["grey"] = info.width, info.height, float(info.channels == 1)
+        if ref is not None:
+            w, h = ref.box[2] - ref.box[0], ref.box[3] - ref.box[1]
         out |= {"height": float(h), "width": float(w)}
         arr = read_image(path, min_side=STAT_SIDE).reshape(-1, 3).astype(np.float64)
         for c, name in enumerate("rgb"):
