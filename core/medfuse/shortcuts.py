@@ -14,6 +14,10 @@ for the statistics; no pipeline):
 * ``file``: file suffix (one-hot), log file size, bytes per pixel, grey vs colour mode;
 * ``intensity``: mean and standard deviation of each RGB channel (grey images: three equal channels);
 * ``all``: the three together.
+
+An object sample (``IMAGE#box=...``, :mod:`medfuse.objects`) gets the descriptors of its source
+image, computed once per image: the acquisition is the smear's; the crop's size and colour are
+the cell itself, not a shortcut.
 """
 
 from __future__ import annotations
@@ -73,7 +77,17 @@ def _describe_chunk(paths: list[str]) -> list[dict[str, float | str]]:
 
 
 def describe_files(paths: Sequence[str | None], jobs: int = 1, chunk: int = 256) -> pd.DataFrame:
-    """Raw descriptors of each path (rows in order; ``None`` paths give an all-NaN row)."""
+    """Raw descriptors of each path (rows in order; ``None`` paths give an all-NaN row; objects
+    get their source image's row)."""
+    from .objects import split_ref
+
+    files = [split_ref(p)[0] if isinstance(p, str) and p else None for p in paths]
+    if len(set(files)) < len(files):  # objects: describe each source image once
+        unique = list(dict.fromkeys(f for f in files if f))
+        raw = describe_files(unique, jobs, chunk)
+        pos = {f: i for i, f in enumerate(unique)}
+        return pd.DataFrame([raw.iloc[pos[f]].to_dict() if f else {"error": "no file"} for f in files])
+    paths = files
     todo = [(i, str(p)) for i, p in enumerate(paths) if isinstance(p, str) and p]
     rows: list[dict[str, Any]] = [{"error": "no file"} for _ in paths]
     parts = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
