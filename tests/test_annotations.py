@@ -80,6 +80,9 @@ def test_class_filter_and_min_size(tmp_path):
     assert read_image(st.samples["path"][0]).shape == (24, 24, 3)
     assert "smaller than min_size=3" in _reasons(st)[f"{tmp_path / 'ann' / 'a.xml'}:object 3"]
     assert any("class filter: WBC x1" in n for n in st.report.notes)
+    st = AnnotationLoader(images="img", annotations="ann", centre_boxes=True, size=10).load(tmp_path)
+    assert [ObjectRef.parse(p).box for p in st.samples["path"]] == [(15, 8, 25, 18), (45, 25, 55, 35),
+                                                                    (0, 0, 10, 10)]
 
 
 def test_points_from_a_csv_with_named_columns_and_from_whitespace_text(tmp_path):

@@ -31,7 +31,9 @@ stable under filters), ``group`` = the source image (so that no smear is split a
 and the box: identical boxes on one image are duplicates. Pairs of kept objects on one image
 that overlap with IoU >= 0.5 are counted in a note (double annotations are common in box sets).
 ``margin`` widens every box by that many pixels on each side (past the border, the border rule of
-:mod:`medfuse.objects` pads).
+:mod:`medfuse.objects` pads). ``centre_boxes = true`` cuts a ``size`` square centred on each box
+instead (as for points): every crop then has one size, so the annotator's box size is no longer
+a feature (a cell found by a detector will not come with the annotator's box).
 """
 
 from __future__ import annotations
@@ -277,7 +279,8 @@ class AnnotationLoader(Loader):
         "class_column": "Points table / instance class table: column of the class.",
         "id_column": "Instance class table: column of the instance id (the label value).",
         "table": "Instances: CSV/TSV/Excel table giving each instance's class (default: all `default_class`).",
-        "size": "Points: side in pixels of the square crop centred on each point.",
+        "size": "Points (and boxes with centre_boxes): side in pixels of the square crop centred on each point.",
+        "centre_boxes": "Boxes and instances: cut a `size` square centred on each box instead of the box (margin ignored).",
         "margin": "Boxes and instances: pixels added on each side of every box (past the border: edge repeat).",
         "class_map": "Rename classes, e.g. { wbc = \"WBC\" }; when given, a class not in it is a bad annotation.",
         "classes": "Keep only these classes (after class_map); others are left out and counted in a note.",
@@ -291,7 +294,7 @@ class AnnotationLoader(Loader):
                  format: str = "voc", image_column: str = "image", x_column: str = "x", y_column: str = "y",
                  class_column: str = "class", id_column: str = "id", table: str | None = None, size: int = 64,
                  margin: int = 0, class_map: dict[str, str] | None = None, classes: list[str] | None = None,
-                 min_size: int = 0, default_class: str = "object"):
+                 min_size: int = 0, default_class: str = "object", centre_boxes: bool = False):
         self.images = images
         self.annotations = annotations
         self.glob = glob
@@ -308,6 +311,7 @@ class AnnotationLoader(Loader):
         self.classes = classes
         self.min_size = min_size
         self.default_class = default_class
+        self.centre_boxes = centre_boxes
 
     def validate_params(self) -> None:
         if self.format not in FORMATS:
@@ -439,7 +443,8 @@ class AnnotationLoader(Loader):
                     bad.append(_bad(a.where, problem))
                     continue
                 m = int(self.margin)
-                box = (a.box[0] - m, a.box[1] - m, a.box[2] + m, a.box[3] + m)
+                box = (point_box((a.box[0] + a.box[2]) / 2, (a.box[1] + a.box[3]) / 2, int(self.size))
+                       if self.centre_boxes else (a.box[0] - m, a.box[1] - m, a.box[2] + m, a.box[3] + m))
             ref = ObjectRef(str(image), box)
             if a.labels is not None:
                 if (read_shape := _label_shape(a.labels)) != (scan.height, scan.width):
