@@ -215,3 +215,12 @@ def test_validate_params_names_the_parameter():
         AnnotationLoader(format="coco").validate_params()
     with pytest.raises(ValueError, match="size=0"):
         AnnotationLoader(size=0).validate_params()
+
+
+def test_every_object_study_in_the_docs_validates(tmp_path):
+    blocks = _toml_blocks(OBJECT_STUDY)
+    assert len(blocks) == 2
+    for i, text in enumerate(blocks):
+        (tmp_path / f"s{i}.toml").write_text(text)
+        r = CliRunner().invoke(main, ["validate", str(tmp_path / f"s{i}.toml")], catch_exceptions=False)
+        assert r.exit_code == 0 and "ok" in r.output, r.output
