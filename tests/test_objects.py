@@ -47,3 +47,20 @@ def test_a_real_file_named_like_a_reference_is_read_as_that_file(tmp_path):
     odd = tmp_path / "odd.png#box=0,0,2,2"
     Image.fromarray(arr).save(odd, format="PNG")
     assert read_image(odd).shape == (8, 8, 3)
+
+
+def test_instance_reference_selects_one_label_and_objects_hash_by_file_and_box(tmp_path):
+    from medfuse.imageio import file_sha1
+    from medfuse.objects import object_sha1
+
+    labels = np.zeros((20, 30), np.uint16)
+    labels[2:8, 2:10] = 4
+    labels[5:15, 10:20] = 300                    # 16-bit ids; touches instance 4's box
+    Image.fromarray(labels).save(tmp_path / "labels.png")
+    ref = ObjectRef(str(tmp_path / "labels.png"), (1, 1, 12, 10), 4)
+    assert ref.path.endswith("#box=1,1,12,10&id=4") and ObjectRef.parse(ref.path) == ref
+    mask = read_mask(ref.path)
+    assert mask.shape == (9, 11) and mask.sum() == 6 * 8 and mask.max() == 1   # instance 300 is background
+    assert read_mask(str(tmp_path / "labels.png") + "#box=9,4,21,16&id=300").sum() == 100
+    whole = file_sha1(tmp_path / "labels.png")
+    assert file_sha1(ref.path) == object_sha1(whole, ref) != file_sha1(ObjectRef(ref.image, ref.box).path) != whole

@@ -39,6 +39,10 @@ class DataReport:
     table_without_image : table ids with no image.
     images_without_table : sample ids with no table row.
     dropped : ``{"id", "reason"}`` of samples dropped for another reason (e.g. no label).
+    bad_annotations : ``{"where", "reason"}`` of annotation lines or files that gave no object
+        (unparseable, box outside the image, unknown class, image missing); ``where`` is
+        ``file`` or ``file:line`` / ``file:object N`` (object samples, see
+        :mod:`medfuse_plugins.annotations`).
     nan_per_column : missing values per table column (only columns with any).
     duplicate_table_rows : groups of ids whose table rows are identical (ignoring the id).
     conflicting_table_rows : groups ``label:id`` whose table values are identical but whose
@@ -66,6 +70,7 @@ class DataReport:
     table_without_image: list[str] = field(default_factory=list)
     images_without_table: list[str] = field(default_factory=list)
     dropped: list[dict[str, str]] = field(default_factory=list)
+    bad_annotations: list[dict[str, str]] = field(default_factory=list)
     nan_per_column: dict[str, int] = field(default_factory=dict)
     duplicate_table_rows: list[list[str]] = field(default_factory=list)
     conflicting_table_rows: list[list[str]] = field(default_factory=list)
@@ -85,7 +90,7 @@ class DataReport:
     def n_problems(self) -> int:
         """Number of individual problems (bad files, mask problems, drops, orphans)."""
         return (len(self.bad_files) + len(self.mask_problems) + len(self.dropped) + len(self.empty_labels)
-                + len(self.table_without_image) + len(self.images_without_table))
+                + len(self.table_without_image) + len(self.images_without_table) + len(self.bad_annotations))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (without the per-sample ``ids``/``sha1`` lists)."""
@@ -147,6 +152,7 @@ class DataReport:
                  for m in self.mask_problems], True)
         section("labels with no images", self.empty_labels)
         section("dropped samples", [f"{d['id']}: {d['reason']}" for d in self.dropped])
+        section("bad annotations (no object)", [f"{b['where']}: {b['reason']}" for b in self.bad_annotations])
         section("duplicate images (identical files)", [", ".join(g) for g in self.duplicate_images])
         section("duplicate ids (renamed <label>/<id>)", self.duplicate_ids)
         section("table rows with no image", self.table_without_image)

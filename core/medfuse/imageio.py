@@ -69,10 +69,10 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import InvalidInputError
 from .intensity import ImageInfo, ReadOptions, channels_to_rgb, to_uint8
-from .objects import crop, split_ref
+from .objects import ObjectRef, crop, object_sha1, split_ref
 
 __all__ = ["IMAGE_SUFFIXES", "ImageInfo", "ImageReadError", "ReadOptions", "decode_image", "decode_image_info",
-           "read_image", "read_image_info", "read_image_with_info", "read_mask", "canonical_mask", "file_sha1", "check_pixels"]
+           "read_image", "read_image_info", "read_image_with_info", "read_mask", "read_labels", "canonical_mask", "file_sha1", "check_pixels"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 _JPEG = (".jpg", ".jpeg")
@@ -89,7 +89,11 @@ class _TiffError(ImageReadError):
 
 
 def file_sha1(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-1 of the file's bytes: the content hash used for duplicates and caches."""
+    """SHA-1 of the file's bytes: the content hash used for duplicates and caches. An object
+    reference (``IMAGE#box=...``) hashes as :func:`medfuse.objects.object_sha1` of its file."""
+    ref = ObjectRef.parse(path)
+    if ref is not None:
+        return object_sha1(file_sha1(ref.image, chunk), ref)
     h = hashlib.sha1()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -328,10 +332,19 @@ def _decode(data: bytes, name: str, min_side: int | None, max_pixels: int | None
 def read_mask(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Decode a mask file to canonical ``uint8 (H, W)``: 0 background, 1 cell, 2 nucleus
     (``max_pixels`` as in :func:`read_image`; an object reference ``MASK#box=...`` gives the box
-    cut from the mask, as :func:`read_image_with_info` does for images)."""
-    image, box = split_ref(path)
-    if box is not None:
-        return crop(read_mask(image, max_pixels), box, image)
+    cut from the mask, as :func:`read_image_with_info` does for images; ``LABELS#box=...&id=N``
+    gives the box of a label image with 1 where the label is ``N``, 0 elsewhere)."""
+    ref = ObjectRef.parse(path)
+    if ref is not None:
+        if ref.instance is None:
+            return crop(read_mask(ref.image, max_pixels), ref.box, ref.image)
+        return (crop(read_labels(ref.image, max_pixels), ref.box, ref.image) == ref.instance).astype(np.uint8)
+    return canonical_mask(read_labels(path, max_pixels))
+
+
+def read_labels(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a mask or label image to its stored values, 2-D (``uint8``, ``uint16`` or ``int32``
+    for 16/32-bit label images), without the canonical {0, 1, 2} mapping of :func:`read_mask`."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -347,7 +360,7 @@ def read_mask(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
         raise
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
         raise ImageReadError(f"{path}: unreadable mask ({exc})") from None
-    return canonical_mask(arr)
+    return arr.view(np.uint8) if arr.dtype == bool else arr
 
 
 def canonical_mask(arr: np.ndarray) -> np.ndarray:

@@ -14,12 +14,26 @@ size); the part outside is filled by repeating the nearest edge pixel (``numpy.p
 ``"edge"``), so every crop has the box's size. A box entirely outside the image, or an empty
 box, is an error for that sample.
 
+Instances: ``&id=N`` after the box names one instance of a label image (0 background, each
+other value one object)::
+
+    labels/BloodImage_00001.png#box=120,48,184,112&id=7
+
+Read as a mask (:func:`medfuse.imageio.read_mask`), it gives the box cut from the label image
+with ``1`` where the label is ``N`` and ``0`` elsewhere (touching neighbours are background), so
+a mask is that instance only. Read as an image, the ``id`` is ignored (the box is cut).
+
+Content hash: an object's hash is :func:`object_sha1` of its file's SHA-1 and the fragment
+(``box=...[&id=N]``), so two objects of one image differ and the same object in a copied file
+is found as a duplicate.
+
 A real file whose name contains ``#box=`` is read as that file: the fragment is only parsed when
 the path as written does not exist.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,17 +42,19 @@ import numpy as np
 
 from .errors import InvalidInputError
 
-__all__ = ["ObjectRef", "crop", "point_box", "split_ref"]
+__all__ = ["ObjectRef", "crop", "object_sha1", "point_box", "split_ref"]
 
-_FRAGMENT = re.compile(r"^(?P<image>.+)#box=(?P<box>-?\d+,-?\d+,-?\d+,-?\d+)$")
+_FRAGMENT = re.compile(r"^(?P<image>.+)#box=(?P<box>-?\d+,-?\d+,-?\d+,-?\d+)(?:&id=(?P<id>\d+))?$")
 
 
 @dataclass(frozen=True)
 class ObjectRef:
-    """One object: ``image`` (path) and ``box`` ``(x0, y0, x1, y1)``, ``x1``/``y1`` exclusive."""
+    """One object: ``image`` (path) and ``box`` ``(x0, y0, x1, y1)``, ``x1``/``y1`` exclusive;
+    ``instance``: the label value of the object when ``image`` is a label image (else ``None``)."""
 
     image: str
     box: tuple[int, int, int, int]
+    instance: int | None = None
 
     def __post_init__(self) -> None:
         x0, y0, x1, y1 = self.box
@@ -46,9 +62,15 @@ class ObjectRef:
             raise InvalidInputError(f"{self.image}: empty object box {self.box} (need x1 > x0 and y1 > y0)")
 
     @property
+    def fragment(self) -> str:
+        """``box=x0,y0,x1,y1`` (and ``&id=N`` for an instance)."""
+        box = f"box={','.join(str(int(v)) for v in self.box)}"
+        return box if self.instance is None else f"{box}&id={int(self.instance)}"
+
+    @property
     def path(self) -> str:
-        """The sample path: ``image#box=x0,y0,x1,y1``."""
-        return f"{self.image}#box={','.join(str(int(v)) for v in self.box)}"
+        """The sample path: ``image#box=x0,y0,x1,y1`` (``...&id=N`` for an instance)."""
+        return f"{self.image}#{self.fragment}"
 
     @classmethod
     def parse(cls, path: str | Path) -> ObjectRef | None:
@@ -58,15 +80,21 @@ class ObjectRef:
             return None
         m = _FRAGMENT.match(text)
         if m is None:
-            raise InvalidInputError(f"{text}: malformed object reference (expected IMAGE#box=x0,y0,x1,y1)")
+            raise InvalidInputError(f"{text}: malformed object reference "
+                                    "(expected IMAGE#box=x0,y0,x1,y1 or LABELS#box=x0,y0,x1,y1&id=N)")
         x0, y0, x1, y1 = (int(v) for v in m["box"].split(","))
-        return cls(m["image"], (x0, y0, x1, y1))
+        return cls(m["image"], (x0, y0, x1, y1), None if m["id"] is None else int(m["id"]))
 
 
 def split_ref(path: str | Path) -> tuple[str, tuple[int, int, int, int] | None]:
     """``(image path, box or None)`` for a sample path (see :class:`ObjectRef`)."""
     ref = ObjectRef.parse(path)
     return (str(path), None) if ref is None else (ref.image, ref.box)
+
+
+def object_sha1(file_hash: str, ref: ObjectRef) -> str:
+    """Content hash of an object: SHA-1 of its file's hash (hex) and its fragment."""
+    return hashlib.sha1(f"{file_hash}#{ref.fragment}".encode()).hexdigest()
 
 
 def point_box(x: float, y: float, size: int | tuple[int, int]) -> tuple[int, int, int, int]:

@@ -14,6 +14,10 @@ for the statistics; no pipeline):
 * ``file``: file suffix (one-hot), log file size, bytes per pixel, grey vs colour mode;
 * ``intensity``: mean and standard deviation of each RGB channel (grey images: three equal channels);
 * ``all``: the three together.
+
+An object sample (``IMAGE#box=...``, :mod:`medfuse.objects`) gets the descriptors of its source
+image, computed once per image: the acquisition is the smear's; the crop's size and colour are
+the cell itself, not a shortcut.
 """
 
 from __future__ import annotations
@@ -35,21 +39,29 @@ _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def describe_file(path: str) -> dict[str, float | str]:
-    """Header and global statistics of one image file; NaN fields (and ``error``) when unreadable."""
+    """Header and global statistics of one image file; NaN fields (and ``error``) when unreadable.
+
+    An object (``IMAGE#box=...``, :mod:`medfuse.objects`): suffix, bytes and mode of its source
+    file, height and width of its box, channel statistics of its crop."""
     from PIL import Image, UnidentifiedImageError
 
     from .imageio import read_image, read_image_info
+    from .objects import ObjectRef
 
-    out: dict[str, float | str] = {"suffix": Path(path).suffix.lower() or "(none)"}
+    ref = ObjectRef.parse(path)
+    file = ref.image if ref is not None else path
+    out: dict[str, float | str] = {"suffix": Path(file).suffix.lower() or "(none)"}
     try:
-        out["bytes"] = float(Path(path).stat().st_size)
+        out["bytes"] = float(Path(file).stat().st_size)
         try:
-            with Image.open(path) as img:  # lazy: reads the header only
+            with Image.open(file) as img:  # lazy: reads the header only
                 w, h = img.size
                 out["grey"] = float(img.mode in _GREY_MODES)
         except UnidentifiedImageError:  # a format PIL does not read (DICOM): the decoder's info
-            info = read_image_info(path)
+            info = read_image_info(file)
             w, h, out["grey"] = info.width, info.height, float(info.channels == 1)
+        if ref is not None:
+            w, h = ref.box[2] - ref.box[0], ref.box[3] - ref.box[1]
         out |= {"height": float(h), "width": float(w)}
         arr = read_image(path, min_side=STAT_SIDE).reshape(-1, 3).astype(np.float64)
         for c, name in enumerate("rgb"):
@@ -65,7 +77,17 @@ def _describe_chunk(paths: list[str]) -> list[dict[str, float | str]]:
 
 
 def describe_files(paths: Sequence[str | None], jobs: int = 1, chunk: int = 256) -> pd.DataFrame:
-    """Raw descriptors of each path (rows in order; ``None`` paths give an all-NaN row)."""
+    """Raw descriptors of each path (rows in order; ``None`` paths give an all-NaN row; objects
+    get their source image's row)."""
+    from .objects import split_ref
+
+    files = [split_ref(p)[0] if isinstance(p, str) and p else None for p in paths]
+    if len(set(files)) < len(files):  # objects: describe each source image once
+        unique = list(dict.fromkeys(f for f in files if f))
+        raw = describe_files(unique, jobs, chunk)
+        pos = {f: i for i, f in enumerate(unique)}
+        return pd.DataFrame([raw.iloc[pos[f]].to_dict() if f else {"error": "no file"} for f in files])
+    paths = files
     todo = [(i, str(p)) for i, p in enumerate(paths) if isinstance(p, str) and p]
     rows: list[dict[str, Any]] = [{"error": "no file"} for _ in paths]
     parts = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]

@@ -34,6 +34,69 @@ pipelines.ensemble = { members = ["fused", "deep"], combine = "soft" }
 ```
 """
 
+OBJECT_STUDY = """
+## Object studies end to end: cells inside images
+
+A smear (field of view) holds many cells, annotated by points, boxes or instance masks. With the
+`annotations` loader each annotated object is one sample, cut lazily from its image when read
+(`IMAGE#box=x0,y0,x1,y1`, no crop files; a box past the border is padded by repeating the edge
+pixel, see `medfuse.objects`). The group of every object is its source image, so cross-validation
+never puts cells of one smear on both sides of a split. Nothing else changes: blocks, masks,
+classifiers, the feature cache, `medfuse data` and `medfuse compare` work on objects as on files.
+
+**Points** (a CSV with one row per cell; columns are named in the study, no loader code):
+
+```text
+slide,cx,cy,shape
+smear_01.png,40,36,round
+smear_01.png,118,80,small
+```
+
+```toml
+[studies.rbc-points]
+description = "Cells from a point list: a 32-pixel crop centred on each point"
+dataset = { loader = "annotations", params = { images = "smears", annotations = "points.csv", format = "points", image_column = "slide", x_column = "cx", y_column = "cy", class_column = "shape", size = 32 } }
+evaluation = { folds = 3, seed = 0, bootstrap = 100 }
+blocks.colour = { plugin = "colour", params = { bins = 8 } }
+pipelines.classical = { blocks = ["colour"], classifier = { plugin = "logreg" } }
+```
+
+Whitespace text works too: one file per image (same stem as the image) with `x y class` per
+line, e.g. `annotations = "points"` holding `smear_01.txt`, `format = "points"`.
+
+**Boxes** (Pascal VOC XML, one file per image), as in the built-in `bccd-cells` study:
+
+```toml
+[studies.bccd-boxes]
+description = "BCCD: one sample per VOC box"
+dataset = { loader = "annotations", params = { images = "bccd/JPEGImages", annotations = "bccd/Annotations", format = "voc", min_size = 5 } }
+blocks.morphology = { plugin = "morphology" }
+blocks.colour = { plugin = "colour", pca = 0.95 }
+pipelines.classical = { mask = { plugin = "otsu_cell" }, blocks = ["morphology", "colour"], classifier = { plugin = "xgboost" } }
+```
+
+**Instance masks**: `format = "instances"`, `annotations` a folder of label images (same stem as
+the image; 0 background, each other value one cell). The box is the instance's extent and
+`mask = "dataset"` gives that instance only (its neighbours are background); classes come from
+`table` (columns `image`, `id`, `class`) or are all `default_class`.
+
+Other parameters: `class_map = { wbc = "WBC" }` renames classes (a class missing from it is a
+bad annotation), `classes = ["WBC", "RBC"]` keeps only those, `margin` widens boxes, `glob`
+picks the annotation files. Run it:
+
+```text
+medfuse data $MEDFUSE_DATA/bccd                         # VOC layout found: counts per class, bad lines, overlaps
+medfuse validate my.toml
+medfuse compare my.toml:rbc-points --data ROOT
+```
+
+The data report lists each annotation that gave no object (`bad annotations`: unparseable
+file or line, box not inside its image, point outside, box under `min_size`, unknown class,
+missing image) and keeps every other object; identical boxes on one image are duplicate samples
+(dropped before splitting by `evaluation.dedupe`), and pairs of boxes overlapping with IoU >= 0.5
+are counted in a note.
+"""
+
 TITLES = {
     "study": "`[studies.NAME]`",
     "dataset": "`dataset`",
@@ -53,7 +116,7 @@ def render() -> str:
             default = "required" if f.required else f"`{f.default!r}`"
             doc = f.doc + (f" One of: {', '.join(f'`{c}`' for c in f.choices)}." if f.choices else "")
             lines.append(f"| `{key}` | {f.type} | {default} | {doc.replace('|', '/')} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + OBJECT_STUDY
 
 
 if __name__ == "__main__":  # pragma: no cover

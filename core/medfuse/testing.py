@@ -41,6 +41,7 @@ from .contracts import Plugin, SampleTable
 from .datareport import DataReport
 from .errors import MedfuseError
 from .host import declaration_problem
+from .objects import split_ref
 
 Check = Callable[[type[Plugin]], None]
 
@@ -425,7 +426,8 @@ def _check_sample_table(data: SampleTable) -> None:
     for col in ("path", "mask_path", "label"):
         assert _text_or_none(s[col]), f"samples[{col!r}] must hold strings or None (not NaN)"
     assert s["id"].is_unique, "samples['id'] must be unique"
-    assert all(p is None or Path(p).is_file() for p in s["path"]), "samples['path'] names missing files"
+    assert all(p is None or Path(split_ref(p)[0]).is_file() for p in s["path"]), \
+        "samples['path'] names missing files (or object references IMAGE#box=... to missing images)"
     if data.table is not None:
         t = data.table
         assert isinstance(t, pd.DataFrame), f"table must be a DataFrame or None, got {type(t).__name__}"

@@ -624,4 +624,6 @@ class TableLoader(Loader):
 
 @hookimpl
 def medfuse_plugins():
-    return [FolderLoader, ManifestLoader, PairsLoader, TableLoader]
+    from .annotations import AnnotationLoader  # objects inside images; registered with the loaders
+
+    return [FolderLoader, ManifestLoader, PairsLoader, TableLoader, AnnotationLoader]

@@ -12,7 +12,7 @@ import click
 from .common import EXIT_FAILURE, JOBS, resolve_jobs, verbosity
 from .common import console as make_console
 
-LOADERS = ("folder", "manifest", "pairs", "table")
+LOADERS = ("folder", "manifest", "pairs", "table", "annotations")
 _TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xls", ".xlsm")
 
 
@@ -38,6 +38,8 @@ def detect(path: Path, loader: str | None = None, masks: Path | None = None, tab
     * a folder whose ``images/`` has class sub-folders: ``folder`` on ``images/``, with
       ``masks/`` and ``table.csv`` when present;
     * a folder with flat ``images/`` and ``masks/``: ``pairs`` (with ``labels.csv`` when present);
+    * a folder with ``Annotations/*.xml`` (Pascal VOC) beside ``JPEGImages/`` or ``images/``:
+      ``annotations`` (one sample per box; see :func:`_annotation_params`);
     * any other folder: ``folder`` (one sub-folder per class).
     Paths are passed absolute, so the root only matters for relative ones.
     """
@@ -66,6 +68,12 @@ def detect(path: Path, loader: str | None = None, masks: Path | None = None, tab
         return loader, params, path.parent
     images, mask_dir = path / "images", path / "masks"
     classes_in_images = images.is_dir() and _has_subdirs(images)
+    voc = _annotation_params(path)
+    if loader == "annotations" or (loader is None and voc and voc["format"] == "voc"):
+        if voc is None:
+            raise click.UsageError(f"--loader annotations: {path} has no Annotations/ or annotations/ folder "
+                                   "beside JPEGImages/ or images/ (other layouts: write a study file)")
+        return "annotations", voc, path
     if loader is None:
         flat_pairs = images.is_dir() and not classes_in_images and (mask_dir.is_dir() or masks is not None)
         loader = "pairs" if flat_pairs else "folder"
@@ -95,6 +103,18 @@ def detect(path: Path, loader: str | None = None, masks: Path | None = None, tab
     else:
         raise click.UsageError(f"--loader {loader} needs a table file, not the folder {path}")
     return loader, params, path
+
+
+def _annotation_params(path: Path) -> dict[str, Any] | None:
+    """``annotations`` loader parameters for ``JPEGImages/`` (or ``images/``) beside ``Annotations/``
+    (or ``annotations/``): ``voc`` when it holds XML files, ``points`` for CSV/TXT, else ``instances``."""
+    images = next((path / n for n in ("JPEGImages", "images") if (path / n).is_dir()), None)
+    notes = next((path / n for n in ("Annotations", "annotations") if (path / n).is_dir()), None)
+    if images is None or notes is None:
+        return None
+    suffixes = {p.suffix.lower() for p in notes.iterdir() if p.is_file()}
+    fmt = "voc" if ".xml" in suffixes else "points" if suffixes & {".csv", ".tsv", ".txt"} else "instances"
+    return {"images": str(images), "annotations": str(notes), "format": fmt}
 
 
 @click.command("data")
@@ -131,6 +151,7 @@ def data(path: Path, loader: str | None, masks: Path | None, table: Path | None,
       medfuse data $MEDFUSE_DATA/pbc --jobs 2
       medfuse data $MEDFUSE_DATA/all/images --masks $MEDFUSE_DATA/all/masks
       medfuse data $MEDFUSE_DATA/wbc_seg                  # images/ + masks/ + labels.csv: pairs
+      medfuse data $MEDFUSE_DATA/bccd                     # JPEGImages/ + Annotations/*.xml: one sample per box
       medfuse data $MEDFUSE_DATA/anemia_tables/anemia_kaggle.csv --label Result
     """
     from ..errors import MedfuseError
