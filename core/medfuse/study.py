@@ -528,17 +528,26 @@ def registry_path() -> Path:
                      "built-in registry not found; reinstall medfuse (a wheel ships it as medfuse/registry.toml)")
 
 
-def builtin_studies() -> dict[str, Study]:
-    """Studies of ``registry.toml`` plus those declared by plugins (``medfuse_studies`` hook)."""
-    studies = load_studies(registry_path())
-    from .host import get_host
+def plugin_studies(host: Any = None) -> list[Study]:
+    """The studies declared by installed plugins (``medfuse_studies`` hook)."""
+    if host is None:
+        from .host import get_host
 
-    for origin, table in get_host().studies:
+        host = get_host()
+    studies = []
+    for origin, table in host.studies:
         table = dict(table)
         name = table.pop("name", None)
         if not name:
             raise StudyError(origin, "medfuse_studies", "a study table needs a 'name' key")
-        studies[name] = parse_study(name, table, origin)
+        studies.append(parse_study(name, table, origin))
+    return studies
+
+
+def builtin_studies() -> dict[str, Study]:
+    """Studies of ``registry.toml`` plus those declared by plugins (``medfuse_studies`` hook)."""
+    studies = load_studies(registry_path())
+    studies.update({s.name: s for s in plugin_studies()})
     return studies
 
 
