@@ -62,6 +62,7 @@ import pandas as pd
 
 from .errors import BundleError, MedfuseError, describe_exception
 from .modelcard import MODEL_CARD, render_model_card
+from .util.hashing import sha256_file, source_sha256
 
 MANIFEST = "manifest.json"
 FORMAT = "medfuse-bundle"
@@ -99,15 +100,6 @@ REQUIRED_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 
 
 # ---- hashing & versions -------------------------------------------------------------------------
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
 
 def data_fingerprint(sha1s: Iterable[str], labels: Iterable[Any]) -> str:
     """SHA-1 of the sorted ``"<sample sha1> <label>"`` lines: identifies the training data."""
@@ -335,17 +327,6 @@ def verify_artifacts(path: Path, manifest: dict[str, Any]) -> None:
             if f.is_file() and rel not in listed:
                 raise BundleError(f"{path}: file {rel} is not listed in the manifest; refusing to load "
                                   "a bundle with unverified artifacts")
-
-
-def source_sha256(cls: Any) -> str | None:
-    """SHA-256 of the source file defining plugin class ``cls`` (None when unknown)."""
-    import inspect
-
-    try:
-        source = inspect.getsourcefile(cls)
-    except TypeError:
-        return None
-    return sha256_file(source) if source and Path(source).is_file() else None
 
 
 def check_bundle_plugins(manifest: dict[str, Any], host: Any, where: str) -> list[str]:

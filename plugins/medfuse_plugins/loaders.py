@@ -27,6 +27,8 @@ from medfuse.contracts import Loader, SampleTable
 from medfuse.datareport import DataReport, finalize, image_properties, row_sha1
 from medfuse.errors import DataError
 from medfuse.imageio import IMAGE_SUFFIXES
+from medfuse.loading import label_text as _label_text
+from medfuse.loading import unique_ids
 from medfuse.scan import scan_files
 
 SAMPLE_COLUMNS = ["id", "path", "mask_path", "label", "group", "sha1"]
@@ -162,14 +164,7 @@ class _Assembler:
         self.meta: dict[str, Any] = {}
 
     def unique_ids(self, rows: pd.DataFrame) -> pd.DataFrame:
-        dup = rows["id"].duplicated(keep=False)
-        if dup.any():
-            self.report.duplicate_ids = sorted(rows.loc[dup, "id"].astype(str).unique().tolist())
-            rows.loc[dup, "id"] = rows.loc[dup, "label"].astype(str) + "/" + rows.loc[dup, "id"].astype(str)
-            still = rows["id"].duplicated(keep=False)
-            if still.any():
-                rows.loc[still, "id"] = rows.loc[still, "path"].astype(str)
-        return rows
+        return unique_ids(rows, self.report)
 
     def scan(self, rows: pd.DataFrame, jobs: int, progress: bool) -> pd.DataFrame:
         """Scan image files; drop unreadable ones, clear unusable masks, fill ``sha1``."""
@@ -245,15 +240,6 @@ class _Assembler:
             table.index = samples.index
         finalize(self.report, samples, table, raw_table, raw_ids)
         return SampleTable(samples=samples, table=table, report=self.report, meta=self.meta)
-
-
-def _label_text(value: Any) -> str | None:
-    """Labels are text: 1.0 read from a column with gaps becomes '1'; missing stays None."""
-    if value is None or value is pd.NA or (isinstance(value, float | np.floating) and np.isnan(value)):
-        return None
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _table_rows(table: pd.DataFrame, id_column: str, where: str, report: DataReport) -> pd.DataFrame:
