@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "run": "medfuse.cli.compare_cmd:run",
     "train": "medfuse.cli.score_cmd:train",
     "score": "medfuse.cli.score_cmd:score",
+    "new-plugin": "medfuse.cli.newplugin_cmd:new_plugin",
 }
 
 
