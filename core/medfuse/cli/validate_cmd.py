@@ -79,13 +79,23 @@ def validate(study: str | None, as_json: bool, quiet: bool, verbose: bool) -> No
             checked.append({"name": s.name, "source": str(s.source), "pipelines": list(s.pipelines),
                             "blocks": list(s.blocks)})
             say(f"ok  {s.name}: {len(s.pipelines)} pipeline(s) ({', '.join(s.pipelines)}), {len(s.blocks)} block(s)")
-    except MedfuseError as exc:
+    except Exception as exc:  # noqa: BLE001 - validate reports every error as a message, never a traceback
+        message = str(exc) if isinstance(exc, MedfuseError) else _unexpected(exc, checked)
         if as_json:
-            echo_json({"ok": False, "error": str(exc), "catalogued": listed, "studies": checked})
+            echo_json({"ok": False, "error": message, "catalogued": listed, "studies": checked})
             raise SystemExit(EXIT_FAILURE) from None
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(message) from None
     if as_json:
         echo_json({"ok": True, "error": None, "catalogued": listed, "studies": checked})
+
+
+def _unexpected(exc: Exception, checked: list[dict[str, Any]]) -> str:
+    """An error that is not a MedfuseError (a plugin's own bug, an OS error) as one message."""
+    after = f" after {checked[-1]['name']!r}" if checked else ""
+    where = "".join(f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} in {frame.name})"
+                    for frame in __import__("traceback").extract_tb(exc.__traceback__)[-1:])
+    return (f"validation stopped{after} on an unexpected {type(exc).__name__}: {exc}{where}; "
+            "this is a bug in medfuse or a plugin: please report it with this line")
 
 
 def visible_study_files(folder: Any) -> tuple[list[Any], list[str]]:
