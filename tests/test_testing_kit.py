@@ -4,14 +4,16 @@ the well-behaved plugin that broken one derives from."""
 from __future__ import annotations
 
 import itertools
+import shutil
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import pytest
-from medfuse.contracts import Classifier, Extractor, MaskMaker, SampleTable, Selector, Transform
+from medfuse.contracts import Classifier, Extractor, Loader, MaskMaker, SampleTable, Selector, Transform
 from medfuse.datareport import DataReport, finalize
-from medfuse.errors import InvalidInputError
+from medfuse.errors import DataError, InvalidInputError
+from medfuse.loading import SampleTableBuilder, loader_root
 from medfuse.testing import (
     ALL_CHECKS,
     check_extractor,
@@ -436,3 +438,46 @@ def test_determinism_check_trains_twice_and_catches_an_unseeded_network():
     with pytest.raises(AssertionError, match="features differ between two runs"):
         check_extractor(_unseeded_cnn())
     assert len(TRAINED) == before  # the kit's trainings leave the process's memo as it was
+
+
+# ---- a loader of its own layout ---------------------------------------------------------------------
+
+class _PatientFolders(Loader):
+    """``patients/<patient>/<label>__<n>.png``, built with medfuse.loading.SampleTableBuilder."""
+
+    name: ClassVar[str] = "kit_patient_folders"
+    param_docs: ClassVar[dict[str, str]] = {"path": "Folder of patient folders."}
+    conformance_params: ClassVar[dict[str, Any]] = {"path": "patients"}
+
+    def __init__(self, path: str = "patients"):
+        self.path = path
+
+    def load(self, root=".", jobs=1, progress=False):
+        top = loader_root(root) / self.path
+        if not top.is_dir():
+            raise DataError(f"{top}: folder not found")
+        build = SampleTableBuilder(source=str(top), loader=self.name)
+        for f in sorted(top.glob("*/*.png")):
+            build.add(id=f"{f.parent.name}/{f.stem}", label=f.stem.partition("__")[0], path=f, group=f.parent.name)
+        return build.build(jobs=jobs, progress=progress)
+
+    @staticmethod
+    def conformance_dataset(root):
+        """The manifest's images (the broken one renamed too) as patients/<group>/<label>__<i>.png."""
+        for i, row in pd.read_csv(root / "manifest.csv").iterrows():
+            dest = root / "patients" / row["group"]
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / row["path"], dest / f"{row['label']}__{i}.png")
+        return root
+
+
+def _drops_bad_files_silently(self, root=".", jobs=1, progress=False):
+    data = _PatientFolders.load(self, root, jobs, progress)
+    data.report.bad_files = []
+    return data
+
+
+def test_a_loader_of_its_own_layout_is_checked_on_its_conformance_dataset():
+    assert failures(_PatientFolders) == ""
+    hides = _broken(_PatientFolders, "patients_hide_bad_files", load=_drops_bad_files_silently)
+    assert "check_loader_bad_rows: the undecodable broken.png is not reported" in failures(hides)

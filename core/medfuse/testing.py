@@ -100,6 +100,10 @@ SAMPLE_COLUMNS = ("id", "path", "mask_path", "label", "group", "sha1")
 BROKEN_IMAGE = "broken.png"
 """The undecodable image file :func:`sample_dataset` plants in each image layout."""
 
+BROKEN_BYTES = b"not an image"
+"""The content of :data:`BROKEN_IMAGE`: the loader checks find it by content, so a loader's
+``conformance_dataset`` may rename it."""
+
 UNLABELLED_ID = "u9"
 """The id of the table row without a label that :func:`sample_dataset` plants in ``table.csv``."""
 
@@ -128,7 +132,7 @@ def sample_dataset(root: Path | str, n_per_class: int = 3, size: int = 24) -> Pa
             Image.fromarray(arr).save(root / folder / f"cell-{i}.png")
         rows.append({"path": f"classes/{label}/cell-{i}.png", "label": label, "group": f"p{i // 2}"})
     for folder in (f"classes/{labels[0]}", "images"):
-        (root / folder / BROKEN_IMAGE).write_bytes(b"not an image")
+        (root / folder / BROKEN_IMAGE).write_bytes(BROKEN_BYTES)
     rows.append({"path": f"classes/{labels[0]}/{BROKEN_IMAGE}", "label": labels[0], "group": "p9"})
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
     table, y = sample_table(4 * n_per_class)
@@ -609,9 +613,14 @@ def check_loader_missing_root(cls: type[Plugin]) -> None:
 
 @contextlib.contextmanager
 def _loaded_sample(cls: type[Plugin]) -> Iterator[SampleTable]:
-    """``cls`` (with its ``conformance_params``) loading :func:`sample_dataset` in a temporary folder."""
+    """``cls`` (with its ``conformance_params``) loading :func:`sample_dataset` in a temporary folder;
+    a loader of another layout declares ``conformance_dataset(root) -> root`` (a static method) that
+    rearranges the sample dataset's files (the broken image and unlabelled row included) into it."""
     with tempfile.TemporaryDirectory(prefix="medfuse-loader-check-") as tmp:
         root = sample_dataset(tmp)
+        arrange = getattr(cls, "conformance_dataset", None)
+        if arrange is not None:
+            root = Path(arrange(root))
         try:
             data = _make(cls).load(root)
         except GOOD_ERRORS as exc:
@@ -684,14 +693,25 @@ def check_loader_report(cls: type[Plugin]) -> None:
                                                     f"{r.n_loaded} loaded + {rejected} rejected")
 
 
+def _is_broken(path: str) -> bool:
+    """The planted undecodable image, whatever the loader's layout named it."""
+    p = Path(path)
+    if p.name == BROKEN_IMAGE:
+        return True
+    try:
+        return p.is_file() and p.stat().st_size == len(BROKEN_BYTES) and p.read_bytes() == BROKEN_BYTES
+    except OSError:
+        return False
+
+
 def check_loader_bad_rows(cls: type[Plugin]) -> None:
     """The undecodable image or the unlabelled row of ``sample_dataset`` is reported and left out."""
     with _loaded_sample(cls) as data:
         s, r = data.samples, data.report
         if s["path"].notna().any():
-            kept = [p for p in s["path"] if p is not None and Path(p).name == BROKEN_IMAGE]
+            kept = [p for p in s["path"] if p is not None and _is_broken(p)]
             assert not kept, f"the undecodable {BROKEN_IMAGE} was kept as a sample"
-            reported = [row for row in r.bad_files if Path(str(row.get("path", ""))).name == BROKEN_IMAGE]
+            reported = [row for row in r.bad_files if _is_broken(str(row.get("path", "")))]
             assert reported, (f"the undecodable {BROKEN_IMAGE} is not reported as a row of report.bad_files "
                               f"({{'path', 'reason'}}); got {r.bad_files}")
         else:
