@@ -103,3 +103,18 @@ def test_plugins_show_keeps_paragraphs_whole():
     doc = "Intro line\nwraps here.\n\n* one item\n  continued\n* two\n\n    code = 1\n    more = 2"
     assert paragraphs(doc) == ["Intro line wraps here.", "* one item continued\n* two",
                                "    code = 1\n    more = 2"]
+
+
+def test_no_core_module_imports_a_plugin_module():
+    """Core reaches plugins only through the host: a core import of medfuse_plugins (as data_cmd's
+    table reader was) ties core to the built-ins."""
+    import ast
+
+    core = Path(medfuse.__file__).parent
+    offenders = []
+    for source in sorted(core.rglob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{source.relative_to(core)}: {n}" for n in names if n.split(".")[0] == "medfuse_plugins"]
+    assert not offenders, offenders

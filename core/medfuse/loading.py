@@ -36,12 +36,15 @@ from .contracts import SampleTable
 from .datareport import DataReport, finalize, image_properties, row_sha1
 from .errors import DataError
 
-__all__ = ["SAMPLE_COLUMNS", "SampleTableBuilder", "derived_dir", "label_text", "loader_root", "unique_ids"]
+__all__ = ["SAMPLE_COLUMNS", "TABLE_SUFFIXES", "SampleTableBuilder", "read_table", "derived_dir", "label_text", "loader_root", "unique_ids"]
 
 SAMPLE_COLUMNS = ("id", "path", "mask_path", "label", "group", "sha1")
 """The columns of ``SampleTable.samples``, in order."""
 
 DERIVED_ENV = "MEDFUSE_DERIVED"
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xls", ".xlsm")
+"""Table files :func:`read_table` reads."""
 
 
 def loader_root(root: Path | str) -> Path:
@@ -62,6 +65,28 @@ def derived_dir(loader: str, root: Path | str) -> Path:
     folder = base / loader / digest
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def read_table(path: Path, id_column: str | None = None, sheet: str | int = 0) -> pd.DataFrame:
+    """Read a CSV/TSV/Excel table; the id column (if any) is read as text."""
+    suffix = path.suffix.lower()
+    dtype = {id_column: str} if id_column else None
+    try:
+        if suffix in (".xlsx", ".xls", ".xlsm"):
+            df = pd.read_excel(path, sheet_name=sheet, dtype=dtype)
+        elif suffix in (".csv", ".tsv", ".txt"):
+            df = pd.read_csv(path, sep=None if suffix != ".csv" else ",", engine="python" if suffix != ".csv"
+                             else "c", dtype=dtype)
+        else:
+            raise DataError(f"{path}: unsupported table format {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}")
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - parser errors name the file
+        raise DataError(f"{path}: cannot read table ({type(exc).__name__}: {exc})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    if df.empty:
+        raise DataError(f"{path}: the table has no rows")
+    return df
 
 
 def label_text(value: Any) -> str | None:

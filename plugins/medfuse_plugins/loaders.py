@@ -28,11 +28,10 @@ from medfuse.datareport import DataReport, finalize, image_properties, row_sha1
 from medfuse.errors import DataError
 from medfuse.imageio import IMAGE_SUFFIXES
 from medfuse.loading import label_text as _label_text
-from medfuse.loading import unique_ids
+from medfuse.loading import read_table, unique_ids
 from medfuse.scan import scan_files
 
 SAMPLE_COLUMNS = ["id", "path", "mask_path", "label", "group", "sha1"]
-TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xls", ".xlsm")
 
 
 # ---- paths and files ---------------------------------------------------------------------------
@@ -81,28 +80,6 @@ def _mask_index(mask_root: Path) -> dict[tuple[str, str], Path]:
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and _visible(p):
             index.setdefault((p.parent.relative_to(mask_root).as_posix(), p.stem), p)
     return index
-
-
-def read_table(path: Path, id_column: str | None = None, sheet: str | int = 0) -> pd.DataFrame:
-    """Read a CSV/TSV/Excel table; the id column (if any) is read as text."""
-    suffix = path.suffix.lower()
-    dtype = {id_column: str} if id_column else None
-    try:
-        if suffix in (".xlsx", ".xls", ".xlsm"):
-            df = pd.read_excel(path, sheet_name=sheet, dtype=dtype)
-        elif suffix in (".csv", ".tsv", ".txt"):
-            df = pd.read_csv(path, sep=None if suffix != ".csv" else ",", engine="python" if suffix != ".csv"
-                             else "c", dtype=dtype)
-        else:
-            raise DataError(f"{path}: unsupported table format {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}")
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - parser errors name the file
-        raise DataError(f"{path}: cannot read table ({type(exc).__name__}: {exc})") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    if df.empty:
-        raise DataError(f"{path}: the table has no rows")
-    return df
 
 
 def _require_columns(df: pd.DataFrame, columns: Sequence[str | None], where: str) -> None:

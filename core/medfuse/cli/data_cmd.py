@@ -15,7 +15,6 @@ from .common import console as make_console
 LOADERS = ("folder", "manifest", "pairs", "table")
 """The built-in loaders whose parameters ``detect`` guesses from PATH; any other registered loader
 (a third-party one) gets PATH as its root and the ``--param`` values."""
-_TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xls", ".xlsm")
 
 
 def _has_subdirs(folder: Path) -> bool:
@@ -27,7 +26,7 @@ def _first_existing(folder: Path, names: tuple[str, ...]) -> Path | None:
 
 
 def _columns(path: Path) -> list[str]:
-    from medfuse_plugins.loaders import read_table
+    from ..loading import read_table
 
     return list(read_table(path).columns)
 
@@ -49,8 +48,10 @@ def detect(path: Path, loader: str | None = None, masks: Path | None = None, tab
     if loader is not None and loader not in LOADERS:
         return loader, params, path
     if path.is_file():
-        if path.suffix.lower() not in _TABLE_SUFFIXES:
-            raise click.UsageError(f"{path} is a file but not a table ({', '.join(_TABLE_SUFFIXES)})")
+        from ..loading import TABLE_SUFFIXES
+
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            raise click.UsageError(f"{path} is a file but not a table ({', '.join(TABLE_SUFFIXES)})")
         if loader is None:
             loader = "manifest" if "path" in _columns(path) else "table"
         params["path"] = str(path)
