@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import numpy as np
 import pytest
 from medfuse.cache import BlockCache, make_key
@@ -126,3 +129,36 @@ def test_get_many_reads_again_serially_when_threaded_header_parsing_fails(tmp_pa
     monkeypatch.setattr(cache, "_read", flaky)
     out = cache.get_many(keys)
     assert [int(a[0]) for a in out] == list(range(100)) and cache.hits == 100
+
+
+EXTRACTOR = '''
+import numpy as np
+from medfuse.contracts import Extractor
+
+class Edited(Extractor):
+    """A one-feature extractor whose source the test edits."""
+    name = "kit_edited"
+    block = "edited"
+    version = "0.1.0"
+
+    def feature_names(self):
+        return ["value"]
+
+    def _prepare(self, image, mask):
+        return np.array([{value}], np.float32)
+'''
+
+
+def test_editing_a_plugin_without_a_version_bump_changes_its_cache_key(tmp_path, monkeypatch):
+    """The block cache must not serve features computed by the plugin's previous source."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "kit_edited_plugin.py"
+    module.write_text(EXTRACTOR.replace("{value}", "1.0"))
+    first = importlib.import_module("kit_edited_plugin").Edited()
+    key = first.cache_key()
+    assert key == first.cache_key()
+    module.write_text(EXTRACTOR.replace("{value}", "12.0"))
+    sys.modules.pop("kit_edited_plugin")
+    second = importlib.import_module("kit_edited_plugin").Edited()
+    assert second.version == first.version and second.get_params() == first.get_params()
+    assert second.cache_key() != key

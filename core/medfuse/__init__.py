@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 from .hookspecs import hookimpl
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "hookimpl", "load_bundle"]
+__all__ = ["__version__", "get_plugin", "hookimpl", "load_bundle"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .bundle import Bundle
+    from .contracts import Plugin
 
 
 def load_bundle(path: Any) -> Bundle:
@@ -35,3 +36,17 @@ def __getattr__(name: str) -> Any:
         module = importlib.import_module(_API[name])
         return module if name == "extract" else getattr(module, name)
     raise AttributeError(f"module 'medfuse' has no attribute {name!r}")
+
+
+def get_plugin(name: str, **params: Any) -> Plugin:
+    """An instance of the installed plugin ``name`` (built-in or third-party), e.g.
+    ``medfuse.get_plugin("morphology", physical_units=True)``.
+
+    ``params`` are checked as in a study file: an unknown name (with a "did you mean"), a wrong type
+    or a bad value raises :class:`~medfuse.errors.PluginError` (or ``ValueError``) naming it.
+    """
+    from .host import get_host
+
+    plugin = get_host().create(name, params)
+    plugin.validate_params()
+    return plugin

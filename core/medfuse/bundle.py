@@ -44,7 +44,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import importlib
-import importlib.metadata as md
 import json
 import os
 import platform
@@ -53,7 +52,6 @@ import shutil
 import uuid
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +60,9 @@ import pandas as pd
 
 from .errors import BundleError, MedfuseError, describe_exception
 from .modelcard import MODEL_CARD, render_model_card
+from .util.hashing import sha256_file, source_sha256
+from .util.jsonable import to_jsonable as _jsonable
+from .util.versions import dist_version, installed_versions
 
 MANIFEST = "manifest.json"
 FORMAT = "medfuse-bundle"
@@ -100,15 +101,6 @@ REQUIRED_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 
 # ---- hashing & versions -------------------------------------------------------------------------
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def data_fingerprint(sha1s: Iterable[str], labels: Iterable[Any]) -> str:
     """SHA-1 of the sorted ``"<sample sha1> <label>"`` lines: identifies the training data."""
     lines = sorted(f"{s} {lab}" for s, lab in zip(sha1s, labels, strict=True))
@@ -117,13 +109,7 @@ def data_fingerprint(sha1s: Iterable[str], labels: Iterable[Any]) -> str:
 
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries a bundle's artifacts depend on (absent ones left out)."""
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    return out
+    return installed_versions(LIBRARIES)
 
 
 def _major(version: str) -> int | None:
@@ -131,25 +117,6 @@ def _major(version: str) -> int | None:
         return int(str(version).split(".")[0])
     except ValueError:
         return None
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types for manifests (dataclasses, numpy scalars/arrays, paths)."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(asdict(value))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return repr(value)
 
 
 def plugins_from_spec(spec: Any) -> list[dict[str, Any]]:
@@ -337,17 +304,6 @@ def verify_artifacts(path: Path, manifest: dict[str, Any]) -> None:
                                   "a bundle with unverified artifacts")
 
 
-def source_sha256(cls: Any) -> str | None:
-    """SHA-256 of the source file defining plugin class ``cls`` (None when unknown)."""
-    import inspect
-
-    try:
-        source = inspect.getsourcefile(cls)
-    except TypeError:
-        return None
-    return sha256_file(source) if source and Path(source).is_file() else None
-
-
 def check_bundle_plugins(manifest: dict[str, Any], host: Any, where: str) -> list[str]:
     """Each plugin the bundle used is installed, usable and of the same major version.
 
@@ -402,8 +358,10 @@ def check_versions(manifest: dict[str, Any]) -> list[str]:
                      f"upgrade medfuse to {made} or later")
     for name, trained in (manifest.get("libraries") or {}).items():
         try:
-            installed = md.version(name)
-        except (md.PackageNotFoundError, ValueError):
+            installed = dist_version(name)
+        except ValueError:  # not a distribution name
+            continue
+        if installed is None:
             continue
         want, have = _major(trained), _major(installed)
         if want is not None and have is not None and want > have:

@@ -144,9 +144,14 @@ class Plugin(BaseEstimator):
             self._validate_params()
 
     def cache_key(self) -> str:
-        """Hash of name, version and parameters: changes whenever output could change."""
+        """Hash of name, version, parameters and the class's source file: changes whenever output
+        could change, including an edit to the plugin's source without a version bump (helper
+        modules it imports are not hashed: bump the version, or run with ``--no-cache``)."""
+        from .util.hashing import source_sha256
+
         payload = json.dumps(
-            {"name": self.name, "version": self.version, "params": self.get_params(deep=False)},
+            {"name": self.name, "version": self.version, "params": self.get_params(deep=False),
+             "source": source_sha256(type(self))},
             sort_keys=True,
             default=repr,
         )

@@ -24,7 +24,6 @@ same numbers in ``results.json`` (timings aside).
 from __future__ import annotations
 
 import contextlib
-import platform
 import time
 import traceback
 import warnings
@@ -930,16 +929,10 @@ def _merge_top(tops: list[list[dict[str, Any]]]) -> list[dict[str, Any]] | None:
 
 def versions() -> dict[str, str]:
     """Versions of Python and the libraries results depend on (read from metadata, nothing imported)."""
-    import importlib.metadata as md
+    from .util.versions import installed_versions
 
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("medfuse", "numpy", "pandas", "scikit-learn", "scikit-image", "xgboost", "keras",
-                 "tensorflow-cpu", "tensorflow", "joblib"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return out
+    return installed_versions(("medfuse", "numpy", "pandas", "scikit-learn", "scikit-image", "xgboost", "keras",
+                               "tensorflow-cpu", "tensorflow", "joblib"), python=True)
 
 
 def data_report_dict(report: Any) -> dict[str, Any] | None:

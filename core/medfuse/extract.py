@@ -25,7 +25,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import platform
 import sys
 import time
 import types
@@ -306,12 +305,8 @@ def provenance(inputs: str, transforms: Sequence[Transform], mask: MaskMaker | s
                extractors: Sequence[tuple[str, Extractor]], n_images: int, n_errors: int,
                seconds: float, jobs: int, options: ReadOptions | None = None) -> dict[str, Any]:
     """What produced a feature table: versions, plugins with parameters, inputs and timing."""
-    import importlib.metadata as md
-
-    import skimage
-    import sklearn
-
     from . import __version__
+    from .util.versions import dist_version, installed_versions
 
     return {
         "medfuse": __version__,
@@ -325,18 +320,9 @@ def provenance(inputs: str, transforms: Sequence[Transform], mask: MaskMaker | s
         "transforms": [_plugin_record(t) for t in transforms],
         "mask": (_plugin_record(mask) if isinstance(mask, MaskMaker) else {"name": mask or "none"}),
         "blocks": {name: _plugin_record(ex) for name, ex in extractors},
-        "environment": {"python": platform.python_version(), "numpy": np.__version__,
-                        "scikit-image": skimage.__version__, "scikit-learn": sklearn.__version__,
-                        "pandas": pd.__version__, "platform": platform.platform(),
-                        "medfuse_dist": _dist_version(md)},
+        "environment": {**installed_versions(["numpy", "scikit-image", "scikit-learn", "pandas"], python=True),
+                        "medfuse_dist": dist_version("medfuse", "not installed")},
     }
-
-
-def _dist_version(md: Any) -> str:
-    try:
-        return md.version("medfuse")
-    except md.PackageNotFoundError:
-        return "not installed"
 
 
 def extract_table(inputs: str | Path | pd.DataFrame, extractors: Sequence[tuple[str, Extractor]],

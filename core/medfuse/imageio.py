@@ -55,7 +55,6 @@ default); ``0`` (or a negative value) disables the limit. Every command that dec
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import threading
@@ -70,6 +69,7 @@ from PIL import Image, UnidentifiedImageError
 from .errors import InvalidInputError
 from .intensity import ImageInfo, ReadOptions, channels_to_rgb, to_uint8
 from .objects import ObjectRef, crop, object_sha1, split_ref
+from .util.hashing import sha1_file
 
 __all__ = ["IMAGE_SUFFIXES", "ImageInfo", "ImageReadError", "ReadOptions", "decode_image", "decode_image_info",
            "read_image", "read_image_info", "read_image_with_info", "read_mask", "read_labels", "canonical_mask", "file_sha1", "check_pixels"]
@@ -94,11 +94,7 @@ def file_sha1(path: str | Path, chunk: int = 1 << 20) -> str:
     ref = ObjectRef.parse(path)
     if ref is not None:
         return object_sha1(file_sha1(ref.image, chunk), ref)
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    return sha1_file(path, chunk)
 
 
 def default_max_pixels() -> int | None:

@@ -20,7 +20,6 @@ for a row outside the training data (:mod:`medfuse.ood`).
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,8 @@ from .fusion import BlockPreparer, LateFusion, aligned_proba, early_concat, fit_
 from .imageio import ReadOptions, file_sha1, read_image_with_info, read_mask
 from .ood import fit_checks, image_descriptor, warnings_for
 from .study import PipelineSpec, PluginRef, Study
+from .util.jsonable import to_jsonable as _jsonable
+from .util.progress import progress_bar
 
 Progress = bool | Callable[[int, int, str], None]
 _IMAGES = "__images__"  # slot of an image classifier's prepared arrays
@@ -199,25 +200,13 @@ class _Bar:
     def __init__(self, progress: Progress, total: int, what: str):
         self.callback = progress if callable(progress) else None
         self.total, self.what, self.done = total, what, 0
-        self.rich = None
-        if progress is True and total > 0 and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-            self.rich = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), transient=True)
-            self.rich.start()
-            self.task = self.rich.add_task(what, total=total)
+        self._advance, self.close = progress_bar(total, what, progress is True)
 
     def advance(self, n: int) -> None:
         self.done += n
-        if self.rich is not None:
-            self.rich.update(self.task, completed=self.done)
+        self._advance(n)
         if self.callback is not None:
             self.callback(self.done, self.total, self.what)
-
-    def close(self) -> None:
-        if self.rich is not None:
-            self.rich.stop()
 
 
 # ---- the runner -------------------------------------------------------------------------------
@@ -1006,15 +995,3 @@ def _prepare_slots(images: list[np.ndarray], masks: list[np.ndarray | None],
                    extractors: list[tuple[str, Extractor]], spacings: list[Any]) -> dict[str, np.ndarray]:
     return {name: _stack(f"block {name!r}", [prepare_one(ex, im, m, sp) for im, m, sp in zip(images, masks, spacings)])
             for name, ex in extractors}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return repr(value)

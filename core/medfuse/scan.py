@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .imageio import ImageReadError, decode_image_info, read_mask
+from .util.progress import progress_bar
 
 __all__ = ["FileScan", "scan_files", "progress_bar"]
 
@@ -87,20 +87,6 @@ def scan_one(path: str, mask_path: str | None = None) -> FileScan:
 
 def _scan_chunk(pairs: Sequence[tuple[str, str | None]]) -> list[FileScan]:
     return [scan_one(p, m) for p, m in pairs]
-
-
-def progress_bar(total: int, description: str, enabled: bool) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """A rich progress bar as ``(advance(n), close())``; no-ops when disabled or not a TTY."""
-    if not enabled or total == 0 or not sys.stderr.isatty():
-        return (lambda n: None), (lambda: None)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=True)
-    bar.start()
-    task = bar.add_task(description, total=total)
-    return (lambda n: bar.advance(task, n)), bar.stop
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:

@@ -650,17 +650,10 @@ class _progress:
     def __enter__(self) -> Callable[[int], None]:
         if not self.enabled:
             return lambda k: None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            ProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.text import Text
+
+        from .util.progress import new_progress
 
         class Rate(ProgressColumn):
             def render(self, task: Any) -> Text:
@@ -669,9 +662,8 @@ class _progress:
                     speed = (task.completed - task.fields.get("resumed", 0)) / task.elapsed
                 return Text(f"{speed:.1f} img/s" if speed else "- img/s")
 
-        self._bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), Rate(),
-                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                             console=Console(stderr=True), speed_estimate_period=60)
+        self._bar = new_progress(Rate(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                 transient=False, speed_estimate_period=60)
         self._bar.__enter__()
         task = self._bar.add_task("scoring", total=self.total, completed=self.completed, resumed=self.completed)
         return lambda k: self._bar.advance(task, k)

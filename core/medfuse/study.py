@@ -16,6 +16,7 @@ The schema below is the single source of truth: validation, ``docs/studies.md`` 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,12 @@ PLUGIN_REF = {
 
 SCHEMA: dict[str, dict[str, Field]] = {
     "study": {
+        "extends": Field("str", None, doc="Another study (of this file, else of the built-in registry) this one "
+                         "starts from: its keys are merged under this table's, table by table (a plugin or loader "
+                         "table naming another plugin replaces the inherited one whole; lists and values replace). "
+                         "E.g. `extends = \"all-subtypes\"` with `dataset.params.group_block = 40`."),
+        "drop": Field("list:str", [], doc="Dotted keys removed from what `extends` brings, e.g. "
+                      "`[\"pipelines.ensemble\", \"reported\"]`."),
         "description": Field("str", "", doc="One line shown in reports."),
         "dataset": Field("table:dataset", required=True, doc="Where the samples come from."),
         "blocks": Field("tables:block", {}, doc="Named feature blocks, referenced by pipelines."),
@@ -291,9 +298,103 @@ def _check_table_plugin(data: Any, source: str, key: str) -> dict[str, Any]:
     return {"plugin": data["plugin"], "params": params}
 
 
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged onto ``base`` table by table; a table naming another ``plugin``/``loader``
+    replaces the inherited one, lists and values replace."""
+    out = dict(base)
+    for k, v in over.items():
+        old = out.get(k)
+        same_kind = isinstance(old, dict) and isinstance(v, dict) and all(
+            v.get(t, old.get(t)) == old.get(t) for t in ("plugin", "loader"))
+        out[k] = _merge(old, v) if same_kind else v
+    return out
+
+
+def _drop(table: dict[str, Any], paths: Any, source: str, key: str) -> dict[str, Any]:
+    """``table`` without the dotted keys ``paths``; a key that is not there is a :class:`StudyError`."""
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise StudyError(source, f"{key}.drop", f"expected a list of dotted keys, got {paths!r}")
+    for i, path in enumerate(paths):
+        parts = path.split(".")
+        node: Any = table
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or parts[-1] not in node:
+            there = list(node) if isinstance(node, dict) else []
+            raise StudyError(source, f"{key}.drop[{i}]", f"{path!r} is not a key of the extended study"
+                             f"{did_you_mean(parts[-1], there)}" + (f"; there: {', '.join(there)}" if there else ""))
+        table = _without(table, parts)
+    return table
+
+
+def _without(table: dict[str, Any], parts: list[str]) -> dict[str, Any]:
+    out = dict(table)
+    if len(parts) == 1:
+        del out[parts[0]]
+    else:
+        out[parts[0]] = _without(out[parts[0]], parts[1:])
+    return out
+
+
+def expand_studies(tables: dict[str, Any], source: str,
+                   fallback: Callable[[], dict[str, dict[str, Any]]] | None = None) -> dict[str, dict[str, Any]]:
+    """Resolve ``extends``/``drop`` in raw ``[studies.NAME]`` tables: each becomes the full table
+    it stands for. A name is looked up among ``tables``, then in ``fallback()`` (the built-in
+    registry's expanded tables); a cycle or an unknown name is a :class:`StudyError`."""
+    done: dict[str, dict[str, Any]] = {}
+
+    def expand(name: str, chain: list[str]) -> dict[str, Any]:
+        if name in done:
+            return done[name]
+        table = tables[name]
+        key = f"studies.{name}"
+        if not isinstance(table, dict) or ("extends" not in table and "drop" not in table):
+            done[name] = table
+            return table
+        table = dict(table)
+        parent = table.pop("extends", None)
+        drops = table.pop("drop", [])
+        if parent is None:
+            raise StudyError(source, f"{key}.drop", "drop removes keys of an extended study: add `extends`")
+        if not isinstance(parent, str):
+            raise StudyError(source, f"{key}.extends", f"expected a study name, got {parent!r}")
+        if parent == name or parent in chain:
+            cycle = " -> ".join([*chain, name, parent][[*chain, name, parent].index(parent):])
+            raise StudyError(source, f"{key}.extends", f"studies extend each other in a cycle: {cycle}")
+        if parent in tables:
+            base = expand(parent, [*chain, name])
+        else:
+            others = fallback() if fallback is not None else {}
+            if parent not in others:
+                known = [*tables, *others]
+                raise StudyError(source, f"{key}.extends", f"no study {parent!r} to extend"
+                                 f"{did_you_mean(parent, known)}; known: {', '.join(n for n in known if n != name)}")
+            base = others[parent]
+        if not isinstance(base, dict):
+            raise StudyError(source, f"studies.{parent}", f"expected a table, got {base!r}")
+        done[name] = _drop(_merge(base, table), drops, source, key)
+        return done[name]
+
+    return {name: expand(name, []) for name in tables}
+
+
+def _registry_tables() -> dict[str, dict[str, Any]]:
+    """The built-in registry's study tables, expanded (empty when there is no registry)."""
+    try:
+        path = registry_path()
+    except StudyError:
+        return {}
+    studies = read_toml(path).get("studies")
+    return expand_studies(studies, str(path)) if isinstance(studies, dict) else {}
+
+
 def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
-    """Turn one ``[studies.NAME]`` table into a :class:`Study`; structural checks only."""
+    """Turn one ``[studies.NAME]`` table into a :class:`Study`; structural checks only. A table with
+    ``extends`` is expanded first (against the built-in registry; :func:`load_studies` resolves
+    names of the same file)."""
     key = f"studies.{name}"
+    if isinstance(data, dict) and ("extends" in data or "drop" in data):
+        data = expand_studies({name: data}, source, _registry_tables)[name]
     top = _check_table("study", data, source, key)
     ds = _check_table("dataset", top["dataset"], source, f"{key}.dataset")
     ev = _check_table("evaluation", top["evaluation"], source, f"{key}.evaluation")
@@ -513,7 +614,16 @@ def load_studies(path: str | Path) -> dict[str, Study]:
     studies = data.get("studies")
     if not isinstance(studies, dict) or not studies:
         raise StudyError(source, "studies", "expected one or more [studies.NAME] tables")
-    return {name: parse_study(name, table, source) for name, table in studies.items()}
+    is_registry = path.name == "registry.toml" and _is_registry(path)
+    expanded = expand_studies(studies, source, None if is_registry else _registry_tables)
+    return {name: parse_study(name, table, source) for name, table in expanded.items()}
+
+
+def _is_registry(path: Path) -> bool:
+    try:
+        return path.resolve() == registry_path().resolve()
+    except StudyError:
+        return False
 
 
 def registry_path() -> Path:
@@ -528,17 +638,26 @@ def registry_path() -> Path:
                      "built-in registry not found; reinstall medfuse (a wheel ships it as medfuse/registry.toml)")
 
 
-def builtin_studies() -> dict[str, Study]:
-    """Studies of ``registry.toml`` plus those declared by plugins (``medfuse_studies`` hook)."""
-    studies = load_studies(registry_path())
-    from .host import get_host
+def plugin_studies(host: Any = None) -> list[Study]:
+    """The studies declared by installed plugins (``medfuse_studies`` hook)."""
+    if host is None:
+        from .host import get_host
 
-    for origin, table in get_host().studies:
+        host = get_host()
+    studies = []
+    for origin, table in host.studies:
         table = dict(table)
         name = table.pop("name", None)
         if not name:
             raise StudyError(origin, "medfuse_studies", "a study table needs a 'name' key")
-        studies[name] = parse_study(name, table, origin)
+        studies.append(parse_study(name, table, origin))
+    return studies
+
+
+def builtin_studies() -> dict[str, Study]:
+    """Studies of ``registry.toml`` plus those declared by plugins (``medfuse_studies`` hook)."""
+    studies = load_studies(registry_path())
+    studies.update({s.name: s for s in plugin_studies()})
     return studies
 
 

@@ -27,10 +27,11 @@ from medfuse.contracts import Loader, SampleTable
 from medfuse.datareport import DataReport, finalize, image_properties, row_sha1
 from medfuse.errors import DataError
 from medfuse.imageio import IMAGE_SUFFIXES
+from medfuse.loading import label_text as _label_text
+from medfuse.loading import read_table, unique_ids
 from medfuse.scan import scan_files
 
 SAMPLE_COLUMNS = ["id", "path", "mask_path", "label", "group", "sha1"]
-TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xls", ".xlsm")
 
 
 # ---- paths and files ---------------------------------------------------------------------------
@@ -79,28 +80,6 @@ def _mask_index(mask_root: Path) -> dict[tuple[str, str], Path]:
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and _visible(p):
             index.setdefault((p.parent.relative_to(mask_root).as_posix(), p.stem), p)
     return index
-
-
-def read_table(path: Path, id_column: str | None = None, sheet: str | int = 0) -> pd.DataFrame:
-    """Read a CSV/TSV/Excel table; the id column (if any) is read as text."""
-    suffix = path.suffix.lower()
-    dtype = {id_column: str} if id_column else None
-    try:
-        if suffix in (".xlsx", ".xls", ".xlsm"):
-            df = pd.read_excel(path, sheet_name=sheet, dtype=dtype)
-        elif suffix in (".csv", ".tsv", ".txt"):
-            df = pd.read_csv(path, sep=None if suffix != ".csv" else ",", engine="python" if suffix != ".csv"
-                             else "c", dtype=dtype)
-        else:
-            raise DataError(f"{path}: unsupported table format {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}")
-    except DataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - parser errors name the file
-        raise DataError(f"{path}: cannot read table ({type(exc).__name__}: {exc})") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    if df.empty:
-        raise DataError(f"{path}: the table has no rows")
-    return df
 
 
 def _require_columns(df: pd.DataFrame, columns: Sequence[str | None], where: str) -> None:
@@ -162,14 +141,7 @@ class _Assembler:
         self.meta: dict[str, Any] = {}
 
     def unique_ids(self, rows: pd.DataFrame) -> pd.DataFrame:
-        dup = rows["id"].duplicated(keep=False)
-        if dup.any():
-            self.report.duplicate_ids = sorted(rows.loc[dup, "id"].astype(str).unique().tolist())
-            rows.loc[dup, "id"] = rows.loc[dup, "label"].astype(str) + "/" + rows.loc[dup, "id"].astype(str)
-            still = rows["id"].duplicated(keep=False)
-            if still.any():
-                rows.loc[still, "id"] = rows.loc[still, "path"].astype(str)
-        return rows
+        return unique_ids(rows, self.report)
 
     def scan(self, rows: pd.DataFrame, jobs: int, progress: bool) -> pd.DataFrame:
         """Scan image files; drop unreadable ones, clear unusable masks, fill ``sha1``."""
@@ -245,15 +217,6 @@ class _Assembler:
             table.index = samples.index
         finalize(self.report, samples, table, raw_table, raw_ids)
         return SampleTable(samples=samples, table=table, report=self.report, meta=self.meta)
-
-
-def _label_text(value: Any) -> str | None:
-    """Labels are text: 1.0 read from a column with gaps becomes '1'; missing stays None."""
-    if value is None or value is pd.NA or (isinstance(value, float | np.floating) and np.isnan(value)):
-        return None
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _table_rows(table: pd.DataFrame, id_column: str, where: str, report: DataReport) -> pd.DataFrame:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "score": "medfuse.cli.score_cmd:score",
     # analyst-api (issue 14)
     "runs": "medfuse.cli.runs_cmd:runs",
+    "new-plugin": "medfuse.cli.newplugin_cmd:new_plugin",
 }
 
 

@@ -183,10 +183,11 @@ class _Display:
 
     def __enter__(self) -> _Display:
         if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import TimeElapsedColumn
 
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), console=self.console, transient=False)
+            from ..util.progress import new_progress
+
+            self.progress = new_progress(TimeElapsedColumn(), console=self.console, transient=False)
             self.progress.start()
         return self
 

@@ -13,6 +13,8 @@ from .common import EXIT_FAILURE, JOBS, resolve_jobs, verbosity
 from .common import console as make_console
 
 LOADERS = ("folder", "manifest", "pairs", "table", "annotations")
+"""The built-in loaders whose parameters ``detect`` guesses from PATH; any other registered loader
+(a third-party one) gets PATH as its root and the ``--param`` values."""
 _TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xls", ".xlsm")
 
 
@@ -25,7 +27,7 @@ def _first_existing(folder: Path, names: tuple[str, ...]) -> Path | None:
 
 
 def _columns(path: Path) -> list[str]:
-    from medfuse_plugins.loaders import read_table
+    from ..loading import read_table
 
     return list(read_table(path).columns)
 
@@ -41,13 +43,18 @@ def detect(path: Path, loader: str | None = None, masks: Path | None = None, tab
     * a folder with ``Annotations/*.xml`` (Pascal VOC) beside ``JPEGImages/`` or ``images/``:
       ``annotations`` (one sample per box; see :func:`_annotation_params`);
     * any other folder: ``folder`` (one sub-folder per class).
-    Paths are passed absolute, so the root only matters for relative ones.
+    Paths are passed absolute, so the root only matters for relative ones. Any other ``loader``
+    (a third-party one) gets no guessed parameters and ``path`` as its root.
     """
     path = path.resolve()
     params: dict[str, Any] = {}
+    if loader is not None and loader not in LOADERS:
+        return loader, params, path
     if path.is_file():
-        if path.suffix.lower() not in _TABLE_SUFFIXES:
-            raise click.UsageError(f"{path} is a file but not a table ({', '.join(_TABLE_SUFFIXES)})")
+        from ..loading import TABLE_SUFFIXES
+
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            raise click.UsageError(f"{path} is a file but not a table ({', '.join(TABLE_SUFFIXES)})")
         if loader is None:
             loader = "manifest" if "path" in _columns(path) else "table"
         params["path"] = str(path)
@@ -117,9 +124,30 @@ def _annotation_params(path: Path) -> dict[str, Any] | None:
     return {"images": str(images), "annotations": str(notes), "format": fmt}
 
 
+def _parse_params(values: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict; VALUE is TOML when it parses, else text."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for raw in values:
+        key, sep, value = raw.partition("=")
+        if not sep or not key.strip():
+            raise click.UsageError(f"--param {raw!r}: expected KEY=VALUE, e.g. --param path=labels.csv")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 @click.command("data")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-@click.option("--loader", type=click.Choice(LOADERS), help="Loader to use (default: guessed from PATH).")
+@click.option("--loader", metavar="NAME",
+              help="Any registered loader (`medfuse plugins --kind loader`); default: guessed from PATH "
+                   f"among the built-in {', '.join(LOADERS)}. Another loader gets PATH as its root.")
+@click.option("--param", "-p", "loader_params", multiple=True, metavar="KEY=VALUE",
+              help="A loader parameter (repeatable); VALUE is read as TOML (1, 0.5, true, \"text\", [..]) "
+                   "or else as text. Overrides what is guessed from PATH.")
 @click.option("--masks", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Mask folder mirroring the image folder (folder/pairs loaders).")
 @click.option("--table", "table", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -135,8 +163,8 @@ def _annotation_params(path: Path) -> dict[str, Any] | None:
 @click.option("--max-items", type=int, default=20, show_default=True,
               help="Examples shown per problem kind (bad files and mask problems are always all listed).")
 @verbosity
-def data(path: Path, loader: str | None, masks: Path | None, table: Path | None, label: str | None,
-         id_column: str | None, jobs: int, json_path: Path | None, samples_path: Path | None,
+def data(path: Path, loader: str | None, loader_params: tuple[str, ...], masks: Path | None,
+         table: Path | None, label: str | None, id_column: str | None, jobs: int, json_path: Path | None, samples_path: Path | None,
          max_items: int, quiet: bool, verbose: bool) -> None:
     """Load PATH (a folder, a CSV manifest or a table), decode every image once, and report.
 
@@ -153,6 +181,7 @@ def data(path: Path, loader: str | None, masks: Path | None, table: Path | None,
       medfuse data $MEDFUSE_DATA/wbc_seg                  # images/ + masks/ + labels.csv: pairs
       medfuse data $MEDFUSE_DATA/bccd                     # JPEGImages/ + Annotations/*.xml: one sample per box
       medfuse data $MEDFUSE_DATA/anemia_tables/anemia_kaggle.csv --label Result
+      medfuse data ./my-set --loader my_loader -p split=\"train\"   # a third-party loader
     """
     from ..errors import MedfuseError
     from ..outputs import guarded_output
@@ -163,7 +192,7 @@ def data(path: Path, loader: str | None, masks: Path | None, table: Path | None,
     try:
         with guarded_output(json_path, samples_path, note=lambda line: click.echo(line, err=True)):
             _load_and_report(console, start, path, loader, masks, table, label, id_column, jobs, json_path,
-                             samples_path, max_items, progress=not quiet)
+                             samples_path, max_items, progress=not quiet, extra=_parse_params(loader_params))
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -171,7 +200,7 @@ def data(path: Path, loader: str | None, masks: Path | None, table: Path | None,
 def _load_and_report(console: Any, start: float, path: Path, loader: str | None, masks: Path | None,
                      table: Path | None, label: str | None, id_column: str | None, jobs: int,
                      json_path: Path | None, samples_path: Path | None, max_items: int,
-                     progress: bool = True) -> None:
+                     progress: bool = True, extra: dict[str, Any] | None = None) -> None:
     """The body of ``medfuse data``, run while holding the locks of its output files."""
     from rich.table import Table
 
@@ -179,6 +208,7 @@ def _load_and_report(console: Any, start: float, path: Path, loader: str | None,
     from ..outputs import atomic_output, write_text
 
     name, params, root = detect(path, loader, masks, table, label, id_column)
+    params.update(extra or {})
     plugin = get_host().create(name, params, kind="loader")
     st = plugin.load(root, jobs=jobs, progress=progress)
     elapsed = time.perf_counter() - start

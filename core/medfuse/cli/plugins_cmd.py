@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 from rich.table import Table
 
@@ -84,10 +86,36 @@ def show(name: str, quiet: bool, verbose: bool) -> None:
     if cls.extras:
         console.print(f"optional dependencies: {', '.join(cls.extras)}")
     console.print()
-    console.print(inspect.getdoc(cls) or "(no documentation)")
+    for paragraph in paragraphs(inspect.getdoc(cls) or "(no documentation)"):
+        console.print(paragraph, markup=False, highlight=False)
+        console.print()
     table = Table(title="parameters")
     for col in ("name", "type", "default", "doc"):
         table.add_column(col)
     for spec in cls.param_schema().values():
         table.add_row(spec.name, spec.type, repr(spec.default), spec.doc)
     console.print(table)
+
+
+_ITEM = re.compile(r"\s*([*+-]|\d+[.)]) ")
+_RULE = re.compile(r"\s*[-=]{3,}\s*$")
+
+
+def paragraphs(doc: str) -> list[str]:
+    """A docstring's paragraphs with the source's line breaks removed, so the console wraps each at
+    its own width instead of cutting sentences; list items and section rules keep their own lines,
+    indented (literal) blocks are kept as written."""
+    out = []
+    for block in re.split(r"\n\s*\n", doc.strip()):
+        lines = block.splitlines()
+        if lines[0][:1].isspace():
+            out.append(block)
+            continue
+        merged: list[str] = []
+        for line in lines:
+            if not merged or _ITEM.match(line) or _RULE.match(line) or _RULE.match(merged[-1]):
+                merged.append(line.rstrip())
+            else:
+                merged[-1] += " " + line.strip()
+        out.append("\n".join(merged))
+    return out

@@ -17,7 +17,9 @@ from .common import EXIT_FAILURE, echo_json, verbosity
 def validate(study: str | None, as_json: bool, quiet: bool, verbose: bool) -> None:
     """Validate STUDY: a TOML file (every study in it), FILE.toml:NAME, or a registry study name.
 
-    Without STUDY, every built-in study of the installed registry.toml.
+    Without STUDY, every study it can see, listed by source: the built-in registry.toml, the study
+    files (*.toml with [studies.NAME] tables) in the current folder, and the studies that installed
+    plugins declare. With none in sight it says where it looked (exit code 1).
 
     Every check that `compare` runs before loading data: the schema, plugin names, parameter
     names, types and values (each plugin is instantiated, not fitted), how each pipeline's parts fit
@@ -34,7 +36,7 @@ def validate(study: str | None, as_json: bool, quiet: bool, verbose: bool) -> No
 
     from ..errors import MedfuseError
     from ..host import get_host
-    from ..study import check_catalogue, check_plugins, load_studies, registry_path, resolve_study
+    from ..study import check_catalogue, check_plugins, load_studies, plugin_studies, resolve_study
 
     host = get_host()
     checked: list[dict[str, Any]] = []
@@ -45,8 +47,27 @@ def validate(study: str | None, as_json: bool, quiet: bool, verbose: bool) -> No
             click.echo(line)
 
     try:
-        path = registry_path() if study is None else Path(study)
-        if study is None or study.endswith(".toml") or path.is_dir():
+        path = Path(study) if study is not None else None
+        if path is None:
+            files, looked = visible_study_files(Path.cwd())
+            studies = []
+            for f in files:
+                found = list(load_studies(f).values())
+                n = check_catalogue(f, host)
+                if n:
+                    listed = (listed or 0) + n
+                say(f"{f}: {len(found)} stud{'y' if len(found) == 1 else 'ies'} ({', '.join(s.name for s in found)})")
+                studies += found
+            declared = plugin_studies(host)
+            if declared:
+                say(f"declared by plugins: {', '.join(s.name for s in declared)}")
+            studies += declared
+            if not studies:
+                raise MedfuseError("no studies in sight: " + "; ".join(looked) + ". Give a study file: "
+                                   "medfuse validate my-study.toml (docs/studies.md says how to write one)")
+            if listed:
+                say(f"ok  [plugins]: {listed} plugin(s) catalogued")
+        elif study.endswith(".toml") or path.is_dir():
             studies = list(load_studies(path).values())
             listed = check_catalogue(path, host) or None
             if listed:
@@ -58,10 +79,47 @@ def validate(study: str | None, as_json: bool, quiet: bool, verbose: bool) -> No
             checked.append({"name": s.name, "source": str(s.source), "pipelines": list(s.pipelines),
                             "blocks": list(s.blocks)})
             say(f"ok  {s.name}: {len(s.pipelines)} pipeline(s) ({', '.join(s.pipelines)}), {len(s.blocks)} block(s)")
-    except MedfuseError as exc:
+    except Exception as exc:  # noqa: BLE001 - validate reports every error as a message, never a traceback
+        message = str(exc) if isinstance(exc, MedfuseError) else _unexpected(exc, checked)
         if as_json:
-            echo_json({"ok": False, "error": str(exc), "catalogued": listed, "studies": checked})
+            echo_json({"ok": False, "error": message, "catalogued": listed, "studies": checked})
             raise SystemExit(EXIT_FAILURE) from None
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(message) from None
     if as_json:
         echo_json({"ok": True, "error": None, "catalogued": listed, "studies": checked})
+
+
+def _unexpected(exc: Exception, checked: list[dict[str, Any]]) -> str:
+    """An error that is not a MedfuseError (a plugin's own bug, an OS error) as one message."""
+    after = f" after {checked[-1]['name']!r}" if checked else ""
+    where = "".join(f" ({frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} in {frame.name})"
+                    for frame in __import__("traceback").extract_tb(exc.__traceback__)[-1:])
+    return (f"validation stopped{after} on an unexpected {type(exc).__name__}: {exc}{where}; "
+            "this is a bug in medfuse or a plugin: please report it with this line")
+
+
+def visible_study_files(folder: Any) -> tuple[list[Any], list[str]]:
+    """The study files ``medfuse validate`` sees without an argument: the built-in registry.toml
+    (when installed) and ``*.toml`` files of ``folder`` holding ``[studies.NAME]`` tables; with the
+    places looked at, as phrases for a message when nothing is found."""
+    from ..errors import StudyError
+    from ..study import registry_path
+
+    files, looked = [], []
+    try:
+        files.append(registry_path())
+    except StudyError as exc:
+        looked.append(f"no built-in registry ({exc})")
+    seen = {f.resolve() for f in files}
+    local = [f for f in sorted(folder.glob("*.toml")) if f.resolve() not in seen and _holds_studies(f)]
+    if not local:
+        looked.append(f"no *.toml file with [studies.NAME] tables in {folder}")
+    looked.append("no installed plugin declares studies")
+    return files + local, looked
+
+
+def _holds_studies(path: Any) -> bool:
+    try:
+        return b"[studies." in path.read_bytes()
+    except OSError:
+        return False

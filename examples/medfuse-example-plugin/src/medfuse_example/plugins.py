@@ -1,11 +1,15 @@
-"""Two example plugins: what a plugin author writes, and nothing more."""
+"""Three example plugins: what a plugin author writes, and nothing more."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 from medfuse import hookimpl
-from medfuse.contracts import Classifier, Extractor
-from medfuse.errors import InvalidInputError
+from medfuse.contracts import Classifier, Extractor, Loader, SampleTable
+from medfuse.errors import DataError, InvalidInputError
+from medfuse.loading import SampleTableBuilder, loader_root
 
 
 class IntensityHistogram(Extractor):
@@ -63,6 +67,38 @@ class NearestCentroid(Classifier):
         return p / p.sum(axis=1, keepdims=True)
 
 
+class CsvIndex(Loader):
+    """Images listed in a CSV index with the columns ``path``, ``label`` and optionally ``group``
+    (the patient) and a mask column; paths are relative to the data root."""
+
+    name = "csv_index"
+    version = "0.1.0"
+    param_docs = {"index": "The CSV index, relative to the data root.",
+                  "mask_column": "Column holding each image's mask file (relative to the root), if any."}
+    conformance_params = {"index": "manifest.csv"}  # the index layout of medfuse.testing.sample_dataset
+
+    def __init__(self, index: str = "index.csv", mask_column: str | None = None):
+        self.index = index
+        self.mask_column = mask_column
+
+    def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
+        root = loader_root(root)
+        index = root / self.index
+        if not index.is_file():
+            raise DataError(f"{index}: index file not found (parameter 'index' is relative to the data root)")
+        build = SampleTableBuilder(source=str(index), loader=self.name)
+        with index.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                path = root / row["path"]
+                if not path.is_file():
+                    build.bad_file(path, "listed in the index but not found")
+                    continue
+                mask = row.get(self.mask_column) if self.mask_column else None
+                build.add(id=path.stem, label=row.get("label"), path=path,
+                          mask_path=root / mask if mask else None, group=row.get("group") or None)
+        return build.build(jobs=jobs, progress=progress)
+
+
 @hookimpl
 def medfuse_plugins():
-    return [IntensityHistogram, NearestCentroid]
+    return [IntensityHistogram, NearestCentroid, CsvIndex]

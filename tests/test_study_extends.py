@@ -1,0 +1,153 @@
+"""Study references (`extends`, `drop`) and `medfuse validate` never showing a traceback."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import ClassVar
+
+import medfuse
+import medfuse.host
+import pytest
+from click.testing import CliRunner
+from medfuse.contracts import Transform
+from medfuse.errors import StudyError
+from medfuse.host import PluginHost
+from medfuse.study import load_studies, registry_path
+
+# The two registry studies as they were written out in full before `extends`.
+OLD = '''
+[studies.all-subtypes-blocked]
+description = "ALL subtypes on a blocked split (no patient ids): runs of 40 consecutive file numbers per class stay in one fold, a proxy for the slide"
+dataset = { loader = "folder", params = { path = "all/images", masks = "all/masks", group_block = 40 } }
+evaluation = { folds = 5, seed = 0, jobs = 2 }
+reported = { accuracy = 0.9325, source = "ALL study: gray, blur+sharpen, ROI crop, balancing augmentation, custom CNN (test split)" }
+blocks.morphology = { plugin = "morphology" }
+blocks.texture = { plugin = "texture", pca = 0.95 }
+blocks.colour = { plugin = "colour", pca = 0.95 }
+blocks.cnn = { plugin = "cnn_embedding", params = { size = 64, epochs = 12, batch_size = 16, learning_rate = 0.001, zoom = 0, brightness = 0, tta = true } }
+[studies.all-subtypes-blocked.pipelines]
+classical = { mask = "dataset", blocks = ["morphology", "texture", "colour"], classifier = { plugin = "xgboost" } }
+deep = { classifier = { plugin = "cnn_classifier", params = { size = 64, epochs = 12, batch_size = 16, learning_rate = 0.001, zoom = 0, brightness = 0, tta = true } } }
+fused = { mask = "dataset", blocks = ["morphology", "texture", "colour", "cnn"], classifier = { plugin = "xgboost" } }
+
+[studies.anemia-pediatric]
+description = "Anemia from a pediatric hematology table (gender, age, Hb, RBC, PCV, MCV, MCH, MCHC), selectors compared"
+dataset = { loader = "table", params = { path = "anemia_tables/anemia_pediatric.xlsx", label_column = "Decision_Class" } }
+evaluation = { folds = 5, seed = 0 }
+blocks.all = { plugin = "select_all" }
+blocks.tree = { plugin = "select_tree", params = { k = 4 } }
+blocks.chi2 = { plugin = "select_chi2", params = { k = 4 } }
+blocks.rfe = { plugin = "select_rfe", params = { k = 4 } }
+[studies.anemia-pediatric.pipelines]
+all-logreg = { blocks = ["all"], classifier = { plugin = "logreg" } }
+tree-logreg = { blocks = ["tree"], classifier = { plugin = "logreg" } }
+chi2-logreg = { blocks = ["chi2"], classifier = { plugin = "logreg" } }
+rfe-logreg = { blocks = ["rfe"], classifier = { plugin = "logreg" } }
+all-xgboost = { blocks = ["all"], classifier = { plugin = "xgboost" } }
+'''
+
+
+def _fields(study):
+    return {k: v for k, v in vars(study).items() if k != "source"}
+
+
+def test_registry_studies_that_extend_expand_to_their_old_full_text(tmp_path):
+    (tmp_path / "old.toml").write_text(OLD)
+    old = load_studies(tmp_path / "old.toml")
+    new = load_studies(registry_path())
+    registry = registry_path().read_text()
+    for name in old:
+        assert f'[studies.{name}]\n# ' in registry and "extends" in registry.split(f"[studies.{name}]")[1][:200]
+        assert _fields(new[name]) == _fields(old[name]), name
+        assert list(new[name].pipelines) == list(old[name].pipelines)
+
+
+def test_extends_merges_tables_and_a_new_plugin_replaces_its_table(tmp_path):
+    (tmp_path / "mine.toml").write_text('''
+[studies.base]
+dataset = { loader = "folder", params = { path = "a", masks = "m" } }
+blocks.texture = { plugin = "texture", params = { distances = [1, 2] }, pca = 0.95 }
+pipelines.classical = { blocks = ["texture"], classifier = { plugin = "xgboost", params = { n_estimators = 50 } } }
+pipelines.other = { blocks = ["texture"], classifier = { plugin = "logreg" } }
+
+[studies.child]
+extends = "base"
+dataset.params.path = "b"
+blocks.texture.pca = 5
+pipelines.classical.classifier = { plugin = "svm" }
+drop = ["pipelines.other"]
+
+[studies.mine-pbc]
+extends = "pbc-cells"
+dataset.params.path = "my-pbc"
+''')
+    studies = load_studies(tmp_path / "mine.toml")
+    child = studies["child"]
+    assert child.dataset.params == {"path": "b", "masks": "m"}
+    assert child.blocks["texture"].params == {"distances": [1, 2]} and child.blocks["texture"].pca == 5
+    assert list(child.pipelines) == ["classical"]
+    assert child.pipelines["classical"].classifier.plugin == "svm"
+    assert child.pipelines["classical"].classifier.params == {}  # not xgboost's n_estimators
+    pbc = load_studies(registry_path())["pbc-cells"]
+    assert studies["mine-pbc"].dataset.params == {"path": "my-pbc"}
+    assert studies["mine-pbc"].pipelines == pbc.pipelines and studies["mine-pbc"].blocks == pbc.blocks
+
+
+@pytest.mark.parametrize(("text", "key", "message"), [
+    ('[studies.a]\nextends = "b"\n[studies.b]\nextends = "a"\n', "studies.b.extends", "cycle: a -> b -> a"),
+    ('[studies.a]\nextends = "a"\n', "studies.a.extends", "cycle: a -> a"),
+    ('[studies.a]\nextends = "pbc-cell"\n', "studies.a.extends", "did you mean 'pbc-cells'"),
+    ('[studies.a]\nextends = "pbc-cells"\ndrop = ["pipelines.ensembel"]\n', "studies.a.drop[0]",
+     "did you mean 'ensemble'"),
+    ('[studies.a]\nextends = 3\n', "studies.a.extends", "expected a study name"),
+])
+def test_extends_errors_name_the_key(tmp_path, text, key, message):
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(StudyError) as info:
+        load_studies(tmp_path / "bad.toml")
+    assert key in str(info.value) and message in str(info.value)
+
+
+class _Crashes(Transform):
+    """A transform whose value check has a bug."""
+
+    name: ClassVar[str] = "kit_crashes"
+    param_docs: ClassVar[dict[str, str]] = {}
+
+    def validate_params(self) -> None:
+        raise RuntimeError("boom")
+
+
+def test_validate_never_shows_a_traceback(tmp_path, monkeypatch):
+    """A plugin's own bug in validate_params is one message, like every study error."""
+    for case in ("plugin bug", "cycle", "not utf-8", "folder", "unknown name"):
+        _validate_fails_cleanly(tmp_path, monkeypatch, case)
+
+
+def _validate_fails_cleanly(tmp_path, monkeypatch, case: str) -> None:
+    from medfuse.cli.validate_cmd import validate
+
+    study = tmp_path / "s.toml"
+    args = [str(study)]
+    if case == "cycle":
+        study.write_text('[studies.a]\nextends = "b"\n[studies.b]\nextends = "a"\n')
+    elif case == "plugin bug":
+        module = SimpleNamespace(medfuse_plugins=medfuse.hookimpl(lambda: [_Crashes]))
+        ep = SimpleNamespace(name="kit", dist=SimpleNamespace(name="kit-dist"), load=lambda: module)
+        host = PluginHost(entry_points=[ep])
+        host.records = {**medfuse.host.get_host().records, **host.records}
+        monkeypatch.setitem(medfuse.host._HOST, False, host)
+        study.write_text('[studies.a]\ndataset = { loader = "folder" }\n'
+                         'pipelines.p = { transforms = [{ plugin = "kit_crashes" }], classifier = { plugin = "logreg" } }\n')
+    elif case == "not utf-8":
+        study.write_bytes(b'[studies.a]\ndescription = "caf\xe9"\n')
+    elif case == "folder":
+        args = [str(tmp_path)]
+    else:
+        args = ["no-such-study"]
+    for extra in ([], ["--json"]):
+        res = CliRunner().invoke(validate, [*args, *extra])
+        assert res.exit_code == 1, res.output
+        assert isinstance(res.exception, SystemExit) and "Traceback" not in res.output, (case, res.output)
+    if case == "plugin bug":
+        assert "unexpected RuntimeError: boom" in res.output
