@@ -34,7 +34,7 @@ from medfuse.contracts import InstanceMaker
 from medfuse.errors import InvalidInputError
 from scipy import ndimage as ndi
 
-from .segmentation import _disk, smear_foreground, split_cells
+from .segmentation import bbox, binary_opening, fill_holes, otsu_levels, split_cells, stain_channel
 
 
 def relabel(labels: np.ndarray) -> np.ndarray:
@@ -86,17 +86,30 @@ def _within(binary: np.ndarray, radius: float) -> np.ndarray:
 
 
 def stain(image: np.ndarray) -> np.ndarray:
-    """``B - G`` as int16 (purple nuclei and platelets high, red cells and background low)."""
-    return image[..., 2].astype(np.int16) - image[..., 1].astype(np.int16)
+    """``B - G`` as int16, 3x3 mean (purple nuclei and platelets high, red cells and background low)."""
+    s = image[..., 2].astype(np.int16) - image[..., 1].astype(np.int16)
+    return ndi.uniform_filter(s, 3)
+
+
+def foreground(image: np.ndarray, open_radius: int = 1) -> np.ndarray:
+    """Cells of a smear, holes filled: Otsu on ``255 - G`` (cells darker than the background),
+    opened by a disk of ``open_radius``; empty for a flat image."""
+    s = stain_channel(image, "darkness")
+    levels = otsu_levels(s, 2)
+    if levels is None:
+        return np.zeros(s.shape, bool)
+    fg = binary_opening(s > levels[0], open_radius) if open_radius > 0 else s > levels[0]
+    return fill_holes(fg)
 
 
 def rbc_labels(image: np.ndarray, min_distance: int = 0, min_area: int = 0, open_radius: int = 1,
-               stained_threshold: int = 60, max_stained: float = 0.2) -> np.ndarray:
-    """Red-cell instance labels (see ``rbc_instances``)."""
-    fg = smear_foreground(image, "darkness", open_radius)
-    if not fg.any():
-        return np.zeros(fg.shape, np.int32)
-    filled = ndi.binary_fill_holes(fg)
+               stained_threshold: int = 60, max_stained: float = 0.2, fg: np.ndarray | None = None,
+               s: np.ndarray | None = None) -> np.ndarray:
+    """Red-cell instance labels (see ``rbc_instances``); ``fg``/``s``: precomputed
+    :func:`foreground` and :func:`stain`."""
+    filled = foreground(image, open_radius) if fg is None else fg
+    if not filled.any():
+        return np.zeros(filled.shape, np.int32)
     r = estimate_radius(filled[::2, ::2]) * 2 if (min_distance <= 0 or min_area <= 0) else 0.0
     md = float(min_distance) if min_distance > 0 else max(2.0, 0.35 * r)
     ma = float(min_area) if min_area > 0 else max(8.0, 0.2 * np.pi * r * r)
@@ -104,7 +117,7 @@ def rbc_labels(image: np.ndarray, min_distance: int = 0, min_area: int = 0, open
     small, n = split_cells(filled[::f, ::f], max(1, int(round(md / f))), max(1, int(ma / (f * f))), fill=False)
     labels = _upscale(small, f, image.shape)
     if n and max_stained < 1.0:
-        purple = stain(image) > stained_threshold
+        purple = (stain(image) if s is None else s) > stained_threshold
         total = np.bincount(labels.ravel(), minlength=n + 1)
         hit = np.bincount(labels.ravel(), weights=purple.ravel(), minlength=n + 1)
         drop = hit > max_stained * np.maximum(total, 1)
@@ -116,46 +129,55 @@ def rbc_labels(image: np.ndarray, min_distance: int = 0, min_area: int = 0, open
 
 
 def wbc_labels(image: np.ndarray, nucleus_threshold: int = 60, merge_radius: int = 8,
-               min_nucleus_area: int = 600, cytoplasm_radius: int = 20) -> np.ndarray:
-    """White-cell instance labels (see ``wbc_instances``)."""
-    s = ndi.uniform_filter(stain(image), 3)
-    nucleus = ndi.binary_opening(s > nucleus_threshold, structure=_disk(1))
-    if not nucleus.any():
-        return np.zeros(nucleus.shape, np.int32)
-    groups, n = ndi.label(_within(nucleus, merge_radius) if merge_radius > 0 else nucleus)
-    area = np.bincount(groups.ravel(), weights=nucleus.ravel(), minlength=n + 1)
+               min_nucleus_area: int = 600, cytoplasm_radius: int = 20, fg: np.ndarray | None = None,
+               s: np.ndarray | None = None) -> np.ndarray:
+    """White-cell instance labels (see ``wbc_instances``); ``fg``/``s`` as in :func:`rbc_labels`."""
+    s = stain(image) if s is None else s
+    out = np.zeros(s.shape, np.int32)
+    dark = s > nucleus_threshold
+    if int(dark.sum()) < min_nucleus_area:
+        return out
+    nucleus = binary_opening(dark, 1)
+    reach_px = merge_radius + cytoplasm_radius + 2
+    box = bbox(nucleus, reach_px)  # the work happens around the nuclei only
+    if box is None:
+        return out
+    nuc = nucleus[box]
+    groups, n = ndi.label(_within(nuc, merge_radius) if merge_radius > 0 else nuc)
+    area = np.bincount(groups.ravel(), weights=nuc.ravel(), minlength=n + 1)
     keep = area >= min_nucleus_area
     keep[0] = False
     if not keep[1:].any():
-        return np.zeros(nucleus.shape, np.int32)
-    markers = np.where(nucleus & keep[groups], groups, 0).astype(np.int32)
-    if cytoplasm_radius <= 0:
-        return relabel(markers)
-    reach = _within(markers > 0, cytoplasm_radius)
-    cell = reach & (ndi.binary_fill_holes(smear_foreground(image, "darkness", 1)) | (markers > 0))
-    from skimage.segmentation import watershed
+        return out
+    markers = np.where(nuc & keep[groups], groups, 0).astype(np.int32)
+    if cytoplasm_radius > 0:
+        from skimage.segmentation import watershed
 
-    dist = ndi.distance_transform_edt(markers == 0)
-    return relabel(watershed(dist, markers, mask=cell).astype(np.int32))
+        dist = ndi.distance_transform_edt(markers == 0)
+        cells = (fg[box] if fg is not None else foreground(image)[box]) | (markers > 0)
+        markers = watershed(dist, markers, mask=cells & (dist <= cytoplasm_radius)).astype(np.int32)
+    out[box] = markers
+    return relabel(out)
 
 
 def platelet_labels(image: np.ndarray, threshold: int = 45, min_area: int = 100, max_area: int = 1200,
-                    nucleus_threshold: int = 60, nucleus_area: int = 600, grow: int = 4) -> np.ndarray:
-    """Platelet instance labels (see ``platelet_instances``)."""
-    s = ndi.uniform_filter(stain(image), 3)
-    blobs, n = ndi.label(ndi.binary_opening(s > threshold, structure=_disk(1)))
+                    nucleus_threshold: int = 60, nucleus_area: int = 600, grow: int = 4,
+                    s: np.ndarray | None = None) -> np.ndarray:
+    """Platelet instance labels (see ``platelet_instances``); ``s`` as in :func:`rbc_labels`."""
+    s = stain(image) if s is None else s
+    blobs, n = ndi.label(binary_opening(s > threshold, 1))
     if n == 0:
         return np.zeros(s.shape, np.int32)
     area = np.bincount(blobs.ravel(), minlength=n + 1)
     nuc = np.bincount(blobs.ravel(), weights=(s > nucleus_threshold).ravel(), minlength=n + 1)
     keep = (area >= min_area) & (area <= max_area) & (nuc < nucleus_area)
     keep[0] = False
-    labels = np.where(keep[blobs], blobs, 0)
+    labels = np.where(keep[blobs], blobs, 0).astype(np.int32)
     if grow > 0 and keep.any():
-        from skimage.segmentation import expand_labels
-
-        labels = expand_labels(labels, grow)
-    return relabel(labels.astype(np.int32))
+        box = bbox(labels > 0, grow + 1)
+        dist, (iy, ix) = ndi.distance_transform_edt(labels[box] == 0, return_indices=True)
+        labels[box] = np.where(dist <= grow, labels[box][iy, ix], 0)
+    return relabel(labels)
 
 
 class _Finder(InstanceMaker):
@@ -292,15 +314,16 @@ class SmearCells(_Finder):
         self.platelets = platelets
 
     def _predict_instances(self, image: np.ndarray) -> np.ndarray:
-        out = wbc_labels(image, self.nucleus_threshold, min_nucleus_area=self.min_nucleus_area)
+        fg, s = foreground(image), stain(image)
+        out = wbc_labels(image, self.nucleus_threshold, min_nucleus_area=self.min_nucleus_area, fg=fg, s=s)
         n = int(out.max())
         if self.platelets:
             plt = platelet_labels(image, self.platelet_threshold, nucleus_threshold=self.nucleus_threshold,
-                                  nucleus_area=self.min_nucleus_area)
+                                  nucleus_area=self.min_nucleus_area, s=s)
             free = (plt > 0) & (out == 0)
             out[free] = plt[free] + n
             n = int(out.max())
-        rbc = rbc_labels(image, stained_threshold=self.nucleus_threshold, max_stained=1.0)
+        rbc = rbc_labels(image, stained_threshold=self.nucleus_threshold, max_stained=1.0, fg=fg, s=s)
         if rbc.max():
             total = np.bincount(rbc.ravel())
             taken = np.bincount(rbc.ravel(), weights=(out > 0).ravel(), minlength=total.size)
