@@ -423,7 +423,7 @@ def _prepare_parts(parts: Path, plan: dict[str, Any], table: pd.DataFrame, resum
             old = {}
         for key, what in (("manifest_sha256", "bundle"), ("chunk_size", "chunk size"),
                           ("inputs_sha1", "list of inputs"), ("objects", "object finder or crop margin")):
-            if old.get(key) != plan[key]:
+            if old.get(key) != plan.get(key):
                 raise ScoringError(f"{parts}: cannot resume: the {what} differs from the interrupted run's; "
                                    "rerun without --resume to start over")
         return pd.read_parquet(parts / INPUTS) if (parts / INPUTS).is_file() else table
