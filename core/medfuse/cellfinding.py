@@ -27,22 +27,17 @@ def measure_instances(labels: np.ndarray) -> pd.DataFrame:
     ``centroid_y`` (pixel centre of mass), ``box_x0, box_y0, box_x1, box_y1`` (tight box,
     ``x1``/``y1`` exclusive) and ``area`` (pixels); ordered by label."""
     labels = np.asarray(labels)
-    ids = np.unique(labels)
-    ids = ids[ids > 0]
     cols = ["object_id", "centroid_x", "centroid_y", *BOX_COLUMNS, "area"]
-    if ids.size == 0:
-        return pd.DataFrame({c: pd.Series(dtype=float if c.startswith("centroid") else np.int64) for c in cols})
-    slices = ndi.find_objects(labels)
-    flat = labels.ravel()
-    area = np.bincount(flat, minlength=int(ids.max()) + 1)
-    yy, xx = np.divmod(np.arange(flat.size), labels.shape[1])
-    sy = np.bincount(flat, weights=yy, minlength=area.size)
-    sx = np.bincount(flat, weights=xx, minlength=area.size)
+    slices = ndi.find_objects(labels) if labels.size and labels.max() > 0 else []
     rows = []
-    for i in ids:
-        sl = slices[i - 1]
-        rows.append((int(i), sx[i] / area[i], sy[i] / area[i], sl[1].start, sl[0].start, sl[1].stop, sl[0].stop,
-                     int(area[i])))
+    for i, sl in enumerate(slices, start=1):
+        if sl is None:  # a label value not present
+            continue
+        ys, xs = np.nonzero(labels[sl] == i)
+        rows.append((i, sl[1].start + xs.mean(), sl[0].start + ys.mean(), sl[1].start, sl[0].start, sl[1].stop,
+                     sl[0].stop, int(ys.size)))
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=float if c.startswith("centroid") else np.int64) for c in cols})
     return pd.DataFrame(rows, columns=cols)
 
 
