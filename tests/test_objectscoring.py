@@ -179,6 +179,7 @@ def test_cli_objects_writes_masks_and_refuses_mask_only_finders(trained, tmp_pat
     res = CliRunner().invoke(main, ["score", str(bundle), str(smears), "-o", str(out), "--objects", "rbc_instances",
                                     "--write-masks", str(tmp_path / "masks"), "-q"])
     assert res.exit_code == 0, res.output
+    assert "3 image(s)" in res.output and "16 object(s) classified" in res.output
     df = pd.read_csv(out, keep_default_na=False)
     labels = np.asarray(Image.open(tmp_path / "masks" / "smear1.png"))
     ids = sorted(int(v) for v in df.loc[df["image"] == str(smears / "smear1.png"), "object_id"])

@@ -71,7 +71,7 @@ MARGIN = 0.2  # crop = tight box grown by this fraction of its larger side on ev
 CHUNK_SIZE = 8  # images per chunk
 OBJECT_COLUMNS = ("image", "object_id", "centroid_x", "centroid_y", *BOX_COLUMNS, "area")
 
-__all__ = ["MARGIN", "ObjectTask", "parse_finder", "score_objects", "summary_path"]
+__all__ = ["MARGIN", "ObjectScoreSummary", "ObjectTask", "parse_finder", "score_objects", "summary_path"]
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,21 @@ def make_finder(name: str, params: dict[str, Any] | tuple[tuple[str, Any], ...])
 def summary_path(out: Path) -> Path:
     """The default per-image summary beside ``out``: ``cells.parquet`` -> ``cells.summary.parquet``."""
     return out.with_name(f"{out.stem}.summary{out.suffix}")
+
+
+@dataclass
+class ObjectScoreSummary(ScoreSummary):
+    """A :class:`~medfuse.scoring.ScoreSummary` whose rows are objects, with the image count."""
+
+    n_images: int = 0
+    summary_out: Path | None = None
+
+    def describe(self) -> str:
+        lines = super().describe().replace("input(s)", "row(s)").replace("images/s", "rows/s").split("\n")
+        rate = self.n_images / self.seconds if self.seconds > 0 else float("nan")
+        lines.insert(1, f"{self.n_images} image(s), {rate:.2f} images/s; {self.n_scored} object(s) classified, "
+                        f"per-image summary -> {self.summary_out}")
+        return "\n".join(lines)
 
 
 # ---- the worker -----------------------------------------------------------------------------------
@@ -300,7 +315,7 @@ def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: st
                   jobs: int = 1, chunk_size: int = CHUNK_SIZE, batch_size: int = 256, resume: bool = False,
                   progress: bool = True, keep_parts: bool = False, max_pixels: int | None = None,
                   on_chunk: Callable[[int, int], None] | None = None, note: Callable[[str], None] | None = None,
-                  trust_pickle: bool = False) -> ScoreSummary:
+                  trust_pickle: bool = False) -> ObjectScoreSummary:
     """Find, cut and classify the objects of every image of ``inputs`` (see the module docstring).
 
     Parameters
@@ -315,8 +330,8 @@ def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: st
     jobs, batch_size, resume, progress, keep_parts, max_pixels, note, trust_pickle : as in
         :func:`medfuse.scoring.score`; ``chunk_size``: images per chunk.
 
-    Returns the :class:`~medfuse.scoring.ScoreSummary` of the per-object table (its rows are
-    objects, plus one row per image without objects).
+    Returns the :class:`ObjectScoreSummary` of the per-object table (its rows are objects, plus
+    one row per image without objects; ``n_images`` the images).
     """
     from .bundle import load_verified, verify_bundle
     from .outputs import guarded_output
@@ -377,6 +392,7 @@ def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: st
                     on_chunk(len(done) + k, n_chunks)
         result = _assemble(parts, n_chunks, out, kind, schema, _output_metadata(str(path), digest))
         _write_summary(parts, n_chunks, table, classes, summary_out, kind, schema, write_masks is not None)
+    result = ObjectScoreSummary(**vars(result), n_images=n, summary_out=summary_out)
     result.n_chunks, result.chunks_resumed, result.resumed_rows = n_chunks, len(done), 0
     if not keep_parts:
         shutil.rmtree(parts, ignore_errors=True)

@@ -166,7 +166,7 @@ def _score_objects(bundle: Path, inputs: str, out: Path, finder: str, margin: fl
                    trust_pickle: bool, quiet: bool) -> None:
     """`medfuse score --objects`: see :mod:`medfuse.objectscoring`."""
     from ..errors import MedfuseError
-    from ..objectscoring import CHUNK_SIZE, MARGIN, score_objects, summary_path
+    from ..objectscoring import CHUNK_SIZE, MARGIN, score_objects
 
     if backend == "dask" or scheduler:
         raise click.UsageError("--objects runs on local worker processes only; drop --backend dask / --scheduler")
@@ -179,9 +179,7 @@ def _score_objects(bundle: Path, inputs: str, out: Path, finder: str, margin: fl
                                note=lambda line: click.echo(line, err=True))
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(result.describe().replace("input(s)", "row(s) (objects, and images without any)"),
-               err=result.n_scored == 0)
-    click.echo(f"per-image summary: {summary or summary_path(out)}")
+    click.echo(result.describe(), err=result.n_scored == 0)
     if result.n_scored == 0:
         click.echo("error: no object could be classified", err=True)
         sys.exit(EXIT_FAILURE)
