@@ -192,3 +192,40 @@ def test_cli_objects_writes_masks_and_refuses_mask_only_finders(trained, tmp_pat
     lonely = CliRunner().invoke(main, ["score", str(bundle), str(smears), "-o", str(tmp_path / "y.csv"),
                                        "--write-masks", str(tmp_path / "m")])
     assert lonely.exit_code != 0 and "need --objects" in lonely.output
+
+
+@pytest.mark.slow
+def test_two_jobs_give_the_same_tables_as_one(trained, tmp_path):
+    from medfuse.objectscoring import score_objects
+
+    bundle, smears, _ = trained
+    score_objects(bundle, smears, tmp_path / "one.parquet", "rbc_instances", progress=False, chunk_size=1)
+    score_objects(bundle, smears, tmp_path / "two.parquet", "rbc_instances", progress=False, chunk_size=1, jobs=2)
+    for name in ("one", "two"):
+        assert (tmp_path / f"{name}.summary.parquet").is_file()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet"))
+
+
+@pytest.mark.slow
+def test_white_cells_of_bccd_are_found(data_root):
+    """The first 20 BCCD fields: wbc_instances finds the boxed white cells (IoU >= 0.5)."""
+    import sys
+
+    from medfuse.host import get_host
+    from medfuse.imageio import read_image
+
+    bccd = data_root / "bccd"
+    if not bccd.is_dir():
+        pytest.skip("needs the bccd dataset")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from eval_cell_finding import voc_boxes
+
+    finder = get_host().create("wbc_instances", kind="mask")
+    found, truth = [], []
+    for xml in sorted((bccd / "Annotations").glob("*.xml"))[:20]:
+        name, boxes = voc_boxes(xml)
+        labels = finder.predict_instances(read_image(bccd / "JPEGImages" / name))
+        found.append(measure_instances(labels)[list(BOX_COLUMNS)].to_numpy())
+        truth.append(np.asarray(boxes.get("WBC", [])).reshape(-1, 4))
+    counts = precision_recall(found, truth)
+    assert counts.recall >= 0.9 and counts.precision >= 0.85, counts
