@@ -243,6 +243,43 @@ class MaskMaker(Plugin):
         raise NotImplementedError
 
 
+def check_instances(labels: Any, image: np.ndarray | None = None, where: str = "instances") -> np.ndarray:
+    """Validate an instance label image: integer ``(H, W)`` matching the image, 0 background,
+    ``1..n`` one label per object. Returned as ``int32``."""
+    if not isinstance(labels, np.ndarray) or labels.ndim != 2:
+        raise InvalidInputError(f"{where}: expected a 2-D label image (H, W), got {getattr(labels, 'shape', None)}")
+    if image is not None and labels.shape != image.shape[:2]:
+        raise InvalidInputError(f"{where}: shape {labels.shape} does not match image {image.shape[:2]}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise InvalidInputError(f"{where}: expected integer labels, got dtype {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise InvalidInputError(f"{where}: negative labels (0 is background, 1..n the objects)")
+    return labels.astype(np.int32, copy=False)
+
+
+class InstanceMaker(MaskMaker):
+    """Segmentation into objects: ``image -> int32 label image`` (0 background, ``1..n`` one
+    label per object, e.g. one per cell of a smear). A mask maker too: its ``predict_mask`` is
+    ``1`` on every object, so it also serves where a foreground mask is wanted.
+
+    Subclasses implement ``_predict_instances``. Labels need not be consecutive; each non-zero
+    value is one object (``medfuse.objectscoring`` measures and crops each).
+    """
+
+    instances: ClassVar[bool] = True
+
+    def predict_instances(self, image: np.ndarray) -> np.ndarray:
+        """Validate the image and return its instance labels, int32 ``(H, W)``."""
+        image = check_image(image)
+        return check_instances(self._predict_instances(image), image, f"{self.name} output")
+
+    def _predict_instances(self, image: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _predict_mask(self, image: np.ndarray) -> np.ndarray:
+        return (self._predict_instances(image) > 0).astype(np.uint8)
+
+
 class Extractor(Plugin):
     """Image -> one named feature block, in two steps.
 

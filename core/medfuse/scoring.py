@@ -422,8 +422,8 @@ def _prepare_parts(parts: Path, plan: dict[str, Any], table: pd.DataFrame, resum
         except json.JSONDecodeError:
             old = {}
         for key, what in (("manifest_sha256", "bundle"), ("chunk_size", "chunk size"),
-                          ("inputs_sha1", "list of inputs")):
-            if old.get(key) != plan[key]:
+                          ("inputs_sha1", "list of inputs"), ("objects", "object finder or crop margin")):
+            if old.get(key) != plan.get(key):
                 raise ScoringError(f"{parts}: cannot resume: the {what} differs from the interrupted run's; "
                                    "rerun without --resume to start over")
         return pd.read_parquet(parts / INPUTS) if (parts / INPUTS).is_file() else table
@@ -571,17 +571,19 @@ def _dask_chunks(task: ChunkTask, todo: list[int], chunk_rows: Callable[[int], p
                 fut.cancel()
 
 
-def _windowed(submit: Callable[..., Any], task: ChunkTask, todo: list[int],
+def _windowed(submit: Callable[..., Any], task: Any, todo: list[int],
               chunk_rows: Callable[[int], pd.DataFrame], parent_pid: int | None,
-              window: int = 2) -> Iterator[tuple[int, pd.DataFrame, float]]:
+              window: int = 2, fn: Callable[..., Any] | None = None) -> Iterator[tuple[int, pd.DataFrame, float]]:
     """Score the chunks through ``submit`` (the local pool's executor) with at most ``window`` of
-    them submitted at a time, yielding them in submission order."""
+    them submitted at a time, yielding them in submission order. ``fn(task, index, rows,
+    parent_pid)`` scores one chunk (default :func:`score_chunk`; object scoring passes its own)."""
+    fn = score_chunk if fn is None else fn
     from collections import deque
 
     pending: deque = deque()
     try:
         for i in todo:
-            pending.append(submit(score_chunk, task, i, chunk_rows(i), parent_pid))
+            pending.append(submit(fn, task, i, chunk_rows(i), parent_pid))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:
@@ -616,7 +618,8 @@ def _assemble_into(tmp: Path, parts: Path, n_chunks: int, out: Path, kind: str, 
             if writer is not None:
                 writer.write_table(t.replace_schema_metadata(out_schema.metadata))
             else:
-                t.to_pandas().to_csv(tmp, mode="w" if i == 0 else "a", header=i == 0, index=False)
+                t.to_pandas(integer_object_nulls=True).to_csv(tmp, mode="w" if i == 0 else "a", header=i == 0,
+                                                             index=False)  # nullable ints stay ints
             df = t.select(["path", "warning", "error"]).to_pandas()
             failed = df["error"].fillna("").astype(bool)
             warned = df["warning"].fillna("").astype(bool) & ~failed

@@ -433,7 +433,9 @@ class WholeImage(MaskMaker):
 
 @hookimpl
 def medfuse_plugins():
-    return [OtsuCell, RbcWatershed, WholeImage]
+    from .instances import INSTANCE_PLUGINS  # cell finders (instance label images), registered with these
+
+    return [OtsuCell, RbcWatershed, WholeImage, *INSTANCE_PLUGINS]
 
 
 def resolve_mask(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:

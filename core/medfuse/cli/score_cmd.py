@@ -97,9 +97,22 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
                    "Default: $MEDFUSE_MAX_PIXELS, else PIL's limit (89,478,485); 0 = no limit.")
 @click.option("--trust-pickle", is_flag=True,
               help="Also load a format-1 bundle (pickles run code when loaded): only one you made yourself.")
+@click.option("--objects", "finder", default=None, metavar="FINDER",
+              help="Whole-image scoring: find the objects (cells) of each image with this instance segmenter "
+                   "(smear_cells, rbc_instances, wbc_instances, platelet_instances; NAME:PARAM=VALUE,... sets "
+                   "parameters), classify each, and write one row per object to --out plus a per-image summary. "
+                   "--chunk-size then counts images (default 8). See docs/scoring.md.")
+@click.option("--margin", type=float, default=None,
+              help="With --objects: crop = the object's box grown by this fraction of its larger side on every "
+                   "side (default 0.2).")
+@click.option("--summary", "summary", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --objects: the per-image summary file (default OUT with .summary before the suffix).")
+@click.option("--write-masks", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --objects: write each image's instance label image (16-bit PNG) under this folder.")
 @verbosity
 def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batch_size: int, resume: bool,
           backend: str | None, scheduler: str | None, keep_parts: bool, max_pixels: int | None, trust_pickle: bool,
+          finder: str | None, margin: float | None, summary: Path | None, write_masks: Path | None,
           quiet: bool, verbose: bool) -> None:
     """Score INPUT with BUNDLE into --out: one row per input with path, prediction, proba.<class>,
     warning, error.
@@ -128,6 +141,12 @@ def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batc
     from ..errors import MedfuseError
     from ..scoring import score as run_score
 
+    if finder is not None:
+        _score_objects(bundle, inputs, out, finder, margin, summary, write_masks, jobs, chunk_size, batch_size,
+                       resume, backend, scheduler, keep_parts, max_pixels, trust_pickle, quiet)
+        return
+    if margin is not None or summary is not None or write_masks is not None:
+        raise click.UsageError("--margin, --summary and --write-masks need --objects FINDER")
     try:
         summary = run_score(bundle, inputs, out, jobs=jobs, chunk_size=chunk_size, batch_size=batch_size,
                             resume=resume, backend=backend, scheduler=scheduler, progress=not quiet,
@@ -138,4 +157,29 @@ def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batc
     click.echo(summary.describe(), err=summary.n_failed > 0 and summary.n_scored == 0)
     if summary.n_scored == 0:
         click.echo("error: no input could be scored", err=True)
+        sys.exit(EXIT_FAILURE)
+
+
+def _score_objects(bundle: Path, inputs: str, out: Path, finder: str, margin: float | None, summary: Path | None,
+                   write_masks: Path | None, jobs: int, chunk_size: int, batch_size: int, resume: bool,
+                   backend: str | None, scheduler: str | None, keep_parts: bool, max_pixels: int | None,
+                   trust_pickle: bool, quiet: bool) -> None:
+    """`medfuse score --objects`: see :mod:`medfuse.objectscoring`."""
+    from ..errors import MedfuseError
+    from ..objectscoring import CHUNK_SIZE, MARGIN, score_objects
+
+    if backend == "dask" or scheduler:
+        raise click.UsageError("--objects runs on local worker processes only; drop --backend dask / --scheduler")
+    chunks = CHUNK_SIZE if chunk_size == 256 else chunk_size  # 256: the option's default, meant for files
+    try:
+        result = score_objects(bundle, inputs, out, finder, margin=MARGIN if margin is None else margin,
+                               summary=summary, write_masks=write_masks, jobs=jobs, chunk_size=chunks,
+                               batch_size=batch_size, resume=resume, progress=not quiet, keep_parts=keep_parts,
+                               max_pixels=max_pixels, trust_pickle=trust_pickle,
+                               note=lambda line: click.echo(line, err=True))
+    except MedfuseError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(result.describe(), err=result.n_scored == 0)
+    if result.n_scored == 0:
+        click.echo("error: no object could be classified", err=True)
         sys.exit(EXIT_FAILURE)
