@@ -443,12 +443,24 @@ def save_part(out: Path, name: str, section: list[str], seconds: float, args: ar
     (folder / "section.json").write_text(json.dumps({**meta, "lines": section}, indent=1), encoding="utf-8")
 
 
+HAND_WRITTEN = "<!-- Hand-written sections below this line: bench/run_studies.py keeps them as they are. -->"
+
+
+def hand_written_tail(target: Path) -> list[str]:
+    """The current RESULTS.md from the :data:`HAND_WRITTEN` marker on (measurements made by other
+    scripts, each section saying its command), kept verbatim at the end of every rewrite."""
+    if not target.exists():
+        return []
+    _, marker, tail = target.read_text(encoding="utf-8").partition(HAND_WRITTEN)
+    return ["", HAND_WRITTEN, "", *tail.strip("\n").split("\n")] if marker else []
+
+
 def kept_parts(target: Path) -> dict[str, dict[str, Any]]:
     """The sections of the current RESULTS.md by part name (``### name``), with minutes and dates from its
     header, so that a run of some parts keeps the others even where their section.json is not at hand."""
     if not target.exists():
         return {}
-    text = target.read_text(encoding="utf-8")
+    text = target.read_text(encoding="utf-8").partition(HAND_WRITTEN)[0]
     minutes_text = text.partition("Minutes per part: ")[2].partition("\n")[0]
     minutes = {name: float(m) for name, m in re.findall(r"([\w-]+) (\d+(?:\.\d+)?)", minutes_text)}
     dates = ", ".join(re.findall(r"\d{4}-\d{2}-\d{2}", text.partition("runs of ")[2].partition(";")[0]))
@@ -513,7 +525,7 @@ def write_results(out: Path, target: Path) -> None:
         "# Results", "",
         f"*Written by `bench/run_studies.py` (runs of {', '.join(dates)}; medfuse {medfuse.__version__}, "
         f"Python {platform.python_version()}, {os.cpu_count()} CPU cores, no GPU); {total:.0f} minutes in all. "
-        "Do not edit by hand.*", "",
+        "Do not edit by hand, except below the hand-written marker at the end.*", "",
         "Every CV figure is cross-validated on the development data in `shared/datasets` (the held-out "
         "acceptance part is not here): every fitted part (selectors, scalers, PCA, CNNs, U-Nets, "
         "classifiers) is fitted inside the training fold, exact duplicates are removed before "
@@ -550,7 +562,7 @@ def write_results(out: Path, target: Path) -> None:
     body = [line for p in parts for line in p["lines"]]
     while body and not body[-1]:
         body.pop()
-    target.write_text("\n".join(header + body) + "\n", encoding="utf-8")
+    target.write_text("\n".join(header + body + hand_written_tail(target)) + "\n", encoding="utf-8")
     print(f"wrote {target}")
     readme = REPO / "README.md"
     if readme.exists() and target.resolve() == (REPO / "RESULTS.md").resolve():

@@ -239,6 +239,21 @@ def test_a_partial_run_keeps_the_other_sections_of_results_md(tmp_path):
     assert "| pbc-cells | fused | – | 0.983 [0.975, 0.991] † | – |" in readme
 
 
+def test_hand_written_sections_below_the_marker_survive_a_rewrite(tmp_path):
+    bench = load_bench()
+    target = tmp_path / "RESULTS.md"
+    target.write_text("# Results\n\nMinutes per part: pbc-cells 1.0.\n\n### pbc-cells\n\nReported by the original study: 0.95."
+                      "\n\n| pipeline | x |\n\nShortcut baselines: none.\n\n"
+                      f"{bench.HAND_WRITTEN}\n\n## Finding cells\n\n| data | precision |\n| bccd | 0.92 |\n")
+    bench.write_results(tmp_path, target)
+    text = target.read_text()
+    assert "## Finding cells\n\n| data | precision |\n| bccd | 0.92 |" in text
+    assert text.index("### pbc-cells") < text.index(bench.HAND_WRITTEN) < text.index("## Finding cells")
+    assert "## Finding cells" not in "".join(bench.kept_parts(target)["pbc-cells"]["lines"])
+    bench.write_results(tmp_path, target)
+    assert target.read_text() == text
+
+
 def test_help_says_how_to_reproduce():
     bench = load_bench()
     for usage in ("python bench/run_studies.py --only cxr-pneumonia", "--render", "--full", "external test set"):
