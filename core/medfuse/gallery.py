@@ -66,7 +66,8 @@ def gallery_images(results: dict[str, Any], slug: Callable[[str], str], side: in
     out: dict[str, bytes] = {}
     if side <= 0 or limit <= 0:
         return out
-    seen: dict[str, bytes | None] = {}
+    seen: dict[str, bytes | None] = {}  # each file read once, each overlay blended once
+    blended: dict[tuple[str, str], bytes | None] = {}
     for name, p in results["pipelines"].items():
         if p.get("status") != "ok":
             continue
@@ -78,8 +79,12 @@ def gallery_images(results: dict[str, Any], slug: Callable[[str], str], side: in
             if seen[path]:
                 out[f"gallery/{s}-wrong-{i}.jpg"] = seen[path]
         for i, g in enumerate((p.get("saliency") or {}).get("samples") or []):
-            try:
-                out[f"gallery/{s}-saliency-{i}.jpg"] = overlay(g["image"], g["map"], side)
-            except Exception:  # noqa: BLE001
-                continue
+            key = (g["image"], g["map"])
+            if key not in blended:
+                try:
+                    blended[key] = overlay(g["image"], g["map"], side)
+                except Exception:  # noqa: BLE001 - a bad map loses its picture, not the report
+                    blended[key] = None
+            if blended[key]:
+                out[f"gallery/{s}-saliency-{i}.jpg"] = blended[key]
     return out

@@ -114,7 +114,7 @@ def _png(fig) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
+    fig.savefig(buf, format="png")  # the constrained layout already fits everything: one draw, not two
     img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
     out = io.BytesIO()
     img.save(out, format="PNG", optimize=True)
@@ -797,7 +797,7 @@ def _pipeline_context(name: str, p: dict[str, Any], figures: dict[str, bytes], h
                               else f"figures/{f}"})
         if items:
             out["saliency"] = {"title": f"{sal.get('method', 'Saliency')} on correct and wrong images",
-                               "intro": saliency_intro(p), "items": items,
+                               "intro": saliency_intro(p), "cards": items,
                                "table": (["overlay", "id", "true", "predicted", "p", "correct"], [
                                    [f"![{g['id']}]({g['src']})", g["id"], g["label"], g["pred"], g["p_pred"],
                                     "yes" if g["correct"] else "no"] for g in items])}
