@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from medfuse.contracts import SampleTable
-from medfuse.diagnostics import encode_png
 from medfuse.evaluation import run_study
 from medfuse.pipeline import PipelineRunner
 from medfuse.report import render_html, render_markdown, to_jsonable, write_report
@@ -69,7 +68,7 @@ def test_learning_curves_and_gallery_are_collected_and_rendered(net_result, tmp_
     assert [c["fold"] for c in curves] == [1, 2, 3] and len(curves[0]["val_accuracy"]) == EPOCHS
     assert res["noise"]["learning_curves"] is None  # no network trained there
     mis = res["good"]["misclassified"]
-    assert mis["n_wrong"] == len([1 for _ in range(mis["n_wrong"])]) > 0 and mis["samples"][0]["path"].endswith(".png")
+    assert mis["n_wrong"] > 0 and mis["samples"][0]["path"].endswith(".png")
     probs = [g["p_pred"] for g in mis["samples"]]
     assert probs == sorted(probs, reverse=True)  # most confident wrong first
     sal = res["good"]["saliency"]
@@ -88,7 +87,7 @@ def test_learning_curves_and_gallery_are_collected_and_rendered(net_result, tmp_
     first = mis["samples"][0]
     assert f'alt="{first["id"]}"' in page and f"pred {first['pred']} ({first['p_pred']:.3f})" in page
     assert len(re.findall(r'src="data:image/jpeg;base64,', page)) >= min(24, mis["n_wrong"])
-    assert f"figures/gallery/good-wrong-0.jpg" in md and (tmp_path / "rep/figures/gallery/good-wrong-0.jpg").is_file()
+    assert "figures/gallery/good-wrong-0.jpg" in md and (tmp_path / "rep/figures/gallery/good-wrong-0.jpg").is_file()
 
 
 def test_sections_are_left_out_without_their_data(net_result):
