@@ -62,7 +62,7 @@ def net_result(tmp_path_factory):
     return run_study(fake_study(), data, ["good", "noise"], runner_factory=NetRunner, n_boot=50)
 
 
-def test_learning_curves_and_gallery_are_collected_and_rendered(net_result, tmp_path):
+def test_learning_curves_and_gallery_are_shown_when_collected_and_left_out_otherwise(net_result, tmp_path):
     res = net_result.results["pipelines"]
     curves = res["good"]["learning_curves"]["classifier"]
     assert [c["fold"] for c in curves] == [1, 2, 3] and len(curves[0]["val_accuracy"]) == EPOCHS
@@ -89,8 +89,7 @@ def test_learning_curves_and_gallery_are_collected_and_rendered(net_result, tmp_
     assert len(re.findall(r'src="data:image/jpeg;base64,', page)) >= min(24, mis["n_wrong"])
     assert "figures/gallery/good-wrong-0.jpg" in md and (tmp_path / "rep/figures/gallery/good-wrong-0.jpg").is_file()
 
-
-def test_sections_are_left_out_without_their_data(net_result):
+    # the same results without the diagnostics: their sections are left out, not shown empty
     results = to_jsonable(copy.deepcopy(net_result.results))
     for p in results["pipelines"].values():
         for key in ("learning_curves", "misclassified", "saliency", "raw_importance"):
