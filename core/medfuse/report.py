@@ -4,7 +4,7 @@ Everything is rendered from the JSON-ready ``results`` dict of :func:`medfuse.ev
 so a report can be rebuilt from ``results.json`` alone (``write_report(json.load(...), out)``).
 
 * ``results.json``: every number (NaN written as ``null``).
-* ``report.html``: self-contained (inline CSS, figures as base64 PNG): leaderboard with 95%
+* ``report.html``: self-contained (inline CSS, figures as base64 PNG/JPEG): leaderboard with 95%
   intervals, confusion matrices, ROC curves, PCA explained variance per block, top features,
   data report, settings and versions.
 * ``report.md``: the same tables, figures linked from ``figures/``.
@@ -16,6 +16,17 @@ so a report can be rebuilt from ``results.json`` alone (``write_report(json.load
   interval, McNemar exact with Holm; the leaderboard's "vs best" column), calibration (Brier,
   top-label ECE, one reliability diagram; :mod:`medfuse.calibration`) and per-class precision,
   recall and F1 with intervals.
+
+* Diagnostics (:mod:`medfuse.diagnostics`, collected at fit time): learning curves of every network
+  trained (per fold, training vs validation), a gallery of the most confident misclassified images
+  (:mod:`medfuse.gallery` makes the thumbnails from the sample files), Grad-CAM overlays for CNN
+  pipelines, and permutation importance on the raw block features pooled over every fold.
+
+report.html and report.md are rendered from the Jinja2 templates in ``medfuse/templates`` (shipped as
+package data) from one context (:func:`report_context`): tables are built here, layout lives there.
+report.html is self-contained (images as ``data:`` URIs, no network), readable at phone width
+(viewport meta, tables scroll sideways, the gallery wraps) and kept under :data:`MAX_HTML_BYTES` by
+shrinking the gallery (:func:`fit_html`). Figures are palette-quantised PNGs.
 
 Figures use matplotlib's object API with the Agg canvas (no display, no global pyplot state).
 """
