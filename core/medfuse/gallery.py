@@ -44,7 +44,7 @@ def thumbnail(path: str, side: int) -> bytes | None:
         return None
 
 
-def overlay(image_b64: str, map_b64: str, side: int, alpha: float = 0.45) -> bytes:
+def overlay(image_b64: str, map_b64: str, side: int, alpha: float = 0.6) -> bytes:
     """The network's input image with its saliency map blended on top (jet colour map) as a JPEG."""
     from matplotlib import colormaps
 
@@ -54,7 +54,7 @@ def overlay(image_b64: str, map_b64: str, side: int, alpha: float = 0.45) -> byt
     heat = Image.fromarray(decode_png(map_b64)).resize((image.shape[1], image.shape[0]), Image.Resampling.BILINEAR)
     h = np.asarray(heat, dtype=np.float32) / 255.0
     colour = colormaps["jet"](h)[..., :3] * 255.0
-    weight = alpha * h[..., None] ** 0.5  # faint where the map is low: the image stays readable
+    weight = alpha * h[..., None]  # none where the map is low: the image stays readable there
     out = (1 - weight) * image[..., :3] + weight * colour
     return jpeg(np.clip(out, 0, 255).astype(np.uint8), side)
 
