@@ -879,19 +879,22 @@ def fit_html(results: dict[str, Any], figures: dict[str, bytes],
     """Render report.html with the largest gallery (:data:`GALLERY_STEPS`) that keeps it under
     ``max_bytes``; returns the page, the gallery images used and the per-pipeline limit. When even
     no gallery is too large, a report warning says so."""
+    def warn(text: str) -> None:  # once, also when the report is rebuilt from its results.json
+        notes = results.setdefault("report_warnings", [])
+        if text not in notes:
+            notes.append(text)
+
     page, gallery, limit = "", {}, 0
     for side, limit in GALLERY_STEPS:
         gallery = gallery_images(results, _slug, side, limit)
         page = render_html(results, {**figures, **gallery}, gallery_limit=limit)
         if len(page.encode()) <= max_bytes:
             if limit < GALLERY_STEPS[0][1]:
-                results.setdefault("report_warnings", []).append(
-                    f"gallery reduced to {limit} thumbnails of {side} px per pipeline to keep report.html under "
-                    f"{max_bytes / 1e6:g} MB")
+                warn(f"gallery reduced to {limit} thumbnails of {side} px per pipeline to keep report.html under "
+                     f"{max_bytes / 1e6:g} MB")
                 page = render_html(results, {**figures, **gallery}, gallery_limit=limit)
             return page, gallery, limit
-    results.setdefault("report_warnings", []).append(
-        f"report.html is {len(page.encode()) / 1e6:.1f} MB without any gallery (cap {max_bytes / 1e6:g} MB)")
+    warn(f"report.html is {len(page.encode()) / 1e6:.1f} MB without any gallery (cap {max_bytes / 1e6:g} MB)")
     return render_html(results, figures, gallery_limit=0), {}, 0
 
 
