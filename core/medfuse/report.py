@@ -888,7 +888,7 @@ def fit_html(results: dict[str, Any], figures: dict[str, bytes],
     for side, limit in GALLERY_STEPS:
         gallery = gallery_images(results, _slug, side, limit)
         page = render_html(results, {**figures, **gallery}, gallery_limit=limit)
-        if len(page.encode()) <= max_bytes:
+        if len(page.encode()) <= max_bytes - 1000:  # room for the note below
             if limit < GALLERY_STEPS[0][1]:
                 warn(f"gallery reduced to {limit} thumbnails of {side} px per pipeline to keep report.html under "
                      f"{max_bytes / 1e6:g} MB")
