@@ -139,10 +139,11 @@ def saliency_samples(fitted: Any, prepared: Any, test: np.ndarray, y: np.ndarray
 
 # ---- raw-feature importance ---------------------------------------------------------------------
 
-def fold_raw_importance(fitted: Any, prepared: Any, test: np.ndarray, seed: int) -> pd.DataFrame | None:
+def fold_raw_importance(fitted: Any, prepared: Any, test: np.ndarray, seed: int,
+                        n_repeats: int = 1) -> pd.DataFrame | None:
     """One fold's permutation importance on raw features (``FittedPipeline.raw_importance``), or None."""
     fn = getattr(fitted, "raw_importance", None)
-    return None if fn is None else fn(prepared, test, seed=seed)
+    return None if fn is None else fn(prepared, test, n_repeats=n_repeats, seed=seed)
 
 
 def pool_importance(frames: list[pd.DataFrame], limit: int = 30) -> dict[str, Any] | None:

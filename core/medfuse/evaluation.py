@@ -768,9 +768,10 @@ def _failed_rows(prepared: Any, limit: int = 50,
 
 def _diagnose_fold(fitted: Any, prepared: Any, test: np.ndarray, y: np.ndarray, proba: np.ndarray,
                    classes: np.ndarray, k: int, seed: int, curves: list, raw_frames: list, errors: list[str],
-                   want_saliency: bool) -> dict[str, Any] | None:
+                   want_saliency: bool, repeats: int = 1) -> dict[str, Any] | None:
     """One fold's diagnostics (:mod:`medfuse.diagnostics`): its networks' histories and raw-feature
-    importance appended to ``curves`` / ``raw_frames``; saliency samples returned when wanted. A
+    importance (``repeats`` shuffles per feature) appended to ``curves`` / ``raw_frames``; saliency
+    samples returned when wanted. A
     failing diagnostic is recorded in ``errors`` and never sinks the evaluation."""
     from .diagnostics import fold_histories, fold_raw_importance, saliency_samples
 
@@ -778,7 +779,7 @@ def _diagnose_fold(fitted: Any, prepared: Any, test: np.ndarray, y: np.ndarray, 
     if hist:
         curves.append((k + 1, hist))
     try:
-        raw_frames.append(fold_raw_importance(fitted, prepared, test, seed + k))
+        raw_frames.append(fold_raw_importance(fitted, prepared, test, seed + k, n_repeats=repeats))
     except Exception as exc:  # noqa: BLE001 - optional diagnostic; say why it is missing
         errors.append(f"raw importance, fold {k + 1}: {type(exc).__name__}: {exc}")
     if not want_saliency:
@@ -869,7 +870,8 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
         if diagnostics:
             t = time.perf_counter()
             found = _diagnose_fold(fitted, prepared, test, y, proba, classes, k, seed, curves, raw_frames,
-                                   diag_errors, want_saliency=saliency is None)
+                                   diag_errors, want_saliency=saliency is None,
+                                   repeats=max(1, 3 // max(1, len(folds))))  # >= 3 shuffles in all
             saliency = saliency or found
             timing["diagnostics_seconds"] = timing.get("diagnostics_seconds", 0.0) + time.perf_counter() - t
         progress("fold", pipeline=name, fold=k + 1, folds=len(folds), metrics={m_: per_fold[-1][m_] for m_ in METRICS})

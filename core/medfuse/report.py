@@ -307,6 +307,11 @@ def figure_raw_importance(name: str, p: dict[str, Any], n: int = 15) -> bytes | 
     ax.barh([f["feature"] for f in feats], [f["importance"] for f in feats],
             xerr=[f.get("sd") or 0 for f in feats], capsize=2,
             color=[palette[blocks.index(f["block"]) % len(palette)] for f in feats])
+    if len(blocks) > 1:
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(color=palette[i % len(palette)], label=b) for i, b in enumerate(blocks)],
+                  fontsize=7, loc="lower right")
     ax.set_xlabel("drop in accuracy when shuffled (mean over folds)")
     ax.tick_params(axis="y", labelsize=7)
     ax.set_title(f"{name}: raw features", fontsize=10)
