@@ -63,6 +63,8 @@ def test_wheel_carries_registry_plugins_typing_and_entry_points(wheel):
         entry_points.read_string(zf.read(ep_name).decode())
     assert registry == (REPO / "registry.toml").read_bytes()  # the top-level file, copied at build time
     assert "medfuse/py.typed" in names
+    templates = sorted((REPO / "core/medfuse/templates").glob("*.j2"))  # the report's Jinja2 templates
+    assert templates and all(f"medfuse/templates/{t.name}" in names for t in templates)
     for package in ("core/medfuse", "plugins/medfuse_plugins"):
         for module in (REPO / package).rglob("*.py"):
             rel = module.relative_to(REPO / package.split("/")[0]).as_posix()

@@ -765,11 +765,40 @@ def _failed_rows(prepared: Any, limit: int = 50,
     return int(len(failed)), rows
 
 
+def _diagnose_fold(fitted: Any, prepared: Any, test: np.ndarray, y: np.ndarray, proba: np.ndarray,
+                   classes: np.ndarray, k: int, seed: int, curves: list, raw_frames: list, errors: list[str],
+                   want_saliency: bool, repeats: int = 1) -> dict[str, Any] | None:
+    """One fold's diagnostics (:mod:`medfuse.diagnostics`): its networks' histories and raw-feature
+    importance (``repeats`` shuffles per feature) appended to ``curves`` / ``raw_frames``; saliency
+    samples returned when wanted. A
+    failing diagnostic is recorded in ``errors`` and never sinks the evaluation."""
+    from .diagnostics import fold_histories, fold_raw_importance, saliency_samples
+
+    hist = fold_histories(fitted)
+    if hist:
+        curves.append((k + 1, hist))
+    try:
+        raw_frames.append(fold_raw_importance(fitted, prepared, test, seed + k, n_repeats=repeats))
+    except Exception as exc:  # noqa: BLE001 - optional diagnostic; say why it is missing
+        errors.append(f"raw importance, fold {k + 1}: {type(exc).__name__}: {exc}")
+    if not want_saliency:
+        return None
+    try:
+        return saliency_samples(fitted, prepared, test, y, proba, classes, k + 1)
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"saliency, fold {k + 1}: {type(exc).__name__}: {exc}")
+        return None
+
+
 def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: np.ndarray, *, seed: int = 0,
                       n_boot: int = 1000, top_features_folds: int = 1,
                       progress: Progress = _noop, name: str = "", test_ids: set[str] | None = None,
-                      sink: dict[str, pd.DataFrame] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+                      sink: dict[str, pd.DataFrame] | None = None,
+                      diagnostics: bool = True) -> tuple[dict[str, Any], pd.DataFrame]:
     """Materialize once, fit/predict on every shared fold, and measure.
+
+    With ``diagnostics``, also learning curves, raw-feature importance, misclassified samples and
+    saliency (:mod:`medfuse.diagnostics`).
 
     Returns the JSON-ready result of the pipeline and its out-of-fold predictions
     (``id``, ``label``, ``fold``, ``pred``, ``proba.<class>``). Rows of fold ``-1`` are scored by a
@@ -805,6 +834,10 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
     fit_s, fit_inner, pred_s, reports, tops = [], [], [], [], []
     spec = None
     top_error = None
+    curves: list[tuple[int, dict[str, Any]]] = []
+    raw_frames: list[Any] = []
+    saliency = None
+    diag_errors: list[str] = []
     for k, (train, test) in enumerate(folds):
         if len(test) == 0:
             continue
@@ -833,6 +866,13 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
             timing["top_features_seconds"] = timing.get("top_features_seconds", 0.0) + time.perf_counter() - t
             if tf:
                 tops.append(tf)
+        if diagnostics:
+            t = time.perf_counter()
+            found = _diagnose_fold(fitted, prepared, test, y, proba, classes, k, seed, curves, raw_frames,
+                                   diag_errors, want_saliency=saliency is None,
+                                   repeats=max(1, 3 // max(1, len(folds))))  # >= 3 shuffles in all
+            saliency = saliency or found
+            timing["diagnostics_seconds"] = timing.get("diagnostics_seconds", 0.0) + time.perf_counter() - t
         progress("fold", pipeline=name, fold=k + 1, folds=len(folds), metrics={m_: per_fold[-1][m_] for m_ in METRICS})
         del fitted
 
@@ -850,6 +890,15 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
                "fit_seconds_mean": float(np.mean(fit_s)) if fit_s else None,
                "predict_seconds_total": float(np.sum(pred_s)),
                "predict_images_per_second": float(n_test / np.sum(pred_s)) if pred_s and np.sum(pred_s) > 0 else None}
+    if diagnostics:
+        from .diagnostics import learning_curves, misclassified, pool_importance
+
+        diag = {"learning_curves": learning_curves(curves) or None,
+                "misclassified": misclassified(prepared.samples, y, oof, fold_col, classes),
+                "saliency": saliency, "raw_importance": pool_importance(raw_frames),
+                "diagnostics_errors": diag_errors or None}
+    else:
+        diag = {}
     result: dict[str, Any] = {
         "status": "ok",
         "n_samples": int(len(ids)), "n_evaluated": n_test, "n_failed": n_failed, "failed": failed,
@@ -869,6 +918,7 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
         "top_features_error": top_error,
         "spec": spec,
         "timing": timing,
+        **diag,
     }
     key = "test" if test_ids else "holdout"
     if hold is not None and len(hold[1]):

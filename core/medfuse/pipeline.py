@@ -876,6 +876,93 @@ class FittedPipeline:
         return pd.DataFrame({"feature": [self.feature_names_[i] for i in order],
                              "importance": scores[order], "method": method})
 
+    def raw_importance(self, prepared: Prepared, idx: np.ndarray, n_repeats: int = 1, max_rows: int = 500,
+                       seed: int | None = None, chunk: int = 32) -> pd.DataFrame | None:
+        """Permutation importance on the **raw** block features (before impute / scale / PCA).
+
+        Each raw column of each block is shuffled over rows ``idx`` (a seeded sample of ``max_rows``
+        of them when there are more), the block is prepared again by its fitted preparer and the
+        classifier re-scored; importance = mean drop in accuracy over ``n_repeats`` shuffles.
+        Columns ``chunk`` at a time are scored in one stacked call. Returns ``feature, block,
+        importance`` for every raw feature, or None for image classifiers and ensembles.
+        """
+        if self.members_ or self.image_classifier or not self.blocks_:
+            return None
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        idx = np.asarray(idx, dtype=np.int64)
+        if len(idx) > max_rows:
+            idx = np.sort(rng.choice(idx, size=max_rows, replace=False))
+        if len(idx) < 2:
+            return None
+        table = None if prepared.table is None else prepared.table.iloc[idx]
+        Xs = [np.asarray(X, dtype=np.float64) for X in self._block_matrices(self._block_inputs(prepared, idx), table)]
+        Zs = [fb.preparer.transform(X) for fb, X in zip(self.blocks_, Xs)]
+        y = np.asarray(prepared.y[idx]).astype(str)
+        classes = np.asarray(self.classes_).astype(str)
+        n = len(y)
+
+        def accuracy(zs: list[np.ndarray], reps: int) -> np.ndarray:
+            pred = classes[np.argmax(self._proba_from_features(zs), axis=1)]
+            return (pred == np.tile(y, reps)).reshape(reps, n).mean(axis=1)
+
+        base = float(accuracy(Zs, 1)[0])
+        rows: list[dict[str, Any]] = []
+        for b, (fb, X) in enumerate(zip(self.blocks_, Xs)):
+            names = list(fb.preparer.feature_names_in_)
+            drops = np.zeros(X.shape[1])
+            for _ in range(n_repeats):
+                for start in range(0, X.shape[1], chunk):
+                    cols = range(start, min(start + chunk, X.shape[1]))
+                    stacked = np.tile(X, (len(cols), 1))
+                    for r, j in enumerate(cols):
+                        stacked[r * n:(r + 1) * n, j] = X[rng.permutation(n), j]
+                    zs = [np.tile(z, (len(cols), 1)) if k != b else fb.preparer.transform(stacked)
+                          for k, z in enumerate(Zs)]
+                    drops[start:start + len(cols)] += base - accuracy(zs, len(cols))
+            rows += [{"feature": str(f), "block": fb.name, "importance": float(d / n_repeats)}
+                     for f, d in zip(names, drops)]
+        return pd.DataFrame(rows)
+
+    def training_histories(self) -> dict[str, dict[str, Any]]:
+        """Per-epoch training histories (``history_`` with a ``loss`` list) of every network this
+        fit trained, by component slot (``block-cnn``, ``classifier``, ``mask``; members prefixed)."""
+        out = {}
+        for slot, plugin in self._components():
+            hist = plugin.__dict__.get("history_") if hasattr(plugin, "__dict__") else None
+            if isinstance(hist, dict) and hist.get("loss"):
+                out[slot] = {"plugin": plugin.name, **hist}
+        return out
+
+    def saliency(self, prepared: Prepared, idx: np.ndarray, targets: Sequence[str]) -> dict[str, Any] | None:
+        """Saliency maps of this pipeline's network for rows ``idx``, towards class ``targets[i]``.
+
+        The network is the image classifier itself, else the first extractor block whose plugin
+        offers ``saliency(P, target_codes)`` (explained through that network's own softmax head).
+        Returns ``{"maps": (n, s, s) in [0, 1], "images": (n, s, s, 3) uint8, "plugin", "slot",
+        "method"}``, or None when no component offers saliency (classical pipelines, ensembles).
+        """
+        if self.members_:
+            return None
+        idx = np.asarray(idx, dtype=np.int64)
+        found: tuple[str, Plugin, np.ndarray] | None = None
+        if self.image_classifier:
+            if callable(getattr(type(self.model_), "saliency", None)):
+                found = ("classifier", self.model_, prepared.images[idx])
+        else:
+            for fb in self.blocks_:
+                if fb.kind == "extractor" and callable(getattr(type(fb.plugin), "saliency", None)):
+                    P = self._block_inputs(prepared, idx, [(fb.name, fb.plugin)])[fb.name]
+                    found = (f"block-{fb.name}", fb.plugin, np.asarray(P))
+                    break
+        if found is None:
+            return None
+        slot, plugin, P = found
+        known = [str(c) for c in plugin.classes_]
+        codes = np.array([known.index(str(t)) if str(t) in known else 0 for t in targets])
+        maps = np.asarray(plugin.saliency(P, codes), dtype=np.float32)
+        return {"maps": maps, "images": P, "plugin": plugin.name, "slot": slot,
+                "method": str(getattr(type(plugin), "saliency_method", "saliency"))}
+
     def spec(self) -> dict[str, Any]:
         """Name, version and parameters of every component (for manifests)."""
         def plug(p: Plugin | None) -> dict[str, Any] | None:

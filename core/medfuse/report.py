@@ -4,7 +4,7 @@ Everything is rendered from the JSON-ready ``results`` dict of :func:`medfuse.ev
 so a report can be rebuilt from ``results.json`` alone (``write_report(json.load(...), out)``).
 
 * ``results.json``: every number (NaN written as ``null``).
-* ``report.html``: self-contained (inline CSS, figures as base64 PNG): leaderboard with 95%
+* ``report.html``: self-contained (inline CSS, figures as base64 PNG/JPEG): leaderboard with 95%
   intervals, confusion matrices, ROC curves, PCA explained variance per block, top features,
   data report, settings and versions.
 * ``report.md``: the same tables, figures linked from ``figures/``.
@@ -17,13 +17,23 @@ so a report can be rebuilt from ``results.json`` alone (``write_report(json.load
   top-label ECE, one reliability diagram; :mod:`medfuse.calibration`) and per-class precision,
   recall and F1 with intervals.
 
+* Diagnostics (:mod:`medfuse.diagnostics`, collected at fit time): learning curves of every network
+  trained (per fold, training vs validation), a gallery of the most confident misclassified images
+  (:mod:`medfuse.gallery` makes the thumbnails from the sample files), Grad-CAM overlays for CNN
+  pipelines, and permutation importance on the raw block features pooled over every fold.
+
+report.html and report.md are rendered from the Jinja2 templates in ``medfuse/templates`` (shipped as
+package data) from one context (:func:`report_context`): tables are built here, layout lives there.
+report.html is self-contained (images as ``data:`` URIs, no network), readable at phone width
+(viewport meta, tables scroll sideways, the gallery wraps) and kept under :data:`MAX_HTML_BYTES` by
+shrinking the gallery (:func:`fit_html`). Figures are palette-quantised PNGs.
+
 Figures use matplotlib's object API with the Agg canvas (no display, no global pyplot state).
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
@@ -36,6 +46,7 @@ import numpy as np
 
 from .calibration import DEFINITION as CALIBRATION_DEFINITION
 from .evaluation import METRICS, StudyResult, cv_text
+from .gallery import gallery_images
 from .outputs import atomic_output, write_bytes, write_text
 
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.", "f1_macro": "Macro F1",
@@ -109,9 +120,17 @@ def _new_figure(width: float, height: float):
 
 
 def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return buf.getvalue()
+    """The figure as a PNG quantised to a 256-colour palette (plots lose nothing visible; the file
+    is 2-3x smaller, which keeps a report with many pipelines small)."""
+    from PIL import Image
+
+    canvas = fig.canvas
+    canvas.draw()  # one draw (the constrained layout fits everything), pixels taken as they are: one encode
+    width, height = canvas.get_width_height(physical=True)
+    img = Image.frombuffer("RGBA", (width, height), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).convert("RGB")
+    out = io.BytesIO()
+    img.quantize(256, method=Image.Quantize.FASTOCTREE).save(out, format="PNG", compress_level=9)
+    return out.getvalue()
 
 
 def figure_leaderboard(results: dict[str, Any]) -> bytes | None:
@@ -252,6 +271,54 @@ def figure_top_features(name: str, p: dict[str, Any], n: int = 15) -> bytes | No
     return _png(fig)
 
 
+def figure_learning(name: str, slot: str, runs: list[dict[str, Any]]) -> bytes | None:
+    """Loss and accuracy per epoch of one network over the folds: training solid, validation dashed."""
+    if not runs:
+        return None
+    fig = _new_figure(8.0, 3.0)
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    colours = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D"]
+    for r in runs:
+        c = colours[(r["fold"] - 1) % len(colours)]
+        for ax, key in zip(axes, ("loss", "accuracy")):
+            for k, ls in ((key, "-"), (f"val_{key}", "--")):
+                v = r.get(k) or []
+                if v:
+                    ax.plot(np.arange(1, len(v) + 1), v, ls=ls, color=c, lw=1.2,
+                            label=f"fold {r['fold']}{' val' if ls == '--' else ''}")
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=6, ncol=2, loc="lower right")
+    fig.suptitle(f"{name}: {slot} ({runs[0].get('plugin', '')}) training (solid) vs validation (dashed)", fontsize=9)
+    return _png(fig)
+
+
+def figure_raw_importance(name: str, p: dict[str, Any], n: int = 15) -> bytes | None:
+    """Bars of the most important raw features with their sd over folds, coloured by block."""
+    feats = ((p.get("raw_importance") or {}).get("features") or [])[:n][::-1]
+    if not feats:
+        return None
+    blocks = list(dict.fromkeys(f["block"] for f in feats))
+    palette = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2"]
+    fig = _new_figure(6.0, 0.28 * len(feats) + 1.0)
+    ax = fig.subplots()
+    ax.barh([f["feature"] for f in feats], [f["importance"] for f in feats],
+            xerr=[f.get("sd") or 0 for f in feats], capsize=2,
+            color=[palette[blocks.index(f["block"]) % len(palette)] for f in feats])
+    if len(blocks) > 1:
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(color=palette[i % len(palette)], label=b) for i, b in enumerate(blocks)],
+                  fontsize=7, loc="lower right")
+    ax.set_xlabel("drop in accuracy when shuffled (mean over folds)")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(f"{name}: raw features", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
 def _value_cols(top: list[dict[str, Any]] | None) -> list[str]:
     """Numeric columns of the top-features rows (``feature`` and ``method`` are labels)."""
     return [c for c in (top[0] if top else {}) if c not in ("feature", "method")]
@@ -291,6 +358,9 @@ def make_figures(results: dict[str, Any]) -> dict[str, bytes]:
         add(f"{s}-roc.png", lambda n=name, q=p: figure_roc(n, q))
         add(f"{s}-pca.png", lambda n=name, q=p: figure_pca(n, q))
         add(f"{s}-top-features.png", lambda n=name, q=p: figure_top_features(n, q))
+        add(f"{s}-raw-importance.png", lambda n=name, q=p: figure_raw_importance(n, q))
+        for slot, runs in (p.get("learning_curves") or {}).items():
+            add(f"{s}-learning-{_slug(slot)}.png", lambda n=name, sl=slot, r=runs: figure_learning(n, sl, r))
         if p.get("holdout"):
             add(f"{s}-holdout-confusion.png",
                 lambda n=name, q=p: figure_confusion(f"{n} (held-out)", {**q, **q["holdout"]}))
@@ -570,9 +640,82 @@ def test_lines(p: dict[str, Any]) -> list[str]:
     return out
 
 
-# ---- markdown ---------------------------------------------------------------------------------
+# ---- diagnostics tables (shared by markdown and html) -----------------------------------------
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def learning_rows(p: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """One row per network and fold: epochs run, final and best losses, final accuracies."""
+    header = ["network", "fold", "epochs", "train loss (last)", "val loss (best)", "train acc. (last)",
+              "val acc. (last)", "note"]
+    rows = []
+    for slot, runs in (p.get("learning_curves") or {}).items():
+        for r in runs:
+            val = r.get("val_loss") or []
+            rows.append([f"{slot} ({r.get('plugin', '')})", str(r["fold"]), str(r.get("epochs_run", len(r["loss"]))),
+                         _num(r["loss"][-1]), _num(min(val)) if val else "–",
+                         _num((r.get("accuracy") or [None])[-1]), _num((r.get("val_accuracy") or [None])[-1]),
+                         "reused" if r.get("reused") else ""])
+    return header, rows
+
+
+def gallery_intro(p: dict[str, Any], shown: int) -> str:
+    m = p.get("misclassified") or {}
+    return (f"{m.get('n_wrong', 0)} of {m.get('n', 0)} out-of-fold predictions are wrong; the {shown} most "
+            f"confident wrong ones are shown (thumbnail, true class, predicted class and its probability).")
+
+
+def gallery_rows(p: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    return [{**g, "p_pred": _num(g["p_pred"]), "p_true": _num(g["p_true"])}
+            for g in ((p.get("misclassified") or {}).get("samples") or [])[:limit]]
+
+
+def raw_importance_rows(p: dict[str, Any], n: int = 20) -> tuple[list[str], list[list[str]]]:
+    raw = p.get("raw_importance") or {}
+    header = ["raw feature", "block", "drop in accuracy (mean)", "sd over folds"]
+    return header, [[f["feature"], f["block"], _num(f["importance"], 4), _num(f.get("sd"), 4)]
+                    for f in (raw.get("features") or [])[:n]]
+
+
+def raw_importance_intro(p: dict[str, Any]) -> str:
+    raw = p.get("raw_importance") or {}
+    share = ", ".join(f"{b} {100 * v:.0f}%" for b, v in (raw.get("block_share") or {}).items())
+    return (f"Each of the {raw.get('n_features', 0)} raw block features (before impute, scale and PCA) shuffled in "
+            f"each test fold, the fold's fitted pipeline re-scored; mean drop in accuracy over folds"
+            + (f". Share of the positive importance by block: {share}." if share else "."))
+
+
+def saliency_intro(p: dict[str, Any]) -> str:
+    s = p.get("saliency") or {}
+    return (f"{s.get('method', 'Saliency')} of the network of {s.get('slot', '')} ({s.get('plugin', '')}) towards the "
+            f"predicted class, on the most confident wrong (red) and correct (green) images of fold {s.get('fold')}, "
+            f"shown on the network's own input image.")
+
+
+# ---- rendering (Jinja2 templates in medfuse/templates) ----------------------------------------
+
+_CSS = """
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:1.2em;
+color:#222;line-height:1.4;overflow-wrap:anywhere}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #4C78A8;padding-bottom:.15em;margin-top:1.6em}
+h3{margin-top:1.2em}.scroll{overflow-x:auto;max-width:100%;-webkit-overflow-scrolling:touch}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right;overflow-wrap:normal}th{background:#eef2f7}
+td:first-child,th:first-child,td.l{text-align:left}tr:nth-child(even) td{background:#fafafa}
+.meta{color:#555;font-size:.9em}.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
+.figs img{max-width:100%;height:auto;border:1px solid #ddd}.err{color:#a00;white-space:pre-wrap;font-family:monospace;
+font-size:.85em}code,pre{background:#f4f4f4;padding:.1em .3em}pre{padding:.6em;overflow:auto;font-size:.8em}
+.best td{font-weight:600}.warn{background:#fdecea;border-left:4px solid #c0392b;padding:.4em .7em}
+.toc{font-size:.85em}.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(104px,1fr));gap:.5em}
+.gallery figure{margin:0;font-size:.72em;border:1px solid #ddd;padding:3px;border-top:3px solid #c0392b}
+.gallery figure.ok{border-top-color:#2e8b57}.gallery img{width:100%;height:auto;display:block;image-rendering:auto}
+.noimg{aspect-ratio:1;background:#eee;color:#888;display:flex;align-items:center;justify-content:center}
+@media (max-width:600px){body{padding:.5em;font-size:15px}h1{font-size:1.3em}table{font-size:.8em}}
+"""
+
+
+def _md_table(t: tuple[list[str], list[list[str]]] | list, rows: list[list[str]] | None = None) -> str:
+    header, rows = (t, rows) if rows is not None else t
+
     def esc(c: str) -> str:
         return str(c).replace("|", "\\|").replace("\n", " ")
 
@@ -581,220 +724,189 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def render_markdown(results: dict[str, Any], figures: dict[str, bytes]) -> str:
-    st = results["study"]
-    out = [f"# medfuse report: {st['name']}", ""]
-    if st.get("description"):
-        out += [st["description"], ""]
-    out += [f"Created {results.get('created', '')} · seed {results['settings']['seed']} · "
-            f"{cv_text(results['settings'])} · {results['settings']['bootstrap']} bootstrap resamples", ""]
-    out += [f"> **SHORTCUT WARNING:** {w}" for w in warning_lines(results)]
-    out += [""] if warning_lines(results) else []
-    out += ["## Leaderboard", "", "Pooled out-of-fold predictions; brackets: 95% bootstrap interval"
-            + ("; test: fitted on all development data, scored on the external test set" if _has_test(results)
-               else "") + ". " + BOARD_NOTE, ""]
-    out += [_md_table(*leaderboard_rows(results)), ""]
-    if "leaderboard.png" in figures:
-        out += ["![leaderboard](figures/leaderboard.png)", ""]
-    out += ["## Paired comparisons", "", paired_intro(results), ""]
-    if paired_rows(results)[1]:
-        out += [_md_table(*paired_rows(results)), ""]
-    if (results.get("paired") or {}).get("test"):
-        out += ["External test set:", "", paired_intro(results, "test"), "", _md_table(*paired_rows(results, "test")),
-                ""]
-    out += ["## Calibration", "", CALIBRATION_DEFINITION, "", _md_table(*calibration_rows(results)), ""]
-    if "calibration.png" in figures:
-        out += ["![calibration](figures/calibration.png)", ""]
-    if _has_test(results):
-        out += ["## CV vs external test set", "", _md_table(*test_rows(results)), ""]
-    out += ["## Shortcut baselines", "", shortcut_intro(results), ""]
-    if (results.get("shortcuts") or {}).get("status") == "ok":
-        out += [_md_table(*shortcut_rows(results)), ""]
-    if reported_rows(results):
-        out += ["Published figures of the original study (for comparison, not reproduced here):", "",
-                _md_table(["key", "value"], reported_rows(results)), ""]
-    failed = {n: p for n, p in results["pipelines"].items() if p["status"] != "ok"}
-    if failed:
-        out += ["## Failed pipelines", ""] + [f"- **{n}**: `{p['error']}`" for n, p in failed.items()] + [""]
-    out += ["## Data", ""] + [f"- {line}" for line in data_lines(results)] + [""]
-    for name, p in results["pipelines"].items():
-        if p["status"] != "ok":
-            continue
-        s = _slug(name)
-        out += [f"## Pipeline `{name}`", "", _md_table(*fold_rows(p)), "", "Per class (95% bootstrap intervals):", "",
-                _md_table(*per_class_rows(p)), ""]
-        if p.get("holdout"):
-            h = p["holdout"]
-            out += [f"Held-out ({h['n']} samples): " + ", ".join(
-                f"{METRIC_LABELS[m]} {_num(h['metrics'][m])} {_ci(h['ci95'].get(m))}" for m in METRICS), ""]
-        out += [f"{line}" for line in test_lines(p)]
-        if p.get("blocks"):
-            out += [_md_table(*block_rows(p)), ""]
-        for kind in ("confusion", "roc", "pca", "top-features", "holdout-confusion", "test-confusion"):
-            f = f"{s}-{kind}.png"
+def _environment():
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    return Environment(loader=PackageLoader("medfuse", "templates"), autoescape=select_autoescape(["html"]),
+                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=StrictUndefined)
+
+
+_ENV: Any = None
+
+
+def _template(name: str):
+    global _ENV
+    if _ENV is None:
+        _ENV = _environment()
+    return _ENV.get_template(name)
+
+
+def _data_uri(fname: str, data: bytes) -> str:
+    mime = "image/jpeg" if fname.endswith((".jpg", ".jpeg")) else "image/png"
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def _pipeline_context(name: str, p: dict[str, Any], figures: dict[str, bytes], html: bool,
+                      gallery_limit: int) -> dict[str, Any]:
+    """What the templates show of one pipeline that ran (tables as ``(header, rows)``)."""
+    s = _slug(name)
+    out: dict[str, Any] = {"name": name, "slug": s, "n_evaluated": p["n_evaluated"], "n_failed": p.get("n_failed"),
+                           "folds": fold_rows(p), "per_class": per_class_rows(p),
+                           "blocks": block_rows(p) if p.get("blocks") else None, "timing": (["step", "time"]
+                                                                                             if html else ["timing", "value"],
+                                                                                             timing_rows(p)),
+                           "test_lines": test_lines(p), "holdout": None, "test": None, "test_failed": None,
+                           "failed_rows": p.get("failed") or [], "diagnostics_errors": p.get("diagnostics_errors")}
+    out["failed"] = (["id", "path", "error"], [[r["id"], r["path"], r["error"]] for r in p.get("failed") or []]) \
+        if p.get("n_failed") else None
+    out["spec"] = json.dumps(to_jsonable(p["spec"]), indent=1) if p.get("spec") else None
+    if p.get("holdout"):
+        h = p["holdout"]
+        out["holdout"] = {"n": h["n"], "table": (["metric", "value", "95% CI"], [
+            [METRIC_LABELS[m], _num(h["metrics"][m]), _ci(h["ci95"].get(m))] for m in METRICS]),
+            "line": f"Held-out ({h['n']} samples): " + ", ".join(
+                f"{METRIC_LABELS[m]} {_num(h['metrics'][m])} {_ci(h['ci95'].get(m))}" for m in METRICS)}
+    t = p.get("test")
+    if t and "metrics" in t:
+        out["test"] = {"n": t["n"], "table": (["metric", "CV", "test", "test 95% CI", "gap"], [
+            [METRIC_LABELS[m], _num(p["metrics"][m]), _num(t["metrics"][m]), _ci(t["ci95"].get(m)),
+             _gap(t["gap"].get(m))] for m in METRICS])}
+    if t and (t.get("n_failed") or "metrics" not in t):
+        out["test_failed"] = {"n": t.get("n_failed", 0), "table": (["id", "path", "error"], [
+            [r["id"], r["path"], r["error"]] for r in t.get("failed", [])])}
+    top = p.get("top_features")
+    out["top"] = None
+    if top:
+        cols = _value_cols(top)
+        out["top"] = {"method": _method(top) or "importance", "folds": p.get("top_features_folds", 1),
+                      "table": (["feature", *cols], [[r["feature"], *[_num(r[c], 4) for c in cols]] for r in top[:20]])}
+    out["top_error"] = p.get("top_features_error")
+    out["raw"] = None
+    if (p.get("raw_importance") or {}).get("features"):
+        raw = p["raw_importance"]
+        out["raw"] = {"method": raw["method"], "folds": raw["folds"], "intro": raw_importance_intro(p),
+                      "table": raw_importance_rows(p)}
+    curves = p.get("learning_curves") or {}
+    out["learning"] = [(f"{s}-learning-{_slug(slot)}.png", f"{name} {slot} learning curves") for slot in curves
+                       if f"{s}-learning-{_slug(slot)}.png" in figures]
+    out["learning_table"] = learning_rows(p)
+    out["learning_reused"] = any(r.get("reused") for runs in curves.values() for r in runs)
+    mis = p.get("misclassified")
+    out["gallery"] = None
+    if mis is not None:
+        rows = gallery_rows(p, gallery_limit)
+        for i, g in enumerate(rows):
+            f = f"gallery/{s}-wrong-{i}.jpg"
+            g["src"] = (_data_uri(f, figures[f]) if html else f"figures/{f}") if f in figures else ""
+        out["gallery"] = rows
+        out["gallery_intro"] = gallery_intro(p, len(rows))
+        out["gallery_table"] = (["image", "id", "true", "predicted", "p(predicted)", "p(true)", "fold"], [
+            [f"![{g['id']}]({g['src']})" if g["src"] else "", g["id"], g["label"], g["pred"], g["p_pred"], g["p_true"],
+             str(g["fold"])] for g in rows])
+    sal = p.get("saliency")
+    out["saliency"] = None
+    if sal and sal.get("samples"):
+        items = []
+        for i, g in enumerate(sal["samples"]):
+            f = f"gallery/{s}-saliency-{i}.jpg"
             if f in figures:
-                out += [f"![{name} {kind}](figures/{f})", ""]
-        if p.get("top_features"):
-            cols = _value_cols(p["top_features"])
-            out += [f"Top features ({_method(p['top_features']) or 'importance'}, "
-                    f"from {p.get('top_features_folds', 1)} fold(s)):", "",
-                    _md_table(["feature", *cols], [[t["feature"], *[_num(t[c], 4) for c in cols]]
-                                                   for t in p["top_features"][:20]]), ""]
-        out += [_md_table(["timing", "value"], timing_rows(p)), ""]
-        if p.get("n_failed"):
-            out += [f"{p['n_failed']} samples could not be prepared and were left out:", ""]
-            out += [f"- `{r['id']}` {r['path']}: {r['error']}" for r in p["failed"][:20]] + [""]
-    out += ["## Settings", "", "```json", json.dumps(to_jsonable(results["settings"]), indent=1), "```", "",
-            "## Versions", "", _md_table(["package", "version"], [[k, v] for k, v in results["versions"].items()]),
-            ""]
-    return "\n".join(out)
+                items.append({**g, "p_pred": _num(g["p_pred"]), "src": _data_uri(f, figures[f]) if html
+                              else f"figures/{f}"})
+        if items:
+            out["saliency"] = {"title": f"{sal.get('method', 'Saliency')} on correct and wrong images",
+                               "intro": saliency_intro(p), "cards": items,
+                               "table": (["overlay", "id", "true", "predicted", "p", "correct"], [
+                                   [f"![{g['id']}]({g['src']})", g["id"], g["label"], g["pred"], g["p_pred"],
+                                    "yes" if g["correct"] else "no"] for g in items])}
+    return out
 
 
-# ---- html -------------------------------------------------------------------------------------
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1200px;padding:1.2em;
-color:#222;line-height:1.4}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #4C78A8;padding-bottom:.15em;margin-top:1.6em}
-h3{margin-top:1.2em}table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}th{background:#eef2f7}
-td:first-child,th:first-child,td.l{text-align:left}tr:nth-child(even) td{background:#fafafa}
-.meta{color:#555;font-size:.9em}.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
-.figs img{max-width:100%;border:1px solid #ddd}.err{color:#a00;white-space:pre-wrap;font-family:monospace;
-font-size:.85em}code,pre{background:#f4f4f4;padding:.1em .3em}pre{padding:.6em;overflow:auto;font-size:.8em}
-.best td{font-weight:600}.warn{background:#fdecea;border-left:4px solid #c0392b;padding:.4em .7em}
-"""
-
-
-def _html_table(header: list[str], rows: list[list[str]], first_best: bool = False) -> str:
-    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
-    body = []
-    for i, r in enumerate(rows):
-        cls = ' class="best"' if first_best and i == 0 else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>")
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _img(figures: dict[str, bytes], fname: str, alt: str) -> str:
-    data = figures.get(fname)
-    if not data:
-        return ""
-    b64 = base64.b64encode(data).decode()
-    return f'<img src="data:image/png;base64,{b64}" alt="{html.escape(alt)}">'
-
-
-def render_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
+def report_context(results: dict[str, Any], figures: dict[str, bytes], html: bool = True,
+                   gallery_limit: int = 24) -> dict[str, Any]:
+    """Everything the report templates show, computed once (tables as ``(header, rows)``, text as str)."""
     st = results["study"]
-    e = html.escape
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>medfuse: {e(st['name'])}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>medfuse report: {e(st['name'])}</h1>"]
-    parts += [f"<p class='warn'><b>SHORTCUT WARNING:</b> {e(w)}</p>" for w in warning_lines(results)]
-    if st.get("description"):
-        parts.append(f"<p>{e(st['description'])}</p>")
-    s = results["settings"]
-    parts.append(f"<p class='meta'>Created {e(str(results.get('created', '')))} · seed {s['seed']} · "
-                 f"{cv_text(s)} · {s['bootstrap']} bootstrap resamples · "
-                 f"study source {e(str(st.get('source', '')))}</p>")
-    parts += ["<h2>Leaderboard</h2>",
-              "<p>Metrics of the pooled out-of-fold predictions; brackets: 95% bootstrap interval "
-              "(resampling groups when the data has them). " + e(BOARD_NOTE) + " Fit time per fold; prediction speed over "
-              "all folds.</p>",
-              _html_table(*leaderboard_rows(results), first_best=True),
-              f"<div class='figs'>{_img(figures, 'leaderboard.png', 'leaderboard')}</div>"]
-    parts += ["<h2>Paired comparisons</h2>", f"<p>{e(paired_intro(results))}</p>"]
-    if paired_rows(results)[1]:
-        parts.append(_html_table(*paired_rows(results)))
-    if (results.get("paired") or {}).get("test"):
-        parts += ["<h3>External test set</h3>", f"<p>{e(paired_intro(results, 'test'))}</p>",
-                  _html_table(*paired_rows(results, "test"))]
-    parts += ["<h2>Calibration</h2>", f"<p>{e(CALIBRATION_DEFINITION)}</p>", _html_table(*calibration_rows(results)),
-              f"<div class='figs'>{_img(figures, 'calibration.png', 'reliability diagram')}</div>"]
-    if _has_test(results):
-        parts += ["<h2>CV vs external test set</h2>",
-                  "<p>Each pipeline fitted on all development data and scored on the external test set, beside "
-                  "its cross-validated figure; gap = test - CV.</p>", _html_table(*test_rows(results))]
-    parts += ["<h2>Shortcut baselines</h2>", f"<p>{e(shortcut_intro(results))}</p>"]
-    if (results.get("shortcuts") or {}).get("status") == "ok":
-        parts.append(_html_table(*shortcut_rows(results)))
-    if reported_rows(results):
-        parts += ["<p>Published figures of the original study (not reproduced here):</p>",
-                  _html_table(["key", "value"], reported_rows(results))]
-    failed = {n: p for n, p in results["pipelines"].items() if p["status"] != "ok"}
-    if failed:
-        parts.append("<h2>Failed pipelines</h2>")
-        for n, p in failed.items():
-            parts.append(f"<h3>{e(n)}</h3><div class='err'>{e(p.get('error', ''))}</div>"
-                         f"<details><summary>traceback</summary><pre>{e(p.get('traceback', ''))}</pre></details>")
-    parts.append("<h2>Data</h2><ul>" + "".join(f"<li>{e(line)}</li>" for line in data_lines(results)) + "</ul>")
-    dups = results["data"].get("duplicate_groups") or []
-    if dups:
-        parts.append(f"<details><summary>{len(dups)} duplicate groups (ids sharing content)</summary><ul>"
-                     + "".join(f"<li>{e(', '.join(g))}</li>" for g in dups) + "</ul></details>")
     rep = results["data"].get("report")
+    data_report = None
     if rep:
-        rep_json = json.dumps(to_jsonable({k: v for k, v in rep.items() if k != "summary_lines"}), indent=1)
-        parts.append(f"<details><summary>data report (full)</summary><pre>{e(rep_json[:200_000])}</pre></details>")
-    for name, p in results["pipelines"].items():
-        if p["status"] != "ok":
-            continue
-        sl = _slug(name)
-        parts.append(f"<h2>Pipeline <code>{e(name)}</code></h2>")
-        parts.append(f"<p class='meta'>{p['n_evaluated']} samples evaluated"
-                     + (f", {p['n_failed']} could not be prepared" if p.get("n_failed") else "") + "</p>")
-        parts.append(_html_table(*fold_rows(p)))
-        parts.append("<div class='figs'>" + _img(figures, f"{sl}-confusion.png", f"{name} confusion")
-                     + _img(figures, f"{sl}-roc.png", f"{name} ROC") + "</div>")
-        parts.append("<h3>Per class (95% bootstrap intervals)</h3>" + _html_table(*per_class_rows(p)))
-        if p.get("holdout"):
-            h = p["holdout"]
-            rows = [[METRIC_LABELS[m], _num(h["metrics"][m]), _ci(h["ci95"].get(m))] for m in METRICS]
-            parts.append(f"<h3>Held-out set ({h['n']} samples)</h3>" + _html_table(["metric", "value", "95% CI"], rows)
-                         + f"<div class='figs'>{_img(figures, f'{sl}-holdout-confusion.png', 'held-out confusion')}</div>")
-        t = p.get("test")
-        if t and "metrics" in t:
-            rows = [[METRIC_LABELS[m], _num(p["metrics"][m]), _num(t["metrics"][m]), _ci(t["ci95"].get(m)),
-                     _gap(t["gap"].get(m))] for m in METRICS]
-            parts.append(f"<h3>External test set ({t['n']} samples)</h3>"
-                         + _html_table(["metric", "CV", "test", "test 95% CI", "gap"], rows)
-                         + f"<div class='figs'>{_img(figures, f'{sl}-test-confusion.png', 'test confusion')}</div>")
-        if t and (t.get("n_failed") or "metrics" not in t):
-            parts.append(f"<details><summary>{t.get('n_failed', 0)} test samples could not be prepared</summary>"
-                         + _html_table(["id", "path", "error"], [[r["id"], r["path"], r["error"]]
-                                                                 for r in t.get("failed", [])]) + "</details>")
-        if p.get("blocks"):
-            parts.append("<h3>Feature blocks</h3>" + _html_table(*block_rows(p))
-                         + f"<div class='figs'>{_img(figures, f'{sl}-pca.png', f'{name} PCA')}</div>")
-        if p.get("top_features"):
-            cols = _value_cols(p["top_features"])
-            rows = [[t["feature"], *[_num(t[c], 4) for c in cols]] for t in p["top_features"][:20]]
-            parts.append(f"<h3>Top features ({e(_method(p['top_features']) or 'importance')}, "
-                         f"from {p.get('top_features_folds', 1)} fold(s))</h3><div class='figs'>"
-                         + _html_table(["feature", *cols], rows) + _img(figures, f"{sl}-top-features.png", f"{name} top features")
-                         + "</div>")
-        elif p.get("top_features_error"):
-            parts.append(f"<p class='meta'>Feature importance not available: {e(p['top_features_error'])}</p>")
-        parts.append("<h3>Timing</h3>" + _html_table(["step", "time"], timing_rows(p)))
-        if p.get("n_failed"):
-            parts.append(f"<details><summary>{p['n_failed']} samples left out</summary>"
-                         + _html_table(["id", "path", "error"], [[r["id"], r["path"], r["error"]] for r in p["failed"]])
-                         + "</details>")
-        if p.get("spec"):
-            parts.append("<details><summary>pipeline spec (plugins, versions, params)</summary>"
-                         f"<pre>{e(json.dumps(to_jsonable(p['spec']), indent=1))}</pre></details>")
-    parts += ["<h2>Settings</h2>", f"<pre>{e(json.dumps(to_jsonable(results['settings']), indent=1))}</pre>",
-              "<h2>Versions</h2>", _html_table(["package", "version"], [[k, v] for k, v in results["versions"].items()])]
-    if results.get("report_warnings"):
-        parts.append("<p class='meta'>Report warnings: " + e("; ".join(results["report_warnings"])) + "</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        data_report = json.dumps(to_jsonable({k: v for k, v in rep.items() if k != "summary_lines"}), indent=1)[:200_000]
+    paired_test = (results.get("paired") or {}).get("test")
+    return {
+        "study": st, "created": str(results.get("created", "")), "settings": results["settings"],
+        "cv": cv_text(results["settings"]), "warnings": warning_lines(results), "board_note": BOARD_NOTE,
+        "leaderboard": leaderboard_rows(results), "paired": paired_rows(results), "paired_intro": paired_intro(results),
+        "paired_test": paired_rows(results, "test") if paired_test else None,
+        "paired_test_intro": paired_intro(results, "test") if paired_test else "",
+        "calibration_definition": CALIBRATION_DEFINITION, "calibration": calibration_rows(results),
+        "test_table": test_rows(results) if _has_test(results) else None,
+        "shortcut_intro": shortcut_intro(results),
+        "shortcuts": shortcut_rows(results) if (results.get("shortcuts") or {}).get("status") == "ok" else None,
+        "reported": (["key", "value"], reported_rows(results)),
+        "failed": [{"name": n, "error": p.get("error", ""), "traceback": p.get("traceback", "")}
+                   for n, p in results["pipelines"].items() if p["status"] != "ok"],
+        "data_lines": data_lines(results), "duplicate_groups": results["data"].get("duplicate_groups") or [],
+        "data_report": data_report,
+        "pipelines": [_pipeline_context(n, p, figures, html, gallery_limit)
+                      for n, p in results["pipelines"].items() if p["status"] == "ok"],
+        "settings_json": json.dumps(to_jsonable(results["settings"]), indent=1),
+        "versions": (["package", "version"], [[k, v] for k, v in results["versions"].items()]),
+        "report_warnings": results.get("report_warnings") or [],
+    }
+
+
+def render_markdown(results: dict[str, Any], figures: dict[str, bytes], gallery_limit: int = 24) -> str:
+    """``report.md`` from ``templates/report.md.j2`` (figures linked from ``figures/``)."""
+    ctx = report_context(results, figures, html=False, gallery_limit=gallery_limit)
+    return _template("report.md.j2").render(**ctx, md_table=_md_table, has=figures.__contains__)
+
+
+def render_html(results: dict[str, Any], figures: dict[str, bytes], gallery_limit: int = 24) -> str:
+    """``report.html`` from ``templates/report.html.j2``: one self-contained page (figures inline)."""
+    from markupsafe import Markup, escape
+
+    def img(fname: str, alt: str) -> Markup:
+        data = figures.get(fname)
+        return Markup(f'<img src="{_data_uri(fname, data)}" alt="{escape(alt)}">') if data else Markup("")
+
+    ctx = report_context(results, figures, html=True, gallery_limit=gallery_limit)
+    return _template("report.html.j2").render(**ctx, css=Markup(_CSS), img=img)
 
 
 # ---- the folder -------------------------------------------------------------------------------
 
-def write_report(result: StudyResult | dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+MAX_HTML_BYTES = 5_000_000
+"""report.html stays under this size: the gallery shrinks (smaller, fewer thumbnails) until it does."""
+GALLERY_STEPS = ((96, 24), (72, 16), (56, 8), (40, 4), (0, 0))
+"""(thumbnail side in pixels, thumbnails per pipeline) tried in turn by :func:`write_report`."""
+
+
+def fit_html(results: dict[str, Any], figures: dict[str, bytes],
+             max_bytes: int = MAX_HTML_BYTES) -> tuple[str, dict[str, bytes], int]:
+    """Render report.html with the largest gallery (:data:`GALLERY_STEPS`) that keeps it under
+    ``max_bytes``; returns the page, the gallery images used and the per-pipeline limit. When even
+    no gallery is too large, a report warning says so."""
+    def warn(text: str) -> None:  # once, also when the report is rebuilt from its results.json
+        notes = results.setdefault("report_warnings", [])
+        if text not in notes:
+            notes.append(text)
+
+    page, gallery, limit = "", {}, 0
+    for side, limit in GALLERY_STEPS:
+        gallery = gallery_images(results, _slug, side, limit)
+        page = render_html(results, {**figures, **gallery}, gallery_limit=limit)
+        if len(page.encode()) <= max_bytes - 1000:  # room for the note below
+            if limit < GALLERY_STEPS[0][1]:
+                warn(f"gallery reduced to {limit} thumbnails of {side} px per pipeline to keep report.html under "
+                     f"{max_bytes / 1e6:g} MB")
+                page = render_html(results, {**figures, **gallery}, gallery_limit=limit)
+            return page, gallery, limit
+    warn(f"report.html is {len(page.encode()) / 1e6:.1f} MB without any gallery (cap {max_bytes / 1e6:g} MB)")
+    return render_html(results, figures, gallery_limit=0), {}, 0
+
+
+def write_report(result: StudyResult | dict[str, Any], out_dir: str | Path,
+                 max_html_bytes: int = MAX_HTML_BYTES) -> dict[str, Path]:
     """Write the report folder, each file atomically; return the main files by role (``json``,
-    ``md``, ``html``)."""
+    ``md``, ``html``). Gallery pictures go to ``figures/gallery/``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(result, StudyResult):
@@ -803,10 +915,10 @@ def write_report(result: StudyResult | dict[str, Any], out_dir: str | Path) -> d
         results, predictions = result, {}
     results = to_jsonable(results)
     figures = make_figures(results)
-    fig_dir = out / "figures"
-    fig_dir.mkdir(exist_ok=True)
-    for fname, data in figures.items():
-        write_bytes(fig_dir / fname, data)
+    page, gallery, limit = fit_html(results, figures, max_html_bytes)
+    for fname, data in {**figures, **gallery}.items():
+        (out / "figures" / fname).parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(out / "figures" / fname, data)
     test_predictions = result.test_predictions if isinstance(result, StudyResult) else {}
     for sub, frames in (("predictions", predictions), ("predictions/test", test_predictions)):
         if not frames:
@@ -818,6 +930,6 @@ def write_report(result: StudyResult | dict[str, Any], out_dir: str | Path) -> d
                 frame.to_csv(tmp, index=False)
     paths = {"json": write_results_json(results, out / "results.json"),
              "md": out / "report.md", "html": out / "report.html"}
-    write_text(paths["md"], render_markdown(results, figures))
-    write_text(paths["html"], render_html(results, figures))
+    write_text(paths["md"], render_markdown(results, {**figures, **gallery}, gallery_limit=limit))
+    write_text(paths["html"], page)
     return paths

@@ -418,6 +418,18 @@ class _CompactCNNBase(_KerasStateMixin):
             out += batched_predict(model, view, batch)
         return (out / 8).astype(np.float32)
 
+    saliency_method: ClassVar[str] = "Grad-CAM"
+
+    def saliency(self, P: Any, target: Any) -> np.ndarray:
+        """Grad-CAM maps ``(n, size, size)`` in [0, 1] of the trained network on prepared images ``P``,
+        towards class codes ``target`` (positions in ``classes_``); see :mod:`medfuse_plugins.saliency`."""
+        from .saliency import grad_cam
+
+        self._check_fitted()
+        if getattr(self, "model_", None) is None:
+            raise InvalidInputError(f"{self.name}: saliency needs the Keras network (not loaded from a bundle)")
+        return grad_cam(self.model_, _check_prepared(P, int(self.size), self.name), np.asarray(target))
+
     def _fit_cnn(self, P: Any, y: Any) -> None:
         from medfuse.keras_utils import TRAINED, encode_labels, seed_everything
 
