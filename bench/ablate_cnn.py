@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or Path(__file__).resolve().parent / "results" / f"ablation-{args.study}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = "python bench/ablate_cnn.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = (f"### CNN ablation: {args.study} (`{args.pipeline}` pipeline)\n\n"
+    text = (f"#### CNN ablation: {args.study} (`{args.pipeline}` pipeline)\n\n"
             f"Selection split: {info['split']}; {info['n_dev']} development images "
             f"(cap {info['dev_per_class']} per class), {info['n_val']} validation images (cap "
             f"{info['val_per_class']} per class); fold 1's {info['fold1_test_never_used']} test images "
