@@ -59,6 +59,8 @@ STEPS: dict[str, tuple[str, dict[str, Any]]] = {
     "size96": ("input 96 px instead of the study's size", {"size": 96}),
     "seeds2": ("2 seeds, softmax averaged", {"n_seeds": 2}),
 }
+# the metric a step must raise to be kept: macro-F1 where one class dominates the validation part
+KEEP_METRIC = {"cxr-pneumonia": "macro_f1"}
 DEFAULT_STEPS = {
     "pbc-cells": ["resnet", "warmup", "smoothing", "mixup", "ema", "size96"],
     "cxr-pneumonia": ["resnet", "warmup", "smoothing", "mixup", "ema", "intensity", "seeds2"],
@@ -180,13 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-per-class", type=int, default=0, help="cap validation images per class (0: all)")
     ap.add_argument("--epochs", type=int, default=0, help="override the recipe's epochs (0: the registry's)")
     ap.add_argument("--keep-threshold", type=float, default=0.003,
-                    help="keep a step when validation accuracy rises by more than this (default 0.003)")
+                    help="keep a step when the validation metric rises by more than this (default 0.003)")
+    ap.add_argument("--keep-metric", choices=["accuracy", "macro_f1"], default="",
+                    help=f"the metric a step must raise (default: accuracy; per study {KEEP_METRIC})")
     ap.add_argument("--out", default="", help="markdown output (default bench/results/ablation-<study>.md)")
     args = ap.parse_args(argv)
     if args.list_steps or not args.study:
         for name, (what, params) in STEPS.items():
             print(f"{name:11s} {what}: {params}")
         return 0 if args.list_steps else 2
+    metric = args.keep_metric or KEEP_METRIC.get(args.study, "accuracy")
     steps = [s for s in args.steps.split(",") if s] or DEFAULT_STEPS.get(args.study, list(STEPS))
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
@@ -220,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         params = {**kept_params, **extra}
         res = evaluate(params, images, y)
         gain_acc, gain_f1 = res["accuracy"] - best["accuracy"], res["macro_f1"] - best["macro_f1"]
-        kept = gain_acc > args.keep_threshold
+        kept = res[metric] - best[metric] > args.keep_threshold
         rows.append({"step": step, "what": what, "params": params, **res, "gain_acc": gain_acc,
                      "gain_f1": gain_f1, "kept": kept})
         if kept:
@@ -238,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{info['val_per_class']} per class); fold 1's {info['fold1_test_never_used']} test images "
             f"(the reported fold) and the external test set ({info['external_test'] or 'none'}) were never read. "
             f"Validation accuracy has a binomial standard error of about {se:.3f} here, so gains below "
-            f"about {2 * se:.3f} are within noise. Keep threshold: accuracy gain > {args.keep_threshold}. "
+            f"about {2 * se:.3f} are within noise. A step is kept when validation {metric.replace('_', '-')} "
+            f"rises by more than {args.keep_threshold}. "
             f"Training time: CPU minutes of the process (all threads; what the fit costs) and, in brackets, wall "
             f"minutes on {os.cpu_count()} CPU cores ({platform.machine()}) shared with other jobs (load-dependent); "
             f"{total:.0f} wall minutes in all.\n\n"
