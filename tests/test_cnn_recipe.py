@@ -88,6 +88,12 @@ def test_ema_leaves_averaged_weights_that_differ_from_the_raw_ones(data, plain):
     moved_raw = sum(float(np.abs(a - i).sum()) for (a, _), i in zip(kernels, [w for w in init if w.ndim == 4]))
     moved_ema = sum(float(np.abs(b - i).sum()) for (_, b), i in zip(kernels, [w for w in init if w.ndim == 4]))
     assert moved_ema < moved_raw
+    # batch-norm statistics are recomputed for the averaged weights: the first layer's moving mean is
+    # the mean of its inputs' conv responses over the training images (3 equal batches of 8)
+    P, _ = data
+    conv = keras().Model(ema_model.input, ema_model.get_layer("conv0_0").output)
+    expected = np.asarray(conv(P.astype(np.float32), training=False)).mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(ema_model.get_layer("bn0_0").moving_mean.numpy(), expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(Exception, match="ema"):
         train(*data, ema=1.5)
 
@@ -152,15 +158,24 @@ def test_intensity_augmentation_changes_contrast_and_gamma_in_training_only():
         lay.name for lay in augmenter(0.0, 0.0, 0).layers]
 
 
-def test_plugin_passes_the_recipe_to_training(data):
-    """cnn_classifier with contrast/gamma trains another network than without (same seed)."""
+def test_plugin_passes_the_recipe_to_training(data, monkeypatch):
+    """cnn_classifier hands every recipe option to keras_utils.train_classifier (one seed per network)."""
+    import medfuse.keras_utils as ku
+
+    calls = []
+
+    def spy(model, P, codes, n_classes, **kwargs):
+        calls.append(kwargs)
+        return {"loss": [1.0], "epochs_run": 1, "seconds_per_epoch": [0.0]}
+
+    monkeypatch.setattr(ku, "train_classifier", spy)
     P, codes = data
-    y = np.array(["a", "b", "c"])[codes]
+    recipe = dict(contrast=0.4, gamma=0.3, label_smoothing=0.1, warmup_epochs=0.5, mixup=0.2, cutmix=1.0, ema=0.9)
     forget_trained_networks()
-    a = CNNClassifier(**TINY).fit(P, y)
-    b = CNNClassifier(**TINY, contrast=0.4, gamma=0.4, label_smoothing=0.1, warmup_epochs=0.5).fit(P, y)
-    assert "reused" not in b.history_
-    assert not np.allclose(a.predict_proba(P), b.predict_proba(P))
+    CNNClassifier(**{**TINY, **recipe, "n_seeds": 2, "random_state": 5}).fit(P, np.array(["a", "b", "c"])[codes])
+    assert [c["random_state"] for c in calls] == [5, 6]
+    for c in calls:
+        assert {k: c[k] for k in recipe} == recipe
 
 
 def test_resnet_has_batch_norm_and_residual_adds_and_exports_to_onnx(tmp_path):

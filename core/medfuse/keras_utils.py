@@ -399,7 +399,8 @@ def train_classifier(model: Any, P: np.ndarray, codes: np.ndarray, n_classes: in
     learning rate follows :func:`cosine_schedule` (with ``warmup_epochs`` of linear warm-up);
     ``label_smoothing`` > 0 and ``mixup``/``cutmix`` > 0 (Beta parameters, :func:`mix_batch`) train
     on soft targets; ``ema`` > 0 keeps an exponential moving average of the weights (that
-    momentum per step) and leaves the model with it at the end. Early stopping watches the loss
+    momentum per step) and leaves the model with it at the end, with batch-norm statistics recomputed
+    for it (:func:`recompute_batch_norm`). Early stopping watches the loss
     on a stratified inner validation split and, without ``ema``, restores the best weights.
     Returns a history dict (losses, epochs run, seconds per epoch, sizes).
     """
@@ -455,11 +456,38 @@ def train_classifier(model: Any, P: np.ndarray, codes: np.ndarray, n_classes: in
         hist = wrapper.fit(P[tr], targets(tr), batch_size=batch_size, epochs=epochs,
                            validation_data=validation, class_weight=weights, callbacks=callbacks,
                            shuffle=True, verbose=verbose)
+    if ema > 0:
+        # the averaged weights need batch-norm statistics of their own (those kept during training
+        # belong to the raw weights; with them an averaged network can fall to chance)
+        recompute_batch_norm(model, P[tr], batch_size)
     out = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
     out["epochs_run"] = len(hist.history.get("loss", []))
     out["seconds_per_epoch"] = timer.seconds
     out["n_train"], out["n_val"] = int(len(tr)), int(len(va))
     return out
+
+
+def recompute_batch_norm(model: Any, P: np.ndarray, batch_size: int) -> None:
+    """Set the moving mean and variance of every BatchNormalization layer of ``model`` to the average
+    of its batch statistics over ``P`` (uint8 images, no augmentation), in batches of ``batch_size``;
+    the weights are not changed (SWA's batch-norm update, here for weights averaged by EMA)."""
+    k = keras()
+
+    def walk(layer: Any) -> Iterator[Any]:
+        yield layer
+        for sub in getattr(layer, "layers", []):
+            yield from walk(sub)
+
+    bns = [layer for layer in walk(model) if isinstance(layer, k.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in bns]
+    try:
+        for t, s in enumerate(iter_batches(len(P), batch_size), start=1):
+            for layer in bns:
+                layer.momentum = 1.0 - 1.0 / t  # running mean of the batch statistics
+            model(np.asarray(P[s], dtype=np.float32), training=True)
+    finally:
+        for layer, m in zip(bns, saved):
+            layer.momentum = m
 
 
 class EpochTimer:
