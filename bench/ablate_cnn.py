@@ -164,7 +164,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         gain = "–" if r["gain_acc"] is None else f"{r['gain_acc']:+.3f} / {r['gain_f1']:+.3f}"
         kept = "baseline" if r["gain_acc"] is None else ("yes" if r["kept"] else "no")
-        lines.append(f"| {r['step']} | {r['what']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
+        lines.append(f"| {r['step']}{'*' if r.get('reused') else ''} | {r['what']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
                      f"{r['train_cpu_minutes']:.1f} ({r['train_minutes']:.1f}) | {gain} | {kept} |")
     return "\n".join(lines)
 
@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep a step when the validation metric rises by more than this (default 0.003)")
     ap.add_argument("--keep-metric", choices=["accuracy", "macro_f1"], default="",
                     help=f"the metric a step must raise (default: accuracy; per study {KEEP_METRIC})")
+    ap.add_argument("--reuse", default="", help="JSON of an earlier run: rows with the same parameters (and the "
+                    "same split) are taken from it instead of trained again, except the steps named in --rerun")
+    ap.add_argument("--rerun", default="", help="comma-separated steps to train again even when --reuse has them")
     ap.add_argument("--out", default="", help="markdown output (default bench/results/ablation-<study>.md)")
     args = ap.parse_args(argv)
     if args.list_steps or not args.study:
@@ -214,16 +217,29 @@ def main(argv: list[str] | None = None) -> int:
               "val": load_images(samples, val, transforms, max_size)}
     print(f"decoded {len(dev) + len(val)} images in {time.perf_counter() - t0:.0f}s", flush=True)
 
+    cache: dict[str, dict[str, Any]] = {}
+    if args.reuse:
+        old = json.loads(Path(args.reuse).read_text())
+        if old["info"] != json.loads(json.dumps(info, default=str)):
+            raise SystemExit(f"--reuse {args.reuse}: its split differs from this one ({old['info']} vs {info})")
+        rerun = set(args.rerun.split(","))
+        cache = {json.dumps(r["params"], sort_keys=True): r for r in old["rows"] if r["step"] not in rerun}
+    keys = ("accuracy", "macro_f1", "train_minutes", "train_cpu_minutes", "epochs_run", "n_params")
+
+    def run(params: dict[str, Any]) -> dict[str, Any]:
+        hit = cache.get(json.dumps(params, sort_keys=True))
+        return {k: hit[k] for k in keys} | {"reused": True} if hit else evaluate(params, images, y)
+
     rows: list[dict[str, Any]] = []
     kept_params = dict(base)
-    best = evaluate(kept_params, images, y)
+    best = run(kept_params)
     rows.append({"step": "baseline", "what": f"registry `{args.pipeline}` CNN: {base}", "params": dict(kept_params),
                  **best, "gain_acc": None, "gain_f1": None, "kept": True})
     print(table(rows).splitlines()[-1], flush=True)
     for step in steps:
         what, extra = STEPS[step]
         params = {**kept_params, **extra}
-        res = evaluate(params, images, y)
+        res = run(params)
         gain_acc, gain_f1 = res["accuracy"] - best["accuracy"], res["macro_f1"] - best["macro_f1"]
         kept = res[metric] - best[metric] > args.keep_threshold
         rows.append({"step": step, "what": what, "params": params, **res, "gain_acc": gain_acc,
@@ -248,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             f"Training time: CPU minutes of the process (all threads; what the fit costs) and, in brackets, wall "
             f"minutes on {os.cpu_count()} CPU cores ({platform.machine()}) shared with other jobs (load-dependent); "
             f"{total:.0f} wall minutes in all.\n\n"
-            f"Command: `{cmd}`\n\n{table(rows)}\n\n"
-            f"Kept recipe: `{ {k: v for k, v in kept_params.items() if base.get(k) != v} or 'the baseline'}`\n")
+            f"Command: `{cmd}`" + (f" (rows marked * were taken from the earlier run {args.reuse}, same split "
+                                    f"and parameters)" if cache else "") + f"\n\n{table(rows)}\n\n"
+            f"Greedy recipe (what the keep rule collected; adopted only where it clears the noise): `{ {k: v for k, v in kept_params.items() if base.get(k) != v} or 'the baseline'}`\n")
     out.write_text(text)
     out.with_suffix(".json").write_text(json.dumps({"info": info, "rows": rows, "command": cmd,
                                                     "total_minutes": total}, indent=1, default=str))
