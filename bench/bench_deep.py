@@ -110,7 +110,7 @@ def main() -> None:
           f"chunk {args.chunk}; peak traced memory {peak / 2**20:.1f} MiB", flush=True)
 
     # ---- 3. one image at a time with model.predict ---------------------------------------------
-    model = ex._sub_model("embedding")
+    model = ex._net("embedding")
     subset = paths[: args.single]
     model.predict(np.zeros((1, size, size, 3), np.float32), verbose=0)
     t = time.perf_counter()

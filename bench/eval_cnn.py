@@ -1,5 +1,9 @@
 """Held-out quality of the compact CNN (``cnn_classifier``; ``cnn_embedding`` + logistic regression).
 
+Not for choosing recipes: its split is drawn from all images, so it overlaps the studies' reported
+folds (issue #18). Compare recipes with ``bench/ablate_cnn.py``, which scores them on a validation
+split inside the training part of the reported fold only.
+
 A stratified split of the images (``--test-fraction``) is never seen in training (the inner
 early-stopping split is taken from the training part). ``cnn_embedding`` trains exactly the same
 network with the same seed, so its embedding is read from the fitted classifier's penultimate
@@ -105,7 +109,7 @@ def main() -> None:
           flush=True)
     if h.get("val_accuracy"):
         print("val accuracy per epoch: " + " ".join(f"{v:.3f}" for v in h["val_accuracy"]), flush=True)
-    emb = clf._sub_model("embedding")
+    emb = clf._net("embedding")
     Etr, Ete = batched_predict(emb, P[tr]), batched_predict(emb, P[te])
     lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(Etr, labels[tr])
     pe = lr.predict(Ete)

@@ -467,7 +467,9 @@ def kept_parts(target: Path) -> dict[str, dict[str, Any]]:
     parts: dict[str, dict[str, Any]] = {}
     current: list[str] | None = None
     for line in text.split("\n"):
-        if line.startswith("### "):
+        if line.startswith("## "):  # a section after the studies (e.g. the CNN ablation) ends the last part
+            current = None
+        elif line.startswith("### "):
             current = [line]
             parts[line[4:].strip()] = {"name": line[4:].strip(), "seconds": 60 * minutes.get(line[4:].strip(), 0.0),
                                        "date": dates, "settings": "budget", "lines": current, "kept": True}
@@ -562,6 +564,7 @@ def write_results(out: Path, target: Path) -> None:
     body = [line for p in parts for line in p["lines"]]
     while body and not body[-1]:
         body.pop()
+    body += ablation_lines()
     target.write_text("\n".join(header + body + hand_written_tail(target)) + "\n", encoding="utf-8")
     print(f"wrote {target}")
     readme = REPO / "README.md"
@@ -606,6 +609,29 @@ def summary_row(part: dict[str, Any]) -> str | None:
     if ext:
         evaluated += f"; test: {ext.removeprefix('External test set: ').split(' (')[0]}"
     return f"| {name} | {best['pipeline']} | {test} | {cv} | {gap} | {f1} | {evaluated} | {reported} |"
+
+
+ABLATION_INTRO = (
+    "What was tuned for the CNNs, and on what (issue #18): recipe options of `cnn_classifier` / `cnn_embedding` "
+    "were compared by `bench/ablate_cnn.py` only on a development/validation split inside the training part of "
+    "each study's CV fold 1 (the fold reported above for the CNN studies) and never on its test part or on an "
+    "external test set. Each table adds one option at a time to the best recipe so far; see each table for "
+    "the subsample, the noise level and the command. The figures of the studies above were not re-run for "
+    "this: `registry.toml`'s CNN recipes are unchanged, and the new options' defaults train bit for bit the "
+    "same networks as before.")
+
+
+def ablation_lines() -> list[str]:
+    """The ``## CNN recipe ablation`` section of RESULTS.md from ``bench/results/ablation-*.md`` (none: no section)."""
+    files = sorted((REPO / "bench" / "results").glob("ablation-*.md"))
+    if not files:
+        return []
+    lines = ["", "## CNN recipe ablation", "", ABLATION_INTRO, ""]
+    for f in files:
+        lines += f.read_text(encoding="utf-8").rstrip("\n").split("\n") + [""]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
 
 
 def with_summary(readme: str, parts: list[dict[str, Any]]) -> str:

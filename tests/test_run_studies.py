@@ -258,3 +258,26 @@ def test_help_says_how_to_reproduce():
     bench = load_bench()
     for usage in ("python bench/run_studies.py --only cxr-pneumonia", "--render", "--full", "external test set"):
         assert usage in bench.__doc__
+
+
+def test_cnn_ablation_tables_form_one_section_after_the_studies(tmp_path, monkeypatch):
+    """bench/results/ablation-*.md (bench/ablate_cnn.py) become RESULTS.md's last section, once, on every rewrite."""
+    bench = load_bench()
+    repo = tmp_path / "repo"
+    (repo / "bench" / "results").mkdir(parents=True)
+    (repo / "bench" / "results" / "ablation-pbc-cells.md").write_text(
+        "#### CNN ablation: pbc-cells\n\n| step | val accuracy |\n|---|---|\n| baseline | 0.9 |\n")
+    monkeypatch.setattr(bench, "REPO", repo)
+    target = tmp_path / "RESULTS.md"
+    target.write_text("# Results\n\n*Written (runs of 2026-11-22; medfuse 0.1.0); 1 minutes in all.*\n\n"
+                      "Minutes per part: wbc-segmentation 4.3.\n\n### wbc-segmentation\n\n| method | dice |\n"
+                      "|---|---|\n| unet | 0.9 |\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    bench.write_results(out, target)
+    text = target.read_text()
+    assert text.count("## CNN recipe ablation") == 1 and text.count("| baseline | 0.9 |") == 1
+    assert text.index("| unet | 0.9 |") < text.index("## CNN recipe ablation") < text.index("#### CNN ablation: pbc-cells")
+    assert "inside the training part of each study's CV fold 1" in text
+    bench.write_results(out, target)  # the kept segmentation part must not swallow the ablation section
+    assert target.read_text() == text

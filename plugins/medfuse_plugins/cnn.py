@@ -19,7 +19,6 @@ TensorFlow is imported only when a model is built or loaded.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -76,137 +75,92 @@ def _check_prepared(P: Any, size: int, who: str) -> np.ndarray:
 
 
 def build_compact_cnn(size: int, n_classes: int, width: int = 16, depth: int = 4, embedding_dim: int = 128,
-                      dropout: float = 0.3) -> Any:
-    """Compact CNN: ``depth`` blocks of 2x (conv3x3-BN-ReLU) + max-pool, filters ``width * 2**i``;
-    global average pooling, ``Dense(embedding_dim)`` named ``embedding``, softmax head ``probs``.
+                      dropout: float = 0.3, arch: str = "plain", name: str = "compact_cnn") -> Any:
+    """Compact CNN, input float (n, size, size, 3) in 0..255 (rescaled inside); global average pooling,
+    ``Dense(embedding_dim)`` named ``embedding``, softmax head ``probs``.
 
-    Input: float (n, size, size, 3) in 0..255 (rescaled inside). About 300k parameters with the
-    defaults (width 16, depth 4, embedding 128).
+    ``arch="plain"``: ``depth`` blocks of 2x (conv3x3-BN-ReLU) + max-pool, filters ``width * 2**i``
+    (about 300k parameters with the defaults). ``arch="resnet"``: a conv3x3-BN-ReLU stem, then
+    ``depth`` residual stages of one basic block each (conv3x3-BN-ReLU-conv3x3-BN plus the shortcut,
+    a strided 1x1 conv-BN where the shape changes), stride 2 from the second stage on.
+    """
+    from medfuse.keras_utils import keras
+
+    if arch not in ARCHS:
+        raise InvalidInputError(f"cnn: arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    k = keras()
+    L = k.layers
+    inputs = k.Input((size, size, 3), name="image")
+    x = L.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    if arch == "resnet":
+        x = _resnet_body(L, x, width, depth)
+    else:
+        for i in range(depth):
+            f = width * 2 ** i
+            for j in range(2):
+                x = L.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i}_{j}")(x)
+                x = L.BatchNormalization(momentum=0.9, name=f"bn{i}_{j}")(x)
+                x = L.ReLU(name=f"relu{i}_{j}")(x)
+            if i < depth - 1 or size // 2 ** depth >= 2:
+                x = L.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dense(embedding_dim, activation="relu", name="embedding")(x)
+    x = L.Dropout(dropout, name="dropout")(x)
+    outputs = L.Dense(n_classes, activation="softmax", name="probs")(x)
+    return k.Model(inputs, outputs, name=name)
+
+
+ARCHS = ("plain", "resnet")
+
+
+def _resnet_body(L: Any, x: Any, width: int, depth: int) -> Any:
+    """Stem + ``depth`` residual stages (basic blocks with batch normalisation) of :func:`build_compact_cnn`."""
+    x = L.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(x)
+    x = L.BatchNormalization(momentum=0.9, name="stem_bn")(x)
+    x = L.ReLU(name="stem_relu")(x)
+    for i in range(depth):
+        f, stride = width * 2 ** i, 1 if i == 0 else 2
+        shortcut = x
+        if stride != 1 or x.shape[-1] != f:
+            shortcut = L.Conv2D(f, 1, strides=stride, use_bias=False, name=f"res{i}_proj")(x)
+            shortcut = L.BatchNormalization(momentum=0.9, name=f"res{i}_proj_bn")(shortcut)
+        y = L.Conv2D(f, 3, strides=stride, padding="same", use_bias=False, name=f"res{i}_conv0")(x)
+        y = L.BatchNormalization(momentum=0.9, name=f"res{i}_bn0")(y)
+        y = L.ReLU(name=f"res{i}_relu0")(y)
+        y = L.Conv2D(f, 3, padding="same", use_bias=False, name=f"res{i}_conv1")(y)
+        y = L.BatchNormalization(momentum=0.9, name=f"res{i}_bn1")(y)
+        x = L.ReLU(name=f"res{i}_out")(L.Add(name=f"res{i}_add")([shortcut, y]))
+    return x
+
+
+def seed_ensemble(members: list[Any], size: int) -> Any:
+    """One inference network for ``members`` (same architecture, trained with different seeds):
+    layer ``embedding`` concatenates their embeddings, output ``probs`` averages their softmax.
+
+    The heads become one block-diagonal dense layer on the concatenated embedding (dropout is
+    the identity at inference), so the embedding lies on the path to the output: the network
+    exports to ONNX and serves both roles like a single compact CNN.
     """
     from medfuse.keras_utils import keras
 
     k = keras()
     L = k.layers
     inputs = k.Input((size, size, 3), name="image")
-    x = L.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    for i in range(depth):
-        f = width * 2 ** i
-        for j in range(2):
-            x = L.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i}_{j}")(x)
-            x = L.BatchNormalization(momentum=0.9, name=f"bn{i}_{j}")(x)
-            x = L.ReLU(name=f"relu{i}_{j}")(x)
-        if i < depth - 1 or size // 2 ** depth >= 2:
-            x = L.MaxPooling2D(2, name=f"pool{i}")(x)
-    x = L.GlobalAveragePooling2D(name="gap")(x)
-    x = L.Dense(embedding_dim, activation="relu", name="embedding")(x)
-    x = L.Dropout(dropout, name="dropout")(x)
-    outputs = L.Dense(n_classes, activation="softmax", name="probs")(x)
-    return k.Model(inputs, outputs, name="compact_cnn")
-
-
-def _augmenter(size: int, zoom: float, brightness: float, seed: int) -> Any:
-    """In-graph training augmentation: flips + 90-degree rotations, zoom, brightness."""
-    from medfuse.keras_utils import keras
-
-    k = keras()
-    L = k.layers
-    layers: list[Any] = [L.RandomFlip("horizontal_and_vertical", seed=seed), _random_rot90(seed + 1)]
-    if zoom > 0:
-        layers.append(L.RandomZoom((-zoom, zoom), fill_mode="reflect", seed=seed + 2))
-    if brightness > 0:
-        layers.append(L.RandomBrightness(brightness, value_range=(0.0, 255.0), seed=seed + 3))
-    return k.Sequential(layers, name="augment")
-
-
-def _random_rot90(seed: int) -> Any:
-    """Layer that transposes each square image with probability 1/2 (with flips: all 8 symmetries)."""
-    from medfuse.keras_utils import keras
-
-    k = keras()
-
-    class RandomTranspose(k.layers.Layer):
-        def __init__(self, seed: int = 0, **kwargs):
-            super().__init__(**kwargs)
-            self.seed = seed
-            self.generator = k.random.SeedGenerator(seed)
-
-        def call(self, x, training=None):
-            if not training:
-                return x
-            n = k.ops.shape(x)[0]
-            flip = k.random.uniform((n, 1, 1, 1), seed=self.generator) < 0.5
-            return k.ops.where(flip, k.ops.transpose(x, (0, 2, 1, 3)), x)
-
-    return RandomTranspose(seed, name="random_transpose")
-
-
-def train_classifier(model: Any, P: np.ndarray, codes: np.ndarray, n_classes: int, *, epochs: int,
-                     batch_size: int, learning_rate: float, patience: int, validation_fraction: float,
-                     augment: bool, zoom: float, brightness: float, class_weight: str | None,
-                     random_state: int, verbose: int = 0) -> dict[str, Any]:
-    """Train ``model`` (softmax output) on uint8 images ``P`` (n, s, s, 3) with integer ``codes``.
-
-    Augmentation runs in the graph of a training wrapper that is not part of ``model``; early
-    stopping watches the loss on a stratified inner validation split and restores the best
-    weights. Returns a history dict (losses, epochs run, seconds per epoch).
-    """
-    from medfuse.keras_utils import balanced_class_weights, inner_split, keras
-
-    k = keras()
-    tr, va = inner_split(codes, validation_fraction, random_state)
-    size = P.shape[1]
-    if augment:
-        inputs = k.Input(P.shape[1:], name="image")
-        wrapper = k.Model(inputs, model(_augmenter(size, zoom, brightness, random_state)(inputs)))
-    else:
-        wrapper = model
-    steps = max(1, -(-len(tr) // batch_size))
-    schedule = k.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, epochs * steps), alpha=0.05)
-    wrapper.compile(optimizer=k.optimizers.Adam(schedule), loss="sparse_categorical_crossentropy",
-                    metrics=["accuracy"])
-    weights = None
-    if class_weight == "balanced":
-        w = balanced_class_weights(codes[tr], n_classes)
-        weights = {i: float(w[i]) for i in range(n_classes)}
-    elif class_weight is not None:
-        raise InvalidInputError(f"class_weight must be 'balanced' or None, got {class_weight!r}")
-    callbacks: list[Any] = []
-    validation = None
-    if len(va):
-        validation = (P[va], codes[va])  # uint8: cast to float32 per batch inside the model
-        # The cosine schedule keeps the rate high early on, where the validation loss is noisy:
-        # early stopping (and the best-weights bookkeeping) starts at half the epoch budget.
-        callbacks.append(k.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                                   restore_best_weights=True, start_from_epoch=epochs // 2))
-    timer = _EpochTimer(k)
-    callbacks.append(timer)
-    hist = wrapper.fit(P[tr], codes[tr], batch_size=batch_size, epochs=epochs,
-                       validation_data=validation, class_weight=weights, callbacks=callbacks,
-                       shuffle=True, verbose=verbose)
-    out = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
-    out["epochs_run"] = len(hist.history.get("loss", []))
-    out["seconds_per_epoch"] = timer.seconds
-    out["n_train"], out["n_val"] = int(len(tr)), int(len(va))
-    return out
-
-
-class _EpochTimer:
-    """Keras callback recording wall seconds per epoch (created lazily to keep import cheap)."""
-
-    def __new__(cls, k: Any):
-        class EpochTimer(k.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds: list[float] = []
-                self._t0 = 0.0
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self._t0 = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self._t0)
-
-        return EpochTimer()
+    embs = [k.Model(m.input, m.get_layer("embedding").output, name=f"member{i}")(inputs)
+            for i, m in enumerate(members)]
+    emb = L.Concatenate(name="embedding")(embs)
+    heads = [m.get_layer("probs").get_weights() for m in members]
+    d, n_classes = heads[0][0].shape
+    heads_layer = L.Dense(len(members) * n_classes, name="heads")
+    logits = heads_layer(emb)
+    kernel = np.zeros((d * len(members), n_classes * len(members)), np.float32)
+    for i, (w, _) in enumerate(heads):
+        kernel[i * d:(i + 1) * d, i * n_classes:(i + 1) * n_classes] = w
+    heads_layer.set_weights([kernel, np.concatenate([b for _, b in heads]).astype(np.float32)])
+    x = L.Reshape((len(members), n_classes), name="member_logits")(logits)
+    x = L.Softmax(axis=-1, name="member_probs")(x)
+    out = L.GlobalAveragePooling1D(name="probs")(x)
+    return k.Model(inputs, out, name="seed_ensemble")
 
 
 # ---- shared persistence ----------------------------------------------------------------------
@@ -362,6 +316,19 @@ _CNN_DOCS = {
     "verbose": "Keras training verbosity (0 silent)",
     "batch_size_predict": "batch size at inference",
     "tta": "test-time augmentation: average the outputs over the 8 flips/90-degree rotations (8x inference cost)",
+    "arch": "'plain' (conv-BN-ReLU blocks + max-pool) or 'resnet' (residual stages with batch normalisation)",
+    "warmup_epochs": "epochs of linear learning-rate warm-up from 0 before the cosine decay (0: none)",
+    "label_smoothing": "label smoothing of the cross-entropy targets (0: none; e.g. 0.1)",
+    "mixup": "Beta(a, a) parameter of mixup, blending pairs of training images and their targets (0: off)",
+    "cutmix": "Beta(a, a) parameter of cutmix, pasting a box of another training image (0: off; with "
+              "mixup > 0 too, each batch gets one of the two)",
+    "ema": "momentum per step of an exponential moving average of the weights, kept as the final "
+           "weights (0: off; e.g. 0.99); early stopping then does not restore the best epoch",
+    "contrast": "contrast augmentation: each image's contrast scaled by U(1 - c, 1 + c) about its mean (0: off)",
+    "gamma": "gamma augmentation: intensities raised to exp(U(-g, g)) on the 0..1 scale (0: off); with "
+             "contrast and brightness it covers X-ray scanner shift",
+    "n_seeds": "train this many networks (seeds random_state, random_state + 1, ...) and average their "
+               "softmax; the embedding concatenates theirs (n_seeds x embedding_dim features)",
 }
 
 _CNN_FAST = {"size": 32, "width": 8, "depth": 2, "embedding_dim": 16, "epochs": 2, "batch_size": 8,
@@ -381,7 +348,9 @@ class _CompactCNNBase(_KerasStateMixin):
                  patience: int = 5, validation_fraction: float = 0.15, augment: bool = True, zoom: float = 0.1,
                  brightness: float = 0.1, masked: bool = False, class_weight: str | None = "balanced",
                  deterministic: bool = True, random_state: int = 0, verbose: int = 0,
-                 batch_size_predict: int = 256, tta: bool = False):
+                 batch_size_predict: int = 256, tta: bool = False, arch: str = "plain",
+                 warmup_epochs: float = 0.0, label_smoothing: float = 0.0, mixup: float = 0.0, cutmix: float = 0.0,
+                 ema: float = 0.0, contrast: float = 0.0, gamma: float = 0.0, n_seeds: int = 1):
         self.size = size
         self.width = width
         self.depth = depth
@@ -402,6 +371,15 @@ class _CompactCNNBase(_KerasStateMixin):
         self.verbose = verbose
         self.batch_size_predict = batch_size_predict
         self.tta = tta
+        self.arch = arch
+        self.warmup_epochs = warmup_epochs
+        self.label_smoothing = label_smoothing
+        self.mixup = mixup
+        self.cutmix = cutmix
+        self.ema = ema
+        self.contrast = contrast
+        self.gamma = gamma
+        self.n_seeds = n_seeds
 
     def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         return resize_square(image, mask, int(self.size), bool(self.masked))
@@ -431,7 +409,7 @@ class _CompactCNNBase(_KerasStateMixin):
         return grad_cam(self.model_, _check_prepared(P, int(self.size), self.name), np.asarray(target))
 
     def _fit_cnn(self, P: Any, y: Any) -> None:
-        from medfuse.keras_utils import TRAINED, encode_labels, seed_everything
+        from medfuse.keras_utils import TRAINED, encode_labels, seed_everything, train_classifier
 
         P = _check_prepared(P, int(self.size), self.name)
         if y is None:
@@ -443,15 +421,28 @@ class _CompactCNNBase(_KerasStateMixin):
         if self._reuse_trained(key):  # same images, labels, parameters and seed: the same network
             self.classes_ = classes
             return
-        seed_everything(self.random_state, self.deterministic)
-        model = build_compact_cnn(int(self.size), len(classes), int(self.width), int(self.depth),
-                                  int(self.embedding_dim), float(self.dropout))
-        self.history_ = train_classifier(
-            model, P, codes, len(classes), epochs=int(self.epochs), batch_size=int(self.batch_size),
-            learning_rate=float(self.learning_rate), patience=int(self.patience),
-            validation_fraction=float(self.validation_fraction), augment=bool(self.augment),
-            zoom=float(self.zoom), brightness=float(self.brightness), class_weight=self.class_weight,
-            random_state=int(self.random_state), verbose=int(self.verbose))
+        if int(self.n_seeds) < 1:
+            raise InvalidInputError(f"{self.name}: n_seeds must be >= 1, got {self.n_seeds}")
+        members, histories = [], []
+        for i in range(int(self.n_seeds)):
+            seed = int(self.random_state) + i
+            seed_everything(seed, self.deterministic)
+            model = build_compact_cnn(int(self.size), len(classes), int(self.width), int(self.depth),
+                                      int(self.embedding_dim), float(self.dropout), str(self.arch),
+                                      name="compact_cnn" if self.n_seeds == 1 else f"compact_cnn_{i}")
+            histories.append(train_classifier(
+                model, P, codes, len(classes), epochs=int(self.epochs), batch_size=int(self.batch_size),
+                learning_rate=float(self.learning_rate), patience=int(self.patience),
+                validation_fraction=float(self.validation_fraction), augment=bool(self.augment),
+                zoom=float(self.zoom), brightness=float(self.brightness), class_weight=self.class_weight,
+                random_state=seed, verbose=int(self.verbose), contrast=float(self.contrast),
+                gamma=float(self.gamma), warmup_epochs=float(self.warmup_epochs),
+                label_smoothing=float(self.label_smoothing), mixup=float(self.mixup), cutmix=float(self.cutmix),
+                ema=float(self.ema)))
+            members.append(model)
+        self.history_ = histories[0] if len(histories) == 1 else {**histories[0], "members": histories}
+        if len(members) > 1:
+            model = seed_ensemble(members, int(self.size))
         self.classes_ = classes
         self.n_params_ = int(model.count_params())
         self.model_ = model
@@ -470,7 +461,7 @@ class CNNEmbedding(_CompactCNNBase, Extractor):
     block: ClassVar[str] = "cnn"
     _onnx_outputs: ClassVar[dict[str, str | None]] = {"embedding": "embedding"}
     trainable: ClassVar[bool] = True
-    version: ClassVar[str] = "1.1.0"
+    version: ClassVar[str] = "1.2.0"
     extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
     param_docs: ClassVar[dict[str, str]] = _CNN_DOCS
     conformance_params: ClassVar[dict[str, Any]] = _CNN_FAST
@@ -486,7 +477,7 @@ class CNNEmbedding(_CompactCNNBase, Extractor):
         return self._predict(self._net("embedding"), P)
 
     def feature_names(self) -> list[str]:
-        return [str(i) for i in range(int(self.embedding_dim))]
+        return [str(i) for i in range(int(self.embedding_dim) * int(self.n_seeds))]
 
 
 class CNNClassifier(_CompactCNNBase, Classifier):
@@ -497,7 +488,7 @@ class CNNClassifier(_CompactCNNBase, Classifier):
 
     name: ClassVar[str] = "cnn_classifier"
     input: ClassVar[str] = "images"
-    version: ClassVar[str] = "1.1.0"
+    version: ClassVar[str] = "1.2.0"
     extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
     param_docs: ClassVar[dict[str, str]] = _CNN_DOCS
     conformance_params: ClassVar[dict[str, Any]] = _CNN_FAST
@@ -666,7 +657,7 @@ class Backbone(_KerasStateMixin, Extractor):
 
     def fit(self, P: Any, y: Any = None) -> Backbone:
         """Build the network (frozen) or fine-tune it on ``P`` (n, size, size, 3) and labels ``y``."""
-        from medfuse.keras_utils import encode_labels, seed_everything
+        from medfuse.keras_utils import encode_labels, seed_everything, train_classifier
 
         P = _check_prepared(P, int(self.size), self.name)
         seed_everything(self.random_state, self.deterministic)
