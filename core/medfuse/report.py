@@ -497,6 +497,23 @@ def block_rows(p: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def reliability_rows(p: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """``combine = "select"``: each part's weight per fold (and in the fit scored on the test
+    set), its out-of-fold accuracy alone inside the training fold, and how often it was kept."""
+    fits = list(p.get("reliability") or [])
+    if (p.get("test") or {}).get("reliability"):
+        fits.append(p["test"]["reliability"] | {"fold": "test fit"})
+    header = ["part", "weight per fit (" + ", ".join(str(f.get("fold")) for f in fits) + ")",
+              "inner out-of-fold accuracy alone (mean)", "kept"]
+    rows = []
+    for j, part in enumerate(fits[0]["parts"] if fits else []):
+        parts = [f["parts"][j] for f in fits]
+        rows.append([part["name"], ", ".join(_num(q["weight"]) for q in parts),
+                     _num(float(np.mean([q["oof_accuracy"] for q in parts]))),
+                     f"{sum(q['kept'] for q in parts)}/{len(parts)}"])
+    return header, rows
+
+
 def timing_rows(p: dict[str, Any]) -> list[list[str]]:
     t = p.get("timing", {})
     rows = [["materialize (decode, transforms, masks, prepare)", _seconds(t.get("materialize_seconds"))],
@@ -630,6 +647,9 @@ def render_markdown(results: dict[str, Any], figures: dict[str, bytes]) -> str:
         out += [f"{line}" for line in test_lines(p)]
         if p.get("blocks"):
             out += [_md_table(*block_rows(p)), ""]
+        if p.get("reliability"):
+            out += ["Per-part reliability (`combine = \"select\"`, learnt inside each training fold):", "",
+                    _md_table(*reliability_rows(p)), ""]
         for kind in ("confusion", "roc", "pca", "top-features", "holdout-confusion", "test-confusion"):
             f = f"{s}-{kind}.png"
             if f in figures:
@@ -762,6 +782,9 @@ def render_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
             parts.append(f"<details><summary>{t.get('n_failed', 0)} test samples could not be prepared</summary>"
                          + _html_table(["id", "path", "error"], [[r["id"], r["path"], r["error"]]
                                                                  for r in t.get("failed", [])]) + "</details>")
+        if p.get("reliability"):
+            parts.append("<h3>Per-part reliability (learnt inside each training fold)</h3>"
+                         + _html_table(*reliability_rows(p)))
         if p.get("blocks"):
             parts.append("<h3>Feature blocks</h3>" + _html_table(*block_rows(p))
                          + f"<div class='figs'>{_img(figures, f'{sl}-pca.png', f'{name} PCA')}</div>")
