@@ -12,10 +12,14 @@ Variants (``--variants``, default all): ``current`` (the equalize transform, blo
 ``normalize``), with ``-sS`` for ``smooth = S``, and ``eq+`` for the equalize transform in front
 (what the fused pipeline's blocks see, the transform being shared with the CNN).
 
+``--test`` (once, after the choice): fit on all development images and score the external test set
+(``val_*``, without the files whose bytes equal a development image's) under the same shifts.
+
 Usage::
 
     python bench/xray_shift.py --data ../shared/datasets --seeds 1,2,3 --jobs 2
     python bench/xray_shift.py --variants current,blocks-eq-s1.0 --seeds 1
+    python bench/xray_shift.py --variants current,blocks-eq-s1.0 --test
 """
 
 from __future__ import annotations
@@ -76,8 +80,34 @@ def parse_variant(name: str) -> tuple[bool, dict]:
     return bool(m.group(1)), params
 
 
-def run_variant(root: str, variant: str, seed: int) -> str:
-    """One line: accuracy / ROC AUC per shift, their mean and worst, for ``variant`` on split ``seed``."""
+def _split(root: str, seed: int | None) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Paths, labels, fit rows and scored rows: a 75/25 split of ``train_*`` (``seed``), or (``seed``
+    None) all ``train_*`` then the ``val_*`` files whose bytes are not those of a ``train_*`` file."""
+    import hashlib
+
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    dev = sorted(glob.glob(os.path.join(root, "cxr_pneumonia", "*", "train_*.png")))
+    if not dev:
+        raise SystemExit(f"{root}/cxr_pneumonia: no train_*.png images (pass --data, the shared/datasets folder)")
+    if seed is not None:
+        y = np.array([Path(p).parent.name for p in dev])
+        tr, te = next(StratifiedShuffleSplit(1, test_size=0.25, random_state=seed).split(y, y))
+        return dev, y, tr, te
+
+    def sha(p: str) -> str:
+        return hashlib.sha1(Path(p).read_bytes()).hexdigest()
+
+    seen = {sha(p) for p in dev}
+    test = [p for p in sorted(glob.glob(os.path.join(root, "cxr_pneumonia", "*", "val_*.png"))) if sha(p) not in seen]
+    paths = dev + test
+    y = np.array([Path(p).parent.name for p in paths])
+    return paths, y, np.arange(len(dev)), np.arange(len(dev), len(paths))
+
+
+def run_variant(root: str, variant: str, seed: int | None) -> str:
+    """One line: accuracy / ROC AUC per shift, their mean and worst, for ``variant`` on split ``seed``
+    (None: fitted on all development images, scored on the external test set)."""
     from medfuse.fusion import BlockPreparer, early_concat
     from medfuse.imageio import read_image
     from medfuse_plugins.classifiers import XGBoost
@@ -86,15 +116,10 @@ def run_variant(root: str, variant: str, seed: int) -> str:
     from medfuse_plugins.texture import Texture
     from medfuse_plugins.transforms import Equalize
     from sklearn.metrics import accuracy_score, roc_auc_score
-    from sklearn.model_selection import StratifiedShuffleSplit
 
     t0 = time.perf_counter()
-    paths = sorted(glob.glob(os.path.join(root, "cxr_pneumonia", "*", "train_*.png")))
-    if not paths:
-        raise SystemExit(f"{root}/cxr_pneumonia: no train_*.png images (pass --data, the shared/datasets folder)")
-    y = np.array([Path(p).parent.name for p in paths])
+    paths, y, tr, te = _split(root, seed)
     images = [read_image(p) for p in paths]
-    tr, te = next(StratifiedShuffleSplit(1, test_size=0.25, random_state=seed).split(y, y))
     pre_eq, norm = parse_variant(variant)
     equalize, whole = Equalize(), WholeImage()
     blocks = [Texture(lbp=[[8, 1], [16, 2]], distances=[1, 2], **norm), Hog(size=28, pixels_per_cell=7, **norm)]
@@ -120,7 +145,8 @@ def run_variant(root: str, variant: str, seed: int) -> str:
         accs.append(accuracy_score(y[te], clf.classes_[p.argmax(1)]))
         aucs.append(roc_auc_score(y[te] == "pneumonia", p[:, pos]))
     cells = " ".join(f"{s}:{a:.3f}/{u:.3f}" for s, a, u in zip(SHIFTS, accs, aucs))
-    return (f"seed{seed} {variant:24s} {cells} | worst acc {min(accs):.3f} mean {np.mean(accs):.3f} "
+    where = f"seed{seed}" if seed is not None else f"test({len(te)})"
+    return (f"{where} {variant:24s} {cells} | worst acc {min(accs):.3f} mean {np.mean(accs):.3f} "
             f"worst auc {min(aucs):.3f} mean auc {np.mean(aucs):.3f} ({time.perf_counter() - t0:.0f}s)")
 
 
@@ -131,10 +157,12 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--seeds", default="1,2,3", help="split seeds (75/25 of train_*)")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--test", action="store_true", help="fit on all train_*, score the val_* test set (once)")
     args = ap.parse_args()
     from joblib import Parallel, delayed
 
-    todo = [(v, int(s)) for s in args.seeds.split(",") for v in args.variants.split(",")]
+    seeds: list[int | None] = [None] if args.test else [int(s) for s in args.seeds.split(",")]
+    todo = [(v, s) for s in seeds for v in args.variants.split(",")]
     for v, _ in todo:
         parse_variant(v)
     for line in Parallel(n_jobs=args.jobs, return_as="generator")(delayed(run_variant)(args.data, v, s) for v, s in todo):
