@@ -304,3 +304,32 @@ def test_changed_plugin_source_warns(tmp_path):
     (b / MANIFEST).write_text(json.dumps(m))
     with pytest.warns(BundleWarning, match="source file changed since the bundle was trained"):
         load_bundle(b, host=host)
+
+
+def test_select_fusion_and_ensemble_train_into_bundles_that_keep_their_weights(tmp_path):
+    """combine = "select" (late fusion and an ensemble) trains into a bundle: the manifest's spec
+    lists the learnt weights, the skops graph keeps them, and scoring files equals the fitted
+    pipeline's predictions."""
+    from click.testing import CliRunner
+    from medfuse.cli import main
+    from medfuse.synthetic import write_dataset
+
+    write_dataset(tmp_path / "data", n_per_class=6, size=32, seed=1)
+    (tmp_path / "study.toml").write_text(STUDY + (
+        'late = { mask = { plugin = "otsu_cell" }, blocks = ["morphology", "colour"], fusion = "late", '
+        'combine = "select", classifier = { plugin = "logreg" } }\n'
+        'colour = { mask = { plugin = "otsu_cell" }, blocks = ["colour"], classifier = { plugin = "logreg" } }\n'
+        'ens = { members = ["classical", "colour"], combine = "select" }\n'))
+    paths = sorted((tmp_path / "data" / "images").rglob("*.png"))
+    for name, parts in (("late", ["morphology", "colour"]), ("ens", ["classical", "colour"])):
+        out = tmp_path / name
+        res = CliRunner().invoke(main, ["train", str(tmp_path / "study.toml"), "-p", name, "--data",
+                                        str(tmp_path / "data"), "--out", str(out), "-q", "--no-cv"])
+        assert res.exit_code == 0, res.output
+        bundle = medfuse.load_bundle(out)
+        weights = bundle.manifest["spec"]["weights"]
+        assert list(weights) == parts and any(w > 0 for w in weights.values()), weights
+        assert bundle.pipeline.reliability_["weights"] == list(weights.values())
+        scored = bundle.predict(paths)
+        assert (scored["error"] == "").all()
+        assert np.allclose(scored[[f"proba.{c}" for c in bundle.classes]].sum(axis=1), 1.0)

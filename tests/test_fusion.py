@@ -107,3 +107,56 @@ def test_inner_folds_shrink_for_rare_classes():
     assert len(inner_folds(y, 5, 0)) == 2
     with pytest.raises(InvalidInputError, match="at least 2 samples"):
         inner_folds(np.asarray(["a"] * 5 + ["b"]), 3, 0)
+
+
+def _noise_and_signal(n: int = 600, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0, 1, n)
+    y = np.where(a + 0.4 * rng.normal(0, 1, n) > 0, "pos", "neg")
+    A = np.c_[a, rng.normal(0, 1, n)]  # the informative block
+    N = rng.normal(0, 1, (n, 6))  # pure noise
+    return A, N, y
+
+
+def test_select_drops_a_pure_noise_block_and_matches_the_best_block():
+    """combine = "select": the noise block gets weight 0 (its inner-CV gain is not significant), so
+    the fusion scores exactly as its best block; plain averaging with the noise block does worse."""
+    A, N, y = _noise_and_signal()
+    tr, te = np.arange(400), np.arange(400, 600)
+    clf = LogisticRegression(C=100.0)
+    late = LateFusion(clf, "select", random_state=0).fit([A[tr], N[tr]], y[tr], names=["signal", "noise"])
+    rel = late.reliability_
+    assert rel["weights"][0] > 0 and rel["weights"][1] == 0, rel  # one part kept: the fusion is that part
+    assert [p["kept"] for p in rel["parts"]] == [True, False]
+    assert rel["parts"][1]["p_value"] >= 0.05 and rel["parts"][0]["oof_accuracy"] > 0.8
+    best = np.mean(clf.fit(A[tr], y[tr]).predict(A[te]) == y[te])
+    acc = np.mean(late.predict([A[te], N[te]]) == y[te])
+    soft = np.mean(LateFusion(clf, "soft").fit([A[tr], N[tr]], y[tr]).predict([A[te], N[te]]) == y[te])
+    assert acc == best and acc > soft, (acc, best, soft)
+
+
+def test_select_keeps_complementary_blocks_with_learnt_weights():
+    rng = np.random.default_rng(0)
+    n = 300
+    a, b = rng.normal(0, 1, n), rng.normal(0, 1, n)
+    y = np.asarray([f"{int(u > 0)}{int(v > 0)}" for u, v in zip(a, b)])
+    A, B = np.c_[a, rng.normal(0, 1, n)], np.c_[b, rng.normal(0, 1, n)]
+    tr, te = np.arange(200), np.arange(200, 300)
+    late = LateFusion(LogisticRegression(), "select", random_state=0).fit([A[tr], B[tr]], y[tr])
+    w = late.reliability_["weights"]
+    assert all(v > 0.2 for v in w), late.reliability_
+    single = np.mean(LogisticRegression().fit(A[tr], y[tr]).predict(A[te]) == y[te])
+    assert np.mean(late.predict([A[te], B[te]]) == y[te]) > single + 0.15
+
+
+def test_pool_weights_ignore_an_uninformative_model():
+    from medfuse.fusion import pool_weights
+
+    rng = np.random.default_rng(0)
+    codes = np.array([0, 1] * 100)
+    said = np.where(rng.uniform(size=200) < 0.8, codes, 1 - codes)  # right 80% of the time
+    good = np.where(said[:, None] == np.arange(2), 0.8, 0.2)
+    u = rng.uniform(0.05, 0.95, 200)
+    noise = np.c_[u, 1 - u]  # confident and unrelated to the label
+    w = pool_weights([good, noise], codes)
+    assert w[0] > 0.5 and w[1] < 0.15 * w[0], w  # in-sample: small, not 0 (select_parts tests it)

@@ -37,3 +37,16 @@ def test_hog_refuses_a_grid_smaller_than_a_block():
 def test_whole_image_mask_is_all_cell():
     m = WholeImage().predict_mask(np.zeros((5, 7, 3), np.uint8))
     assert m.shape == (5, 7) and m.dtype == np.uint8 and (m == 1).all()
+
+
+def test_hog_normalize_is_the_hog_of_the_normalised_grey_image():
+    from medfuse_plugins.transforms import normalize_gray
+
+    rng = np.random.default_rng(0)
+    image = np.repeat(rng.integers(40, 120, (32, 32)).astype(np.uint8)[..., None], 3, axis=2)
+    norm = normalize_gray(image[..., 0], "equalize", 0.5)
+    expected = Hog(size=32, pixels_per_cell=8).prepare(np.repeat(norm[..., None], 3, axis=2), None)
+    got = Hog(size=32, pixels_per_cell=8, normalize="equalize", smooth=0.5).prepare(image, None)
+    assert np.allclose(got, expected) and not np.allclose(got, Hog(size=32, pixels_per_cell=8).prepare(image, None))
+    with pytest.raises(InvalidInputError, match="normalize"):
+        Hog(normalize="bogus").prepare(image, None)

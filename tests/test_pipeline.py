@@ -17,6 +17,7 @@ import pytest
 from medfuse import hookimpl
 from medfuse.contracts import Extractor, MaskMaker, SampleTable, Selector, Transform
 from medfuse.errors import DataError, InvalidInputError, StudyError
+from medfuse.fusion import log_pool
 from medfuse.host import PluginHost
 from medfuse.pipeline import FittedPipeline, PipelineRunner, Prepared, balance_augment
 from medfuse.study import parse_study
@@ -499,3 +500,38 @@ def test_builtin_plugins_end_to_end_on_synthetic_cells(tmp_path):
     got = loaded.predict_proba_images([read_image(p) for p in rows["path"]],
                                       [read_mask(p) for p in rows["mask_path"]], prepared.table.iloc[1::2])
     assert np.allclose(got, proba), "masks given to an ensemble reach only the members that use them"
+
+
+def test_select_drops_a_noise_block_and_member_and_survives_save_load(fusion_data, tmp_path):
+    """combine = "select" in late fusion and ensembles: the noise block / member is dropped by the
+    inner CV of the training rows, predictions equal the informative part's, and the learnt weights
+    are recorded in the fitted pipeline (spec) and kept by a bundle's save/load."""
+    blocks = {**BLOCKS, "noise": {"plugin": "tiny_columns", "params": {"columns": ["n1", "n2", "n3"]}},
+              "t": {"plugin": "tiny_columns", "params": {"columns": ["t"]}}}
+    study = study_of({
+        "tab": {"blocks": ["t"], "classifier": {"plugin": "logreg"}},
+        "noisy": {"blocks": ["noise"], "classifier": {"plugin": "logreg"}},
+        "late": {"blocks": ["noise", "t"], "fusion": "late", "combine": "select", "classifier": {"plugin": "logreg"}},
+        "ens": {"members": ["noisy", "tab"], "combine": "select"}}, blocks)
+    data = _data(fusion_data, fusion_data["y_tab"])
+    tr, te = np.arange(90), np.arange(90, 120)
+    out = {}
+    for p in ("tab", "late", "ens"):
+        runner = PipelineRunner(study, p, HOST, progress=False)
+        prepared = runner.materialize(data)
+        out[p] = (runner.fit(prepared, tr, 0), prepared)
+    tab = out["tab"][0].predict_proba(out["tab"][1], te)
+    late, prepared = out["late"]
+    w = late.spec()["weights"]
+    assert w["noise"] == 0 and w["t"] > 0, w
+    assert [p["kept"] for p in late.reliability_["parts"]] == [False, True]
+    assert np.allclose(late.predict_proba(prepared, te), log_pool([tab], [w["t"]]))  # the t block alone
+    ens, prepared = out["ens"]
+    w = ens.spec()["weights"]
+    assert w["noisy"] == 0 and w["tab"] > 0, w
+    expected = log_pool([tab], [w["tab"]])
+    assert np.allclose(ens.predict_proba(prepared, te), expected)
+    ens.save(tmp_path / "ens")
+    loaded = FittedPipeline.load(tmp_path / "ens", host=HOST)
+    assert loaded.reliability_ == ens.reliability_
+    assert np.allclose(loaded.predict_proba(prepared, te), expected)

@@ -114,3 +114,21 @@ def test_report_has_paired_per_class_and_calibration_sections(result, tmp_path):
         assert per_class in text and f"≈ best (p {pair['p_holm']:.3f})" in text
     assert "| 2 | noise |" in md and "![calibration](figures/calibration.png)" in md
     assert 'alt="reliability diagram"' in page
+
+
+def test_report_shows_per_part_reliability(result, tmp_path):
+    """combine = "select" pipelines carry their learnt weights per fold; the report tabulates them."""
+    import copy
+
+    res = copy.deepcopy(result)
+    part = {"oof_accuracy": 0.9, "oof_log_loss": 0.3, "gain_log_loss": None, "p_value": None}
+    fit = {"method": "select", "weights": [1.7, 0.0],
+           "parts": [part | {"name": "texture", "weight": 1.7, "kept": True},
+                     part | {"name": "hog", "weight": 0.0, "kept": False, "oof_accuracy": 0.6}]}
+    res.results["pipelines"]["good"]["reliability"] = [fit | {"fold": 1}, fit | {"fold": 2}]
+    paths = write_report(res, tmp_path / "rep")
+    md = paths["md"].read_text()
+    assert "Per-part reliability" in md
+    assert "| texture | 1.700, 1.700 | 0.900 | 2/2 |" in md and "| hog | 0.000, 0.000 | 0.600 | 0/2 |" in md
+    assert "Per-part reliability" in paths["html"].read_text()
+    assert json.loads(paths["json"].read_text())["pipelines"]["good"]["reliability"][0]["weights"] == [1.7, 0.0]

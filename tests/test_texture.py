@@ -128,3 +128,34 @@ def test_glcm_props_match_scikit_image_graycoprops():
                      ("homogeneity", "homogeneity"), ("asm", "ASM"), ("energy", "energy"),
                      ("correlation", "correlation")):
         assert np.allclose(ours[name], graycoprops(ref, sk)), name
+
+
+def _xray_like(seed: int = 0) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    g = gaussian_filter(rng.normal(0, 1, (64, 64)), 2) * 60 + 120 + np.linspace(-30, 30, 64)[None, :]
+    return np.repeat(np.clip(g, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _shifted(image: np.ndarray) -> dict[str, np.ndarray]:
+    f = image.astype(np.float64)
+    out = {"gamma 0.6": 255 * (f / 255) ** 0.6, "gamma 1.6": 255 * (f / 255) ** 1.6,
+           "contrast 0.6, brightness +20": (f - f.mean()) * 0.6 + f.mean() + 20}
+    return {k: np.clip(v + 0.5, 0, 255).astype(np.uint8) for k, v in out.items()}
+
+
+def test_normalised_texture_holds_under_exposure_and_contrast_shift():
+    """normalize = "equalize": the texture features of an X-ray-like image barely move (< 2%)
+    under a gamma or contrast/brightness change of the input; without it they move by 8-87%."""
+    image, whole = _xray_like(), np.ones((64, 64), np.uint8)
+    kw = {"lbp": [[8, 1], [16, 2]], "distances": [1, 2]}
+    for params, bound in (({"normalize": "equalize"}, (0.0, 0.02)), ({"normalize": "equalize", "smooth": 0.5}, (0.0, 0.02)),
+                          ({}, (0.05, np.inf))):
+        tex = Texture(**kw, **params)
+        f0 = tex.prepare(image, whole)
+        for name, shifted in _shifted(image).items():
+            change = np.linalg.norm(tex.prepare(shifted, whole) - f0) / np.linalg.norm(f0)
+            assert bound[0] <= change < bound[1], (params, name, change)
+    with pytest.raises(InvalidInputError, match="normalize"):
+        Texture(normalize="clahe").prepare(image, whole)

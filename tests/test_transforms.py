@@ -113,3 +113,22 @@ def test_macenko_runs_and_flat_image_is_unchanged():
     assert (StainNormalize(method="macenko").apply(white)[0] == white).all()
     with pytest.raises(InvalidInputError, match="method"):
         StainNormalize(method="vahadane").apply(IMG)
+
+
+def test_normalize_gray_equalize_and_stretch_undo_a_contrast_change():
+    from medfuse_plugins.transforms import normalize_gray
+
+    rng = np.random.default_rng(0)
+    gray = rng.integers(60, 180, (32, 32)).astype(np.uint8)
+    other = ((gray.astype(int) - 60) * 3 // 2 + 20).astype(np.uint8)  # 1.5x the contrast, darker: increasing
+    assert np.array_equal(normalize_gray(gray, "equalize"), normalize_gray(other, "equalize"))
+    a, b = normalize_gray(gray, "stretch").astype(int), normalize_gray(other, "stretch").astype(int)
+    assert np.abs(a - b).max() <= 3 and a.min() == 0 and a.max() == 255
+    assert np.array_equal(normalize_gray(gray, "none"), gray)
+    smooth = normalize_gray(gray, "none", smooth=1.0)
+    assert smooth.std() < gray.std() / 2
+    inside = np.zeros_like(gray, bool)
+    inside[:16] = True  # statistics over the described pixels only
+    assert normalize_gray(gray, "stretch", inside=inside)[:16].max() == 255
+    with pytest.raises(InvalidInputError, match="normalize must be one of"):
+        normalize_gray(gray, "clahe")

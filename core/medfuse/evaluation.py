@@ -831,7 +831,7 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
     oof = np.full((len(ids), len(classes)), np.nan)
     fold_col = np.full(len(ids), -1)
     per_fold: list[dict[str, Any]] = []
-    fit_s, fit_inner, pred_s, reports, tops = [], [], [], [], []
+    fit_s, fit_inner, pred_s, reports, tops, reliability = [], [], [], [], [], []
     spec = None
     top_error = None
     curves: list[tuple[int, dict[str, Any]]] = []
@@ -854,6 +854,8 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
         m = point_metrics(y[test], proba, classes)
         per_fold.append({key: m[key] for key in (*METRICS, "n")} | {"fold": k + 1, "n_train": int(len(train))})
         reports.append(dict(getattr(fitted, "block_reports_", {}) or {}))
+        if getattr(fitted, "reliability_", None):
+            reliability.append(dict(fitted.reliability_) | {"fold": k + 1})
         if spec is None and hasattr(fitted, "spec"):
             spec = fitted.spec()
         if k < top_features_folds:
@@ -920,6 +922,8 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
         "timing": timing,
         **diag,
     }
+    if reliability:  # combine = "select": the weights learnt inside each training fold
+        result["reliability"] = reliability
     key = "test" if test_ids else "holdout"
     if hold is not None and len(hold[1]):
         progress(key, pipeline=name)
@@ -941,6 +945,8 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
                        "calibration": calibration_summary(_codes(y[hold_rows], classes), proba, n_boot=n_boot,
                                                           seed=seed, groups=hold_groups),
                        "confusion": hm["confusion"], "n_fit": int(len(dev_rows))}
+        if getattr(fitted, "reliability_", None):
+            result[key]["reliability"] = dict(fitted.reliability_)
         if sink is not None:
             frame = pd.DataFrame({"id": ids[hold_rows], "label": y[hold_rows], "pred": classes[proba.argmax(axis=1)]})
             for j, c in enumerate(classes):

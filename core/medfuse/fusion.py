@@ -3,9 +3,15 @@
 * :class:`BlockPreparer`: impute -> scale -> PCA (by explained variance or component count) for
   one block, fitted on the training fold only, with a report of what it kept.
 * :func:`early_concat`: early fusion, the prepared blocks side by side.
-* :class:`LateFusion`: one classifier per block, combined by soft voting or stacking.
+* :class:`LateFusion`: one classifier per block, combined by soft voting, stacking or
+  reliability selection.
 * :func:`soft_vote` / :func:`fit_stacked`: the combiners, shared with the ``soft_vote`` and
   ``stacking`` classifier plugins and with pipeline ensembles.
+* :func:`select_parts`: per-part reliability (``combine = "select"``): weights of the parts (blocks
+  of a late fusion, members of an ensemble) learnt on out-of-fold probabilities from an inner CV
+  over the training rows only, combined by a log-linear pool; a part is kept only when adding it
+  lowers the inner-CV log loss significantly, so the combination falls back to its best part
+  when the others add nothing.
 """
 
 from __future__ import annotations
@@ -205,6 +211,132 @@ def fit_stacked(fit_predict: Callable[[np.ndarray, np.ndarray], list[np.ndarray]
     return LogisticRegression(C=C, max_iter=2000).fit(oof, y)
 
 
+SELECT_ALPHA = 0.05
+"""One-sided significance level of :func:`select_parts`' paired test on per-row log loss."""
+MIN_WEIGHT = 0.02
+"""A kept part whose weight falls under this share of the largest weight is dropped."""
+_EPS = 1e-6
+
+
+def log_pool(probas: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """Log-linear pool: rows of ``prod_j probas[j] ** weights[j]``, renormalised (parts with
+    weight 0 are left out). Unlike the mean, a product lets two blocks that each know half the
+    label agree on the class they share."""
+    S = sum(w * np.log(np.clip(p, _EPS, None)) for w, p in zip(weights, probas) if w > 0)
+    if isinstance(S, int):
+        raise InvalidInputError("log_pool: every weight is 0")
+    S = S - S.max(axis=1, keepdims=True)
+    P = np.exp(S)
+    return P / P.sum(axis=1, keepdims=True)
+
+
+def pool_weights(probas: Sequence[np.ndarray], codes: np.ndarray, bound: float = 10.0) -> np.ndarray:
+    """Non-negative weights (at most ``bound``) of :func:`log_pool` minimising the log loss of the
+    labels ``codes`` (column index of each row's class); the problem is convex."""
+    from scipy.optimize import minimize
+
+    Ls = np.stack([np.log(np.clip(p, _EPS, None)) for p in probas])  # (parts, rows, classes)
+    rows = np.arange(len(codes))
+    own = Ls[:, rows, codes]
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        S = np.tensordot(w, Ls, axes=1)
+        m = S.max(axis=1, keepdims=True)
+        Q = np.exp(S - m)
+        z = Q.sum(axis=1)
+        Q /= z[:, None]
+        value = np.mean(m[:, 0] + np.log(z) - S[rows, codes])
+        grad = (np.einsum("nc,jnc->jn", Q, Ls) - own).mean(axis=1)
+        return float(value), grad
+
+    res = minimize(loss, np.ones(len(probas)), jac=True, method="L-BFGS-B", bounds=[(0.0, bound)] * len(probas))
+    return np.asarray(res.x, dtype=float)
+
+
+def _row_loss(probas: Sequence[np.ndarray], w: Sequence[float], codes: np.ndarray) -> np.ndarray:
+    P = log_pool(probas, w)
+    return -np.log(np.clip(P[np.arange(len(codes)), codes], _EPS, None))
+
+
+def _fit_set(probas: Sequence[np.ndarray], parts: list[int], codes: np.ndarray) -> np.ndarray:
+    """:func:`pool_weights` of the parts ``parts`` (0 elsewhere), parts under :data:`MIN_WEIGHT`
+    of the largest dropped. A single part gets a weight too (a temperature: its argmax is
+    unchanged), so that adding a part is judged against the best part at its best calibration."""
+    w = np.zeros(len(probas))
+    w[parts] = pool_weights([probas[j] for j in parts], codes)
+    if not w.any():  # an uninformative part alone: keep it as it is
+        w[parts] = 1.0
+    w[w < MIN_WEIGHT * w.max()] = 0.0
+    return w
+
+
+def select_parts(probas: Sequence[np.ndarray], y: np.ndarray, classes: np.ndarray, names: Sequence[str],
+                 alpha: float = SELECT_ALPHA) -> dict[str, Any]:
+    """Per-part reliability from out-of-fold probabilities ``probas[j] (n, n_classes)`` of part
+    ``names[j]`` for labels ``y``.
+
+    Forward selection: start from the part with the lowest out-of-fold log loss alone; add the
+    part whose addition (weights re-learnt by :func:`pool_weights`) lowers the per-row log loss
+    most, as long as a one-sided paired t-test says the drop is significant (p < ``alpha``). The
+    combination is the :func:`log_pool` of the kept parts; with one part kept it is that part
+    with a learnt temperature (same argmax).
+    Returns plain data (for bundles and results.json): ``weights`` (one per part, 0 = dropped),
+    ``parts`` (per part: out-of-fold accuracy and log loss alone, the log-loss gain and p-value
+    of its last test, weight, kept) and the out-of-fold accuracy / log loss of the combination.
+    """
+    from scipy.stats import ttest_rel
+
+    y = np.asarray(y)
+    index = {c: i for i, c in enumerate(classes)}
+    codes = np.asarray([index[v] for v in y])
+    k = len(probas)
+    if k != len(names):
+        raise InvalidInputError(f"{k} parts but {len(names)} names")
+    alone = [_row_loss([p], [1.0], codes) for p in probas]
+    acc = [float(np.mean(np.argmax(p, axis=1) == codes)) for p in probas]
+    chosen = [int(np.argmin([a.mean() for a in alone]))]
+    weights = _fit_set(probas, chosen, codes)
+    current = _row_loss(probas, weights, codes)
+    gain: list[float | None] = [None] * k
+    pval: list[float | None] = [None] * k
+    while len(chosen) < k:
+        best = None
+        for c in (c for c in range(k) if c not in chosen):
+            w = _fit_set(probas, chosen + [c], codes)
+            loss = _row_loss(probas, w, codes)
+            diff = current - loss
+            g = float(diff.mean())
+            p = 1.0 if not np.any(diff) else float(ttest_rel(current, loss, alternative="greater").pvalue)
+            gain[c], pval[c] = g, p
+            if p < alpha and g > 0 and w[c] > 0 and (best is None or g > best[1]):
+                best = (c, g, loss, w)
+        if best is None:
+            break
+        chosen.append(best[0])
+        current, weights = best[2], best[3]
+    final = log_pool(probas, weights)
+    return {
+        "method": "select", "pool": "log-linear", "alpha": alpha, "n_rows": int(len(y)),
+        "weights": [float(w) for w in weights],
+        "parts": [{"name": str(names[j]), "oof_accuracy": acc[j], "oof_log_loss": float(alone[j].mean()),
+                   "gain_log_loss": gain[j], "p_value": pval[j], "weight": float(weights[j]),
+                   "kept": bool(weights[j] > 0)} for j in range(k)],
+        "oof_accuracy": float(np.mean(np.argmax(final, axis=1) == codes)),
+        "oof_log_loss": float(_row_loss(probas, weights, codes).mean()),
+    }
+
+
+def oof_probas(fit_predict: Callable[[np.ndarray, np.ndarray], list[np.ndarray]], n_models: int,
+               y: np.ndarray, classes: np.ndarray, cv: int, seed: int) -> list[np.ndarray]:
+    """Out-of-fold probabilities of ``n_models`` parts over inner folds of ``y`` (see
+    :func:`fit_stacked` for ``fit_predict``)."""
+    oof = [np.zeros((len(y), len(classes))) for _ in range(n_models)]
+    for tr, te in inner_folds(y, cv, seed):
+        for j, p in enumerate(fit_predict(tr, te)):
+            oof[j][te] = p
+    return oof
+
+
 def stacked_proba(meta: LogisticRegression, probas: Sequence[np.ndarray], classes: np.ndarray) -> np.ndarray:
     return aligned_proba(meta, np.hstack(probas), classes)
 
@@ -216,8 +348,9 @@ class LateFusion(BaseEstimator):
     ----------
     estimator : classifier
         Template (a medfuse classifier plugin or any sklearn classifier with ``predict_proba``).
-    combine : {"soft", "stack"}
-        Mean of block probabilities, or a logistic regression on their out-of-fold values.
+    combine : {"soft", "stack", "select"}
+        Mean of block probabilities, a logistic regression on their out-of-fold values, or
+        :func:`select_parts` weights learnt on their out-of-fold values (``reliability_``).
     cv : int
         Inner folds for stacking.
     random_state : int
@@ -230,18 +363,34 @@ class LateFusion(BaseEstimator):
         self.cv = cv
         self.random_state = random_state
 
-    def fit(self, blocks: Sequence[np.ndarray], y: np.ndarray) -> LateFusion:
-        """Fit one model per block ``blocks[i] (n, f_i)`` on labels ``y (n,)``."""
-        if self.combine not in ("soft", "stack"):
-            raise InvalidInputError(f"late fusion: combine must be 'soft' or 'stack', got {self.combine!r}")
+    def fit(self, blocks: Sequence[np.ndarray], y: np.ndarray, names: Sequence[str] | None = None,
+            oof: Sequence[np.ndarray] | None = None) -> LateFusion:
+        """Fit one model per block ``blocks[i] (n, f_i)`` on labels ``y (n,)``.
+
+        ``combine = "select"``: ``oof`` gives each block's out-of-fold probabilities over ``y``
+        (a pipeline computes them by refitting its whole block chain inside inner folds); without
+        it they come from an inner CV of the block classifiers on the given (already fitted) blocks.
+        ``names``: block names for ``reliability_``.
+        """
+        if self.combine not in ("soft", "stack", "select"):
+            raise InvalidInputError(f"late fusion: combine must be 'soft', 'stack' or 'select', got {self.combine!r}")
         y = np.asarray(y)
         self.classes_ = np.unique(y)
-        if self.combine == "stack":
-            def fit_predict(tr: np.ndarray, te: np.ndarray) -> list[np.ndarray]:
-                return [aligned_proba(clone(self.estimator).fit(B[tr], y[tr]), B[te], self.classes_)
-                        for B in blocks]
 
+        def fit_predict(tr: np.ndarray, te: np.ndarray) -> list[np.ndarray]:
+            return [aligned_proba(clone(self.estimator).fit(B[tr], y[tr]), B[te], self.classes_)
+                    for B in blocks]
+
+        self.weights_ = None
+        self.reliability_: dict[str, Any] = {}
+        if self.combine == "stack":
             self.meta_ = fit_stacked(fit_predict, len(blocks), y, self.classes_, self.cv, self.random_state)
+        elif self.combine == "select":
+            if oof is None:
+                oof = oof_probas(fit_predict, len(blocks), y, self.classes_, self.cv, self.random_state)
+            names = list(names) if names is not None else [f"block{i}" for i in range(len(blocks))]
+            self.reliability_ = select_parts(oof, y, self.classes_, names)
+            self.weights_ = np.asarray(self.reliability_["weights"])
         self.estimators_ = [clone(self.estimator).fit(B, y) for B in blocks]
         return self
 
@@ -251,6 +400,8 @@ class LateFusion(BaseEstimator):
         probas = [aligned_proba(m, B, self.classes_) for m, B in zip(self.estimators_, blocks)]
         if self.combine == "stack":
             return stacked_proba(self.meta_, probas, self.classes_)
+        if getattr(self, "weights_", None) is not None:
+            return log_pool(probas, self.weights_)
         return soft_vote(probas)
 
     def predict(self, blocks: Sequence[np.ndarray]) -> np.ndarray:

@@ -33,7 +33,17 @@ from sklearn.base import clone
 from .cache import BlockCache, make_key
 from .contracts import Extractor, Plugin, SampleTable
 from .errors import DataError, InvalidInputError, MedfuseError, StudyError, describe_exception
-from .fusion import BlockPreparer, LateFusion, aligned_proba, early_concat, fit_stacked, soft_vote
+from .fusion import (
+    BlockPreparer,
+    LateFusion,
+    aligned_proba,
+    early_concat,
+    fit_stacked,
+    log_pool,
+    oof_probas,
+    select_parts,
+    soft_vote,
+)
 from .imageio import ReadOptions, file_sha1, read_image_with_info, read_mask
 from .ood import fit_checks, image_descriptor, warnings_for
 from .study import PipelineSpec, PluginRef, Study
@@ -50,6 +60,7 @@ CHUNK = 32
 GRAPH = "pipeline.skops"  # a saved pipeline's object graph
 ARTIFACTS = "artifacts"  # its components' native files, one folder per slot
 CACHE_FORMAT = 1  # bump when the meaning of cached arrays changes inside medfuse itself
+INNER_CV = 3  # inner folds over the training rows for combine = "stack" / "select"
 
 
 @dataclass
@@ -502,8 +513,11 @@ class PipelineRunner:
             bar.close()
 
     # ---- fit ----------------------------------------------------------------------------------
-    def fit(self, prepared: Prepared, train_idx: np.ndarray, seed: int) -> FittedPipeline:
-        """Fit everything on the rows ``train_idx`` (positions into ``prepared``) only."""
+    def fit(self, prepared: Prepared, train_idx: np.ndarray, seed: int, _inner: bool = False) -> FittedPipeline:
+        """Fit everything on the rows ``train_idx`` (positions into ``prepared``) only.
+
+        ``_inner``: a fit inside the inner folds of ``combine = "select"`` (late fusion then
+        averages its blocks and no out-of-distribution checks are fitted)."""
         t0 = time.perf_counter()
         train_idx = np.asarray(train_idx, dtype=np.int64)
         if len(train_idx) < 2:
@@ -573,17 +587,37 @@ class PipelineRunner:
             fitted.table_columns_ = [str(c) for c in prepared.table.columns]
         clf = self._seeded(self.classifier, seed)
         if self.spec.fusion == "late":
-            fitted.model_ = LateFusion(clf, self.spec.combine, random_state=seed).fit(Zs, y_tr)
+            combine = "soft" if _inner else self.spec.combine
+            oof = self._inner_block_oof(prepared, train_idx, seed) if combine == "select" else None
+            fitted.model_ = LateFusion(clf, combine, cv=INNER_CV, random_state=seed).fit(
+                Zs, y_tr, names=[b.name for b in self.blocks], oof=oof)
+            fitted.reliability_ = fitted.model_.reliability_
         elif self.spec.fusion == "intermediate":
             fitted.model_ = clf.fit(Zs, y_tr)
         elif clf.input == "blocks":
             fitted.model_ = clf.fit([early_concat(Zs)], y_tr)
         else:
             fitted.model_ = clf.fit(early_concat(Zs), y_tr)
-        if self.ood_checks:
+        if self.ood_checks and not _inner:
             fitted.ood_ = fit_checks(early_concat(Zs), _rows(prepared.acquisition, train_idx), seed)
         fitted.fit_seconds_ = time.perf_counter() - t0
         return fitted
+
+    def _inner_block_oof(self, prepared: Prepared, train_idx: np.ndarray, seed: int) -> list[np.ndarray]:
+        """Each block's out-of-fold probabilities over the training rows ``train_idx``: the whole
+        block chain (trainable extractors, impute/scale/PCA, the block's classifier) refitted inside
+        :data:`INNER_CV` inner folds of those rows only, so a block is judged on rows it never saw."""
+        y_tr = prepared.y[train_idx]
+        classes = np.unique(prepared.y)
+
+        def fit_predict(tr: np.ndarray, te: np.ndarray) -> list[np.ndarray]:
+            inner = self.fit(prepared, train_idx[tr], seed, _inner=True)
+            rows = train_idx[te]
+            table = None if prepared.table is None else prepared.table.iloc[rows]
+            Zs = inner._features(inner._block_inputs(prepared, rows), table)
+            return [aligned_proba(m, Z, classes) for m, Z in zip(inner.model_.estimators_, Zs)]
+
+        return oof_probas(fit_predict, len(self.blocks), y_tr, classes, INNER_CV, seed)
 
     def _fit_members(self, fitted: FittedPipeline, prepared: Prepared, train_idx: np.ndarray, seed: int) -> None:
         fitted.members_ = {m: r.fit(prepared.members[m], train_idx, seed) for m, r in self.members.items()}
@@ -591,7 +625,7 @@ class PipelineRunner:
         fitted.block_reports_ = {f"{m}/{k}": v for m, f in fitted.members_.items()
                                  for k, v in f.block_reports_.items()}
         fitted.feature_names_ = []
-        if self.spec.combine == "stack":
+        if self.spec.combine in ("stack", "select"):
             y_tr = prepared.y[train_idx]
             names = list(self.members)
 
@@ -599,7 +633,12 @@ class PipelineRunner:
                 inner = {m: self.members[m].fit(prepared.members[m], train_idx[tr], seed) for m in names}
                 return [inner[m].predict_proba(prepared.members[m], train_idx[te]) for m in names]
 
-            fitted.meta_ = fit_stacked(fit_predict, len(names), y_tr, fitted.classes_, 3, seed)
+            if self.spec.combine == "stack":
+                fitted.meta_ = fit_stacked(fit_predict, len(names), y_tr, fitted.classes_, INNER_CV, seed)
+            else:
+                oof = oof_probas(fit_predict, len(names), y_tr, fitted.classes_, INNER_CV, seed)
+                fitted.reliability_ = select_parts(oof, y_tr, fitted.classes_, names)
+                fitted.weights_ = np.asarray(fitted.reliability_["weights"])
 
 
 @dataclass
@@ -663,6 +702,8 @@ class FittedPipeline:
         self.seed = 0
         self.table_columns_: list[str] = []
         self.ood_: dict[str, dict[str, Any]] = {}
+        self.weights_: np.ndarray | None = None  # ensemble, combine = "select": weight per member
+        self.reliability_: dict[str, Any] = {}  # combine = "select": medfuse.fusion.select_parts' record
 
     # ---- prediction ---------------------------------------------------------------------------
     @property
@@ -709,15 +750,27 @@ class FittedPipeline:
         return aligned_proba(model, X, self.classes_)
 
     def _combine(self, probas: list[np.ndarray]) -> np.ndarray:
+        """Combine the members' probabilities (in ``members_`` order, or only the kept members'
+        when ``combine = "select"`` dropped some: see :meth:`_used_members`)."""
         if self.meta_ is not None:
             return aligned_proba(self.meta_, np.hstack(probas), self.classes_)
+        weights = getattr(self, "weights_", None)
+        if weights is not None:
+            return log_pool(probas, [w for w in weights if w > 0])
         return soft_vote(probas)
+
+    def _used_members(self) -> dict[str, FittedPipeline]:
+        """The members whose probabilities enter :meth:`_combine` (those with weight > 0)."""
+        weights = getattr(self, "weights_", None)
+        if weights is None:
+            return dict(self.members_)
+        return {m: f for (m, f), w in zip(self.members_.items(), weights) if w > 0}
 
     def predict_proba(self, prepared: Prepared, idx: np.ndarray) -> np.ndarray:
         """Probabilities ``(len(idx), n_classes)`` for rows ``idx`` of ``prepared``."""
         idx = np.asarray(idx, dtype=np.int64)
         if self.members_:
-            return self._combine([f.predict_proba(prepared.members[m], idx) for m, f in self.members_.items()])
+            return self._combine([f.predict_proba(prepared.members[m], idx) for m, f in self._used_members().items()])
         if len(idx) == 0:
             return np.zeros((0, len(self.classes_)))
         if self.image_classifier:
@@ -756,7 +809,7 @@ class FittedPipeline:
                table: pd.DataFrame | None, strict: bool, spacings: list[Any] | None = None) -> ImageScores:
         n, k = len(images), len(self.classes_)
         if self.members_:
-            parts = {m: f._score(images, masks, table, strict, spacings) for m, f in self.members_.items()}
+            parts = {m: f._score(images, masks, table, strict, spacings) for m, f in self._used_members().items()}
             label = len(parts) > 1
             errors = [_join([f"{m}: {p.errors[i]}" if label and p.errors[i] else p.errors[i]
                              for m, p in parts.items()]) for i in range(n)]
@@ -975,6 +1028,8 @@ class FittedPipeline:
         if self.members_:
             out["combine"] = self.combine
             out["members"] = {m: f.spec() for m, f in self.members_.items()}
+            if getattr(self, "reliability_", None):
+                out["weights"] = dict(zip(self.members_, self.reliability_["weights"]))
             return out
         out["transforms"] = [plug(t) for t in self.transforms]
         out["mask"] = plug(self.mask_maker_) if self.mask_maker_ is not None else self.mask_mode
@@ -986,6 +1041,8 @@ class FittedPipeline:
         if self.fusion == "late":
             out["combine"] = self.combine
             out["classifier"] = plug(self.model_.estimator)
+            if getattr(self, "reliability_", None):
+                out["weights"] = {fb.name: w for fb, w in zip(self.blocks_, self.reliability_["weights"])}
         else:
             out["classifier"] = plug(self.model_)
         out["feature_names"] = list(self.feature_names_)

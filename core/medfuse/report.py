@@ -567,6 +567,23 @@ def block_rows(p: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def reliability_rows(p: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """``combine = "select"``: each part's weight per fold (and in the fit scored on the test
+    set), its out-of-fold accuracy alone inside the training fold, and how often it was kept."""
+    fits = list(p.get("reliability") or [])
+    if (p.get("test") or {}).get("reliability"):
+        fits.append(p["test"]["reliability"] | {"fold": "test fit"})
+    header = ["part", "weight per fit (" + ", ".join(str(f.get("fold")) for f in fits) + ")",
+              "inner out-of-fold accuracy alone (mean)", "kept"]
+    rows = []
+    for j, part in enumerate(fits[0]["parts"] if fits else []):
+        parts = [f["parts"][j] for f in fits]
+        rows.append([part["name"], ", ".join(_num(q["weight"]) for q in parts),
+                     _num(float(np.mean([q["oof_accuracy"] for q in parts]))),
+                     f"{sum(q['kept'] for q in parts)}/{len(parts)}"])
+    return header, rows
+
+
 def timing_rows(p: dict[str, Any]) -> list[list[str]]:
     t = p.get("timing", {})
     rows = [["materialize (decode, transforms, masks, prepare)", _seconds(t.get("materialize_seconds"))],
@@ -760,6 +777,7 @@ def _pipeline_context(name: str, p: dict[str, Any], figures: dict[str, bytes], h
     out["failed"] = (["id", "path", "error"], [[r["id"], r["path"], r["error"]] for r in p.get("failed") or []]) \
         if p.get("n_failed") else None
     out["spec"] = json.dumps(to_jsonable(p["spec"]), indent=1) if p.get("spec") else None
+    out["reliability"] = reliability_rows(p) if p.get("reliability") else None
     if p.get("holdout"):
         h = p["holdout"]
         out["holdout"] = {"n": h["n"], "table": (["metric", "value", "95% CI"], [

@@ -110,8 +110,12 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "fusion": Field("str", "early", doc="`early`: concatenate prepared blocks; `intermediate`: Keras "
                         "MLP with one branch per block; `late`: one classifier per block, combined.",
                         choices=("early", "intermediate", "late")),
-        "combine": Field("str", "soft", doc="Late fusion / ensembles: soft voting or stacking.",
-                         choices=("soft", "stack")),
+        "combine": Field("str", "soft", doc="Late fusion / ensembles: `soft` voting, `stack` (logistic "
+                         "regression on out-of-fold probabilities) or `select` (per-part reliability: weights "
+                         "learnt on out-of-fold probabilities of an inner 3-fold CV over the training rows; a "
+                         "block or member is kept only when it lowers the inner log loss significantly, so the "
+                         "combination falls back to its best part; weights in results.json and the report).",
+                         choices=("soft", "stack", "select")),
         "classifier": Field("plugin", None, doc="Classifier plugin table; required unless `members` is set."),
         "members": Field("list:str", [], doc="Ensemble of other pipelines of this study, averaged "
                          "(`combine = \"soft\"`) or stacked."),

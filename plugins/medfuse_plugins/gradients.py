@@ -4,7 +4,9 @@ HOG (Dalal and Triggs, 2005) describes the layout of edges: the grey image is re
 ``size x size`` (so every image gives the same number of features), split into cells of
 ``pixels_per_cell`` pixels, and each cell's gradient orientations are histogrammed into
 ``orientations`` bins, normalised over blocks of ``cells_per_block`` cells (L2-Hys). Suits
-images that are the region of interest themselves (chest X-rays); the mask is not used.
+images that are the region of interest themselves (chest X-rays); the mask is not used. With
+``normalize`` (and ``smooth``) the grey image is first normalised per image
+(:func:`medfuse_plugins.transforms.normalize_gray`) against exposure and contrast shift.
 """
 
 from __future__ import annotations
@@ -17,14 +19,19 @@ from medfuse.contracts import Extractor
 from medfuse.errors import InvalidInputError
 from PIL import Image
 
+from .transforms import NORMALIZE, normalize_gray
+
 
 def hog_vector(image: np.ndarray, size: int, orientations: int, pixels_per_cell: int,
-               cells_per_block: int) -> np.ndarray:
-    """HOG of ``image`` (uint8 ``(H, W, 3)``) resized to ``size x size``: float32 ``(n_features,)``."""
+               cells_per_block: int, normalize: str = "none", smooth: float = 0.0) -> np.ndarray:
+    """HOG of ``image`` (uint8 ``(H, W, 3)``) resized to ``size x size``: float32 ``(n_features,)``;
+    ``normalize`` / ``smooth``: :func:`~medfuse_plugins.transforms.normalize_gray` of the grey image first."""
     from skimage.feature import hog
 
-    grey = np.asarray(Image.fromarray(image).convert("L").resize((size, size), Image.Resampling.BILINEAR),
-                      dtype=np.float32) / 255.0
+    grey = Image.fromarray(image).convert("L")
+    if normalize != "none" or smooth:
+        grey = Image.fromarray(normalize_gray(np.asarray(grey), normalize, smooth))
+    grey = np.asarray(grey.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
     v = hog(grey, orientations=orientations, pixels_per_cell=(pixels_per_cell, pixels_per_cell),
             cells_per_block=(cells_per_block, cells_per_block), block_norm="L2-Hys", feature_vector=True)
     return v.astype(np.float32)
@@ -39,20 +46,26 @@ class Hog(Extractor):
 
     name: ClassVar[str] = "hog"
     block: ClassVar[str] = "hog"
-    version: ClassVar[str] = "1.0.0"
+    version: ClassVar[str] = "1.1.0"
     param_docs: ClassVar[dict[str, str]] = {
         "size": "Side (px) the grey image is resized to before HOG.",
         "orientations": "Orientation bins per cell (unsigned gradients, 0-180 degrees).",
         "pixels_per_cell": "Side of a HOG cell in pixels (after resizing).",
         "cells_per_block": "Side of a normalisation block in cells.",
+        "normalize": "Per-image grey normalisation first: 'none', 'equalize' (invariant to gamma/contrast/"
+                     "brightness changes) or 'stretch' (1st-99th percentile range to 0-255).",
+        "smooth": "Gaussian sigma (px) applied before the normalisation (0: none).",
     }
     conformance_params: ClassVar[dict] = {"size": 16, "pixels_per_cell": 4}
 
-    def __init__(self, size: int = 64, orientations: int = 9, pixels_per_cell: int = 8, cells_per_block: int = 2):
+    def __init__(self, size: int = 64, orientations: int = 9, pixels_per_cell: int = 8, cells_per_block: int = 2,
+                 normalize: str = "none", smooth: float = 0.0):
         self.size = size
         self.orientations = orientations
         self.pixels_per_cell = pixels_per_cell
         self.cells_per_block = cells_per_block
+        self.normalize = normalize
+        self.smooth = smooth
 
     def _cells_per_side(self) -> int:
         n = int(self.size) // int(self.pixels_per_cell)
@@ -63,8 +76,10 @@ class Hog(Extractor):
 
     def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         self._cells_per_side()
+        if self.normalize not in NORMALIZE:
+            raise InvalidInputError(f"hog: normalize {self.normalize!r} is not one of {', '.join(NORMALIZE)}")
         return hog_vector(image, int(self.size), int(self.orientations), int(self.pixels_per_cell),
-                          int(self.cells_per_block))
+                          int(self.cells_per_block), self.normalize, float(self.smooth))
 
     def feature_names(self) -> list[str]:
         b = self._cells_per_side() - int(self.cells_per_block) + 1

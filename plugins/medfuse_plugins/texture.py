@@ -10,6 +10,10 @@ the mask (``region``). Without a mask the ``otsu_cell`` mask (default parameters
   (0, 45, 90, 135 degrees) with both ends inside the mask, symmetric and normalised; for each
   property and distance the mean and the range over the four angles (rotation-invariant).
 
+With ``normalize`` (and ``smooth``) the grey levels are first normalised per image over the
+described pixels (:func:`medfuse_plugins.transforms.normalize_gray`), so that the features hold
+under a change of exposure or contrast (X-rays from another scanner).
+
 An empty mask (or one with no pixel pair at a distance) gives NaN for the affected features. A
 constant region gives the textbook values: contrast 0, homogeneity 1, ASM 1, entropy 0,
 correlation 1 (scikit-image's convention).
@@ -26,7 +30,7 @@ from medfuse.contracts import Extractor
 from medfuse.errors import InvalidInputError
 
 from .segmentation import bbox, resolve_mask
-from .transforms import to_gray
+from .transforms import NORMALIZE, normalize_gray, to_gray
 
 GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "asm", "energy", "correlation", "entropy",
               "variance", "cluster_shade", "cluster_prominence", "max_probability", "sum_average")
@@ -180,7 +184,7 @@ class Texture(Extractor):
 
     name: ClassVar[str] = "texture"
     block: ClassVar[str] = "texture"
-    version: ClassVar[str] = "1.0.0"
+    version: ClassVar[str] = "1.1.0"
     param_docs: ClassVar[dict[str, str]] = {
         "lbp": "List of [P, R] pairs (points, radius in px) for uniform LBP histograms; "
                "None = [[8, 1], [16, 2], [24, 3]].",
@@ -189,16 +193,23 @@ class Texture(Extractor):
         "quantize": "'fixed' (0-255 split into equal bins; comparable across images) or 'minmax' "
                     "(the region's own range).",
         "region": "Pixels described: 'cell' (mask > 0), 'nucleus' (2) or 'cytoplasm' (1).",
+        "normalize": "Per-image grey normalisation over the described pixels before every feature: "
+                     "'none', 'equalize' (histogram equalisation: invariant to gamma/contrast/brightness "
+                     "changes) or 'stretch' (1st-99th percentile range to 0-255).",
+        "smooth": "Gaussian sigma (px) applied before the normalisation (0: none); keeps noise from "
+                  "being stretched into texture.",
     }
     conformance_params: ClassVar[dict] = {"lbp": [[8, 1]], "distances": [1]}
 
     def __init__(self, lbp: list | None = None, distances: list | None = None, levels: int = 32,
-                 quantize: str = "fixed", region: str = "cell"):
+                 quantize: str = "fixed", region: str = "cell", normalize: str = "none", smooth: float = 0.0):
         self.lbp = lbp
         self.distances = distances
         self.levels = levels
         self.quantize = quantize
         self.region = region
+        self.normalize = normalize
+        self.smooth = smooth
 
     def _lbp(self) -> list[tuple[int, float]]:
         pairs = [[8, 1], [16, 2], [24, 3]] if self.lbp is None else self.lbp
@@ -219,6 +230,8 @@ class Texture(Extractor):
             raise InvalidInputError(f"texture: levels must be in 2..256, got {levels}")
         if self.quantize not in ("fixed", "minmax"):
             raise InvalidInputError(f"texture: quantize {self.quantize!r} is not 'fixed' or 'minmax'")
+        if self.normalize not in NORMALIZE:
+            raise InvalidInputError(f"texture: normalize {self.normalize!r} is not one of {', '.join(NORMALIZE)}")
         pairs, dists = self._lbp(), self._distances()
         mask = resolve_mask(image, mask)
         inside_full = region_pixels(mask, self.region)
@@ -227,8 +240,8 @@ class Texture(Extractor):
         n = len(self.feature_names())
         if box is None:
             return np.full(n, np.nan, np.float32)
-        gray = to_gray(image[box])
         inside = inside_full[box]
+        gray = normalize_gray(to_gray(image[box]), self.normalize, self.smooth, inside)
         values = gray[inside]
         feats: list[float] = list(first_order(values).values())
         for h in lbp_histograms(gray, pairs, inside):

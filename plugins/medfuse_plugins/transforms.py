@@ -81,6 +81,37 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return (g + 0.5).astype(np.uint8)
 
 
+NORMALIZE = ("none", "equalize", "stretch")
+"""Per-image grey normalisations of :func:`normalize_gray` (the ``normalize`` parameter of the
+``texture`` and ``hog`` extractors)."""
+
+
+def normalize_gray(gray: np.ndarray, method: str = "none", smooth: float = 0.0,
+                   inside: np.ndarray | None = None) -> np.ndarray:
+    """A uint8 grey image normalised against intensity and contrast shift, for features.
+
+    ``smooth``: Gaussian sigma (px) applied first, so that sensor noise is not stretched into
+    texture. ``method``: ``"equalize"``: histogram equalisation over the ``inside`` pixels (all
+    when None): invariant to any increasing change of the grey levels (gamma, contrast,
+    brightness) up to ties; ``"stretch"``: the 1st-99th percentile range of those pixels mapped
+    linearly to 0-255 (invariant to contrast and brightness); ``"none"``.
+    """
+    if method not in NORMALIZE:
+        raise InvalidInputError(f"normalize must be one of {', '.join(NORMALIZE)}, got {method!r}")
+    if float(smooth) < 0:
+        raise InvalidInputError(f"smooth must be a Gaussian sigma >= 0, got {smooth}")
+    if float(smooth) > 0:
+        gray = np.clip(ndi.gaussian_filter(gray.astype(np.float32), float(smooth)) + 0.5, 0, 255).astype(np.uint8)
+    values = gray[inside] if inside is not None else gray.ravel()
+    if method == "none" or values.size == 0:
+        return gray
+    if method == "equalize":
+        return Equalize._lut(values)[gray]
+    lo, hi = np.percentile(values, [1.0, 99.0])
+    out = (gray.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1.0))
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
 def _scale_value(image: np.ndarray, new_v: np.ndarray) -> np.ndarray:
     """Scale RGB so that max(R, G, B) becomes ``new_v``: hue and saturation are kept."""
     v = image.max(axis=-1).astype(np.float32)
