@@ -29,7 +29,7 @@ def _red_square_model(size: int):
 
 
 def test_grad_cam_highlights_the_discriminative_square():
-    from medfuse_plugins.saliency import grad_cam
+    from medfuse_plugins._saliency import grad_cam
 
     size = 24
     P = np.zeros((2, size, size, 3), np.uint8)

@@ -48,6 +48,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from medfuse import hookimpl
 from medfuse.contracts import Loader, SampleTable
 from medfuse.errors import DataError, InvalidInputError
 from medfuse.imageio import IMAGE_SUFFIXES, ImageReadError, read_labels
@@ -500,3 +501,8 @@ def _properties(scans: dict[Path, Any], used: set[Path]) -> tuple[dict, list[str
 
     return image_properties([(s.format, s.bit_depth, s.channels, s.spacing_um)
                              for p, s in scans.items() if p in used])
+
+
+@hookimpl
+def medfuse_plugins():
+    return [AnnotationLoader]

@@ -400,8 +400,8 @@ class _CompactCNNBase(_KerasStateMixin):
 
     def saliency(self, P: Any, target: Any) -> np.ndarray:
         """Grad-CAM maps ``(n, size, size)`` in [0, 1] of the trained network on prepared images ``P``,
-        towards class codes ``target`` (positions in ``classes_``); see :mod:`medfuse_plugins.saliency`."""
-        from .saliency import grad_cam
+        towards class codes ``target`` (positions in ``classes_``); see :mod:`medfuse_plugins._saliency`."""
+        from ._saliency import grad_cam
 
         self._check_fitted()
         if getattr(self, "model_", None) is None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+from medfuse import hookimpl
 from medfuse.contracts import InstanceMaker
 from medfuse.errors import InvalidInputError
 from scipy import ndimage as ndi
@@ -334,4 +335,9 @@ class SmearCells(_Finder):
         return relabel(out)
 
 
-INSTANCE_PLUGINS = (RbcInstances, WbcInstances, PlateletInstances, SmearCells)  # registered by .segmentation
+INSTANCE_PLUGINS = (RbcInstances, WbcInstances, PlateletInstances, SmearCells)
+
+
+@hookimpl
+def medfuse_plugins():
+    return list(INSTANCE_PLUGINS)

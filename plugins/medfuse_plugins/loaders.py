@@ -587,6 +587,4 @@ class TableLoader(Loader):
 
 @hookimpl
 def medfuse_plugins():
-    from .annotations import AnnotationLoader  # objects inside images; registered with the loaders
-
-    return [FolderLoader, ManifestLoader, PairsLoader, TableLoader, AnnotationLoader]
+    return [FolderLoader, ManifestLoader, PairsLoader, TableLoader]

@@ -433,9 +433,7 @@ class WholeImage(MaskMaker):
 
 @hookimpl
 def medfuse_plugins():
-    from .instances import INSTANCE_PLUGINS  # cell finders (instance label images), registered with these
-
-    return [OtsuCell, RbcWatershed, WholeImage, *INSTANCE_PLUGINS]
+    return [OtsuCell, RbcWatershed, WholeImage]
 
 
 def resolve_mask(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
