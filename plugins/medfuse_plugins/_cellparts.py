@@ -17,10 +17,16 @@ BACKGROUND_PERCENTILE = 90.0
 
 
 def background_level(image: np.ndarray, outside: np.ndarray) -> np.ndarray:
-    """Per-channel bright level ``I0`` (float64 ``(3,)``): the 90th percentile of the ``outside``
-    pixels, or of the whole image when fewer than 16 pixels are outside; at least 1."""
-    px = image[outside] if np.count_nonzero(outside) >= 16 else image.reshape(-1, image.shape[-1])
-    return np.maximum(np.percentile(px, BACKGROUND_PERCENTILE, axis=0), 1.0)
+    """Per-channel bright level ``I0`` (float64 ``(3,)``): the 90th percentile (lower value of
+    uint8 histogram bins) of the ``outside`` pixels on every second row and column, or of the
+    whole image when fewer than 16 of them are outside; at least 1."""
+    sub, out = image[::2, ::2], outside[::2, ::2]
+    px = sub[out] if np.count_nonzero(out) >= 16 else sub.reshape(-1, sub.shape[-1])
+    level = np.empty(px.shape[1])
+    for c in range(px.shape[1]):
+        cum = np.cumsum(np.bincount(px[:, c], minlength=256))
+        level[c] = np.searchsorted(cum, BACKGROUND_PERCENTILE / 100.0 * cum[-1])
+    return np.maximum(level, 1.0)
 
 
 def optical_density(image: np.ndarray, level: np.ndarray) -> np.ndarray:

@@ -45,8 +45,9 @@ class Compartments(Extractor):
       large values at the granule's radius, smooth cytoplasm ~0);
     * ``granules``, ``granule_density``, ``granule_cover``, ``granule_red_share``: dense spots
       (white top-hat of OD with a disk of ``granule_radius`` above ``granule_threshold``): count,
-      count per 1,000 px, share of the compartment's pixels, and their red-channel OD share
-      (eosinophil granules low, basophil granules high).
+      count per 1,000 px (full resolution), share of the compartment's pixels, and their
+      red-channel OD share (eosinophil granules low, basophil granules high). Granularity and
+      granules are measured on OD averaged over ``scale`` x ``scale`` blocks, radii in those units.
 
     Cell-wide: ``cell_granules`` (spots over the whole cell: basophil granules lie on the
     nucleus too), ``nc_od_ratio`` (nucleus over cytoplasm OD mean), ``valid``. An empty mask
@@ -58,8 +59,11 @@ class Compartments(Extractor):
     block: ClassVar[str] = "compartments"
     version: ClassVar[str] = "1.0.0"
     param_docs: ClassVar[dict[str, str]] = {
-        "radii": "Disk radii (px) of the granularity spectrum; None = [1, 2, 3, 5] (PBC: ~0.1 um/px).",
-        "granule_radius": "Top-hat disk radius (px): spots narrower than about twice this are granules.",
+        "radii": "Disk radii (px at 1/scale) of the granularity spectrum; None = [1, 2, 3] (PBC: ~0.1 um/px, "
+                 "so 0.2-0.6 um at scale 2).",
+        "granule_radius": "Top-hat disk radius (px at 1/scale): spots narrower than about twice this are granules.",
+        "scale": "Granularity and granules are measured on OD block-averaged over scale x scale pixels "
+                 "(1 = full resolution; 2 is ~10x cheaper on PBC-sized cells).",
         "granule_threshold": "Top-hat OD (sum over R, G, B) above which a pixel is in a granule.",
         "levels": "Grey levels of the GLCM (OD quantised over the compartment's 1-99th percentiles).",
         "distances": "GLCM pixel distances; None = [1, 2].",
@@ -67,17 +71,18 @@ class Compartments(Extractor):
     }
     conformance_params: ClassVar[dict] = {"radii": [1, 2], "distances": [1]}
 
-    def __init__(self, radii: list | None = None, granule_radius: int = 3, granule_threshold: float = 0.4,
-                 levels: int = 16, distances: list | None = None, keep: str = "largest"):
+    def __init__(self, radii: list | None = None, granule_radius: int = 2, granule_threshold: float = 0.3,
+                 levels: int = 16, distances: list | None = None, keep: str = "largest", scale: int = 2):
         self.radii = radii
         self.granule_radius = granule_radius
         self.granule_threshold = granule_threshold
         self.levels = levels
         self.distances = distances
         self.keep = keep
+        self.scale = scale
 
     def _radii(self) -> tuple[int, ...]:
-        return tuple(int(r) for r in ([1, 2, 3, 5] if self.radii is None else self.radii))
+        return tuple(int(r) for r in ([1, 2, 3] if self.radii is None else self.radii))
 
     def _distances(self) -> tuple[int, ...]:
         return tuple(int(d) for d in ([1, 2] if self.distances is None else self.distances))
@@ -90,6 +95,8 @@ class Compartments(Extractor):
             raise InvalidInputError(f"compartments: levels must be in 2..256, got {self.levels}")
         if min(self._radii(), default=0) < 1 or min(self._distances(), default=0) < 1 or int(self.granule_radius) < 1:
             raise InvalidInputError("compartments: radii, distances and granule_radius must be >= 1 px")
+        if int(self.scale) < 1:
+            raise InvalidInputError(f"compartments: scale must be >= 1, got {self.scale}")
 
     def _part_names(self) -> list[str]:
         names = ["od_mean", "od_std", "od_p90", "od_red_share", "od_blue_share"]
@@ -110,7 +117,7 @@ class Compartments(Extractor):
         out = dict.fromkeys(names, float("nan"))
         cell_full = main_component(mask > 0, self.keep)
         radii = self._radii()
-        box = bbox(cell_full, max(max(radii), int(self.granule_radius)) + 2)
+        box = bbox(cell_full, (max(max(radii), int(self.granule_radius)) + 2) * int(self.scale))
         if box is None:
             out["valid"] = 0.0
             return np.asarray([out[n] for n in names], np.float32)
@@ -119,21 +126,27 @@ class Compartments(Extractor):
         od3 = optical_density(img, level)
         od = od3.sum(axis=2)
         gray = to_gray(img)
-        removed = opening_series(od, cell, radii)
-        hit, n_cell = spots(od, cell, int(self.granule_radius), float(self.granule_threshold))
+        # granularity and granules at 1/scale resolution (block means): the openings dominate the cost
+        s = int(self.scale)
+        od3_c = pool(od3, s)
+        od_c, cell_c = od3_c.sum(axis=2), pool(cell, s) >= 0.5
+        removed = opening_series(od_c, cell_c, radii)
+        hit, n_cell = spots(od_c, cell_c, int(self.granule_radius), float(self.granule_threshold))
         out.update(valid=1.0, cell_granules=float(n_cell))
         means = {}
         for part, code in zip(PARTS, (2, 1)):
             region = cell & (m == code)
-            feats = self._part(region, od3, od, gray, removed, hit)
+            coarse = (pool(region, s) >= 0.5, od3_c, od_c, removed, hit)
+            feats = self._part(region, od3, od, gray, coarse)
             means[part] = feats["od_mean"]
             out.update({f"{part}_{k}": v for k, v in feats.items()})
         out["nc_od_ratio"] = ratio(means["nucleus"], means["cytoplasm"])
         return np.asarray([out[n] for n in names], np.float32)
 
     def _part(self, region: np.ndarray, od3: np.ndarray, od: np.ndarray, gray: np.ndarray,
-              removed: np.ndarray, hit: np.ndarray) -> dict[str, float]:
-        """The :meth:`_part_names` values of one compartment (NaN when it is empty)."""
+              coarse: tuple[np.ndarray, ...]) -> dict[str, float]:
+        """The :meth:`_part_names` values of one compartment (NaN when it is empty); ``coarse``:
+        the region, OD per channel, OD sum, opening series and granule pixels at 1/scale."""
         names = self._part_names()
         n = int(np.count_nonzero(region))
         feats = dict.fromkeys(names, float("nan"))
@@ -148,13 +161,14 @@ class Compartments(Extractor):
         feats.update(self._glcm(od, region, v))
         h = lbp_histograms(gray, [(8, 1.0)], region)[0].astype(np.float64)
         feats.update({f"lbp_{k}": float(x) for k, x in enumerate(h / max(h.sum(), 1.0))})
-        shares = granularity(removed, od, region)
+        region_c, od3_c, od_c, removed, hit = coarse
+        shares = granularity(removed, od_c, region_c)
         feats.update({f"granularity_r{r}": float(s) for r, s in zip(self._radii(), shares)})
-        spot = hit & region
+        spot = hit & region_c
         count = components(spot)[1].size - 1
-        spot_od = od3[spot].sum(axis=0)
+        spot_od = od3_c[spot].sum(axis=0)
         feats.update(granules=float(count), granule_density=1000.0 * count / n,
-                     granule_cover=float(np.count_nonzero(spot)) / n,
+                     granule_cover=float(np.count_nonzero(spot)) / max(np.count_nonzero(region_c), 1),
                      granule_red_share=ratio(spot_od[0], spot_od.sum()) if count else float("nan"))
         return feats
 
@@ -167,4 +181,15 @@ class Compartments(Extractor):
         return {f"glcm_{p}_d{d}": float(stats[i, j, 0]) for p, i in _GLCM_KEEP.items() for j, d in enumerate(dists)}
 
 
-__all__ = ["Compartments"]
+def pool(a: np.ndarray, s: int) -> np.ndarray:
+    """Mean over ``s`` x ``s`` blocks of the first two axes (edges cut to a multiple of ``s``),
+    float32; ``a`` itself (as float32) when ``s == 1``."""
+    a = np.asarray(a, np.float32)
+    if s <= 1:
+        return a
+    h, w = (a.shape[0] // s) * s, (a.shape[1] // s) * s
+    b = a[:h, :w].reshape(h // s, s, w // s, s, *a.shape[2:])
+    return b.mean(axis=(1, 3))
+
+
+__all__ = ["Compartments", "pool"]
