@@ -20,6 +20,7 @@ OUTLINE_SAMPLES = 64  # angular bins of the outline r(theta)
 HIGH_FROM = 6  # harmonics from this order on are "spiky" (burr cells, acanthocytes)
 CENTRE_DEPTH = 2 / 3  # depth (0 edge, 1 deepest) above which a pixel is "centre"
 RIM_DEPTH = 1 / 3  # depth below which a pixel is "rim"
+MIN_NEIGHBOUR_SHARE = 0.25  # reference cells for relative size: at least this share of the cell's area
 
 
 def depth_map(cell: np.ndarray) -> np.ndarray:
@@ -91,8 +92,9 @@ class RedCell(Extractor):
       1..``harmonics`` (2: elliptocytes; 1, 3: teardrops, irregular shapes), ``harmonic_high``:
       energy of orders 6 and up (burr cells, acanthocytes), ``radius_cv``: r(theta) std over mean;
     * ``relative_area``, ``relative_diameter``: over the median of the complete cells of the image
-      (not touching the border, at least ``min_area`` px) when there are at least ``min_cells``
-      (a smear or a wide crop), else NaN; ``cells`` is that count.
+      (not touching the border, at least ``min_area`` px and a quarter of this cell's area, so
+      debris is no reference) when there are at least ``min_cells`` (a smear or a wide crop), else
+      NaN; ``cells`` is that count (this cell included when it is complete).
 
     An empty mask gives NaN everywhere and ``valid = 0``.
     """
@@ -167,6 +169,7 @@ class RedCell(Extractor):
         complete = keep.copy()
         complete[border] = False
         areas = np.bincount(labels.ravel(), minlength=keep.size)[complete]
+        areas = areas[areas >= MIN_NEIGHBOUR_SHARE * cell_area]  # debris and fragments are no reference
         feats = {"cells": float(areas.size), "area": cell_area, "diameter": float(np.sqrt(4 * cell_area / np.pi))}
         if areas.size >= int(self.min_cells):
             med = float(np.median(areas))
