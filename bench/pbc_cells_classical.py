@@ -43,9 +43,13 @@ _RAW = {"morphology": None, "texture": None, "colour": None, "compartments": Non
 SLOW = {"learning_rate": 0.05, "n_estimators": 1500, "colsample_bytree": 0.5}
 CANDIDATES: dict[str, tuple[str, dict[str, float | None], dict]] = {
     "old": ("largest", _OLD, {}),
-    "old+compartments": ("largest", {**_OLD, "compartments": None}, {}),
     "centre+compartments": ("centre", {**_OLD, "compartments": None}, {}),
     "centre+compartments,no-pca": ("centre", _RAW, {}),
+}
+# also defined, not in the default run (2 shared cores): the largest-blob mask with the new block,
+# and a slower XGBoost; `--candidates` names the ones to compare
+EXTRA = {
+    "old+compartments": ("largest", {**_OLD, "compartments": None}, {}),
     "centre+compartments,no-pca,slow": ("centre", _RAW, SLOW),
 }
 
@@ -181,10 +185,17 @@ def main() -> None:
     ap.add_argument("--data")
     ap.add_argument("--out", "--features", dest="features", default="pbc_cells_features.npz")
     ap.add_argument("-j", "--jobs", type=int, default=2)
+    ap.add_argument("--candidates", help=f"evaluate: comma-separated, among {', '.join({**CANDIDATES, **EXTRA})} "
+                    "(default: the first three)")
     ap.add_argument("--all-plain", action="store_true",
                     help="evaluate: also fit every candidate on every outer fold (plain CV, for information)")
     args = ap.parse_args()
     root = data_root(args.data)
+    if args.candidates:
+        pool = {**CANDIDATES, **EXTRA}
+        chosen = {c: pool[c] for c in args.candidates.split(",")}
+        CANDIDATES.clear()
+        CANDIDATES.update(chosen)
     if args.stage == "extract":
         extract(root, Path(args.features), args.jobs)
     else:
