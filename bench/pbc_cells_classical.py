@@ -2,7 +2,7 @@
 
 Usage::
 
-    nice -n 5 python bench/pbc_cells_classical.py extract  [--data ROOT] [--out F.npz] [-j 2]
+    nice -n 5 python bench/pbc_cells_classical.py extract  [--data ROOT] [--out F.npz] [-j 2] [--reuse OLD.npz]
     nice -n 5 python bench/pbc_cells_classical.py evaluate [--features F.npz] [--jobs 2]
 
 ``extract`` decodes every image of ``pbc/`` once and computes ``morphology``, ``texture``,
@@ -64,7 +64,8 @@ def data_root(arg: str | None) -> Path:
 
 # ---- extract ----------------------------------------------------------------------------------
 
-def _one(path: str) -> tuple[dict[str, np.ndarray] | None, bool, str]:
+def _one(path: str, only_centre: bool = False) -> tuple[dict[str, np.ndarray] | None, bool, str]:
+    """Blocks of one image on both masks (``only_centre``: the centred mask's blocks where it differs)."""
     from medfuse.host import get_host
     from medfuse.imageio import read_image
 
@@ -76,6 +77,8 @@ def _one(path: str) -> tuple[dict[str, np.ndarray] | None, bool, str]:
         out = {}
         for k in MASKS:
             for b in BLOCKS:
+                if k == "largest" and only_centre or k == "centre" and same and only_centre:
+                    continue
                 if k == "centre" and same:
                     out[f"centre/{b}"] = out[f"largest/{b}"]
                 else:
@@ -85,26 +88,40 @@ def _one(path: str) -> tuple[dict[str, np.ndarray] | None, bool, str]:
         return None, False, f"{type(exc).__name__}: {exc}"
 
 
-def _chunk(paths: list[str]) -> list[tuple[dict[str, np.ndarray] | None, bool, str]]:
-    return [_one(p) for p in paths]
+def _chunk(paths: list[str], only_centre: bool = False) -> list[tuple[dict[str, np.ndarray] | None, bool, str]]:
+    return [_one(p, only_centre) for p in paths]
 
 
-def extract(root: Path, out: Path, jobs: int) -> None:
+def extract(root: Path, out: Path, jobs: int, reuse: Path | None = None) -> None:
+    """Write the features of both masks to ``out``; ``reuse``: an earlier file whose ``largest``
+    blocks are kept (the centred mask is recomputed, and its blocks where it differs)."""
     from joblib import Parallel, delayed
     from medfuse.host import get_host
 
     paths = sorted(str(p) for p in (root / "pbc").rglob("*.jpg"))
     chunks = [paths[i:i + 64] for i in range(0, len(paths), 64)]
     t0 = time.perf_counter()
-    results = [r for part in Parallel(n_jobs=jobs)(delayed(_chunk)(c) for c in chunks) for r in part]
+    results = [r for part in Parallel(n_jobs=jobs)(delayed(_chunk)(c, reuse is not None) for c in chunks)
+               for r in part]
     seconds = time.perf_counter() - t0
     host = get_host()
+    old = np.load(reuse) if reuse is not None else None
+    if old is not None:
+        assert [str(p) for p in old["paths"]] == paths, f"{reuse}: other images than {root / 'pbc'}"
+        seconds += float(old["seconds"])
     arrays: dict[str, np.ndarray] = {}
     for k in MASKS:
         for b in BLOCKS:
             n = len(host.create(b).feature_names())
-            arrays[f"{k}/{b}"] = np.stack([r[0][f"{k}/{b}"] if r[0] is not None else np.full(n, np.nan, np.float32)
-                                           for r in results])
+            rows = []
+            for i, r in enumerate(results):
+                if r[0] is None:
+                    rows.append(np.full(n, np.nan, np.float32))
+                elif f"{k}/{b}" in r[0]:
+                    rows.append(r[0][f"{k}/{b}"])
+                else:  # reused: the largest-blob block, also for a centred mask equal to it
+                    rows.append(old[f"largest/{b}"][i])
+            arrays[f"{k}/{b}"] = np.stack(rows)
     arrays["same_mask"] = np.asarray([r[1] for r in results])
     np.savez_compressed(out, paths=np.asarray(paths), errors=np.asarray([r[2] for r in results]),
                         seconds=seconds, **arrays)
@@ -185,6 +202,7 @@ def main() -> None:
     ap.add_argument("--data")
     ap.add_argument("--out", "--features", dest="features", default="pbc_cells_features.npz")
     ap.add_argument("-j", "--jobs", type=int, default=2)
+    ap.add_argument("--reuse", help="extract: keep the largest-blob blocks of this earlier .npz")
     ap.add_argument("--candidates", help=f"evaluate: comma-separated, among {', '.join({**CANDIDATES, **EXTRA})} "
                     "(default: the first three)")
     ap.add_argument("--all-plain", action="store_true",
@@ -197,7 +215,7 @@ def main() -> None:
         CANDIDATES.clear()
         CANDIDATES.update(chosen)
     if args.stage == "extract":
-        extract(root, Path(args.features), args.jobs)
+        extract(root, Path(args.features), args.jobs, Path(args.reuse) if args.reuse else None)
     else:
         evaluate(root, Path(args.features), args.jobs, args.all_plain)
 
