@@ -202,3 +202,12 @@ def test_centred_component_nearest_when_none_holds_the_centre():
     assert got[23, 25] and not got[10, 10]
     # debris under min_area is not a candidate
     assert centred_component(b, min_area=20)[10, 10]
+
+
+def test_centred_choice_keeps_a_main_cell_that_reaches_the_centre_over_a_nearer_fragment():
+    """A lobe or speck split off the centred cell must not replace it (seen on PBC neutrophils)."""
+    b = np.zeros((61, 61), bool)
+    b[33:53, 20:40] = True  # the main cell, 3 px below the centre (30, 30)
+    b[26:31, 28:33] = True  # a fragment holding the centre
+    assert centred_component(b, near=6)[40, 30] and not centred_component(b, near=6)[30, 30]
+    assert centred_component(b)[30, 30]  # without `near`: plainly the nearest
