@@ -105,7 +105,7 @@ def extract(root: Path, out: Path, jobs: int, reuse: Path | None = None) -> None
                for r in part]
     seconds = time.perf_counter() - t0
     host = get_host()
-    old = np.load(reuse) if reuse is not None else None
+    old = dict(np.load(reuse)) if reuse is not None else None  # loaded once (NpzFile reads on every access)
     if old is not None:
         assert [str(p) for p in old["paths"]] == paths, f"{reuse}: other images than {root / 'pbc'}"
         seconds += float(old["seconds"])
