@@ -20,7 +20,9 @@ used to choose anything. Each candidate's plain 5-fold figure is printed too, ma
 every outer fold, otherwise only ``old`` and the chosen one). The pipeline mirrors ``medfuse compare``:
 per block impute (median), scale (standard), PCA where the candidate says so, then the
 ``xgboost`` plugin (early stopping on an inner split of the training rows) with its defaults or,
-for ``slow``, learning rate 0.05, up to 1,500 rounds, 50% of the columns per tree.
+for ``slow``, learning rate 0.05, up to 1,500 rounds, 50% of the columns per tree; the ``logreg``
+candidates use the ``logreg`` plugin (L2 logistic regression) on the raw standardised blocks. The
+first candidate named is the reference, fitted on every outer fold.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ CANDIDATES: dict[str, tuple[str, dict[str, float | None], dict]] = {
 EXTRA = {
     "old+compartments": ("largest", {**_OLD, "compartments": None}, {}),
     "centre+compartments,no-pca,slow": ("centre", _RAW, SLOW),
+    # the same blocks with a linear model (the `logreg` plugin) instead of XGBoost: seconds per fit
+    "old,logreg": ("largest", {"morphology": None, "texture": None, "colour": None}, {"plugin": "logreg", "C": 0.1}),
+    "centre+compartments,logreg": ("centre", _RAW, {"plugin": "logreg", "C": 0.1}),
+    "centre+compartments,logreg-C0.03": ("centre", _RAW, {"plugin": "logreg", "C": 0.03}),
+    "centre+compartments,logreg-C0.3": ("centre", _RAW, {"plugin": "logreg", "C": 0.3}),
 }
 
 
@@ -145,7 +152,10 @@ def _fit_predict(feats: dict[str, np.ndarray], cand: str, y: np.ndarray, train: 
         prep = BlockPreparer(pca=pca, block=b, random_state=seed).fit(X[train])
         Ztr.append(prep.transform(X[train]))
         Zte.append(prep.transform(X[test]))
-    clf = get_host().create("xgboost", {**params, "random_state": seed, "n_jobs": jobs})
+    plugin = params.get("plugin", "xgboost")
+    params = {k: v for k, v in params.items() if k != "plugin"}
+    params.update(random_state=seed, **({"n_jobs": jobs} if plugin == "xgboost" else {}))
+    clf = get_host().create(plugin, params)
     clf.fit(np.hstack(Ztr), y[train])
     return clf.predict(np.hstack(Zte)), time.perf_counter() - t0
 
@@ -168,6 +178,7 @@ def evaluate(root: Path, features: Path, jobs: int, all_plain: bool = False) -> 
     y = kept.samples["label"].astype(str).to_numpy()
     print(f"{len(y)} samples, {ev.folds} folds (seed {ev.seed}); extraction took "
           f"{float(z['seconds']) / 60:.1f} min; centred mask differs on {int((~z['same_mask'][take]).sum())} images")
+    baseline = next(iter(CANDIDATES))  # the first candidate is the reference (the old pipeline)
     nested, plain = [], {c: [] for c in CANDIDATES}
     chosen_all, fit_min = [], {c: [] for c in CANDIDATES}
     for k, (train, test) in enumerate(splits.folds()):
@@ -178,15 +189,15 @@ def evaluate(root: Path, features: Path, jobs: int, all_plain: bool = False) -> 
             inner[c] = float((pred == y[inner_va]).mean())
         chosen = max(CANDIDATES, key=lambda c: (inner[c], -list(CANDIDATES).index(c)))
         chosen_all.append(chosen)
-        for c in CANDIDATES if all_plain else dict.fromkeys(["old", chosen]):
+        for c in CANDIDATES if all_plain else dict.fromkeys([baseline, chosen]):
             pred, sec = _fit_predict(feats, c, y, train, test, ev.seed, jobs)
             plain[c].append(float((pred == y[test]).mean()))
             fit_min[c].append(sec / 60)
         nested.append(plain[chosen][-1])
         print(f"fold {k + 1}: inner " + ", ".join(f"{c} {a:.4f}" for c, a in inner.items())
               + f" -> chose {chosen}; outer {nested[-1]:.4f}", flush=True)
-    print("\nplain CV per candidate over the folds where it was fitted (mean +- sd; fit min/fold); only 'old' and "
-          "the nested figure are honest:")
+    print(f"\nplain CV per candidate over the folds where it was fitted (mean +- sd; fit min/fold); only {baseline!r} "
+          "and the nested figure are honest:")
     for c in [c for c in CANDIDATES if plain[c]]:
         a = np.asarray(plain[c])
         print(f"  {c:32s} {a.mean():.4f} +- {a.std():.4f}  folds {' '.join(f'{v:.4f}' for v in a)}  "
