@@ -214,7 +214,7 @@ def main() -> None:
     ap.add_argument("--out", "--features", dest="features", default="pbc_cells_features.npz")
     ap.add_argument("-j", "--jobs", type=int, default=2)
     ap.add_argument("--reuse", help="extract: keep the largest-blob blocks of this earlier .npz")
-    ap.add_argument("--candidates", help=f"evaluate: comma-separated, among {', '.join({**CANDIDATES, **EXTRA})} "
+    ap.add_argument("--candidates", help=f"evaluate: separated by ;, among {', '.join({**CANDIDATES, **EXTRA})} "
                     "(default: the first three)")
     ap.add_argument("--all-plain", action="store_true",
                     help="evaluate: also fit every candidate on every outer fold (plain CV, for information)")
@@ -222,7 +222,7 @@ def main() -> None:
     root = data_root(args.data)
     if args.candidates:
         pool = {**CANDIDATES, **EXTRA}
-        chosen = {c: pool[c] for c in args.candidates.split(",")}
+        chosen = {c: pool[c] for c in args.candidates.split(";")}
         CANDIDATES.clear()
         CANDIDATES.update(chosen)
     if args.stage == "extract":
