@@ -211,3 +211,26 @@ def test_centred_choice_keeps_a_main_cell_that_reaches_the_centre_over_a_nearer_
     b[26:31, 28:33] = True  # a fragment holding the centre
     assert centred_component(b, near=6)[40, 30] and not centred_component(b, near=6)[30, 30]
     assert centred_component(b)[30, 30]  # without `near`: plainly the nearest
+
+
+@pytest.mark.slow
+@pytest.mark.dataset
+def test_compartments_on_pbc_eosinophils_vs_basophils(data_root):
+    """On real PBC cells: eosinophil cytoplasm is orange (low red-channel OD share), basophils carry
+    dense dark granules over the whole cell (more granules per cytoplasm pixel)."""
+    from medfuse.imageio import read_image
+
+    mask_maker = get_host().create("otsu_cell")
+    ex = Compartments()
+    names = ex.feature_names()
+
+    def rows(cls: str) -> np.ndarray:
+        paths = sorted((data_root / "pbc" / cls).glob("*.jpg"))[:12]
+        if not paths:
+            pytest.skip(f"no PBC {cls} images under {data_root / 'pbc'}")
+        return np.array([ex.prepare(im, mask_maker.predict_mask(im)) for im in map(read_image, paths)])
+
+    eos, baso = rows("eosinophil"), rows("basophil")
+    red, dens = names.index("cytoplasm_od_red_share"), names.index("cytoplasm_granule_density")
+    assert np.median(eos[:, red]) < np.median(baso[:, red]) - 0.03
+    assert np.median(baso[:, dens]) > 2 * np.median(eos[:, dens])
