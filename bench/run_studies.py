@@ -144,7 +144,9 @@ _FOLD1 = ("were chosen by comparing held-out accuracy on one 80/20 split of thes
 _UNCHANGED = "settings fixed when the study was added and not compared since (`git log -- registry.toml`)"
 TUNED: dict[str, str] = {
     "pbc-cells": f"CNN epochs and batch size, learning rate (0.001), augmentation (zoom and brightness off) and "
-                 f"TTA {_FOLD1}",
+                 f"TTA {_FOLD1}. The classical pipeline's mask, blocks and classifier (logistic regression, C) "
+                 f"were chosen per fold on inner 80/20 splits of the training rows (nested; "
+                 f"`bench/pbc_cells_classical.py`), after one look at logistic regression (C = 0.1) on these folds",
     "all-subtypes": f"CNN epochs and batch size, learning rate (0.001), augmentation (zoom and brightness off), TTA "
                     f"and whole-image input (deep, deep-hsv and fused on the whole image rather than the ROI crop) "
                     f"{_FOLD1}",

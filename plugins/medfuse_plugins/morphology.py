@@ -371,4 +371,9 @@ class SmearMorphology(Extractor):
 
 @hookimpl
 def medfuse_plugins():
-    return [Morphology, SmearMorphology]
+    # the cell-biology blocks live in their own (private) modules and register with this family,
+    # so an installed distribution needs no new entry point for them
+    from ._compartments import Compartments
+    from ._redcell import RedCell
+
+    return [Morphology, SmearMorphology, Compartments, RedCell]
