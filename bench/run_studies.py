@@ -352,7 +352,28 @@ def study_section(results: dict[str, Any], run: Run, seconds: float) -> list[str
         head += [NOTES[s["name"]], ""]
     table = TEST_HEAD if has_test(results) else CV_HEAD
     head += [table, "|---" * (table.count("|") - 1) + "|", *study_rows(results), ""]
-    return head + reliability_lines(results) + shortcut_lines(results)
+    return head + paired_lines(results) + reliability_lines(results) + shortcut_lines(results)
+
+
+def paired_lines(results: dict[str, Any]) -> list[str]:
+    """Each pipeline against the best (issue #14): the paired differences of ``results["paired"]`` for the
+    CV out-of-fold predictions and, where the study has one, the external test set (as in report.md)."""
+    from medfuse.report import _md_table, paired_rows
+
+    out = []
+    for key, what in (("cv", "out-of-fold predictions"), ("test", "external test set")):
+        sec = (results.get("paired") or {}).get(key) or {}
+        if sec.get("status") != "ok":
+            continue
+        header, rows = paired_rows(results, key)
+        rows = [r for r in rows if r[0].startswith(f"{sec.get('best')} - ")]
+        if not rows:
+            continue
+        out += [f"Paired against the best, {sec.get('best')} ({what}; paired bootstrap on the same resamples, "
+                f"McNemar's exact test, Holm across all {len(sec.get('pairs') or [])} pairs). Not significantly "
+                f"worse than the best: {', '.join(sec.get('not_worse_than_best') or []) or 'none'}.", "",
+                _md_table(header, rows), ""]
+    return out
 
 
 def seg_section(run: SegRun, tables: dict[str, Any], infos: dict[str, dict[str, Any]], split: str = "") -> list[str]:

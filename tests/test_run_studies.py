@@ -145,6 +145,23 @@ def results_with_test() -> dict:
     }
 
 
+def test_section_shows_each_pipeline_against_the_best_with_paired_intervals():
+    bench = load_bench()
+    results = results_with_test()
+    pair = {"n": 100, "diff": {"accuracy": 0.05, "f1_macro": 0.04, "roc_auc_ovr": 0.01},
+            "ci95": {"accuracy": [0.01, 0.09], "f1_macro": [0.0, 0.08], "roc_auc_ovr": [-0.01, 0.03]},
+            "mcnemar": {"a_only": 7, "b_only": 2, "p": 0.18}, "p_holm": 0.36, "significant": False}
+    results["paired"] = {"cv": {"status": "ok", "best": "fused", "not_worse_than_best": ["fused", "classical"],
+                                "n_boot": 200, "alpha": 0.05,
+                                "pairs": [pair | {"a": "fused", "b": "classical"}, pair | {"a": "classical", "b": "x"}]}}
+    lines = bench.study_section(results, next(r for r in bench.PLAN if r.study == "cxr-pneumonia"), 60.0)
+    text = "\n".join(lines)
+    assert "Paired against the best, fused (out-of-fold predictions" in text
+    assert "Not significantly worse than the best: fused, classical." in text
+    assert "| fused - classical | 100 |" in text and "| classical - x |" not in text
+    assert "external test set;" not in text  # no test section without results["paired"]["test"]
+
+
 def test_tested_study_shows_test_beside_cv_with_the_gap():
     bench = load_bench()
     rows = bench.study_rows(results_with_test())
