@@ -393,6 +393,7 @@ class AnnotationLoader(Loader):
         for p, s in scans.items():
             if s.error:
                 asm.report.bad_files.append({"path": str(p), "reason": s.error})
+        asm.report.n_found += len(asm.report.bad_files)  # an undecodable source image is a rejected candidate too
         rows, excluded, used = self._objects(anns, index, scans, folder, asm.report.bad_annotations)
         unused = [p for p in images if p not in used and not scans[p].error]
         if unused:
