@@ -355,8 +355,11 @@ def study_section(results: dict[str, Any], run: Run, seconds: float) -> list[str
     return head + paired_lines(results) + reliability_lines(results) + shortcut_lines(results)
 
 
+MAX_PAIRS = 10  # up to 5 pipelines: every pair in RESULTS.md
+
+
 def paired_lines(results: dict[str, Any]) -> list[str]:
-    """Each pipeline against the best (issue #14): the paired differences of ``results["paired"]`` for the
+    """Every pair, or each pipeline against the best when there are many (issue #14): the paired differences of ``results["paired"]`` for the
     CV out-of-fold predictions and, where the study has one, the external test set (as in report.md)."""
     from medfuse.report import _md_table, paired_rows
 
@@ -366,12 +369,15 @@ def paired_lines(results: dict[str, Any]) -> list[str]:
         if sec.get("status") != "ok":
             continue
         header, rows = paired_rows(results, key)
-        rows = [r for r in rows if r[0].startswith(f"{sec.get('best')} - ")]
+        n_pairs = len(rows)
+        if n_pairs > MAX_PAIRS:  # many pipelines: each against the best only (report.md has every pair)
+            rows = [r for r in rows if r[0].startswith(f"{sec.get('best')} - ")]
         if not rows:
             continue
-        out += [f"Paired against the best, {sec.get('best')} ({what}; paired bootstrap on the same resamples, "
-                f"McNemar's exact test, Holm across all {len(sec.get('pairs') or [])} pairs). Not significantly "
-                f"worse than the best: {', '.join(sec.get('not_worse_than_best') or []) or 'none'}.", "",
+        which = "every pair" if len(rows) == n_pairs else f"each against the best, {sec.get('best')}"
+        out += [f"Paired comparisons, {which} ({what}; paired bootstrap on the same resamples, McNemar's exact "
+                f"test, Holm across all {n_pairs} pairs). Not significantly worse than the best "
+                f"({sec.get('best')}): {', '.join(sec.get('not_worse_than_best') or []) or 'none'}.", "",
                 _md_table(header, rows), ""]
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -156,10 +157,15 @@ def test_section_shows_each_pipeline_against_the_best_with_paired_intervals():
                                 "pairs": [pair | {"a": "fused", "b": "classical"}, pair | {"a": "classical", "b": "x"}]}}
     lines = bench.study_section(results, next(r for r in bench.PLAN if r.study == "cxr-pneumonia"), 60.0)
     text = "\n".join(lines)
-    assert "Paired against the best, fused (out-of-fold predictions" in text
-    assert "Not significantly worse than the best: fused, classical." in text
-    assert "| fused - classical | 100 |" in text and "| classical - x |" not in text
+    assert "Paired comparisons, every pair (out-of-fold predictions" in text
+    assert "Not significantly worse than the best (fused): fused, classical." in text
+    assert "| fused - classical | 100 |" in text and "| classical - x |" in text
     assert "external test set;" not in text  # no test section without results["paired"]["test"]
+    many = [pair | {"a": a, "b": b} for a, b in itertools.combinations(["fused", "p1", "p2", "p3", "p4", "p5"], 2)]
+    results["paired"]["cv"]["pairs"] = many
+    text = "\n".join(bench.paired_lines(results))
+    assert "each against the best, fused" in text and "Holm across all 15 pairs" in text
+    assert text.count("| fused - ") == 5 and "| p1 - p2 |" not in text
 
 
 def test_tested_study_shows_test_beside_cv_with_the_gap():
