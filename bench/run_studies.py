@@ -675,7 +675,9 @@ def summary_row(part: dict[str, Any]) -> str | None:
     ext = next((ln for ln in lines if ln.startswith("External test set: ")), "")
     if ext:
         evaluated += f"; test: {ext.removeprefix('External test set: ').split(' (')[0]}"
-    return f"| {name} | {best['pipeline']} | {test} | {cv} | {gap} | {f1} | {evaluated} | {reported} |"
+    tied = next((ln.split("): ", 1)[1].rstrip(".") for ln in lines
+                 if ln.startswith("Paired comparisons") and "out-of-fold" in ln and "): " in ln), "–")
+    return f"| {name} | {best['pipeline']} | {test} | {cv} | {gap} | {f1} | {tied} | {evaluated} | {reported} |"
 
 
 ABLATION_INTRO = (
@@ -708,10 +710,11 @@ def with_summary(readme: str, parts: list[dict[str, Any]]) -> str:
     if start not in readme or end not in readme:
         return readme
     rows = ["| study | best pipeline (by CV) | external test accuracy [95% CI] | CV accuracy [95% CI] | "
-            "gap test − CV | macro-F1 test / CV | evaluated on | reported by the original study |",
-            "|---|---|---|---|---|---|---|---|"]
+            "gap test − CV | macro-F1 test / CV | not significantly worse than the best (paired, CV) | evaluated on | "
+            "reported by the original study |",
+            "|---|---|---|---|---|---|---|---|---|"]
     rows += [r for r in map(summary_row, parts) if r is not None]
-    rows += ["", "–: no external test set for this study yet. †: recipe chosen on the fold reported or on the same "
+    rows += ["", "–: no external test set for this study yet, or no paired comparison in its last run. †: recipe chosen on the fold reported or on the same "
                  "images (see *Tuned* in RESULTS.md), so this CV figure is optimistic."]
     return readme[: readme.index(start) + len(start)] + "\n" + "\n".join(rows) + "\n" + readme[readme.index(end):]
 

@@ -62,9 +62,12 @@ def test_readme_summary_takes_the_best_row_of_each_study():
                       "| deep | 0.95 [0.94, 0.96] | 0.94 [0.93, 0.95] | 0.99 | 10.0 | 50 |"]}
     out = bench.with_summary(readme, [part])
     assert "OLD-ROWS" not in out and out.startswith("intro\n") and out.endswith("<!-- results:end -->\nafter\n")
-    assert ("| pbc-cells | fused | – | 0.97 [0.96, 0.98] † | – | – / 0.96 [0.95, 0.97] | 5957 samples, StratifiedKFold, "
+    assert ("| pbc-cells | fused | – | 0.97 [0.96, 0.98] † | – | – / 0.96 [0.95, 0.97] | – | 5957 samples, StratifiedKFold, "
             "fold 1 of 5 (one 80/20 split) | accuracy 0.95 (goal) |") in out
     assert "| deep |" not in out
+    part["lines"] += ["", "Paired comparisons, every pair (out-of-fold predictions; paired bootstrap, McNemar's exact test, "
+                      "Holm across all 1 pairs). Not significantly worse than the best (fused): fused, deep.", ""]
+    assert "| – / 0.96 [0.95, 0.97] | fused, deep | 5957 samples" in bench.with_summary(readme, [part])
 
 
 def load_eval_unet():
@@ -231,7 +234,7 @@ def test_readme_leads_with_the_external_test_figure():
     head = next(ln for ln in out.splitlines() if ln.startswith("| study"))
     assert head.index("external test") < head.index("CV accuracy")
     assert ("| cxr-pneumonia | fused | 0.840 [0.750, 0.900] | 0.950 [0.800, 0.900] † | -0.110 "
-            "| 0.800 [0.700, 0.880] / 0.900 [0.700, 0.900] | 100 samples, StratifiedKFold, fold 1 of 5 "
+            "| 0.800 [0.700, 0.880] / 0.900 [0.700, 0.900] | – | 100 samples, StratifiedKFold, fold 1 of 5 "
             "(one 80/20 split); test: 50 samples | – |") in out
 
 
