@@ -64,3 +64,22 @@ def test_instance_reference_selects_one_label_and_objects_hash_by_file_and_box(t
     assert read_mask(str(tmp_path / "labels.png") + "#box=9,4,21,16&id=300").sum() == 100
     whole = file_sha1(tmp_path / "labels.png")
     assert file_sha1(ref.path) == object_sha1(whole, ref) != file_sha1(ObjectRef(ref.image, ref.box).path) != whole
+
+
+def test_a_manifest_of_object_references_loads_them_grouped_by_image(tmp_path):
+    from medfuse_plugins.loaders import ManifestLoader
+
+    rng = np.random.default_rng(1)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    rows = [("a.png#box=0,0,20,20", "x"), ("a.png#box=20,10,40,30", "y"), ("b.png#box=5,5,25,25", "x"),
+            ("b.png#box=100,100,120,120", "y"), ("c.png#box=0,0,5,5", "x")]
+    (tmp_path / "m.csv").write_text("path,label\n" + "".join(f'"{p}",{c}\n' for p, c in rows))
+    data = ManifestLoader(path="m.csv").load(tmp_path)
+    s = data.samples
+    assert len(s) == 3 and s["path"].str.contains("#box=").all()
+    assert s["group"].tolist() == [str(tmp_path / "a.png")] * 2 + [str(tmp_path / "b.png")]
+    assert s["sha1"].nunique() == 3
+    reasons = {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in data.report.bad_files}
+    assert "outside" in reasons["b.png#box=100,100,120,120"] and "not found" in reasons["c.png#box=0,0,5,5"]
+    assert read_image(s["path"].iloc[1]).shape == (20, 20, 3)

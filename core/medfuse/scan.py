@@ -15,7 +15,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import InvalidInputError
 from .imageio import ImageReadError, decode_image_info, read_mask
+from .objects import ObjectRef, crop, object_sha1
 from .util.progress import progress_bar
 
 __all__ = ["FileScan", "scan_files", "progress_bar"]
@@ -54,18 +56,24 @@ def _reason(exc: Exception, path: str) -> str:
 
 
 def scan_one(path: str, mask_path: str | None = None) -> FileScan:
-    """Read, hash and decode one image; decode its mask and compare shapes."""
+    """Read, hash and decode one image; decode its mask and compare shapes. An object reference
+    ``IMAGE#box=...`` (:mod:`medfuse.objects`) is its box of IMAGE, hashed as ``object_sha1``."""
     out = FileScan()
+    ref = ObjectRef.parse(path)
+    source = ref.image if ref is not None else path
     try:
-        data = Path(path).read_bytes()
+        data = Path(source).read_bytes()
     except OSError as exc:
         out.error = f"cannot read file ({exc.strerror or exc})"
         return out
     out.sha1 = hashlib.sha1(data).hexdigest()
     try:
-        image, info = decode_image_info(data, path)
-    except ImageReadError as exc:
-        out.error = _reason(exc, path)
+        image, info = decode_image_info(data, source)
+        if ref is not None:
+            out.sha1 = object_sha1(out.sha1, ref)
+            image = crop(image, ref.box, source)
+    except InvalidInputError as exc:  # ImageReadError included; a box outside its image too
+        out.error = _reason(exc, source)
         return out
     except Exception as exc:  # noqa: BLE001 - a decoder crash is a bad file, not a crashed scan
         out.error = f"cannot decode ({type(exc).__name__}: {exc})"

@@ -29,6 +29,7 @@ from medfuse.errors import DataError
 from medfuse.imageio import IMAGE_SUFFIXES
 from medfuse.loading import label_text as _label_text
 from medfuse.loading import read_table, unique_ids
+from medfuse.objects import ObjectRef, split_ref
 from medfuse.scan import scan_files
 
 SAMPLE_COLUMNS = ["id", "path", "mask_path", "label", "group", "sha1"]
@@ -378,12 +379,14 @@ def block_group(rel: str, stem: str, block: int) -> str | None:
 class ManifestLoader(Loader):
     """A CSV manifest with one row per image: ``path,label[,group][,mask]`` plus optional table columns.
 
-    Paths in the manifest are relative to the manifest's folder (or absolute). Other columns
-    become the tabular block unless ``table_columns`` says otherwise.
+    Paths in the manifest are relative to the manifest's folder (or absolute). A path may be an
+    object inside an image, ``IMAGE#box=x0,y0,x1,y1`` (:mod:`medfuse.objects`: cut lazily, no crop
+    files), grouped by IMAGE unless a group column says otherwise. Other columns become the tabular
+    block unless ``table_columns`` says otherwise.
     """
 
     name: ClassVar[str] = "manifest"
-    version: ClassVar[str] = "1.0.0"
+    version: ClassVar[str] = "1.1.0"
     param_docs: ClassVar[dict[str, str]] = {
         "path": "Manifest file (CSV/TSV/XLSX) relative to the data root.",
         "path_column": "Column with the image path.",
@@ -428,7 +431,9 @@ class ManifestLoader(Loader):
                       else [Path(p).stem if _is_path(p) else f"row{i}" for i, p in enumerate(rows["path"])])
         rows["key"] = list(df.index)
         rows["label"] = df[self.label_column].tolist()
-        rows["group"] = df[self.group_column].tolist() if self.group_column in df.columns else None
+        # objects (IMAGE#box=...) are grouped by their image unless the manifest names groups
+        rows["group"] = (df[self.group_column].tolist() if self.group_column in df.columns
+                         else [split_ref(p)[0] if _is_path(p) and ObjectRef.parse(p) else None for p in rows["path"]])
         has_mask_col = self.mask_column in df.columns
         rows["mask_path"] = ([resolve(m) for m in df[self.mask_column].astype("string").str.strip()]
                              if has_mask_col else None)
@@ -438,11 +443,12 @@ class ManifestLoader(Loader):
         no_label = rows["label"].isna() & ~no_path
         for i in np.flatnonzero(no_label):
             asm.report.dropped.append({"id": str(rows.at[i, "id"]), "reason": f"empty {self.label_column!r}"})
-        missing = ~no_path & ~no_label & ~rows["path"].map(lambda p: _is_path(p) and Path(p).is_file())
+        missing = ~no_path & ~no_label & ~rows["path"].map(lambda p: _is_path(p) and Path(split_ref(p)[0]).is_file())
         for i in np.flatnonzero(missing):
             asm.report.bad_files.append({"path": str(rows.at[i, "path"]), "reason": "file not found"})
         if has_mask_col:
-            gone = rows["mask_path"].notna() & ~rows["mask_path"].map(lambda m: _is_path(m) and Path(m).is_file())
+            gone = rows["mask_path"].notna() & ~rows["mask_path"].map(
+                lambda m: _is_path(m) and Path(split_ref(m)[0]).is_file())
             for i in np.flatnonzero(gone & ~missing & ~no_path & ~no_label):
                 asm.report.mask_problems.append({"id": str(rows.at[i, "id"]), "path": str(rows.at[i, "path"]),
                                                  "mask_path": str(rows.at[i, "mask_path"]),
