@@ -35,3 +35,14 @@ def data_root() -> Path:
     if root is None:
         pytest.skip("real datasets not found: set MEDFUSE_DATA or place them at ../shared/datasets")
     return root
+
+
+def write_synthetic_study(tmp_path_factory, study_text: str, name: str = "tiny") -> tuple[Path, Path]:
+    """Generated cells (6 per class, 32 px, seed 0) and a study file ``<name>.toml`` beside them."""
+    from medfuse.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    write_dataset(root, n_per_class=6, size=32, seed=0)
+    study = root.parent / f"{name}.toml"
+    study.write_text(study_text)
+    return root, study

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import write_synthetic_study
 from medfuse.cli import main
-from medfuse.synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,11 +33,7 @@ both = { mask = "dataset", blocks = ["morphology", "colour"], classifier = { plu
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("data")
-    write_dataset(root, n_per_class=6, size=32, seed=0)
-    study = root.parent / "tiny.toml"
-    study.write_text(STUDY)
-    return root, study
+    return write_synthetic_study(tmp_path_factory, STUDY)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import write_synthetic_study
 from medfuse.cli import COMMANDS, main
 from medfuse.cli.common import EXIT_CODES, EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE
-from medfuse.synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,11 +32,7 @@ both = { mask = "dataset", blocks = ["morphology", "colour"], classifier = { plu
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("data")
-    write_dataset(root, n_per_class=6, size=32, seed=0)
-    study = root.parent / "tiny.toml"
-    study.write_text(STUDY)
-    return root, study
+    return write_synthetic_study(tmp_path_factory, STUDY)
 
 
 def _invoke(*args: str):
