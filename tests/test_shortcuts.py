@@ -125,3 +125,13 @@ def test_flag_margin_is_a_parameter():
     # skewed classes: a baseline no better than the majority share is not a shortcut
     assert not flag_shortcuts(sc(0.90) | {"chance": 0.88}, pipes)["flagged"]
     assert flag_shortcuts(sc(0.90) | {"chance": 0.80}, pipes)["flagged"]
+
+
+def test_descriptors_see_the_intensities_the_studys_reader_gives(tmp_path):
+    from medfuse.intensity import ReadOptions
+
+    ramp = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (16, 1))  # 12-bit data in a 16-bit PNG
+    Image.fromarray(ramp).save(tmp_path / "x.png")
+    as_12bit = describe_files([str(tmp_path / "x.png")])["mean_r"].iloc[0]
+    as_16bit = describe_files([str(tmp_path / "x.png")], options=ReadOptions(bits=16))["mean_r"].iloc[0]
+    assert as_12bit == pytest.approx(127.5, abs=2) and as_16bit == pytest.approx(127.5 / 16, abs=1)

@@ -1207,7 +1207,7 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
         progress("shortcuts")
         try:
             sc = run_shortcuts(scored.samples, splits, classes, seed=ev.seed, n_boot=n_boot, jobs=jobs,
-                               progress=progress)
+                               progress=progress, options=study.reader)
         except Exception as exc:  # noqa: BLE001 - the baselines must not lose the pipelines' results
             sc = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         results["shortcuts"] = flag_shortcuts(sc, results["pipelines"], ev.shortcut_margin, ev.shortcut_separable)

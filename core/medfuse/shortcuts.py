@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .intensity import ReadOptions
+
 GROUPS = ("size", "file", "intensity", "all")
 STAT_SIDE = 64
 """JPEGs are decoded at the smallest DCT scale keeping both sides >= this (means are unchanged,
@@ -38,8 +40,10 @@ spreads barely: the statistics only need to be consistent across images)."""
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
-def describe_file(path: str) -> dict[str, float | str]:
+def describe_file(path: str, options: ReadOptions | None = None) -> dict[str, float | str]:
     """Header and global statistics of one image file; NaN fields (and ``error``) when unreadable.
+    ``options``: the study's reader (bit depth / percentile windowing), so the statistics describe the
+    intensities the pipelines see.
 
     An object (``IMAGE#box=...``, :mod:`medfuse.objects`): suffix, bytes and mode of its source
     file, height and width of its box, channel statistics of its crop."""
@@ -63,7 +67,7 @@ def describe_file(path: str) -> dict[str, float | str]:
         if ref is not None:
             w, h = ref.box[2] - ref.box[0], ref.box[3] - ref.box[1]
         out |= {"height": float(h), "width": float(w)}
-        arr = read_image(path, min_side=STAT_SIDE).reshape(-1, 3).astype(np.float64)
+        arr = read_image(path, min_side=STAT_SIDE, options=options).reshape(-1, 3).astype(np.float64)
         for c, name in enumerate("rgb"):
             out[f"mean_{name}"] = float(arr[:, c].mean())
             out[f"std_{name}"] = float(arr[:, c].std())
@@ -72,11 +76,12 @@ def describe_file(path: str) -> dict[str, float | str]:
     return out
 
 
-def _describe_chunk(paths: list[str]) -> list[dict[str, float | str]]:
-    return [describe_file(p) for p in paths]
+def _describe_chunk(paths: list[str], options: ReadOptions | None = None) -> list[dict[str, float | str]]:
+    return [describe_file(p, options) for p in paths]
 
 
-def describe_files(paths: Sequence[str | None], jobs: int = 1, chunk: int = 256) -> pd.DataFrame:
+def describe_files(paths: Sequence[str | None], jobs: int = 1, chunk: int = 256,
+                   options: ReadOptions | None = None) -> pd.DataFrame:
     """Raw descriptors of each path (rows in order; ``None`` paths give an all-NaN row; objects
     get their source image's row)."""
     from .objects import split_ref
@@ -84,7 +89,7 @@ def describe_files(paths: Sequence[str | None], jobs: int = 1, chunk: int = 256)
     files = [split_ref(p)[0] if isinstance(p, str) and p else None for p in paths]
     if len(set(files)) < len(files):  # objects: describe each source image once
         unique = list(dict.fromkeys(f for f in files if f))
-        raw = describe_files(unique, jobs, chunk)
+        raw = describe_files(unique, jobs, chunk, options)
         pos = {f: i for i, f in enumerate(unique)}
         return pd.DataFrame([raw.iloc[pos[f]].to_dict() if f else {"error": "no file"} for f in files])
     paths = files
@@ -94,9 +99,9 @@ def describe_files(paths: Sequence[str | None], jobs: int = 1, chunk: int = 256)
     if jobs > 1 and len(parts) > 1:
         from joblib import Parallel, delayed
 
-        results = Parallel(n_jobs=jobs)(delayed(_describe_chunk)([p for _, p in part]) for part in parts)
+        results = Parallel(n_jobs=jobs)(delayed(_describe_chunk)([p for _, p in part], options) for part in parts)
     else:
-        results = [_describe_chunk([p for _, p in part]) for part in parts]
+        results = [_describe_chunk([p for _, p in part], options) for part in parts]
     for part, res in zip(parts, results):
         for (i, _), r in zip(part, res):
             rows[i] = r
@@ -153,8 +158,10 @@ def _majority(y: np.ndarray) -> float | None:
 
 
 def run_shortcuts(samples: pd.DataFrame, splits: Any, classes: np.ndarray, *, seed: int = 0, n_boot: int = 1000,
-                  jobs: int = 1, progress: Callable[..., None] | None = None) -> dict[str, Any]:
+                  jobs: int = 1, progress: Callable[..., None] | None = None,
+                  options: ReadOptions | None = None) -> dict[str, Any]:
     """Fit every shortcut baseline on ``splits`` (rows of ``samples`` = ``splits.ids``); JSON-ready.
+    ``options``: the study's reader, applied when the images are described.
 
     Returns ``{"status": "ok", "baselines": {group: {metrics, ci95, n, test?}}, "chance", ...}`` or
     ``{"status": "skipped", "reason": ...}`` when the samples have no readable image files.
@@ -165,7 +172,7 @@ def run_shortcuts(samples: pd.DataFrame, splits: Any, classes: np.ndarray, *, se
     paths = samples["path"].tolist() if "path" in samples.columns else [None] * len(samples)
     if not any(isinstance(p, str) and p for p in paths):
         return {"status": "skipped", "reason": "the samples have no image files (tabular data)"}
-    raw = describe_files(paths, jobs=jobs)
+    raw = describe_files(paths, jobs=jobs, options=options)
     unreadable = int(raw["error"].notna().sum()) if "error" in raw.columns else 0
     if unreadable == len(raw):
         return {"status": "skipped", "reason": f"none of the {len(raw)} files could be read for descriptors",
