@@ -34,6 +34,7 @@ Figures use matplotlib's object API with the Agg canvas (no display, no global p
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import math
@@ -48,6 +49,7 @@ from .calibration import DEFINITION as CALIBRATION_DEFINITION
 from .evaluation import METRICS, StudyResult, cv_text
 from .gallery import gallery_images
 from .outputs import atomic_output, write_bytes, write_text
+from .util import jsonable
 
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.", "f1_macro": "Macro F1",
                  "f1_weighted": "Weighted F1", "roc_auc_ovr": "ROC AUC (OvR)"}
@@ -55,26 +57,8 @@ METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.", "
 
 # ---- JSON -------------------------------------------------------------------------------------
 
-def to_jsonable(obj: Any) -> Any:
-    """Plain JSON types: numpy scalars/arrays converted, NaN/inf as ``None``, paths as strings."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.bool_ | bool):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating | float):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if obj is None or isinstance(obj, str | int):
-        return obj
-    if isinstance(obj, Path):
-        return str(obj)
-    return repr(obj)
+to_jsonable = functools.partial(jsonable.to_jsonable, finite=True)
+"""Plain JSON types for results.json (``allow_nan=False``): NaN/inf as ``None``, see :mod:`medfuse.util.jsonable`."""
 
 
 def write_results_json(results: dict[str, Any], path: Path) -> Path:
