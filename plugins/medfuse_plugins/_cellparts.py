@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .segmentation import _disk, components
+from .segmentation import _disk, centred_component, components, largest_component
 
 BACKGROUND_PERCENTILE = 90.0
 
@@ -37,16 +37,10 @@ def optical_density(image: np.ndarray, level: np.ndarray) -> np.ndarray:
 
 
 def main_component(binary: np.ndarray, how: str = "largest") -> np.ndarray:
-    """The main object of a mask: the largest 8-connected component (``"largest"``) or the one
-    nearest the image centre (``"centre"``, :func:`.segmentation.centred_component`)."""
-    if how == "centre":
-        from .segmentation import centred_component
-
-        return centred_component(binary)
-    labels, area = components(binary)
-    if area.size <= 2:
-        return labels > 0
-    return labels == int(np.argmax(area))
+    """The main object of a mask: the largest 8-connected component (``"largest"``,
+    :func:`.segmentation.largest_component`) or the one nearest the image centre (``"centre"``,
+    :func:`.segmentation.centred_component`)."""
+    return centred_component(binary) if how == "centre" else largest_component(binary)
 
 
 def opening_series(values: np.ndarray, region: np.ndarray, radii: tuple[int, ...]) -> np.ndarray:
