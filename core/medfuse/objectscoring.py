@@ -49,6 +49,7 @@ import pandas as pd
 
 from .cellfinding import BOX_COLUMNS, expand_box, measure_instances
 from .errors import InvalidInputError
+from .objects import ObjectRef, crop
 from .scoring import (
     SCORING_THREADS,
     ChunkTask,
@@ -196,20 +197,14 @@ def score_objects_chunk(task: ObjectTask, index: int, rows: pd.DataFrame,
             for row in table.itertuples(index=False):
                 tight = (row.box_x0, row.box_y0, row.box_x1, row.box_y1)
                 box = expand_box(tight, task.margin)
-                crops.append(_crop(image, box, path))
+                crops.append(crop(image, box, path))
                 if bundle.needs_masks:
-                    masks.append((_crop(labels, box, path) == row.object_id).astype(np.uint8))
-                meta.append({"path": f"{path}#box={','.join(map(str, box))}", "image": path, "error": "",
+                    masks.append((crop(labels, box, path) == row.object_id).astype(np.uint8))
+                meta.append({"path": ObjectRef(path, box).path, "image": path, "error": "",
                              "crop": len(crops) - 1, **row._asdict()})
         proba, errors, warns = _classify(bundle, crops, masks if bundle.needs_masks else None, c.batch_size)
     df = _frame(bundle.classes, meta, proba, errors, warns)
     return index, df, time.perf_counter() - t0
-
-
-def _crop(array: np.ndarray, box: tuple[int, int, int, int], where: str) -> np.ndarray:
-    from .objects import crop
-
-    return crop(array, box, where)
 
 
 def _classify(bundle: Any, crops: list[np.ndarray], masks: list[np.ndarray] | None,
