@@ -83,3 +83,17 @@ def test_a_manifest_of_object_references_loads_them_grouped_by_image(tmp_path):
     reasons = {r["path"].rsplit("/", 1)[-1]: r["reason"] for r in data.report.bad_files}
     assert "outside" in reasons["b.png#box=100,100,120,120"] and "not found" in reasons["c.png#box=0,0,5,5"]
     assert read_image(s["path"].iloc[1]).shape == (20, 20, 3)
+
+
+def test_objects_of_one_image_listed_together_decode_it_once(tmp_path, monkeypatch):
+    import medfuse.scan as scan
+
+    Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(tmp_path / "s.png")
+    calls = []
+    decode = scan.decode_image_info
+    monkeypatch.setattr(scan, "decode_image_info", lambda data, name: calls.append(name) or decode(data, name))
+    paths = [f"{tmp_path / 's.png'}#box={x},0,{x + 10},10" for x in (0, 10, 20)] + [f"{tmp_path / 's.png'}#box=40,0,50,10"]
+    out = scan.scan_files(paths)
+    assert len(calls) == 1
+    assert [o.width for o in out[:3]] == [10, 10, 10] and "outside" in out[3].error
+    assert len({o.sha1 for o in out}) == 4

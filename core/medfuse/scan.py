@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import InvalidInputError
 from .imageio import ImageReadError, decode_image_info, read_mask
@@ -55,29 +56,40 @@ def _reason(exc: Exception, path: str) -> str:
     return msg[len(path) + 2:] if msg.startswith(path + ": ") else msg
 
 
-def scan_one(path: str, mask_path: str | None = None) -> FileScan:
+def scan_one(path: str, mask_path: str | None = None, last: dict[str, Any] | None = None) -> FileScan:
     """Read, hash and decode one image; decode its mask and compare shapes. An object reference
-    ``IMAGE#box=...`` (:mod:`medfuse.objects`) is its box of IMAGE, hashed as ``object_sha1``."""
+    ``IMAGE#box=...`` (:mod:`medfuse.objects`) is its box of IMAGE, hashed as ``object_sha1``;
+    ``last`` (a dict the caller keeps between calls) holds the last decoded source image, so the
+    objects of one image listed together decode it once."""
     out = FileScan()
     ref = ObjectRef.parse(path)
     source = ref.image if ref is not None else path
-    try:
-        data = Path(source).read_bytes()
-    except OSError as exc:
-        out.error = f"cannot read file ({exc.strerror or exc})"
-        return out
-    out.sha1 = hashlib.sha1(data).hexdigest()
-    try:
-        image, info = decode_image_info(data, source)
-        if ref is not None:
-            out.sha1 = object_sha1(out.sha1, ref)
+    if ref is not None and last is not None and last.get("source") == source:
+        out.sha1, image, info = last["sha1"], last["image"], last["info"]
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            out.error = f"cannot read file ({exc.strerror or exc})"
+            return out
+        out.sha1 = hashlib.sha1(data).hexdigest()
+        try:
+            image, info = decode_image_info(data, source)
+        except InvalidInputError as exc:  # ImageReadError included
+            out.error = _reason(exc, source)
+            return out
+        except Exception as exc:  # noqa: BLE001 - a decoder crash is a bad file, not a crashed scan
+            out.error = f"cannot decode ({type(exc).__name__}: {exc})"
+            return out
+        if ref is not None and last is not None:
+            last.update(source=source, sha1=out.sha1, image=image, info=info)
+    if ref is not None:
+        out.sha1 = object_sha1(out.sha1, ref)
+        try:
             image = crop(image, ref.box, source)
-    except InvalidInputError as exc:  # ImageReadError included; a box outside its image too
-        out.error = _reason(exc, source)
-        return out
-    except Exception as exc:  # noqa: BLE001 - a decoder crash is a bad file, not a crashed scan
-        out.error = f"cannot decode ({type(exc).__name__}: {exc})"
-        return out
+        except InvalidInputError as exc:  # a box outside its image
+            out.error = _reason(exc, source)
+            return out
     out.height, out.width = int(image.shape[0]), int(image.shape[1])
     out.format, out.bit_depth, out.channels, out.spacing_um = info.format, info.bit_depth, info.channels, info.spacing_um
     if mask_path:
@@ -94,7 +106,8 @@ def scan_one(path: str, mask_path: str | None = None) -> FileScan:
 
 
 def _scan_chunk(pairs: Sequence[tuple[str, str | None]]) -> list[FileScan]:
-    return [scan_one(p, m) for p, m in pairs]
+    last: dict[str, Any] = {}
+    return [scan_one(p, m, last) for p, m in pairs]
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
