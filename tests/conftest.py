@@ -46,3 +46,29 @@ def write_synthetic_study(tmp_path_factory, study_text: str, name: str = "tiny")
     study = root.parent / f"{name}.toml"
     study.write_text(study_text)
     return root, study
+
+
+def after_each_part(monkeypatch, hook) -> None:
+    """Call ``hook(parts on disk)`` each time :func:`medfuse.scoring.score` has written a chunk's part
+    (resumed parts counted), from the scoring process: to interrupt a run or act in the middle of one."""
+    import medfuse.scoring as scoring
+
+    write = scoring._write_atomic_parquet
+
+    def write_then_hook(df, target, schema) -> None:
+        write(df, target, schema)
+        hook(len(list(Path(target).parent.glob("part-*.parquet"))))
+
+    monkeypatch.setattr(scoring, "_write_atomic_parquet", write_then_hook)
+
+
+def fitted_inputs(fitted) -> dict:
+    """What a fitted pipeline needs besides images: ``masks`` (dataset masks) and ``table_columns``
+    (columns of the table rows), over all ensemble members."""
+    masks = fitted.mask_mode == "dataset"
+    columns = list(fitted.table_columns_)
+    for member in fitted.members_.values():
+        sub = fitted_inputs(member)
+        masks = masks or sub["masks"]
+        columns += [c for c in sub["table_columns"] if c not in columns]
+    return {"masks": masks, "table_columns": columns}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import after_each_part
 from medfuse.scoring import ScoringError, score
 from test_bundle import make_bundle, write_images
 
@@ -95,7 +96,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_run_loses_and_repeats_no_chunk(tmp_path):
+def test_a_worker_killed_mid_run_loses_and_repeats_no_chunk(tmp_path, monkeypatch):
     """A real ``dask scheduler`` and two ``dask worker`` processes (one thread each, no nanny);
     the worker running a chunk is SIGKILLed after the first chunk is in: its chunks run again on
     the other worker, and the output equals the local run, every input exactly once."""
@@ -122,7 +123,7 @@ def test_a_worker_killed_mid_run_loses_and_repeats_no_chunk(tmp_path):
             pids = client.run(os.getpid)  # worker address -> pid
             killed: list[int] = []
 
-            def kill_a_busy_worker(done: int, total: int) -> None:
+            def kill_a_busy_worker(done: int) -> None:
                 if killed:
                     return
                 busy = [w for w, tasks in client.processing().items() if tasks]
@@ -131,8 +132,9 @@ def test_a_worker_killed_mid_run_loses_and_repeats_no_chunk(tmp_path):
                     killed.append(pids[busy[0]])
 
             out = tmp_path / "dask.parquet"
-            summary = score(b, folder, out, chunk_size=3, progress=False, scheduler=address, jobs=-1,
-                            on_chunk=kill_a_busy_worker)  # --scheduler alone: Dask
+            after_each_part(monkeypatch, kill_a_busy_worker)
+            summary = score(b, folder, out, chunk_size=3, progress=False, scheduler=address,
+                            jobs=-1)  # --scheduler alone: Dask
             assert killed and killed[0] in {p.pid for p in procs[1:]}
             assert summary.n_scored == 24 and summary.n_chunks == 8
             assert len(client.scheduler_info(n_workers=-1)["workers"]) == 1  # the killed one is gone

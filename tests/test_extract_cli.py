@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from medfuse.cli import main
-from medfuse.extract import read_provenance, resolve_inputs
+from medfuse.extract import read_provenance
+from medfuse.inputs import list_inputs
 from medfuse.testing import sample_cells
 from PIL import Image
 
@@ -76,10 +77,10 @@ def test_manifest_with_mask_files_to_csv_and_sidecar(folder):
 
 
 def test_glob_input_and_bad_options(folder):
-    assert len(resolve_inputs(str(folder / "cells" / "a" / "c*.png"))) == 6
+    assert len(list_inputs(str(folder / "cells" / "a" / "c*.png"))) == 6
     runner = CliRunner()
     res = runner.invoke(main, ["extract", str(folder / "nothing*.png"), "--out", str(folder / "x.csv")])
-    assert res.exit_code != 0 and "glob matching" in res.output
+    assert res.exit_code != 0 and "glob matches no files" in res.output
     res = runner.invoke(main, ["extract", str(folder / "cells"), "--blocks", "textur", "--out", str(folder / "x.csv")])
     assert res.exit_code != 0 and "did you mean 'texture'" in res.output
     res = runner.invoke(main, ["extract", str(folder / "cells"), "--out", str(folder / "x.txt"), "--no-progress"])

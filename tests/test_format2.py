@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import fitted_inputs
 from medfuse.bundle import MANIFEST, load_bundle, write_bundle
 from medfuse.cli import main
 from medfuse.errors import BundleError
@@ -80,7 +81,7 @@ def train(cells, name: str, out: Path):
     fitted = runner.fit(prepared, np.arange(len(prepared)), 0)
     write_bundle(fitted, out, host=get_host(), manifest={
         "study": {"name": "cells", "source": study.source, "pipeline": name},
-        "inputs": {"masks": fitted.inputs()["masks"], "table_columns": fitted.inputs()["table_columns"]}})
+        "inputs": fitted_inputs(fitted)})
     return fitted, prepared
 
 

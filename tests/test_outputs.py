@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import after_each_part
 from medfuse.cli import main
 from medfuse.outputs import OutputBusyError, OutputError, atomic_output, lock_path, output_lock, write_text
 from medfuse.scoring import ScoringError, score
@@ -102,7 +103,7 @@ def test_second_lock_names_the_holder_and_a_dead_holder_is_taken_over(tmp_path):
 
 # ---- score: concurrent runs, stale locks, metadata -------------------------------------------------
 
-def test_second_score_on_the_same_out_refuses_and_the_first_is_intact(imgs, tmp_path):
+def test_second_score_on_the_same_out_refuses_and_the_first_is_intact(imgs, tmp_path, monkeypatch):
     """The hostile-tester case: a second run on the same --out while the first runs. It used to
     delete the first's parts; the first then assembled the other run's rows and exited 0."""
     b = make_bundle(tmp_path / "bundle")
@@ -114,13 +115,14 @@ def test_second_score_on_the_same_out_refuses_and_the_first_is_intact(imgs, tmp_
     parts = out.with_name(out.name + ".parts")
     seen: dict[str, object] = {}
 
-    def second_run(done: int, total: int) -> None:
+    def second_run(done: int) -> None:
         if done == 1:
             before = sorted(p.name for p in parts.iterdir())
             seen["res"] = CliRunner().invoke(main, ["score", str(b), str(other), "--out", str(out), "-q"])
             seen["parts_kept"] = sorted(p.name for p in parts.iterdir()) == before
 
-    score(b, imgs, out, chunk_size=2, progress=False, on_chunk=second_run)
+    after_each_part(monkeypatch, second_run)
+    score(b, imgs, out, chunk_size=2, progress=False)
     res = seen["res"]
     assert _failed_cleanly(res), res.output
     assert f"in use by another run: pid {os.getpid()} on host {socket.gethostname()}" in res.output

@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import fitted_inputs
 from medfuse import hookimpl
 from medfuse.contracts import Extractor, MaskMaker, SampleTable, Selector, Transform
 from medfuse.errors import DataError, InvalidInputError, StudyError
@@ -400,7 +401,7 @@ def test_predict_proba_images_matches_prepared_path_and_save_load(fusion_data, t
     assert spec["classifier"]["name"] == "xgboost" and spec["transforms"][0]["name"] == "tiny_invert"
     assert [b["block"] for b in spec["blocks"]] == ["stats", "area", "table"]
     assert spec["feature_names"] == loaded.feature_names_
-    assert loaded.inputs() == {"masks": True, "table_columns": ["t", "n1", "n2", "n3"]}
+    assert fitted_inputs(loaded) == {"masks": True, "table_columns": ["t", "n1", "n2", "n3"]}
     assert loaded.feature_names_[0] == "stats.pc1" and "area.cell" in loaded.feature_names_
     top = loaded.top_features(prepared, te, n=5)
     assert list(top.columns) == ["feature", "importance", "method"] and top["method"].iloc[0] == "gain"

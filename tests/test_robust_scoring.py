@@ -13,6 +13,7 @@ import medfuse
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import after_each_part
 from medfuse.imageio import ImageReadError, read_image, read_mask
 from medfuse.scoring import score
 from PIL import Image
@@ -146,7 +147,7 @@ def test_bundle_predict_turns_hostile_files_into_error_rows(cells, tmp_path):
     check_rows(df, [good[0], good[1], good[2]], bad)
 
 
-def test_score_and_resume_with_hostile_files(cells, tmp_path):
+def test_score_and_resume_with_hostile_files(cells, tmp_path, monkeypatch):
     good = heldout(cells, 6)
     bad = write_hostile(tmp_path / "in", good)
     for p in good:
@@ -154,12 +155,14 @@ def test_score_and_resume_with_hostile_files(cells, tmp_path):
     good = [tmp_path / "in" / p.name for p in good]
     out = tmp_path / "scores.parquet"
 
-    def stop_after_two(done: int, total: int) -> None:
+    def stop_after_two(done: int) -> None:
         if done == 2:
             raise KeyboardInterrupt
 
+    after_each_part(monkeypatch, stop_after_two)
     with pytest.raises(KeyboardInterrupt):
-        score(cells["bundle"], tmp_path / "in", out, chunk_size=3, progress=False, on_chunk=stop_after_two)
+        score(cells["bundle"], tmp_path / "in", out, chunk_size=3, progress=False)
+    monkeypatch.undo()
     summary = score(cells["bundle"], tmp_path / "in", out, chunk_size=3, progress=False, resume=True)
     assert summary.chunks_resumed == 2 and summary.n_inputs == 12
     assert summary.n_failed == len(bad) and summary.n_scored == len(good)

@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import after_each_part
 from medfuse.cli import main
+from medfuse.errors import DataError
 from medfuse.scoring import ScoringError, list_inputs, score
 from test_bundle import make_bundle, write_images
 
@@ -43,12 +45,12 @@ def test_list_inputs_folder_glob_csv(images, tmp_path):
     assert m["read_path"].tolist()[0] == str(tmp_path / "imgs/a/img000.png")
     assert m["mask_path"].tolist() == [str(tmp_path / "x.png"), None]
     assert m["HGB"].tolist() == [12.0, 9.5]
-    with pytest.raises(ScoringError, match="needs a 'path' column"):
+    with pytest.raises(DataError, match="needs a 'path' column"):
         (tmp_path / "bad.csv").write_text("file,label\na.png,x\n")
         list_inputs(tmp_path / "bad.csv")
-    with pytest.raises(ScoringError, match="glob matches no files"):
+    with pytest.raises(DataError, match="glob matches no files"):
         list_inputs(str(tmp_path / "*.nothing"))
-    with pytest.raises(ScoringError, match="no such folder"):
+    with pytest.raises(DataError, match="no such folder"):
         list_inputs(tmp_path / "absent")
 
 
@@ -90,24 +92,27 @@ def test_jobs_1_and_2_run_onnxruntime_with_the_same_threads(images, tmp_path):
     np.testing.assert_array_equal(one["proba.light"].to_numpy(), expected.to_numpy())
 
 
-def test_resume_after_interruption(images, tmp_path):
+def test_resume_after_interruption(images, tmp_path, monkeypatch):
     b = make_bundle(tmp_path / "bundle")
     out = tmp_path / "scores.parquet"
 
-    def stop_after_two(done, total):
+    def stop_after_two(done):
         if done == 2:
             raise KeyboardInterrupt
 
+    after_each_part(monkeypatch, stop_after_two)
     with pytest.raises(KeyboardInterrupt):
-        score(b, images, out, chunk_size=3, progress=False, on_chunk=stop_after_two)
+        score(b, images, out, chunk_size=3, progress=False)
     assert not out.exists()
     assert len(list(out.with_name(out.name + ".parts").glob("part-*.parquet"))) == 2
+    monkeypatch.undo()
     summary = score(b, images, out, chunk_size=3, resume=True, progress=False)
+    after_each_part(monkeypatch, stop_after_two)
     assert (summary.chunks_resumed, summary.n_chunks, summary.resumed_rows) == (2, 5, 6)
     df = pd.read_parquet(out)
     assert df["path"].tolist() == list_inputs(images)["path"].tolist()
     with pytest.raises(KeyboardInterrupt):
-        score(b, images, out, chunk_size=3, progress=False, on_chunk=stop_after_two)
+        score(b, images, out, chunk_size=3, progress=False)
     write_images(images / "c", n=1)
     with pytest.raises(ScoringError, match="list of inputs differs"):
         score(b, images, out, chunk_size=3, resume=True, progress=False)

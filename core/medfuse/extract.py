@@ -1,35 +1,25 @@
-"""Streaming per-image work: decode -> transforms -> mask -> ``prepare`` of each extractor.
+"""Feature tables of stateless extractors: ``medfuse extract``, :func:`medfuse.extract`.
 
-Each image is decoded once (:func:`medfuse.imageio.read_image`, with the given
-:class:`~medfuse.intensity.ReadOptions`: a study's ``reader`` table), passed through the transforms,
-given a mask (a mask plugin, a mask file, or none) and handed to every extractor's ``prepare``.
-Images are processed in chunks, in this process (``jobs=1``) or in joblib worker processes;
-results come back in input order. A failing image never stops the run: its row gets the error
-message and NaN features.
+The per-image work (decode with the given :class:`~medfuse.intensity.ReadOptions`, transforms,
+mask, each extractor's ``prepare``; per-image errors kept; joblib chunks) is the one engine,
+:func:`medfuse.engine.prepare_images`; the inputs are listed by :func:`medfuse.inputs.list_inputs`.
 
-* :func:`resolve_inputs`: a folder, a glob or a CSV manifest -> a table of paths (and masks);
-* :func:`prepare_images`: the loop itself, returning stacked prepared arrays per extractor;
-* :func:`extract_table`: the feature table of ``medfuse extract`` (``path``, ``<block>.<feature>``,
-  ``error``) with its provenance; :func:`write_table` writes it to Parquet or CSV;
+* :func:`extract_table`: the feature table (``path``, ``<block>.<feature>``, ``error``) with its
+  provenance; :func:`write_table` writes it to Parquet or CSV, :func:`read_provenance` reads it back;
 * :func:`make_plugins`: the extractors, transforms and mask of a run, by plugin name (shared by
   ``medfuse extract``, :func:`medfuse.extract` and :class:`medfuse.ImageFeatures`).
-
-An image source is a file path (or object reference ``IMAGE#box=...``) or an in-memory array
-(:func:`load_source`: made canonical by the same intensity and channel rules as files).
 
 Nothing here imports TensorFlow; deep plugins import it themselves when used.
 """
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 import sys
 import time
 import types
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +27,16 @@ import numpy as np
 import pandas as pd
 
 from .contracts import Extractor, MaskMaker, Transform
-from .errors import DataError, InvalidInputError, MedfuseError
-from .imageio import IMAGE_SUFFIXES, ReadOptions, read_image_with_info, read_mask
+from .engine import MASK_FROM_FILE, load_source, prepare_images, source_name
+from .errors import DataError, InvalidInputError
+from .imageio import ReadOptions
+from .inputs import list_inputs
 from .outputs import atomic_output, write_text
 
+__all__ = ["DEFAULT_BLOCKS", "DEFAULT_MASK", "MASK_FROM_FILE", "Plugins", "extract_table", "load_source",
+           "make_plugins", "prepare_images", "provenance", "read_provenance", "source_name", "write_table"]
+
 PROVENANCE_KEY = b"medfuse"
-MASK_FROM_FILE = "file"
 DEFAULT_BLOCKS = ("morphology", "texture", "colour")
 DEFAULT_MASK = "otsu_cell"
 
@@ -99,202 +93,6 @@ def make_plugins(blocks: Sequence[str], mask: str | None = DEFAULT_MASK, transfo
     return Plugins(extractors, tlist, maker)
 
 
-def load_source(source: str | Path | np.ndarray,
-                options: ReadOptions | None = None) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """A canonical image and its spacing (micrometres per pixel, or None) from a file or an array.
-
-    An array (``(H, W)`` grey or ``(H, W, C)``, any numeric dtype) is mapped to ``uint8`` RGB by
-    :func:`medfuse.intensity.to_uint8` and :func:`~medfuse.intensity.channels_to_rgb`, the rules
-    used for decoded files; its spacing is ``options.pixel_size_um`` when set.
-    """
-    if isinstance(source, np.ndarray):
-        from .intensity import channels_to_rgb, to_uint8
-
-        if source.ndim not in (2, 3) or min(source.shape[:2]) < 1:
-            raise InvalidInputError(f"image array: expected (H, W) or (H, W, C), got shape {source.shape}")
-        if source.dtype.kind not in "uifb":
-            raise InvalidInputError(f"image array: expected a numeric dtype, got {source.dtype}")
-        opts = options or ReadOptions()
-        arr = source.astype(np.uint8) if source.dtype.kind == "b" else source
-        image = channels_to_rgb(to_uint8(arr, opts)[0])
-        px = opts.pixel_size_um
-        return image, ((float(px), float(px)) if px else None)
-    image, info = read_image_with_info(source, options=options)
-    return image, info.spacing_um
-
-
-def source_name(source: str | Path | np.ndarray) -> str:
-    """How an image source is named in error messages."""
-    if isinstance(source, np.ndarray):
-        return f"<array {source.shape} {source.dtype}>"
-    return str(source)
-
-
-def resolve_inputs(spec: str | Path) -> pd.DataFrame:
-    """Image paths named by ``spec``: a folder (searched recursively), a glob, or a CSV manifest.
-
-    A manifest has a ``path`` column (else its first column is taken), optionally ``mask`` (or
-    ``mask_path``) and ``label``; relative paths are relative to the manifest's folder.
-
-    Returns
-    -------
-    DataFrame with ``path`` and ``mask_path`` (``None`` where absent), plus ``label`` when the
-    manifest has one. Raises :class:`DataError` when nothing matches.
-    """
-    text = str(spec)
-    p = Path(text)
-    if p.is_dir():
-        paths = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise DataError(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-        return pd.DataFrame({"path": paths, "mask_path": [None] * len(paths)})
-    if p.is_file() and p.suffix.lower() in (".csv", ".tsv", ".txt"):
-        try:
-            table = pd.read_csv(p, sep="\t" if p.suffix.lower() == ".tsv" else ",")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{p}: unreadable manifest ({exc})") from None
-        if table.empty:
-            raise DataError(f"{p}: the manifest has no rows")
-        col = "path" if "path" in table.columns else table.columns[0]
-        base = p.parent
-
-        def absolute(v: Any) -> str | None:
-            if not isinstance(v, str) or not v.strip():
-                return None
-            q = Path(v.strip())
-            return str(q if q.is_absolute() else base / q)
-
-        out = pd.DataFrame({"path": [absolute(v) for v in table[col]]})
-        mcol = next((c for c in ("mask", "mask_path") if c in table.columns), None)
-        out["mask_path"] = [absolute(v) for v in table[mcol]] if mcol else None
-        if "label" in table.columns:
-            out["label"] = table["label"].to_numpy()
-        missing = out["path"].isna()
-        if missing.any():
-            raise DataError(f"{p}: {int(missing.sum())} row(s) with an empty '{col}' value "
-                            f"(first at row {int(np.flatnonzero(missing.to_numpy())[0]) + 2})")
-        return out
-    if p.is_file():
-        return pd.DataFrame({"path": [str(p)], "mask_path": [None]})
-    paths = sorted(f for f in glob.glob(text, recursive=True) if Path(f).is_file())
-    if not paths:
-        raise DataError(f"{text}: not a folder, a CSV manifest or a glob matching any file")
-    return pd.DataFrame({"path": paths, "mask_path": [None] * len(paths)})
-
-
-@dataclass
-class Prepared:
-    """Output of :func:`prepare_images`: one stacked array per extractor and one error per image."""
-
-    arrays: dict[str, np.ndarray]
-    errors: list[str]
-    seconds: float = 0.0
-    names: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> np.ndarray:
-        return np.asarray([not e for e in self.errors], bool)
-
-
-def _one(path: str | np.ndarray, mask_path: str | None, transforms: Sequence[Transform],
-         mask: MaskMaker | str | None, extractors: Sequence[tuple[str, Extractor]],
-         options: ReadOptions | None = None) -> tuple[list[np.ndarray] | None, str]:
-    from .pipeline import prepare_one
-
-    try:
-        image, spacing = load_source(path, options)
-        m = None
-        if mask == MASK_FROM_FILE:
-            if mask_path is None:
-                raise InvalidInputError(f"{source_name(path)}: no mask file given for this image")
-            m = read_mask(mask_path)
-            if m.shape != image.shape[:2]:
-                raise InvalidInputError(f"{mask_path}: mask shape {m.shape} differs from image {image.shape[:2]}")
-        for t in transforms:
-            image, m = t.apply(image, m)
-        if isinstance(mask, MaskMaker):
-            m = mask.predict_mask(image)
-        return [prepare_one(ex, image, m, spacing) for _, ex in extractors], ""
-    except MedfuseError as exc:
-        return None, str(exc)
-    except Exception as exc:  # noqa: BLE001 - one bad image must not stop the run
-        return None, f"{source_name(path)}: {type(exc).__name__}: {exc}"
-
-
-def _chunk(items: Sequence[tuple[str, str | None]], transforms, mask, extractors, options=None):
-    return [_one(p, m, transforms, mask, extractors, options) for p, m in items]
-
-
-def prepare_images(paths: Sequence[str | np.ndarray], mask_paths: Sequence[str | None] | None = None,
-                   transforms: Sequence[Transform] = (), mask: MaskMaker | str | None = None,
-                   extractors: Sequence[tuple[str, Extractor]] = (), jobs: int = 1,
-                   chunk_size: int = 32, progress: bool = False,
-                   description: str = "extracting", options: ReadOptions | None = None) -> Prepared:
-    """Decode, transform, mask and ``prepare`` every image; results in the order of ``paths``.
-
-    Parameters
-    ----------
-    paths : image files, or image arrays (:func:`load_source`).
-    mask_paths : one mask file (or ``None``) per image; used when ``mask == "file"``.
-    transforms : applied in order to ``(image, mask)``.
-    mask : a fitted :class:`MaskMaker`, ``"file"`` (read ``mask_paths``) or ``None`` (no mask).
-    extractors : ``(block name, extractor)`` pairs.
-    jobs : worker processes (1 = this process; -1 = every core).
-    chunk_size : images per task sent to a worker (down to 8 when there are few images; a
-        single chunk runs in this process).
-    progress : rich progress bar on stderr (only on a terminal).
-    options : how files are decoded (bit depth, windowing, fallback spacing; default: the
-        documented rule of :mod:`medfuse.imageio`).
-
-    Returns
-    -------
-    :class:`Prepared` whose ``arrays[name]`` is ``(n_images, ...)``, NaN rows where an image
-    failed, and ``errors[i]`` is ``""`` or the reason image ``i`` failed.
-    """
-    from .scan import progress_bar
-
-    paths = [p if isinstance(p, np.ndarray) else str(p) for p in paths]
-    masks = list(mask_paths) if mask_paths is not None else [None] * len(paths)
-    if len(masks) != len(paths):
-        raise InvalidInputError(f"prepare_images: {len(paths)} images but {len(masks)} mask paths")
-    masks = [str(m) if isinstance(m, str | Path) and str(m) else None for m in masks]
-    items = list(zip(paths, masks))
-    n_workers = jobs if jobs > 0 else (os.cpu_count() or 1)
-    size = max(8, min(int(chunk_size), -(-len(items) // (4 * n_workers)))) if n_workers > 1 else chunk_size
-    chunks = [items[i:i + size] for i in range(0, len(items), size)]
-    advance, close = progress_bar(len(items), description, progress)
-    results: list[tuple[list[np.ndarray] | None, str]] = []
-    start = time.perf_counter()
-    try:
-        if n_workers == 1 or len(chunks) <= 1:
-            for c in chunks:
-                results.extend(_chunk(c, transforms, mask, extractors, options))
-                advance(len(c))
-        else:
-            from joblib import Parallel, delayed
-
-            runner = Parallel(n_jobs=jobs, return_as="generator")
-            for c, out in zip(chunks, runner(delayed(_chunk)(c, transforms, mask, extractors, options)
-                                                for c in chunks)):
-                results.extend(out)
-                advance(len(c))
-    finally:
-        close()
-    seconds = time.perf_counter() - start
-    arrays: dict[str, np.ndarray] = {}
-    for k, (name, _) in enumerate(extractors):
-        first = next((r[0][k] for r in results if r[0] is not None), None)
-        if first is None:
-            arrays[name] = np.full((len(results), 0), np.nan, np.float32)
-            continue
-        out = np.full((len(results), *first.shape), np.nan, dtype=np.float32)
-        for i, (vecs, _) in enumerate(results):
-            if vecs is not None:
-                out[i] = vecs[k]
-        arrays[name] = out
-    return Prepared(arrays, [e for _, e in results], seconds)
-
-
 def _plugin_record(plugin: Any) -> dict[str, Any]:
     return {"name": plugin.name, "kind": plugin.kind, "version": plugin.version,
             "params": json.loads(json.dumps(plugin.get_params(deep=False), default=repr)),
@@ -331,7 +129,8 @@ def extract_table(inputs: str | Path | pd.DataFrame, extractors: Sequence[tuple[
                   options: ReadOptions | None = None) -> tuple[pd.DataFrame, dict]:
     """Feature table of stateless extractors: ``path``, [``label``], ``<block>.<feature>``..., ``error``.
 
-    ``inputs`` is anything :func:`resolve_inputs` accepts, or its output; ``options`` how files are
+    ``inputs`` is anything :func:`medfuse.inputs.list_inputs` accepts, or a DataFrame with ``path``
+    (and ``mask_path``, ``label``); ``path`` holds where each image was read. ``options`` how files are
     decoded (a study's ``reader``; recorded in the provenance). Returns the table and its provenance
     dictionary.
     """
@@ -339,13 +138,14 @@ def extract_table(inputs: str | Path | pd.DataFrame, extractors: Sequence[tuple[
         if getattr(ex, "trainable", False):
             raise InvalidInputError(f"block {name!r}: {ex.name} is trainable (it must be fitted inside "
                                     "a training fold); use `medfuse run` / `medfuse compare` instead")
-    table = inputs if isinstance(inputs, pd.DataFrame) else resolve_inputs(inputs)
+    table = inputs if isinstance(inputs, pd.DataFrame) else list_inputs(inputs)
+    paths = table["read_path"] if "read_path" in table.columns else table["path"]
     mask_paths = table["mask_path"].tolist() if "mask_path" in table.columns else None
     if mask == MASK_FROM_FILE and (mask_paths is None or all(m is None for m in mask_paths)):
         raise InvalidInputError("--mask file needs a CSV manifest with a 'mask' column")
-    prep = prepare_images(table["path"].tolist(), mask_paths, transforms, mask, extractors, jobs,
+    prep = prepare_images(paths.tolist(), mask_paths, transforms, mask, extractors, jobs,
                           chunk_size, progress, options=options)
-    columns: dict[str, Any] = {"path": table["path"].to_numpy()}
+    columns: dict[str, Any] = {"path": paths.to_numpy()}
     if "label" in table.columns:
         columns["label"] = table["label"].to_numpy()
     for name, ex in extractors:

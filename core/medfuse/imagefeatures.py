@@ -2,7 +2,7 @@
 
 ``make_pipeline(ImageFeatures(blocks=["morphology", "colour"]), LogisticRegression())`` takes
 images and works with ``cross_val_score``, ``GridSearchCV`` and ``clone``. Each image goes through
-the same steps as ``medfuse extract`` (:func:`medfuse.extract.prepare_images`: decode, transforms,
+the same steps as ``medfuse extract`` (:func:`medfuse.engine.prepare_images`: decode, transforms,
 mask, each block's ``prepare``), then each block's ``fit``/``transform`` — so a trainable block
 (a CNN) is fitted on the training fold only, like in ``medfuse compare``.
 
@@ -11,7 +11,7 @@ feature matrix is refused): a list, tuple, 1-D array or Series of image paths (o
 ``IMAGE#box=...`` too); a DataFrame with a ``path`` column (and ``mask`` for ``mask="file"``);
 a list of image arrays ``(H, W)`` or ``(H, W, C)``; or one stacked array ``(n, H, W)`` (grey) or
 ``(n, H, W, C)``. Arrays are made canonical by the rules used for files
-(:func:`medfuse.extract.load_source`).
+(:func:`medfuse.engine.load_source`).
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
     def _prepare(self, X: Any, extractors: Any, transforms: Any, mask: Any) -> tuple[dict[str, np.ndarray], list[str]]:
         from .api import _reader
         from .cli.common import resolve_jobs
-        from .extract import MASK_FROM_FILE, prepare_images
+        from .engine import MASK_FROM_FILE, prepare_images
 
         sources, masks = _sources(X)
         if mask == MASK_FROM_FILE and (masks is None or all(m is None for m in masks)):

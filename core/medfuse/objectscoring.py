@@ -61,12 +61,12 @@ from .scoring import (
     _output_metadata,
     _part_name,
     _prepare_parts,
-    _progress,
     _windowed,
     _write_atomic_parquet,
     list_inputs,
     worker_bundle,
 )
+from .util.progress import progress_bar
 
 MARGIN = 0.2  # crop = tight box grown by this fraction of its larger side on every side
 CHUNK_SIZE = 8  # images per chunk
@@ -379,12 +379,15 @@ def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: st
         def chunk_rows(i: int) -> pd.DataFrame:
             return table.iloc[i * chunk_size:(i + 1) * chunk_size].reset_index(drop=True)
 
-        with _progress(progress, n, resumed) as advance:
+        advance, close = progress_bar(n, "scoring", progress, completed=resumed, rate=True)
+        try:
             for k, (i, df, _secs) in enumerate(_run(task, todo, chunk_rows, jobs), start=1):
                 _write_atomic_parquet(df, parts / _part_name(i), schema)
                 advance(len(chunk_rows(i)))
                 if on_chunk is not None:
                     on_chunk(len(done) + k, n_chunks)
+        finally:
+            close()
         result = _assemble(parts, n_chunks, out, kind, schema, _output_metadata(str(path), digest))
         _write_summary(parts, n_chunks, table, classes, summary_out, kind, schema, write_masks is not None)
     result = ObjectScoreSummary(**vars(result), n_images=n, summary_out=summary_out)

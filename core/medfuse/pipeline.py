@@ -3,9 +3,10 @@
 Two stages, so that every fitted statistic comes from the training fold only:
 
 1. :meth:`PipelineRunner.materialize` does the per-image, stateless work once per run: decode,
-   transforms, mask, every block's ``prepare`` (and an image classifier's ``prepare``). It runs
-   in parallel chunks (joblib) and caches each array on disk, keyed by the image's content hash
-   and the cache keys of every plugin involved (:mod:`medfuse.cache`).
+   transforms, mask, every block's ``prepare`` (and an image classifier's ``prepare``), by the
+   per-image engine (:mod:`medfuse.engine`: parallel chunks, per-image errors). It caches each
+   array on disk, keyed by the image's content hash and the cache keys of every plugin involved
+   (:mod:`medfuse.cache`).
 2. :meth:`PipelineRunner.fit` fits, on the given training rows only: trainable masks and
    blocks, selectors, per-block impute/scale/PCA (:class:`medfuse.fusion.BlockPreparer`),
    fusion (early, intermediate, late) and the classifier; ensembles fit each member pipeline.
@@ -21,7 +22,7 @@ for a row outside the training data (:mod:`medfuse.ood`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from sklearn.base import clone
 
 from .cache import BlockCache, make_key
 from .contracts import Extractor, Plugin, SampleTable
+from .engine import ACQUISITION, MASK_PIXELS, RAW, ImageSteps, is_path, iter_images, prepare_one, process_image
 from .errors import DataError, InvalidInputError, MedfuseError, StudyError, describe_exception
 from .fusion import (
     BlockPreparer,
@@ -44,17 +46,13 @@ from .fusion import (
     select_parts,
     soft_vote,
 )
-from .imageio import ReadOptions, file_sha1, read_image_with_info, read_mask
-from .ood import fit_checks, image_descriptor, warnings_for
+from .imageio import file_sha1
+from .ood import fit_checks, warnings_for
 from .study import PipelineSpec, PluginRef, Study
 from .util.jsonable import to_jsonable as _jsonable
-from .util.progress import progress_bar
+from .util.progress import Progress
 
-Progress = bool | Callable[[int, int, str], None]
 _IMAGES = "__images__"  # slot of an image classifier's prepared arrays
-_ACQ = "__acquisition__"  # slot of the acquisition descriptor of the decoded image (before transforms)
-_MASKED = "__mask_pixels__"  # slot of the number of mask pixels after the mask step (-1: no mask)
-_SPECIAL = (_ACQ, _MASKED)
 ACQ_FORMAT = 1  # bump when medfuse.ood.image_descriptor changes
 CHUNK = 32
 GRAPH = "pipeline.skops"  # a saved pipeline's object graph
@@ -100,64 +98,6 @@ class Prepared:
             None if self.acquisition is None else self.acquisition[idx])
 
 
-# ---- per-image work (module level: runs in joblib workers) ------------------------------------
-
-def prepare_one(plugin: Plugin, image: np.ndarray, mask: np.ndarray | None,
-                spacing_um: tuple[float, float] | None = None) -> np.ndarray:
-    """``plugin.prepare(image, mask)``, with ``spacing_um`` (micrometres per pixel, ``(row, col)``,
-    or None) passed only to plugins that declare ``wants_spacing = True``."""
-    if getattr(plugin, "wants_spacing", False):
-        return np.asarray(plugin.prepare(image, mask, spacing_um=spacing_um))
-    return np.asarray(plugin.prepare(image, mask))
-
-
-def _process_image(image: np.ndarray, mask: np.ndarray | None, transforms: Sequence[Plugin], mask_mode: str,
-                   maker: Plugin | None, slots: Sequence[tuple[str, Plugin]],
-                   keep_raw: bool, spacing_um: tuple[float, float] | None = None) -> dict[str, Any]:
-    """Transforms, mask and every slot's ``prepare``; the special slots :data:`_ACQ` (descriptor
-    of the image as decoded) and :data:`_MASKED` (mask pixels after the mask step) are computed here.
-    ``spacing_um``: the decoded file's spacing, for plugins that want it (:func:`prepare_one`)."""
-    if mask is not None and mask.shape != image.shape[:2]:
-        raise InvalidInputError(f"mask shape {mask.shape} does not match image {image.shape[:2]}")
-    names = {slot for slot, _ in slots}
-    extra: dict[str, Any] = {}
-    if _ACQ in names:
-        extra[_ACQ] = image_descriptor(image)
-    for t in transforms:
-        image, mask = t.apply(image, mask)
-    if mask_mode == "plugin":
-        mask = maker.predict_mask(image)
-    if _MASKED in names:
-        extra[_MASKED] = np.asarray(-1 if mask is None else int(np.count_nonzero(mask)))
-    if keep_raw:
-        return {"__raw__": (image, mask, spacing_um), **extra}
-    return {**extra, **{slot: prepare_one(p, image, mask, spacing_um) for slot, p in slots if slot not in _SPECIAL}}
-
-
-def _process_chunk(items: list[tuple[int, str, str | None, list[str]]], transforms: Sequence[Plugin],
-                   mask_mode: str, maker: Plugin | None, slot_plugins: dict[str, Plugin],
-                   keep_raw: bool, options: ReadOptions | None = None
-                   ) -> list[tuple[int, dict[str, Any] | None, str | None]]:
-    out = []
-    for i, path, mask_path, needed in items:
-        try:
-            if not isinstance(path, str | Path) or not str(path):
-                raise DataError("sample has no image file")
-            image, info = read_image_with_info(path, options=options)
-            mask = None
-            if mask_mode in ("dataset", "trainable"):
-                if isinstance(mask_path, str | Path) and str(mask_path):
-                    mask = read_mask(mask_path)
-                elif mask_mode == "dataset":
-                    raise DataError("pipeline uses dataset masks but this sample has no mask file")
-            slots = [(s, slot_plugins.get(s)) for s in needed]
-            out.append((i, _process_image(image, mask, transforms, mask_mode, maker, slots, keep_raw,
-                                          info.spacing_um), None))
-        except Exception as exc:  # noqa: BLE001 - one bad sample is reported, the run goes on
-            out.append((i, None, describe_exception(exc)))
-    return out
-
-
 def _uncounted(cache: BlockCache, fn: Callable[..., Any], *args: Any) -> Any:
     """Call a cache method without counting it in the cache's hits/misses/writes (the
     acquisition descriptors ride along with the blocks; the counts are about blocks)."""
@@ -166,10 +106,6 @@ def _uncounted(cache: BlockCache, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     finally:
         cache.hits, cache.misses, cache.writes = saved
-
-
-def _is_path(value: Any) -> bool:
-    return isinstance(value, str | Path) and bool(str(value))
 
 
 def _stack(name: str, arrays: list[np.ndarray]) -> np.ndarray:
@@ -203,21 +139,6 @@ def balance_augment(P: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray
         extra_P.append(np.stack([dihedral(P[r], int(k)) for r, k in zip(rows, turns)]))
         extra_y.append(np.full(need, c, dtype=y.dtype))
     return np.concatenate(extra_P), np.concatenate(extra_y)
-
-
-class _Bar:
-    """Progress reporting: a rich bar on stderr, a user callback, or nothing."""
-
-    def __init__(self, progress: Progress, total: int, what: str):
-        self.callback = progress if callable(progress) else None
-        self.total, self.what, self.done = total, what, 0
-        self._advance, self.close = progress_bar(total, what, progress is True)
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        self._advance(n)
-        if self.callback is not None:
-            self.callback(self.done, self.total, self.what)
 
 
 # ---- the runner -------------------------------------------------------------------------------
@@ -386,7 +307,7 @@ class PipelineRunner:
                 plugin_keys = {s: p.cache_key() for s, p in slots.items()}
                 acq_keys: dict[int, str] = {}
                 for i in range(n):
-                    if not _is_path(paths[i]):
+                    if not is_path(paths[i]):
                         continue
                     try:
                         for s, k in self._row_keys(shas[i], paths[i], mask_paths[i], chain, plugin_keys).items():
@@ -405,22 +326,22 @@ class PipelineRunner:
                     continue
                 needed = [s for s in slots if arrays[s][i] is None]
                 if acq[i] is None:
-                    needed.append(_ACQ)
+                    needed.append(ACQUISITION)
                 if needed or keep_raw:
                     todo.append((i, paths[i], mask_paths[i], needed))
             if self.cache is not None:
                 stats["hits"] = self.cache.hits - h0
                 stats["misses"] = self.cache.misses - m0
-            for i, result, err in self._run(todo, {**slots, _ACQ: None}, keep_raw):
-                if err is not None:
+            for i, result, err in self._run(todo, {**slots, ACQUISITION: None}, keep_raw):
+                if err:
                     errors[i] = err
                     continue
-                if _ACQ in result:
-                    acq[i] = result.pop(_ACQ)
+                if ACQUISITION in result:
+                    acq[i] = result.pop(ACQUISITION)
                     if use_cache:
                         _uncounted(self.cache, self.cache.put, acq_keys[i], acq[i])
                 if keep_raw:
-                    raw[i] = result["__raw__"]
+                    raw[i] = result[RAW]
                     continue
                 for s, arr in result.items():
                     arrays[s][i] = arr
@@ -487,30 +408,20 @@ class PipelineRunner:
         """Cache key per slot of one sample: image content, mask content, chain, plugin."""
         if not isinstance(sha, str) or not sha:
             sha = file_sha1(path)
-        mask_sha = file_sha1(mask_path) if self.mask_mode == "dataset" and _is_path(mask_path) else None
+        mask_sha = file_sha1(mask_path) if self.mask_mode == "dataset" and is_path(mask_path) else None
         return {s: make_key(sha, mask_sha, chain, k) for s, k in plugin_keys.items()}
 
     def _run(self, todo: list[tuple[int, str, str | None, list[str]]], slots: dict[str, Plugin],
-             keep_raw: bool):
-        if not todo:
-            return
-        chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
-        bar = _Bar(self.progress, len(todo), f"{self.name}: preparing images")
-        args = (self.transforms, self.mask_mode, self.mask_maker if self.mask_mode == "plugin" else None,
-                slots, keep_raw, self.study.reader)
-        try:
-            if self.jobs > 1 and len(chunks) > 1:
-                from joblib import Parallel, delayed
-
-                results = Parallel(n_jobs=self.jobs, return_as="generator")(
-                    delayed(_process_chunk)(c, *args) for c in chunks)
-            else:
-                results = (_process_chunk(c, *args) for c in chunks)
-            for chunk in results:
-                yield from chunk
-                bar.advance(len(chunk))
-        finally:
-            bar.close()
+             keep_raw: bool) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+        """The engine over ``todo`` rows ``(position, path, mask path, needed slots)``:
+        ``(position, result, error)`` as chunks finish."""
+        mask_files = {"dataset": "required", "trainable": "optional"}.get(self.mask_mode, "none")
+        steps = ImageSteps(self.transforms, mask_files, self.mask_maker if self.mask_mode == "plugin" else None,
+                           slots, keep_raw, self.study.reader)
+        items = [(path, mask_path, needed) for _, path, mask_path, needed in todo]
+        for k, result, error in iter_images(items, steps, self.jobs, CHUNK, self.progress,
+                                            f"{self.name}: preparing images"):
+            yield todo[k][0], result, error
 
     # ---- fit ----------------------------------------------------------------------------------
     def fit(self, prepared: Prepared, train_idx: np.ndarray, seed: int, _inner: bool = False) -> FittedPipeline:
@@ -739,10 +650,8 @@ class FittedPipeline:
 
     def _proba_from_features(self, Zs: list[np.ndarray]) -> np.ndarray:
         model = self.model_
-        if self.fusion == "late":
+        if self.fusion in ("late", "intermediate"):  # one input per block
             X: Any = Zs
-        elif self.fusion == "intermediate":
-            X = Zs
         elif getattr(model, "input", "features") == "blocks":
             X = [early_concat(Zs)]
         else:
@@ -840,14 +749,14 @@ class FittedPipeline:
         rows = list(range(n))
         inputs: dict[str, np.ndarray] = {}
         if slots:
-            extra = [] if strict else [(_ACQ, None), (_MASKED, None)]
-            mode = "plugin" if self.mask_mode == "trainable" else self.mask_mode
+            extra = [] if strict else [(ACQUISITION, None), (MASK_PIXELS, None)]
+            maker = self.mask_maker_ if self.mask_mode in ("plugin", "trainable") else None
+            steps = ImageSteps(self.transforms, maker=maker, slots=dict(slots + extra))
             processed: list[dict[str, Any] | None] = [None] * n
             spacings = list(spacings) if spacings is not None else [None] * n
             for i, (im, m) in enumerate(zip(images, masks)):
                 try:
-                    processed[i] = _process_image(im, m, self.transforms, mode, self.mask_maker_, slots + extra, False,
-                                                  spacings[i])
+                    processed[i] = process_image(im, m, steps, spacing_um=spacings[i])
                 except Exception as exc:  # noqa: BLE001 - strict: raise as before; else the row's error
                     if strict:
                         if isinstance(exc, MedfuseError):
@@ -855,13 +764,13 @@ class FittedPipeline:
                         raise
                     errors[i] = describe_exception(exc)
                     continue
-                if int(processed[i].get(_MASKED, -1)) == 0:
+                if int(processed[i].get(MASK_PIXELS, -1)) == 0:
                     errors[i] = f"no cell found: the {self._mask_name()} mask is empty"
             if "image" in checks:
                 values["image"] = np.full((n, len(checks["image"]["scale"])), np.nan)
                 for i, p in enumerate(processed):
                     if p is not None:
-                        values["image"][i] = p[_ACQ]
+                        values["image"][i] = p[ACQUISITION]
             rows = [i for i in range(n) if processed[i] is not None and not errors[i]]
             inputs = {s: _stack(f"block {s!r}", [processed[i][s] for i in rows]) for s, _ in slots} if rows else {}
         if rows and self.image_classifier:
@@ -1047,17 +956,6 @@ class FittedPipeline:
             out["classifier"] = plug(self.model_)
         out["feature_names"] = list(self.feature_names_)
         return out
-
-    def inputs(self) -> dict[str, Any]:
-        """What :meth:`predict_proba_images` needs besides images: ``masks`` (dataset masks) and
-        ``table_columns`` (columns of the table rows), over all ensemble members."""
-        masks = self.mask_mode == "dataset"
-        columns = list(self.table_columns_)
-        for f in self.members_.values():
-            sub = f.inputs()
-            masks = masks or sub["masks"]
-            columns += [c for c in sub["table_columns"] if c not in columns]
-        return {"masks": masks, "table_columns": columns}
 
     # ---- persistence --------------------------------------------------------------------------
     def _components(self, prefix: str = "") -> list[tuple[str, Plugin]]:

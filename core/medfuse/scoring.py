@@ -27,7 +27,6 @@ probabilities. Networks run under onnxruntime: scoring never imports TensorFlow 
 
 from __future__ import annotations
 
-import glob as _glob
 import hashlib
 import json
 import os
@@ -39,17 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from .errors import MedfuseError
-from .imageio import IMAGE_SUFFIXES
+from .inputs import list_inputs
 from .outputs import atomic_output, guarded_output, write_text
+from .util.progress import progress_bar
 
 PLAN = "plan.json"
 INPUTS = "inputs.parquet"
-MASK_COLUMNS = ("mask_path", "mask")
-RESERVED = ("path", "id", "label", "group", *MASK_COLUMNS)
+NOT_TABULAR = ("id", "label", "group")  # manifest columns never passed to a bundle's tabular blocks
 SCORING_THREADS = 1  # threads per scoring process (onnxruntime sessions, BLAS/OpenMP), in every mode
 DASK_RETRIES = 3  # reruns of a Dask chunk whose task raised (a lost worker's tasks are rescheduled anyway)
 METADATA_KEYS = ("medfuse.version", "medfuse.bundle", "medfuse.bundle_manifest_sha256")  # Parquet output
@@ -59,62 +57,7 @@ class ScoringError(MedfuseError):
     """Scoring cannot start or resume (no inputs, wrong output type, a changed plan)."""
 
 
-# ---- inputs ---------------------------------------------------------------------------------------
-
-def list_inputs(spec: str | Path) -> pd.DataFrame:
-    """The images to score, as a DataFrame with ``path`` (as written in the output), ``read_path``
-    (where to read it) and, from a CSV manifest, ``mask_path`` and any other columns (tabular).
-
-    ``spec`` is a folder (image files found recursively, sorted), a glob pattern (sorted) or a CSV
-    file with a ``path`` column (relative paths are relative to the CSV's folder; order kept).
-    """
-    text = str(spec)
-    p = Path(text)
-    if p.is_dir():
-        files = sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
-        if not files:
-            raise ScoringError(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) found in this folder")
-        return pd.DataFrame({"path": files, "read_path": files})
-    if p.is_file() and p.suffix.lower() == ".csv":
-        return _csv_inputs(p)
-    if any(ch in text for ch in "*?["):
-        files = sorted(f for f in _glob.glob(text, recursive=True) if Path(f).is_file())
-        if not files:
-            raise ScoringError(f"{text}: the glob matches no files")
-        return pd.DataFrame({"path": files, "read_path": files})
-    if p.is_file():
-        raise ScoringError(f"{p}: INPUT must be a folder, a glob or a CSV manifest with a 'path' column")
-    raise ScoringError(f"{p}: no such folder or file")
-
-
-def _csv_inputs(path: Path) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path, dtype={"path": str})
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise ScoringError(f"{path}: unreadable CSV manifest ({exc})") from None
-    if "path" not in df.columns:
-        raise ScoringError(f"{path}: a CSV manifest needs a 'path' column; found {', '.join(map(str, df.columns))}")
-    df = df[df["path"].notna()].reset_index(drop=True)
-    if df.empty:
-        raise ScoringError(f"{path}: the CSV manifest lists no paths")
-    base = path.parent
-
-    def resolve(v: Any) -> Any:
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            return None
-        q = Path(str(v))
-        return str(q if q.is_absolute() else base / q)
-
-    out = pd.DataFrame({"path": df["path"].astype(str).tolist(),
-                        "read_path": pd.Series([resolve(v) for v in df["path"]], dtype=object)})
-    mask_col = next((c for c in MASK_COLUMNS if c in df.columns), None)
-    if mask_col:
-        out["mask_path"] = pd.Series([resolve(v) for v in df[mask_col]], dtype=object)
-    for c in df.columns:
-        if c not in RESERVED:
-            out[c] = df[c]
-    return out
-
+# ---- inputs ----------------------------------------------------------------------------------------
 
 def _inputs_digest(inputs: pd.DataFrame) -> str:
     h = hashlib.sha1()
@@ -289,14 +232,14 @@ def _output_kind(out: Path) -> str:
 def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path, *, jobs: int = 1,
           chunk_size: int = 256, batch_size: int = 256, resume: bool = False, backend: str | None = None,
           scheduler: str | None = None, progress: bool = True, keep_parts: bool = False,
-          on_chunk: Callable[[int, int], None] | None = None, max_pixels: int | None = None,
+          max_pixels: int | None = None,
           note: Callable[[str], None] | None = None, trust_pickle: bool = False) -> ScoreSummary:
     """Score ``inputs`` with the bundle folder ``bundle`` into ``out`` (``.csv`` or ``.parquet``).
 
     Parameters
     ----------
     bundle : trained bundle folder (verified once here, then loaded once per worker).
-    inputs : folder, glob, CSV manifest, or a DataFrame from :func:`list_inputs`.
+    inputs : folder, glob, CSV manifest, or a DataFrame from :func:`medfuse.inputs.list_inputs`.
     out : output file; one row per input with ``path, prediction, proba.<class>..., warning, error``.
     jobs : worker processes (loky) or, with Dask, parallel tasks (``-1`` = all workers).
     chunk_size : inputs per chunk (the unit of parallelism, progress and resume).
@@ -307,7 +250,6 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
     scheduler : Dask scheduler address, ``tcp://HOST:PORT`` (checked before any work).
     progress : show a progress bar (images/s, ETA) on stderr.
     keep_parts : keep ``<out>.parts/`` after assembling ``out``.
-    on_chunk : called with ``(chunks done, chunks total)`` after each chunk (for tests, hooks).
     max_pixels : refuse images whose header claims more pixels (an error row); default
         ``$MEDFUSE_MAX_PIXELS`` or PIL's ``Image.MAX_IMAGE_PIXELS``; 0: no limit.
     note : called with a line of text for notes (a stale lock taken over); default: stderr.
@@ -339,7 +281,7 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
         raise ScoringError(f"chunk_size must be >= 1, got {chunk_size}")
     with guarded_output(out, note=note):
         summary = _score_locked(bundle, inputs, out, kind, jobs, chunk_size, batch_size, resume, backend,
-                                scheduler, progress, keep_parts, on_chunk, max_pixels=max_pixels,
+                                scheduler, progress, keep_parts, max_pixels=max_pixels,
                                 trust_pickle=trust_pickle)
     summary.seconds = time.perf_counter() - t0
     return summary
@@ -347,7 +289,7 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
 
 def _score_locked(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Path, kind: str, jobs: int,
                   chunk_size: int, batch_size: int, resume: bool, backend: str, scheduler: str | None,
-                  progress: bool, keep_parts: bool, on_chunk: Callable[[int, int], None] | None, *,
+                  progress: bool, keep_parts: bool, *,
                   max_pixels: int | None = None, trust_pickle: bool = False) -> ScoreSummary:
     """The body of :func:`score`, run while holding the output's lock."""
     in_process = jobs == 1 and backend == "loky"
@@ -355,7 +297,7 @@ def _score_locked(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Pa
     pool = None if in_process or backend != "loky" else _LocalPool(jobs)
     try:
         return _score_verified(bundle, inputs, out, kind, jobs, chunk_size, batch_size, resume, backend, scheduler,
-                               progress, keep_parts, on_chunk, max_pixels, trust_pickle, in_process, pool)
+                               progress, keep_parts, max_pixels, trust_pickle, in_process, pool)
     finally:
         if pool is not None:
             pool.close()
@@ -363,8 +305,7 @@ def _score_locked(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Pa
 
 def _score_verified(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Path, kind: str, jobs: int,
                     chunk_size: int, batch_size: int, resume: bool, backend: str, scheduler: str | None,
-                    progress: bool, keep_parts: bool, on_chunk: Callable[[int, int], None] | None,
-                    max_pixels: int | None, trust_pickle: bool, in_process: bool,
+                    progress: bool, keep_parts: bool, max_pixels: int | None, trust_pickle: bool, in_process: bool,
                     pool: _LocalPool | None) -> ScoreSummary:
     from .bundle import load_verified, verify_bundle
 
@@ -373,7 +314,11 @@ def _score_verified(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: 
     loaded = load_verified(path, manifest, digest, threads=SCORING_THREADS) if in_process else None
     bundle_path = str(path)
     task = ChunkTask(bundle_path, digest, batch_size, SCORING_THREADS, max_pixels, trust_pickle)
-    table = inputs.copy() if isinstance(inputs, pd.DataFrame) else list_inputs(inputs)
+    if isinstance(inputs, pd.DataFrame):
+        table = inputs.copy()
+    else:
+        table = list_inputs(inputs)
+        table = table.drop(columns=[c for c in NOT_TABULAR if c in table.columns])
     if "read_path" not in table:
         table["read_path"] = table["path"]
     parts = out.with_name(out.name + ".parts")
@@ -393,13 +338,13 @@ def _score_verified(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: 
     def chunk_rows(i: int) -> pd.DataFrame:
         return table.iloc[i * chunk_size:(i + 1) * chunk_size].reset_index(drop=True)
 
-    with _progress(progress, n, resumed_rows) as advance:
-        for k, (i, df, _secs) in enumerate(_run_chunks(task, todo, chunk_rows, jobs, backend, scheduler,
-                                                       in_process, pool), start=1):
+    advance, close = progress_bar(n, "scoring", progress, completed=resumed_rows, rate=True)
+    try:
+        for i, df, _secs in _run_chunks(task, todo, chunk_rows, jobs, backend, scheduler, in_process, pool):
             _write_atomic_parquet(df, parts / _part_name(i), schema)
             advance(len(df))
-            if on_chunk is not None:
-                on_chunk(len(done) + k, n_chunks)
+    finally:
+        close()
     summary = _assemble(parts, n_chunks, out, kind, schema, _output_metadata(bundle_path, digest))
     summary.n_chunks, summary.chunks_resumed, summary.resumed_rows = n_chunks, len(done), resumed_rows
     if summary.n_scored + summary.n_failed != n:
@@ -641,36 +586,3 @@ def _assemble_into(tmp: Path, parts: Path, n_chunks: int, out: Path, kind: str, 
         if writer is not None:
             writer.close()
     return summary
-
-
-class _progress:
-    """Rich progress bar with images/s and ETA, or a no-op."""
-
-    def __init__(self, enabled: bool, total: int, completed: int):
-        self.enabled, self.total, self.completed = enabled, total, completed
-        self._bar: Any = None
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda k: None
-        from rich.progress import ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-        from rich.text import Text
-
-        from .util.progress import new_progress
-
-        class Rate(ProgressColumn):
-            def render(self, task: Any) -> Text:
-                speed = task.finished_speed or task.speed
-                if not speed and task.elapsed:  # rich needs two updates for its estimate
-                    speed = (task.completed - task.fields.get("resumed", 0)) / task.elapsed
-                return Text(f"{speed:.1f} img/s" if speed else "- img/s")
-
-        self._bar = new_progress(Rate(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                 transient=False, speed_estimate_period=60)
-        self._bar.__enter__()
-        task = self._bar.add_task("scoring", total=self.total, completed=self.completed, resumed=self.completed)
-        return lambda k: self._bar.advance(task, k)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
