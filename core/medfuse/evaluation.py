@@ -48,6 +48,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, Strat
 from .calibration import calibration_summary
 from .contracts import SampleTable
 from .errors import DataError, StudyError, did_you_mean
+from .fusion import align_columns
 from .study import Study
 
 METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr")
@@ -661,19 +662,6 @@ def summarize_folds(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, float
     return out
 
 
-def align_proba(proba: np.ndarray, fitted_classes: Sequence[Any], classes: np.ndarray) -> np.ndarray:
-    """Re-order ``proba`` columns from ``fitted_classes`` to ``classes`` (absent classes get 0)."""
-    fitted = np.asarray(fitted_classes).astype(str)
-    if fitted.tolist() == classes.astype(str).tolist():
-        return np.asarray(proba, dtype=np.float64)
-    out = np.zeros((proba.shape[0], len(classes)))
-    idx = pd.Index(classes.astype(str)).get_indexer(fitted)
-    if (idx < 0).any():
-        raise ValueError(f"pipeline predicts classes {list(fitted[idx < 0])} not in the study's labels")
-    out[:, idx] = proba
-    return out
-
-
 # ---- the run loop -----------------------------------------------------------------------------
 
 @dataclass
@@ -848,7 +836,7 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
         t = time.perf_counter()
         proba = fitted.predict_proba(prepared, test)
         pred_s.append(time.perf_counter() - t)
-        proba = align_proba(np.asarray(proba), fitted.classes_, classes)
+        proba = align_columns(np.asarray(proba), fitted.classes_, classes)
         oof[test] = proba
         fold_col[test] = k
         m = point_metrics(y[test], proba, classes)
@@ -932,7 +920,7 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
         fitted = runner.fit(prepared, dev_rows, seed)
         timing[f"{key}_fit_seconds"] = time.perf_counter() - t
         t = time.perf_counter()
-        proba = align_proba(np.asarray(fitted.predict_proba(prepared, hold_rows)), fitted.classes_, classes)
+        proba = align_columns(np.asarray(fitted.predict_proba(prepared, hold_rows)), fitted.classes_, classes)
         timing[f"{key}_predict_seconds"] = time.perf_counter() - t
         hm = point_metrics(y[hold_rows], proba, classes)
         hold_groups = groups[hold_rows] if groups is not None and splits.grouped else None

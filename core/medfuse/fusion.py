@@ -168,14 +168,24 @@ def early_concat(blocks: Sequence[np.ndarray]) -> np.ndarray:
 
 # ---- combiners --------------------------------------------------------------------------------
 
-def aligned_proba(model: Any, X: Any, classes: np.ndarray) -> np.ndarray:
-    """``model.predict_proba(X)`` with columns reordered to ``classes`` (absent classes get 0)."""
-    proba = np.asarray(model.predict_proba(X), dtype=np.float64)
+def align_columns(proba: np.ndarray, fitted_classes: Sequence[Any], classes: np.ndarray) -> np.ndarray:
+    """Re-order ``proba`` columns from ``fitted_classes`` to ``classes`` (absent classes get 0)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    fitted = np.asarray(fitted_classes).astype(str)
+    if fitted.tolist() == np.asarray(classes).astype(str).tolist():
+        return proba
     out = np.zeros((proba.shape[0], len(classes)))
-    index = {c: i for i, c in enumerate(classes)}
-    for j, c in enumerate(model.classes_):
-        out[:, index[c]] = proba[:, j]
+    position = {c: i for i, c in enumerate(np.asarray(classes).astype(str).tolist())}
+    idx = np.asarray([position.get(c, -1) for c in fitted.tolist()], dtype=np.int64)
+    if (idx < 0).any():
+        raise ValueError(f"model predicts classes {list(fitted[idx < 0])} not in the study's labels")
+    out[:, idx] = proba
     return out
+
+
+def aligned_proba(model: Any, X: Any, classes: np.ndarray) -> np.ndarray:
+    """``model.predict_proba(X)`` with columns reordered to ``classes`` (:func:`align_columns`)."""
+    return align_columns(model.predict_proba(X), model.classes_, classes)
 
 
 def soft_vote(probas: Sequence[np.ndarray], weights: Sequence[float] | None = None) -> np.ndarray:

@@ -521,7 +521,8 @@ def reported_rows(results: dict[str, Any]) -> list[list[str]]:
     return [[str(k), str(v)] for k, v in rep.items()]
 
 
-def fold_rows(p: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def per_fold_rows(p: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per metric: pooled out-of-fold value, its 95% interval, fold mean ± sd and each fold's value."""
     header = ["metric", "pooled out-of-fold", "95% CI", "fold mean ± sd", *[f"fold {f['fold']}" for f in p["folds"]]]
     rows = []
     for m in METRICS:
@@ -752,7 +753,7 @@ def _pipeline_context(name: str, p: dict[str, Any], figures: dict[str, bytes], h
     """What the templates show of one pipeline that ran (tables as ``(header, rows)``)."""
     s = _slug(name)
     out: dict[str, Any] = {"name": name, "slug": s, "n_evaluated": p["n_evaluated"], "n_failed": p.get("n_failed"),
-                           "folds": fold_rows(p), "per_class": per_class_rows(p),
+                           "folds": per_fold_rows(p), "per_class": per_class_rows(p),
                            "blocks": block_rows(p) if p.get("blocks") else None, "timing": (["step", "time"]
                                                                                              if html else ["timing", "value"],
                                                                                              timing_rows(p)),

@@ -138,7 +138,7 @@ def _model(seed: int) -> Any:
 
 def _fit_predict(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, classes: np.ndarray,
                  seed: int) -> np.ndarray:
-    from .evaluation import align_proba
+    from .fusion import align_columns
 
     if len(np.unique(y[train])) < 2:  # one class in training: predict it
         proba = np.zeros((len(test), len(classes)))
@@ -148,7 +148,7 @@ def _fit_predict(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence / constant-column warnings: a baseline, not a model
         model.fit(X[train], y[train])
-        return align_proba(model.predict_proba(X[test]), model.classes_, classes)
+        return align_columns(model.predict_proba(X[test]), model.classes_, classes)
 
 
 def _majority(y: np.ndarray) -> float | None:

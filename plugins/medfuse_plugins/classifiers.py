@@ -370,7 +370,7 @@ _DEFAULT_MEMBERS: list[dict[str, Any]] = [{"plugin": "logreg"}, {"plugin": "rand
                                           {"plugin": "xgboost"}]
 
 
-def _members(owner: str, estimators: list[Any] | None, seed: int) -> list[Classifier]:
+def _member_classifiers(owner: str, estimators: list[Any] | None, seed: int) -> list[Classifier]:
     from medfuse.host import get_host
 
     host = get_host()
@@ -416,7 +416,7 @@ class SoftVote(Classifier):
 
     def validate_params(self) -> None:
         """Every member is a known feature classifier with valid parameters; one weight per member."""
-        members = _members(self.name, self.estimators, self.random_state)
+        members = _member_classifiers(self.name, self.estimators, self.random_state)
         for i, m in enumerate(members):
             try:
                 m.validate_params()
@@ -430,7 +430,7 @@ class SoftVote(Classifier):
         X = _check_X(self.name, X)
         self.classes_, _ = _encode(self.name, y)
         self.n_features_in_ = X.shape[1]
-        self.estimators_ = [m.fit(X, y) for m in _members(self.name, self.estimators, self.random_state)]
+        self.estimators_ = [m.fit(X, y) for m in _member_classifiers(self.name, self.estimators, self.random_state)]
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -471,7 +471,7 @@ class Stacking(SoftVote):
         y = np.asarray(y)
         self.classes_, _ = _encode(self.name, y)
         self.n_features_in_ = X.shape[1]
-        members = _members(self.name, self.estimators, self.random_state)
+        members = _member_classifiers(self.name, self.estimators, self.random_state)
 
         def fit_predict(tr: np.ndarray, te: np.ndarray) -> list[np.ndarray]:
             from sklearn.base import clone
