@@ -178,7 +178,7 @@ def align_columns(proba: np.ndarray, fitted_classes: Sequence[Any], classes: np.
     position = {c: i for i, c in enumerate(np.asarray(classes).astype(str).tolist())}
     idx = np.asarray([position.get(c, -1) for c in fitted.tolist()], dtype=np.int64)
     if (idx < 0).any():
-        raise ValueError(f"model predicts classes {list(fitted[idx < 0])} not in the study's labels")
+        raise ValueError(f"model predicts classes {fitted[idx < 0].tolist()} not in the study's labels")
     out[:, idx] = proba
     return out
 
