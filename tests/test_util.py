@@ -44,9 +44,14 @@ def test_hashes_and_versions(tmp_path):
 
 
 def test_progress_helpers():
-    advance, close = progress_bar(10, "work", enabled=True)  # stderr is not a terminal under pytest
+    advance, close = progress_bar(10, "work", True)  # stderr is not a terminal under pytest
     advance(3)
     close()
+    seen = []
+    advance, close = progress_bar(5, "work", lambda done, total, what: seen.append((done, total, what)), completed=1)
+    advance(2)
+    close()
+    assert seen == [(3, 5, "work")]
     bar = new_progress()
     assert [type(c).__name__ for c in bar.columns] == ["TextColumn", "BarColumn", "MofNCompleteColumn",
                                                        "TimeRemainingColumn"]
