@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .contracts import Plugin
+from .contracts import MaskMaker, Plugin
 from .errors import DataError, InvalidInputError, MedfuseError, describe_exception
 from .imageio import ReadOptions, read_image_with_info, read_mask
 from .util.progress import Progress, progress_bar
@@ -250,7 +250,8 @@ def prepare_images(paths: Sequence[Source], mask_paths: Sequence[str | None] | N
         raise InvalidInputError(f"prepare_images: {len(paths)} images but {len(masks)} mask paths")
     from_file = isinstance(mask, str) and mask == MASK_FROM_FILE
     steps = ImageSteps(tuple(transforms), "required" if from_file else "none",
-                       None if from_file else mask, dict(extractors), options=options, name_errors=True)
+                       mask if isinstance(mask, MaskMaker) else None, dict(extractors), options=options,
+                       name_errors=True)
     items = [(p, m if from_file and is_path(m) else None, None) for p, m in zip(paths, masks)]
     start = time.perf_counter()
     results = [(result, error) for _, result, error in iter_images(items, steps, jobs, chunk_size, progress,
