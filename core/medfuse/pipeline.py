@@ -143,7 +143,7 @@ def _process_chunk(items: list[tuple[int, str, str | None, list[str]]], transfor
         try:
             if not isinstance(path, str | Path) or not str(path):
                 raise DataError("sample has no image file")
-            image, info = read_image_with_info(path, options=options)
+            image, info = read_image_with_info(path, options=options, native=True)  # at its depth (#16)
             mask = None
             if mask_mode in ("dataset", "trainable"):
                 if isinstance(mask_path, str | Path) and str(mask_path):
@@ -293,6 +293,9 @@ class PipelineRunner:
             if plugin.kind not in ("extractor", "selector"):
                 raise StudyError(study.source, f"studies.{study.name}.blocks.{b}.plugin",
                                  f"{bs.plugin!r} is a {plugin.kind} plugin; a block needs an extractor or selector")
+            if getattr(bs, "channels", None) is not None:  # the block's channels (#16; see contracts)
+                plugin.input_channels = tuple(bs.channels)
+                plugin.input_channels_where = f"studies.{study.name}.blocks.{b}.channels"
             self.blocks.append(_Block(b, plugin.kind, plugin, bs))
         self.classifier = self._create(self.spec.classifier, "classifier") if self.spec.classifier else None
         self._validate()
