@@ -230,3 +230,26 @@ pipelines.p = { blocks = ["colour"], classifier = { plugin = "logreg" } }
         assert "mixed bit depths" not in r.output
         payload = json.loads((tmp_path / "r.json").read_text())
         assert payload["reader"] == {"bits": 12, "percentiles": None, "pixel_size_um": 0.5}
+
+
+@pytest.mark.slow
+def test_bundle_keeps_block_channels_and_scores_as_in_training(tmp_path):
+    """A bundle of the 2-channel study scores files exactly as training prepared them: the blocks'
+    channels travel in the bundle (they are not constructor parameters)."""
+    import medfuse
+    from medfuse.bundle import train_bundle
+    from medfuse.host import get_host
+    from medfuse.pipeline import PipelineRunner
+
+    study = load_studies(write_two_channel_study(tmp_path))["two"]
+    out = train_bundle(study, "classical", tmp_path / "data", tmp_path / "bundle", cv=False, progress=False)
+    bundle = medfuse.load_bundle(out)
+    channels = {fb.name: getattr(fb.plugin, "input_channels", None) for fb in bundle.pipeline.blocks_}
+    assert channels == {"morphology": (1,), "stain": (0,), "nucleus": (1,), "colour": None}
+    host = get_host()
+    data = host.create("folder", {"path": str(tmp_path / "data")}, kind="loader").load(tmp_path / "data")
+    prepared = PipelineRunner(study, "classical", host=host, cache_dir=None, progress=False).materialize(data)
+    training = bundle.pipeline.predict_proba(prepared, np.arange(len(prepared.y)))
+    scored = bundle.predict(list(prepared.samples["path"]))
+    assert (scored["error"] == "").all()
+    assert np.allclose(scored[[f"proba.{c}" for c in bundle.classes]].to_numpy(), training, atol=1e-9)
