@@ -44,7 +44,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .errors import InvalidInputError
-from .intensity import SourceImage, as_uint8, select_channels
+from .intensity import as_uint8, keep_rule, select_channels
 
 KINDS = ("transform", "extractor", "selector", "mask", "classifier", "loader")
 
@@ -264,10 +264,7 @@ class Transform(Plugin):
         out_image, out_mask = self._apply(image, mask)
         if self.input_dtype != "native":
             return check_image(out_image, f"{self.name} output"), check_mask(out_mask, out_image)
-        out_image = check_native_image(out_image, f"{self.name} output")
-        rule = getattr(source, "view_rule", None)
-        if rule is not None and getattr(out_image, "view_rule", None) is None:
-            out_image = SourceImage(out_image, rule)  # the 8-bit view keeps the decoded image's rule
+        out_image = keep_rule(source, check_native_image(out_image, f"{self.name} output"))
         return out_image, check_mask(out_mask, out_image)
 
     def _apply(self, image: np.ndarray, mask: np.ndarray | None):

@@ -67,7 +67,16 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InvalidInputError
-from .intensity import ImageInfo, ReadOptions, SourceImage, apply_rule, as_uint8, channels_to_rgb, choose_rule
+from .intensity import (
+    ImageInfo,
+    ReadOptions,
+    SourceImage,
+    apply_rule,
+    as_uint8,
+    channels_to_rgb,
+    choose_rule,
+    keep_rule,
+)
 from .objects import ObjectRef, crop, object_sha1, split_ref
 from .util.hashing import sha1_file
 
@@ -228,9 +237,7 @@ def read_image_with_info(path: str | Path, min_side: int | None = None, max_pixe
     if box is None:
         return decode_image_info(_read_bytes(path), str(path), min_side, max_pixels, options, native)
     arr, info = decode_image_info(_read_bytes(path), str(path), None, max_pixels, options, native)
-    rule = getattr(arr, "view_rule", None)
-    cut = crop(arr, box, str(path))
-    return (cut if rule is None else SourceImage(cut, rule)), info
+    return keep_rule(arr, crop(arr, box, str(path))), info
 
 
 def read_image_info(path: str | Path, max_pixels: int | None = None,

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ImageInfo", "ReadOptions", "SourceImage", "ViewRule", "apply_rule", "as_uint8", "channels_to_rgb",
-           "choose_rule", "current_read_options", "infer_bits", "reading", "select_channels", "to_uint8"]
+           "choose_rule", "current_read_options", "infer_bits", "keep_rule", "reading", "select_channels", "to_uint8"]
 
 BIT_STEPS = (8, 10, 12, 14, 16, 32)
 
@@ -235,6 +235,15 @@ class SourceImage(np.ndarray):
     def __setstate__(self, state):
         base, self.view_rule = state
         super().__setstate__(base)
+
+
+def keep_rule(source: np.ndarray, arr: np.ndarray) -> np.ndarray:
+    """``arr`` (cut or transformed from ``source``) with ``source``'s 8-bit view rule, when
+    ``source`` is a :class:`SourceImage` and ``arr`` lost it (``np.pad``, a plugin's plain array)."""
+    rule = getattr(source, "view_rule", None)
+    if rule is None or getattr(arr, "view_rule", None) is not None:
+        return arr
+    return SourceImage(arr, rule)
 
 
 def select_channels(image: np.ndarray, channels: tuple[int, ...] | list[int],
