@@ -47,6 +47,7 @@ from .errors import InvalidInputError
 from .intensity import as_uint8, keep_rule, select_channels
 
 KINDS = ("transform", "extractor", "selector", "mask", "classifier", "loader")
+INPUT_DTYPES = ("uint8", "native")  # what a plugin's ``input_dtype`` may say (see the module docstring)
 
 _MISSING = inspect.Parameter.empty
 _SEPARATE: contextvars.ContextVar[bool] = contextvars.ContextVar("medfuse_separate_artifacts", default=False)
@@ -110,6 +111,9 @@ class Plugin(BaseEstimator):
         """``image`` as this plugin takes it: its ``input_channels`` (a block's ``channels``)
         selected, then the 8-bit view unless ``input_dtype`` is ``"native"`` (the one conversion
         point, :func:`medfuse.intensity.as_uint8`)."""
+        if self.input_dtype not in INPUT_DTYPES:
+            raise InvalidInputError(f"{type(self).__name__}.input_dtype = {self.input_dtype!r}: expected one of "
+                                    f"{', '.join(map(repr, INPUT_DTYPES))}")
         channels = getattr(self, "input_channels", None)
         label = getattr(self, "input_channels_where", None) or f"{self.name}: input_channels"
         if self.input_dtype == "native":
