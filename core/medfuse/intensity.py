@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -191,7 +191,8 @@ def apply_rule(arr: np.ndarray, rule: ViewRule) -> np.ndarray:
         out = (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
     else:
         top = 2**rule.bits - 1
-        out = (np.clip(arr.astype(np.uint64), 0, top) * 255 // top).astype(np.uint8)
+        wide = np.uint32 if rule.bits <= 24 else np.uint64  # v * 255 fits; uint32 is ~2x faster
+        out = (np.clip(arr, 0, top).astype(wide) * 255 // top).astype(np.uint8)
     return 255 - out if rule.invert else out
 
 
@@ -270,14 +271,26 @@ def as_uint8(image: np.ndarray, channels: tuple[int, ...] | list[int] | None = N
     plain arrays follow :func:`to_uint8` and :func:`channels_to_rgb`.
     """
     rule = getattr(image, "view_rule", None)
+    if rule is not None:  # every uint8 plugin of one image shares its view (made once per channel set)
+        views = image.__dict__.setdefault("_views", {})
+        key = None if channels is None else tuple(int(c) for c in channels)
+        if key not in views:
+            views[key] = _view(image, rule, channels, where)
+        return views[key]
     if channels is not None:
         image = select_channels(image, channels, where)
     arr = np.asarray(image)
-    if rule is None:
-        if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3:
-            return arr
-        arr = arr.astype(np.uint8) if arr.dtype.kind == "b" else arr
-        return channels_to_rgb(to_uint8(arr)[0])
+    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3:
+        return arr
+    arr = arr.astype(np.uint8) if arr.dtype.kind == "b" else arr
+    return channels_to_rgb(to_uint8(arr)[0])
+
+
+def _view(image: np.ndarray, rule: ViewRule, channels: Sequence[int] | None, where: str) -> np.ndarray:
+    """The 8-bit RGB view of a :class:`SourceImage` (``channels`` first), by its fixed ``rule``."""
+    if channels is not None:
+        image = select_channels(image, channels, where)
+    arr = np.asarray(image)
     alpha = rule.alpha and channels is None
     if not alpha and arr.ndim == 3 and arr.shape[2] > 3:
         arr = arr[..., :3]
