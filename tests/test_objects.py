@@ -91,7 +91,7 @@ def test_objects_of_one_image_listed_together_decode_it_once(tmp_path, monkeypat
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(tmp_path / "s.png")
     calls = []
     decode = scan.decode_image_info
-    monkeypatch.setattr(scan, "decode_image_info", lambda data, name: calls.append(name) or decode(data, name))
+    monkeypatch.setattr(scan, "decode_image_info", lambda data, name, **kw: calls.append(name) or decode(data, name, **kw))
     paths = [f"{tmp_path / 's.png'}#box={x},0,{x + 10},10" for x in (0, 10, 20)] + [f"{tmp_path / 's.png'}#box=40,0,50,10"]
     out = scan.scan_files(paths)
     assert len(calls) == 1

@@ -605,7 +605,7 @@ class Bundle:
         from .imageio import read_image_with_info, read_mask
 
         image, info = read_image_with_info(path, min_side=self.decode_min_side, max_pixels=max_pixels,
-                                           options=self.read_options)
+                                           options=self.read_options, native=True)
         mask = None
         if self.needs_masks:
             if mask_path is None:
@@ -784,7 +784,10 @@ def train_bundle(study: Any, pipeline: str, data_root: str | Path | None, out: s
     runner = PipelineRunner(study, pipeline, host=host, cache_dir=Path(cache_dir) if cache_dir else None,
                             jobs=jobs, progress=progress)
     loader = host.create(study.dataset.loader, study.dataset.params, kind="loader")
-    data = loader.load(root, jobs=jobs, progress=progress)
+    from .intensity import reading
+
+    with reading(study.reader):
+        data = loader.load(root, jobs=jobs, progress=progress)
     cap = ev.max_per_class if max_per_class is None else max_per_class
     selection = select_samples(data, dedupe=ev.dedupe, max_per_class=cap, seed=ev.seed)
     data = selection.data

@@ -14,6 +14,13 @@ Canonical data passed between plugins:
 
 * **image**: ``uint8`` array of shape ``(H, W, 3)``, RGB. Grey images are replicated to three
   channels; transforms that change colour space (HSV, Lab) still return ``uint8 (H, W, 3)``.
+  That is what a plugin gets by default (``input_dtype = "uint8"``): the engine keeps an image
+  at its stored depth (a :class:`~medfuse.intensity.SourceImage`, for files deeper than 8 bits or
+  with other than 3 channels) and makes the 8-bit view by the reader's rule
+  (:func:`~medfuse.intensity.as_uint8`) only for a plugin that takes ``uint8``. A plugin declaring
+  ``input_dtype = "native"`` gets the image as decoded: ``(H, W, C)`` in its stored dtype and
+  range (plain ``uint8 (H, W, 3)`` for 8-bit files). A block's ``channels`` (the study's
+  ``blocks.NAME.channels``, set as the plugin's ``input_channels``) selects channels first.
 * **mask**: ``uint8`` array of shape ``(H, W)``: 0 background, 1 cell (cytoplasm), 2 nucleus.
   Nucleus pixels belong to the cell, so ``mask > 0`` is the whole cell. ``None`` means no mask.
 * **feature block**: ``float32`` array ``(n_samples, n_features)`` with column names
@@ -37,8 +44,10 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .errors import InvalidInputError
+from .intensity import as_uint8, keep_rule, select_channels
 
 KINDS = ("transform", "extractor", "selector", "mask", "classifier", "loader")
+INPUT_DTYPES = ("uint8", "native")  # what a plugin's ``input_dtype`` may say (see the module docstring)
 
 _MISSING = inspect.Parameter.empty
 _SEPARATE: contextvars.ContextVar[bool] = contextvars.ContextVar("medfuse_separate_artifacts", default=False)
@@ -94,6 +103,38 @@ class Plugin(BaseEstimator):
     extras: ClassVar[tuple[str, ...]] = ()
     param_docs: ClassVar[dict[str, str]] = {}
     conformance_params: ClassVar[dict[str, Any]] = {}
+    input_dtype: ClassVar[str] = "uint8"
+    """Images this plugin takes (see the module docstring): ``"uint8"`` (the 8-bit RGB view) or
+    ``"native"`` (the decoded image at its stored depth, ``(H, W, C)``)."""
+
+    def input_image(self, image: Any, where: str = "image") -> np.ndarray:
+        """``image`` as this plugin takes it: its ``input_channels`` (a block's ``channels``)
+        selected, then the 8-bit view unless ``input_dtype`` is ``"native"`` (the one conversion
+        point, :func:`medfuse.intensity.as_uint8`)."""
+        if self.input_dtype not in INPUT_DTYPES:
+            raise InvalidInputError(f"{type(self).__name__}.input_dtype = {self.input_dtype!r}: expected one of "
+                                    f"{', '.join(map(repr, INPUT_DTYPES))}")
+        channels = getattr(self, "input_channels", None)
+        label = getattr(self, "input_channels_where", None) or f"{self.name}: input_channels"
+        if self.input_dtype == "native":
+            arr = check_native_image(image, where)
+            return select_channels(arr, channels, label) if channels is not None else arr
+        if channels is not None or getattr(image, "view_rule", None) is not None:
+            if not isinstance(image, np.ndarray):
+                raise InvalidInputError(f"{where}: expected a numpy array, got {type(image).__name__}")
+            try:
+                image = as_uint8(image, channels, label)
+            except ValueError as exc:
+                raise InvalidInputError(str(exc)) from None
+        return check_image(image, where)
+
+    def __sklearn_clone__(self):
+        """sklearn's clone, keeping a block's ``input_channels`` (set by the engine, not a parameter)."""
+        est = super().__sklearn_clone__()
+        for attr in ("input_channels", "input_channels_where"):
+            if getattr(self, attr, None) is not None:
+                setattr(est, attr, getattr(self, attr))
+        return est
 
     def __getattr__(self, name: str) -> Any:
         """A constructor parameter missing from a restored state (a bundle saved before the
@@ -149,9 +190,12 @@ class Plugin(BaseEstimator):
         modules it imports are not hashed: bump the version, or run with ``--no-cache``)."""
         from .util.hashing import source_sha256
 
+        record = {"name": self.name, "version": self.version, "params": self.get_params(deep=False),
+                  "source": source_sha256(type(self))}
+        if getattr(self, "input_channels", None) is not None:
+            record["channels"] = list(self.input_channels)
         payload = json.dumps(
-            {"name": self.name, "version": self.version, "params": self.get_params(deep=False),
-             "source": source_sha256(type(self))},
+            record,
             sort_keys=True,
             default=repr,
         )
@@ -183,6 +227,20 @@ def check_image(image: Any, where: str = "image") -> np.ndarray:
     return image
 
 
+def check_native_image(image: Any, where: str = "image") -> np.ndarray:
+    """Validate an image at its stored depth (``(H, W)`` or ``(H, W, C)``, numeric); ``(H, W)``
+    comes back as ``(H, W, 1)``."""
+    if not isinstance(image, np.ndarray):
+        raise InvalidInputError(f"{where}: expected a numpy array, got {type(image).__name__}")
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[0] < 1 or image.shape[1] < 1 or image.shape[2] < 1:
+        raise InvalidInputError(f"{where}: expected shape (H, W, C), got {image.shape}")
+    if image.dtype.kind not in "uifb":
+        raise InvalidInputError(f"{where}: expected a numeric dtype, got {image.dtype}")
+    return image
+
+
 def check_mask(mask: Any, image: np.ndarray | None = None, where: str = "mask") -> np.ndarray | None:
     """Validate a canonical mask (or ``None``) against its image."""
     if mask is None:
@@ -204,10 +262,14 @@ class Transform(Plugin):
 
     def apply(self, image: np.ndarray, mask: np.ndarray | None = None):
         """Validate inputs and return the transformed ``(image, mask)``."""
-        image = check_image(image)
+        source = image
+        image = self.input_image(image)
         mask = check_mask(mask, image)
         out_image, out_mask = self._apply(image, mask)
-        return check_image(out_image, f"{self.name} output"), check_mask(out_mask, out_image)
+        if self.input_dtype != "native":
+            return check_image(out_image, f"{self.name} output"), check_mask(out_mask, out_image)
+        out_image = keep_rule(source, check_native_image(out_image, f"{self.name} output"))
+        return out_image, check_mask(out_mask, out_image)
 
     def _apply(self, image: np.ndarray, mask: np.ndarray | None):
         raise NotImplementedError
@@ -231,7 +293,7 @@ class MaskMaker(Plugin):
 
     def predict_mask(self, image: np.ndarray) -> np.ndarray:
         """Validate the image and return its mask, shape ``(H, W)``, uint8."""
-        image = check_image(image)
+        image = self.input_image(image)
         mask = self._predict_mask(image)
         return check_mask(mask, image, f"{self.name} output")
 
@@ -270,7 +332,7 @@ class InstanceMaker(MaskMaker):
 
     def predict_instances(self, image: np.ndarray) -> np.ndarray:
         """Validate the image and return its instance labels, int32 ``(H, W)``."""
-        image = check_image(image)
+        image = self.input_image(image)
         return check_instances(self._predict_instances(image), image, f"{self.name} output")
 
     def _predict_instances(self, image: np.ndarray) -> np.ndarray:
@@ -303,7 +365,7 @@ class Extractor(Plugin):
                 spacing_um: tuple[float, float] | None = None) -> np.ndarray:
         """Validate inputs and return this image's prepared array (``spacing_um`` reaches
         ``_prepare`` only when the class sets ``wants_spacing``)."""
-        image = check_image(image)
+        image = self.input_image(image)
         mask = check_mask(mask, image)
         if self.wants_spacing:
             return self._prepare(image, mask, spacing_um=spacing_um)
@@ -393,7 +455,7 @@ class Classifier(ClassifierMixin, Plugin):
         return self.classes_[np.argmax(proba, axis=1)]
 
     def prepare(self, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        image = check_image(image)
+        image = self.input_image(image)
         mask = check_mask(mask, image)
         return self._prepare(image, mask)
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
-from .intensity import ImageInfo, ReadOptions, channels_to_rgb, to_uint8
+from .intensity import ImageInfo, ReadOptions, SourceImage, channels_to_rgb, choose_rule
 
 __all__ = ["is_dicom", "decode_dicom"]
 
@@ -62,7 +63,10 @@ def _spacing_um(ds) -> tuple[float, float] | None:
 
 def decode_dicom(data: bytes, name: str, options: ReadOptions, check: Callable[[int, int], None],
                  error: type[Exception]) -> tuple[np.ndarray, ImageInfo]:
-    """Decode a DICOM file's first frame to ``uint8 (H, W, 3)`` with its :class:`ImageInfo`.
+    """Decode a DICOM file's first frame with its :class:`ImageInfo`: a
+    :class:`~medfuse.intensity.SourceImage` (the values after the modality and VOI LUTs, as
+    stored for ``MONOCHROME1``; its rule windows, scales and inverts), or ``uint8 (H, W, 3)`` for
+    plain 8-bit data.
 
     ``check(height, width)`` is called before any pixel is decoded (the pixel limit);
     ``error`` is the exception type raised for an unusable file.
@@ -107,8 +111,8 @@ def decode_dicom(data: bytes, name: str, options: ReadOptions, check: Callable[[
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     samples = int(ds.get("SamplesPerPixel", 1))
     if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(arr, ds)
-        out, _ = to_uint8(np.asarray(rgb), options)
+        values = np.asarray(apply_color_lut(arr, ds))
+        rule = choose_rule(values, options)
         samples = 3
     elif samples == 1:
         values = apply_modality_lut(arr, ds)
@@ -122,11 +126,14 @@ def decode_dicom(data: bytes, name: str, options: ReadOptions, check: Callable[[
                 if voi and voi[0].get("LUTDescriptor") is not None and voi[0].get("LUTData") is not None:
                     value_range = (0.0, float(2 ** int(voi[0].LUTDescriptor[2]) - 1))
                 values = windowed
-        out, _ = to_uint8(np.asarray(values), options, bits=bits, value_range=value_range)
-        if photometric == "MONOCHROME1":
-            out = 255 - out
+        values = np.asarray(values)
+        rule = replace(choose_rule(values, options, bits=bits, value_range=value_range),
+                       invert=photometric == "MONOCHROME1")
     else:
-        out, _ = to_uint8(np.asarray(arr), options, bits=bits)
+        values = np.asarray(arr)
+        rule = choose_rule(values, options, bits=bits)
     info = ImageInfo(format="dicom", bit_depth=bits, dtype=str(arr.dtype), channels=samples,
                      spacing_um=_spacing_um(ds), frames=frames, height=rows, width=cols)
-    return channels_to_rgb(out), info
+    if values.dtype == np.uint8 and rule.kind == "identity" and not rule.invert:
+        return channels_to_rgb(values), info
+    return SourceImage(values, rule), info

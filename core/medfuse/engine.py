@@ -71,12 +71,13 @@ class ImageSteps:
 def load_source(source: Source, options: ReadOptions | None = None) -> tuple[np.ndarray, tuple[float, float] | None]:
     """A canonical image and its spacing (micrometres per pixel, or None) from a file or an array.
 
-    An array (``(H, W)`` grey or ``(H, W, C)``, any numeric dtype) is mapped to ``uint8`` RGB by
-    :func:`medfuse.intensity.to_uint8` and :func:`~medfuse.intensity.channels_to_rgb`, the rules
-    used for decoded files; its spacing is ``options.pixel_size_um`` when set.
+    The image keeps its depth (:class:`~medfuse.intensity.SourceImage`; plugins taking ``uint8``
+    get its 8-bit view). An array (``(H, W)`` grey or ``(H, W, C)``, any numeric dtype) gets the
+    8-bit rule of decoded files (:func:`medfuse.intensity.to_uint8`,
+    :func:`~medfuse.intensity.channels_to_rgb`); its spacing is ``options.pixel_size_um`` when set.
     """
     if isinstance(source, np.ndarray):
-        from .intensity import channels_to_rgb, to_uint8
+        from .intensity import SourceImage, choose_rule
 
         if source.ndim not in (2, 3) or min(source.shape[:2]) < 1:
             raise InvalidInputError(f"image array: expected (H, W) or (H, W, C), got shape {source.shape}")
@@ -84,12 +85,14 @@ def load_source(source: Source, options: ReadOptions | None = None) -> tuple[np.
             raise InvalidInputError(f"image array: expected a numeric dtype, got {source.dtype}")
         opts = options or ReadOptions()
         arr = source.astype(np.uint8) if source.dtype.kind == "b" else source
-        image = channels_to_rgb(to_uint8(arr, opts)[0])
+        rule = choose_rule(arr, opts)
+        plain = arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3 and rule.kind == "identity"
+        image = np.ascontiguousarray(arr) if plain else SourceImage(arr, rule)
         px = opts.pixel_size_um
         return image, ((float(px), float(px)) if px else None)
     if not is_path(source):
         raise DataError("sample has no image file")
-    image, info = read_image_with_info(source, options=options)
+    image, info = read_image_with_info(source, options=options, native=True)  # at its depth (#16)
     return image, info.spacing_um
 
 

@@ -67,7 +67,16 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InvalidInputError
-from .intensity import ImageInfo, ReadOptions, channels_to_rgb, to_uint8
+from .intensity import (
+    ImageInfo,
+    ReadOptions,
+    SourceImage,
+    apply_rule,
+    as_uint8,
+    channels_to_rgb,
+    choose_rule,
+    keep_rule,
+)
 from .objects import ObjectRef, crop, object_sha1, split_ref
 from .util.hashing import sha1_file
 
@@ -171,9 +180,10 @@ def _to_canonical(img: Image.Image, options: ReadOptions) -> tuple[np.ndarray, I
         arr = np.asarray(img, dtype=dtype)
         if mode == "I" and arr.min(initial=0) >= 0:
             arr = arr.astype(np.uint64)
-        out, info.bit_depth = to_uint8(arr, options)
+        rule = choose_rule(arr, options)
+        info.bit_depth = rule.bits
         info.dtype = "float32" if mode == "F" else ("int32" if mode == "I" else "uint16")
-        return _grey3(out), info
+        return SourceImage(arr, rule), info
     if mode == "1":
         info.bit_depth = 1
     if mode in ("L", "1"):
@@ -185,7 +195,7 @@ def _to_canonical(img: Image.Image, options: ReadOptions) -> tuple[np.ndarray, I
 
 def _maybe_window(arr: np.ndarray, options: ReadOptions) -> np.ndarray:
     """8-bit data is unchanged unless percentile windowing is asked for."""
-    return to_uint8(arr, options)[0] if options.percentiles is not None else arr
+    return apply_rule(arr, choose_rule(arr, options)) if options.percentiles is not None else arr
 
 
 def _grey3(arr: np.ndarray) -> np.ndarray:
@@ -213,17 +223,21 @@ def read_image(path: str | Path, min_side: int | None = None, max_pixels: int | 
 
 
 def read_image_with_info(path: str | Path, min_side: int | None = None, max_pixels: int | None = None,
-                         options: ReadOptions | None = None) -> tuple[np.ndarray, ImageInfo]:
+                         options: ReadOptions | None = None,
+                         native: bool = False) -> tuple[np.ndarray, ImageInfo]:
     """:func:`read_image` and the file's :class:`ImageInfo` (spacing for physical units).
 
-    An object reference ``IMAGE#box=x0,y0,x1,y1`` (:mod:`medfuse.objects`) decodes ``IMAGE``
+    ``native``: return the image at its stored depth (a :class:`~medfuse.intensity.SourceImage`
+    for files deeper than 8 bits or with other than 3 channels, else the same ``uint8 (H, W, 3)``),
+    as the engine hands it to plugins; :func:`~medfuse.intensity.as_uint8` of it is the default
+    result. An object reference ``IMAGE#box=x0,y0,x1,y1`` (:mod:`medfuse.objects`) decodes ``IMAGE``
     and returns the box cut from it (``min_side`` is then ignored: the box is in full-size pixels)."""
     image, box = split_ref(path)
     path = Path(image)
     if box is None:
-        return decode_image_info(_read_bytes(path), str(path), min_side, max_pixels, options)
-    arr, info = decode_image_info(_read_bytes(path), str(path), None, max_pixels, options)
-    return crop(arr, box, str(path)), info
+        return decode_image_info(_read_bytes(path), str(path), min_side, max_pixels, options, native)
+    arr, info = decode_image_info(_read_bytes(path), str(path), None, max_pixels, options, native)
+    return keep_rule(arr, crop(arr, box, str(path))), info
 
 
 def read_image_info(path: str | Path, max_pixels: int | None = None,
@@ -240,12 +254,15 @@ def decode_image(data: bytes, name: str = "<bytes>", min_side: int | None = None
 
 
 def decode_image_info(data: bytes, name: str = "<bytes>", min_side: int | None = None,
-                      max_pixels: int | None = None,
-                      options: ReadOptions | None = None) -> tuple[np.ndarray, ImageInfo]:
-    """Decode image bytes to the canonical image and its :class:`ImageInfo` (its ``spacing_um``
-    falls back to ``options.pixel_size_um`` when the file states none)."""
+                      max_pixels: int | None = None, options: ReadOptions | None = None,
+                      native: bool = False) -> tuple[np.ndarray, ImageInfo]:
+    """Decode image bytes to the canonical image (``native``: the image at its stored depth, see
+    :func:`read_image_with_info`) and its :class:`ImageInfo` (its ``spacing_um`` falls back to
+    ``options.pixel_size_um`` when the file states none)."""
     options = options or ReadOptions()
     arr, info = _decode(data, name, min_side, max_pixels, options)
+    if not native:
+        arr = as_uint8(arr)
     if info.spacing_um is None and options.pixel_size_um is not None:
         info.spacing_um = (float(options.pixel_size_um), float(options.pixel_size_um))
     return arr, info

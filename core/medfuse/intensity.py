@@ -19,12 +19,16 @@ Ranges and percentiles round to the nearest integer; bit-depth scaling floors (a
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ImageInfo", "ReadOptions", "infer_bits", "to_uint8", "channels_to_rgb"]
+__all__ = ["ImageInfo", "ReadOptions", "SourceImage", "ViewRule", "apply_rule", "as_uint8", "channels_to_rgb",
+           "choose_rule", "current_read_options", "infer_bits", "keep_rule", "reading", "select_channels", "to_uint8"]
 
 BIT_STEPS = (8, 10, 12, 14, 16, 32)
 
@@ -75,6 +79,25 @@ class ReadOptions:
                    pixel_size_um=data.get("pixel_size_um"))
 
 
+_READING: contextvars.ContextVar[ReadOptions | None] = contextvars.ContextVar("medfuse_read_options", default=None)
+
+
+@contextlib.contextmanager
+def reading(options: ReadOptions | None) -> Iterator[None]:
+    """Inside this block, loaders' scans (:func:`medfuse.scan.scan_files`) decode with ``options``
+    (a study's ``reader``), so the data report's bit depths and spacings are the study's."""
+    token = _READING.set(options)
+    try:
+        yield
+    finally:
+        _READING.reset(token)
+
+
+def current_read_options() -> ReadOptions:
+    """The options of the enclosing :func:`reading` block, else the defaults."""
+    return _READING.get() or ReadOptions()
+
+
 @dataclass
 class ImageInfo:
     """What decoding one file learnt: ``format`` (png, jpeg, tiff, dicom, bmp, ...), ``bit_depth``
@@ -113,13 +136,28 @@ def _linear(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
 
 
-def to_uint8(arr: np.ndarray, options: ReadOptions | None = None, bits: int | None = None,
-             value_range: tuple[float, float] | None = None) -> tuple[np.ndarray, int]:
-    """Map ``arr`` to ``uint8`` by the module's rule; returns ``(array, bit depth used)``.
+@dataclass(frozen=True)
+class ViewRule:
+    """How one decoded image's samples map to its 8-bit view, fixed when it was decoded (the
+    module's rule, so every channel or channel subset scales as the whole image did).
 
-    ``bits``: the file's stored bit depth (wins over the option and the inference);
-    ``value_range``: a known ``(lo, hi)`` (e.g. a DICOM window's output range).
+    ``kind``: ``"identity"`` (uint8), ``"bits"`` (``v * 255 // (2**bits - 1)``), ``"linear"``
+    (``[lo, hi] -> [0, 255]``, rounded, clipped) or ``"unit"`` (floats in [0, 1] times 255);
+    ``bits``: the depth reported; ``invert``: ``255 - v`` afterwards (DICOM ``MONOCHROME1``);
+    ``alpha``: a 4th channel is alpha, composited over white in the RGB view.
     """
+
+    kind: str = "identity"
+    bits: int = 8
+    lo: float = 0.0
+    hi: float = 0.0
+    invert: bool = False
+    alpha: bool = False
+
+
+def choose_rule(arr: np.ndarray, options: ReadOptions | None = None, bits: int | None = None,
+                value_range: tuple[float, float] | None = None) -> ViewRule:
+    """The :class:`ViewRule` the module's rule gives ``arr`` (see :func:`to_uint8`)."""
     options = options or ReadOptions()
     depth = bits or (8 if arr.dtype == np.uint8 else options.bits)
     if arr.dtype.kind == "f":
@@ -128,22 +166,135 @@ def to_uint8(arr: np.ndarray, options: ReadOptions | None = None, bits: int | No
     if options.percentiles is not None:
         finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
         lo, hi = np.percentile(finite, options.percentiles) if finite.size else (0.0, 0.0)
-        return _linear(arr, float(lo), float(hi)), int(depth or infer_bits(float(arr.max(initial=0))))
+        return ViewRule("linear", int(depth or infer_bits(float(arr.max(initial=0)))), float(lo), float(hi))
     if arr.dtype == np.uint8 and value_range is None:
-        return arr, 8
+        return ViewRule("identity", 8)
     if value_range is not None:
-        return _linear(arr, *value_range), int(depth or infer_bits(float(arr.max(initial=0))))
+        return ViewRule("linear", int(depth or infer_bits(float(arr.max(initial=0)))), *map(float, value_range))
     lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
     if arr.dtype.kind == "f":
-        if lo >= 0 and hi <= 1:
-            return (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8), 32
-        return _linear(arr, lo, hi), 32
+        return ViewRule("unit", 32) if lo >= 0 and hi <= 1 else ViewRule("linear", 32, lo, hi)
     if lo < 0:
-        return _linear(arr, lo, hi), int(depth or infer_bits(hi - lo))
-    depth = int(depth or infer_bits(hi))
-    top = 2**depth - 1
-    wide = np.clip(arr.astype(np.uint64), 0, top)
-    return (wide * 255 // top).astype(np.uint8), depth
+        return ViewRule("linear", int(depth or infer_bits(hi - lo)), lo, hi)
+    return ViewRule("bits", int(depth or infer_bits(hi)))
+
+
+def apply_rule(arr: np.ndarray, rule: ViewRule) -> np.ndarray:
+    """``arr`` (any shape) to ``uint8`` by ``rule``'s scaling (``invert`` included, ``alpha`` not)."""
+    if arr.dtype.kind == "f":
+        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+    if rule.kind == "identity":
+        out = arr if arr.dtype == np.uint8 else np.clip(arr, 0, 255).astype(np.uint8)
+    elif rule.kind == "linear":
+        out = _linear(arr, rule.lo, rule.hi)
+    elif rule.kind == "unit":
+        out = (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
+    else:
+        top = 2**rule.bits - 1
+        wide = np.uint32 if rule.bits <= 24 else np.uint64  # v * 255 fits; uint32 is ~2x faster
+        out = (np.clip(arr, 0, top).astype(wide) * 255 // top).astype(np.uint8)
+    return 255 - out if rule.invert else out
+
+
+def to_uint8(arr: np.ndarray, options: ReadOptions | None = None, bits: int | None = None,
+             value_range: tuple[float, float] | None = None) -> tuple[np.ndarray, int]:
+    """Map ``arr`` to ``uint8`` by the module's rule; returns ``(array, bit depth used)``.
+
+    ``bits``: the file's stored bit depth (wins over the option and the inference);
+    ``value_range``: a known ``(lo, hi)`` (e.g. a DICOM window's output range).
+    """
+    rule = choose_rule(arr, options, bits, value_range)
+    return apply_rule(arr, rule), rule.bits
+
+
+class SourceImage(np.ndarray):
+    """A decoded image at its stored depth: ``(H, W, C)`` samples (``C`` = the file's channels,
+    1 for grey; uint16, int32, float32, ...) and the :class:`ViewRule` of its 8-bit view.
+
+    What the engine hands to plugins whose ``input_dtype`` is ``"native"``; every other plugin
+    gets :func:`as_uint8` of it. Files that decode to 8 bits are plain ``uint8 (H, W, 3)`` arrays,
+    never a ``SourceImage``. ``np.asarray`` gives the plain samples; slicing keeps the rule.
+    """
+
+    view_rule: ViewRule | None
+
+    def __new__(cls, samples: np.ndarray, rule: ViewRule) -> SourceImage:
+        arr = np.asarray(samples)
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        obj = np.ascontiguousarray(arr).view(cls)
+        obj.view_rule = rule
+        return obj
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.view_rule = getattr(obj, "view_rule", None)
+
+    def __reduce__(self):  # pickling (worker processes) keeps the rule
+        fn, args, state = super().__reduce__()
+        return fn, args, (state, self.view_rule)
+
+    def __setstate__(self, state):
+        base, self.view_rule = state
+        super().__setstate__(base)
+
+
+def keep_rule(source: np.ndarray, arr: np.ndarray) -> np.ndarray:
+    """``arr`` (cut or transformed from ``source``) with ``source``'s 8-bit view rule, when
+    ``source`` is a :class:`SourceImage` and ``arr`` lost it (``np.pad``, a plugin's plain array)."""
+    rule = getattr(source, "view_rule", None)
+    if rule is None or getattr(arr, "view_rule", None) is not None:
+        return arr
+    return SourceImage(arr, rule)
+
+
+def select_channels(image: np.ndarray, channels: tuple[int, ...] | list[int],
+                    where: str = "channels") -> np.ndarray:
+    """``image[..., channels]`` (``(H, W, len(channels))``), keeping a :class:`SourceImage`'s rule;
+    an index the image does not have is a ``ValueError`` naming ``where``."""
+    n = 1 if image.ndim == 2 else image.shape[2]
+    bad = [c for c in channels if not 0 <= int(c) < n]
+    if bad:
+        raise ValueError(f"{where} = {list(channels)}: channel {bad[0]} does not exist; this image has "
+                         f"{n} channel{'s' if n != 1 else ''} (0 to {n - 1})")
+    arr = image[..., None] if image.ndim == 2 else image
+    return arr[..., [int(c) for c in channels]]
+
+
+def as_uint8(image: np.ndarray, channels: tuple[int, ...] | list[int] | None = None,
+             where: str = "channels") -> np.ndarray:
+    """The 8-bit RGB view ``uint8 (H, W, 3)`` of an image, the one helper every conversion uses.
+
+    A :class:`SourceImage` is scaled by its :class:`ViewRule` (the reader's rule, fixed at
+    decoding, so the view equals what :func:`medfuse.imageio.read_image` returns); ``channels``
+    first keeps those channels (1 is replicated to grey, 2 become ``(c0, c1, 0)``, 3 are RGB).
+    A plain ``uint8 (H, W, 3)`` array without ``channels`` is returned as it is (no copy); other
+    plain arrays follow :func:`to_uint8` and :func:`channels_to_rgb`.
+    """
+    rule = getattr(image, "view_rule", None)
+    if rule is not None:  # every uint8 plugin of one image shares its view (made once per channel set)
+        views = image.__dict__.setdefault("_views", {})
+        key = None if channels is None else tuple(int(c) for c in channels)
+        if key not in views:
+            views[key] = _view(image, rule, channels, where)
+        return views[key]
+    if channels is not None:
+        image = select_channels(image, channels, where)
+    arr = np.asarray(image)
+    if arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3:
+        return arr
+    arr = arr.astype(np.uint8) if arr.dtype.kind == "b" else arr
+    return channels_to_rgb(to_uint8(arr)[0])
+
+
+def _view(image: np.ndarray, rule: ViewRule, channels: Sequence[int] | None, where: str) -> np.ndarray:
+    """The 8-bit RGB view of a :class:`SourceImage` (``channels`` first), by its fixed ``rule``."""
+    if channels is not None:
+        image = select_channels(image, channels, where)
+    arr = np.asarray(image)
+    alpha = rule.alpha and channels is None
+    if not alpha and arr.ndim == 3 and arr.shape[2] > 3:
+        arr = arr[..., :3]
+    return channels_to_rgb(apply_rule(arr, rule), alpha=alpha)
 
 
 def channels_to_rgb(arr: np.ndarray, alpha: bool = False) -> np.ndarray:

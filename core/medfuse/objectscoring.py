@@ -165,7 +165,8 @@ def score_objects_chunk(task: ObjectTask, index: int, rows: pd.DataFrame,
     from threadpoolctl import threadpool_limits
 
     from .bundle import _message
-    from .imageio import read_image
+    from .imageio import read_image_with_info
+    from .intensity import keep_rule
 
     if parent_pid:
         from .scoring import _exit_with_parent
@@ -181,7 +182,8 @@ def score_objects_chunk(task: ObjectTask, index: int, rows: pd.DataFrame,
     with threadpool_limits(limits=c.threads):
         for path, read_path, labels_path in zip(rows["path"], rows["read_path"], rows["labels_path"]):
             try:
-                image = read_image(read_path, max_pixels=c.max_pixels, options=bundle.read_options)
+                image = read_image_with_info(read_path, max_pixels=c.max_pixels, options=bundle.read_options,
+                                             native=True)[0]  # at its depth, as training's objects (#16)
                 labels = finder.predict_instances(image)
                 if task.masks_dir and labels_path:
                     _write_labels(Path(task.masks_dir) / labels_path, labels)
@@ -197,7 +199,7 @@ def score_objects_chunk(task: ObjectTask, index: int, rows: pd.DataFrame,
             for row in table.itertuples(index=False):
                 tight = (row.box_x0, row.box_y0, row.box_x1, row.box_y1)
                 box = expand_box(tight, task.margin)
-                crops.append(crop(image, box, path))
+                crops.append(keep_rule(image, crop(image, box, path)))
                 if bundle.needs_masks:
                     masks.append((crop(labels, box, path) == row.object_id).astype(np.uint8))
                 meta.append({"path": ObjectRef(path, box).path, "image": path, "error": "",

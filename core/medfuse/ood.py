@@ -24,6 +24,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .intensity import as_uint8
+
 QUANTILE = 0.995
 FOLDS = 5
 RANK = 32  # principal axes per fold model (plus the residual off them)
@@ -41,7 +43,11 @@ def image_descriptor(image: np.ndarray) -> np.ndarray:
     min channel), log height and log width. Large images are subsampled to about 256 x 256 pixels.
     A uint8 image goes through a compiled pass (:func:`_uint8_moments`) that gives bit-identical
     values to the numpy reference (:func:`_descriptor_numpy`), about 20x faster.
+    An image at its stored depth (:class:`~medfuse.intensity.SourceImage`) is described by its
+    8-bit view, as the shortcut baselines see it.
     """
+    if getattr(image, "view_rule", None) is not None:
+        image = as_uint8(image)
     h, w = image.shape[:2]
     step = max(1, int(max(h, w) // 256))
     sub = image[::step, ::step]

@@ -214,6 +214,9 @@ class PipelineRunner:
             if plugin.kind not in ("extractor", "selector"):
                 raise StudyError(study.source, f"studies.{study.name}.blocks.{b}.plugin",
                                  f"{bs.plugin!r} is a {plugin.kind} plugin; a block needs an extractor or selector")
+            if getattr(bs, "channels", None) is not None:  # the block's channels (#16; see contracts)
+                plugin.input_channels = tuple(bs.channels)
+                plugin.input_channels_where = f"studies.{study.name}.blocks.{b}.channels"
             self.blocks.append(_Block(b, plugin.kind, plugin, bs))
         self.classifier = self._create(self.spec.classifier, "classifier") if self.spec.classifier else None
         self._validate()

@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import InvalidInputError
 from .imageio import ImageReadError, decode_image_info, read_mask
+from .intensity import ReadOptions, current_read_options
 from .objects import ObjectRef, crop, object_sha1
 from .util.progress import progress_bar
 
@@ -56,8 +57,11 @@ def _reason(exc: Exception, path: str) -> str:
     return msg[len(path) + 2:] if msg.startswith(path + ": ") else msg
 
 
-def scan_one(path: str, mask_path: str | None = None, last: dict[str, Any] | None = None) -> FileScan:
-    """Read, hash and decode one image; decode its mask and compare shapes. An object reference
+def scan_one(path: str, mask_path: str | None = None, last: dict[str, Any] | None = None,
+             options: ReadOptions | None = None) -> FileScan:
+    """Read, hash and decode one image (at its stored depth, with the reader ``options``: the bit
+    depth and spacing reported are the ones the study's pipelines use); decode its mask and
+    compare shapes. An object reference
     ``IMAGE#box=...`` (:mod:`medfuse.objects`) is its box of IMAGE, hashed as ``object_sha1``;
     ``last`` (a dict the caller keeps between calls) holds the last decoded source image, so the
     objects of one image listed together decode it once."""
@@ -74,7 +78,7 @@ def scan_one(path: str, mask_path: str | None = None, last: dict[str, Any] | Non
             return out
         out.sha1 = hashlib.sha1(data).hexdigest()
         try:
-            image, info = decode_image_info(data, source)
+            image, info = decode_image_info(data, source, options=options, native=True)
         except InvalidInputError as exc:  # ImageReadError included
             out.error = _reason(exc, source)
             return out
@@ -105,9 +109,9 @@ def scan_one(path: str, mask_path: str | None = None, last: dict[str, Any] | Non
     return out
 
 
-def _scan_chunk(pairs: Sequence[tuple[str, str | None]]) -> list[FileScan]:
+def _scan_chunk(pairs: Sequence[tuple[str, str | None]], options: ReadOptions | None = None) -> list[FileScan]:
     last: dict[str, Any] = {}
-    return [scan_one(p, m, last) for p, m in pairs]
+    return [scan_one(p, m, last, options) for p, m in pairs]
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
@@ -117,7 +121,7 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 
 def scan_files(paths: Sequence[str | Path], mask_paths: Sequence[str | Path | None] | None = None,
                jobs: int = 1, progress: bool = False, chunk_size: int = 128,
-               description: str = "scanning images") -> list[FileScan]:
+               description: str = "scanning images", options: ReadOptions | None = None) -> list[FileScan]:
     """Scan ``paths`` (and their masks) in parallel; results are in the order of ``paths``.
 
     Parameters
@@ -127,7 +131,10 @@ def scan_files(paths: Sequence[str | Path], mask_paths: Sequence[str | Path | No
     jobs : worker processes (1 runs in this process; -1 uses every core).
     progress : show a progress bar (only when stderr is a terminal).
     chunk_size : files per task sent to a worker.
+    options : reader options (default: those of an enclosing :func:`medfuse.intensity.reading`
+        block, e.g. a study's ``reader`` while its loader runs, else the defaults).
     """
+    options = options or current_read_options()
     masks = list(mask_paths) if mask_paths is not None else [None] * len(paths)
     if len(masks) != len(paths):
         raise ValueError(f"scan_files: {len(paths)} images but {len(masks)} mask paths")
@@ -138,7 +145,7 @@ def scan_files(paths: Sequence[str | Path], mask_paths: Sequence[str | Path | No
     try:
         if jobs == 1 or len(pairs) <= chunk_size:
             for chunk in _chunks(pairs, chunk_size):
-                results.extend(_scan_chunk(chunk))
+                results.extend(_scan_chunk(chunk, options))
                 advance(len(chunk))
         else:
             from joblib import Parallel, delayed
@@ -148,7 +155,7 @@ def scan_files(paths: Sequence[str | Path], mask_paths: Sequence[str | Path | No
             size = max(1, min(chunk_size, -(-len(pairs) // (4 * n_workers))))
             chunks = list(_chunks(pairs, size))
             runner = Parallel(n_jobs=jobs, return_as="generator")
-            for chunk, out in zip(chunks, runner(delayed(_scan_chunk)(c) for c in chunks)):
+            for chunk, out in zip(chunks, runner(delayed(_scan_chunk)(c, options) for c in chunks)):
                 results.extend(out)
                 advance(len(chunk))
     finally:

@@ -101,6 +101,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "scale": Field("str", "standard", doc="Scaling.", choices=("standard", "robust", "minmax", "none")),
         "pca": Field("number", None, doc="PCA per block: a float in (0, 1) keeps that explained "
                      "variance, an int keeps that many components; absent: no PCA."),
+        "channels": Field("list:int", None, doc="Image channels (0-based, as decoded: a TIFF's samples or "
+                          "channel axis, a DICOM's samples) fed to this block's extractor, e.g. `[1]` for a "
+                          "nucleus stain; 1 channel reaches an 8-bit extractor as grey, 2 as `(c0, c1, 0)`, 3 as "
+                          "RGB. Absent: every channel (8-bit extractors see the first 3 as RGB). An index the "
+                          "image lacks fails that image with an error naming this key."),
     },
     "pipeline": {
         "transforms": Field("list:plugin", [], doc="Image transforms applied in order before masks and blocks."),
@@ -157,6 +162,25 @@ class BlockSpec:
     impute: str = "median"
     scale: str = "standard"
     pca: float | int | None = None
+    channels: list[int] | None = None
+
+
+MAX_CHANNELS = 16  # channels a decoder reads (medfuse.tiffio.MAX_CHANNELS)
+
+
+def _channels(value: list[int] | None, source: str, key: str) -> list[int] | None:
+    """A block's ``channels``: a non-empty list of distinct indices in ``0..MAX_CHANNELS - 1``."""
+    if value is None:
+        return None
+    if not value:
+        raise StudyError(source, key, "expected at least one channel index (leave the key out for every channel)")
+    for c in value:
+        if not 0 <= c < MAX_CHANNELS:
+            raise StudyError(source, key, f"channel index {c} is out of range: indices count from 0 and medfuse "
+                             f"reads at most {MAX_CHANNELS} channels (0 to {MAX_CHANNELS - 1})")
+    if len(set(value)) != len(value):
+        raise StudyError(source, key, f"channel indices repeat in {value}; list each channel once")
+    return list(value)
 
 
 @dataclass
@@ -227,6 +251,7 @@ _TYPE_WORDS = {"str": "a string", "int": "an integer", "number": "a number", "bo
                "table": "a table", "list:str": "a list of strings", "list:plugin": "a list of plugin tables",
                "plugin": "a plugin table like { plugin = \"name\", params = { ... } }",
                "mask": "\"dataset\" or a plugin table", "list:number": "a list of numbers",
+               "list:int": "a list of integers",
                "table:reader": "a table like { bits = 12, percentiles = [1, 99], pixel_size_um = 0.5 }",
                "table:test": "a table like { pattern = \"val_*\" } or { loader = \"folder\", params = { path = \"...\" } }"}
 
@@ -273,6 +298,9 @@ def _check_table(section: str, data: Any, source: str, key: str) -> dict[str, An
             _expect(isinstance(v, list) and all(isinstance(x, str) for x in v), source, where, f, v)
         elif t == "list:plugin":
             _expect(isinstance(v, list), source, where, f, v)
+        elif t == "list:int":
+            _expect(isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
+                    source, where, f, v)
         elif t == "list:number":
             _expect(isinstance(v, list) and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v),
                     source, where, f, v)
@@ -409,7 +437,8 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
         if pca is not None and not ((isinstance(pca, float) and 0 < pca < 1) or (isinstance(pca, int) and pca > 0)):
             raise StudyError(source, f"{key}.blocks.{bname}.pca",
                              f"expected a variance fraction in (0, 1) or a component count > 0, got {pca!r}")
-        blocks[bname] = BlockSpec(bname, t["plugin"], dict(t["params"]), t["impute"], t["scale"], pca)
+        blocks[bname] = BlockSpec(bname, t["plugin"], dict(t["params"]), t["impute"], t["scale"], pca,
+                                  _channels(t["channels"], source, f"{key}.blocks.{bname}.channels"))
     pipelines = {}
     if not top["pipelines"]:
         raise StudyError(source, f"{key}.pipelines", "a study needs at least one pipeline")
@@ -542,6 +571,15 @@ def check_plugins(study: Study, host: Any) -> None:
         check(PluginRef(study.test.loader, study.test.params), ("loader",), f"{key}.test")
     for b in study.blocks.values():
         check(PluginRef(b.plugin, b.params), ("extractor", "selector"), f"{key}.blocks.{b.name}")
+        if b.channels is not None:
+            cls = host.records[b.plugin].cls
+            if getattr(cls, "kind", "") != "extractor":
+                raise StudyError(study.source, f"{key}.blocks.{b.name}.channels",
+                                 f"{b.plugin!r} is a {cls.kind} plugin; channels apply to image extractors only")
+            if getattr(cls, "input_dtype", "uint8") != "native" and len(b.channels) > 3:
+                raise StudyError(study.source, f"{key}.blocks.{b.name}.channels",
+                                 f"{b.plugin!r} takes 8-bit RGB images: give it at most 3 channels, got "
+                                 f"{b.channels} (or make one block per channel group)")
     for p in study.pipelines.values():
         pk = f"{key}.pipelines.{p.name}"
         for i, t in enumerate(p.transforms):

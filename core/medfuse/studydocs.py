@@ -108,6 +108,63 @@ TITLES = {
 }
 
 
+IMAGES_STUDY = """
+## Images as they come: bit depth, DICOM, TIFF, channels
+
+**Reading.** PNG/JPEG/BMP through PIL, TIFF through `tifffile` (16-bit, float, multi-page: the
+first page; an ImageJ/OME channel axis: up to 16 channels), DICOM through `pydicom` (rescale
+slope/intercept, VOI LUT or the first window centre/width, `MONOCHROME1`, the first frame). A file
+that cannot be decoded (e.g. a transfer syntax without an installed decoder) is a bad-file row
+naming the reason. Pixel spacing comes from DICOM `PixelSpacing`/`ImagerPixelSpacing`, TIFF
+resolution tags, else `reader.pixel_size_um`; `morphology` with `physical_units = true` reports
+`_um`/`_um2` columns from it.
+
+**Bit depth until a plugin decides.** An image deeper than 8 bits, or with other than 3 channels,
+reaches plugins at its stored depth and channels (`medfuse.intensity.SourceImage`, `(H, W, C)`).
+A plugin declares what it takes with the class attribute `input_dtype`: `"uint8"` (the default, and
+what `texture`, `colour`, `morphology` and every built-in plugin declare) gets the 8-bit RGB view
+made by one helper, `medfuse.intensity.as_uint8`, with the reader's rule:
+
+| input | 8-bit view |
+|---|---|
+| 8-bit PNG/JPEG/TIFF | unchanged (features identical to earlier versions) |
+| integers deeper than 8 bits | `v * 255 // (2**bits - 1)`; `bits` = DICOM `BitsStored`, else `reader.bits`, else the smallest of 8/10/12/14/16 holding the maximum (a 12-bit PNG 0-4095 keeps its range) |
+| DICOM with a window / VOI LUT / rescale | the window's output range (or the rescaled stored range) to 0-255; `MONOCHROME1` inverted after scaling |
+| floats | within [0, 1]: times 255; else their own [min, max] |
+| `reader.percentiles = [lo, hi]` | each image's own percentile window, replacing the rules above |
+
+`"native"` plugins get the decoded samples (a DICOM's values after its modality and VOI LUTs, as
+stored for `MONOCHROME1`; the view's rule is `image.view_rule`). Scaling is fixed per image when it
+is decoded, so a channel shown alone has the same values as in the whole image's view.
+
+**Channels to blocks.** `blocks.NAME.channels` lists the channels (0-based, as decoded) a block's
+extractor sees (its intensities, and its own fallback mask when the pipeline has none); absent:
+every channel (8-bit plugins see the first 3 as RGB, 2 channels as `(c0, c1, 0)`). One channel
+reaches an 8-bit plugin as grey. The pipeline's mask is computed once on the whole image (its 8-bit
+view), so choose the mask plugin's channel that shows the objects (for a 2-channel image the view's
+green is channel 1: `otsu_cell` with `channel = "darkness"`):
+
+```toml
+[studies.two-stains]
+dataset = { loader = "folder", params = { path = "stains" } }   # 2-channel 16-bit TIFFs
+blocks.shape = { plugin = "morphology" }                          # the mask's shape (nucleus, channel 1)
+blocks.nucleus_texture = { plugin = "texture", channels = [1] }
+blocks.stain_texture = { plugin = "texture", channels = [0] }
+blocks.colour = { plugin = "colour" }                             # per-channel statistics, all channels
+pipelines.classical = { mask = { plugin = "otsu_cell", params = { channel = "darkness", classes = 2 } }, blocks = ["shape", "nucleus_texture", "stain_texture", "colour"], classifier = { plugin = "logreg" } }
+```
+
+`medfuse validate` refuses an empty list, repeated or negative indices, indices past 15, more than 3
+channels for an 8-bit plugin, and `channels` on a selector, naming the key; an image lacking a
+listed channel fails with an error naming `studies.NAME.blocks.BLOCK.channels`. The channels are part
+of the block's cache key and travel in bundles.
+
+**Data report.** `medfuse data PATH --study STUDY` (or `--bits`, `--percentiles`,
+`--pixel-size-um`) and `medfuse compare` decode with the study's `reader`: per file type the bit
+depths, channels and spacings found, and a warning when one study mixes bit depths or spacings.
+"""
+
+
 def render() -> str:
     lines = [INTRO]
     for section, fields in SCHEMA.items():
@@ -116,7 +173,7 @@ def render() -> str:
             default = "required" if f.required else f"`{f.default!r}`"
             doc = f.doc + (f" One of: {', '.join(f'`{c}`' for c in f.choices)}." if f.choices else "")
             lines.append(f"| `{key}` | {f.type} | {default} | {doc.replace('|', '/')} |")
-    return "\n".join(lines) + "\n" + OBJECT_STUDY
+    return "\n".join(lines) + "\n" + OBJECT_STUDY + IMAGES_STUDY
 
 
 if __name__ == "__main__":  # pragma: no cover

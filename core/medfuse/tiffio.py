@@ -1,11 +1,14 @@
 """TIFF decoding with tifffile (see :mod:`medfuse.imageio` for the rules).
 
 * first image series, first page: further pages (z, time, a stack) are not read; an ImageJ/OME
-  channel axis (``C``) is the exception: its first 3 channels are read as channels;
+  channel axis (``C``) is the exception: its channels (up to 16) are read as channels;
 * samples within a page (``S``: RGB, 2-channel, ...) and channels map to RGB by
   :func:`medfuse.intensity.channels_to_rgb` (grey replicated; 2 channels -> ``(c0, c1, 0)``;
   the first 3 of more, or RGBA composited over white when the 4th sample is alpha);
-* intensities by :func:`medfuse.intensity.to_uint8` (all channels together);
+* the decoded image keeps its stored depth and channels (a
+  :class:`~medfuse.intensity.SourceImage`); its 8-bit view follows
+  :func:`medfuse.intensity.to_uint8` fixed over all samples, or the first 3 channels of a
+  channel axis;
 * spacing from ``XResolution``/``YResolution`` when ``ResolutionUnit`` is inch or centimetre (or
   millimetre/micrometre), or when it is none and ImageJ metadata names ``um``/``micron``/``mm``/
   ``nm``; otherwise unknown.
@@ -19,13 +22,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
-from .intensity import ImageInfo, ReadOptions, channels_to_rgb, to_uint8
+from .intensity import ImageInfo, ReadOptions, SourceImage, choose_rule
 
 __all__ = ["is_tiff", "decode_tiff", "tiff_spacing_um"]
 
+MAX_CHANNELS = 16  # channels of a channel axis read (the 8-bit view shows the first 3)
 _UNIT_UM = {2: 25400.0, 3: 10000.0, 4: 1000.0, 5: 1.0}  # RESUNIT inch, cm, mm, um
 _IMAGEJ_UNIT_UM = {"um": 1.0, "µm": 1.0, "\\u00B5m": 1.0, "micron": 1.0, "microns": 1.0, "mm": 1000.0,
                    "nm": 0.001, "cm": 10000.0}
@@ -52,7 +57,8 @@ def tiff_spacing_um(tif, page) -> tuple[float, float] | None:
 
 def decode_tiff(data: bytes, name: str, options: ReadOptions, check: Callable[[int, int], None],
                 error: type[Exception]) -> tuple[np.ndarray | None, ImageInfo]:
-    """Decode a TIFF to ``uint8 (H, W, 3)`` with its :class:`ImageInfo`; the array is ``None`` for
+    """Decode a TIFF to a :class:`~medfuse.intensity.SourceImage` (or plain ``uint8 (H, W, 3)``)
+    with its :class:`ImageInfo`; the array is ``None`` for
     a plain 8-bit page, left to PIL (see the module docstring). ``check(height, width)`` runs
     before any pixel is decoded."""
     import tifffile
@@ -85,7 +91,7 @@ def decode_tiff(data: bytes, name: str, options: ReadOptions, check: Callable[[i
             if n_channels > 1:
                 index = [0] * len(lead_axes)
                 keys = []
-                for c in range(min(3, n_channels)):
+                for c in range(min(MAX_CHANNELS, n_channels)):
                     index[lead_axes.index("C")] = c
                     keys.append(int(np.ravel_multi_index(index, lead_shape)))
                 planes = tif.asarray(key=keys, series=0)
@@ -100,6 +106,9 @@ def decode_tiff(data: bytes, name: str, options: ReadOptions, check: Callable[[i
     extra = arr.ndim - (3 if arr.ndim >= 3 and ("S" in page_axes or n_channels > 1) else 2)
     for _ in range(max(0, extra)):  # any other page axis (e.g. tiled depth): its first plane
         arr = arr[0]
-    out, depth = to_uint8(arr, options)
-    info.bit_depth = depth if arr.dtype.kind in "ui" and arr.dtype.itemsize > 1 else info.bit_depth
-    return channels_to_rgb(out, alpha=alpha), info
+    # the 8-bit view scales as the first 3 channels of a channel axis (or all samples) decide
+    rule = choose_rule(arr[..., :3] if n_channels > 3 and arr.ndim == 3 else arr, options)
+    info.bit_depth = rule.bits if arr.dtype.kind in "ui" and arr.dtype.itemsize > 1 else info.bit_depth
+    if rule.kind == "identity" and arr.ndim == 3 and arr.shape[2] == 3:
+        return np.ascontiguousarray(arr), info
+    return SourceImage(arr, replace(rule, alpha=alpha)), info

@@ -105,6 +105,7 @@ class Colour(Extractor):
 
     name: ClassVar[str] = "colour"
     block: ClassVar[str] = "colour"
+    input_dtype: ClassVar[str] = "uint8"  # grey levels / histograms of the 8-bit view (reader's rule)
     version: ClassVar[str] = "1.0.0"
     param_docs: ClassVar[dict[str, str]] = {
         "spaces": "Colour spaces among 'rgb', 'hsv', 'lab'.",

@@ -142,6 +142,7 @@ class Morphology(Extractor):
 
     name: ClassVar[str] = "morphology"
     block: ClassVar[str] = "morphology"
+    input_dtype: ClassVar[str] = "uint8"  # its default mask (otsu_cell) thresholds the 8-bit view
     version: ClassVar[str] = "1.1.0"
     param_docs: ClassVar[dict[str, str]] = {
         "pixel_size": "Physical size of a pixel (e.g. micrometres); lengths scale by it, areas by its square.",

@@ -184,6 +184,7 @@ class Texture(Extractor):
 
     name: ClassVar[str] = "texture"
     block: ClassVar[str] = "texture"
+    input_dtype: ClassVar[str] = "uint8"  # grey levels / histograms of the 8-bit view (reader's rule)
     version: ClassVar[str] = "1.1.0"
     param_docs: ClassVar[dict[str, str]] = {
         "lbp": "List of [P, R] pairs (points, radius in px) for uniform LBP histograms; "

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from medfuse import hookimpl
-from medfuse.contracts import MaskMaker, check_image, check_mask
+from medfuse.contracts import MaskMaker, check_mask
 from medfuse.errors import InvalidInputError
 from PIL import Image
 
@@ -262,7 +262,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         p = int(self.patch_size)
         ims, tgs = [], []
         for i, (im, m) in enumerate(zip(images, masks)):
-            im = check_image(im, f"unet: image {i}")
+            im = self.input_image(im, f"unet: image {i}")
             m = check_mask(m, im, f"unet: mask {i}")
             if m is None:
                 raise InvalidInputError(f"unet: mask {i} is missing")

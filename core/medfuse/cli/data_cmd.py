@@ -162,10 +162,19 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, Any]:
               help="Also write the sample table (CSV, or Parquet when the name ends in .parquet).")
 @click.option("--max-items", type=int, default=20, show_default=True,
               help="Examples shown per problem kind (bad files and mask problems are always all listed).")
+@click.option("--study", "study_ref", metavar="STUDY",
+              help="Decode as this study does: its `reader` table (FILE.toml, FILE.toml:NAME or a registry name).")
+@click.option("--bits", type=int, default=None,
+              help="Reader: bit depth of integer images whose file does not state it (overrides --study's).")
+@click.option("--percentiles", default=None, metavar="LOW,HIGH",
+              help="Reader: window each image on its own percentiles, e.g. 1,99 (overrides --study's).")
+@click.option("--pixel-size-um", "pixel_size_um", type=float, default=None,
+              help="Reader: micrometres per pixel for files without a spacing (overrides --study's).")
 @verbosity
 def data(path: Path, loader: str | None, loader_params: tuple[str, ...], masks: Path | None,
          table: Path | None, label: str | None, id_column: str | None, jobs: int, json_path: Path | None, samples_path: Path | None,
-         max_items: int, quiet: bool, verbose: bool) -> None:
+         max_items: int, study_ref: str | None, bits: int | None, percentiles: str | None,
+         pixel_size_um: float | None, quiet: bool, verbose: bool) -> None:
     """Load PATH (a folder, a CSV manifest or a table), decode every image once, and report.
 
     \b
@@ -182,6 +191,12 @@ def data(path: Path, loader: str | None, loader_params: tuple[str, ...], masks: 
       medfuse data $MEDFUSE_DATA/bccd                     # JPEGImages/ + Annotations/*.xml: one sample per box
       medfuse data $MEDFUSE_DATA/anemia_tables/anemia_kaggle.csv --label Result
       medfuse data ./my-set --loader my_loader -p split=\"train\"   # a third-party loader
+      medfuse data ./xrays --study xray.toml              # bit depths/spacings as the study reads them
+
+    \b
+    The per-format lines (bit depth, channels, spacing) and the mixed-depth/spacing warnings come
+    from decoding with the reader options: a study's `reader` (--study), else --bits/--percentiles/
+    --pixel-size-um, else the defaults (depth inferred per image, spacing from the file).
     """
     from ..errors import MedfuseError
     from ..outputs import guarded_output
@@ -190,17 +205,37 @@ def data(path: Path, loader: str | None, loader_params: tuple[str, ...], masks: 
     jobs = resolve_jobs(jobs)
     start = time.perf_counter()
     try:
+        options = _reader(study_ref, bits, percentiles, pixel_size_um)
         with guarded_output(json_path, samples_path, note=lambda line: click.echo(line, err=True)):
             _load_and_report(console, start, path, loader, masks, table, label, id_column, jobs, json_path,
-                             samples_path, max_items, progress=not quiet, extra=_parse_params(loader_params))
+                             samples_path, max_items, progress=not quiet, extra=_parse_params(loader_params),
+                             options=options)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _reader(study_ref: str | None, bits: int | None, percentiles: str | None,
+            pixel_size_um: float | None) -> Any:
+    """Reader options: the study's ``reader`` (``--study``), with the fields given as flags replaced."""
+    from dataclasses import replace
+
+    from ..intensity import ReadOptions
+    from .extract_cmd import _read_options
+
+    base = ReadOptions()
+    if study_ref:
+        from ..study import resolve_study
+
+        base = resolve_study(study_ref).reader
+    flags = _read_options(bits, percentiles, pixel_size_um)
+    given = {k: getattr(flags, k) for k in ("bits", "percentiles", "pixel_size_um") if getattr(flags, k) is not None}
+    return replace(base, **given)
 
 
 def _load_and_report(console: Any, start: float, path: Path, loader: str | None, masks: Path | None,
                      table: Path | None, label: str | None, id_column: str | None, jobs: int,
                      json_path: Path | None, samples_path: Path | None, max_items: int,
-                     progress: bool = True, extra: dict[str, Any] | None = None) -> None:
+                     progress: bool = True, extra: dict[str, Any] | None = None, options: Any = None) -> None:
     """The body of ``medfuse data``, run while holding the locks of its output files."""
     from rich.table import Table
 
@@ -210,7 +245,10 @@ def _load_and_report(console: Any, start: float, path: Path, loader: str | None,
     name, params, root = detect(path, loader, masks, table, label, id_column)
     params.update(extra or {})
     plugin = get_host().create(name, params, kind="loader")
-    st = plugin.load(root, jobs=jobs, progress=progress)
+    from ..intensity import ReadOptions, reading
+
+    with reading(options):
+        st = plugin.load(root, jobs=jobs, progress=progress)
     elapsed = time.perf_counter() - start
     report = st.report
     # the heading goes on its own line: a table title wraps to the (narrow) table's width
@@ -231,7 +269,7 @@ def _load_and_report(console: Any, start: float, path: Path, loader: str | None,
                   f"with {jobs} job(s)", highlight=False)
     if json_path:
         payload = {"loader": name, "params": params, "root": str(root), "elapsed_s": round(elapsed, 3),
-                   "report": report.to_dict()}
+                   "reader": (options or ReadOptions()).to_dict(), "report": report.to_dict()}
         write_text(json_path, json.dumps(payload, indent=2, default=str))
     if samples_path:
         import pandas as pd
