@@ -112,6 +112,8 @@ def test_unet_train_segment_round_trip_with_dice_and_hausdorff(world, unet_bundl
 def test_instance_bundle_writes_16bit_labels_and_heldout_metrics(world, rbc_bundle, tmp_path):
     manifest = json.loads((rbc_bundle / "manifest.json").read_text())
     assert manifest["cv_metrics"]["folds"] == 2 and manifest["cv_metrics"]["mean"]["cell_dice"] > 0.8
+    card = (rbc_bundle / "MODEL_CARD.md").read_text()
+    assert "medfuse segment" in card and "| cell_dice |" in card and "Classifies" not in card
     out = tmp_path / "out"
     r = _run("segment", rbc_bundle, world / "new", "--out", out, "--truth", world / "truth", "-q")
     assert r.exit_code == 0, r.output
