@@ -14,6 +14,14 @@ loosely drawn boxes, e.g. BCCD's platelets).
 
     PYTHONPATH=core:plugins python bench/eval_cell_finding.py --dataset bccd --limit 100
     PYTHONPATH=core:plugins python bench/eval_cell_finding.py --dataset anerbc
+
+``--unet-folds K`` (AneRBC): ``unet_instances`` (a U-Net foreground, then the ``rbc_instances``
+watershed split) against ``rbc_instances`` on the same held-out images. The images are split into
+K folds (seeded permutation; each image is its own patient, so its own group); per fold the U-Net
+trains on the other folds' images and masks only. ``--unet-max-folds`` runs the first folds only
+(time cap). Besides precision/recall, the foreground Dice and HD95 of both finders are printed.
+
+    nice -n 10 python bench/eval_cell_finding.py --dataset anerbc --unet-folds 2 --unet-epochs 10
 """
 
 from __future__ import annotations
@@ -91,6 +99,61 @@ def eval_anerbc(root: Path, limit: int | None, min_iou: float, min_gt_area: int)
     return [(f"anerbc ({len(images)} images)", "RBC", by, c, seconds / max(len(images), 1)) for by, c in counts.items()]
 
 
+UNET_SETTINGS = dict(n_classes=2, width=8, depth=3, scale=0.5, patch_size=128, batch_size=8, validation_fraction=0.0)
+
+
+def anerbc_pairs(root: Path, limit: int | None = None) -> list[tuple[str, Path, Path]]:
+    """``(id, image, mask)`` of the AneRBC smears, sorted (``id`` = ``cohort/stem``, one patient each)."""
+    images = sorted((root / "images").glob("*/*.jpg"))[:limit]
+    return [(f"{p.parent.name}/{p.stem}", p, root / "masks" / p.parent.name / f"{p.stem}.png") for p in images]
+
+
+def eval_anerbc_unet(root: Path, folds: int, max_folds: int | None, min_iou: float, min_gt_area: int,
+                     seed: int = 0, limit: int | None = None, log=print, **unet_params) -> list[tuple]:
+    """``unet_instances`` trained on the other folds vs ``rbc_instances``, on each fold's held-out
+    smears; rows as :func:`eval_anerbc` plus ``(dice, hd95)`` means of the foregrounds."""
+    from medfuse.cellfinding import BOX_COLUMNS, MatchCounts, instances_from_mask, measure_instances
+    from medfuse.imageio import read_image, read_mask
+    from medfuse.segmetrics import scores
+    from medfuse_plugins.instances import RbcInstances
+    from medfuse_plugins.unet import UNetInstances
+
+    pairs = anerbc_pairs(root, limit)
+    ims = [read_image(p) for _, p, _ in pairs]
+    ms = [read_mask(m) for _, _, m in pairs]
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    parts = [np.sort(order[k::folds]) for k in range(folds)][: max_folds or None]
+    names = ("unet_instances", "rbc_instances")
+    counts = {(n, by): MatchCounts() for n in names for by in ("iou", "centre")}
+    seg = {n: [] for n in names}
+    seconds = dict.fromkeys(names, 0.0)
+    n_test = 0
+    for k, test in enumerate(parts):
+        train = np.setdiff1d(np.arange(len(pairs)), test)
+        assert not set(train) & set(test)
+        t0 = time.perf_counter()
+        unet = UNetInstances(**{**UNET_SETTINGS, **unet_params, "random_state": seed}).fit(
+            [ims[i] for i in train], [ms[i] for i in train])
+        log(f"fold {k}: U-Net trained on {[pairs[i][0] for i in train]} in {time.perf_counter() - t0:.0f}s "
+            f"({unet.history_['epochs_run']} epochs); testing on {[pairs[i][0] for i in test]}")
+        finders = {"unet_instances": unet, "rbc_instances": RbcInstances()}
+        for i in test:
+            truth = measure_instances(instances_from_mask(ms[i], min_gt_area))[list(BOX_COLUMNS)].to_numpy()
+            for n, finder in finders.items():
+                t0 = time.perf_counter()
+                labels = finder.predict_instances(ims[i])
+                seconds[n] += time.perf_counter() - t0
+                found = measure_instances(labels)[list(BOX_COLUMNS)].to_numpy()
+                for by in ("iou", "centre"):
+                    counts[n, by].add(found, truth, min_iou, by)
+                s = scores(labels > 0, ms[i] > 0)
+                seg[n].append((s["cell_dice"], s["cell_hd95"]))
+        n_test += len(test)
+    label = f"anerbc held-out ({n_test} images)"
+    return [(label, n, by, counts[n, by], seconds[n] / max(n_test, 1), np.nanmean(seg[n], axis=0))
+            for n in names for by in ("iou", "centre")]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=["bccd", "anerbc", "both"], default="both")
@@ -100,7 +163,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-iou", type=float, default=0.5, help="Box IoU needed for a match (default 0.5).")
     ap.add_argument("--min-gt-area", type=int, default=50,
                     help="AneRBC: ground-truth components smaller than this (px) are ignored (default 50).")
+    ap.add_argument("--unet-folds", type=int, default=0,
+                    help="AneRBC: also train unet_instances per fold (K folds of images) and compare it with "
+                         "rbc_instances on the held-out images (0 = skip).")
+    ap.add_argument("--unet-max-folds", type=int, default=None, help="Run only the first N U-Net folds.")
+    ap.add_argument("--unet-epochs", type=int, default=10, help="U-Net epochs (default 10).")
+    ap.add_argument("--unet-steps", type=int, default=25, help="U-Net steps per epoch (default 25).")
+    ap.add_argument("--seed", type=int, default=0, help="Fold permutation and U-Net seed.")
     args = ap.parse_args(argv)
+    if args.unet_folds:
+        rows = eval_anerbc_unet(args.data / "anerbc", args.unet_folds, args.unet_max_folds, args.min_iou,
+                                args.min_gt_area, args.seed, args.limit, log=lambda m: print(m, flush=True),
+                                epochs=args.unet_epochs, steps_per_epoch=args.unet_steps)
+        print(f"U-Net settings: {dict(UNET_SETTINGS, epochs=args.unet_epochs, steps_per_epoch=args.unet_steps)}")
+        print(f"{'data':30s} {'finder':15s} {'match':6s} {'annotated':>9s} {'found':>7s} {'matched':>7s} "
+              f"{'precision':>9s} {'recall':>7s} {'s/image':>8s} {'fg dice':>8s} {'fg hd95':>8s}")
+        for data, n, by, c, secs, (d, hd) in rows:
+            print(f"{data:30s} {n:15s} {by:6s} {c.truth:9d} {c.found:7d} {c.matched:7d} {c.precision:9.3f} "
+                  f"{c.recall:7.3f} {secs:8.3f} {d:8.3f} {hd:8.1f}")
+        return 0
     rows = []
     if args.dataset in ("bccd", "both"):
         rows += eval_bccd(args.data / "bccd", args.limit, args.min_iou)

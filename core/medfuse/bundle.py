@@ -75,7 +75,7 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 # 'module:Class' names a bundle's manifest may give as its pipeline_class (compared as text, never
 # imported otherwise). MEDFUSE_TRUSTED_PIPELINE_CLASSES (comma-separated) adds names: the
 # environment is the operator's, not the bundle author's (the test suite uses it for a stand-in).
-PIPELINE_CLASSES = ("medfuse.pipeline:FittedPipeline",)
+PIPELINE_CLASSES = ("medfuse.pipeline:FittedPipeline", "medfuse.segbundle:FittedSegmenter")
 PIPELINE_CLASSES_ENV = "MEDFUSE_TRUSTED_PIPELINE_CLASSES"
 
 
@@ -477,6 +477,8 @@ def load_verified(path: Path, manifest: dict[str, Any], digest: str, *, threads:
     """Load the artifacts of a bundle already checked by :func:`verify_bundle` (no second hashing)."""
     from .onnxrt import onnx_threads
 
+    if manifest.get("kind", "classifier") != "classifier":  # segmentation bundles: medfuse.segbundle
+        raise BundleError(f"{path}: a {manifest['kind']} bundle, not a classifier; apply it with `medfuse segment`")
     cls = _import_class(manifest["pipeline_class"], str(path))
     folder = path / manifest["pipeline_dir"]
     try:

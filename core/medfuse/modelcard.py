@@ -85,10 +85,17 @@ def _intended_use(m: dict[str, Any]) -> str:
         needs.append("its segmentation mask (the pipeline was trained on dataset masks)")
     if inputs.get("table_columns"):
         needs.append("a table row with columns " + ", ".join(f"`{c}`" for c in inputs["table_columns"]))
-    lines = [f"Study **{study.get('name', '?')}**"
-             + (f" (`{study['source']}`)" if study.get("source") else "")
-             + (f": {description}" if description else ": no description was given in the study file."),
-             "",
+    head = [f"Study **{study.get('name', '?')}**"
+            + (f" (`{study['source']}`)" if study.get("source") else "")
+            + (f": {description}" if description else ": no description was given in the study file."), ""]
+    seg = m.get("segmentation") if m.get("kind") == "segmentation" else None
+    if isinstance(seg, dict):  # medfuse.segbundle
+        plugin = (seg.get("mask") or {}).get("name", "?")
+        what = "an instance label image (one value per object)" if seg.get("instances") else "a mask"
+        return "\n".join([*head, f"Segments each image file into {what} with the mask plugin **{plugin}**.", "",
+                          "Intended for research on data like the training data below, with a person reviewing "
+                          "the results. Apply with `medfuse segment BUNDLE INPUT --out DIR [--truth MASKS]`."])
+    lines = [*head,
              f"Classifies each input into one of {len(classes)} classes with pipeline "
              f"**{study.get('pipeline', '?')}**. Each input is " + "; ".join(needs) + ".",
              "",
@@ -133,6 +140,12 @@ def _evaluation(m: dict[str, Any]) -> str:
     if not cv:
         return (f"No cross-validated metrics ({m.get('cv_note', 'none recorded')}): this bundle's accuracy "
                 "on new data is unknown.")
+    if m.get("kind") == "segmentation":  # medfuse.segbundle.heldout_metrics
+        lines = [f"{m.get('cv_note', '')}; {cv.get('n_images', '?')} held-out images.", "",
+                 "| metric | mean | median |", "|---|---:|---:|"]
+        for name, value in (cv.get("mean") or {}).items():
+            lines.append(f"| {name} | {_num(value)} | {_num((cv.get('median') or {}).get(name))} |")
+        return "\n".join(lines)
     boot = ((m.get("study") or {}).get("evaluation") or {}).get("bootstrap")
     lines = [f"{m.get('cv_note') or str(cv.get('folds', '?')) + '-fold cross-validation'}; "
              f"{cv.get('n_evaluated', '?')} out-of-fold predictions, folds "

@@ -34,6 +34,7 @@ MEDFUSE_TYPES: tuple[str, ...] = (
     "medfuse.pipeline._FittedBlock",
     "medfuse.fusion.BlockPreparer",
     "medfuse.fusion.LateFusion",
+    "medfuse.segbundle.FittedSegmenter",
 )
 
 

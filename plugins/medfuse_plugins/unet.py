@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from medfuse import hookimpl
-from medfuse.contracts import MaskMaker, check_mask
+from medfuse.contracts import InstanceMaker, MaskMaker, check_mask
 from medfuse.errors import InvalidInputError
 from PIL import Image
 
@@ -363,6 +363,82 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         return [self.predict_mask(im) for im in images]
 
 
+class UNetInstances(UNetMask, InstanceMaker):
+    """Cells as instances: the U-Net's foreground, then touching cells split by the red-cell
+    distance-transform watershed of ``rbc_instances`` (:func:`medfuse_plugins.instances.rbc_labels`).
+
+    Trained like ``unet`` (image/mask pairs; the foreground is ``mask > 0``); ``predict_mask`` is
+    the U-Net's mask, ``predict_instances`` the split label image. ``min_distance``/``min_area`` 0:
+    estimated per image from the cell radius, as ``rbc_instances`` does.
+    """
+
+    name: ClassVar[str] = "unet_instances"
+    keep_largest: ClassVar[bool] = False  # many cells per image: never keep only the largest
+    _not_training: ClassVar[frozenset[str]] = UNetMask._not_training | {"min_distance", "min_area", "max_stained",
+                                                                        "stained_threshold"}
+    version: ClassVar[str] = "1.0.0"
+    param_docs: ClassVar[dict[str, str]] = {
+        **{k: v for k, v in UNetMask.param_docs.items() if k != "keep_largest"},
+        "min_distance": "Minimal distance (px) between cell centres; 0 = 0.35 x the estimated cell radius.",
+        "min_area": "Objects smaller than this (px) are dropped; 0 = 0.2 x the estimated cell area.",
+        "stained_threshold": "B - G above this is stained (nucleus, platelet) matter.",
+        "max_stained": "Drop instances with more than this fraction of stained pixels (1 = keep all).",
+    }
+    conformance_params: ClassVar[dict[str, Any]] = {**{k: v for k, v in UNetMask.conformance_params.items()
+                                                       if k != "n_classes"}, "n_classes": 2, "min_distance": 3,
+                                                    "min_area": 4}
+
+    def __init__(self, n_classes: int = 2, patch_size: int = 128, tile_size: int = 256, overlap: int = 32,
+                 width: int = 16, depth: int = 3, scale: float = 1.0, epochs: int = 30, steps_per_epoch: int = 50,
+                 batch_size: int = 8, learning_rate: float = 0.002, patience: int = 6,
+                 validation_fraction: float = 0.15, dice_weight: float = 1.0, augment: bool = True,
+                 deterministic: bool = True, random_state: int = 0, verbose: int = 0, batch_size_predict: int = 8,
+                 tta: bool = False, min_distance: int = 0, min_area: int = 0, stained_threshold: int = 60,
+                 max_stained: float = 1.0):
+        self.n_classes = n_classes
+        self.patch_size = patch_size
+        self.tile_size = tile_size
+        self.overlap = overlap
+        self.width = width
+        self.depth = depth
+        self.scale = scale
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.dice_weight = dice_weight
+        self.augment = augment
+        self.deterministic = deterministic
+        self.random_state = random_state
+        self.verbose = verbose
+        self.batch_size_predict = batch_size_predict
+        self.tta = tta
+        self.min_distance = min_distance
+        self.min_area = min_area
+        self.stained_threshold = stained_threshold
+        self.max_stained = max_stained
+
+    def validate_params(self) -> None:
+        """The U-Net's checks, and non-negative splitting parameters."""
+        super().validate_params()
+        for key in ("min_distance", "min_area", "stained_threshold", "max_stained"):
+            if float(getattr(self, key)) < 0:
+                raise InvalidInputError(f"unet_instances: {key}={getattr(self, key)}; expected a value >= 0")
+
+    def _predict_instances(self, image: np.ndarray) -> np.ndarray:
+        from medfuse_plugins.instances import rbc_labels
+        from medfuse_plugins.segmentation import fill_holes
+
+        fg = fill_holes(UNetMask._predict_mask(self, image) > 0)
+        return rbc_labels(image, int(self.min_distance), int(self.min_area), stained_threshold=int(self.stained_threshold),
+                          max_stained=float(self.max_stained), fg=fg)
+
+    def _predict_mask(self, image: np.ndarray) -> np.ndarray:
+        return UNetMask._predict_mask(self, image)
+
+
 @hookimpl
 def medfuse_plugins() -> list[type]:
-    return [UNetMask]
+    return [UNetMask, UNetInstances]

@@ -26,6 +26,9 @@ COMMANDS: dict[str, str] = {
     # analyst-api (issue 14)
     "runs": "medfuse.cli.runs_cmd:runs",
     "new-plugin": "medfuse.cli.newplugin_cmd:new_plugin",
+    # segmentation bundles (issue 17)
+    "train-seg": "medfuse.cli.segment_cmd:train_seg",
+    "segment": "medfuse.cli.segment_cmd:segment",
 }
 
 
