@@ -166,7 +166,11 @@ TUNED: dict[str, str] = {
                      f"settings and the 32 px CNN (20 epochs) are {_UNCHANGED}; the external test set (`val_*` "
                      "files) was never used for fitting or for a choice",
     "anemia-multimodal": f"nothing on accuracy: {_UNCHANGED}, except the lighter U-Net (width 8, half scale), "
-                         "set for training time",
+                         "set for training time. The cell branch (`cells`, `fused-cells`: `cell_summary`, "
+                         "docs/cell-features.md) was added once and not compared between variants; its "
+                         "hypochromia rule was changed from pallor area > 0.3 to the textbook pallor diameter > "
+                         "1/2 of the cell's after seeing one smear's summary (001_a, share 0.002), before any "
+                         "class comparison",
     "anemia-cbc": f"nothing: selectors' k and classifiers are {_UNCHANGED}; all 5 folds reported",
     "anemia-pediatric": f"nothing: selectors' k and classifiers are {_UNCHANGED}; all 5 folds reported",
     "anerbc-cbc": f"nothing: selectors' k, PCA and classifiers are {_UNCHANGED} (grouping identical rows in one "
