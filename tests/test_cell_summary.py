@@ -121,12 +121,12 @@ fused = { blocks = ["cells", "colour"], classifier = { plugin = "logreg" } }
 """
 
 
-def _write_smears(root: Path) -> None:
+def _write_smears(root: Path, n: int = 5) -> None:
     rng = np.random.default_rng(0)
     grid = [(20, 20), (20, 60), (60, 20), (60, 60)]
     for label in ("anemic", "healthy"):
         (root / "images" / label).mkdir(parents=True)
-        for i in range(5):
+        for i in range(n):
             cells = []
             for y, x in grid:
                 y, x = y + int(rng.integers(-3, 4)), x + int(rng.integers(-3, 4))  # no two smears alike
@@ -159,3 +159,30 @@ def test_cell_summary_block_inside_a_fused_pipeline(tmp_path):
     assert fused["blocks"]["cells"]["n_features_in"] == len(CellSummary(stats=["mean", "p50"], reference=[0.9])
                                                             .feature_names())
     assert all(n >= 1 for n in fused["blocks"]["cells"]["n_components"])
+
+
+def test_fitted_cell_summary_pipeline_saves_loads_and_scores_raw_images(tmp_path):
+    from medfuse.host import get_host
+    from medfuse.imageio import read_image
+    from medfuse.pipeline import FittedPipeline, PipelineRunner
+    from medfuse.study import load_studies
+
+    _write_smears(tmp_path / "data", n=3)
+    study = tmp_path / "smears.toml"
+    study.write_text(STUDY)
+    st = load_studies(study)["smears"]
+    host = get_host()
+    data = host.create(st.dataset.loader, st.dataset.params, kind="loader").load(tmp_path / "data")
+    runner = PipelineRunner(st, "fused", host, progress=False)
+    prepared = runner.materialize(data)
+    train, test = np.arange(0, len(data), 2), np.arange(1, len(data), 2)
+    fitted = runner.fit(prepared, train, 0)
+    cells = next(fb.plugin for fb in fitted.blocks_ if fb.name == "cells")
+    # the reference thresholds are those of the training images' cells
+    assert np.allclose(cells.thresholds_, CellSummary(**cells.get_params()).fit(prepared.blocks["cells"][train])
+                       .thresholds_, equal_nan=True)
+    expected = fitted.predict_proba(prepared, test)
+    fitted.save(tmp_path / "model")
+    loaded = FittedPipeline.load(tmp_path / "model", host=host)
+    images = [read_image(p) for p in prepared.samples.iloc[test]["path"]]
+    assert np.allclose(loaded.predict_proba_images(images, None, None), expected, atol=1e-5)
