@@ -134,7 +134,12 @@ NOTES = {
     "anemia-multimodal": "Only 13 of the 1,000 AneRBC smears are public: with 13 samples a 95% interval "
                          "on accuracy spans about +-0.25, so these rows show that the pipeline runs end to "
                          "end, not which branch is better. The CBC-only branch on all 716 patients is the "
-                         "anerbc-cbc study.",
+                         "anerbc-cbc study. The branch-MLP fusions are fragile at this size: fused's out-of-fold "
+                         "probabilities of anemia lie between 0.29 and 0.56 for 12 of the 13 smears (its 13/13 "
+                         "rests on the 0.5 cut), and fused-cells (the same plus the `cells` block) shifts them "
+                         "to 0.48-1.00 (12 of 13 called anemic) while still ranking them fairly (ROC AUC 0.857). "
+                         "The `cells` branch alone errs on one anemic smear without pale cells (002_a) and one "
+                         "healthy smear (006_h).",
 }
 
 _FOLD1 = ("were chosen by comparing held-out accuracy on one 80/20 split of these same images "
@@ -166,7 +171,11 @@ TUNED: dict[str, str] = {
                      f"settings and the 32 px CNN (20 epochs) are {_UNCHANGED}; the external test set (`val_*` "
                      "files) was never used for fitting or for a choice",
     "anemia-multimodal": f"nothing on accuracy: {_UNCHANGED}, except the lighter U-Net (width 8, half scale), "
-                         "set for training time",
+                         "set for training time. The cell branch (`cells`, `fused-cells`: `cell_summary`, "
+                         "docs/cell-features.md) was added once and not compared between variants; its "
+                         "hypochromia rule was changed from pallor area > 0.3 to the textbook pallor diameter > "
+                         "1/2 of the cell's after seeing one smear's summary (001_a, share 0.002), before any "
+                         "class comparison",
     "anemia-cbc": f"nothing: selectors' k and classifiers are {_UNCHANGED}; all 5 folds reported",
     "anemia-pediatric": f"nothing: selectors' k and classifiers are {_UNCHANGED}; all 5 folds reported",
     "anerbc-cbc": f"nothing: selectors' k, PCA and classifiers are {_UNCHANGED} (grouping identical rows in one "

@@ -374,7 +374,8 @@ class SmearMorphology(Extractor):
 def medfuse_plugins():
     # the cell-biology blocks live in their own (private) modules and register with this family,
     # so an installed distribution needs no new entry point for them
+    from ._cellsummary import CellSummary
     from ._compartments import Compartments
     from ._redcell import RedCell
 
-    return [Morphology, SmearMorphology, Compartments, RedCell]
+    return [Morphology, SmearMorphology, Compartments, RedCell, CellSummary]
