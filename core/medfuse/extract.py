@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .contracts import Extractor, MaskMaker, Transform
+from .contracts import Extractor, MaskMaker, Transform, prepare_one
 from .errors import DataError, InvalidInputError, MedfuseError
 from .imageio import IMAGE_SUFFIXES, ReadOptions, read_image_with_info, read_mask
 from .outputs import atomic_output, write_text
@@ -199,8 +199,6 @@ class Prepared:
 def _one(path: str | np.ndarray, mask_path: str | None, transforms: Sequence[Transform],
          mask: MaskMaker | str | None, extractors: Sequence[tuple[str, Extractor]],
          options: ReadOptions | None = None) -> tuple[list[np.ndarray] | None, str]:
-    from .pipeline import prepare_one
-
     try:
         image, spacing = load_source(path, options)
         m = None

@@ -31,7 +31,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from .cache import BlockCache, make_key
-from .contracts import Extractor, Plugin, SampleTable
+from .contracts import Extractor, Plugin, SampleTable, prepare_one
 from .errors import DataError, InvalidInputError, MedfuseError, StudyError, describe_exception
 from .fusion import (
     BlockPreparer,
@@ -101,15 +101,6 @@ class Prepared:
 
 
 # ---- per-image work (module level: runs in joblib workers) ------------------------------------
-
-def prepare_one(plugin: Plugin, image: np.ndarray, mask: np.ndarray | None,
-                spacing_um: tuple[float, float] | None = None) -> np.ndarray:
-    """``plugin.prepare(image, mask)``, with ``spacing_um`` (micrometres per pixel, ``(row, col)``,
-    or None) passed only to plugins that declare ``wants_spacing = True``."""
-    if getattr(plugin, "wants_spacing", False):
-        return np.asarray(plugin.prepare(image, mask, spacing_um=spacing_um))
-    return np.asarray(plugin.prepare(image, mask))
-
 
 def _process_image(image: np.ndarray, mask: np.ndarray | None, transforms: Sequence[Plugin], mask_mode: str,
                    maker: Plugin | None, slots: Sequence[tuple[str, Plugin]],
