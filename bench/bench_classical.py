@@ -332,8 +332,8 @@ def whole(paths: list[str], work: Path, pairs: list[tuple[str, Path]], rad_py: s
         runs = [timed(cmd, medfuse_env(tree)) for _ in range(repeat)]
         ours[label] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
         print(f"  medfuse ({label:>18}): {ours[label][0]:6.2f} s wall, {ours[label][1]:6.2f} s CPU "
-              f"(median of {repeat}; {runs[0][2].strip()})")
-    print(f"  command: PYTHONPATH=TREE/core:TREE/plugins {' '.join(cmd[:2])} -m medfuse extract MANIFEST "
+              f"(median of {repeat})")
+    print(f"  command: PYTHONPATH=TREE/core:TREE/plugins {cmd[0]} -m medfuse extract MANIFEST "
           "--mask file --out ours.parquet --no-progress -j 1")
     if rad_py is None:
         print(f"  PyRadiomics not available (pass --radiomics-python); the figure recorded in issue 15, "
