@@ -25,6 +25,11 @@ Canonical data passed between plugins:
   Nucleus pixels belong to the cell, so ``mask > 0`` is the whole cell. ``None`` means no mask.
 * **feature block**: ``float32`` array ``(n_samples, n_features)`` with column names
   ``<block>.<feature>`` from ``get_feature_names_out()``, identical across calls.
+
+:class:`Plugin` implements scikit-learn's estimator protocol itself (``get_params``,
+``set_params``, ``clone``, ``__sklearn_tags__``, ``_validate_params``) and imports neither
+scikit-learn nor pandas: a command that only extracts features does not pay their import
+(about a second of start-up); the methods that need them import them when called.
 """
 
 from __future__ import annotations
@@ -34,17 +39,20 @@ import contextvars
 import hashlib
 import inspect
 import json
+import sys
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
 
 from .errors import InvalidInputError
 from .intensity import as_uint8, keep_rule, select_channels
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 KINDS = ("transform", "extractor", "selector", "mask", "classifier", "loader")
 INPUT_DTYPES = ("uint8", "native")  # what a plugin's ``input_dtype`` may say (see the module docstring)
@@ -94,7 +102,84 @@ def _type_name(annotation: Any) -> str:
 _MISSING = object()
 
 
-class Plugin(BaseEstimator):
+class _Estimator:
+    """scikit-learn's estimator protocol (as ``sklearn.base.BaseEstimator`` 1.x implements it),
+    without importing scikit-learn: parameters are the ``__init__`` arguments, stored unchanged;
+    ``sklearn.base.clone`` rebuilds from ``get_params(deep=False)``."""
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """The ``__init__`` parameter names, sorted (no ``*args``)."""
+        init = cls.__init__
+        if init is object.__init__:
+            return []
+        params = [p for p in inspect.signature(init).parameters.values()
+                  if p.name != "self" and p.kind != p.VAR_KEYWORD]
+        for p in params:
+            if p.kind == p.VAR_POSITIONAL:
+                raise RuntimeError(f"{cls.__name__}: estimators must name their parameters in the signature "
+                                   f"of __init__ (no *args); got {inspect.signature(init)}")
+        return sorted(p.name for p in params)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Parameter names mapped to their values (``deep``: also ``<param>__<sub>`` of estimators)."""
+        out: dict[str, Any] = {}
+        for key in self._get_param_names():
+            value = getattr(self, key)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{key}__{k}", v) for k, v in value.get_params().items())
+            out[key] = value
+        return out
+
+    def set_params(self, **params: Any) -> Any:
+        """Set parameters (``<param>__<sub>`` for nested estimators); returns ``self``."""
+        if not params:
+            return self
+        valid = self.get_params(deep=True)
+        nested: dict[str, dict[str, Any]] = defaultdict(dict)
+        for key, value in params.items():
+            key, delim, sub_key = key.partition("__")
+            if key not in valid:
+                raise ValueError(f"Invalid parameter {key!r} for estimator {self}. "
+                                 f"Valid parameters are: {self._get_param_names()!r}.")
+            if delim:
+                nested[key][sub_key] = value
+            else:
+                setattr(self, key, value)
+                valid[key] = value
+        for key, sub_params in nested.items():
+            valid[key].set_params(**sub_params)
+        return self
+
+    def __repr__(self) -> str:
+        """``Name(param=value, ...)`` with the parameters whose repr differs from their default's
+        (scikit-learn's ``print_changed_only``)."""
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        shown = [f"{k}={v!r}" for k, v in self.get_params(deep=False).items()
+                 if k not in defaults or repr(v) != repr(defaults[k])]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __sklearn_tags__(self) -> Any:
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False), transformer_tags=None,
+                    regressor_tags=None, classifier_tags=None)
+
+    def _validate_params(self) -> None:
+        """scikit-learn's validation of ``_parameter_constraints`` (see ``sklearn.utils._param_validation``)."""
+        from sklearn.utils._param_validation import validate_parameter_constraints
+
+        validate_parameter_constraints(self._parameter_constraints, self.get_params(deep=False),
+                                       caller_name=type(self).__name__)
+
+
+class Plugin(_Estimator):
     """Base of every medfuse plugin; a scikit-learn estimator with declared metadata."""
 
     name: ClassVar[str] = ""
@@ -395,6 +480,8 @@ class Extractor(Plugin):
 
     def extract(self, items: Iterable[tuple[np.ndarray, np.ndarray | None]]) -> pd.DataFrame:
         """Convenience: prepare and transform ``(image, mask)`` pairs into a named DataFrame."""
+        import pandas as pd
+
         P = np.stack([self.prepare(im, m) for im, m in items])
         return pd.DataFrame(self.transform(P), columns=self.get_feature_names_out())
 
@@ -415,6 +502,9 @@ class Selector(Plugin):
     # pandas objects are not plain data for a bundle's skops file: fitted Series attributes
     # (``scores_``, medians, ...) travel as {index, values} and come back as Series
     def __getstate__(self) -> dict[str, Any]:
+        pd = sys.modules.get("pandas")  # no Series can exist before pandas is imported
+        if pd is None:
+            return dict(self.__dict__)
         return {k: _SeriesState.of(v) if isinstance(v, pd.Series) else v for k, v in self.__dict__.items()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -436,19 +526,37 @@ class _SeriesState:
 
     @staticmethod
     def back(state: dict[str, Any]) -> pd.Series:
+        import pandas as pd
+
         return pd.Series(state["values"], index=list(state["index"]), name=state["__series__"])
 
 
-class Classifier(ClassifierMixin, Plugin):
+class Classifier(Plugin):
     """Classifier over a feature matrix (``input = "features"``) or over images.
 
     Image classifiers (``input = "images"``) also implement ``prepare(image, mask)`` like an
     extractor and are fitted on the stacked prepared arrays. All expose ``predict_proba`` with
-    columns in the order of ``classes_``.
+    columns in the order of ``classes_``. A scikit-learn classifier (tags and ``score`` as
+    ``sklearn.base.ClassifierMixin`` gives them).
     """
 
     kind: ClassVar[str] = "classifier"
     input: ClassVar[str] = "features"
+
+    def __sklearn_tags__(self) -> Any:
+        from sklearn.utils import ClassifierTags
+
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.classifier_tags = ClassifierTags()
+        tags.target_tags.required = True
+        return tags
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy of ``predict(X)`` against ``y`` (scikit-learn's classifier ``score``)."""
+        from sklearn.metrics import accuracy_score
+
+        return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
 
     def predict(self, X):
         proba = self.predict_proba(X)

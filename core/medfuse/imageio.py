@@ -376,19 +376,31 @@ def read_labels(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     return arr.view(np.uint8) if arr.dtype == bool else arr
 
 
+def _distinct_values(arr: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of a label array. A mask holds a few small integers: one
+    comparison per value of its range is several times faster than a histogram there."""
+    if arr.size and arr.dtype.kind in "ui":
+        lo, hi = int(arr.min()), int(arr.max())
+        if hi - lo <= 16:
+            return np.asarray([v for v in range(lo, hi + 1) if v in (lo, hi) or (arr == v).any()])
+    # bincount is several times faster than unique for other 8-bit masks
+    return np.flatnonzero(np.bincount(arr.ravel())) if arr.dtype == np.uint8 else np.unique(arr)
+
+
 def canonical_mask(arr: np.ndarray) -> np.ndarray:
     """Map a label array to the canonical {0, 1, 2} coding (see module docstring)."""
     if arr.ndim == 3:
         arr = arr.max(axis=2)
     if arr.dtype == bool:
         arr = arr.view(np.uint8)
-    # bincount is several times faster than unique for 8-bit masks
-    values = np.flatnonzero(np.bincount(arr.ravel())) if arr.dtype == np.uint8 else np.unique(arr)
+    values = _distinct_values(arr)
     if len(values) <= 1:
         return np.zeros(arr.shape, np.uint8) if values.size == 0 or values[0] == 0 else np.ones(arr.shape, np.uint8)
     if len(values) == 2:
         return (arr == values[1]).astype(np.uint8)
     if len(values) == 3:
+        if arr.dtype == np.uint8 and values[0] == 0 and values[1] == 1 and values[2] == 2:
+            return arr.copy()  # already canonical (the usual mask file): the mapping below is the identity
         out = np.zeros(arr.shape, np.uint8)
         out[arr == values[1]] = 1
         out[arr == values[2]] = 2

@@ -9,7 +9,6 @@ percentile of the pixels outside the mask, so neighbouring red cells in the crop
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .segmentation import _disk, centred_component, components, largest_component
 
@@ -46,6 +45,8 @@ def main_component(binary: np.ndarray, how: str = "largest") -> np.ndarray:
 def opening_series(values: np.ndarray, region: np.ndarray, radii: tuple[int, ...]) -> np.ndarray:
     """Per radius, what each pixel loses to that step of successive grey openings with disks of
     ``radii[k]`` px (values outside ``region`` are 0), float32 ``(len(radii), H, W)``."""
+    from scipy import ndimage as ndi
+
     prev = np.where(region, values, 0.0).astype(np.float32)
     out = np.zeros((len(radii), *values.shape), np.float32)
     for k, r in enumerate(radii):
@@ -71,6 +72,8 @@ def spots(values: np.ndarray, region: np.ndarray, radius: int, threshold: float)
     """Small dense spots (granules): pixels whose white top-hat (value minus its grey opening
     with a disk of ``radius`` px) exceeds ``threshold``, inside ``region``. Returns the spot
     pixels (bool) and the number of spots (8-connected components)."""
+    from scipy import ndimage as ndi
+
     v = np.where(region, values, 0.0).astype(np.float32)
     top = v - ndi.grey_opening(v, footprint=_disk(int(radius)))
     hit = (top > threshold) & region

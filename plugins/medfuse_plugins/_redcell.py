@@ -11,7 +11,6 @@ from typing import ClassVar
 import numpy as np
 from medfuse.contracts import Extractor
 from medfuse.errors import InvalidInputError
-from scipy import ndimage as ndi
 
 from ._cellparts import background_level, main_component, optical_density, ratio
 from .segmentation import bbox, binary_erosion, components, fill_holes, smear_foreground
@@ -27,6 +26,8 @@ def depth_map(cell: np.ndarray) -> np.ndarray:
     """Normalised depth of every cell pixel: distance to the outline over the largest such
     distance (0 at the edge, 1 at the deepest point), float64; 0 outside the cell. Follows the
     outline's shape, so "centre" and "rim" stay meaningful for elongated cells."""
+    from scipy import ndimage as ndi
+
     d = ndi.distance_transform_edt(cell)
     top = d.max()
     return d / top if top > 0 else d

@@ -15,7 +15,6 @@ import numpy as np
 from medfuse import hookimpl
 from medfuse.contracts import Classifier
 from medfuse.errors import InvalidInputError, PluginError
-from medfuse.fusion import aligned_proba, fit_stacked, soft_vote, stacked_proba
 
 from medfuse_plugins.cnn import _KerasStateMixin
 
@@ -434,6 +433,8 @@ class SoftVote(Classifier):
         return self
 
     def predict_proba(self, X) -> np.ndarray:
+        from medfuse.fusion import aligned_proba, soft_vote  # scikit-learn: imported when used
+
         X = _check_X(self.name, X, self.n_features_in_)
         return soft_vote([aligned_proba(m, X, self.classes_) for m in self.estimators_], self.weights)
 
@@ -467,6 +468,9 @@ class Stacking(SoftVote):
         self.random_state = random_state
 
     def fit(self, X, y):
+        from medfuse.fusion import aligned_proba, fit_stacked
+        from sklearn.base import clone
+
         X = _check_X(self.name, X)
         y = np.asarray(y)
         self.classes_, _ = _encode(self.name, y)
@@ -474,8 +478,6 @@ class Stacking(SoftVote):
         members = _member_classifiers(self.name, self.estimators, self.random_state)
 
         def fit_predict(tr: np.ndarray, te: np.ndarray) -> list[np.ndarray]:
-            from sklearn.base import clone
-
             return [aligned_proba(clone(m).fit(X[tr], y[tr]), X[te], self.classes_) for m in members]
 
         self.meta_ = fit_stacked(fit_predict, len(members), y, self.classes_, self.cv, self.random_state,
@@ -484,6 +486,8 @@ class Stacking(SoftVote):
         return self
 
     def predict_proba(self, X) -> np.ndarray:
+        from medfuse.fusion import aligned_proba, stacked_proba
+
         X = _check_X(self.name, X, self.n_features_in_)
         return stacked_proba(self.meta_, [aligned_proba(m, X, self.classes_) for m in self.estimators_],
                              self.classes_)

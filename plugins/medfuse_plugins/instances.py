@@ -33,7 +33,6 @@ import numpy as np
 from medfuse import hookimpl
 from medfuse.contracts import InstanceMaker
 from medfuse.errors import InvalidInputError
-from scipy import ndimage as ndi
 
 from .segmentation import bbox, binary_opening, fill_holes, otsu_levels, split_cells, stain_channel
 
@@ -54,6 +53,8 @@ def estimate_radius(fg: np.ndarray) -> float:
     """Typical cell radius (px) of a foreground of round cells: the area-weighted median, over
     connected components, of the component's largest distance to the background (a cluster of
     touching cells still has about one cell radius there; debris weighs little)."""
+    from scipy import ndimage as ndi
+
     comp, n = ndi.label(fg)
     if n == 0:
         return 0.0
@@ -83,11 +84,15 @@ def _upscale(labels: np.ndarray, factor: int, shape: tuple[int, ...]) -> np.ndar
 
 def _within(binary: np.ndarray, radius: float) -> np.ndarray:
     """Pixels within ``radius`` (Euclidean) of ``binary``: a disk dilation by distance transform."""
+    from scipy import ndimage as ndi
+
     return ndi.distance_transform_edt(~binary) <= radius
 
 
 def stain(image: np.ndarray) -> np.ndarray:
     """``B - G`` as int16, 3x3 mean (purple nuclei and platelets high, red cells and background low)."""
+    from scipy import ndimage as ndi
+
     s = image[..., 2].astype(np.int16) - image[..., 1].astype(np.int16)
     return ndi.uniform_filter(s, 3)
 
@@ -133,6 +138,8 @@ def wbc_labels(image: np.ndarray, nucleus_threshold: int = 60, merge_radius: int
                min_nucleus_area: int = 600, cytoplasm_radius: int = 20, fg: np.ndarray | None = None,
                s: np.ndarray | None = None) -> np.ndarray:
     """White-cell instance labels (see ``wbc_instances``); ``fg``/``s`` as in :func:`rbc_labels`."""
+    from scipy import ndimage as ndi
+
     s = stain(image) if s is None else s
     out = np.zeros(s.shape, np.int32)
     dark = s > nucleus_threshold
@@ -165,6 +172,8 @@ def platelet_labels(image: np.ndarray, threshold: int = 45, min_area: int = 100,
                     nucleus_threshold: int = 60, nucleus_area: int = 600, grow: int = 4,
                     s: np.ndarray | None = None) -> np.ndarray:
     """Platelet instance labels (see ``platelet_instances``); ``s`` as in :func:`rbc_labels`."""
+    from scipy import ndimage as ndi
+
     s = stain(image) if s is None else s
     blobs, n = ndi.label(binary_opening(s > threshold, 1))
     if n == 0:

@@ -23,7 +23,6 @@ import numpy as np
 from medfuse import hookimpl
 from medfuse.contracts import Extractor
 from medfuse.errors import InvalidInputError
-from scipy import ndimage as ndi
 
 from .segmentation import bbox, binary_erosion, components, resolve_mask, split_cells
 
@@ -300,6 +299,8 @@ class SmearMorphology(Extractor):
         return names
 
     def _instances(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        from scipy import ndimage as ndi
+
         from .segmentation import smear_foreground
 
         if mask is None:
@@ -312,6 +313,8 @@ class SmearMorphology(Extractor):
         return labels
 
     def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        from scipy import ndimage as ndi
+
         from .transforms import to_gray
 
         names = self.feature_names()

@@ -30,7 +30,6 @@ import numpy as np
 from medfuse import hookimpl
 from medfuse.contracts import MaskMaker
 from medfuse.errors import InvalidInputError
-from scipy import ndimage as ndi
 
 CHANNELS = ("blue_minus_green", "darkness", "saturation")
 KEEP = ("largest", "centre", "all")
@@ -348,6 +347,7 @@ def split_cells(binary: np.ndarray, min_distance: int = 5, min_area: int = 20,
     -------
     labels : int32 ``(H, W)``, 0 background, 1..n cells; n : number of cells.
     """
+    from scipy import ndimage as ndi
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
@@ -391,6 +391,8 @@ def split_cells(binary: np.ndarray, min_distance: int = 5, min_area: int = 20,
 
 def smear_foreground(image: np.ndarray, channel: str = "darkness", open_radius: int = 1) -> np.ndarray:
     """Boolean foreground (cells) of a smear: Otsu on ``channel``, opened with a small disk."""
+    from scipy import ndimage as ndi
+
     s = stain_channel(image, channel)
     levels = otsu_levels(s, 2)
     if levels is None:

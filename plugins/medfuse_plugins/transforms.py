@@ -16,7 +16,6 @@ import numpy as np
 from medfuse import hookimpl
 from medfuse.contracts import Transform
 from medfuse.errors import InvalidInputError
-from scipy import ndimage as ndi
 
 # ---- colour spaces ----------------------------------------------------------------------------
 
@@ -101,6 +100,8 @@ def normalize_gray(gray: np.ndarray, method: str = "none", smooth: float = 0.0,
     if float(smooth) < 0:
         raise InvalidInputError(f"smooth must be a Gaussian sigma >= 0, got {smooth}")
     if float(smooth) > 0:
+        from scipy import ndimage as ndi
+
         gray = np.clip(ndi.gaussian_filter(gray.astype(np.float32), float(smooth)) + 0.5, 0, 255).astype(np.uint8)
     values = gray[inside] if inside is not None else gray.ravel()
     if method == "none" or values.size == 0:
@@ -262,6 +263,8 @@ class GaussianBlur(Transform):
         self.sigma = sigma
 
     def _apply(self, image, mask):
+        from scipy import ndimage as ndi
+
         if float(self.sigma) < 0:
             raise InvalidInputError(f"gaussian_blur: sigma must be >= 0, got {self.sigma}")
         out = ndi.gaussian_filter(image.astype(np.float32), sigma=(self.sigma, self.sigma, 0))
@@ -284,6 +287,8 @@ class Unsharp(Transform):
         self.amount = amount
 
     def _apply(self, image, mask):
+        from scipy import ndimage as ndi
+
         f = image.astype(np.float32)
         blur = ndi.gaussian_filter(f, sigma=(self.radius, self.radius, 0))
         out = f + float(self.amount) * (f - blur)
