@@ -215,7 +215,9 @@ class Plugin(_Estimator):
 
     def __sklearn_clone__(self):
         """sklearn's clone, keeping a block's ``input_channels`` (set by the engine, not a parameter)."""
-        est = super().__sklearn_clone__()
+        from sklearn.base import _clone_parametrized  # what BaseEstimator.__sklearn_clone__ calls
+
+        est = _clone_parametrized(self)
         for attr in ("input_channels", "input_channels_where"):
             if getattr(self, attr, None) is not None:
                 setattr(est, attr, getattr(self, attr))
