@@ -138,7 +138,7 @@ def _model(seed: int) -> Any:
 
 def _fit_predict(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, classes: np.ndarray,
                  seed: int) -> np.ndarray:
-    from .evaluation import align_proba
+    from .metrics import align_proba
 
     if len(np.unique(y[train])) < 2:  # one class in training: predict it
         proba = np.zeros((len(test), len(classes)))
@@ -166,7 +166,7 @@ def run_shortcuts(samples: pd.DataFrame, splits: Any, classes: np.ndarray, *, se
     Returns ``{"status": "ok", "baselines": {group: {metrics, ci95, n, test?}}, "chance", ...}`` or
     ``{"status": "skipped", "reason": ...}`` when the samples have no readable image files.
     """
-    from .evaluation import METRICS, bootstrap_intervals, point_metrics
+    from .metrics import METRICS, bootstrap_intervals, point_metrics
 
     t0 = time.perf_counter()
     paths = samples["path"].tolist() if "path" in samples.columns else [None] * len(samples)
