@@ -370,10 +370,10 @@ _DEFAULT_MEMBERS: list[dict[str, Any]] = [{"plugin": "logreg"}, {"plugin": "rand
                                           {"plugin": "xgboost"}]
 
 
-def _members(owner: str, estimators: list[Any] | None, seed: int) -> list[Classifier]:
-    from medfuse.host import get_host
+def _member_classifiers(owner: str, estimators: list[Any] | None, seed: int) -> list[Classifier]:
+    """The ensemble's members, created through :func:`medfuse.get_plugin` (parameters checked)."""
+    import medfuse
 
-    host = get_host()
     out = []
     for i, ref in enumerate(estimators if estimators is not None else _DEFAULT_MEMBERS):
         if isinstance(ref, str):
@@ -384,12 +384,15 @@ def _members(owner: str, estimators: list[Any] | None, seed: int) -> list[Classi
         if ref["plugin"] in ("soft_vote", "stacking"):
             raise PluginError(f"{owner}: estimators[{i}] cannot itself be an ensemble")
         params = dict(ref.get("params", {}))
-        cls = host.get(ref["plugin"], "classifier")
-        if cls.input != "features":
+        try:
+            member = medfuse.get_plugin(ref["plugin"], "classifier", **params)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInputError(f"{owner}: estimators[{i}] {ref['plugin']!r}: {exc}") from None
+        if member.input != "features":
             raise PluginError(f"{owner}: estimators[{i}] {ref['plugin']!r} does not take feature matrices")
-        if "random_state" in cls.param_schema():
-            params.setdefault("random_state", seed)
-        out.append(host.create(ref["plugin"], params, "classifier"))
+        if "random_state" in member.param_schema() and "random_state" not in params:
+            member.set_params(random_state=seed)
+        out.append(member)
     if not out:
         raise PluginError(f"{owner}: estimators is empty")
     return out
@@ -416,12 +419,7 @@ class SoftVote(Classifier):
 
     def validate_params(self) -> None:
         """Every member is a known feature classifier with valid parameters; one weight per member."""
-        members = _members(self.name, self.estimators, self.random_state)
-        for i, m in enumerate(members):
-            try:
-                m.validate_params()
-            except (ValueError, TypeError) as exc:
-                raise InvalidInputError(f"{self.name}: estimators[{i}] {m.name!r}: {exc}") from None
+        members = _member_classifiers(self.name, self.estimators, self.random_state)
         weights = getattr(self, "weights", None)  # Stacking has none
         if weights is not None and len(weights) != len(members):
             raise InvalidInputError(f"{self.name}: {len(weights)} weights for {len(members)} estimators")
@@ -430,7 +428,7 @@ class SoftVote(Classifier):
         X = _check_X(self.name, X)
         self.classes_, _ = _encode(self.name, y)
         self.n_features_in_ = X.shape[1]
-        self.estimators_ = [m.fit(X, y) for m in _members(self.name, self.estimators, self.random_state)]
+        self.estimators_ = [m.fit(X, y) for m in _member_classifiers(self.name, self.estimators, self.random_state)]
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -471,7 +469,7 @@ class Stacking(SoftVote):
         y = np.asarray(y)
         self.classes_, _ = _encode(self.name, y)
         self.n_features_in_ = X.shape[1]
-        members = _members(self.name, self.estimators, self.random_state)
+        members = _member_classifiers(self.name, self.estimators, self.random_state)
 
         def fit_predict(tr: np.ndarray, te: np.ndarray) -> list[np.ndarray]:
             from sklearn.base import clone
