@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from .metrics import bootstrap_weights, percentile_interval
+
 N_BINS = 10
 DEFINITION = ("Brier: mean over samples of the sum over classes of (probability - indicator)^2, in [0, 2]. "
               "ECE: top-label, 10 equal-width confidence bins, sum over bins of (bin share) x "
@@ -97,8 +99,6 @@ def calibration_summary(y: np.ndarray, proba: np.ndarray, n_boot: int = 0, seed:
 
     ``y`` holds column codes of ``proba``; ``groups`` as in :func:`medfuse.metrics.bootstrap_weights`.
     """
-    from .metrics import bootstrap_weights, percentile_interval
-
     y = np.asarray(y)
     out: dict[str, Any] = {"brier": brier_score(y, proba), "ece": expected_calibration_error(y, proba, n_bins),
                            "n_bins": n_bins, "bins": reliability_bins(y, proba, n_bins), "ci95": {}}
