@@ -71,8 +71,8 @@ def selection_split(study_name: str, root: Path, val_folds: int, dev_per_class: 
                     ) -> tuple[Any, Any, np.ndarray, np.ndarray, dict[str, Any]]:
     """``(study, samples, dev_rows, val_rows, info)``: the development/validation split inside the
     training part of the study's CV fold 1 (module docstring), rows of ``samples``."""
-    from medfuse.evaluation import make_splits, select_samples
     from medfuse.host import get_host
+    from medfuse.splits import make_splits, select_samples
     from medfuse.study import resolve_study
     from medfuse.testset import split_test
     from sklearn.model_selection import StratifiedGroupKFold

@@ -71,7 +71,7 @@ def setup(work: Path, root: Path, per_class: int, retrain: bool) -> dict[str, Pa
     """Train (or reuse) the two bundles and write the naive loop's joblib pickle."""
     bundles = {v: work / f"bundle-{v}" for v in VARIANTS}
     if retrain or not all((b / "manifest.json").is_file() for b in bundles.values()):
-        from medfuse.bundle import train_bundle
+        from medfuse.training import train_bundle
 
         for variant, tta in VARIANTS.items():
             toml = work / f"study-{variant}.toml"

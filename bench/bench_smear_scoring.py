@@ -57,11 +57,11 @@ def field(seed: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train(work: Path, cells: int) -> Path:
-    from medfuse.bundle import train_bundle
     from medfuse.cellfinding import expand_box, measure_instances
     from medfuse.objects import crop
     from medfuse.objectscoring import MARGIN
     from medfuse.study import resolve_study
+    from medfuse.training import train_bundle
     from PIL import Image
 
     bundle = work / "bundle"

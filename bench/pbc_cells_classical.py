@@ -161,8 +161,8 @@ def _fit_predict(feats: dict[str, np.ndarray], cand: str, y: np.ndarray, train: 
 
 
 def evaluate(root: Path, features: Path, jobs: int, all_plain: bool = False) -> None:
-    from medfuse.evaluation import make_splits, select_samples
     from medfuse.host import get_host
+    from medfuse.splits import make_splits, select_samples
     from medfuse.study import resolve_study
     from sklearn.model_selection import train_test_split
 

@@ -335,7 +335,7 @@ def tuned_line(study: str) -> str:
 
 
 def study_section(results: dict[str, Any], run: Run, seconds: float) -> list[str]:
-    from medfuse.evaluation import cv_text
+    from medfuse.splits import cv_text
 
     s, d, sp = results["study"], results["data"], results["splits"]
     head = [f"### {s['name']}", "", s["description"], ""]

@@ -4,8 +4,10 @@ Each function is the earlier NumPy / scikit-image / Qhull code path of a plugin 
 tests check that the compiled path (``medfuse_plugins._kernels``) gives the same values:
 
 * texture: :func:`glcm` and :func:`glcm_reference` (scikit-image), :func:`glcm_props`,
-  :func:`glcm_angle_stats_reference`, :func:`uniform_lbp_reference`;
-* colour: :func:`hsv8_pixels`, :func:`lab8_pixels` (pixel lists, NumPy);
+  :func:`glcm_angle_stats_reference`, :func:`uniform_lbp_reference`; :func:`compiled_lbp_codes`
+  reads per-pixel codes back from the compiled histogram kernel;
+* colour: :func:`hsv8_pixels`, :func:`lab8_pixels` (pixel lists, NumPy); :func:`compiled_lab_codes`
+  runs the compiled histogram kernel's Lab tail per pixel;
 * segmentation: :func:`class_variance_table_reference` (scikit-image's multi-Otsu table);
 * morphology: :func:`perimeter_crofton4`, :func:`shape_reference` (projections + Qhull).
 """
@@ -14,11 +16,12 @@ from __future__ import annotations
 
 import functools
 
+import numba
 import numpy as np
-from medfuse_plugins._kernels import glcm_counts
+from medfuse_plugins._kernels import _code8, _lab_code, glcm_counts
 from medfuse_plugins.colour import _hsv_luts, _lab_parts
 from medfuse_plugins.morphology import _CROFTON4, _DIRS, SHAPE_NAMES, _shape_dict
-from medfuse_plugins.texture import ANGLES, GLCM_PROPS, _glcm_offsets, _lbp_plan
+from medfuse_plugins.texture import ANGLES, GLCM_PROPS, _glcm_offsets, _lbp_plan, lbp_histograms
 
 # ---- texture ------------------------------------------------------------------------------
 
@@ -185,6 +188,19 @@ def uniform_lbp_reference(gray: np.ndarray, P: int, R: float, inside: np.ndarray
     return np.where(changes[sel] <= 2, ones[sel], P + 1).astype(np.int64)
 
 
+def compiled_lbp_codes(gray: np.ndarray, P: int, R: float, inside: np.ndarray) -> np.ndarray:
+    """The compiled kernel's code of each ``inside`` pixel (row-major, int64), read back from
+    :func:`medfuse_plugins.texture.lbp_histograms` with that pixel alone inside (a pixel's code
+    depends on the grey image only, not on the mask). One kernel call per pixel: small images."""
+    out = np.empty(int(np.count_nonzero(inside)), np.int64)
+    one = np.zeros(inside.shape, bool)
+    for k, (y, x) in enumerate(zip(*np.nonzero(inside))):
+        one[y, x] = True
+        out[k] = int(np.argmax(lbp_histograms(gray, [(P, R)], one)[0]))
+        one[y, x] = False
+    return out
+
+
 # ---- colour -------------------------------------------------------------------------------
 
 
@@ -218,6 +234,22 @@ def lab8_pixels(px: np.ndarray) -> list[np.ndarray]:
     a = np.float32(500.0) * (fx - fy) + np.float32(128.0)
     bb = np.float32(200.0) * (fy - fz) + np.float32(128.0)
     return [np.clip(x + np.float32(0.5), 0, 255).astype(np.uint8) for x in (L, a, bb)]
+
+
+@numba.njit(cache=True)
+def compiled_lab_codes(xyz, cube):
+    """The uint8 Lab codes ``(3, N)`` that ``_kernels.colour_histograms`` counts, from the same
+    float32 ``(N, 3)`` XYZ and cube roots, with the kernel's own ``_lab_code`` and ``_code8``."""
+    n = xyz.shape[0]
+    out = np.empty((3, n), np.uint8)
+    for k in range(n):
+        fx = _lab_code(xyz[k, 0], cube[k, 0])
+        fy = _lab_code(xyz[k, 1], cube[k, 1])
+        fz = _lab_code(xyz[k, 2], cube[k, 2])
+        out[0, k] = _code8((np.float32(116.0) * fy - np.float32(16.0)) * np.float32(2.55))
+        out[1, k] = _code8(np.float32(500.0) * (fx - fy) + np.float32(128.0))
+        out[2, k] = _code8(np.float32(200.0) * (fy - fz) + np.float32(128.0))
+    return out
 
 
 # ---- segmentation -------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def test_help_and_steps_name_real_cnn_parameters():
 
 @pytest.mark.slow
 def test_selection_split_stays_inside_fold_1_training_part_and_off_the_test_set(data_root):
-    from medfuse.evaluation import make_splits
+    from medfuse.splits import make_splits
 
     bench = load_bench()
     study, samples, dev, val, info = bench.selection_split("cxr-pneumonia", data_root, 5, 30, 0)

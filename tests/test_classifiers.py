@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,26 @@ def test_branch_mlp_blocks_keras_file_and_pickle(tmp_path):
     assert np.allclose(again.predict_proba(blocks), proba, atol=1e-6)
     with pytest.raises(InvalidInputError, match="block widths"):
         clf.predict_proba([X])
+
+
+def test_ensemble_members_come_through_the_public_get_plugin(monkeypatch):
+    """No built-in plugin reaches for the process's host (``medfuse.host``): ensemble members are
+    looked up through ``medfuse.get_plugin`` with ``kind="classifier"``, like a third-party plugin would."""
+    import ast
+
+    import medfuse
+    import medfuse_plugins
+
+    offenders = []
+    for source in sorted(Path(medfuse_plugins.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medfuse.host"):
+                offenders.append(source.name)
+    assert not offenders, offenders
+    with pytest.raises(PluginError, match="unknown classifier plugin 'morphology'"):
+        medfuse.get_plugin("morphology", "classifier")
+    calls, real = [], medfuse.get_plugin
+    monkeypatch.setattr(medfuse, "get_plugin", lambda *a, **k: calls.append(a) or real(*a, **k))
+    X, y = sample_features(60)
+    SoftVote(estimators=["logreg", {"plugin": "svm", "params": {"C": 2.0}}]).fit(X, y)
+    assert calls == [("logreg", "classifier"), ("svm", "classifier")]

@@ -11,18 +11,9 @@ import pandas as pd
 import pytest
 from medfuse.contracts import SampleTable
 from medfuse.errors import DataError, StudyError
-from medfuse.evaluation import (
-    METRICS,
-    bootstrap_intervals,
-    check_leakage,
-    cv_text,
-    fold_rows,
-    make_splits,
-    point_metrics,
-    run_study,
-    select_samples,
-    weighted_metrics,
-)
+from medfuse.evaluation import run_study
+from medfuse.metrics import METRICS, bootstrap_intervals, point_metrics, weighted_metrics
+from medfuse.splits import check_leakage, cv_text, make_splits, rows_by_fold, select_samples
 from medfuse.study import parse_study
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -263,15 +254,15 @@ def test_too_few_groups_is_a_clear_error():
         make_splits(samples, folds=5)
 
 
-def test_fold_rows_skip_rows_a_pipeline_failed_on():
+def test_rows_by_fold_skip_rows_a_pipeline_failed_on():
     samples = fake_data(10).samples
     sp = make_splits(samples, folds=2, seed=0)
     ids = samples["id"].tolist()[1:]  # the pipeline lost the first sample
-    folds, hold = fold_rows(sp, ids)
+    folds, hold = rows_by_fold(sp, ids)
     assert hold is None
     assert sum(len(t) for _, t in folds) == len(ids)
     with pytest.raises(DataError, match="not in the study"):
-        fold_rows(sp, ["nope"])
+        rows_by_fold(sp, ["nope"])
 
 
 # ---- the run loop ------------------------------------------------------------------------------

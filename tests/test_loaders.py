@@ -291,7 +291,7 @@ def test_table_xlsx(tmp_path: Path):
 
 def test_table_rows_with_identical_values_share_a_fold(tmp_path: Path):
     """Twins with conflicting labels stay in one fold: no model is scored on a training row's twin."""
-    from medfuse.evaluation import make_splits
+    from medfuse.splits import make_splits
 
     rng = np.random.default_rng(0)
     values = rng.normal(size=(40, 2)).round(3)

@@ -76,8 +76,8 @@ def test_precision_and_recall_of_red_cells_on_a_synthetic_smear():
 def trained(tmp_path_factory) -> tuple[Path, Path, dict[str, dict[str, int]]]:
     """A colour + logreg bundle trained on object crops of two smears, and a folder of three smears
     to score (two with cells, one blank) with their true class counts."""
-    from medfuse.bundle import train_bundle
     from medfuse.study import resolve_study
+    from medfuse.training import train_bundle
 
     root = tmp_path_factory.mktemp("objects")
     for seed in (101, 102, 103):

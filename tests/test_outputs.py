@@ -186,15 +186,15 @@ def test_score_and_extract_refuse_an_unwritable_out_before_any_work(imgs, blocke
 
 
 def test_train_compare_and_data_refuse_an_unwritable_out_before_any_work(imgs, blocker, tmp_path, monkeypatch):
-    import medfuse.bundle
     import medfuse.cli.data_cmd
     import medfuse.evaluation
+    import medfuse.training
     from medfuse.synthetic import write_dataset
 
     study = tmp_path / "tiny.toml"
     study.write_text(TINY_STUDY)
 
-    monkeypatch.setattr(medfuse.bundle, "train_bundle", _no_work)
+    monkeypatch.setattr(medfuse.training, "train_bundle", _no_work)
     monkeypatch.setattr(medfuse.evaluation, "run_study", _no_work)
     monkeypatch.setattr(medfuse.cli.data_cmd, "detect", _no_work)
     runner = CliRunner()

@@ -12,7 +12,8 @@ from medfuse.calibration import (
     reliability_bins,
     weighted_calibration,
 )
-from medfuse.evaluation import bootstrap_weights, class_scores, per_class_intervals, run_study, weighted_confusion
+from medfuse.evaluation import run_study
+from medfuse.metrics import bootstrap_weights, class_scores, per_class_intervals, weighted_confusion
 from medfuse.paired import binomial_two_sided, compare_pipelines, holm, mcnemar_exact, paired_bootstrap
 from medfuse.study import parse_study
 from sklearn.metrics import brier_score_loss, precision_recall_fscore_support

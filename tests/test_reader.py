@@ -75,9 +75,9 @@ def write_12bit(root, n: int = 8, size: int = 32) -> list:
 
 def test_bundle_trained_with_bits_12_scores_as_in_training(tmp_path):
     import medfuse
-    from medfuse.bundle import train_bundle
     from medfuse.host import get_host
     from medfuse.pipeline import PipelineRunner
+    from medfuse.training import train_bundle
 
     paths = write_12bit(tmp_path / "data")
     study = load_studies(study_file(tmp_path, "reader = { bits = 12 }"))["toy"]

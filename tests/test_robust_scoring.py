@@ -323,7 +323,7 @@ N_TRAIN, N_HELDOUT = 40, 20  # PBC images per class for training / for the held-
 def test_chest_xrays_are_flagged_by_a_pbc_bundle_and_heldout_cells_are_not(data_root, tmp_path):
     """Issue #13: a PBC classical bundle answered 'ig' (p = 0.818) for every chest X-ray. Now all
     50 X-rays are flagged (error or warning) and held-out PBC cells almost never are."""
-    from medfuse.bundle import train_bundle
+    from medfuse.training import train_bundle
 
     pbc, cxr = data_root / "pbc", data_root / "cxr_pneumonia"
     if not pbc.is_dir() or not cxr.is_dir():

@@ -11,8 +11,9 @@ import pytest
 from click.testing import CliRunner
 from medfuse.cli import main
 from medfuse.errors import DataError, StudyError
-from medfuse.evaluation import METRICS, run_study
+from medfuse.evaluation import run_study
 from medfuse.host import get_host
+from medfuse.metrics import METRICS
 from medfuse.study import check_plugins, load_studies, parse_study
 from medfuse.synthetic import write_dataset
 from medfuse.testset import match_pattern

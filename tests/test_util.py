@@ -13,7 +13,7 @@ import numpy as np
 from medfuse.util.hashing import file_digest, sha1_file, sha256_file, source_sha256
 from medfuse.util.jsonable import to_jsonable
 from medfuse.util.progress import new_progress, progress_bar
-from medfuse.util.versions import dist_version, installed_versions
+from medfuse.util.versions import LIBRARIES, dist_version, installed_versions, library_versions
 
 
 @dataclass
@@ -70,5 +70,9 @@ def test_former_copies_use_the_one_helper():
     assert "hashlib" not in Path(medfuse.imageio.__file__).read_text()
     assert medfuse.imageio.file_sha1(medfuse.imageio.__file__) == sha1_file(medfuse.imageio.__file__)
     assert medfuse.scan.progress_bar is progress_bar
-    assert medfuse.bundle.library_versions() == installed_versions(medfuse.bundle.LIBRARIES)
-    assert medfuse.evaluation.versions()["numpy"] == np.__version__
+    # one list of libraries, one helper: a bundle's manifest and a results file record the same ones
+    assert medfuse.bundle.library_versions is medfuse.evaluation.library_versions is library_versions
+    assert library_versions() == installed_versions(LIBRARIES)
+    env = library_versions(environment=True)
+    assert list(env)[:3] == ["python", "platform", "medfuse"] and env["numpy"] == np.__version__
+    assert not hasattr(medfuse.evaluation, "versions") and not hasattr(medfuse.bundle, "LIBRARIES")

@@ -38,15 +38,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'medfuse' has no attribute {name!r}")
 
 
-def get_plugin(name: str, **params: Any) -> Plugin:
+def get_plugin(name: str, kind: str | None = None, **params: Any) -> Plugin:
     """An instance of the installed plugin ``name`` (built-in or third-party), e.g.
-    ``medfuse.get_plugin("morphology", physical_units=True)``.
+    ``medfuse.get_plugin("morphology", physical_units=True)``; with ``kind`` (``"classifier"``,
+    ``"loader"``, ...), only a plugin of that kind is accepted.
 
     ``params`` are checked as in a study file: an unknown name (with a "did you mean"), a wrong type
     or a bad value raises :class:`~medfuse.errors.PluginError` (or ``ValueError``) naming it.
     """
     from .host import get_host
 
-    plugin = get_host().create(name, params)
+    plugin = get_host().create(name, params, kind)
     plugin.validate_params()
     return plugin

@@ -15,7 +15,7 @@ Definitions (``p`` the predicted probabilities, ``n`` samples, ``K`` classes, ``
   model lies on the diagonal.
 
 Everything is vectorised over bootstrap weight matrices ``W (B, n)`` (integer counts per sample,
-see :func:`medfuse.evaluation.bootstrap_weights`), so intervals use the same resamples as the
+see :func:`medfuse.metrics.bootstrap_weights`), so intervals use the same resamples as the
 other metrics.
 """
 
@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from .metrics import bootstrap_weights, percentile_interval
 
 N_BINS = 10
 DEFINITION = ("Brier: mean over samples of the sum over classes of (probability - indicator)^2, in [0, 2]. "
@@ -95,10 +97,8 @@ def calibration_summary(y: np.ndarray, proba: np.ndarray, n_boot: int = 0, seed:
                         n_bins: int = N_BINS) -> dict[str, Any]:
     """Brier, ECE (with bootstrap intervals when ``n_boot`` > 0) and the reliability bins.
 
-    ``y`` holds column codes of ``proba``; ``groups`` as in :func:`medfuse.evaluation.bootstrap_weights`.
+    ``y`` holds column codes of ``proba``; ``groups`` as in :func:`medfuse.metrics.bootstrap_weights`.
     """
-    from .evaluation import bootstrap_weights, percentile_interval
-
     y = np.asarray(y)
     out: dict[str, Any] = {"brier": brier_score(y, proba), "ece": expected_calibration_error(y, proba, n_bins),
                            "n_bins": n_bins, "bins": reliability_bins(y, proba, n_bins), "ci95": {}}

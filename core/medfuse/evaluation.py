@@ -1,4 +1,7 @@
-"""Evaluation of a study: sample selection, splits, metrics with bootstrap intervals, the run loop.
+"""Evaluation of a study's pipelines on shared folds: the run loop and its results.
+
+Sample selection and folds live in :mod:`medfuse.splits`, metrics and bootstrap intervals in
+:mod:`medfuse.metrics`; :mod:`medfuse.studyrun` adds loading, the report folder and the run index.
 
 The flow of :func:`run_study`::
 
@@ -26,640 +29,38 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_recall_fscore_support,
-    roc_auc_score,
-    roc_curve,
-)
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, StratifiedShuffleSplit
 
 from .calibration import calibration_summary
 from .contracts import SampleTable
 from .errors import DataError, StudyError, did_you_mean
 from .fusion import align_columns
+from .metrics import (
+    METRICS,
+    bootstrap_intervals,
+    label_codes,
+    per_class_intervals,
+    point_metrics,
+    roc_points,
+    summarize_folds,
+)
+from .splits import Splits, add_test_rows, make_splits, rows_by_fold, select_samples
 from .study import Study
-
-METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "roc_auc_ovr")
-"""Metrics computed for every pipeline (the study's ``evaluation.metrics`` chooses the leaderboard)."""
+from .util.versions import library_versions
 
 RESULTS_SCHEMA = 1
-HOLDOUT_VALUES = ("test", "holdout")
-"""Values of an optional ``split`` column of the samples that mark a fixed held-out set."""
 
 Progress = Callable[..., None]
 
 
 def _noop(event: str, **info: Any) -> None:
     return None
-
-
-# ---- sample selection -------------------------------------------------------------------------
-
-@dataclass
-class Selection:
-    """Samples kept for evaluation and what was removed on the way.
-
-    Attributes
-    ----------
-    data : SampleTable
-        The kept samples (and table rows), index reset.
-    n_loaded : int
-        Rows the loader returned.
-    duplicates_removed : int
-        Rows dropped because an earlier row has the same content hash (``sha1``).
-    duplicate_groups : list of list of str
-        Ids sharing one content hash (at most 50 groups listed).
-    label_conflicts : int
-        Rows dropped because identical content carried different labels (the whole group goes).
-    capped : dict
-        Rows removed per class by ``max_per_class``.
-    """
-
-    data: SampleTable
-    n_loaded: int
-    duplicates_removed: int = 0
-    duplicate_groups: list[list[str]] = field(default_factory=list)
-    label_conflicts: int = 0
-    capped: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"n_loaded": self.n_loaded, "n_selected": len(self.data),
-                "duplicates_removed": self.duplicates_removed, "duplicate_groups": self.duplicate_groups,
-                "label_conflicts_removed": self.label_conflicts, "capped": self.capped}
-
-
-def _subset(data: SampleTable, keep: np.ndarray) -> SampleTable:
-    samples = data.samples.iloc[keep].reset_index(drop=True)
-    table = data.table.iloc[keep].reset_index(drop=True) if data.table is not None else None
-    return SampleTable(samples, table, data.report, dict(data.meta))
-
-
-def select_samples(data: SampleTable, dedupe: bool = True, max_per_class: int = 0, seed: int = 0) -> Selection:
-    """Drop exact duplicates (same ``sha1``) and cap the samples per class.
-
-    Parameters
-    ----------
-    data : SampleTable
-        What the loader returned; ``samples`` needs ``id`` and ``label`` (``sha1`` for dedupe).
-    dedupe : bool
-        Keep the first row of each content hash. Identical content with different labels is
-        ambiguous: every row of such a group is dropped.
-    max_per_class : int
-        Keep at most this many rows per class (a seeded random subset, in original order); 0 = all.
-    seed : int
-        Seed of the per-class subset.
-    """
-    samples = data.samples
-    for col in ("id", "label"):
-        if col not in samples.columns:
-            raise DataError(f"sample table has no {col!r} column (columns: {', '.join(map(str, samples.columns))})")
-    ids = samples["id"].astype(str)
-    if ids.duplicated().any():
-        dup = ids[ids.duplicated()].unique()[:5]
-        raise DataError(f"sample ids are not unique, e.g. {', '.join(dup)}; the loader must give one id per sample")
-    n = len(samples)
-    keep = np.ones(n, bool)
-    sel = Selection(data, n)
-    if dedupe and "sha1" in samples.columns:
-        sha = samples["sha1"]
-        known = sha.notna().to_numpy()
-        labels = samples["label"].astype(str)
-        frame = pd.DataFrame({"sha1": sha[known], "label": labels[known], "id": ids[known]})
-        groups = frame.groupby("sha1", sort=False)
-        for _, g in groups:
-            if len(g) < 2:
-                continue
-            rows = g.index.to_numpy()
-            if len(sel.duplicate_groups) < 50:
-                sel.duplicate_groups.append(g["id"].tolist())
-            if g["label"].nunique() > 1:
-                keep[rows] = False
-                sel.label_conflicts += len(rows)
-            else:
-                keep[rows[1:]] = False
-                sel.duplicates_removed += len(rows) - 1
-    if max_per_class and max_per_class > 0:
-        rng = np.random.default_rng(seed)
-        labels = samples["label"].astype(str).to_numpy()
-        for cls in sorted(np.unique(labels[keep])):
-            rows = np.flatnonzero(keep & (labels == cls))
-            if len(rows) > max_per_class:
-                drop = np.setdiff1d(rows, rng.choice(rows, max_per_class, replace=False))
-                keep[drop] = False
-                sel.capped[str(cls)] = int(len(drop))
-    sel.data = _subset(data, np.flatnonzero(keep))
-    return sel
-
-
-# ---- splits -----------------------------------------------------------------------------------
-
-@dataclass
-class Splits:
-    """Folds over sample ids, shared by every pipeline of a study.
-
-    Attributes
-    ----------
-    ids : ndarray of str, shape (n,)
-        Sample ids in selection order; positions below index this array.
-    fold_of : ndarray of int, shape (n,)
-        CV fold of each sample's test part (0..k-1), or -1 for held-out samples.
-    n_folds : int
-    grouped : bool
-        Whether folds keep groups (patients, smears, identical content) together.
-    method : str
-        Splitter used, for the report.
-    leakage : dict
-        Content hashes and groups found on both sides of any split (should be zero).
-    """
-
-    ids: np.ndarray
-    fold_of: np.ndarray
-    n_folds: int
-    grouped: bool
-    method: str
-    holdout_method: str = ""
-    leakage: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    run_folds: int | None = None
-
-    @property
-    def n_run(self) -> int:
-        """Folds actually evaluated: the first ``run_folds`` (all by default)."""
-        return self.n_folds if self.run_folds is None else min(self.run_folds, self.n_folds)
-
-    @property
-    def holdout(self) -> np.ndarray:
-        return np.flatnonzero(self.fold_of < 0)
-
-    def folds(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """``(train, test)`` positions of each evaluated CV fold (held-out samples are in neither)."""
-        dev = self.fold_of >= 0
-        return [(np.flatnonzero(dev & (self.fold_of != k)), np.flatnonzero(self.fold_of == k))
-                for k in range(self.n_run)]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "folds": self.n_folds, "run_folds": self.n_run, "grouped": self.grouped,
-                "fold_sizes": [int((self.fold_of == k).sum()) for k in range(self.n_folds)],
-                "holdout": int((self.fold_of < 0).sum()), "holdout_method": self.holdout_method,
-                "leakage": self.leakage, "warnings": self.warnings}
-
-
-def cv_text(settings: dict[str, Any]) -> str:
-    """``5-fold CV``, or ``fold 1 of 5 (one 80/20 split)`` when only some folds were evaluated."""
-    k, run = int(settings["folds"]), int(settings.get("run_folds") or settings["folds"])
-    if run >= k:
-        return f"{k}-fold CV"
-    if run == 1:
-        return f"fold 1 of {k} (one {100 - round(100 / k)}/{round(100 / k)} split)"
-    return f"folds 1-{run} of {k}"
-
-
-def _union_groups(groups: np.ndarray, sha1: np.ndarray | None) -> np.ndarray:
-    """Merge groups that share a content hash, so identical samples never straddle a split."""
-    codes, uniq = pd.factorize(pd.Series(groups, dtype=str))
-    parent = np.arange(len(uniq))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    if sha1 is not None:
-        first: dict[str, int] = {}
-        for code, h in zip(codes, sha1):
-            if h is None or (isinstance(h, float) and np.isnan(h)):
-                continue
-            if h in first:
-                ra, rb = find(first[h]), find(code)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
-            else:
-                first[h] = code
-    return np.array([find(c) for c in codes])
-
-
-def make_splits(samples: pd.DataFrame, folds: int = 5, seed: int = 0, holdout: float = 0.0,
-                run_folds: int | None = None) -> Splits:
-    """Stratified k-fold over ``samples`` (grouped when groups differ from ids), plus a held-out part.
-
-    Parameters
-    ----------
-    samples : DataFrame
-        Columns ``id``, ``label``; optional ``group`` (patient/smear), ``sha1`` (content hash) and
-        ``split`` (rows marked ``test``/``holdout`` form a fixed held-out set).
-    folds : int
-        Number of CV folds over the development rows.
-    seed : int
-        Seed of the shuffling.
-    holdout : float
-        Fraction held out (grouped, stratified) when there is no ``split`` column; 0 = none.
-    run_folds : int, optional
-        Evaluate only the first ``run_folds`` folds (``folds=5, run_folds=1``: one 80/20 split).
-    """
-    if run_folds is not None and not 1 <= run_folds <= folds:
-        raise StudyError("<study>", "run_folds", f"expected 1..{folds} (the number of folds), got {run_folds}")
-    n = len(samples)
-    ids = samples["id"].astype(str).to_numpy()
-    y = samples["label"].astype(str).to_numpy()
-    raw_groups = samples["group"].astype(str).to_numpy() if "group" in samples.columns else ids
-    sha1 = samples["sha1"].to_numpy(dtype=object) if "sha1" in samples.columns else None
-    groups = _union_groups(raw_groups, sha1)
-    grouped = len(np.unique(groups)) < n
-    fold_of = np.zeros(n, dtype=int)
-    notes: list[str] = []
-    holdout_method = ""
-
-    split_col = samples["split"].astype(str).str.lower() if "split" in samples.columns else None
-    if split_col is not None and split_col.isin(HOLDOUT_VALUES).any():
-        fold_of[split_col.isin(HOLDOUT_VALUES).to_numpy()] = -1
-        holdout_method = "fixed (split column)"
-    elif holdout and holdout > 0:
-        if not 0 < holdout < 1:
-            raise StudyError("<study>", "evaluation.holdout", f"expected a fraction in (0, 1), got {holdout}")
-        if grouped:
-            k = max(2, round(1 / holdout))
-            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-            _, test = next(splitter.split(np.zeros(n), y, groups))
-            holdout_method = f"StratifiedGroupKFold 1/{k} (grouped)"
-        else:
-            splitter = StratifiedShuffleSplit(n_splits=1, test_size=holdout, random_state=seed)
-            _, test = next(splitter.split(np.zeros(n), y))
-            holdout_method = f"StratifiedShuffleSplit {holdout:g}"
-        fold_of[test] = -1
-
-    dev = np.flatnonzero(fold_of >= 0)
-    n_groups = len(np.unique(groups[dev]))
-    if n_groups < folds:
-        raise DataError(f"{folds}-fold cross-validation needs at least {folds} "
-                        f"{'groups' if grouped else 'samples'}; the development set has {n_groups}")
-    counts = pd.Series(y[dev]).value_counts()
-    small = counts[counts < folds]
-    if len(small):
-        notes.append(f"classes with fewer samples than folds ({folds}): "
-                        + ", ".join(f"{c} ({v})" for c, v in small.items())
-                        + "; some test folds lack them")
-    if grouped:
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        parts = splitter.split(np.zeros(len(dev)), y[dev], groups[dev])
-        method = "StratifiedGroupKFold"
-    else:
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        parts = splitter.split(np.zeros(len(dev)), y[dev])
-        method = "StratifiedKFold"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # small classes: reported in ``warnings`` above
-        for k, (_, test) in enumerate(parts):
-            fold_of[dev[test]] = k
-    splits = Splits(ids, fold_of, folds, grouped, method, holdout_method, warnings=notes, run_folds=run_folds)
-    splits.leakage = check_leakage(splits, samples)
-    return splits
-
-
-def check_leakage(splits: Splits, samples: pd.DataFrame) -> dict[str, Any]:
-    """Content hashes and groups present on both sides of any split (each CV fold, and dev vs held-out).
-
-    Returns counts and up to 10 examples; zero everywhere means no sample leaked.
-    """
-    sha1 = samples["sha1"].astype(str).to_numpy() if "sha1" in samples.columns else None
-    has_sha = samples["sha1"].notna().to_numpy() if "sha1" in samples.columns else None
-    groups = samples["group"].astype(str).to_numpy() if "group" in samples.columns else None
-    pairs = list(splits.folds())
-    names = [f"fold {k + 1}" for k in range(splits.n_run)]
-    if len(splits.holdout):
-        pairs.append((np.flatnonzero(splits.fold_of >= 0), splits.holdout))
-        names.append("held-out")
-    shared_sha: set[str] = set()
-    shared_groups: set[str] = set()
-    examples: list[str] = []
-    for name, (train, test) in zip(names, pairs):
-        if sha1 is not None:
-            both = (set(sha1[train][has_sha[train]]) & set(sha1[test][has_sha[test]]))
-            shared_sha |= both
-            examples += [f"{name}: sha1 {h[:12]}" for h in sorted(both)][: max(0, 10 - len(examples))]
-        if groups is not None:
-            both = set(groups[train]) & set(groups[test])
-            shared_groups |= both
-            examples += [f"{name}: group {g}" for g in sorted(both)][: max(0, 10 - len(examples))]
-    return {"splits_checked": len(pairs), "shared_sha1": len(shared_sha), "shared_groups": len(shared_groups),
-            "examples": examples, "ok": not shared_sha and not shared_groups}
-
-
-def add_test_rows(splits: Splits, samples: pd.DataFrame, source: str) -> Splits:
-    """Append the external test rows (``samples`` = development rows then test rows) as fold ``-1``.
-
-    The folds were drawn over the development rows alone; the leakage check is redone over both
-    (dev vs test is one more split checked).
-    """
-    n_dev = len(splits.ids)
-    test_ids = samples["id"].astype(str).to_numpy()[n_dev:]
-    out = Splits(np.concatenate([splits.ids, test_ids]), np.concatenate([splits.fold_of, -np.ones(len(test_ids), int)]),
-                 splits.n_folds, splits.grouped, splits.method, f"external test set ({source})",
-                 warnings=list(splits.warnings), run_folds=splits.run_folds)
-    out.leakage = check_leakage(out, samples)
-    return out
-
-
-def positions_in(splits: Splits, ids: Sequence[str]) -> np.ndarray:
-    """Position in ``splits.ids`` of each id (a pipeline's ``Prepared.samples.id``)."""
-    index = pd.Index(splits.ids)
-    pos = index.get_indexer(pd.Index([str(i) for i in ids]))
-    if (pos < 0).any():
-        missing = [str(i) for i, p in zip(ids, pos) if p < 0][:5]
-        raise DataError(f"prepared samples not in the study's selection: {', '.join(missing)}")
-    return pos
-
-
-def fold_rows(splits: Splits, ids: Sequence[str]) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple | None]:
-    """Map the shared folds onto a pipeline's rows (``Prepared.samples`` order).
-
-    Returns ``(folds, holdout)``: each fold a ``(train_rows, test_rows)`` pair; ``holdout`` is
-    ``(dev_rows, holdout_rows)`` or ``None``.
-    """
-    f = splits.fold_of[positions_in(splits, ids)]
-    folds = [(np.flatnonzero((f >= 0) & (f != k)), np.flatnonzero(f == k)) for k in range(splits.n_run)]
-    hold = (np.flatnonzero(f >= 0), np.flatnonzero(f < 0)) if (f < 0).any() else None
-    return folds, hold
-
-
-# ---- metrics ----------------------------------------------------------------------------------
-
-def _codes(y: Sequence[Any], classes: np.ndarray) -> np.ndarray:
-    index = pd.Index(classes.astype(str))
-    codes = index.get_indexer(pd.Index(np.asarray(y).astype(str)))
-    if (codes < 0).any():
-        raise ValueError(f"labels not among classes {list(classes)}")
-    return codes
-
-
-def _auc_ovr(y: np.ndarray, proba: np.ndarray) -> float:
-    """sklearn's one-vs-rest AUC (binary: of the positive class), NaN where undefined."""
-    k = proba.shape[1]
-    if k == 2:
-        pos = y == 1
-        return float(roc_auc_score(pos, proba[:, 1])) if 0 < pos.sum() < len(y) else float("nan")
-    aucs = []
-    for c in range(k):
-        pos = y == c
-        aucs.append(roc_auc_score(pos, proba[:, c]) if 0 < pos.sum() < len(y) else np.nan)
-    return float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")
-
-
-def point_metrics(y_true: Sequence[Any], proba: np.ndarray, classes: Sequence[Any]) -> dict[str, Any]:
-    """Metrics of probabilistic predictions, computed with scikit-learn.
-
-    Parameters
-    ----------
-    y_true : sequence of labels, shape (n,)
-    proba : ndarray, shape (n, n_classes)
-        Columns in the order of ``classes``; the prediction is the arg-max.
-    classes : sequence, shape (n_classes,)
-
-    Returns
-    -------
-    dict with ``accuracy``, ``balanced_accuracy``, ``f1_macro``, ``f1_weighted``, ``roc_auc_ovr``
-    (one-vs-rest macro; binary: AUC of ``classes[1]``), ``per_class`` (precision, recall, f1,
-    support per class) and ``confusion`` (rows true, columns predicted, in ``classes`` order).
-    """
-    classes = np.asarray(classes).astype(str)
-    y = _codes(y_true, classes)
-    proba = np.asarray(proba, dtype=np.float64)
-    pred = proba.argmax(axis=1)
-    labels = np.arange(len(classes))
-    p, r, f, s = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
-    with warnings.catch_warnings():
-        # a small test fold may lack a class that is predicted: its recall is left out, as intended
-        warnings.simplefilter("ignore", UserWarning)
-        balanced = float(balanced_accuracy_score(y, pred))
-    out: dict[str, Any] = {
-        "accuracy": float(accuracy_score(y, pred)),
-        "balanced_accuracy": balanced,
-        "f1_macro": float(f1_score(y, pred, average="macro")),
-        "f1_weighted": float(f1_score(y, pred, average="weighted")),
-        "roc_auc_ovr": _auc_ovr(y, proba),
-        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-                      for i, c in enumerate(classes)},
-        "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
-        "n": int(len(y)),
-    }
-    return out
-
-
-def weighted_confusion(y: np.ndarray, pred: np.ndarray, W: np.ndarray, k: int) -> np.ndarray:
-    """Confusion matrices ``(B, k, k)`` (rows true, columns predicted) for each row of weights ``W (B, n)``."""
-    onehot = np.zeros((len(y), k * k))
-    onehot[np.arange(len(y)), y * k + pred] = 1.0
-    return (W @ onehot).reshape(-1, k, k)
-
-
-def _weighted_confusion_metrics(y: np.ndarray, pred: np.ndarray, W: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Confusion-matrix metrics for every row of sample weights ``W (B, n)`` at once."""
-    cm = weighted_confusion(y, pred, W, k)
-    tp = np.einsum("bii->bi", cm)
-    support = cm.sum(axis=2)
-    predicted = cm.sum(axis=1)
-    total = support.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        recall = np.where(support > 0, tp / support, np.nan)
-        denom = support + predicted
-        f1 = np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
-        present = denom > 0
-        return {
-            "accuracy": tp.sum(axis=1) / total,
-            "balanced_accuracy": np.nanmean(recall, axis=1),
-            "f1_macro": (f1 * present).sum(axis=1) / present.sum(axis=1),
-            "f1_weighted": (f1 * support).sum(axis=1) / total,
-        }
-
-
-def _weighted_auc(scores: np.ndarray, positive: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUC of ``scores`` for each row of sample weights ``W (B, n)``; ties count 1/2."""
-    order = np.argsort(scores, kind="mergesort")
-    s = scores[order]
-    pos = positive[order]
-    Ws = W[:, order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    neg_g = np.add.reduceat(Ws * ~pos, starts, axis=1)
-    pos_g = np.add.reduceat(Ws * pos, starts, axis=1)
-    below = np.cumsum(neg_g, axis=1) - neg_g
-    n_pos, n_neg = pos_g.sum(axis=1), neg_g.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = (pos_g * (below + 0.5 * neg_g)).sum(axis=1) / (n_pos * n_neg)
-    auc[(n_pos == 0) | (n_neg == 0)] = np.nan
-    return auc
-
-
-def weighted_metrics(y: np.ndarray, proba: np.ndarray, W: np.ndarray) -> dict[str, np.ndarray]:
-    """The five summary metrics for every row of sample weights ``W (B, n)`` (vectorised).
-
-    ``y`` holds class codes (column indices of ``proba``). With ``W`` all ones this equals
-    :func:`point_metrics` (tested); bootstrap resamples are integer weights.
-    """
-    k = proba.shape[1]
-    pred = proba.argmax(axis=1)
-    out = _weighted_confusion_metrics(y, pred, W, k)
-    if k == 2:
-        out["roc_auc_ovr"] = _weighted_auc(proba[:, 1], y == 1, W)
-    else:
-        aucs = np.stack([_weighted_auc(proba[:, c], y == c, W) for c in range(k)], axis=1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: AUC undefined there
-            out["roc_auc_ovr"] = np.nanmean(aucs, axis=1)
-    return out
-
-
-def bootstrap_intervals(y_true: Sequence[Any], proba: np.ndarray, classes: Sequence[Any],
-                        n_boot: int = 1000, seed: int = 0, groups: Sequence[Any] | None = None,
-                        level: float = 0.95, chunk: int = 250) -> dict[str, list[float]]:
-    """Percentile bootstrap intervals of the summary metrics, vectorised over resamples.
-
-    Parameters
-    ----------
-    y_true, proba, classes : as in :func:`point_metrics`.
-    n_boot : int
-        Resamples; 0 gives no intervals.
-    seed : int
-        Seed of the resampling (same seed, same intervals).
-    groups : sequence, shape (n,), optional
-        Resample whole groups (patients, smears) instead of single samples.
-    level : float
-        Coverage of the interval.
-    chunk : int
-        Resamples per vectorised batch (memory ~ ``chunk * n`` floats).
-
-    Returns
-    -------
-    ``{metric: [low, high]}`` (NaN bounds where a metric is undefined in every resample).
-    """
-    if n_boot <= 0:
-        return {}
-    classes = np.asarray(classes).astype(str)
-    y = _codes(y_true, classes)
-    proba = np.asarray(proba, dtype=np.float64)
-    values: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
-    for W in bootstrap_weights(len(y), n_boot, seed, groups, chunk):
-        for m, v in weighted_metrics(y, proba, W).items():
-            values[m].append(v)
-    return {m: percentile_interval(np.concatenate(chunks), level) for m, chunks in values.items()}
-
-
-def bootstrap_weights(n: int, n_boot: int, seed: int = 0, groups: Sequence[Any] | None = None,
-                      chunk: int = 250) -> Iterator[np.ndarray]:
-    """Bootstrap resamples of ``n`` samples as integer weight matrices ``(b, n)``, ``chunk`` rows at a time.
-
-    Each row counts how often each sample was drawn. With ``groups``, whole groups (patients,
-    smears) are drawn with replacement and every member of a drawn group gets the group's count,
-    so a group is never split. The draws depend only on ``(n_groups, n_boot, seed)``: two
-    pipelines scored on the same samples get the *same* resamples (the paired bootstrap).
-    """
-    if groups is None:
-        gcode = np.arange(n)
-    else:
-        gcode = pd.factorize(pd.Series(np.asarray(groups).astype(str)))[0]
-    n_groups = int(gcode.max()) + 1 if n else 0
-    rng = np.random.default_rng(seed)
-    done = 0
-    while done < n_boot:
-        b = min(chunk, n_boot - done)
-        draw = rng.integers(0, n_groups, size=(b, n_groups))
-        flat = (np.arange(b)[:, None] * n_groups + draw).ravel()
-        counts = np.bincount(flat, minlength=b * n_groups).reshape(b, n_groups).astype(np.float64)
-        yield counts[:, gcode]
-        done += b
-
-
-def percentile_interval(values: np.ndarray, level: float = 0.95) -> list[float]:
-    """``[low, high]`` percentile interval of ``values``, NaNs (undefined resamples) left out."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[~np.isnan(v)]
-    if not len(v):
-        return [float("nan"), float("nan")]
-    alpha = (1 - level) / 2 * 100
-    return [float(np.percentile(v, alpha)), float(np.percentile(v, 100 - alpha))]
-
-
-def per_class_intervals(y_true: Sequence[Any], proba: np.ndarray, classes: Sequence[Any], n_boot: int = 1000,
-                        seed: int = 0, groups: Sequence[Any] | None = None, level: float = 0.95,
-                        chunk: int = 250) -> dict[str, dict[str, list[float]]]:
-    """Percentile bootstrap intervals of each class's precision, recall and F1.
-
-    Same resamples as :func:`bootstrap_intervals` (same ``seed`` and ``groups``). Undefined values
-    are left out of the percentiles: precision in a resample where the class is never predicted,
-    recall and F1 where the class is absent (the point values follow scikit-learn's
-    ``zero_division=0``; a class never predicted at all gets no precision interval).
-
-    Returns ``{class: {"precision": [lo, hi], "recall": [...], "f1": [...]}}``; ``{}`` when ``n_boot`` is 0.
-    """
-    if n_boot <= 0:
-        return {}
-    classes = np.asarray(classes).astype(str)
-    y = _codes(y_true, classes)
-    pred = np.asarray(proba, dtype=np.float64).argmax(axis=1)
-    k = len(classes)
-    parts: dict[str, list[np.ndarray]] = {"precision": [], "recall": [], "f1": []}
-    for W in bootstrap_weights(len(y), n_boot, seed, groups, chunk):
-        for key, v in class_scores(weighted_confusion(y, pred, W, k)).items():
-            parts[key].append(v)
-    stacked = {key: np.concatenate(v) for key, v in parts.items()}
-    return {str(c): {key: percentile_interval(v[:, i], level) for key, v in stacked.items()}
-            for i, c in enumerate(classes)}
-
-
-def class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """Precision, recall and F1 per class ``(B, k)`` of confusion matrices ``(B, k, k)`` (see
-    :func:`per_class_intervals` for the undefined cases)."""
-    tp = np.einsum("bii->bi", cm)
-    support = cm.sum(axis=2)
-    predicted = cm.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(predicted > 0, tp / np.where(predicted > 0, predicted, 1), np.nan)
-        recall = np.where(support > 0, tp / np.where(support > 0, support, 1), np.nan)
-        f1 = np.where(support > 0, 2 * tp / np.where(support > 0, support + predicted, 1), np.nan)
-    return {"precision": precision, "recall": recall, "f1": f1}
-
-
-def roc_points(y_true: Sequence[Any], proba: np.ndarray, classes: Sequence[Any],
-               max_points: int = 101) -> dict[str, dict[str, list[float]]]:
-    """One-vs-rest ROC curves (binary: the positive class), thinned to ``max_points`` for plotting."""
-    classes = np.asarray(classes).astype(str)
-    y = _codes(y_true, classes)
-    targets = [1] if len(classes) == 2 else range(len(classes))
-    out = {}
-    for c in targets:
-        pos = y == c
-        if not 0 < pos.sum() < len(y):
-            continue
-        fpr, tpr, _ = roc_curve(pos, proba[:, c])
-        if len(fpr) > max_points:
-            keep = np.unique(np.r_[np.linspace(0, len(fpr) - 1, max_points).round().astype(int)])
-            fpr, tpr = fpr[keep], tpr[keep]
-        out[str(classes[c])] = {"fpr": [round(float(v), 5) for v in fpr], "tpr": [round(float(v), 5) for v in tpr],
-                                "auc": float(roc_auc_score(pos, proba[:, c]))}
-    return out
-
-
-def summarize_folds(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean and sample standard deviation of each summary metric over folds (NaN-aware)."""
-    out = {}
-    for m in METRICS:
-        v = np.array([f[m] for f in per_fold], dtype=float)
-        v = v[~np.isnan(v)]
-        out[m] = {"mean": float(v.mean()) if len(v) else float("nan"),
-                  "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan")}
-    return out
 
 
 # ---- the run loop -----------------------------------------------------------------------------
@@ -813,7 +214,7 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
     ids = prepared.samples["id"].astype(str).to_numpy()
     y = np.asarray(prepared.y).astype(str)
     groups = prepared.samples["group"].astype(str).to_numpy() if "group" in prepared.samples.columns else None
-    folds, hold = fold_rows(splits, ids)
+    folds, hold = rows_by_fold(splits, ids)
     progress("materialized", pipeline=name, n=len(ids), failed=n_failed, seconds=timing["materialize_seconds"])
 
     oof = np.full((len(ids), len(classes)), np.nan)
@@ -873,7 +274,7 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
     boot_groups = groups[evaluated] if groups is not None and splits.grouped else None
     per_class_ci = per_class_intervals(y[evaluated], oof[evaluated], classes, n_boot=n_boot, seed=seed,
                                        groups=boot_groups)
-    calibration = calibration_summary(_codes(y[evaluated], classes), oof[evaluated], n_boot=n_boot, seed=seed,
+    calibration = calibration_summary(label_codes(y[evaluated], classes), oof[evaluated], n_boot=n_boot, seed=seed,
                                       groups=boot_groups)
     n_test = int(evaluated.sum())
     timing |= {"fit_seconds": fit_s, "fit_seconds_reported": fit_inner, "predict_seconds": pred_s,
@@ -930,7 +331,7 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
                        "per_class": hm["per_class"],
                        "per_class_ci95": per_class_intervals(y[hold_rows], proba, classes, n_boot=n_boot, seed=seed,
                                                              groups=hold_groups),
-                       "calibration": calibration_summary(_codes(y[hold_rows], classes), proba, n_boot=n_boot,
+                       "calibration": calibration_summary(label_codes(y[hold_rows], classes), proba, n_boot=n_boot,
                                                           seed=seed, groups=hold_groups),
                        "confusion": hm["confusion"], "n_fit": int(len(dev_rows))}
         if getattr(fitted, "reliability_", None):
@@ -969,14 +370,6 @@ def _merge_top(tops: list[list[dict[str, Any]]]) -> list[dict[str, Any]] | None:
         merged["method"] = method
     merged = merged.sort_values(value_cols[0], ascending=False, kind="mergesort")
     return [{k: (float(v) if k in value_cols else v) for k, v in r.items()} for r in merged.to_dict("records")]
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and the libraries results depend on (read from metadata, nothing imported)."""
-    from .util.versions import installed_versions
-
-    return installed_versions(("medfuse", "numpy", "pandas", "scikit-learn", "scikit-image", "xgboost", "keras",
-                               "tensorflow-cpu", "tensorflow", "joblib"), python=True)
 
 
 def data_report_dict(report: Any) -> dict[str, Any] | None:
@@ -1158,7 +551,7 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
                  "test": test_sel.to_dict() if test_sel is not None else None},
         "splits": splits.to_dict(),
         "pipelines": {},
-        "versions": versions(),
+        "versions": library_versions(environment=True),
         "timing": {},
     }
     predictions: dict[str, pd.DataFrame] = {}

@@ -5,7 +5,7 @@ For two pipelines A and B (A ranked above B on the leaderboard) and the samples 
 * **Difference** ``A - B`` in accuracy, macro F1 and ROC AUC, with a **paired bootstrap**
   percentile interval: each resample draws samples (or whole groups — patients, smears — when the
   split is grouped) once, and *both* pipelines are scored on that same resample
-  (:func:`medfuse.evaluation.bootstrap_weights` with one seed), so the interval is that of the
+  (:func:`medfuse.metrics.bootstrap_weights` with one seed), so the interval is that of the
   difference, not of two independent estimates.
 * **McNemar's exact test** on the discordant pairs: ``a_only`` samples A got right and B wrong,
   ``b_only`` the reverse; under "equal error rates" ``a_only ~ Binomial(a_only + b_only, 1/2)``,
@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .metrics import bootstrap_weights, percentile_interval, weighted_metrics
 
 PAIRED_METRICS = ("accuracy", "f1_macro", "roc_auc_ovr")
 """Metrics whose paired difference is reported."""
@@ -87,8 +89,6 @@ def bootstrap_values(y: np.ndarray, proba: np.ndarray, n_boot: int, seed: int = 
     The resamples depend only on ``(len(y), groups, n_boot, seed)``: two pipelines' values from
     the same arguments are paired resample by resample.
     """
-    from .evaluation import bootstrap_weights, weighted_metrics
-
     parts: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
     for W in bootstrap_weights(len(y), n_boot, seed, groups):
         values = weighted_metrics(y, proba, W)
@@ -104,8 +104,6 @@ def paired_bootstrap(y: np.ndarray, proba_a: np.ndarray, proba_b: np.ndarray, n_
 
     Returns ``{"diff": {metric: value}, "ci95": {metric: [lo, hi]}}`` (``ci95`` empty when ``n_boot`` is 0).
     """
-    from .evaluation import weighted_metrics
-
     ones = np.ones((1, len(y)))
     pa, pb = weighted_metrics(y, proba_a, ones), weighted_metrics(y, proba_b, ones)
     out: dict[str, dict[str, Any]] = {"diff": {m: float(pa[m][0] - pb[m][0]) for m in metrics}, "ci95": {}}
@@ -117,8 +115,6 @@ def paired_bootstrap(y: np.ndarray, proba_a: np.ndarray, proba_b: np.ndarray, n_
 
 
 def _diff_intervals(va: dict[str, np.ndarray], vb: dict[str, np.ndarray], level: float) -> dict[str, list[float]]:
-    from .evaluation import percentile_interval
-
     return {m: percentile_interval(va[m] - vb[m], level) for m in va}
 
 

@@ -46,9 +46,11 @@ from typing import Any
 import numpy as np
 
 from .calibration import DEFINITION as CALIBRATION_DEFINITION
-from .evaluation import METRICS, StudyResult, cv_text
+from .evaluation import StudyResult
 from .gallery import gallery_images
+from .metrics import METRICS
 from .outputs import atomic_output, write_bytes, write_text
+from .splits import cv_text
 from .util import jsonable
 
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.", "f1_macro": "Macro F1",

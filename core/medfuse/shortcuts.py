@@ -166,7 +166,7 @@ def run_shortcuts(samples: pd.DataFrame, splits: Any, classes: np.ndarray, *, se
     Returns ``{"status": "ok", "baselines": {group: {metrics, ci95, n, test?}}, "chance", ...}`` or
     ``{"status": "skipped", "reason": ...}`` when the samples have no readable image files.
     """
-    from .evaluation import METRICS, bootstrap_intervals, point_metrics
+    from .metrics import METRICS, bootstrap_intervals, point_metrics
 
     t0 = time.perf_counter()
     paths = samples["path"].tolist() if "path" in samples.columns else [None] * len(samples)

@@ -12,7 +12,7 @@ splits see the development rows only. Then the test set is checked and trimmed:
   per-class cap applies to it too (quick runs stay quick).
 
 :func:`combine` appends the kept test rows to the development rows, so every pipeline prepares
-both once; the splits mark test rows with fold ``-1`` (see :func:`medfuse.evaluation.add_test_rows`).
+both once; the splits mark test rows with fold ``-1`` (see :func:`medfuse.splits.add_test_rows`).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def split_test(study: Study, data: SampleTable, test_data: SampleTable | None = 
 def select_test(dev: SampleTable, test: SampleTable, source: str, classes: np.ndarray, *, dedupe: bool = True,
                 max_per_class: int = 0, seed: int = 0) -> TestSelection:
     """Check the test set's classes, drop its duplicates of ``dev`` content, dedupe and cap it."""
-    from .evaluation import select_samples
+    from .splits import select_samples
 
     labels = test.samples["label"].astype(str)
     unknown = sorted(set(labels) - set(classes.astype(str)))

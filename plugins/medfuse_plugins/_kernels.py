@@ -20,7 +20,7 @@ import numpy as np
 
 @numba.njit(cache=True, nogil=True)
 def lbp_uniform(gray, inside, r0, r1, c0, c1, pad, y0, x0, fy, fx, wx, n_points, start,
-                hist_start, eps, hist, codes):
+                hist_start, eps, hist):
     """Uniform rotation-invariant LBP of the ``inside`` pixels in the box ``[r0:r1, c0:c1]``,
     for every scale in one pass over the box's rows.
 
@@ -28,9 +28,8 @@ def lbp_uniform(gray, inside, r0, r1, c0, c1, pad, y0, x0, fy, fx, wx, n_points,
     concatenated, scale ``s`` owning ``start[s]:start[s] + n_points[s]``): floor offsets
     ``y0, x0`` (int64), fractions ``fy, fx`` and ``wx = 1 - fx`` (float32). Bit = interpolated
     neighbour >= centre - ``eps`` (float32). Adds each pixel's code to ``hist`` (int64, scale
-    ``s``'s ``P + 2`` bins from ``hist_start[s]``); if ``codes`` has columns, also writes the
-    codes there, ``(n_scales, n_inside)``, in row-major pixel order. Per row, only the span
-    between its first and last inside pixel is computed.
+    ``s``'s ``P + 2`` bins from ``hist_start[s]``). Per row, only the span between its first and
+    last inside pixel is computed.
     """
     h, w = r1 - r0, c1 - c0
     Wg = w + 2 * pad
@@ -45,19 +44,15 @@ def lbp_uniform(gray, inside, r0, r1, c0, c1, pad, y0, x0, fy, fx, wx, n_points,
     changes = np.empty(w, np.uint8)
     first = np.empty(w, np.uint8)
     prev = np.empty(w, np.uint8)
-    want_codes = codes.shape[1] > 0
     n_scales = n_points.shape[0]
-    k0 = 0  # index of the row's first inside pixel in row-major order
     for y in range(h):
         gy = y + pad
-        n_in = 0
         lo, hi = w, 0  # the row's inside span: only its pixels get codes
         for x in range(w):
             if inside[r0 + y, c0 + x]:
-                n_in += 1
                 lo = min(lo, x)
                 hi = x + 1
-        if n_in == 0:
+        if hi == 0:
             continue
         for x in range(lo, hi):
             centre[x] = g[gy, x + pad] - eps
@@ -101,16 +96,11 @@ def lbp_uniform(gray, inside, r0, r1, c0, c1, pad, y0, x0, fy, fx, wx, n_points,
                         changes[x] = changes[x] + (bit ^ prev[x])
                         prev[x] = bit
             hb = hist_start[s]
-            k = k0
             for x in range(lo, hi):
                 if inside[r0 + y, c0 + x]:
                     c = changes[x] + (prev[x] ^ first[x])
                     code = ones[x] if c <= 2 else P + 1
                     hist[hb + code] += 1
-                    if want_codes:
-                        codes[s, k] = code
-                    k += 1
-        k0 += n_in
 
 
 @numba.njit(cache=True, nogil=True)
@@ -165,22 +155,6 @@ def _lab_code(xyz, cube):
 @numba.njit(cache=True, nogil=True)
 def _code8(v):
     return np.uint8(min(max(v + np.float32(0.5), np.float32(0.0)), np.float32(255.0)))
-
-
-@numba.njit(cache=True, nogil=True)
-def lab_codes(xyz, cube):
-    """The uint8 Lab codes ``(3, N)`` that :func:`colour_histograms` counts, from the same
-    float32 ``(N, 3)`` XYZ and cube roots; for tests."""
-    n = xyz.shape[0]
-    out = np.empty((3, n), np.uint8)
-    for k in range(n):
-        fx = _lab_code(xyz[k, 0], cube[k, 0])
-        fy = _lab_code(xyz[k, 1], cube[k, 1])
-        fz = _lab_code(xyz[k, 2], cube[k, 2])
-        out[0, k] = _code8((np.float32(116.0) * fy - np.float32(16.0)) * np.float32(2.55))
-        out[1, k] = _code8(np.float32(500.0) * (fx - fy) + np.float32(128.0))
-        out[2, k] = _code8(np.float32(200.0) * (fy - fz) + np.float32(128.0))
-    return out
 
 
 @numba.njit(cache=True, nogil=True)

@@ -370,9 +370,9 @@ _DEFAULT_MEMBERS: list[dict[str, Any]] = [{"plugin": "logreg"}, {"plugin": "rand
 
 
 def _member_classifiers(owner: str, estimators: list[Any] | None, seed: int) -> list[Classifier]:
-    from medfuse.host import get_host
+    """The ensemble's members, created through :func:`medfuse.get_plugin` (parameters checked)."""
+    import medfuse
 
-    host = get_host()
     out = []
     for i, ref in enumerate(estimators if estimators is not None else _DEFAULT_MEMBERS):
         if isinstance(ref, str):
@@ -383,12 +383,15 @@ def _member_classifiers(owner: str, estimators: list[Any] | None, seed: int) -> 
         if ref["plugin"] in ("soft_vote", "stacking"):
             raise PluginError(f"{owner}: estimators[{i}] cannot itself be an ensemble")
         params = dict(ref.get("params", {}))
-        cls = host.get(ref["plugin"], "classifier")
-        if cls.input != "features":
+        try:
+            member = medfuse.get_plugin(ref["plugin"], "classifier", **params)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInputError(f"{owner}: estimators[{i}] {ref['plugin']!r}: {exc}") from None
+        if member.input != "features":
             raise PluginError(f"{owner}: estimators[{i}] {ref['plugin']!r} does not take feature matrices")
-        if "random_state" in cls.param_schema():
-            params.setdefault("random_state", seed)
-        out.append(host.create(ref["plugin"], params, "classifier"))
+        if "random_state" in member.param_schema() and "random_state" not in params:
+            member.set_params(random_state=seed)
+        out.append(member)
     if not out:
         raise PluginError(f"{owner}: estimators is empty")
     return out
@@ -416,11 +419,6 @@ class SoftVote(Classifier):
     def validate_params(self) -> None:
         """Every member is a known feature classifier with valid parameters; one weight per member."""
         members = _member_classifiers(self.name, self.estimators, self.random_state)
-        for i, m in enumerate(members):
-            try:
-                m.validate_params()
-            except (ValueError, TypeError) as exc:
-                raise InvalidInputError(f"{self.name}: estimators[{i}] {m.name!r}: {exc}") from None
         weights = getattr(self, "weights", None)  # Stacking has none
         if weights is not None and len(weights) != len(members):
             raise InvalidInputError(f"{self.name}: {len(weights)} weights for {len(members)} estimators")

@@ -497,12 +497,3 @@ def medfuse_plugins():
 def resolve_mask(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """The given mask, or the default ``otsu_cell`` mask (default parameters) when ``None``."""
     return cell_mask(image) if mask is None else mask
-
-
-def crop_to_mask(image: np.ndarray, mask: np.ndarray, pad: int = 0):
-    """``(image, mask)`` cut to the bounding box of ``mask > 0`` grown by ``pad``; ``None`` when
-    the mask is empty."""
-    box = bbox(mask > 0, pad)
-    if box is None:
-        return None
-    return image[box], mask[box]

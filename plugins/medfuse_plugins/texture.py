@@ -104,37 +104,22 @@ def _lbp_tables(pairs: tuple[tuple[int, float], ...]):
     return y0, x0, fy, fx, wx, n_points, start, hist_start, pad
 
 
-def _lbp_run(gray: np.ndarray, pairs, inside: np.ndarray, with_codes: bool):
+def lbp_histograms(gray: np.ndarray, pairs, inside: np.ndarray) -> list[np.ndarray]:
+    """Counts of the uniform LBP codes (``P + 2`` bins, int64) of the ``inside`` pixels of a
+    uint8 image for every ``(P, R)`` in ``pairs``, in one compiled pass over the bounding box of
+    ``inside``; the codes are those of ``tests/reference_impl.uniform_lbp_reference``."""
     from ._kernels import lbp_uniform
 
     pairs = tuple((int(p), float(r)) for p, r in pairs)
     y0, x0, fy, fx, wx, n_points, start, hist_start, pad = _lbp_tables(pairs)
     hist = np.zeros(int((n_points + 2).sum()), np.int64)
     rows = np.flatnonzero(inside.any(axis=1))
-    n_in = int(np.count_nonzero(inside)) if with_codes else 0
-    codes = np.zeros((len(pairs), n_in), np.int64)
     if rows.size:
         cols = np.flatnonzero(inside.any(axis=0))
         lbp_uniform(np.ascontiguousarray(gray, np.uint8), np.ascontiguousarray(inside, np.bool_),
                     int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1, pad,
-                    y0, x0, fy, fx, wx, n_points, start, hist_start, np.float32(1e-4), hist, codes)
-    return hist, codes
-
-
-def lbp_histograms(gray: np.ndarray, pairs, inside: np.ndarray) -> list[np.ndarray]:
-    """Counts of the uniform LBP codes (``P + 2`` bins, int64) of the ``inside`` pixels of a
-    uint8 image for every ``(P, R)`` in ``pairs``, in one compiled pass over the bounding box of
-    ``inside``; the codes are those of ``tests/reference_impl.uniform_lbp_reference``."""
-    hist, _ = _lbp_run(gray, pairs, inside, False)
-    return np.split(hist, np.cumsum([int(p) + 2 for p, _ in pairs])[:-1])
-
-
-def uniform_lbp(gray: np.ndarray, P: int, R: float, inside: np.ndarray) -> np.ndarray:
-    """Uniform rotation-invariant LBP codes (0..P+1) of the ``inside`` pixels of a uint8 image,
-    int64 ``(n_inside,)`` in row-major order; compiled, the codes of
-    ``tests/reference_impl.uniform_lbp_reference``."""
-    return _lbp_run(gray, [(P, R)], inside, True)[1][0]
-
+                    y0, x0, fy, fx, wx, n_points, start, hist_start, np.float32(1e-4), hist)
+    return np.split(hist, np.cumsum([p + 2 for p, _ in pairs])[:-1])
 
 
 def first_order(values: np.ndarray) -> dict[str, float]:

@@ -238,7 +238,7 @@ class _Display:
             test = f", test {info['test_accuracy']:.3f}" if info.get("test_accuracy") is not None else ""
             self._say(f"  {info['baseline']}: accuracy {info['accuracy']:.3f}{test}")
         elif event == "splits":
-            from ..evaluation import cv_text
+            from ..splits import cv_text
 
             self.folds = info["run_folds"]
             leak = "no leakage" if info["leakage"]["ok"] else "[red]LEAKAGE[/]"
@@ -346,8 +346,8 @@ def _print_paired(out: Any, results: dict[str, Any]) -> None:
 def _print_summary(results: dict[str, Any], paths: dict[str, Path], quiet: bool) -> None:
     from rich.table import Table
 
-    from ..evaluation import cv_text
     from ..report import METRIC_LABELS, _ci, _num, vs_best_text
+    from ..splits import cv_text
 
     out = make_console()
     metrics = [m for m in results["settings"]["metrics"] if m in METRIC_LABELS]

@@ -26,6 +26,11 @@ def _first_existing(folder: Path, names: tuple[str, ...]) -> Path | None:
     return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
+def _column_params(label: str | None, id_column: str | None) -> dict[str, str]:
+    """``label_column`` / ``id_column`` loader parameters from ``--label`` / ``--id-column`` (when given)."""
+    return {k: v for k, v in (("label_column", label), ("id_column", id_column)) if v}
+
+
 def _columns(path: Path) -> list[str]:
     from ..loading import read_table
 
@@ -58,18 +63,11 @@ def detect(path: Path, loader: str | None = None, masks: Path | None = None, tab
         if loader is None:
             loader = "manifest" if "path" in _columns(path) else "table"
         params["path"] = str(path)
-        if loader == "table":
-            if label is None:
-                cols = _columns(path)
-                label = "label" if "label" in cols else cols[-1]
-            params["label_column"] = label
-            if id_column:
-                params["id_column"] = id_column
-        elif loader == "manifest":
-            if label:
-                params["label_column"] = label
-            if id_column:
-                params["id_column"] = id_column
+        if loader == "table" and label is None:
+            cols = _columns(path)
+            label = "label" if "label" in cols else cols[-1]
+        if loader in ("table", "manifest"):
+            params |= _column_params(label, id_column)
         else:
             raise click.UsageError(f"--loader {loader} needs a folder, not the file {path}")
         return loader, params, path.parent
@@ -90,10 +88,7 @@ def detect(path: Path, loader: str | None = None, masks: Path | None = None, tab
         labels = table or _first_existing(path, ("labels.csv", "labels.xlsx"))
         if labels:
             params["labels"] = str(labels)
-        if label:
-            params["label_column"] = label
-        if id_column:
-            params["id_column"] = id_column
+        params |= _column_params(label, id_column)
     elif loader == "folder":
         # root/images/<class>/ (+ root/masks/<class>/, root/table.csv) or root/<class>/
         params = {"path": str(images if classes_in_images else path)}

@@ -41,11 +41,12 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
     is written under a temporary name and renamed, so it is complete or absent. --set
     BLOCK.PARAM=VALUE changes a block's parameter (recorded in the manifest's study.overrides).
     """
-    from ..bundle import load_bundle, train_bundle
+    from ..bundle import load_bundle
     from ..errors import MedfuseError
     from ..host import get_host
     from ..outputs import guarded_output, is_disk_full
     from ..study import resolve_study
+    from ..training import train_bundle
 
     occupied = out.is_file() or (out.is_dir() and any(out.iterdir()))
     if occupied and not force:  # the same check write_bundle makes, before the training instead of after

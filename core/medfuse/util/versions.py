@@ -6,6 +6,11 @@ import importlib.metadata as md
 import platform
 from collections.abc import Iterable
 
+LIBRARIES = ("numpy", "scipy", "pandas", "scikit-learn", "scikit-image", "xgboost", "keras",
+             "tensorflow", "tensorflow-cpu", "joblib", "pillow", "simplejpeg", "pyarrow", "skops",
+             "onnx", "onnxruntime", "tf2onnx")
+"""The libraries medfuse's results and bundles depend on (recorded beside both)."""
+
 
 def dist_version(name: str, missing: str | None = None) -> str | None:
     """The installed version of distribution ``name``, or ``missing`` when it is not installed."""
@@ -24,3 +29,11 @@ def installed_versions(names: Iterable[str], python: bool = False) -> dict[str, 
         if version is not None:
             out[name] = version
     return out
+
+
+def library_versions(environment: bool = False) -> dict[str, str]:
+    """Installed versions of :data:`LIBRARIES` (absent ones left out); with ``environment``, also
+    ``python``, ``platform`` and ``medfuse`` first (a results file's ``versions``; a bundle's
+    manifest records those under keys of its own)."""
+    names = ("medfuse", *LIBRARIES) if environment else LIBRARIES
+    return installed_versions(names, python=environment)
