@@ -297,6 +297,11 @@ def shortcut_lines(results: dict[str, Any]) -> list[str]:
         t = fmt_ci(test["metrics"]["accuracy"], (test.get("ci95") or {}).get("accuracy")) if test else "–"
         lines.append(f"| {name} | " + (f"{t} | " if tested else "") + f"{cv} |")
     lines.append("")
+    added = sc.get("added")
+    if added:
+        lines += [f"These baselines were added on {added['date']} by `{added['command']}` ({added['seconds']:.0f} s) on "
+                  f"the folds of the pipelines above ({added['n_selected']} samples), which were not re-fitted; the "
+                  f"warning rule compares them with the pipelines' accuracy from {added['pipelines_from']}.", ""]
     if sc.get("warnings"):
         lines += ["**Shortcut warning** (the study is flagged):", "", *(f"- {w}." for w in sc["warnings"]), ""]
     else:
@@ -420,7 +425,12 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--render", action="store_true",
                     help="run nothing: rewrite RESULTS.md and the README table from the saved parts")
+    ap.add_argument("--shortcuts-only", action="store_true",
+                    help="fit only the shortcut baselines of the studies (--only, else all of the hour) on the folds "
+                         "of their stored run, merge them into it (no pipeline is re-fitted) and rewrite RESULTS.md")
     args = ap.parse_args()
+    if args.shortcuts_only and (args.quick or args.render):
+        ap.error("--shortcuts-only takes neither --quick nor --render")
     if args.render:
         write_results(args.out, args.results)
         return
@@ -441,6 +451,13 @@ def main() -> None:
     def selected(name: str) -> bool:
         return not only or name in only
 
+    if args.shortcuts_only:
+        for run in PLAN:
+            if selected(run.study) and not (run.extra and not only):
+                shortcuts_only(run, root, args)
+        write_results(args.out, args.results)
+        return
+
     cache = args.out / "cache"
     t_all = time.perf_counter()
     segmented: set[str] = set()
@@ -448,15 +465,11 @@ def main() -> None:
         if not selected(run.study) or (run.extra and not only):
             continue
         print(f"\n=== {run.study} ===", flush=True)
-        folds = 2 if args.quick else None if args.full else run.folds
-        run_folds = None if args.quick or args.full else run.run_folds
-        cap = 10 if args.quick else None if args.full else run.max_per_class
         t = time.perf_counter()
         try:
             results = execute(run.study, list(run.pipelines) or None, data_root=str(root),
-                              out_dir=str(args.out / run.study), jobs=args.jobs, folds=folds, run_folds=run_folds,
-                              max_per_class=cap,
-                              bootstrap=100 if args.quick else run.bootstrap, cache_dir=str(cache), quiet=False)
+                              out_dir=str(args.out / run.study), jobs=args.jobs, cache_dir=str(cache), quiet=False,
+                              **run_settings(run, args))
             section = study_section(results, run, time.perf_counter() - t)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - one failing study must not stop the table
             print(f"{run.study} failed: {exc}", flush=True)
@@ -472,6 +485,95 @@ def main() -> None:
     print(f"\ndone in {(time.perf_counter() - t_all) / 60:.1f} min", flush=True)
     if not args.quick:
         write_results(args.out, args.results)
+
+
+def run_settings(run: Run, args: argparse.Namespace) -> dict[str, Any]:
+    """Folds, folds run, per-class cap and bootstrap of one study run (budget overrides, ``--full`` or ``--quick``)."""
+    return {"folds": 2 if args.quick else None if args.full else run.folds,
+            "run_folds": None if args.quick or args.full else run.run_folds,
+            "max_per_class": 10 if args.quick else None if args.full else run.max_per_class,
+            "bootstrap": 100 if args.quick else run.bootstrap}
+
+
+SPLIT_KEYS = ("method", "folds", "run_folds", "grouped", "fold_sizes")
+
+
+def section_pipelines(lines: list[str]) -> dict[str, dict[str, Any]]:
+    """CV (and test) accuracy of each pipeline of a RESULTS.md section's table, shaped like
+    ``results["pipelines"]`` for :func:`medfuse.shortcuts.flag_shortcuts`."""
+    def value(cell: str | None) -> float | None:
+        m = re.match(r"\s*(\d+(?:\.\d+)?)", cell or "")
+        return float(m.group(1)) if m else None
+
+    out: dict[str, dict[str, Any]] = {}
+    for row in pipeline_table(lines):
+        cv = value(row.get("CV accuracy [95% CI]") or row.get("accuracy [95% CI]"))
+        if cv is None:
+            continue
+        out[row["pipeline"]] = {"status": "ok", "metrics": {"accuracy": cv}}
+        test = value(row.get("test accuracy [95% CI]"))
+        if test is not None:
+            out[row["pipeline"]]["test"] = {"metrics": {"accuracy": test}}
+    return out
+
+
+def shortcuts_only(run: Run, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Fit one study's shortcut baselines on the folds of its stored run, without fitting a pipeline.
+
+    The folds come from the same settings as the study run (:func:`run_settings`), checked against
+    the stored ``--out/<study>/results.json`` (same method, folds, fold sizes and samples). The
+    warning is decided against the stored pipelines (from results.json, else from the study's
+    table in the current RESULTS.md). Writes ``--out/<study>/shortcuts.json`` and, where the study's
+    results.json exists, replaces its ``shortcuts`` entry. Returns the shortcuts record.
+    """
+    from medfuse.evaluation import run_study
+    from medfuse.host import get_host
+    from medfuse.shortcuts import flag_shortcuts
+    from medfuse.study import resolve_study
+
+    print(f"\n=== {run.study} (shortcut baselines only) ===", flush=True)
+    t = time.perf_counter()
+    folder = args.out / run.study
+    stored_file = folder / "results.json"
+    stored = json.loads(stored_file.read_text(encoding="utf-8")) if stored_file.exists() else None
+    if stored is not None:
+        pipelines, where = stored["pipelines"], "its stored results.json"
+    else:
+        kept = kept_parts(args.results).get(run.study)
+        if kept is None:
+            sys.exit(f"{run.study}: neither {stored_file} nor a '### {run.study}' section in {args.results}: "
+                     f"run the study first (`python bench/run_studies.py --only {run.study}`)")
+        pipelines, where = section_pipelines(kept["lines"]), f"its table in {args.results.name}"
+    study = resolve_study(run.study)
+    host = get_host()
+    data = host.create(study.dataset.loader, study.dataset.params, kind="loader").load(root, jobs=args.jobs)
+    test_data = None
+    if study.test is not None and study.test.loader is not None:
+        test_data = host.create(study.test.loader, study.test.params, kind="loader").load(root, jobs=args.jobs)
+    settings = run_settings(run, args)
+    res = run_study(study, data, [], folds=settings["folds"], run_folds=settings["run_folds"],
+                    max_per_class=settings["max_per_class"], n_boot=settings["bootstrap"], test_data=test_data,
+                    shortcuts=True, jobs=args.jobs).results
+    if stored is not None:
+        now = {k: res["splits"].get(k) for k in SPLIT_KEYS} | {"n_selected": res["data"]["n_selected"]}
+        then = {k: stored["splits"].get(k) for k in SPLIT_KEYS} | {"n_selected": stored["data"]["n_selected"]}
+        if now != then:
+            sys.exit(f"{run.study}: the folds now ({now}) differ from those of {stored_file} ({then}): the data or "
+                     f"the settings changed; re-run the study (`python bench/run_studies.py --only {run.study}`)")
+    ev = study.evaluation
+    sc = flag_shortcuts(res["shortcuts"], pipelines, ev.shortcut_margin, ev.shortcut_separable)
+    sc["added"] = {"date": f"{datetime.now():%Y-%m-%d %H:%M}", "seconds": round(time.perf_counter() - t, 1),
+                   "pipelines_from": where, "n_selected": res["data"]["n_selected"],
+                   "command": f"python bench/run_studies.py --shortcuts-only --only {run.study}"}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "shortcuts.json").write_text(json.dumps(sc, indent=1), encoding="utf-8")
+    if stored is not None:
+        stored["shortcuts"] = sc
+        stored_file.write_text(json.dumps(stored, indent=1), encoding="utf-8")
+    accs = {n: b.get("metrics", {}).get("accuracy") for n, b in sc.get("baselines", {}).items()}
+    print(f"{run.study}: {sc.get('status')} {accs} flagged={sc.get('flagged')} "
+          f"({time.perf_counter() - t:.0f} s)", flush=True)
+    return sc
 
 
 def run_segmentation(seg: SegRun, root: Path, args: argparse.Namespace, eval_unet: Any) -> None:
@@ -545,8 +647,15 @@ def kept_parts(target: Path) -> dict[str, dict[str, Any]]:
     return parts
 
 
-def with_study_notes(name: str, lines: list[str]) -> list[str]:
-    """A kept study section with today's *Tuned* line, and a note where it predates shortcut baselines."""
+def with_study_notes(name: str, lines: list[str], shortcuts: dict[str, Any] | None = None) -> list[str]:
+    """A kept study section with today's *Tuned* line and its shortcut baselines: ``shortcuts`` (from
+    ``--shortcuts-only``) replace the section's own, else a note where the section predates them."""
+    if shortcuts is not None:
+        at = next((i for i, ln in enumerate(lines) if ln.startswith("Shortcut baselines")), len(lines))
+        lines = lines[:at]
+        while lines and not lines[-1]:
+            lines.pop()
+        lines += ["", *shortcut_lines({"shortcuts": shortcuts})]
     at = next((i for i, ln in enumerate(lines) if ln.startswith("Tuned: ")), None)
     if at is not None:  # today's line replaces it, blank line and all
         lines = lines[:at] + lines[at + (2 if lines[at + 1:at + 2] == [""] else 1):]
@@ -574,7 +683,9 @@ def write_results(out: Path, target: Path) -> None:
             if name in kept:
                 part = kept[name]
                 if name in runs and not any(ln.startswith("**failed**") for ln in part["lines"]):
-                    part["lines"] = with_study_notes(name, part["lines"])
+                    added = out / name / "shortcuts.json"
+                    part["lines"] = with_study_notes(name, part["lines"], json.loads(added.read_text(encoding="utf-8"))
+                                                     if added.exists() else None)
                 parts.append(part)
             else:
                 missing.append(name)

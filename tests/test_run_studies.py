@@ -324,3 +324,95 @@ def test_section_lists_the_weights_select_pipelines_learnt():
     lines = bench.study_section(results, run, 300.0)
     assert "- fused: fold 1: classical 1.50, deep 0.00; test fit: classical 1.50, deep 0.00" in lines
     assert not any("combine = " in ln for ln in bench.study_section(results_with_test(), run, 300.0))
+
+
+LEAKY = """
+[studies.leaky]
+dataset = { loader = "folder", params = { path = "images" } }
+evaluation = { folds = 3, seed = 0, bootstrap = 50 }
+blocks.hog = { plugin = "hog", params = { size = 24, pixels_per_cell = 6 } }
+pipelines.hog = { blocks = ["hog"], classifier = { plugin = "logreg" } }
+"""
+
+
+def leaky_study(tmp_path, monkeypatch):
+    """Noise images whose two classes differ only in size and brightness, a study file for them that
+    ``resolve_study("leaky")`` finds, and the bench module planning that study alone."""
+    import medfuse.study as study_module
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for label, side, mean in (("small", 24, 90), ("large", 32, 160)):
+        (root / "images" / label).mkdir(parents=True)
+        for i in range(12):
+            img = np.clip(rng.normal(mean, 30, (side, side)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / "images" / label / f"{label}_{i:03d}.png")
+    (tmp_path / "leaky.toml").write_text(LEAKY)
+    real = study_module.resolve_study
+    monkeypatch.setattr(study_module, "resolve_study", lambda name: real(f"{tmp_path / 'leaky.toml'}:{name}"))
+    bench = load_bench()
+    run = bench.Run("leaky", folds=3, bootstrap=50)
+    monkeypatch.setattr(bench, "PLAN", [run])
+    monkeypatch.setattr(bench, "SEGMENTATION", [])
+
+    def no_fit(*a, **k):
+        raise AssertionError("--shortcuts-only fitted a pipeline")
+
+    monkeypatch.setattr("medfuse.pipeline.PipelineRunner.fit", no_fit)
+    return bench, run, root
+
+
+def test_shortcuts_only_adds_baselines_to_a_kept_section_without_fitting(tmp_path, monkeypatch):
+    import argparse
+
+    bench, run, root = leaky_study(tmp_path, monkeypatch)
+    target = tmp_path / "RESULTS.md"
+    target.write_text("# Results\n\n*Written (runs of 2026-11-23; medfuse 0.1.0); 2 minutes in all.*\n\n"
+                      "Minutes per part: leaky 2.0.\n\n### leaky\n\nReported by the original study: –.\n\n"
+                      "| pipeline | accuracy [95% CI] |\n|---|---|\n| hog | 0.700 [0.500, 0.900] |\n\n"
+                      "Shortcut baselines: not run for this section (kept from an earlier run).\n")
+    out = tmp_path / "out"
+    args = argparse.Namespace(out=out, results=target, jobs=1, quick=False, full=False)
+    sc = bench.shortcuts_only(run, root, args)
+    assert sc["status"] == "ok" and sc["baselines"]["intensity"]["metrics"]["accuracy"] >= 0.95
+    assert sc["flagged"] and json.loads((out / "leaky" / "shortcuts.json").read_text())["flagged"]
+    assert sc["added"]["n_selected"] == 24 and "its table in RESULTS.md" == sc["added"]["pipelines_from"]
+    bench.write_results(out, target)
+    text = target.read_text()
+    assert "not run for this section" not in text and "| shortcut baseline | CV accuracy [95% CI] |" in text
+    assert "**Shortcut warning** (the study is flagged):" in text and "separates the classes" in text
+    assert "`python bench/run_studies.py --shortcuts-only --only leaky`" in text
+    assert "| hog | 0.700 [0.500, 0.900] |" in text and "leaky 2.0" in text  # the pipelines and minutes are kept
+    bench.write_results(out, target)
+    assert target.read_text() == text
+
+
+def test_shortcuts_only_merges_into_stored_results_on_the_same_folds(tmp_path, monkeypatch):
+    import argparse
+
+    from medfuse.evaluation import run_study
+    import medfuse.study as study_module
+    from medfuse.host import get_host
+
+    bench, run, root = leaky_study(tmp_path, monkeypatch)
+    study = study_module.resolve_study("leaky")
+    data = get_host().create("folder", study.dataset.params, kind="loader").load(root)
+    stored = run_study(study, data, [], folds=3, n_boot=50, shortcuts=False).results
+    assert stored["pipelines"] == {} and stored["shortcuts"]["status"] == "off"  # [] runs no pipeline
+    stored["pipelines"] = {"hog": {"status": "ok", "metrics": {"accuracy": 1.0}}}
+    (tmp_path / "out" / "leaky").mkdir(parents=True)
+    stored_file = tmp_path / "out" / "leaky" / "results.json"
+    stored_file.write_text(json.dumps(stored))
+    args = argparse.Namespace(out=tmp_path / "out", results=tmp_path / "RESULTS.md", jobs=1, quick=False, full=False)
+    bench.shortcuts_only(run, root, args)
+    merged = json.loads(stored_file.read_text())
+    assert merged["shortcuts"]["status"] == "ok" and merged["pipelines"] == stored["pipelines"]
+    assert merged["shortcuts"]["added"]["pipelines_from"] == "its stored results.json"
+    stored["splits"]["fold_sizes"] = [1, 2, 3]  # another split: refused, results.json unchanged
+    stored_file.write_text(json.dumps(stored))
+    with pytest.raises(SystemExit, match="differ from those of"):
+        bench.shortcuts_only(run, root, args)
+    assert "shortcuts" in json.loads(stored_file.read_text()) and \
+        json.loads(stored_file.read_text())["shortcuts"]["status"] == "off"
