@@ -10,7 +10,7 @@ external test set (registry ``test = ...``; cxr-pneumonia: its ``val_*`` files) 
 come first, CV beside them, with the gap (test - CV); the README table leads with them too. Each
 study's section also lists its shortcut baselines (trivial models on image size, file format and
 global colour: what the acquisition leaks) with any warning, and says what was tuned and on what
-data (:data:`TUNED`).
+data (registry.toml's ``[selection.STUDY]`` tables, :func:`tuned_lines`).
 
 Usage (data from ``--data``, $MEDFUSE_DATA or ../shared/datasets)::
 
@@ -19,6 +19,7 @@ Usage (data from ``--data``, $MEDFUSE_DATA or ../shared/datasets)::
     python bench/run_studies.py --only all-subtypes-blocked           # a robustness check outside the hour
     python bench/run_studies.py --quick --out /tmp/q                  # smoke run: 10 images per class, no RESULTS.md
     python bench/run_studies.py --render                              # rewrite RESULTS.md and README from saved parts
+    python bench/run_studies.py --shortcuts-only --only all-subtypes-blocked   # add shortcut baselines, fit nothing
 
 Re-running some parts keeps every other part's section: from ``--out/<part>/section.json`` when that
 part ran here, else from the current RESULTS.md as it stands (its minutes from the header). A
@@ -36,6 +37,7 @@ import platform
 import re
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -137,42 +139,51 @@ NOTES = {
                          "anerbc-cbc study.",
 }
 
-_FOLD1 = ("were chosen by comparing held-out accuracy on one 80/20 split of these same images "
-          "(`bench/eval_cnn.py`, seed 0) and on this study's fold 1, the fold reported here "
-          "(`git log -- registry.toml bench/eval_cnn.py`): the CV figure is optimistic; "
-          "there is no external test set for this study yet")
-_UNCHANGED = "settings fixed when the study was added and not compared since (`git log -- registry.toml`)"
-TUNED: dict[str, str] = {
-    "pbc-cells": f"CNN epochs and batch size, learning rate (0.001), augmentation (zoom and brightness off) and "
-                 f"TTA {_FOLD1}. The classical pipeline's mask, blocks and classifier (logistic regression, C) "
-                 f"were chosen per fold on inner 80/20 splits of the training rows (nested; "
-                 f"`bench/pbc_cells_classical.py`), after one look at logistic regression (C = 0.1) on these folds",
-    "all-subtypes": f"CNN epochs and batch size, learning rate (0.001), augmentation (zoom and brightness off), TTA "
-                    f"and whole-image input (deep, deep-hsv and fused on the whole image rather than the ROI crop) "
-                    f"{_FOLD1}",
-    "all-subtypes-blocked": "nothing on these folds: the recipe is all-subtypes', whose CNN learning rate, "
-                            "augmentation, TTA and whole-image input were chosen on an 80/20 per-image split of the "
-                            "same images (its fold 1); the blocked folds played no part in a choice but hold the "
-                            "same images, so this is not an independent test either: its CV figure is optimistic "
-                            "too, if less so",
-    "cxr-pneumonia": "the classical blocks' input normalisation (texture and hog smooth 1 px then equalise per "
-                     "image, `normalize = \"equalize\"`, `smooth = 1.0`, instead of the equalize transform) was "
-                     "chosen among 17 variants by a simulated-shift check on the development images only "
-                     "(`bench/xray_shift.py`: fitted on 75% of train_*, scored on the other 25% as is and under "
-                     "gamma, contrast, brightness, blur and noise changes, split seeds 1-3; mean accuracy over the "
-                     "shifts 0.962-0.969 against 0.931-0.948 before); those rows overlap the CV folds, so the CV "
-                     "figures of classical and fused are a little optimistic. The `select` pipelines' weights are "
-                     "learnt inside each fit's training rows (no choice). Equalisation for the CNN, LBP/GLCM + HOG "
-                     f"settings and the 32 px CNN (20 epochs) are {_UNCHANGED}; the external test set (`val_*` "
-                     "files) was never used for fitting or for a choice",
-    "anemia-multimodal": f"nothing on accuracy: {_UNCHANGED}, except the lighter U-Net (width 8, half scale), "
-                         "set for training time",
-    "anemia-cbc": f"nothing: selectors' k and classifiers are {_UNCHANGED}; all 5 folds reported",
-    "anemia-pediatric": f"nothing: selectors' k and classifiers are {_UNCHANGED}; all 5 folds reported",
-    "anerbc-cbc": f"nothing: selectors' k, PCA and classifiers are {_UNCHANGED} (grouping identical rows in one "
-                  "fold is a protocol fix, not a choice between recipes); all 5 folds reported",
+SELECTION_ON = {
+    "fixed": "fixed when the study was added, not compared since",
+    "nested": "nested: on inner folds inside each training fold, never on the rows it is scored on",
+    "dev-split": "on a fixed development/validation split inside the training part, never on the reported fold's "
+                 "test part",
+    "reported-fold": "compared on the reported fold itself, so its figures are optimistic",
+    "same-images": "on a split of the same images that overlaps the CV folds, so its figures are optimistic",
 }
-"""What was chosen per study and on what data, from the history of registry.toml and bench/eval_cnn.py."""
+"""The values of ``on`` in registry.toml's ``[selection.STUDY]`` tables, with their RESULTS.md wording."""
+OPTIMISTIC = ("reported-fold", "same-images")
+
+
+def _selection_tables(path: Path) -> dict[str, Any]:
+    return tomllib.loads(path.read_text(encoding="utf-8")).get("selection", {})
+
+
+def selection(study: str, registry: Path | None = None) -> dict[str, Any] | None:
+    """What was tuned for ``study`` and on what data: registry.toml's ``[selection.STUDY]`` (None when
+    absent), checked: ``choices`` (tables of ``what``, ``on`` in :data:`SELECTION_ON`, optional ``how``)
+    and ``untouched`` (which figures come from folds that played no part in a choice)."""
+    path = registry or REPO / "registry.toml"
+    entry = _selection_tables(path).get(study)
+    if entry is None:
+        return None
+    where = f"{path}: [selection.{study}]"
+    choices = entry.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise ValueError(f"{where}: `choices` must be a non-empty list of {{ what, on, how }} tables")
+    for i, c in enumerate(choices):
+        if not isinstance(c, dict) or not c.get("what"):
+            raise ValueError(f"{where} choices[{i}]: give `what` was chosen")
+        if c.get("on") not in SELECTION_ON:
+            raise ValueError(f"{where} choices[{i}].on = {c.get('on')!r}: expected one of {', '.join(SELECTION_ON)}")
+        unknown = set(c) - {"what", "on", "how"}
+        if unknown:
+            raise ValueError(f"{where} choices[{i}]: unknown key {sorted(unknown)[0]!r}; expected what, on, how")
+    if not isinstance(entry.get("untouched"), str) or not entry["untouched"]:
+        raise ValueError(f"{where}: `untouched` must say which figures come from folds that played no part in a choice")
+    return entry
+
+
+def optimistic(study: str) -> bool:
+    """Whether some choice of ``study`` saw the reported fold or the same images (its CV figures are optimistic)."""
+    sel = selection(study)
+    return sel is not None and any(c["on"] in OPTIMISTIC for c in sel["choices"])
 
 
 def fmt_ci(value: float | None, ci: list[float] | None) -> str:
@@ -326,8 +337,16 @@ def reliability_lines(results: dict[str, Any]) -> list[str]:
             "only; 0 = dropped, its inner gain not significant):", "", *lines, ""]
 
 
-def tuned_line(study: str) -> str:
-    return f"Tuned: {TUNED.get(study, 'not recorded for this study')}."
+def tuned_lines(study: str) -> list[str]:
+    """The study's *Tuned* paragraph, from registry.toml's ``[selection.STUDY]``."""
+    sel = selection(study)
+    if sel is None:
+        return [f"Tuned: not recorded for this study (add a `[selection.{study}]` table to registry.toml).", ""]
+    lines = [f"Tuned (registry.toml `[selection.{study}]`): what was chosen, and on what data:", ""]
+    for c in sel["choices"]:
+        lines.append(f"- {c['what']}: *{c['on']}*, {SELECTION_ON[c['on']]}" + (f" ({c['how']})" if c.get("how") else "")
+                     + ".")
+    return lines + ["", f"From folds that played no part in a choice: {sel['untouched']}.", ""]
 
 
 def study_section(results: dict[str, Any], run: Run, seconds: float) -> list[str]:
@@ -351,7 +370,7 @@ def study_section(results: dict[str, Any], run: Run, seconds: float) -> list[str
     head += ["; ".join(facts) + ".", "", *test_facts(results)]
     if run.why:
         head += [f"Settings: {run.why}.", ""]
-    head += [tuned_line(s["name"]), ""]
+    head += tuned_lines(s["name"])
     head += [f"Reported by the original study: {reported_text(s['reported'])}.", ""]
     if s["name"] in NOTES:
         head += [NOTES[s["name"]], ""]
@@ -544,6 +563,7 @@ def shortcuts_only(run: Run, root: Path, args: argparse.Namespace) -> dict[str, 
             sys.exit(f"{run.study}: neither {stored_file} nor a '### {run.study}' section in {args.results}: "
                      f"run the study first (`python bench/run_studies.py --only {run.study}`)")
         pipelines, where = section_pipelines(kept["lines"]), f"its table in {args.results.name}"
+        counted = next((re.match(r"(\d+) samples", ln) for ln in kept["lines"] if re.match(r"\d+ samples", ln)), None)
     study = resolve_study(run.study)
     host = get_host()
     data = host.create(study.dataset.loader, study.dataset.params, kind="loader").load(root, jobs=args.jobs)
@@ -560,6 +580,9 @@ def shortcuts_only(run: Run, root: Path, args: argparse.Namespace) -> dict[str, 
         if now != then:
             sys.exit(f"{run.study}: the folds now ({now}) differ from those of {stored_file} ({then}): the data or "
                      f"the settings changed; re-run the study (`python bench/run_studies.py --only {run.study}`)")
+    elif counted and int(counted.group(1)) != res["data"]["n_selected"]:
+        sys.exit(f"{run.study}: {res['data']['n_selected']} samples now, {counted.group(1)} in {args.results}: the data "
+                 f"or the settings changed; re-run the study (`python bench/run_studies.py --only {run.study}`)")
     ev = study.evaluation
     sc = flag_shortcuts(res["shortcuts"], pipelines, ev.shortcut_margin, ev.shortcut_separable)
     sc["added"] = {"date": f"{datetime.now():%Y-%m-%d %H:%M}", "seconds": round(time.perf_counter() - t, 1),
@@ -656,11 +679,9 @@ def with_study_notes(name: str, lines: list[str], shortcuts: dict[str, Any] | No
         while lines and not lines[-1]:
             lines.pop()
         lines += ["", *shortcut_lines({"shortcuts": shortcuts})]
-    at = next((i for i, ln in enumerate(lines) if ln.startswith("Tuned: ")), None)
-    if at is not None:  # today's line replaces it, blank line and all
-        lines = lines[:at] + lines[at + (2 if lines[at + 1:at + 2] == [""] else 1):]
-    at = next((i for i, ln in enumerate(lines) if ln.startswith("Reported by the original study")), len(lines))
-    lines = lines[:at] + [tuned_line(name), ""] + lines[at:]
+    reported = next((i for i, ln in enumerate(lines) if ln.startswith("Reported by the original study")), len(lines))
+    at = next((i for i, ln in enumerate(lines[:reported]) if ln.startswith("Tuned")), reported)
+    lines = lines[:at] + tuned_lines(name) + lines[reported:]  # today's paragraph replaces the kept one
     if not any(ln.startswith(("Shortcut baselines", "| shortcut baseline")) for ln in lines):
         while lines and not lines[-1]:
             lines.pop()
@@ -720,7 +741,7 @@ def write_results(out: Path, target: Path) -> None:
         "development rows only, then each pipeline is fitted on all of them and scored on the test set: "
         "its table leads with the test figures, CV beside them, and the gap (test − CV) says how far CV is "
         "from unseen data; the README table leads with the test figure too. Each study says what was "
-        "tuned and on what data (*Tuned:*): where a recipe was chosen on the fold that is reported, that CV "
+        "tuned and on what data (*Tuned*): where a recipe was chosen on the fold that is reported, that CV "
         "figure is optimistic. Each study also lists its shortcut baselines (logistic regression on image "
         "size, file format or global colour statistics: what the acquisition leaks, not the biology), "
         "with a warning when one comes within a few points of the best pipeline.", "",
@@ -777,7 +798,7 @@ def summary_row(part: dict[str, Any]) -> str | None:
     gap = next((v.split(" / ")[0] for k, v in best.items() if k.startswith("gap")), "–")
     f1 = f"{best.get('test macro-F1 [95% CI]', '–')} / {best.get('CV macro-F1 [95% CI]') or best.get('macro-F1 [95% CI]', '–')}"
     name = lines[0][4:].strip()
-    if "optimistic" in TUNED.get(name, ""):
+    if optimistic(name):
         cv += " †"
     reported = next((ln for ln in lines if ln.startswith("Reported by the original study")), "")
     reported = reported.removeprefix("Reported by the original study: ").rstrip(".") or "–"
