@@ -140,8 +140,8 @@ NOTES = {
 }
 
 SELECTION_ON = {
-    "fixed": "fixed when the study was added, not compared since",
-    "nested": "nested: on inner folds inside each training fold, never on the rows it is scored on",
+    "fixed": "set when the study was added, not compared since",
+    "nested": "on inner folds inside each training fold, never on the rows it is scored on",
     "dev-split": "on a fixed development/validation split inside the training part, never on the reported fold's "
                  "test part",
     "reported-fold": "compared on the reported fold itself, so its figures are optimistic",
@@ -344,7 +344,7 @@ def tuned_lines(study: str) -> list[str]:
         return [f"Tuned: not recorded for this study (add a `[selection.{study}]` table to registry.toml).", ""]
     lines = [f"Tuned (registry.toml `[selection.{study}]`): what was chosen, and on what data:", ""]
     for c in sel["choices"]:
-        lines.append(f"- {c['what']}: *{c['on']}*, {SELECTION_ON[c['on']]}" + (f" ({c['how']})" if c.get("how") else "")
+        lines.append(f"- {c['what']} — *{c['on']}*: {SELECTION_ON[c['on']]}" + (f" ({c['how']})" if c.get("how") else "")
                      + ".")
     return lines + ["", f"From folds that played no part in a choice: {sel['untouched']}.", ""]
 

@@ -214,12 +214,12 @@ def test_tuned_paragraph_comes_from_the_registry_selection_tables(tmp_path):
     for study in ("pbc-cells", "all-subtypes"):
         text = "\n".join(bench.tuned_lines(study))
         assert f"Tuned (registry.toml `[selection.{study}]`)" in text and "TTA" in text
-        assert "*reported-fold*, compared on the reported fold itself, so its figures are optimistic" in text
+        assert " — *reported-fold*: compared on the reported fold itself, so its figures are optimistic" in text
         assert "From folds that played no part in a choice: none" in text and bench.optimistic(study)
     assert "whole-image input" in "\n".join(bench.tuned_lines("all-subtypes"))
     assert "*nested*" in "\n".join(bench.tuned_lines("pbc-cells"))  # the classical blocks: inner splits
     assert bench.optimistic("all-subtypes-blocked") and bench.optimistic("cxr-pneumonia")  # the same images
-    assert not bench.optimistic("anemia-cbc") and "*fixed*" in "\n".join(bench.tuned_lines("anemia-cbc"))
+    assert not bench.optimistic("anemia-cbc") and "— *fixed*: set when" in "\n".join(bench.tuned_lines("anemia-cbc"))
     assert bench.tuned_lines("no-such-study")[0].startswith("Tuned: not recorded for this study (add a "
                                                             "`[selection.no-such-study]`")
     bad = tmp_path / "registry.toml"
