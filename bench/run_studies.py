@@ -117,9 +117,13 @@ NOTES = {
                             "of 27 for classical and for deep) and of Pro (7 of 22 for deep and fused) hold 15 of them "
                             "(fused confuses Pre and Pro both ways, 13 images, and Early with Benign, 14). classical and "
                             "deep share 16 of their 50 and 41 errors, yet the mean of the three pipelines' "
-                            "probabilities (a diagnostic, not a pipeline chosen beforehand) reaches only 0.988: what "
-                            "is missing is images like those blocks (another slide or stain, by the look of it), not "
-                            "another combination of these models.",
+                            "probabilities (a diagnostic, not a pipeline chosen beforehand) reaches only 0.988. Both "
+                            "blocks lie at the edge of their class's colour: mean RGB of Pre's first block 219/226/240 "
+                            "against 184-213/198-224/234-249 for its other blocks, of Pro's 239/241/238 against "
+                            "222-239/224-239/238-245 (32 px means per image, averaged per block); held out with their "
+                            "block, they have no look-alike in training. What is missing is training images like them "
+                            "(or colour normalisation that removes the difference), not another combination of these "
+                            "models.",
     "cxr-pneumonia": "The 77.8% was Xception on other chest X-rays (opacity vs normal); this set is "
                      "PneumoniaMNIST at 28x28, so the comparison is of kind, not of data. Its `val_*` files (the "
                      "external test set here) are PneumoniaMNIST's validation split, drawn from the same source "
