@@ -160,3 +160,45 @@ def test_pool_weights_ignore_an_uninformative_model():
     noise = np.c_[u, 1 - u]  # confident and unrelated to the label
     w = pool_weights([good, noise], codes)
     assert w[0] > 0.5 and w[1] < 0.15 * w[0], w  # in-sample: small, not 0 (select_parts tests it)
+
+
+def test_early_select_drops_a_noise_block_and_never_trails_its_best_block_on_shifted_data():
+    """Early fusion, combine = "select": the noise block's inner-CV gain is not significant, so it is
+    dropped and the fused model is its best block's; on a test set where the noise block shifts
+    (+1..+3 sd), plain concatenation loses accuracy while the selected fusion never falls below its
+    best block alone."""
+    from medfuse.fusion import early_concat, select_blocks
+
+    A, N, y = _noise_and_signal()
+    tr, te = np.arange(400), np.arange(400, 600)
+    clf = LogisticRegression(C=100.0)
+    rel = select_blocks(lambda i, j: ([A[tr][i], N[tr][i]], [A[tr][j], N[tr][j]]), ["signal", "noise"], y[tr],
+                        np.unique(y), clf)
+    assert rel["weights"] == [1.0, 0.0] and rel["pool"] == "early", rel
+    assert [p["kept"] for p in rel["parts"]] == [True, False] and rel["parts"][1]["p_value"] >= 0.05
+    kept = [B for B, w in zip((A, N), rel["weights"]) if w > 0]
+    fused = clf.fit(early_concat([B[tr] for B in kept]), y[tr])
+    plain = LogisticRegression(C=100.0).fit(early_concat([A[tr], N[tr]]), y[tr])
+    parts = {"signal": LogisticRegression(C=100.0).fit(A[tr], y[tr]),
+             "noise": LogisticRegression(C=100.0).fit(N[tr], y[tr])}
+    losses = []
+    for shift in (0.0, 1.0, 2.0, 3.0):
+        shifted = {"signal": A[te], "noise": N[te] + shift}
+        best = max(np.mean(m.predict(shifted[b]) == y[te]) for b, m in parts.items())
+        got = np.mean(fused.predict(early_concat([shifted[n] for n, w in zip(("signal", "noise"), rel["weights"])
+                                                  if w > 0])) == y[te])
+        assert got >= best, (shift, got, best)
+        losses.append(best - np.mean(plain.predict(early_concat([shifted["signal"], shifted["noise"]])) == y[te]))
+    assert losses[-1] > 0.03, losses  # without selection the shifted noise block costs accuracy
+
+
+def test_early_select_keeps_complementary_blocks():
+    from medfuse.fusion import select_blocks
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 300), rng.normal(0, 1, 300)
+    y = np.asarray([f"{int(u > 0)}{int(v > 0)}" for u, v in zip(a, b)])
+    A, B = np.c_[a, rng.normal(0, 1, 300)], np.c_[b, rng.normal(0, 1, 300)]
+    rel = select_blocks(lambda i, j: ([A[i], B[i]], [A[j], B[j]]), ["a", "b"], y, np.unique(y), LogisticRegression())
+    assert rel["weights"] == [1.0, 1.0] and rel["oof_accuracy"] > 0.85, rel
+    assert rel["parts"][1]["p_value"] < 0.05 or rel["parts"][0]["p_value"] < 0.05

@@ -237,9 +237,9 @@ def test_bundle_keeps_block_channels_and_scores_as_in_training(tmp_path):
     """A bundle of the 2-channel study scores files exactly as training prepared them: the blocks'
     channels travel in the bundle (they are not constructor parameters)."""
     import medfuse
-    from medfuse.training import train_bundle
     from medfuse.host import get_host
     from medfuse.pipeline import PipelineRunner
+    from medfuse.training import train_bundle
 
     study = load_studies(write_two_channel_study(tmp_path))["two"]
     out = train_bundle(study, "classical", tmp_path / "data", tmp_path / "bundle", cv=False, progress=False)

@@ -536,3 +536,30 @@ def test_select_drops_a_noise_block_and_member_and_survives_save_load(fusion_dat
     loaded = FittedPipeline.load(tmp_path / "ens", host=HOST)
     assert loaded.reliability_ == ens.reliability_
     assert np.allclose(loaded.predict_proba(prepared, te), expected)
+
+
+def test_early_select_drops_a_noise_block_from_the_fitted_pipeline(fusion_data, tmp_path):
+    """fusion = "early", combine = "select": inner folds of the training rows drop the noise block, so
+    the fitted pipeline holds the informative block only and predicts exactly as the pipeline built
+    on it alone; the record is in reliability_ and a saved bundle predicts the same."""
+    blocks = {**BLOCKS, "noise": {"plugin": "tiny_columns", "params": {"columns": ["n1", "n2", "n3"]}},
+              "t": {"plugin": "tiny_columns", "params": {"columns": ["t"]}}}
+    study = study_of({
+        "tab": {"blocks": ["t"], "classifier": {"plugin": "logreg"}},
+        "early": {"blocks": ["noise", "t"], "combine": "select", "classifier": {"plugin": "logreg"}}}, blocks)
+    data = _data(fusion_data, fusion_data["y_tab"])
+    tr, te = np.arange(90), np.arange(90, 120)
+    out = {}
+    for p in ("tab", "early"):
+        runner = PipelineRunner(study, p, HOST, progress=False)
+        prepared = runner.materialize(data)
+        out[p] = (runner.fit(prepared, tr, 0), prepared)
+    early, prepared = out["early"]
+    assert [p["kept"] for p in early.reliability_["parts"]] == [False, True], early.reliability_
+    assert [fb.name for fb in early.blocks_] == ["t"] and early.feature_names_ == out["tab"][0].feature_names_
+    expected = out["tab"][0].predict_proba(out["tab"][1], te)
+    assert np.allclose(early.predict_proba(prepared, te), expected)
+    early.save(tmp_path / "early")
+    loaded = FittedPipeline.load(tmp_path / "early", host=HOST)
+    assert loaded.reliability_ == early.reliability_
+    assert np.allclose(loaded.predict_proba(prepared, te), expected)

@@ -195,8 +195,8 @@ def test_section_says_test_set_tuning_and_shortcuts():
     results["data"]["test"]["class_counts"] = {"normal": 10, "pneumonia": 40}
     assert ("The largest class is 60.0% of the development samples and 80.0% of the test set: where these differ, "
             "accuracy is not comparable") in "\n".join(bench.study_section(results, run, 300.0))
-    assert "Tuned: the classical blocks' input normalisation" in text and "bench/xray_shift.py" in text
-    assert "`val_*` files) was never used for fitting or for a choice" in text
+    assert "- the classical blocks' input normalisation" in text and "bench/xray_shift.py" in text
+    assert "`val_*` files: never used for fitting or for a choice" in text
     assert "| shortcut baseline | test accuracy [95% CI] | CV accuracy [95% CI] |" in lines
     assert "| intensity | 0.820 [0.700, 0.900] | 0.700 [0.600, 0.800] |" in lines
     assert any(ln.startswith("| file | skipped: no descriptor") for ln in lines)
@@ -205,17 +205,34 @@ def test_section_says_test_set_tuning_and_shortcuts():
     assert "chance (majority class) 0.600 on CV, 0.600 on the test set" in text
 
 
-def test_tuned_lines_name_the_reported_fold_where_recipes_were_chosen_on_it():
+def test_tuned_paragraph_comes_from_the_registry_selection_tables(tmp_path):
+    """Each study's *Tuned* paragraph is rendered from registry.toml's [selection.STUDY]: what was chosen, on
+    what data, and which figures no choice saw; a choice on the reported fold or the same images marks it †."""
     bench = load_bench()
-    assert {r.study for r in bench.PLAN} <= set(bench.TUNED)
+    for run in bench.PLAN:
+        assert bench.selection(run.study) is not None, f"registry.toml has no [selection.{run.study}]"
     for study in ("pbc-cells", "all-subtypes"):
-        line = bench.tuned_line(study)
-        assert "fold 1, the fold reported here" in line and "optimistic" in line and "TTA" in line
-    assert "whole-image input" in bench.tuned_line("all-subtypes")
-    assert "optimistic" in bench.TUNED["all-subtypes-blocked"]
-    assert "optimistic" not in bench.TUNED["anemia-cbc"]
-    # the X-ray features' normalisation was chosen on development images that the CV folds hold too
-    assert "optimistic" in bench.TUNED["cxr-pneumonia"]
+        text = "\n".join(bench.tuned_lines(study))
+        assert f"Tuned (registry.toml `[selection.{study}]`)" in text and "TTA" in text
+        assert " — *reported-fold*: compared on the reported fold itself, so its figures are optimistic" in text
+        assert "From folds that played no part in a choice: none" in text and bench.optimistic(study)
+    assert "whole-image input" in "\n".join(bench.tuned_lines("all-subtypes"))
+    assert "*nested*" in "\n".join(bench.tuned_lines("pbc-cells"))  # the classical blocks: inner splits
+    assert bench.optimistic("all-subtypes-blocked") and bench.optimistic("cxr-pneumonia")  # the same images
+    assert not bench.optimistic("anemia-cbc") and "— *fixed*: set when" in "\n".join(bench.tuned_lines("anemia-cbc"))
+    assert bench.tuned_lines("no-such-study")[0].startswith("Tuned: not recorded for this study (add a "
+                                                            "`[selection.no-such-study]`")
+    bad = tmp_path / "registry.toml"
+    bad.write_text('[selection.x]\nchoices = [{ what = "lr", on = "fold1" }]\nuntouched = "all"\n')
+    with pytest.raises(ValueError, match=r"\[selection.x\] choices\[0\].on = 'fold1': expected one of fixed, nested"):
+        bench.selection("x", bad)
+    bad.write_text('[selection.y]\nchoices = [{ what = "lr", on = "nested" }]\n')
+    with pytest.raises(ValueError, match=r"\[selection.y\]: `untouched` must say"):
+        bench.selection("y", bad)
+
+
+def test_study_section_states_the_shortcut_flag_rule():
+    bench = load_bench()
     results = results_with_test()
     results["shortcuts"] = {"status": "ok", "chance": 0.6, "flagged": False, "warnings": [], "margin": 0.05,
                             "separable": 0.95, "baselines": {}}
@@ -258,7 +275,7 @@ def test_a_partial_run_keeps_the_other_sections_of_results_md(tmp_path):
     assert text.index("### anemia-cbc") < text.index("### anemia-pediatric") < text.index("### pbc-cells")
     assert "runs of 2026-11-22, 2026-11-23, 2026-11-29" in text
     assert "anemia-cbc 0.1; anemia-pediatric 1.0; pbc-cells 19.8; wbc-segmentation 4.3" in text
-    assert "Tuned: an old line." not in text and bench.tuned_line("pbc-cells") in text
+    assert "Tuned: an old line." not in text and "\n".join(bench.tuned_lines("pbc-cells")) in text
     assert text.count("Shortcut baselines: not run for this section") == 2  # the two kept studies, not segmentation
     assert "Not run yet: anerbc-cbc" in text
     assert "### wbc-segmentation\n\n| method |" in text  # segmentation sections get no study notes
@@ -324,3 +341,95 @@ def test_section_lists_the_weights_select_pipelines_learnt():
     lines = bench.study_section(results, run, 300.0)
     assert "- fused: fold 1: classical 1.50, deep 0.00; test fit: classical 1.50, deep 0.00" in lines
     assert not any("combine = " in ln for ln in bench.study_section(results_with_test(), run, 300.0))
+
+
+LEAKY = """
+[studies.leaky]
+dataset = { loader = "folder", params = { path = "images" } }
+evaluation = { folds = 3, seed = 0, bootstrap = 50 }
+blocks.hog = { plugin = "hog", params = { size = 24, pixels_per_cell = 6 } }
+pipelines.hog = { blocks = ["hog"], classifier = { plugin = "logreg" } }
+"""
+
+
+def leaky_study(tmp_path, monkeypatch):
+    """Noise images whose two classes differ only in size and brightness, a study file for them that
+    ``resolve_study("leaky")`` finds, and the bench module planning that study alone."""
+    import medfuse.study as study_module
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for label, side, mean in (("small", 24, 90), ("large", 32, 160)):
+        (root / "images" / label).mkdir(parents=True)
+        for i in range(12):
+            img = np.clip(rng.normal(mean, 30, (side, side)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / "images" / label / f"{label}_{i:03d}.png")
+    (tmp_path / "leaky.toml").write_text(LEAKY)
+    real = study_module.resolve_study
+    monkeypatch.setattr(study_module, "resolve_study", lambda name: real(f"{tmp_path / 'leaky.toml'}:{name}"))
+    bench = load_bench()
+    run = bench.Run("leaky", folds=3, bootstrap=50)
+    monkeypatch.setattr(bench, "PLAN", [run])
+    monkeypatch.setattr(bench, "SEGMENTATION", [])
+
+    def no_fit(*a, **k):
+        raise AssertionError("--shortcuts-only fitted a pipeline")
+
+    monkeypatch.setattr("medfuse.pipeline.PipelineRunner.fit", no_fit)
+    return bench, run, root
+
+
+def test_shortcuts_only_adds_baselines_to_a_kept_section_without_fitting(tmp_path, monkeypatch):
+    import argparse
+
+    bench, run, root = leaky_study(tmp_path, monkeypatch)
+    target = tmp_path / "RESULTS.md"
+    target.write_text("# Results\n\n*Written (runs of 2026-11-23; medfuse 0.1.0); 2 minutes in all.*\n\n"
+                      "Minutes per part: leaky 2.0.\n\n### leaky\n\nReported by the original study: –.\n\n"
+                      "| pipeline | accuracy [95% CI] |\n|---|---|\n| hog | 0.700 [0.500, 0.900] |\n\n"
+                      "Shortcut baselines: not run for this section (kept from an earlier run).\n")
+    out = tmp_path / "out"
+    args = argparse.Namespace(out=out, results=target, jobs=1, quick=False, full=False)
+    sc = bench.shortcuts_only(run, root, args)
+    assert sc["status"] == "ok" and sc["baselines"]["intensity"]["metrics"]["accuracy"] >= 0.95
+    assert sc["flagged"] and json.loads((out / "leaky" / "shortcuts.json").read_text())["flagged"]
+    assert sc["added"]["n_selected"] == 24 and sc["added"]["pipelines_from"] == "its table in RESULTS.md"
+    bench.write_results(out, target)
+    text = target.read_text()
+    assert "not run for this section" not in text and "| shortcut baseline | CV accuracy [95% CI] |" in text
+    assert "**Shortcut warning** (the study is flagged):" in text and "separates the classes" in text
+    assert "`python bench/run_studies.py --shortcuts-only --only leaky`" in text
+    assert "| hog | 0.700 [0.500, 0.900] |" in text and "leaky 2.0" in text  # the pipelines and minutes are kept
+    bench.write_results(out, target)
+    assert target.read_text() == text
+
+
+def test_shortcuts_only_merges_into_stored_results_on_the_same_folds(tmp_path, monkeypatch):
+    import argparse
+
+    import medfuse.study as study_module
+    from medfuse.evaluation import run_study
+    from medfuse.host import get_host
+
+    bench, run, root = leaky_study(tmp_path, monkeypatch)
+    study = study_module.resolve_study("leaky")
+    data = get_host().create("folder", study.dataset.params, kind="loader").load(root)
+    stored = run_study(study, data, [], folds=3, n_boot=50, shortcuts=False).results
+    assert stored["pipelines"] == {} and stored["shortcuts"]["status"] == "off"  # [] runs no pipeline
+    stored["pipelines"] = {"hog": {"status": "ok", "metrics": {"accuracy": 1.0}}}
+    (tmp_path / "out" / "leaky").mkdir(parents=True)
+    stored_file = tmp_path / "out" / "leaky" / "results.json"
+    stored_file.write_text(json.dumps(stored))
+    args = argparse.Namespace(out=tmp_path / "out", results=tmp_path / "RESULTS.md", jobs=1, quick=False, full=False)
+    bench.shortcuts_only(run, root, args)
+    merged = json.loads(stored_file.read_text())
+    assert merged["shortcuts"]["status"] == "ok" and merged["pipelines"] == stored["pipelines"]
+    assert merged["shortcuts"]["added"]["pipelines_from"] == "its stored results.json"
+    stored["splits"]["fold_sizes"] = [1, 2, 3]  # another split: refused, results.json unchanged
+    stored_file.write_text(json.dumps(stored))
+    with pytest.raises(SystemExit, match="differ from those of"):
+        bench.shortcuts_only(run, root, args)
+    assert "shortcuts" in json.loads(stored_file.read_text()) and \
+        json.loads(stored_file.read_text())["shortcuts"]["status"] == "off"

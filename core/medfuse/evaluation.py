@@ -492,7 +492,7 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
     t_start = time.perf_counter()
     progress = progress or _noop
     ev = study.evaluation
-    names = list(pipelines) if pipelines else list(study.pipelines)
+    names = list(study.pipelines) if pipelines is None else list(pipelines)  # []: shortcut baselines only
     for p in names:
         if p not in study.pipelines:
             raise StudyError(study.source, f"studies.{study.name}.pipelines",

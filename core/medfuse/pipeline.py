@@ -43,6 +43,7 @@ from .fusion import (
     fit_stacked,
     log_pool,
     oof_probas,
+    select_blocks,
     select_parts,
     soft_vote,
 )
@@ -500,6 +501,8 @@ class PipelineRunner:
         if any(fb.kind == "selector" for fb in fitted.blocks_):
             fitted.table_columns_ = [str(c) for c in prepared.table.columns]
         clf = self._seeded(self.classifier, seed)
+        if self.spec.fusion == "early" and self.spec.combine == "select" and not _inner and len(Zs) > 1:
+            Zs = self._select_early_blocks(fitted, prepared, train_idx, seed, clf, Zs)
         if self.spec.fusion == "late":
             combine = "soft" if _inner else self.spec.combine
             oof = self._inner_block_oof(prepared, train_idx, seed) if combine == "select" else None
@@ -516,6 +519,22 @@ class PipelineRunner:
             fitted.ood_ = fit_checks(early_concat(Zs), _rows(prepared.acquisition, train_idx), seed)
         fitted.fit_seconds_ = time.perf_counter() - t0
         return fitted
+
+    def _select_early_blocks(self, fitted: FittedPipeline, prepared: Prepared, train_idx: np.ndarray, seed: int,
+                             clf: Plugin, Zs: list[np.ndarray]) -> list[np.ndarray]:
+        """Early fusion, ``combine = "select"``: :func:`medfuse.fusion.select_blocks` on inner folds of
+        ``train_idx`` (every block chain refitted inside them); dropped blocks leave ``fitted``."""
+        def fit_blocks(tr: np.ndarray, te: np.ndarray) -> tuple[list[np.ndarray], ...]:
+            inner = self.fit(prepared, train_idx[tr], seed, _inner=True)
+            return tuple(inner._features(inner._block_inputs(prepared, train_idx[r]), None if prepared.table is None
+                                         else prepared.table.iloc[train_idx[r]]) for r in (tr, te))
+
+        fitted.reliability_ = select_blocks(fit_blocks, [b.name for b in self.blocks], prepared.y[train_idx],
+                                            np.unique(prepared.y), clf, INNER_CV, seed)
+        keep = [w > 0 for w in fitted.reliability_["weights"]]
+        fitted.blocks_ = [fb for fb, k in zip(fitted.blocks_, keep) if k]
+        fitted.feature_names_ = [n for fb in fitted.blocks_ for n in fb.preparer.get_feature_names_out()]
+        return [Z for Z, k in zip(Zs, keep) if k]
 
     def _inner_block_oof(self, prepared: Prepared, train_idx: np.ndarray, seed: int) -> list[np.ndarray]:
         """Each block's out-of-fold probabilities over the training rows ``train_idx``: the whole

@@ -119,7 +119,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
                          "regression on out-of-fold probabilities) or `select` (per-part reliability: weights "
                          "learnt on out-of-fold probabilities of an inner 3-fold CV over the training rows; a "
                          "block or member is kept only when it lowers the inner log loss significantly, so the "
-                         "combination falls back to its best part; weights in results.json and the report).",
+                         "combination falls back to its best part; weights in results.json and the report). "
+                         "Early fusion takes `select` only: a block enters the concatenation only when it lowers "
+                         "the classifier's inner-CV log loss significantly (weight 1 kept, 0 dropped).",
                          choices=("soft", "stack", "select")),
         "classifier": Field("plugin", None, doc="Classifier plugin table; required unless `members` is set."),
         "members": Field("list:str", [], doc="Ensemble of other pipelines of this study, averaged "
