@@ -53,9 +53,9 @@ def seeded(seed: int | None, deterministic: bool = True) -> Iterator[None]:
     fit does not change how the rest of the process runs."""
     k = keras()
     k.utils.set_random_seed(0 if seed is None else int(seed))
-    import tensorflow as tf
+    # TensorFlow has no public getter or off switch (tf.config.experimental only enables)
+    from tensorflow.python.framework import config
 
-    config = tf.config.experimental
     switch = deterministic and not config.is_op_determinism_enabled()
     if switch:
         config.enable_op_determinism()

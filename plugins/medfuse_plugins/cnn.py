@@ -31,7 +31,6 @@ from PIL import Image
 
 from medfuse_plugins._keras import KerasStateMixin, encode_labels
 
-
 # ---- preparation ------------------------------------------------------------------------------
 
 
