@@ -558,8 +558,9 @@ class PipelineRunner:
             y_fit = y_tr
             if self.spec.augment:
                 P, y_fit = balance_augment(P, y_tr, seed)
-            fitted.model_ = self.trained.fit(self._seeded(self.classifier, seed), P, y_fit,
-                                             owner=f"{self._key}.classifier")
+            network = self.spec.classifier.network if self.spec.classifier else None
+            owner = f"studies.{self.study.name}.blocks.{network}" if network else f"{self._key}.classifier"
+            fitted.model_ = self.trained.fit(self._seeded(self.classifier, seed), P, y_fit, owner=owner)
             fitted.feature_names_ = []
             if self.ood_checks:
                 fitted.ood_ = fit_checks(None, _rows(prepared.acquisition, train_idx), seed)

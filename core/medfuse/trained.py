@@ -97,4 +97,5 @@ def for_run(trained: TrainedCache | None = None) -> TrainedCache:
     """``trained``, else the :func:`current` shared cache, else a new one (one run's own)."""
     if trained is not None:
         return trained
-    return current() or TrainedCache()
+    shared = current()
+    return shared if shared is not None else TrainedCache()  # (an empty cache is falsy: no `or`)
