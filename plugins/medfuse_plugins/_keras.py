@@ -45,12 +45,12 @@ def keras() -> Any:
     return _KERAS
 
 
-
 @contextlib.contextmanager
 def seeded(seed: int | None, deterministic: bool = True) -> Iterator[None]:
     """Seed Python, NumPy, TensorFlow and Keras from ``seed`` and, with ``deterministic``, switch
     TensorFlow op determinism on for the block only: the previous setting is restored on exit, so a
-    fit does not change how the rest of the process runs."""
+    fit does not change how the rest of the process runs (the global seeds stay set, as
+    ``keras.utils.set_random_seed`` leaves them)."""
     k = keras()
     k.utils.set_random_seed(0 if seed is None else int(seed))
     # TensorFlow has no public getter or off switch (tf.config.experimental only enables)
