@@ -141,10 +141,9 @@ def load_images(samples: Any, rows: np.ndarray, transforms: list[Any], size: int
 def evaluate(params: dict[str, Any], images: dict[str, list[np.ndarray]], y: dict[str, np.ndarray]
              ) -> dict[str, Any]:
     """Train ``cnn_classifier(**params)`` on the development images, score the validation images."""
-    from medfuse_plugins.cnn import CNNClassifier, forget_trained_networks
+    from medfuse_plugins.cnn import CNNClassifier
     from sklearn.metrics import accuracy_score, f1_score
 
-    forget_trained_networks()
     clf = CNNClassifier(**params)
     Pd = np.stack([clf.prepare(im) for im in images["dev"]])
     Pv = np.stack([clf.prepare(im) for im in images["val"]])

@@ -34,7 +34,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from medfuse.imageio import read_image  # noqa: E402
-from medfuse.keras_utils import batched_predict  # noqa: E402
+from medfuse_plugins._keras import batched_predict  # noqa: E402
 from medfuse_plugins.cnn import CNNClassifier  # noqa: E402
 from medfuse_plugins.loaders import block_group  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402

@@ -32,6 +32,7 @@ from medfuse.datapath import resolve_data_root  # noqa: E402
 from medfuse.errors import MedfuseError  # noqa: E402
 from medfuse.imageio import read_image, read_mask  # noqa: E402
 from medfuse.segmetrics import score_table  # noqa: E402
+from medfuse.trained import TrainedCache, for_run  # noqa: E402
 from medfuse_plugins.segmentation import OtsuCell, RbcWatershed  # noqa: E402
 from medfuse_plugins.unet import UNetMask  # noqa: E402
 
@@ -85,13 +86,16 @@ def folds_from_predictions(csv: Path, ids: list[str]) -> list[np.ndarray]:
 
 def evaluate(dataset: str, root: Path, method: str = "unet", folds: int = 3, max_folds: int | None = None,
              test_fraction: float = 0.3, seed: int = 0, log=print, parts: list[np.ndarray] | None = None,
-             **unet_params) -> tuple[pd.DataFrame, dict]:
+             trained: TrainedCache | None = None, **unet_params) -> tuple[pd.DataFrame, dict]:
     """Score ``method`` on held-out images of ``dataset``: per-image table (``mean`` row last) and info.
 
     ``unet_params`` go to :class:`UNetMask` (``n_classes`` and ``random_state`` are set here).
     Classical methods see the same held-out images and train nothing. ``parts`` (held-out indices
-    per fold, e.g. from :func:`folds_from_predictions`) replaces the folds drawn here.
+    per fold, e.g. from :func:`folds_from_predictions`) replaces the folds drawn here. U-Nets are
+    trained through ``trained`` (default: the ``with cache.shared()`` one of the caller, see
+    :mod:`medfuse.trained`), so a network a study already trained on the same fold is reused.
     """
+    trained = for_run(trained)
     t0 = time.perf_counter()
     ids, ims, ms = (load_anerbc if dataset == "anerbc" else load_wbc)(root)
     log(f"{dataset}: {len(ids)} images, shape of first {ims[0].shape}, loaded in {time.perf_counter() - t0:.1f}s")
@@ -108,7 +112,7 @@ def evaluate(dataset: str, root: Path, method: str = "unet", folds: int = 3, max
         train = np.setdiff1d(np.arange(len(ids)), test)
         t = time.perf_counter()
         if method == "unet":
-            model = UNetMask(**params).fit([ims[i] for i in train], [ms[i] for i in train])
+            model = trained.fit(UNetMask(**params), [ims[i] for i in train], [ms[i] for i in train])
         else:
             model = CLASSICAL[method]()
         fit_s = time.perf_counter() - t
@@ -123,7 +127,7 @@ def evaluate(dataset: str, root: Path, method: str = "unet", folds: int = 3, max
             h = model.history_
             reused += bool(h.get("reused"))
             best = f"best val loss {min(h['val_loss']):.4f}; " if h.get("val_loss") else ""
-            how = "network reused from this process's earlier training" if h.get("reused") else f"fit {fit_s:.0f}s"
+            how = "network reused from this run's earlier training" if h.get("reused") else f"fit {fit_s:.0f}s"
             log(f"fold {f}: train {len(train)} images, test {len(test)}; {h['epochs_run']} epochs, {best}"
                 f"{how}, predict {pred_s / len(test):.2f}s/image; params {model.n_params_}")
     done = sorted(preds)

@@ -472,9 +472,9 @@ def main() -> None:
         write_results(args.out, args.results)
         return
 
-    from medfuse.cli.compare_cmd import execute
     from medfuse.datapath import resolve_data_root
     from medfuse.errors import MedfuseError
+    from medfuse.trained import TrainedCache
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import eval_unet
@@ -496,6 +496,17 @@ def main() -> None:
         return
 
     cache = args.out / "cache"
+    with TrainedCache().shared():  # one run: a segmentation reuses the U-Nets its study trained on its folds
+        run_plan(args, root, cache, selected, only, eval_unet)
+    if not args.quick:
+        write_results(args.out, args.results)
+
+
+def run_plan(args: argparse.Namespace, root: Path, cache: Path, selected: Any, only: set[str] | None,
+             eval_unet: Any) -> None:
+    """Every selected study of :data:`PLAN`, each followed by the segmentations on its folds, then the rest."""
+    from medfuse.cli.compare_cmd import execute
+
     t_all = time.perf_counter()
     segmented: set[str] = set()
     for run in PLAN:
@@ -512,7 +523,7 @@ def main() -> None:
             print(f"{run.study} failed: {exc}", flush=True)
             section = [f"### {run.study}", "", f"**failed**: {type(exc).__name__}: {exc}", ""]
         save_part(args.out, run.study, section, time.perf_counter() - t, args)
-        for seg in SEGMENTATION:  # right after the study, while its U-Nets are still in this process
+        for seg in SEGMENTATION:  # right after the study, while its U-Nets are still in the shared cache
             if seg.folds_from == run.study and selected(seg.name):
                 run_segmentation(seg, root, args, eval_unet)
                 segmented.add(seg.name)
@@ -520,8 +531,6 @@ def main() -> None:
         if selected(seg.name) and seg.name not in segmented:
             run_segmentation(seg, root, args, eval_unet)
     print(f"\ndone in {(time.perf_counter() - t_all) / 60:.1f} min", flush=True)
-    if not args.quick:
-        write_results(args.out, args.results)
 
 
 def run_settings(run: Run, args: argparse.Namespace) -> dict[str, Any]:

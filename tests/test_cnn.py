@@ -18,7 +18,6 @@ from medfuse_plugins.cnn import (  # noqa: E402
     CNNClassifier,
     CNNEmbedding,
     dihedral_views,
-    forget_trained_networks,
     resize_square,
 )
 
@@ -45,7 +44,7 @@ def embedding(cells):
 
 
 def test_module_import_does_not_load_tensorflow():
-    code = ("import sys, medfuse_plugins.cnn, medfuse_plugins.unet, medfuse.keras_utils, medfuse.segmetrics; "
+    code = ("import sys, medfuse_plugins.cnn, medfuse_plugins.unet, medfuse_plugins._keras, medfuse_plugins._keras_train, medfuse.trained, medfuse.segmetrics; "
             "print(any(m in sys.modules for m in ('tensorflow', 'keras')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -68,8 +67,7 @@ def test_embedding_shapes_names_and_determinism(cells, embedding):
     assert Ea.shape == (16, FAST["embedding_dim"]) and Ea.dtype == np.float32
     assert list(a.get_feature_names_out())[:2] == ["cnn.0", "cnn.1"]
     assert a.history_["epochs_run"] >= 1 and a.n_params_ > 0
-    forget_trained_networks()  # train again rather than reuse the memo
-    b = CNNEmbedding(**FAST).fit(P, y)
+    b = CNNEmbedding(**FAST).fit(P, y)  # a plain fit always trains
     assert "reused" not in b.history_
     np.testing.assert_array_equal(Ea, b.transform(P))  # same seed, same embedding, bit for bit
 
@@ -172,7 +170,7 @@ def test_backbone_imagenet_offline_says_how_to_supply_weights(monkeypatch):
 
 @pytest.mark.slow
 def test_backbone_loads_a_local_weights_file(tmp_path):
-    from medfuse.keras_utils import keras
+    from medfuse_plugins._keras import keras
 
     base = keras().applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3),
                                                  pooling="avg", include_preprocessing=True)
@@ -183,21 +181,49 @@ def test_backbone_loads_a_local_weights_file(tmp_path):
     np.testing.assert_allclose(F, np.asarray(base(x.astype(np.float32), training=False)), rtol=1e-4, atol=1e-5)
 
 
-def test_classifier_reuses_the_embeddings_training(cells, embedding):
-    """Same prepared images, labels, parameters and seed: the network is trained once per process."""
-    from medfuse.keras_utils import TRAINED
+def test_classifier_reuses_the_embeddings_training_only_through_a_run_cache(cells, embedding):
+    """Same prepared images, labels, parameters and seed: one training per run's TrainedCache;
+    outside a cache (or with another seed) a fit trains afresh."""
+    from medfuse.trained import TrainedCache
+    from sklearn.base import clone
 
     images, masks, y = cells
     ex, P, E = embedding
-    forget_trained_networks()
-    ex = CNNEmbedding(**FAST).fit(P, y)
-    clf = CNNClassifier(**FAST).fit(P, y)
-    assert clf.history_.get("reused") is True and "reused" not in ex.history_
+    again = clone(ex).fit(P, y)
+    assert "reused" not in again.history_ and again.model_ is not ex.model_  # no process-wide memo
+    cache = TrainedCache()
+    first = cache.fit(CNNEmbedding(**FAST), P, y, owner="blocks.cnn")
+    clf = cache.fit(CNNClassifier(**FAST), P, y, owner="pipelines.deep.classifier")
+    assert clf.history_.get("reused") is True and "reused" not in first.history_
+    assert (cache.trainings, cache.reuses) == (1, 1) and list(cache.owners.values()) == ["blocks.cnn"]
+    assert list(clf.classes_) == list(first.classes_)
     probs = clf.model_.predict(P, verbose=0)
-    assert np.allclose(probs, ex.model_.predict(P, verbose=0), atol=1e-6)
-    other = CNNClassifier(**{**FAST, "random_state": 1}).fit(P, y)  # another seed trains anew
-    assert "reused" not in other.history_
-    assert len(TRAINED) <= TRAINED.max_items
+    assert np.allclose(probs, first.model_.predict(P, verbose=0), atol=1e-6)
+    other = cache.fit(CNNClassifier(**{**FAST, "random_state": 1}), P, y)  # another seed trains anew
+    assert "reused" not in other.history_ and cache.trainings == 2
+    tta = cache.fit(CNNClassifier(**{**FAST, "tta": True}), P, y)  # inference-only parameter: shared
+    assert tta.history_.get("reused") is True and cache.trainings == 2
+
+
+def test_fit_restores_the_determinism_setting(monkeypatch):
+    """TensorFlow op determinism is on during a fit only; the process's setting is restored."""
+    import medfuse_plugins._keras_train as kt
+    from tensorflow.python.framework import config
+
+    images, masks, y = sample_cells(6, size=32)
+    est = CNNEmbedding(**{**FAST, "epochs": 1})
+    P = prepared(est, images, masks)
+    config.disable_op_determinism()
+    during = []
+    real = kt.train_classifier
+
+    def spy(*args, **kwargs):
+        during.append(config.is_op_determinism_enabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kt, "train_classifier", spy)
+    est.fit(P, y)
+    assert during == [True] and not config.is_op_determinism_enabled()
 
 
 def test_dihedral_views_are_the_eight_symmetries():
@@ -211,15 +237,18 @@ def test_dihedral_views_are_the_eight_symmetries():
 
 def test_tta_averages_the_eight_views_and_reuses_the_training(cells, embedding):
     _, _, y = cells
+    from medfuse.trained import TrainedCache
+
     ex, P, E = embedding
-    clf = CNNClassifier(**FAST).fit(P, y)
-    tta = CNNClassifier(**{**FAST, "tta": True}).fit(P, y)
+    run = TrainedCache()
+    clf = run.fit(CNNClassifier(**FAST), P, y)
+    tta = run.fit(CNNClassifier(**{**FAST, "tta": True}), P, y)
     assert tta.history_.get("reused") is True  # tta acts at inference only: same network
     views = [clf.predict_proba(np.ascontiguousarray(v)) for v in dihedral_views(P)]
     proba = tta.predict_proba(P)
     assert np.allclose(proba.sum(axis=1), 1)
     np.testing.assert_allclose(proba, np.mean(views, axis=0), atol=1e-6)
-    emb = CNNEmbedding(**{**FAST, "tta": True}).fit(P, y).transform(P)
+    emb = run.fit(CNNEmbedding(**{**FAST, "tta": True}), P, y).transform(P)
     assert emb.shape == E.shape and emb.dtype == np.float32
     np.testing.assert_allclose(emb, np.mean([ex.transform(np.ascontiguousarray(v)) for v in dihedral_views(P)],
                                             axis=0), rtol=1e-5, atol=1e-6)

@@ -13,16 +13,16 @@ from medfuse.testing import sample_cells
 
 pytest.importorskip("keras")
 
-from medfuse.keras_utils import (  # noqa: E402
+from medfuse.trained import TrainedCache  # noqa: E402
+from medfuse_plugins._keras import keras, seeded  # noqa: E402
+from medfuse_plugins._keras_train import (  # noqa: E402
     augmenter,
     cosine_schedule,
-    keras,
     mix_batch,
     random_intensity,
-    seed_everything,
     train_classifier,
 )
-from medfuse_plugins.cnn import CNNClassifier, CNNEmbedding, build_compact_cnn, forget_trained_networks  # noqa: E402
+from medfuse_plugins.cnn import CNNClassifier, CNNEmbedding, build_compact_cnn  # noqa: E402
 
 TINY = dict(size=16, width=4, depth=2, embedding_dim=8, epochs=1, batch_size=8, validation_fraction=0.0,
             random_state=0)
@@ -38,11 +38,11 @@ def data():
 
 def train(P, codes, **options):
     """A fresh tiny plain CNN trained for 1 epoch with ``options``; (model, history)."""
-    seed_everything(0)
-    model = build_compact_cnn(16, 3, width=4, depth=2, embedding_dim=8)
-    base = dict(epochs=1, batch_size=8, learning_rate=0.01, patience=1, validation_fraction=0.0, augment=False,
-                zoom=0.0, brightness=0.0, class_weight=None, random_state=0)
-    return model, train_classifier(model, P, codes, 3, **{**base, **options})
+    with seeded(0):
+        model = build_compact_cnn(16, 3, width=4, depth=2, embedding_dim=8)
+        base = dict(epochs=1, batch_size=8, learning_rate=0.01, patience=1, validation_fraction=0.0, augment=False,
+                    zoom=0.0, brightness=0.0, class_weight=None, random_state=0)
+        return model, train_classifier(model, P, codes, 3, **{**base, **options})
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +82,8 @@ def test_ema_leaves_averaged_weights_that_differ_from_the_raw_ones(data, plain):
     ema_model, _ = train(*data, ema=0.9)
     kernels = [(a, b) for a, b in zip(model.get_weights(), ema_model.get_weights()) if a.ndim == 4]
     assert kernels and any(not np.allclose(a, b) for a, b in kernels)
-    seed_everything(0)
-    init = build_compact_cnn(16, 3, width=4, depth=2, embedding_dim=8).get_weights()
+    with seeded(0):
+        init = build_compact_cnn(16, 3, width=4, depth=2, embedding_dim=8).get_weights()
     # the average of the path lies between the start and the raw end point: closer to the start
     moved_raw = sum(float(np.abs(a - i).sum()) for (a, _), i in zip(kernels, [w for w in init if w.ndim == 4]))
     moved_ema = sum(float(np.abs(b - i).sum()) for (_, b), i in zip(kernels, [w for w in init if w.ndim == 4]))
@@ -126,7 +126,7 @@ def test_cutmix_pastes_a_box_and_weighs_targets_by_its_area():
 
 def test_mixup_is_applied_in_training(data, plain):
     """The training dataset carries mixed (soft) targets, and training with mixup differs from without."""
-    from medfuse.keras_utils import _mixed_dataset
+    from medfuse_plugins._keras_train import _mixed_dataset
 
     P, codes = data
     onehot = np.eye(3, dtype=np.float32)[codes]
@@ -159,8 +159,8 @@ def test_intensity_augmentation_changes_contrast_and_gamma_in_training_only():
 
 
 def test_plugin_passes_the_recipe_to_training(data, monkeypatch):
-    """cnn_classifier hands every recipe option to keras_utils.train_classifier (one seed per network)."""
-    import medfuse.keras_utils as ku
+    """cnn_classifier hands every recipe option to _keras_train.train_classifier (one seed per network)."""
+    import medfuse_plugins._keras_train as ku
 
     calls = []
 
@@ -171,7 +171,6 @@ def test_plugin_passes_the_recipe_to_training(data, monkeypatch):
     monkeypatch.setattr(ku, "train_classifier", spy)
     P, codes = data
     recipe = dict(contrast=0.4, gamma=0.3, label_smoothing=0.1, warmup_epochs=0.5, mixup=0.2, cutmix=1.0, ema=0.9)
-    forget_trained_networks()
     CNNClassifier(**{**TINY, **recipe, "n_seeds": 2, "random_state": 5}).fit(P, np.array(["a", "b", "c"])[codes])
     assert [c["random_state"] for c in calls] == [5, 6]
     for c in calls:
@@ -200,15 +199,14 @@ def test_resnet_has_batch_norm_and_residual_adds_and_exports_to_onnx(tmp_path):
 
 def test_seeds_are_averaged_in_one_exportable_network(tmp_path):
     images, masks, y = sample_cells(12, size=24)
-    forget_trained_networks()
     members = [CNNClassifier(**{**TINY, "random_state": s}) for s in (0, 1)]
     P = np.stack([members[0].prepare(im, m) for im, m in zip(images, masks)])
     single = [m.fit(P, y).predict_proba(P) for m in members]
-    forget_trained_networks()
-    both = CNNClassifier(**{**TINY, "n_seeds": 2}).fit(P, y)
+    run = TrainedCache()
+    both = run.fit(CNNClassifier(**{**TINY, "n_seeds": 2}), P, y)
     np.testing.assert_allclose(both.predict_proba(P), np.mean(single, axis=0), atol=1e-5)
     assert len(both.history_["members"]) == 2
-    emb = CNNEmbedding(**{**TINY, "n_seeds": 2}).fit(P, y)
+    emb = run.fit(CNNEmbedding(**{**TINY, "n_seeds": 2}), P, y)
     assert emb.history_.get("reused") is True  # the same training as the classifier's
     E = emb.transform(P)
     assert E.shape == (12, 16) and len(emb.feature_names()) == 16

@@ -10,7 +10,7 @@ pytest.importorskip("tensorflow")
 
 def _red_square_model(size: int):
     """A fixed (untrained) network: a conv that responds to red, pooled, then 'red => class 1'."""
-    from medfuse.keras_utils import keras
+    from medfuse_plugins._keras import keras
 
     k = keras()
     inputs = k.Input((size, size, 3))

@@ -48,6 +48,13 @@ all-xgboost = { blocks = ["all"], classifier = { plugin = "xgboost" } }
 
 
 def _fields(study):
+    """The study's resolved content; a classifier's ``network`` reference counts by the params it resolves to."""
+    import copy
+
+    study = copy.deepcopy(study)
+    for p in study.pipelines.values():
+        if p.classifier is not None:
+            p.classifier.network = None
     return {k: v for k, v in vars(study).items() if k != "source"}
 
 
@@ -152,3 +159,67 @@ def _validate_outputs(tmp_path, monkeypatch, case: str) -> list:
     if case == "plugin bug":
         assert "unexpected RuntimeError: boom" in outputs[-1].output
     return outputs
+
+
+# ---- a classifier naming a block's network ------------------------------------------------------
+
+NETWORK = '''
+[studies.net]
+dataset = { loader = "folder", params = { path = "a" } }
+blocks.cnn = { plugin = "cnn_embedding", params = { size = 32, epochs = 3 } }
+pipelines.deep = { classifier = { plugin = "cnn_classifier", network = "cnn", params = { tta = true } } }
+pipelines.fused = { blocks = ["cnn"], classifier = { plugin = "logreg" } }
+
+[studies.net-child]
+extends = "net"
+blocks.cnn.params.epochs = 5
+'''
+
+
+def test_a_classifier_names_a_blocks_network_instead_of_copying_its_params(tmp_path):
+    (tmp_path / "net.toml").write_text(NETWORK)
+    studies = load_studies(tmp_path / "net.toml")
+    deep = studies["net"].pipelines["deep"].classifier
+    assert (deep.plugin, deep.network, deep.params) == ("cnn_classifier", "cnn", {"size": 32, "epochs": 3, "tta": True})
+    child = studies["net-child"].pipelines["deep"].classifier  # an extending study's block change follows
+    assert child.params == {"size": 32, "epochs": 5, "tta": True}
+
+
+@pytest.mark.parametrize("edit, key, message", [
+    ('network = "cnn"', "pipelines.deep.classifier.network", "unknown block 'cnm'"),
+    ("network = 3", "pipelines.deep.classifier.network", "expected a block name"),
+])
+def test_a_bad_network_reference_names_the_key(tmp_path, edit, key, message):
+    text = NETWORK.split("[studies.net-child]")[0].replace('network = "cnn"', edit.replace('"cnn"', '"cnm"'))
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(StudyError, match=message) as err:
+        load_studies(tmp_path / "bad.toml")
+    assert key in str(err.value) and ("did you mean 'cnn'" in str(err.value) or "3" in str(err.value))
+
+
+def test_only_a_classifier_names_a_network(tmp_path):
+    text = NETWORK.split("[studies.net-child]")[0].replace(
+        'pipelines.fused = { blocks', 'pipelines.fused = { mask = { plugin = "unet", network = "cnn" }, blocks')
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(StudyError, match="only a classifier can name a block's network"):
+        load_studies(tmp_path / "bad.toml")
+
+
+def test_set_on_a_block_also_changes_the_classifier_naming_its_network(tmp_path):
+    from medfuse.cli.common import apply_block_sets
+
+    (tmp_path / "net.toml").write_text(NETWORK)
+    study = load_studies(tmp_path / "net.toml")["net"]
+    changed, _ = apply_block_sets(study, ["cnn.epochs=1"], medfuse.host.get_host())
+    assert changed.pipelines["deep"].classifier.params["epochs"] == 1 == changed.blocks["cnn"].params["epochs"]
+    assert study.pipelines["deep"].classifier.params["epochs"] == 3  # the original is untouched
+
+
+def test_registry_has_no_copies_of_the_cnn_parameters():
+    """Every registry pipeline with the CNN classifier names the `cnn` block's network."""
+    text = registry_path().read_text()
+    assert 'plugin = "cnn_classifier", params' not in text
+    for study in load_studies(registry_path()).values():
+        for p in study.pipelines.values():
+            if p.classifier is not None and p.classifier.plugin == "cnn_classifier":
+                assert p.classifier.network == "cnn" and p.classifier.params == study.blocks["cnn"].params

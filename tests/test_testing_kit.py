@@ -3,6 +3,7 @@ the well-behaved plugin that broken one derives from."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 from typing import Any, ClassVar
@@ -16,7 +17,6 @@ from medfuse.errors import DataError, InvalidInputError
 from medfuse.loading import SampleTableBuilder, loader_root
 from medfuse.testing import (
     ALL_CHECKS,
-    check_extractor,
     check_plugin,
     iter_checks,
     parametrize_with_checks,
@@ -406,38 +406,69 @@ def test_expected_failures_are_marked_and_strict():
 _SEEDS = itertools.count(100)
 
 
-def _unseeded_cnn() -> type:
-    from medfuse_plugins.cnn import CNNEmbedding
+@contextlib.contextmanager
+def _unseeded():
+    """Every Keras fit inside is seeded from a counter, not from random_state: every training differs."""
+    import medfuse_plugins._keras as K
+    import medfuse_plugins.unet as U
+
+    real = K.seeded
+
+    def fake(seed, deterministic=True):
+        return real(next(_SEEDS), deterministic)
+
+    K.seeded = U.seeded = fake
+    try:
+        yield
+    finally:
+        K.seeded = U.seeded = real
+
+
+def _unseeded_plugins() -> list[tuple[type, Any, str]]:
+    """(plugin class, the kit's determinism check, its failure message) for the three trained networks."""
+    from medfuse.testing import check_classifier_deterministic, check_extractor_deterministic, check_mask_deterministic
+    from medfuse_plugins.cnn import CNNClassifier, CNNEmbedding
+    from medfuse_plugins.unet import UNetMask
+
+    tiny = {"size": 16, "width": 4, "embedding_dim": 8, "epochs": 1}
 
     class _UnseededCNN(CNNEmbedding):
-        """Seeds TensorFlow from a counter, not from random_state: every training differs."""
-
         name: ClassVar[str] = "kit_unseeded_cnn"
-        conformance_params: ClassVar[dict[str, Any]] = {**CNNEmbedding.conformance_params, "size": 16,
-                                                        "width": 4, "embedding_dim": 8, "epochs": 1}
+        conformance_params: ClassVar[dict[str, Any]] = {**CNNEmbedding.conformance_params, **tiny}
 
-        def _fit_cnn(self, P, y):
-            import medfuse.keras_utils as ku
+        def fit(self, P, y=None):
+            with _unseeded():
+                return super().fit(P, y)
 
-            real = ku.seed_everything
-            ku.seed_everything = lambda seed, deterministic=True: real(next(_SEEDS), deterministic)
-            try:
-                super()._fit_cnn(P, y)
-            finally:
-                ku.seed_everything = real
+    class _UnseededCNNClassifier(CNNClassifier):
+        name: ClassVar[str] = "kit_unseeded_cnn_classifier"
+        conformance_params: ClassVar[dict[str, Any]] = {**CNNClassifier.conformance_params, **tiny}
 
-    return _UnseededCNN
+        def fit(self, P, y=None):
+            with _unseeded():
+                return super().fit(P, y)
+
+    class _UnseededUNet(UNetMask):
+        name: ClassVar[str] = "kit_unseeded_unet"
+        conformance_params: ClassVar[dict[str, Any]] = {**UNetMask.conformance_params, "epochs": 1,
+                                                        "steps_per_epoch": 2}
+
+        def fit(self, images=None, masks=None):
+            with _unseeded():
+                return super().fit(images, masks)
+
+    return [(_UnseededCNN, check_extractor_deterministic, "features differ between two runs"),
+            (_UnseededCNNClassifier, check_classifier_deterministic, "probabilities differ between two fits"),
+            (_UnseededUNet, check_mask_deterministic, "masks differ between two fits")]
 
 
-def test_determinism_check_trains_twice_and_catches_an_unseeded_network():
-    """A memoised network must not stand in for the second training (it would always agree)."""
+def test_determinism_checks_train_twice_and_catch_unseeded_networks():
+    """cnn_embedding, cnn_classifier and unet: the kit's second fit is a real training (no memo can
+    stand in for it), so a network that ignores random_state fails the check."""
     pytest.importorskip("keras")
-    from medfuse.keras_utils import TRAINED
-
-    before = len(TRAINED)
-    with pytest.raises(AssertionError, match="features differ between two runs"):
-        check_extractor(_unseeded_cnn())
-    assert len(TRAINED) == before  # the kit's trainings leave the process's memo as it was
+    for cls, check, message in _unseeded_plugins():
+        with pytest.raises(AssertionError, match=message):
+            check(cls)
 
 
 # ---- a loader of its own layout ---------------------------------------------------------------------

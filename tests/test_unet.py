@@ -67,16 +67,21 @@ def test_reloaded_unet_gives_identical_masks(trained, tmp_path):
 
 
 def test_unet_same_seed_same_masks(trained):
-    from medfuse.keras_utils import TRAINED
+    """A plain fit trains again (same seed: same masks); a run's TrainedCache shares one training."""
+    from medfuse.trained import TrainedCache
 
     train = [smear(s) for s in range(4)]
-    reused = UNetMask(**FAST).fit([i for i, _ in train], [m for _, m in train])
-    assert reused.history_.get("reused") is True  # the same training is not repeated in one process
-    TRAINED.clear()
-    again = UNetMask(**FAST).fit([i for i, _ in train], [m for _, m in train])
-    assert "reused" not in again.history_
+    images, masks = [i for i, _ in train], [m for _, m in train]
+    again = UNetMask(**FAST).fit(images, masks)
+    assert "reused" not in again.history_ and again.model_ is not trained.model_
+    run = TrainedCache()
+    first = run.fit(UNetMask(**FAST), images, masks, owner="pipelines.image.mask")
+    reused = run.fit(UNetMask(**{**FAST, "tta": True, "keep_largest": True}), images, masks)
+    assert reused.history_.get("reused") is True and (run.trainings, run.reuses) == (1, 1)
+    assert reused.model_ is first.model_ and reused.keep_largest
     im, _ = smear(13)
     np.testing.assert_array_equal(again.predict_mask(im), trained.predict_mask(im))
+    reused.tta = reused.keep_largest = False
     np.testing.assert_array_equal(reused.predict_mask(im), trained.predict_mask(im))
 
 

@@ -79,12 +79,16 @@ class StudyResult:
 
 
 def default_runner_factory(host: Any = None, cache_dir: Any = None, jobs: int = 1,
-                           progress: Progress | None = None) -> Callable[[Study, str], Any]:
+                           progress: Progress | None = None, trained: Any = None) -> Callable[[Study, str], Any]:
     """Build ``PipelineRunner`` objects (imported lazily: the engine may import TensorFlow).
 
     ``progress(event, **info)`` receives ``prepare`` events (``pipeline``, ``done``, ``total``,
-    ``what``) while images are prepared.
+    ``what``) while images are prepared. The runners share ``trained`` (default:
+    :func:`medfuse.trained.for_run`, one cache for this factory, i.e. one run).
     """
+    from .trained import for_run
+
+    trained = for_run(trained)
 
     def make(study: Study, pipeline: str) -> Any:
         from .pipeline import PipelineRunner
@@ -95,7 +99,7 @@ def default_runner_factory(host: Any = None, cache_dir: Any = None, jobs: int = 
                 progress("prepare", pipeline=pipeline, done=done, total=total, what=what)
 
         return PipelineRunner(study, pipeline, host=host, cache_dir=cache_dir, jobs=jobs, progress=hook,
-                              ood_checks=False)  # fold fits never score new images
+                              ood_checks=False, trained=trained)  # fold fits never score new images
 
     return make
 

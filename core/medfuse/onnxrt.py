@@ -1,7 +1,7 @@
 """Networks as data: ONNX files run with onnxruntime (CPU), never TensorFlow or Keras.
 
 A bundle's Keras networks are exported to ONNX when the bundle is written
-(:func:`medfuse.keras_utils.export_onnx`); scoring runs them through :class:`OnnxModel`, so a
+(`medfuse_plugins._keras.export_onnx`); scoring runs them through :class:`OnnxModel`, so a
 scoring process imports neither TensorFlow nor Keras. Thread counts are fixed per session
 (:func:`onnx_threads`): every scoring process runs the same counts, which keeps ``--jobs 1``,
 ``--jobs N`` and Dask bit-identical.

@@ -50,6 +50,7 @@ from .fusion import (
 from .imageio import file_sha1
 from .ood import fit_checks, warnings_for
 from .study import PipelineSpec, PluginRef, Study
+from .trained import TrainedCache, for_run
 from .util.jsonable import to_jsonable as _jsonable
 from .util.progress import Progress
 
@@ -123,7 +124,7 @@ def balance_augment(P: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray
     Minority classes get transformed copies of randomly chosen members until every class has
     as many rows as the largest. Non-image arrays are returned unchanged.
     """
-    from .keras_utils import dihedral
+    from .util.arrays import dihedral
 
     if P.ndim != 4:
         return P, y
@@ -173,10 +174,14 @@ class PipelineRunner:
     ood_checks : bool
         Fit the out-of-distribution checks (:mod:`medfuse.ood`) with every fit, for bundles and
         scoring; ``compare``'s fold fits never score new images and skip them (a few seconds a fit).
+    trained : TrainedCache, optional
+        Trainings shared with the other runners of the same run (:mod:`medfuse.trained`); default:
+        the ``with cache.shared()`` one, else a new one shared by this runner and its ensemble members.
     """
 
     def __init__(self, study: Study, pipeline: str, host: Any = None, cache_dir: Path | None = None,
-                 jobs: int = 1, progress: Progress = True, ood_checks: bool = True):
+                 jobs: int = 1, progress: Progress = True, ood_checks: bool = True,
+                 trained: TrainedCache | None = None):
         from .host import get_host
 
         if pipeline not in study.pipelines:
@@ -195,7 +200,8 @@ class PipelineRunner:
         self.where = f"{study.source}: studies.{study.name}.pipelines.{pipeline}"
         self._fixed_seed: set[int] = set()
         self.ood_checks = ood_checks
-        self.members = {m: PipelineRunner(study, m, self.host, cache_dir, jobs, progress, ood_checks)
+        self.trained = for_run(trained)
+        self.members = {m: PipelineRunner(study, m, self.host, cache_dir, jobs, progress, ood_checks, self.trained)
                         for m in self.spec.members}
         for r in self.members.values():
             r._share_cache(self.cache)
@@ -459,7 +465,7 @@ class PipelineRunner:
             if any(m is None for m in masks):
                 raise DataError(f"{self.where}: the trainable mask maker {maker.name!r} needs a dataset mask "
                                 "for every training image")
-            fitted.mask_maker_ = maker.fit(imgs, masks)
+            fitted.mask_maker_ = self.trained.fit(maker, imgs, masks, owner=f"{self._key}.mask")
         fitted.blocks_ = []
         fitted.block_reports_ = {}
         if self.image_classifier:
@@ -467,7 +473,9 @@ class PipelineRunner:
             y_fit = y_tr
             if self.spec.augment:
                 P, y_fit = balance_augment(P, y_tr, seed)
-            fitted.model_ = self._seeded(self.classifier, seed).fit(P, y_fit)
+            network = self.spec.classifier.network if self.spec.classifier else None
+            owner = f"studies.{self.study.name}.blocks.{network}" if network else f"{self._key}.classifier"
+            fitted.model_ = self.trained.fit(self._seeded(self.classifier, seed), P, y_fit, owner=owner)
             fitted.feature_names_ = []
             if self.ood_checks:
                 fitted.ood_ = fit_checks(None, _rows(prepared.acquisition, train_idx), seed)
@@ -482,9 +490,9 @@ class PipelineRunner:
                 P = inputs[b.name]
                 if self.spec.augment and getattr(ex, "trainable", False):
                     P_fit, y_fit = balance_augment(P, y_tr, seed)
-                    ex.fit(P_fit, y_fit)
+                    ex = self.trained.fit(ex, P_fit, y_fit, owner=f"studies.{self.study.name}.blocks.{b.name}")
                 else:
-                    ex.fit(P, y_tr)
+                    ex = self.trained.fit(ex, P, y_tr, owner=f"studies.{self.study.name}.blocks.{b.name}")
                 X = ex.transform(P)
                 names = list(ex.get_feature_names_out())
             else:

@@ -39,6 +39,10 @@ class Field:
 PLUGIN_REF = {
     "plugin": Field("str", required=True, doc="Plugin name, as listed by `medfuse plugins`."),
     "params": Field("table", {}, doc="Constructor parameters of the plugin; unknown keys are refused."),
+    "network": Field("str", None, doc="Classifiers only: the name of a block whose trained network this "
+                     "classifier is, e.g. `classifier = { plugin = \"cnn_classifier\", network = \"cnn\" }`: "
+                     "its parameters are the block's (`params` here override them). Trained on the same "
+                     "images, rows and seed, one training serves the block and the classifier in a run."),
 }
 
 SCHEMA: dict[str, dict[str, Field]] = {
@@ -154,6 +158,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
 class PluginRef:
     plugin: str
     params: dict[str, Any] = field(default_factory=dict)
+    network: str | None = None  # the block whose network this classifier is (params resolved from it)
 
 
 @dataclass
@@ -314,7 +319,7 @@ def _plugin_ref(data: Any, source: str, key: str) -> PluginRef:
     if isinstance(data, str):
         return PluginRef(data)
     table = _check_table_plugin(data, source, key)
-    return PluginRef(table["plugin"], dict(table["params"]))
+    return PluginRef(table["plugin"], dict(table["params"]), table["network"])
 
 
 def _check_table_plugin(data: Any, source: str, key: str) -> dict[str, Any]:
@@ -323,13 +328,26 @@ def _check_table_plugin(data: Any, source: str, key: str) -> dict[str, Any]:
     for k in data:
         if k not in PLUGIN_REF:
             raise StudyError(source, f"{key}.{k}", f"unknown key{did_you_mean(k, PLUGIN_REF)}; "
-                             "accepted: plugin, params")
+                             f"accepted: {', '.join(PLUGIN_REF)}")
     if not isinstance(data.get("plugin"), str):
         raise StudyError(source, f"{key}.plugin", "missing plugin name (a string)")
     params = data.get("params", {})
     if not isinstance(params, dict):
         raise StudyError(source, f"{key}.params", f"expected a table, got {params!r}")
-    return {"plugin": data["plugin"], "params": params}
+    network = data.get("network")
+    if network is not None and not isinstance(network, str):
+        raise StudyError(source, f"{key}.network", f"expected a block name (a string), got {network!r}")
+    return {"plugin": data["plugin"], "params": params, "network": network}
+
+
+def _network_ref(ref: PluginRef, blocks: dict[str, BlockSpec], source: str, key: str) -> PluginRef:
+    """``ref`` with the parameters of the block its ``network`` names (its own ``params`` on top)."""
+    if ref.network is None:
+        return ref
+    if ref.network not in blocks:
+        raise StudyError(source, f"{key}.network", f"unknown block {ref.network!r}"
+                         f"{did_you_mean(ref.network, blocks)}; defined: {', '.join(blocks) or 'none'}")
+    return PluginRef(ref.plugin, {**blocks[ref.network].params, **ref.params}, ref.network)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -455,7 +473,12 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
         mask = t["mask"]
         if mask is not None and mask != "dataset":
             mask = _plugin_ref(mask, source, f"{pk}.mask")
+        for where, ref in [*((f"transforms[{i}]", x) for i, x in enumerate(transforms)), ("mask", mask)]:
+            if isinstance(ref, PluginRef) and ref.network is not None:
+                raise StudyError(source, f"{pk}.{where}.network", "only a classifier can name a block's network")
         classifier = _plugin_ref(t["classifier"], source, f"{pk}.classifier") if t["classifier"] else None
+        if classifier is not None:
+            classifier = _network_ref(classifier, blocks, source, f"{pk}.classifier")
         if classifier is None and not t["members"]:
             raise StudyError(source, f"{pk}.classifier", "missing: give a classifier or ensemble members")
         pipelines[pname] = PipelineSpec(pname, transforms, mask, list(t["blocks"]), t["fusion"], t["combine"],

@@ -16,7 +16,9 @@ A study file holds one or more `[studies.NAME]` tables. Built-in studies live in
 your own file works the same way: `medfuse validate my.toml`, `medfuse compare my.toml:NAME --data ROOT`.
 Paths in `dataset.params` are relative to the data root (`--data ROOT` or `$MEDFUSE_DATA`).
 Plugin tables are `{ plugin = "name", params = { ... } }`; `medfuse plugins show NAME` lists a plugin's
-parameters, and unknown plugins or parameters are refused with a "did you mean" suggestion.
+parameters, and unknown plugins or parameters are refused with a "did you mean" suggestion. A classifier
+can name a block's network instead of repeating its parameters (`network = "cnn"` below): it takes the
+block's parameters, and a run trains that network once per fold for both.
 
 ```toml
 [studies.my-cells]
@@ -29,7 +31,7 @@ blocks.texture = { plugin = "texture", pca = 0.95 }
 blocks.cnn = { plugin = "cnn_embedding", params = { size = 64 }, pca = 0.95 }
 pipelines.classical = { mask = { plugin = "otsu_cell" }, blocks = ["morphology", "texture"], classifier = { plugin = "xgboost" } }
 pipelines.fused = { mask = { plugin = "otsu_cell" }, blocks = ["morphology", "texture", "cnn"], classifier = { plugin = "xgboost" } }
-pipelines.deep = { classifier = { plugin = "cnn_classifier", params = { size = 64 } } }
+pipelines.deep = { classifier = { plugin = "cnn_classifier", network = "cnn" } }
 pipelines.ensemble = { members = ["fused", "deep"], combine = "soft" }
 ```
 """

@@ -16,8 +16,8 @@ Checked for every kind: the declaration (name, kind, semantic version, documente
 ``__init__`` storing parameters only, ``get_params``/``clone`` round-trip, ``set_params`` returning
 ``self`` with ``get_params`` reflecting the change. Then the checks of the plugin's kind
 (:func:`iter_checks` yields only those): output shapes and dtypes, stable ``<block>.<feature>``
-names, determinism under ``random_state`` (two real trainings: a network memoised by the first fit
-is not reused, see :func:`fresh_training`), pickle round-trip giving identical output, and a clear
+names, determinism under ``random_state`` (two real trainings: nothing outside a run's
+:class:`~medfuse.trained.TrainedCache` reuses a network), pickle round-trip giving identical output, and a clear
 :class:`~medfuse.errors.InvalidInputError` (or another ``MedfuseError``/``ValueError``) on bad input
 instead of a crash deep inside a library. Loaders are run on :func:`sample_dataset` (point
 ``conformance_params`` at one of its layouts): the sample table's documented columns and dtypes,
@@ -141,50 +141,6 @@ def sample_dataset(root: Path | str, n_per_class: int = 3, size: int = 24) -> Pa
     table.loc[len(table)] = {"HGB": 12.0, "MCV": 85.0, "label": None, "id": UNLABELLED_ID}
     table[["id", "label", "HGB", "MCV"]].to_csv(root / "table.csv", index=False)
     return root
-
-
-class _ForgetfulMemo:
-    """Stands in for :class:`medfuse.keras_utils.TrainedModels`: finds nothing, keeps nothing."""
-
-    max_items = 0
-
-    @staticmethod
-    def key(arrays: Any, params: dict[str, Any]) -> str:
-        from .keras_utils import TrainedModels
-
-        return TrainedModels.key(arrays, params)
-
-    def get(self, key: str, custom_objects: dict[str, Any] | None = None) -> None:
-        return None
-
-    def put(self, key: str, model: Any, info: dict[str, Any]) -> None:
-        """Nothing is kept (and the network is not serialised for nothing)."""
-
-    def clear(self) -> None:
-        """Nothing to clear."""
-
-    def __len__(self) -> int:
-        return 0
-
-
-@contextlib.contextmanager
-def fresh_training() -> Iterator[None]:
-    """Inside this block every ``fit`` trains anew: the process's memo of trained Keras networks
-    (:data:`medfuse.keras_utils.TRAINED`) is swapped for an empty one that keeps nothing, so a
-    second fit cannot return the first fit's network. The memo is restored afterwards."""
-    try:
-        from . import keras_utils
-    except ImportError:  # no process-wide memo to swap
-        keras_utils = None
-    memo = getattr(keras_utils, "TRAINED", None)
-    if memo is None:
-        yield
-        return
-    keras_utils.TRAINED = _ForgetfulMemo()
-    try:
-        yield
-    finally:
-        keras_utils.TRAINED = memo
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -333,11 +289,10 @@ _FITTED: dict[tuple[type, str], Any] = {}
 
 def _once(cls: type[Plugin], what: str, fit: Callable[[], Any]) -> Any:
     """``fit()`` for ``cls`` the first time, then the same result: the checks of one plugin share one
-    training (read-only); the determinism checks train a second time with :func:`fresh_training`."""
+    training (read-only); the determinism checks train a second time."""
     key = (cls, f"{what}:{cls.conformance_params!r}")
     if key not in _FITTED:
-        with fresh_training():
-            _FITTED[key] = fit()
+        _FITTED[key] = fit()
     return _FITTED[key]
 
 
@@ -415,8 +370,7 @@ def check_mask_deterministic(cls: type[Plugin]) -> None:
     """Two fits with the same ``random_state`` give the same masks (two real trainings)."""
     images, _, _ = sample_cells(8)
     _, out = _masked(cls)
-    with fresh_training():
-        again = _mask_fit(cls).predict_masks(images[:3])
+    again = _mask_fit(cls).predict_masks(images[:3])
     for a, b in zip(out, again):
         _same(a, b, "masks differ between two fits with the same random_state")
 
@@ -473,8 +427,7 @@ def check_feature_names(cls: type[Plugin]) -> None:
 def check_extractor_deterministic(cls: type[Plugin]) -> None:
     """Two runs with the same ``random_state`` give the same features (two real trainings)."""
     _, _, out = _extracted(cls)
-    with fresh_training():
-        _, _, again = _extractor_run(cls)
+    _, _, again = _extractor_run(cls)
     _same(out, again, "features differ between two runs with the same random_state")
 
 
@@ -584,8 +537,7 @@ def check_classifier_deterministic(cls: type[Plugin]) -> None:
     """Two fits with the same ``random_state`` give the same probabilities (two real trainings)."""
     X, _ = _classifier_data(cls)
     _, proba = _classified(cls)
-    with fresh_training():
-        again = _classifier_fit(cls)
+    again = _classifier_fit(cls)
     _same(again.predict_proba(X), proba, "probabilities differ between two fits")
 
 

@@ -32,7 +32,8 @@ def grad_cam(model: Any, P: np.ndarray, targets: np.ndarray, layer: str | None =
     ``(n, s, s, c)``, each towards class code ``targets[i]``; ``layer``: the feature map (default: the
     last 4-D one). A map with no positive evidence is all zeros."""
     import tensorflow as tf
-    from medfuse.keras_utils import keras
+
+    from medfuse_plugins._keras import keras
 
     k = keras()
     name = layer or last_spatial_layer(model)

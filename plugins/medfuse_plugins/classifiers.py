@@ -16,7 +16,7 @@ from medfuse import hookimpl
 from medfuse.contracts import Classifier
 from medfuse.errors import InvalidInputError, PluginError
 
-from medfuse_plugins.cnn import _KerasStateMixin
+from medfuse_plugins._keras import KerasStateMixin
 
 # ---- shared helpers ---------------------------------------------------------------------------
 
@@ -494,7 +494,7 @@ class Stacking(SoftVote):
 # ---- Keras branch MLP (intermediate fusion) ---------------------------------------------------
 
 
-class BranchMLP(_KerasStateMixin, Classifier):
+class BranchMLP(KerasStateMixin, Classifier):
     """Keras MLP with one dense branch per feature block, concatenated before the head.
 
     Intermediate fusion: ``fit([block_1, block_2, ...], y)`` where ``block_i`` is
@@ -551,7 +551,7 @@ class BranchMLP(_KerasStateMixin, Classifier):
         return out
 
     def _build(self, widths: list[int], n_classes: int):
-        from medfuse.keras_utils import keras
+        from medfuse_plugins._keras import keras
 
         keras = keras()
 
@@ -572,15 +572,22 @@ class BranchMLP(_KerasStateMixin, Classifier):
         return model
 
     def fit(self, blocks, y):
-        from medfuse.keras_utils import keras, seed_everything
+        from medfuse_plugins._keras import seeded
 
-        keras = keras()
         blocks = self._blocks(blocks, fitting=True)
         if len(blocks[0]) != len(y):
             raise InvalidInputError(f"{self.name}: {len(blocks[0])} rows but {len(y)} labels")
         self.classes_, codes = _encode(self.name, y)
         self.block_widths_ = [b.shape[1] for b in blocks]
-        seed_everything(self.random_state)
+        with seeded(self.random_state):
+            self.model_, self.onnx_ = self._train(blocks, codes), {}
+        return self
+
+    def _train(self, blocks: list[np.ndarray], codes: np.ndarray) -> Any:
+        """Build and train the network (inside :func:`~medfuse_plugins._keras.seeded`)."""
+        from medfuse_plugins._keras import keras
+
+        keras = keras()
         model = self._build(self.block_widths_, len(self.classes_))
         weights = None
         if self.class_weight == "balanced":
@@ -599,12 +606,11 @@ class BranchMLP(_KerasStateMixin, Classifier):
             callbacks.append(keras.callbacks.EarlyStopping(patience=self.patience, restore_best_weights=True))
         model.fit([b[tr] for b in blocks], codes[tr], epochs=self.epochs, batch_size=self.batch_size,
                   validation_data=val, callbacks=callbacks, class_weight=weights, verbose=0, shuffle=True)
-        self.model_, self.onnx_ = model, {}
-        return self
+        return model
 
     def predict_proba(self, blocks) -> np.ndarray:
         blocks = self._blocks(blocks)
-        from medfuse.keras_utils import iter_batches
+        from medfuse_plugins._keras import iter_batches
 
         net = self._net("probs")
         parts = [np.asarray(net([b[s] for b in blocks], training=False))

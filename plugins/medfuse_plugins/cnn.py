@@ -7,9 +7,10 @@
 * ``cnn_classifier`` (classifier, ``input = "images"``): the same compact CNN, softmax head.
 
 ``cnn_embedding`` and ``cnn_classifier`` train the very same network for the same prepared images,
-labels, parameters and seed, so trained networks go to :data:`medfuse.keras_utils.TRAINED` (a small
-in-memory memo keyed by a digest of all of these): the fused pipeline's embedding, the deep pipeline
-and an ensemble holding either reuse one training per fold instead of repeating it.
+labels, parameters and seed (``training_key``), so a run's :class:`medfuse.trained.TrainedCache`
+trains it once per fold for the fused pipeline's ``cnn`` block, the deep pipeline whose classifier
+names that block's network (``network = "cnn"``) and ensembles holding either. A plain ``fit``
+always trains.
 
 All three take prepared inputs: ``prepare(image, mask)`` resizes to ``size x size`` with
 anti-aliasing (optionally zeroing the background) and returns ``uint8 (size, size, 3)``;
@@ -28,13 +29,7 @@ from medfuse.contracts import Classifier, Extractor
 from medfuse.errors import InvalidInputError, MedfuseError
 from PIL import Image
 
-
-def forget_trained_networks() -> None:
-    """Empty this process's memo of trained networks (the next fit trains afresh)."""
-    from medfuse.keras_utils import TRAINED
-
-    TRAINED.clear()
-
+from medfuse_plugins._keras import KerasStateMixin, encode_labels
 
 # ---- preparation ------------------------------------------------------------------------------
 
@@ -84,7 +79,7 @@ def build_compact_cnn(size: int, n_classes: int, width: int = 16, depth: int = 4
     ``depth`` residual stages of one basic block each (conv3x3-BN-ReLU-conv3x3-BN plus the shortcut,
     a strided 1x1 conv-BN where the shape changes), stride 2 from the second stage on.
     """
-    from medfuse.keras_utils import keras
+    from medfuse_plugins._keras import keras
 
     if arch not in ARCHS:
         raise InvalidInputError(f"cnn: arch must be one of {', '.join(ARCHS)}, got {arch!r}")
@@ -141,7 +136,7 @@ def seed_ensemble(members: list[Any], size: int) -> Any:
     the identity at inference), so the embedding lies on the path to the output: the network
     exports to ONNX and serves both roles like a single compact CNN.
     """
-    from medfuse.keras_utils import keras
+    from medfuse_plugins._keras import keras
 
     k = keras()
     L = k.layers
@@ -163,138 +158,6 @@ def seed_ensemble(members: list[Any], size: int) -> Any:
     return k.Model(inputs, out, name="seed_ensemble")
 
 
-# ---- shared persistence ----------------------------------------------------------------------
-
-
-class _KerasStateMixin:
-    """Pickle and bundle support for plugins holding Keras models in ``model_``.
-
-    Pickling replaces the model by its native ``.keras`` bytes. In a bundle (format 2) the model
-    is left out of the object graph: :meth:`save_artifacts` writes ``<name>.keras`` (kept for
-    retraining and inspection, never loaded by scoring) and one ONNX file per network the plugin
-    runs at inference (:attr:`_onnx_outputs`); :meth:`load_artifacts` reads only the ONNX files,
-    which then run under onnxruntime (no TensorFlow, no Keras).
-    """
-
-    _model_attrs: ClassVar[tuple[str, ...]] = ("model_",)
-    # The networks run at inference: role -> layer of ``model_`` whose output it is (None: the
-    # model's own output); each becomes ``<name>.<role>.onnx`` in a bundle.
-    _onnx_outputs: ClassVar[dict[str, str | None]] = {"probs": None}
-    # The network a subclass trains (classes training the same one share the memo) and the
-    # parameters that do not change it (left out of the training key).
-    _network: ClassVar[str] = ""
-    _not_training: ClassVar[frozenset[str]] = frozenset({"verbose", "batch_size_predict"})
-
-    def _training_key(self, arrays: Any) -> str:
-        """Key of :data:`medfuse.keras_utils.TRAINED`: the training arrays, the class and its training params."""
-        from medfuse.keras_utils import TRAINED
-
-        params = {k: v for k, v in self.get_params().items() if k not in self._not_training}
-        return TRAINED.key(arrays, {"net": self._network or type(self).__name__, **params})
-
-    def _reuse_trained(self, key: str) -> bool:
-        """Take the network already trained for ``key`` in this process (``history_["reused"]``); False if none."""
-        from medfuse.keras_utils import TRAINED
-
-        hit = TRAINED.get(key)
-        if hit is None:
-            return False
-        self.model_, history = hit
-        self.history_ = {**history, "reused": True}
-        self.n_params_ = int(self.model_.count_params())
-        self._cache, self.onnx_ = {}, {}
-        return True
-
-    def _net(self, role: str) -> Any:
-        """The network ``role`` of :attr:`_onnx_outputs`: its ONNX model when loaded from a bundle,
-        else the Keras (sub-)model (cached, not pickled)."""
-        onnx = getattr(self, "onnx_", None) or {}
-        if role in onnx:
-            return onnx[role]
-        self._check_fitted()
-        layer = self._onnx_outputs[role]
-        if layer is None:
-            return self.model_
-        cache = self.__dict__.setdefault("_cache", {})
-        if role not in cache:
-            from medfuse.keras_utils import keras
-
-            out = self.model_.get_layer(layer).output
-            cache[role] = self.model_ if out is self.model_.output else keras().Model(self.model_.input, out)
-        return cache[role]
-
-    def __getstate__(self) -> dict[str, Any]:
-        from medfuse.contracts import state_saved_separately
-
-        state = dict(self.__dict__)
-        separately = state_saved_separately()
-        for attr in self._model_attrs:
-            if state.get(attr) is not None:
-                if separately:
-                    del state[attr]
-                else:
-                    from medfuse.keras_utils import model_to_bytes
-
-                    state[attr] = model_to_bytes(state[attr])
-        if separately:
-            state.pop("onnx_", None)
-        for key in [k for k in state if k.startswith("_cache")]:
-            del state[key]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        for attr in self._model_attrs:
-            if isinstance(state.get(attr), bytes):
-                from medfuse.keras_utils import model_from_bytes
-
-                setattr(self, attr, model_from_bytes(state[attr]))
-
-    def _example_input(self) -> Any:
-        """A one-row input the network accepts (Keras builds shapes on a first call before export)."""
-        shape = [int(d) if d is not None else 2 ** int(getattr(self, "depth", 0)) * 4
-                 for d in self.model_.input_shape[1:]]
-        return np.zeros((1, *shape), np.float32)
-
-    def save_artifacts(self, directory: Path) -> list[Path]:
-        """Write ``<name>.keras`` (for retraining) and ``<name>.<role>.onnx`` (for scoring) into ``directory``."""
-        from medfuse.keras_utils import export_onnx, save_model
-
-        if getattr(self, "model_", None) is None:
-            if getattr(self, "onnx_", None):
-                raise MedfuseError(f"{self.name}: loaded from a bundle (ONNX only); it cannot be saved again, "
-                                   "retrain it")
-            return []
-        directory = Path(directory)
-        written = [save_model(self.model_, directory / self._artifact_name("model_"))]
-        example = self._example_input()
-        for role in self._onnx_outputs:
-            written.append(export_onnx(self._net(role), directory / self._onnx_name(role), example))
-        return written
-
-    def load_artifacts(self, directory: Path) -> None:
-        """Load the ONNX networks written by :meth:`save_artifacts` (never the ``.keras`` file)."""
-        from medfuse.onnxrt import OnnxModel
-
-        self.onnx_ = {role: OnnxModel.load(Path(directory) / self._onnx_name(role)) for role in self._onnx_outputs}
-        self._cache = {}
-
-    def _artifact_name(self, attr: str) -> str:
-        suffix = "" if attr == "model_" else "." + attr.rstrip("_")
-        return f"{self.name}{suffix}.keras"
-
-    def _onnx_name(self, role: str) -> str:
-        return f"{self.name}.{role}.onnx"
-
-    def _check_fitted(self) -> None:
-        if getattr(self, "model_", None) is None and not getattr(self, "onnx_", None):
-            if any(k in self.__dict__ for k in ("classes_", "history_")):
-                raise MedfuseError(f"{self.name}: the network was not restored; a bundle stores it beside the "
-                                   f"object graph as '{self._onnx_name(next(iter(self._onnx_outputs)))}' "
-                                   f"(call load_artifacts(dir))")
-            raise MedfuseError(f"{self.name}: not fitted; call fit() first")
-
-
 _CNN_DOCS = {
     "size": "side in pixels of the square network input (images are resized with anti-aliasing)",
     "width": "filters of the first conv block; doubled in each following block",
@@ -311,7 +174,7 @@ _CNN_DOCS = {
     "brightness": "maximum relative brightness change of the augmentation",
     "masked": "zero the background (mask == 0) before resizing, when a mask is given",
     "class_weight": "'balanced' weights classes by inverse frequency; None: unweighted",
-    "deterministic": "enable TensorFlow op determinism (process-wide) so that a seed reproduces the model",
+    "deterministic": "TensorFlow op determinism during the fit (the previous setting is restored after) so that a seed reproduces the model",
     "random_state": "seed of weights, augmentation, shuffling and the inner split",
     "verbose": "Keras training verbosity (0 silent)",
     "batch_size_predict": "batch size at inference",
@@ -335,7 +198,7 @@ _CNN_FAST = {"size": 32, "width": 8, "depth": 2, "embedding_dim": 16, "epochs": 
              "validation_fraction": 0.25, "random_state": 0}
 
 
-class _CompactCNNBase(_KerasStateMixin):
+class _CompactCNNBase(KerasStateMixin):
     """Parameters and training shared by ``cnn_embedding`` and ``cnn_classifier``."""
 
     # cnn_embedding and cnn_classifier train this same network; ``masked`` acts in prepare(), so it
@@ -386,7 +249,7 @@ class _CompactCNNBase(_KerasStateMixin):
 
     def _predict(self, model: Any, P: np.ndarray) -> np.ndarray:
         """``model`` on ``P`` in batches; with ``tta``, the mean over the 8 flips/transposes."""
-        from medfuse.keras_utils import batched_predict
+        from medfuse_plugins._keras import batched_predict
 
         batch = int(self.batch_size_predict)
         if not self.tta:
@@ -408,37 +271,43 @@ class _CompactCNNBase(_KerasStateMixin):
             raise InvalidInputError(f"{self.name}: saliency needs the Keras network (not loaded from a bundle)")
         return grad_cam(self.model_, _check_prepared(P, int(self.size), self.name), np.asarray(target))
 
-    def _fit_cnn(self, P: Any, y: Any) -> None:
-        from medfuse.keras_utils import TRAINED, encode_labels, seed_everything, train_classifier
+    def _training_arrays(self, P: Any, y: Any = None) -> list[np.ndarray]:
+        P, classes, codes = self._checked(P, y)
+        return [P, codes, np.asarray([str(c) for c in classes])]
 
+    def _checked(self, P: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Prepared images, classes and codes, checked."""
         P = _check_prepared(P, int(self.size), self.name)
         if y is None:
             raise InvalidInputError(f"{self.name}: fit needs labels y (it trains a classifier)")
         classes, codes = encode_labels(y)
         if len(codes) != len(P):
             raise InvalidInputError(f"{self.name}: {len(P)} images but {len(codes)} labels")
-        key = self._training_key([P, codes, np.asarray([str(c) for c in classes])])
-        if self._reuse_trained(key):  # same images, labels, parameters and seed: the same network
-            self.classes_ = classes
-            return
+        return P, classes, codes
+
+    def _fit_cnn(self, P: Any, y: Any) -> None:
+        from medfuse_plugins import _keras
+        from medfuse_plugins._keras_train import train_classifier
+
+        P, classes, codes = self._checked(P, y)
         if int(self.n_seeds) < 1:
             raise InvalidInputError(f"{self.name}: n_seeds must be >= 1, got {self.n_seeds}")
         members, histories = [], []
         for i in range(int(self.n_seeds)):
             seed = int(self.random_state) + i
-            seed_everything(seed, self.deterministic)
-            model = build_compact_cnn(int(self.size), len(classes), int(self.width), int(self.depth),
-                                      int(self.embedding_dim), float(self.dropout), str(self.arch),
-                                      name="compact_cnn" if self.n_seeds == 1 else f"compact_cnn_{i}")
-            histories.append(train_classifier(
-                model, P, codes, len(classes), epochs=int(self.epochs), batch_size=int(self.batch_size),
-                learning_rate=float(self.learning_rate), patience=int(self.patience),
-                validation_fraction=float(self.validation_fraction), augment=bool(self.augment),
-                zoom=float(self.zoom), brightness=float(self.brightness), class_weight=self.class_weight,
-                random_state=seed, verbose=int(self.verbose), contrast=float(self.contrast),
-                gamma=float(self.gamma), warmup_epochs=float(self.warmup_epochs),
-                label_smoothing=float(self.label_smoothing), mixup=float(self.mixup), cutmix=float(self.cutmix),
-                ema=float(self.ema)))
+            with _keras.seeded(seed, self.deterministic):
+                model = build_compact_cnn(int(self.size), len(classes), int(self.width), int(self.depth),
+                                          int(self.embedding_dim), float(self.dropout), str(self.arch),
+                                          name="compact_cnn" if self.n_seeds == 1 else f"compact_cnn_{i}")
+                histories.append(train_classifier(
+                    model, P, codes, len(classes), epochs=int(self.epochs), batch_size=int(self.batch_size),
+                    learning_rate=float(self.learning_rate), patience=int(self.patience),
+                    validation_fraction=float(self.validation_fraction), augment=bool(self.augment),
+                    zoom=float(self.zoom), brightness=float(self.brightness), class_weight=self.class_weight,
+                    random_state=seed, verbose=int(self.verbose), contrast=float(self.contrast),
+                    gamma=float(self.gamma), warmup_epochs=float(self.warmup_epochs),
+                    label_smoothing=float(self.label_smoothing), mixup=float(self.mixup),
+                    cutmix=float(self.cutmix), ema=float(self.ema)))
             members.append(model)
         self.history_ = histories[0] if len(histories) == 1 else {**histories[0], "members": histories}
         if len(members) > 1:
@@ -447,7 +316,6 @@ class _CompactCNNBase(_KerasStateMixin):
         self.n_params_ = int(model.count_params())
         self.model_ = model
         self._cache, self.onnx_ = {}, {}
-        TRAINED.put(key, model, self.history_)
 
 
 class CNNEmbedding(_CompactCNNBase, Extractor):
@@ -533,7 +401,7 @@ def _build_backbone_base(architecture: str, size: int, weights: str | None) -> A
     """``keras.applications`` network without its top, with global average pooling."""
     import socket
 
-    from medfuse.keras_utils import keras
+    from medfuse_plugins._keras import keras
 
     if architecture not in BACKBONES:
         raise InvalidInputError(f"backbone: unknown architecture {architecture!r}; "
@@ -574,7 +442,7 @@ def build_backbone(architecture: str, size: int, weights: str | None, n_classes:
                    dropout: float = 0.2) -> Any:
     """Input 0..255 -> scaling for ``architecture`` -> pooled features (layer ``features``)
     [-> dropout -> softmax head ``probs`` when ``n_classes`` is given]."""
-    from medfuse.keras_utils import keras
+    from medfuse_plugins._keras import keras
 
     k = keras()
     L = k.layers
@@ -595,7 +463,7 @@ def build_backbone(architecture: str, size: int, weights: str | None, n_classes:
     return k.Model(inputs, x, name=f"backbone_{architecture}")
 
 
-class Backbone(_KerasStateMixin, Extractor):
+class Backbone(KerasStateMixin, Extractor):
     """A ``keras.applications`` network (MobileNetV3, EfficientNet, InceptionV3, Xception, ...) as a
     feature extractor: frozen (global-average-pooled features) or fine-tuned on the training fold.
 
@@ -622,7 +490,7 @@ class Backbone(_KerasStateMixin, Extractor):
         "augment": "flips, 90-degree rotations, zoom and brightness during fine-tuning",
         "masked": "zero the background (mask == 0) before resizing, when a mask is given",
         "class_weight": "'balanced' or None",
-        "deterministic": "enable TensorFlow op determinism (process-wide)",
+        "deterministic": "TensorFlow op determinism during the fit (the previous setting is restored after)",
         "random_state": "seed of initialisation, augmentation and the inner split",
         "verbose": "Keras training verbosity (0 silent)",
         "batch_size_predict": "batch size at inference",
@@ -657,10 +525,18 @@ class Backbone(_KerasStateMixin, Extractor):
 
     def fit(self, P: Any, y: Any = None) -> Backbone:
         """Build the network (frozen) or fine-tune it on ``P`` (n, size, size, 3) and labels ``y``."""
-        from medfuse.keras_utils import encode_labels, seed_everything, train_classifier
+        from medfuse_plugins._keras import seeded
 
         P = _check_prepared(P, int(self.size), self.name)
-        seed_everything(self.random_state, self.deterministic)
+        with seeded(self.random_state, self.deterministic):
+            self._fit_backbone(P, y)
+        self.n_features_ = int(self.model_.get_layer("features").output.shape[-1])
+        self._cache, self.onnx_ = {}, {}
+        return self
+
+    def _fit_backbone(self, P: np.ndarray, y: Any) -> None:
+        from medfuse_plugins._keras_train import train_classifier
+
         if not self.fine_tune:
             self.model_ = build_backbone(self.architecture, int(self.size), self.weights)
             self.history_ = {}
@@ -677,13 +553,10 @@ class Backbone(_KerasStateMixin, Extractor):
                 verbose=int(self.verbose))
             self.classes_ = classes
             self.model_ = model
-        self.n_features_ = int(self.model_.get_layer("features").output.shape[-1])
-        self._cache, self.onnx_ = {}, {}
-        return self
 
     def transform(self, P: Any) -> np.ndarray:
         """Pooled backbone features, float32 ``(n, n_features_)``."""
-        from medfuse.keras_utils import batched_predict
+        from medfuse_plugins._keras import batched_predict
 
         P = _check_prepared(P, int(self.size), self.name)
         return batched_predict(self._net("features"), P, int(self.batch_size_predict))

@@ -17,13 +17,13 @@ from medfuse.contracts import InstanceMaker, MaskMaker, check_mask
 from medfuse.errors import InvalidInputError
 from PIL import Image
 
-from medfuse_plugins.cnn import _KerasStateMixin
+from medfuse_plugins._keras import KerasStateMixin, seeded
 
 
 def build_unet(n_classes: int, width: int = 16, depth: int = 3) -> Any:
     """Fully convolutional U-Net: input float (n, H, W, 3) in 0..255, H and W multiples of
     ``2**depth``; output softmax ``(n, H, W, n_classes)``. Encoder filters ``width * 2**i``."""
-    from medfuse.keras_utils import keras
+    from medfuse_plugins._keras import keras
 
     k = keras()
     L = k.layers
@@ -53,7 +53,7 @@ def build_unet(n_classes: int, width: int = 16, depth: int = 3) -> Any:
 
 def _dice_ce_loss(n_classes: int, dice_weight: float) -> Any:
     """Sparse cross-entropy plus ``dice_weight`` x (1 - mean soft Dice of the foreground classes)."""
-    from medfuse.keras_utils import keras
+    from medfuse_plugins._keras import keras
 
     ops = keras().ops
 
@@ -129,7 +129,7 @@ def keep_largest_cell(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-class UNetMask(_KerasStateMixin, MaskMaker):
+class UNetMask(KerasStateMixin, MaskMaker):
     """U-Net segmentation learnt from image/mask pairs; patch training, tiled full-resolution prediction.
 
     Loss: cross-entropy plus soft Dice; augmentation: flips, 90-degree rotations, brightness and
@@ -158,7 +158,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         "validation_fraction": "share of images held out for early stopping (with >= 4 images)",
         "dice_weight": "weight of the soft-Dice term added to the cross-entropy",
         "augment": "flips, 90-degree rotations, brightness and contrast jitter of training patches",
-        "deterministic": "enable TensorFlow op determinism (process-wide)",
+        "deterministic": "TensorFlow op determinism during the fit (the previous setting is restored after)",
         "random_state": "seed of weights, patch sampling, augmentation and the validation split",
         "verbose": "Keras training verbosity (0 silent)",
         "batch_size_predict": "tiles per inference batch",
@@ -249,16 +249,7 @@ class UNetMask(_KerasStateMixin, MaskMaker):
     # ---- fit ------------------------------------------------------------------------------
     def fit(self, images: Sequence[np.ndarray] | None = None, masks: Sequence[np.ndarray] | None = None) -> UNetMask:
         """Train on full-size canonical images ``(H, W, 3)`` uint8 and masks ``(H, W)`` {0, 1, 2}."""
-        from medfuse.keras_utils import TRAINED, keras, seed_everything
-
-        self.validate_params()
-        if images is None or masks is None or len(images) == 0:
-            raise InvalidInputError("unet: fit needs a non-empty list of images and their masks")
-        if len(images) != len(masks):
-            raise InvalidInputError(f"unet: {len(images)} images but {len(masks)} masks")
-        key = self._training_key([*images, *(np.zeros(0) if m is None else m for m in masks)])
-        if self._reuse_trained(key):  # same images, masks, parameters and seed: the same network
-            return self
+        self._training_arrays(images, masks)  # checks the inputs
         p = int(self.patch_size)
         ims, tgs = [], []
         for i, (im, m) in enumerate(zip(images, masks)):
@@ -279,7 +270,20 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         Xv, Yv = self._sample(va_ims, va_tgs, n_val_patches, np.random.default_rng([int(self.random_state), 1]),
                               augment=False)
 
-        seed_everything(self.random_state, self.deterministic)
+        with seeded(self.random_state, self.deterministic):
+            model, history = self._train(tr_ims, tr_tgs, Xv, Yv)
+        history["n_train_images"], history["n_val_images"] = len(tr_idx), int(n_val)
+        self.history_ = history
+        self.n_params_ = int(model.count_params())
+        self.model_ = model
+        self._cache, self.onnx_ = {}, {}
+        return self
+
+    def _train(self, tr_ims: list[np.ndarray], tr_tgs: list[np.ndarray], Xv: np.ndarray,
+               Yv: np.ndarray) -> tuple[Any, dict[str, Any]]:
+        """Build and train the network on random patches; early stopping on ``Xv``/``Yv``."""
+        from medfuse_plugins._keras import keras
+
         k = keras()
         model = build_unet(int(self.n_classes), int(self.width), int(self.depth))
         steps, epochs = int(self.steps_per_epoch), int(self.epochs)
@@ -307,18 +311,22 @@ class UNetMask(_KerasStateMixin, MaskMaker):
         if best_weights is not None:
             model.set_weights(best_weights)
         history["epochs_run"] = len(history["loss"])
-        history["n_train_images"], history["n_val_images"] = len(tr_idx), int(n_val)
-        self.history_ = history
-        self.n_params_ = int(model.count_params())
-        self.model_ = model
-        self._cache, self.onnx_ = {}, {}
-        TRAINED.put(key, model, history)
-        return self
+        return model, history
+
+    def _training_arrays(self, images: Sequence[np.ndarray] | None = None,
+                         masks: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        """The images and masks, checked (same images, masks, parameters and seed: the same network)."""
+        self.validate_params()
+        if images is None or masks is None or len(images) == 0:
+            raise InvalidInputError("unet: fit needs a non-empty list of images and their masks")
+        if len(images) != len(masks):
+            raise InvalidInputError(f"unet: {len(images)} images but {len(masks)} masks")
+        return [*images, *(np.zeros(0) if m is None else m for m in masks)]
 
     # ---- predict --------------------------------------------------------------------------
     def predict_proba_map(self, image: np.ndarray) -> np.ndarray:
         """Blended softmax map ``(H', W', n_classes)`` float32 at the network's scale."""
-        from medfuse.keras_utils import batched_predict
+        from medfuse_plugins._keras import batched_predict
 
         self._check_fitted()
         t, m = int(self.tile_size), 2 ** int(self.depth)

@@ -167,7 +167,8 @@ def parse_sets(values: tuple[str, ...] | list[str], what: str = "BLOCK") -> dict
 
 
 def apply_block_sets(study: Any, values: tuple[str, ...] | list[str], host: Any) -> tuple[Any, dict[str, Any]]:
-    """``--set BLOCK.PARAM=VALUE`` applied to a copy of ``study``'s blocks: ``(study, overrides)``.
+    """``--set BLOCK.PARAM=VALUE`` applied to a copy of ``study``'s blocks (and to classifiers that name
+    the block's network, ``network = "BLOCK"``): ``(study, overrides)``.
 
     An unknown block or parameter is a usage error naming what exists, with a did-you-mean.
     """
@@ -192,4 +193,7 @@ def apply_block_sets(study: Any, values: tuple[str, ...] | list[str], host: Any)
                                          f"{did_you_mean(param, schema)}; parameters: {', '.join(schema)}",
                                          param_hint="--set")
         spec.params = {**spec.params, **params}
+        for pipe in study.pipelines.values():  # classifiers naming this block's network follow it
+            if pipe.classifier is not None and pipe.classifier.network == block:
+                pipe.classifier.params = {**pipe.classifier.params, **params}
     return study, sets
