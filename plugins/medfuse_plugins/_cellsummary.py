@@ -176,20 +176,18 @@ class CellSummary(Extractor):
 
     def _plugins(self) -> dict[str, Extractor]:
         """The per-cell extractors, one per plugin named in ``features``."""
-        from medfuse.host import get_host
+        import medfuse
 
-        host = get_host()
         params = dict(self.feature_params or {})
         out: dict[str, Extractor] = {}
         for entry in self._features():
             plugin = str(entry).split(".", 1)[0]
             if plugin in out:
                 continue
-            ex = host.create(plugin, dict(params.get(plugin, {})), kind="extractor")
+            ex = medfuse.get_plugin(plugin, "extractor", **dict(params.get(plugin, {})))
             if getattr(ex, "trainable", False):
                 raise InvalidInputError(f"cell_summary: features plugin {plugin!r} is trainable; per-cell "
                                         "features must be stateless extractors")
-            ex.validate_params()
             out[plugin] = ex
         unknown = set(params) - set(out)
         if unknown:
@@ -225,10 +223,9 @@ class CellSummary(Extractor):
         if not isinstance(self.finder, str) or not self.finder:
             raise InvalidInputError("cell_summary: finder must be a plugin name or \"mask\"")
         if self.finder != "mask":
-            from medfuse.host import get_host
+            import medfuse
 
-            cls = get_host().get(self.finder, kind="mask")
-            if not issubclass(cls, InstanceMaker):
+            if not isinstance(medfuse.get_plugin(self.finder, "mask"), InstanceMaker):
                 raise InvalidInputError(f"cell_summary: finder {self.finder!r} gives no instances (not an instance "
                                         "segmenter such as rbc_instances); use one, or \"mask\"")
         for s in self._stats():
@@ -290,9 +287,9 @@ class CellSummary(Extractor):
             if mask is None:
                 raise InvalidInputError("cell_summary: finder \"mask\" needs a pipeline mask (mask = ...)")
             return split_cells(mask > 0, int(params.get("min_distance", 5)), int(params.get("min_area", 20)))[0]
-        from medfuse.host import get_host
+        import medfuse
 
-        finder = get_host().create(self.finder, params, kind="mask")
+        finder = medfuse.get_plugin(self.finder, "mask", **params)
         return finder.predict_instances(image)
 
     def per_cell(self, image: np.ndarray, mask: np.ndarray | None = None,
