@@ -133,3 +133,19 @@ def test_a_malformed_recorded_crop_rule_is_refused_naming_the_key(bundles, tmp_p
     with pytest.raises(MedfuseError, match="inputs.objects") as info:
         score_objects(bad, bundles[1], tmp_path / "x.csv", "rbc_instances", progress=False)
     assert message in str(info.value)
+
+
+def test_cli_crop_size_overrides_and_conflicts_with_margin(bundles, tmp_path):
+    from click.testing import CliRunner
+    from medfuse.cli import main
+
+    bundle, smears = bundles[0]["boxes"], bundles[1]
+    out = tmp_path / "cells.csv"
+    res = CliRunner().invoke(main, ["score", str(bundle), str(smears), "-o", str(out), "--objects", "rbc_instances",
+                                    "--crop-size", "36", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "--crop-size overrides the bundle's crop rule" in res.output
+    assert _sides(pd.read_csv(out)["path"]) == {(36, 36)}
+    both = CliRunner().invoke(main, ["score", str(bundle), str(smears), "-o", str(tmp_path / "x.csv"),
+                                     "--objects", "rbc_instances", "--crop-size", "36", "--margin", "0.1"])
+    assert both.exit_code != 0 and "give one" in both.output
