@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from .objects import CropRule
+
 __all__ = ["MatchCounts", "expand_box", "instances_from_mask", "match_boxes", "measure_instances",
            "precision_recall", "box_iou", "centre_score"]
 
@@ -44,9 +46,7 @@ def measure_instances(labels: np.ndarray) -> pd.DataFrame:
 def expand_box(box: tuple[int, int, int, int], margin: float) -> tuple[int, int, int, int]:
     """``box`` grown on every side by ``margin`` times its larger side (rounded to pixels); the
     result may extend past the image (:func:`medfuse.objects.crop` repeats the edge there)."""
-    x0, y0, x1, y1 = (int(v) for v in box)
-    pad = int(round(margin * max(x1 - x0, y1 - y0)))
-    return x0 - pad, y0 - pad, x1 + pad, y1 + pad
+    return CropRule("box", margin=margin).box(box)
 
 
 def instances_from_mask(mask: np.ndarray, min_area: int = 1) -> np.ndarray:

@@ -605,6 +605,12 @@ class Loader(Plugin):
     def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
         raise NotImplementedError
 
+    def crop_rule(self) -> dict[str, Any] | None:
+        """How this loader cuts its samples out of larger images, as a
+        :class:`medfuse.objects.CropRule` dict (recorded in bundles as ``inputs.objects``, used by
+        whole-image scoring); ``None`` (the default) when samples are whole files."""
+        return None
+
 
 BASES: dict[str, type[Plugin]] = {
     "transform": Transform,

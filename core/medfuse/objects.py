@@ -29,6 +29,12 @@ is found as a duplicate.
 
 A real file whose name contains ``#box=`` is read as that file: the fragment is only parsed when
 the path as written does not exist.
+
+Crop rules (:class:`CropRule`): how a loader cut its training objects, recorded in a bundle's
+manifest (``inputs.objects``) so that whole-image scoring cuts found objects the same way:
+``{"rule": "box", "margin": F, "pad": P}`` (the box grown by ``F`` times its larger side, then
+by ``P`` pixels on every side) or ``{"rule": "centred", "size": S}`` (an ``S`` x ``S`` square
+centred on the box).
 """
 
 from __future__ import annotations
@@ -37,12 +43,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .errors import InvalidInputError
 
-__all__ = ["ObjectRef", "crop", "object_sha1", "point_box", "split_ref"]
+__all__ = ["CropRule", "ObjectRef", "crop", "object_sha1", "point_box", "split_ref"]
 
 _FRAGMENT = re.compile(r"^(?P<image>.+)#box=(?P<box>-?\d+,-?\d+,-?\d+,-?\d+)(?:&id=(?P<id>\d+))?$")
 
@@ -119,3 +126,65 @@ def crop(array: np.ndarray, box: tuple[int, int, int, int], where: str = "image"
     if not any(p for pair in pad for p in pair):
         return np.ascontiguousarray(inner)
     return np.pad(inner, pad, mode="edge")
+
+
+FOUND_BOX_MARGIN = 0.2  # annotators' boxes are looser than a finder's tight box: grow it by this fraction
+
+
+@dataclass(frozen=True)
+class CropRule:
+    """How an object's crop is cut from its box: ``"box"`` (grown by ``margin`` times its larger
+    side, then by ``pad`` pixels, on every side) or ``"centred"`` (a ``size`` square centred on
+    the box). Stored as plain JSON in a bundle manifest (:meth:`to_dict`, :meth:`from_dict`)."""
+
+    rule: str = "box"
+    margin: float = 0.0
+    pad: int = 0
+    size: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.rule == "centred":
+            return {"rule": "centred", "size": int(self.size)}
+        return {"rule": "box", "margin": float(self.margin), "pad": int(self.pad)}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "objects") -> CropRule:
+        """The rule of a manifest entry, validated: a clear error naming ``where`` otherwise."""
+        def bad(what: str) -> InvalidInputError:
+            return InvalidInputError(f"{where}: {what}; expected {{rule = \"box\", margin = 0.2, pad = 0}} or "
+                                     "{rule = \"centred\", size = 128} (retrain the bundle, or pass --margin / "
+                                     "--crop-size to choose the crop)")
+
+        if not isinstance(data, dict):
+            raise bad(f"not a table ({type(data).__name__})")
+        rule = data.get("rule")
+        allowed = {"box": {"rule", "margin", "pad"}, "centred": {"rule", "size"}}.get(rule)  # type: ignore[arg-type]
+        if allowed is None:
+            raise bad(f"rule={rule!r}")
+        if extra := sorted(set(data) - allowed):
+            raise bad(f"unknown key(s) {', '.join(map(str, extra))} for rule={rule!r}")
+        if rule == "centred":
+            size = data.get("size")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise bad(f"size={size!r} (an integer >= 1)")
+            return cls("centred", size=size)
+        margin, pad = data.get("margin", 0.0), data.get("pad", 0)
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 100:
+            raise bad(f"margin={margin!r} (a fraction >= 0)")
+        if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+            raise bad(f"pad={pad!r} (an integer >= 0)")
+        return cls("box", margin=float(margin), pad=pad)
+
+    def box(self, tight: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """The crop box of an object whose box is ``tight`` (may extend past the image)."""
+        x0, y0, x1, y1 = (int(v) for v in tight)
+        if self.rule == "centred":
+            return point_box((x0 + x1) / 2, (y0 + y1) / 2, int(self.size))
+        p = int(round(self.margin * max(x1 - x0, y1 - y0))) + int(self.pad)
+        return x0 - p, y0 - p, x1 + p, y1 + p
+
+    def describe(self) -> str:
+        if self.rule == "centred":
+            return f"a {self.size}-px square centred on each object"
+        pad = f" + {self.pad} px" if self.pad else ""
+        return f"each object's box + {self.margin:g} x its larger side{pad}"

@@ -6,10 +6,13 @@
    (:class:`medfuse.contracts.InstanceMaker`: ``smear_cells``, ``rbc_instances``,
    ``wbc_instances``, ``platelet_instances``, or a plugin's), gives its instance label image;
 2. each object is measured (:func:`medfuse.cellfinding.measure_instances`) and cut out of the image
-   with :func:`medfuse.objects.crop` (one crop rule, edge-repeat border): its tight box grown on
-   every side by ``margin`` times the box's larger side (default :data:`MARGIN`), so a 40 px
-   cell is cut as a 56 px square-ish crop. The object's sample path ``IMAGE#box=x0,y0,x1,y1``
-   names that crop, so ``medfuse score`` on it reproduces the object's row;
+   with :func:`medfuse.objects.crop` (edge-repeat border) by the bundle's crop rule
+   (:func:`crop_rule`): the :class:`medfuse.objects.CropRule` its training loader recorded
+   (``inputs.objects``: the box plus a margin, or a fixed square centred on the box), else, for
+   bundles without one, the tight box grown on every side by :data:`MARGIN` times its larger side
+   (a 40 px cell is cut as a 56 px square-ish crop); ``margin`` / ``crop_size`` override it. The
+   object's sample path ``IMAGE#box=x0,y0,x1,y1`` names that crop, so ``medfuse score`` on it
+   reproduces the object's row;
 3. the crops are classified by the bundle in batches (any image-classifier bundle; one whose
    pipeline uses dataset masks gets the object's own instance mask as the mask). The bundle's
    out-of-distribution checks apply per crop: its image descriptor holds the crop's colour
@@ -47,9 +50,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .cellfinding import BOX_COLUMNS, expand_box, measure_instances
+from .cellfinding import BOX_COLUMNS, measure_instances
 from .errors import InvalidInputError
-from .objects import ObjectRef, crop
+from .objects import FOUND_BOX_MARGIN, CropRule, ObjectRef, crop
 from .scoring import (
     SCORING_THREADS,
     ChunkTask,
@@ -68,22 +71,23 @@ from .scoring import (
 )
 from .util.progress import progress_bar
 
-MARGIN = 0.2  # crop = tight box grown by this fraction of its larger side on every side
+MARGIN = FOUND_BOX_MARGIN  # bundles without a crop rule: tight box grown by this fraction of its larger side
 CHUNK_SIZE = 8  # images per chunk
 OBJECT_COLUMNS = ("image", "object_id", "centroid_x", "centroid_y", *BOX_COLUMNS, "area")
 
-__all__ = ["MARGIN", "ObjectScoreSummary", "ObjectTask", "parse_finder", "score_objects", "summary_path"]
+__all__ = ["MARGIN", "ObjectScoreSummary", "ObjectTask", "crop_rule", "parse_finder", "score_objects",
+           "summary_path"]
 
 
 @dataclass(frozen=True)
 class ObjectTask:
     """What every chunk of one object-scoring job shares: the bundle task, the finder (plugin
-    name and parameters as sorted ``(key, value)`` pairs), the crop margin and the masks folder."""
+    name and parameters as sorted ``(key, value)`` pairs), the crop rule and the masks folder."""
 
     chunk: ChunkTask
     finder: str
     finder_params: tuple[tuple[str, Any], ...] = ()
-    margin: float = MARGIN
+    crop: CropRule = CropRule("box", margin=MARGIN)
     masks_dir: str | None = None
 
 
@@ -135,6 +139,30 @@ def make_finder(name: str, params: dict[str, Any] | tuple[tuple[str, Any], ...])
         finder.validate_params()
         _FINDERS[key] = finder
     return finder
+
+
+def crop_rule(manifest: dict[str, Any], where: str, margin: float | None = None, crop_size: int | None = None,
+              note: Callable[[str], None] | None = None) -> CropRule:
+    """How to cut found objects for a bundle: ``--crop-size`` (a centred square) or ``--margin``
+    (the box plus that fraction) when given, else the rule recorded at training
+    (``inputs.objects``, validated), else the box plus :data:`MARGIN` (bundles without one).
+    An override that differs from the recorded rule is said through ``note``."""
+    if margin is not None and crop_size is not None:
+        raise ScoringError("--margin and --crop-size both choose the crop: give one")
+    if margin is not None and not margin >= 0:
+        raise ScoringError(f"--margin {margin}: expected a fraction >= 0 of the object's larger side (e.g. 0.2)")
+    if crop_size is not None and (isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1):
+        raise ScoringError(f"--crop-size {crop_size}: expected a side in pixels >= 1 (e.g. 128)")
+    raw = manifest.get("inputs", {}).get("objects")
+    recorded = None if raw is None else CropRule.from_dict(raw, f"{where}: manifest.json inputs.objects")
+    if crop_size is not None or margin is not None:
+        chosen = CropRule("centred", size=crop_size) if crop_size is not None else CropRule("box", margin=margin)
+        if recorded is not None and chosen != recorded and note is not None:
+            flag = "--crop-size" if crop_size is not None else "--margin"
+            note(f"note: {flag} overrides the bundle's crop rule: cutting {chosen.describe()}, while its training "
+                 f"objects were cut as {recorded.describe()} (expect out-of-distribution warnings)")
+        return chosen
+    return recorded if recorded is not None else CropRule("box", margin=MARGIN)
 
 
 def summary_path(out: Path) -> Path:
@@ -198,7 +226,7 @@ def score_objects_chunk(task: ObjectTask, index: int, rows: pd.DataFrame,
                 continue
             for row in table.itertuples(index=False):
                 tight = (row.box_x0, row.box_y0, row.box_x1, row.box_y1)
-                box = expand_box(tight, task.margin)
+                box = task.crop.box(tight)
                 crops.append(keep_rule(image, crop(image, box, path)))
                 if bundle.needs_masks:
                     masks.append((crop(labels, box, path) == row.object_id).astype(np.uint8))
@@ -308,7 +336,7 @@ def _labels_paths(paths: list[str]) -> list[str]:
 # ---- the job --------------------------------------------------------------------------------------
 
 def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path, finder: str, *,
-                  margin: float = MARGIN, summary: str | Path | None = None, write_masks: str | Path | None = None,
+                  margin: float | None = None, crop_size: int | None = None, summary: str | Path | None = None, write_masks: str | Path | None = None,
                   jobs: int = 1, chunk_size: int = CHUNK_SIZE, batch_size: int = 256, resume: bool = False,
                   progress: bool = True, keep_parts: bool = False, max_pixels: int | None = None,
                   on_chunk: Callable[[int, int], None] | None = None, note: Callable[[str], None] | None = None,
@@ -321,7 +349,9 @@ def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: st
     inputs : folder, glob, CSV manifest (``path`` column) or a DataFrame from :func:`list_inputs`.
     out : the per-object table, ``.csv`` or ``.parquet``.
     finder : ``NAME`` or ``NAME:PARAM=VALUE,...`` of an instance segmenter (:func:`parse_finder`).
-    margin : crop = tight box grown by ``margin`` x its larger side on every side (>= 0).
+    margin : crop = tight box grown by ``margin`` x its larger side on every side (>= 0); overrides
+        the bundle's crop rule (default: the rule recorded at training, see :func:`crop_rule`).
+    crop_size : crop = a ``crop_size`` square centred on the object's box; overrides likewise.
     summary : the per-image table (default :func:`summary_path` of ``out``, same format).
     write_masks : folder for each image's instance label image (16-bit PNG).
     jobs, batch_size, resume, progress, keep_parts, max_pixels, note, trust_pickle : as in
@@ -341,18 +371,17 @@ def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: st
         raise ScoringError(f"--summary {summary_out}: must differ from --out and have its format ({out.suffix})")
     if chunk_size < 1:
         raise ScoringError(f"chunk_size must be >= 1, got {chunk_size}")
-    if not margin >= 0:
-        raise ScoringError(f"--margin {margin}: expected a fraction >= 0 of the object's larger side (e.g. 0.2)")
     name, params = parse_finder(finder)
     make_finder(name, params)  # an unknown or mask-only finder fails before any work
     with guarded_output(out, summary_out, note=note):
         path, manifest, digest = verify_bundle(bundle, trust_pickle=trust_pickle)
         loaded = load_verified(path, manifest, digest, threads=SCORING_THREADS)
+        rule = crop_rule(manifest, str(path), margin, crop_size, note)
         if loaded.table_columns:
             raise ScoringError(f"{path}: the bundle needs tabular columns ({', '.join(loaded.table_columns)}); "
                                "objects found in images have none")
         task = ObjectTask(ChunkTask(str(path), digest, batch_size, SCORING_THREADS, max_pixels, trust_pickle),
-                          name, tuple(sorted(params.items())), float(margin),
+                          name, tuple(sorted(params.items())), rule,
                           str(Path(write_masks).resolve()) if write_masks else None)
         table = inputs.copy() if isinstance(inputs, pd.DataFrame) else list_inputs(inputs)
         if "read_path" not in table:
@@ -364,7 +393,7 @@ def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: st
 
         plan = {"bundle": str(path), "manifest_sha256": digest, "chunk_size": chunk_size, "n_inputs": len(table),
                 "inputs_sha1": _inputs_digest(table),
-                "objects": {"finder": name, "params": params, "margin": float(margin)}}
+                "objects": {"finder": name, "params": params, "crop": rule.to_dict()}}
         table = _prepare_parts(parts, plan, table, resume)
         n = len(table)
         n_chunks = -(-n // chunk_size)

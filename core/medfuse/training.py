@@ -126,7 +126,8 @@ def train_bundle(study: Any, pipeline: str, data_root: str | Path | None, out: s
                   "blocks": {b: study.blocks[b] for n in pipeline_members(study, pipeline)
                              for b in study.pipelines[n].blocks},
                   "overrides": overrides or {}},
-        "inputs": {"masks": needs["masks"], "table_columns": table_columns, "reader": study.reader.to_dict()},
+        "inputs": {"masks": needs["masks"], "table_columns": table_columns, "reader": study.reader.to_dict(),
+                   **({"objects": rule} if (rule := loader.crop_rule()) is not None else {})},
         "training_data": {
             "loader": study.dataset.loader, "params": study.dataset.params, "root": str(root),
             "selection": {k: v for k, v in selection.to_dict().items() if k != "duplicate_groups"},

@@ -52,7 +52,7 @@ from medfuse import hookimpl
 from medfuse.contracts import Loader, SampleTable
 from medfuse.errors import DataError, InvalidInputError
 from medfuse.imageio import IMAGE_SUFFIXES, ImageReadError, read_labels
-from medfuse.objects import ObjectRef, object_sha1, point_box
+from medfuse.objects import FOUND_BOX_MARGIN, CropRule, ObjectRef, object_sha1, point_box
 from medfuse.scan import scan_files
 
 from .loaders import _Assembler, _list_images, _root, _sub, _visible, read_table
@@ -325,6 +325,16 @@ class AnnotationLoader(Loader):
             raise InvalidInputError("annotations loader: class_map must be a table { raw = \"name\" }")
         if self.table is not None and self.format != "instances":
             raise InvalidInputError("annotations loader: `table` (classes per instance) needs format='instances'")
+
+    def crop_rule(self) -> dict[str, Any]:
+        """How the objects are cut (:class:`medfuse.objects.CropRule`): a ``size`` square for points
+        and ``centre_boxes``; else the box plus ``margin`` pixels, where a VOC box (looser than a
+        finder's tight box) adds :data:`~medfuse.objects.FOUND_BOX_MARGIN` and an instance's extent
+        (tight) adds nothing."""
+        if self.format == "points" or self.centre_boxes:
+            return CropRule("centred", size=int(self.size)).to_dict()
+        loose = FOUND_BOX_MARGIN if self.format == "voc" else 0.0
+        return CropRule("box", margin=loose, pad=int(self.margin)).to_dict()
 
     # -- reading ---------------------------------------------------------------------------------
     def _files(self, root: Path) -> list[Path]:

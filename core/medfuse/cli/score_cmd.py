@@ -105,7 +105,10 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
                    "--chunk-size then counts images (default 8). See docs/scoring.md.")
 @click.option("--margin", type=float, default=None,
               help="With --objects: crop = the object's box grown by this fraction of its larger side on every "
-                   "side (default 0.2).")
+                   "side. Default: the bundle's recorded crop rule (how its training objects were cut), else 0.2.")
+@click.option("--crop-size", type=int, default=None, metavar="PX",
+              help="With --objects: crop = a PX-pixel square centred on each object's box (overrides the "
+                   "bundle's recorded crop rule, as --margin does).")
 @click.option("--summary", "summary", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --objects: the per-image summary file (default OUT with .summary before the suffix).")
 @click.option("--write-masks", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -113,7 +116,7 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
 @verbosity
 def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batch_size: int, resume: bool,
           backend: str | None, scheduler: str | None, keep_parts: bool, max_pixels: int | None, trust_pickle: bool,
-          finder: str | None, margin: float | None, summary: Path | None, write_masks: Path | None,
+          finder: str | None, margin: float | None, crop_size: int | None, summary: Path | None, write_masks: Path | None,
           quiet: bool, verbose: bool) -> None:
     """Score INPUT with BUNDLE into --out: one row per input with path, prediction, proba.<class>,
     warning, error.
@@ -143,11 +146,11 @@ def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batc
     from ..scoring import score as run_score
 
     if finder is not None:
-        _score_objects(bundle, inputs, out, finder, margin, summary, write_masks, jobs, chunk_size, batch_size,
+        _score_objects(bundle, inputs, out, finder, margin, crop_size, summary, write_masks, jobs, chunk_size, batch_size,
                        resume, backend, scheduler, keep_parts, max_pixels, trust_pickle, quiet)
         return
-    if margin is not None or summary is not None or write_masks is not None:
-        raise click.UsageError("--margin, --summary and --write-masks need --objects FINDER")
+    if margin is not None or crop_size is not None or summary is not None or write_masks is not None:
+        raise click.UsageError("--margin, --crop-size, --summary and --write-masks need --objects FINDER")
     try:
         summary = run_score(bundle, inputs, out, jobs=jobs, chunk_size=chunk_size, batch_size=batch_size,
                             resume=resume, backend=backend, scheduler=scheduler, progress=not quiet,
@@ -161,19 +164,20 @@ def score(bundle: Path, inputs: str, out: Path, jobs: int, chunk_size: int, batc
         sys.exit(EXIT_FAILURE)
 
 
-def _score_objects(bundle: Path, inputs: str, out: Path, finder: str, margin: float | None, summary: Path | None,
+def _score_objects(bundle: Path, inputs: str, out: Path, finder: str, margin: float | None, crop_size: int | None,
+                   summary: Path | None,
                    write_masks: Path | None, jobs: int, chunk_size: int, batch_size: int, resume: bool,
                    backend: str | None, scheduler: str | None, keep_parts: bool, max_pixels: int | None,
                    trust_pickle: bool, quiet: bool) -> None:
     """`medfuse score --objects`: see :mod:`medfuse.objectscoring`."""
     from ..errors import MedfuseError
-    from ..objectscoring import CHUNK_SIZE, MARGIN, score_objects
+    from ..objectscoring import CHUNK_SIZE, score_objects
 
     if backend == "dask" or scheduler:
         raise click.UsageError("--objects runs on local worker processes only; drop --backend dask / --scheduler")
     chunks = CHUNK_SIZE if chunk_size == 256 else chunk_size  # 256: the option's default, meant for files
     try:
-        result = score_objects(bundle, inputs, out, finder, margin=MARGIN if margin is None else margin,
+        result = score_objects(bundle, inputs, out, finder, margin=margin, crop_size=crop_size,
                                summary=summary, write_masks=write_masks, jobs=jobs, chunk_size=chunks,
                                batch_size=batch_size, resume=resume, progress=not quiet, keep_parts=keep_parts,
                                max_pixels=max_pixels, trust_pickle=trust_pickle,
