@@ -21,7 +21,7 @@ TensorFlow is imported only when a model is built or loaded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from medfuse import hookimpl
@@ -205,6 +205,10 @@ class _CompactCNNBase(KerasStateMixin):
     # is already in the training images
     _network: ClassVar[str] = "compact_cnn"
     _not_training: ClassVar[frozenset[str]] = frozenset({"verbose", "batch_size_predict", "masked", "tta"})
+    version: ClassVar[str] = "1.2.0"
+    extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
+    param_docs: ClassVar[dict[str, str]] = _CNN_DOCS
+    conformance_params: ClassVar[dict[str, Any]] = _CNN_FAST
 
     def __init__(self, size: int = 64, width: int = 16, depth: int = 4, embedding_dim: int = 128,
                  dropout: float = 0.3, epochs: int = 20, batch_size: int = 64, learning_rate: float = 0.002,
@@ -285,7 +289,8 @@ class _CompactCNNBase(KerasStateMixin):
             raise InvalidInputError(f"{self.name}: {len(P)} images but {len(codes)} labels")
         return P, classes, codes
 
-    def _fit_cnn(self, P: Any, y: Any) -> None:
+    def fit(self, P: Any, y: Any = None) -> Self:
+        """Train on prepared images ``P`` (n, size, size, 3) uint8 and string labels ``y``."""
         from medfuse_plugins import _keras
         from medfuse_plugins._keras_train import train_classifier
 
@@ -316,6 +321,7 @@ class _CompactCNNBase(KerasStateMixin):
         self.n_params_ = int(model.count_params())
         self.model_ = model
         self._cache, self.onnx_ = {}, {}
+        return self
 
 
 class CNNEmbedding(_CompactCNNBase, Extractor):
@@ -329,15 +335,6 @@ class CNNEmbedding(_CompactCNNBase, Extractor):
     block: ClassVar[str] = "cnn"
     _onnx_outputs: ClassVar[dict[str, str | None]] = {"embedding": "embedding"}
     trainable: ClassVar[bool] = True
-    version: ClassVar[str] = "1.2.0"
-    extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
-    param_docs: ClassVar[dict[str, str]] = _CNN_DOCS
-    conformance_params: ClassVar[dict[str, Any]] = _CNN_FAST
-
-    def fit(self, P: Any, y: Any = None) -> CNNEmbedding:
-        """Train the CNN on prepared images ``P`` (n, size, size, 3) uint8 and labels ``y``."""
-        self._fit_cnn(P, y)
-        return self
 
     def transform(self, P: Any) -> np.ndarray:
         """Penultimate activations, float32 ``(n, embedding_dim)`` (with ``tta``: their mean over the 8 views)."""
@@ -356,15 +353,6 @@ class CNNClassifier(_CompactCNNBase, Classifier):
 
     name: ClassVar[str] = "cnn_classifier"
     input: ClassVar[str] = "images"
-    version: ClassVar[str] = "1.2.0"
-    extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
-    param_docs: ClassVar[dict[str, str]] = _CNN_DOCS
-    conformance_params: ClassVar[dict[str, Any]] = _CNN_FAST
-
-    def fit(self, P: Any, y: Any = None) -> CNNClassifier:
-        """Train on prepared images ``P`` (n, size, size, 3) uint8 and string labels ``y``."""
-        self._fit_cnn(P, y)
-        return self
 
     def predict_proba(self, P: Any) -> np.ndarray:
         """Softmax probabilities ``(n, n_classes)`` in the order of ``classes_`` (with ``tta``: their

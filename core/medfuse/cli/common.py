@@ -10,6 +10,7 @@ import os
 import tomllib
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -97,6 +98,12 @@ def out_option(help: str, **kwargs: Any) -> Callable:
     """``-o/--out`` (each command says what it writes)."""
     kwargs.setdefault("default", None)
     return click.option("--out", "-o", help=help, **kwargs)
+
+
+def bundle_and_inputs(fn: Callable) -> Callable:
+    """Add the ``BUNDLE`` (an existing folder) and ``INPUT`` arguments of ``score`` and ``segment``."""
+    fn = click.argument("inputs", metavar="INPUT")(fn)
+    return click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))(fn)
 
 
 def verbosity(fn: Callable) -> Callable:

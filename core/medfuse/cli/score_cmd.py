@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_FAILURE, JOBS, apply_block_sets, resolve_jobs, set_option, verbosity
+from .common import EXIT_FAILURE, JOBS, apply_block_sets, bundle_and_inputs, resolve_jobs, set_option, verbosity
 
 
 @click.command("train")
@@ -77,8 +77,7 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
 
 
 @click.command("score")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("inputs", metavar="INPUT")
+@bundle_and_inputs
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output file, .csv or .parquet.")
 @click.option("--jobs", "-j", type=JOBS, default=1, show_default=True,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_FAILURE, JOBS, resolve_jobs, verbosity
+from .common import EXIT_FAILURE, JOBS, bundle_and_inputs, resolve_jobs, verbosity
 
 
 @click.command("train-seg")
@@ -63,8 +63,7 @@ def train_seg(study: str, pipeline: str | None, mask: str | None, data_root: str
 
 
 @click.command("segment")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("inputs", metavar="INPUT")
+@bundle_and_inputs
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder: masks/, segment.csv, summary.json.")
 @click.option("--truth", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
