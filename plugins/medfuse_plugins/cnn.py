@@ -198,7 +198,14 @@ _CNN_FAST = {"size": 32, "width": 8, "depth": 2, "embedding_dim": 16, "epochs": 
              "validation_fraction": 0.25, "random_state": 0}
 
 
-class _CompactCNNBase(KerasStateMixin):
+class _SquareInput:
+    """Images prepared as ``size`` x ``size`` squares (background zeroed first when ``masked``)."""
+
+    def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        return resize_square(image, mask, int(self.size), bool(self.masked))
+
+
+class _CompactCNNBase(_SquareInput, KerasStateMixin):
     """Parameters and training shared by ``cnn_embedding`` and ``cnn_classifier``."""
 
     # cnn_embedding and cnn_classifier train this same network; ``masked`` acts in prepare(), so it
@@ -247,9 +254,6 @@ class _CompactCNNBase(KerasStateMixin):
         self.contrast = contrast
         self.gamma = gamma
         self.n_seeds = n_seeds
-
-    def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        return resize_square(image, mask, int(self.size), bool(self.masked))
 
     def _predict(self, model: Any, P: np.ndarray) -> np.ndarray:
         """``model`` on ``P`` in batches; with ``tta``, the mean over the 8 flips/transposes."""
@@ -451,7 +455,7 @@ def build_backbone(architecture: str, size: int, weights: str | None, n_classes:
     return k.Model(inputs, x, name=f"backbone_{architecture}")
 
 
-class Backbone(KerasStateMixin, Extractor):
+class Backbone(_SquareInput, KerasStateMixin, Extractor):
     """A ``keras.applications`` network (MobileNetV3, EfficientNet, InceptionV3, Xception, ...) as a
     feature extractor: frozen (global-average-pooled features) or fine-tuned on the training fold.
 
@@ -507,9 +511,6 @@ class Backbone(KerasStateMixin, Extractor):
         self.random_state = random_state
         self.verbose = verbose
         self.batch_size_predict = batch_size_predict
-
-    def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        return resize_square(image, mask, int(self.size), bool(self.masked))
 
     def fit(self, P: Any, y: Any = None) -> Backbone:
         """Build the network (frozen) or fine-tune it on ``P`` (n, size, size, 3) and labels ``y``."""

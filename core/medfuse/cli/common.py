@@ -100,6 +100,16 @@ def out_option(help: str, **kwargs: Any) -> Callable:
     return click.option("--out", "-o", help=help, **kwargs)
 
 
+def echo_bundle_written(title: str, lines: list[str], manifest: dict, samples: str, note: str) -> None:
+    """Print what ``train``/``train-seg`` wrote: ``title``, then (indented) ``lines``, the training data
+    (``samples`` and the fingerprint's first 12 characters) and ``<note>: <manifest's cv_note>``."""
+    fingerprint = manifest["training_data"]["fingerprint"][:12]
+    click.echo(title)
+    for line in [*lines, f"training data: {samples}, fingerprint {fingerprint}",
+                 f"{note}: {manifest.get('cv_note', '')}"]:
+        click.echo(f"  {line}")
+
+
 def bundle_and_inputs(fn: Callable) -> Callable:
     """Add the ``BUNDLE`` (an existing folder) and ``INPUT`` arguments of ``score`` and ``segment``."""
     fn = click.argument("inputs", metavar="INPUT")(fn)
