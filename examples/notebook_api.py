@@ -17,23 +17,14 @@ from pathlib import Path
 
 import medfuse
 import pandas as pd
-from medfuse.synthetic import write_dataset
+from medfuse.synthetic import study_toml, write_dataset
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-STUDY = """
-[studies.notebook]
-description = "generated cells: shape features alone, or with colour"
-dataset = { loader = "folder", params = { path = "images", masks = "masks", table = "table.csv", group_column = "patient" } }
-evaluation = { folds = 3, seed = 0, bootstrap = 100, shortcuts = false }
-blocks.morphology = { plugin = "morphology" }
-blocks.colour = { plugin = "colour", params = { bins = 8 }, pca = 0.9 }
-[studies.notebook.pipelines]
-shape = { mask = "dataset", blocks = ["morphology"], classifier = { plugin = "logreg" } }
-shape_colour = { mask = "dataset", blocks = ["morphology", "colour"], classifier = { plugin = "logreg" } }
-"""
+STUDY = study_toml("notebook", description="generated cells: shape features alone, or with colour",
+                   folds=3, bootstrap=100, shortcuts=False, colour_pca=0.9, fused="shape_colour")
 
 
 def main(out: Path) -> medfuse.Results:

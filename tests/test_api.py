@@ -15,20 +15,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_synthetic_study
 from medfuse.cli import main
+from medfuse.synthetic import study_toml
 
 REPO = Path(__file__).resolve().parents[1]
 
-STUDY = """
-[studies.tiny]
-description = "synthetic cells"
-dataset = { loader = "folder", params = { path = "images", masks = "masks", table = "table.csv", group_column = "patient" } }
-evaluation = { folds = 3, seed = 0, bootstrap = 50, shortcuts = false }
-blocks.morphology = { plugin = "morphology" }
-blocks.colour = { plugin = "colour", params = { bins = 8 }, pca = 0.9 }
-[studies.tiny.pipelines]
-shape = { mask = "dataset", blocks = ["morphology"], classifier = { plugin = "logreg" } }
-both = { mask = "dataset", blocks = ["morphology", "colour"], classifier = { plugin = "logreg" } }
-"""
+STUDY = study_toml("tiny", description="synthetic cells", folds=3, bootstrap=50, shortcuts=False, colour_pca=0.9)
 
 
 @pytest.fixture(scope="module")

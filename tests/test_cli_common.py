@@ -15,19 +15,11 @@ from click.testing import CliRunner
 from conftest import write_synthetic_study
 from medfuse.cli import COMMANDS, main
 from medfuse.cli.common import EXIT_CODES, EXIT_FAILURE, EXIT_PARTIAL, EXIT_USAGE
+from medfuse.synthetic import study_toml
 
 REPO = Path(__file__).resolve().parents[1]
 
-STUDY = """
-[studies.tiny]
-dataset = { loader = "folder", params = { path = "images", masks = "masks", table = "table.csv", group_column = "patient" } }
-evaluation = { folds = 2, seed = 0, bootstrap = 20 }
-blocks.morphology = { plugin = "morphology" }
-blocks.colour = { plugin = "colour", params = { bins = 8 } }
-[studies.tiny.pipelines]
-shape = { mask = "dataset", blocks = ["morphology"], classifier = { plugin = "logreg" } }
-both = { mask = "dataset", blocks = ["morphology", "colour"], classifier = { plugin = "logreg" } }
-"""
+STUDY = study_toml("tiny", folds=2, bootstrap=20)
 
 
 @pytest.fixture(scope="module")

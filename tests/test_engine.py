@@ -10,6 +10,7 @@ from medfuse.engine import ImageSteps, iter_images, prepare_images
 from medfuse.errors import DataError, InvalidInputError
 from medfuse.extract import extract_table
 from medfuse.fusion import aligned_proba
+from medfuse.imageio import ImageReadError
 from medfuse.inputs import list_inputs
 from medfuse.pipeline import PipelineRunner
 from medfuse.scoring import list_inputs as scoring_list_inputs
@@ -79,3 +80,19 @@ def test_aligned_proba_names_a_class_outside_the_labels():
     np.testing.assert_array_equal(aligned_proba(Model(), None, np.asarray(["z", "b", "a"])), [[0.75, 0.0, 0.25]])
     with pytest.raises(ValueError, match=r"classes \['z'\] not in the study's labels"):
         aligned_proba(Model(), None, np.asarray(["a", "b"]))
+
+
+def test_decode_applies_the_read_limits_to_image_and_mask_files(tmp_path):
+    from medfuse.engine import decode
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / "im.png")
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "mask.png")
+    image, mask, _ = decode(str(tmp_path / "im.png"), str(tmp_path / "mask.png"),
+                            ImageSteps(mask_files="required", max_pixels=64))
+    assert image.shape == (8, 8, 3) and mask.shape == (8, 8)
+    with pytest.raises(ImageReadError, match="im.png.*pixels"):  # the image file's header is checked
+        decode(str(tmp_path / "im.png"), None, ImageSteps(max_pixels=63))
+    with pytest.raises(ImageReadError, match="mask.png.*pixels"):  # and so is the mask file's
+        decode(np.zeros((8, 8, 3), np.uint8), str(tmp_path / "mask.png"),
+               ImageSteps(mask_files="required", max_pixels=63))

@@ -30,6 +30,15 @@ def validate(path) -> None:
         check_plugins(study, get_host())
 
 
+def _assert_refused(tmp_path, line: str, key: str, message: str) -> None:
+    """``validate`` refuses the study with ``line`` added, naming the file, ``studies.toy.<key>`` and ``message``."""
+    path = write(tmp_path, line)
+    with pytest.raises(StudyError) as info:
+        validate(path)
+    text = str(info.value)
+    assert str(path) in text and f"studies.toy.{key}:" in text and message in text, text
+
+
 @pytest.mark.parametrize(("line", "key", "message"), [
     ('pipelines.p = { blocks = ["morph"], classifier = { plugin = "cnn_classifier" } }',
      "pipelines.p.blocks", "takes no feature blocks"),
@@ -41,11 +50,7 @@ def validate(path) -> None:
      "pipelines.p.mask", "a trainable mask is not supported"),
 ])
 def test_pipeline_structure_is_checked_without_data(tmp_path, line, key, message):
-    path = write(tmp_path, line)
-    with pytest.raises(StudyError) as info:
-        validate(path)
-    text = str(info.value)
-    assert str(path) in text and f"studies.toy.{key}:" in text and message in text, text
+    _assert_refused(tmp_path, line, key, message)
 
 
 @pytest.mark.parametrize(("line", "key", "message"), [
@@ -59,11 +64,7 @@ def test_pipeline_structure_is_checked_without_data(tmp_path, line, key, message
      '[{ plugin = "svm", params = { C = 0 } }] } } }', "pipelines.p.classifier.params", "estimators[0] 'svm'"),
 ])
 def test_parameter_values_are_checked_by_the_plugin(tmp_path, line, key, message):
-    path = write(tmp_path, line)
-    with pytest.raises(StudyError) as info:
-        validate(path)
-    text = str(info.value)
-    assert str(path) in text and f"studies.toy.{key}:" in text and message in text, text
+    _assert_refused(tmp_path, line, key, message)
 
 
 def test_member_cycle_is_refused_with_the_cycle(tmp_path):

@@ -595,20 +595,13 @@ class Bundle:
     # -- internals ---------------------------------------------------------------------------
     def _read(self, path: str, mask_path: str | None,
               max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None, Any]:
-        """The decoded image, its mask (or None) and its spacing in micrometres (or None)."""
-        from .imageio import read_image_with_info, read_mask
+        """The decoded image, its mask (or None) and its spacing in micrometres (or None): the engine's
+        decoding step under the training study's reader options and this bundle's read limits."""
+        from .engine import ImageSteps, decode
 
-        image, info = read_image_with_info(path, min_side=self.decode_min_side, max_pixels=max_pixels,
-                                           options=self.read_options, native=True)
-        mask = None
-        if self.needs_masks:
-            if mask_path is None:
-                raise BundleError("the pipeline uses dataset masks (mask = \"dataset\"); give a mask "
-                                  "file for each image (a CSV manifest with a mask_path column)")
-            mask = read_mask(mask_path, max_pixels=max_pixels)
-            if mask.shape != image.shape[:2]:
-                raise BundleError(f"mask {mask_path} has shape {mask.shape}, image is {image.shape[:2]}")
-        return image, mask, info.spacing_um
+        return decode(path, mask_path, ImageSteps(mask_files="required" if self.needs_masks else "none",
+                                                  options=self.read_options, min_side=self.decode_min_side,
+                                                  max_pixels=max_pixels))
 
     def _score(self, images: list[np.ndarray], masks: list[np.ndarray | None] | None,
                table: pd.DataFrame | None, spacings: list[Any] | None = None) -> tuple[np.ndarray, list[str], list[str]]:

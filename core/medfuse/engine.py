@@ -51,7 +51,9 @@ class ImageSteps:
     ``predict_mask`` runs after the transforms. ``slots``: name -> plugin whose ``prepare`` runs
     (:data:`ACQUISITION` and :data:`MASK_PIXELS` map to ``None``). ``keep_raw``: return the
     transformed image and mask (:data:`RAW`) instead of preparing them. ``options``: how files are
-    decoded. ``name_errors``: prefix errors that are not medfuse's own with the image's name (feature
+    decoded; ``min_side``: smallest side a file may be decoded at (reduced-scale JPEG decoding);
+    ``max_pixels``: refuse image and mask files whose header claims more pixels (see
+    :func:`medfuse.imageio.read_image`). ``name_errors``: prefix errors that are not medfuse's own with the image's name (feature
     tables, whose readers see only the message).
     """
 
@@ -62,14 +64,18 @@ class ImageSteps:
     keep_raw: bool = False
     options: ReadOptions | None = None
     name_errors: bool = False
+    min_side: int | None = None
+    max_pixels: int | None = None
 
     def __post_init__(self) -> None:
         if self.mask_files not in MASK_FILES:
             raise InvalidInputError(f"ImageSteps(mask_files={self.mask_files!r}): expected one of {MASK_FILES}")
 
 
-def load_source(source: Source, options: ReadOptions | None = None) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """A canonical image and its spacing (micrometres per pixel, or None) from a file or an array.
+def load_source(source: Source, options: ReadOptions | None = None, min_side: int | None = None,
+                max_pixels: int | None = None) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """A canonical image and its spacing (micrometres per pixel, or None) from a file or an array
+    (``min_side``/``max_pixels``: file read limits, as in :func:`medfuse.imageio.read_image`).
 
     The image keeps its depth (:class:`~medfuse.intensity.SourceImage`; plugins taking ``uint8``
     get its 8-bit view). An array (``(H, W)`` grey or ``(H, W, C)``, any numeric dtype) gets the
@@ -92,7 +98,8 @@ def load_source(source: Source, options: ReadOptions | None = None) -> tuple[np.
         return image, ((float(px), float(px)) if px else None)
     if not is_path(source):
         raise DataError("sample has no image file")
-    image, info = read_image_with_info(source, options=options, native=True)  # at its depth (#16)
+    image, info = read_image_with_info(source, min_side=min_side, max_pixels=max_pixels, options=options,
+                                       native=True)  # at its depth (#16)
     return image, info.spacing_um
 
 
@@ -142,24 +149,27 @@ def process_image(image: np.ndarray, mask: np.ndarray | None, steps: ImageSteps,
     return {**extra, **{s: prepare_one(steps.slots[s], image, mask, spacing_um) for s in names if s not in SPECIAL}}
 
 
-def _decode(source: Source, mask_path: Any, steps: ImageSteps
-            ) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float] | None]:
-    image, spacing = load_source(source, steps.options)
+def decode(source: Source, mask_path: Any, steps: ImageSteps
+           ) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float] | None]:
+    """The decoding step of every image: ``(image, mask or None, spacing_um)`` under ``steps``'
+    reader options, read limits and mask policy (``mask_files``)."""
+    image, spacing = load_source(source, steps.options, steps.min_side, steps.max_pixels)
     mask = None
     if steps.mask_files != "none":
         if is_path(mask_path):
-            mask = read_mask(mask_path)
+            mask = read_mask(mask_path, max_pixels=steps.max_pixels)
             if mask.shape != image.shape[:2]:
                 raise InvalidInputError(f"{mask_path}: mask shape {mask.shape} differs from image {image.shape[:2]}")
         elif steps.mask_files == "required":
-            raise DataError(f"{source_name(source)}: no mask file given for this image")
+            raise DataError(f"{source_name(source)}: no mask file given for this image (masks are read from "
+                            "files here: give one per image, e.g. a mask_path column in a CSV manifest)")
     return image, mask, spacing
 
 
 def _one(source: Source, mask_path: Any, needed: Sequence[str] | None, steps: ImageSteps
          ) -> tuple[dict[str, Any] | None, str]:
     try:
-        image, mask, spacing = _decode(source, mask_path, steps)
+        image, mask, spacing = decode(source, mask_path, steps)
         return process_image(image, mask, steps, needed, spacing), ""
     except Exception as exc:  # noqa: BLE001 - one bad image is reported, the run goes on
         message = describe_exception(exc)

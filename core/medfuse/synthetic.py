@@ -8,6 +8,7 @@
   exact cell count.
 * :func:`write_dataset`: writes cells as a folder dataset (images, 0/128/255 masks like the
   WBC set, ``table.csv``); the same seed gives byte-identical files.
+* :func:`study_toml`: a two-pipeline study (shape features alone, or with colour) of that dataset.
 
 Everything is drawn from ``numpy.random.default_rng`` seeded by ``(seed, class index, cell
 index)``, so a cell does not change when ``n_per_class`` or the other classes change.
@@ -309,3 +310,28 @@ def write_dataset(root: str | Path, n_per_class: int = 20, size: int = 64, seed:
         lines.append(",".join([c.id, c.label, c.group, *values]))
     (root / "table.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+def study_toml(name: str = "synthetic", *, folds: int = 3, bootstrap: int = 50, description: str | None = None,
+               shortcuts: bool | None = None, colour_pca: float | None = None, fused: str = "both") -> str:
+    """Study file text for a :func:`write_dataset` folder: pipelines ``shape`` (``morphology``) and ``fused``
+    (``morphology`` + ``colour`` with 8 bins, PCA ``colour_pca`` on colour when given), logistic regression.
+
+    ``folds``/``bootstrap``/``shortcuts`` go to ``evaluation`` (``shortcuts`` only when given; seed 0).
+    """
+    evaluation = f"folds = {folds}, seed = 0, bootstrap = {bootstrap}"
+    if shortcuts is not None:
+        evaluation += f", shortcuts = {str(bool(shortcuts)).lower()}"
+    pca = "" if colour_pca is None else f", pca = {colour_pca}"
+    logreg = 'classifier = { plugin = "logreg" }'
+    lines = [f"[studies.{name}]",
+             *([f'description = "{description}"'] if description else []),
+             'dataset = { loader = "folder", params = { path = "images", masks = "masks", table = "table.csv", '
+             'group_column = "patient" } }',
+             f"evaluation = {{ {evaluation} }}",
+             'blocks.morphology = { plugin = "morphology" }',
+             f'blocks.colour = {{ plugin = "colour", params = {{ bins = 8 }}{pca} }}',
+             f"[studies.{name}.pipelines]",
+             f'shape = {{ mask = "dataset", blocks = ["morphology"], {logreg} }}',
+             f'{fused} = {{ mask = "dataset", blocks = ["morphology", "colour"], {logreg} }}']
+    return "\n".join(lines) + "\n"

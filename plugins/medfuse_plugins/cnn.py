@@ -21,7 +21,7 @@ TensorFlow is imported only when a model is built or loaded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from medfuse import hookimpl
@@ -198,13 +198,24 @@ _CNN_FAST = {"size": 32, "width": 8, "depth": 2, "embedding_dim": 16, "epochs": 
              "validation_fraction": 0.25, "random_state": 0}
 
 
-class _CompactCNNBase(KerasStateMixin):
+class _SquareInput:
+    """Images prepared as ``size`` x ``size`` squares (background zeroed first when ``masked``)."""
+
+    def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        return resize_square(image, mask, int(self.size), bool(self.masked))
+
+
+class _CompactCNNBase(_SquareInput, KerasStateMixin):
     """Parameters and training shared by ``cnn_embedding`` and ``cnn_classifier``."""
 
     # cnn_embedding and cnn_classifier train this same network; ``masked`` acts in prepare(), so it
     # is already in the training images
     _network: ClassVar[str] = "compact_cnn"
     _not_training: ClassVar[frozenset[str]] = frozenset({"verbose", "batch_size_predict", "masked", "tta"})
+    version: ClassVar[str] = "1.2.0"
+    extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
+    param_docs: ClassVar[dict[str, str]] = _CNN_DOCS
+    conformance_params: ClassVar[dict[str, Any]] = _CNN_FAST
 
     def __init__(self, size: int = 64, width: int = 16, depth: int = 4, embedding_dim: int = 128,
                  dropout: float = 0.3, epochs: int = 20, batch_size: int = 64, learning_rate: float = 0.002,
@@ -244,9 +255,6 @@ class _CompactCNNBase(KerasStateMixin):
         self.gamma = gamma
         self.n_seeds = n_seeds
 
-    def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        return resize_square(image, mask, int(self.size), bool(self.masked))
-
     def _predict(self, model: Any, P: np.ndarray) -> np.ndarray:
         """``model`` on ``P`` in batches; with ``tta``, the mean over the 8 flips/transposes."""
         from medfuse_plugins._keras import batched_predict
@@ -285,7 +293,8 @@ class _CompactCNNBase(KerasStateMixin):
             raise InvalidInputError(f"{self.name}: {len(P)} images but {len(codes)} labels")
         return P, classes, codes
 
-    def _fit_cnn(self, P: Any, y: Any) -> None:
+    def fit(self, P: Any, y: Any = None) -> Self:
+        """Train on prepared images ``P`` (n, size, size, 3) uint8 and string labels ``y``."""
         from medfuse_plugins import _keras
         from medfuse_plugins._keras_train import train_classifier
 
@@ -316,6 +325,7 @@ class _CompactCNNBase(KerasStateMixin):
         self.n_params_ = int(model.count_params())
         self.model_ = model
         self._cache, self.onnx_ = {}, {}
+        return self
 
 
 class CNNEmbedding(_CompactCNNBase, Extractor):
@@ -329,15 +339,6 @@ class CNNEmbedding(_CompactCNNBase, Extractor):
     block: ClassVar[str] = "cnn"
     _onnx_outputs: ClassVar[dict[str, str | None]] = {"embedding": "embedding"}
     trainable: ClassVar[bool] = True
-    version: ClassVar[str] = "1.2.0"
-    extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
-    param_docs: ClassVar[dict[str, str]] = _CNN_DOCS
-    conformance_params: ClassVar[dict[str, Any]] = _CNN_FAST
-
-    def fit(self, P: Any, y: Any = None) -> CNNEmbedding:
-        """Train the CNN on prepared images ``P`` (n, size, size, 3) uint8 and labels ``y``."""
-        self._fit_cnn(P, y)
-        return self
 
     def transform(self, P: Any) -> np.ndarray:
         """Penultimate activations, float32 ``(n, embedding_dim)`` (with ``tta``: their mean over the 8 views)."""
@@ -356,15 +357,6 @@ class CNNClassifier(_CompactCNNBase, Classifier):
 
     name: ClassVar[str] = "cnn_classifier"
     input: ClassVar[str] = "images"
-    version: ClassVar[str] = "1.2.0"
-    extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
-    param_docs: ClassVar[dict[str, str]] = _CNN_DOCS
-    conformance_params: ClassVar[dict[str, Any]] = _CNN_FAST
-
-    def fit(self, P: Any, y: Any = None) -> CNNClassifier:
-        """Train on prepared images ``P`` (n, size, size, 3) uint8 and string labels ``y``."""
-        self._fit_cnn(P, y)
-        return self
 
     def predict_proba(self, P: Any) -> np.ndarray:
         """Softmax probabilities ``(n, n_classes)`` in the order of ``classes_`` (with ``tta``: their
@@ -463,7 +455,7 @@ def build_backbone(architecture: str, size: int, weights: str | None, n_classes:
     return k.Model(inputs, x, name=f"backbone_{architecture}")
 
 
-class Backbone(KerasStateMixin, Extractor):
+class Backbone(_SquareInput, KerasStateMixin, Extractor):
     """A ``keras.applications`` network (MobileNetV3, EfficientNet, InceptionV3, Xception, ...) as a
     feature extractor: frozen (global-average-pooled features) or fine-tuned on the training fold.
 
@@ -519,9 +511,6 @@ class Backbone(KerasStateMixin, Extractor):
         self.random_state = random_state
         self.verbose = verbose
         self.batch_size_predict = batch_size_predict
-
-    def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        return resize_square(image, mask, int(self.size), bool(self.masked))
 
     def fit(self, P: Any, y: Any = None) -> Backbone:
         """Build the network (frozen) or fine-tune it on ``P`` (n, size, size, 3) and labels ``y``."""

@@ -10,6 +10,7 @@ The colour-space helpers (:func:`rgb_to_hsv8`, :func:`rgb_to_lab8`, :func:`rgb_t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -295,28 +296,30 @@ class Unsharp(Transform):
         return np.clip(out + 0.5, 0, 255).astype(np.uint8), mask
 
 
-class Hsv(Transform):
+class _ColourSpace(Transform):
+    """A parameter-free conversion of the RGB image by ``convert`` (uint8 in, uint8 out); mask unchanged."""
+
+    version: ClassVar[str] = "1.0.0"
+    param_docs: ClassVar[dict[str, str]] = {}
+    conformance_params: ClassVar[dict] = {}
+    convert: ClassVar[Callable[[np.ndarray], np.ndarray]]
+
+    def _apply(self, image, mask):
+        return self.convert(image), mask
+
+
+class Hsv(_ColourSpace):
     """HSV colour space, encoded as uint8 (H, S and V each scaled to 0-255)."""
 
     name: ClassVar[str] = "hsv"
-    version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {}
-    conformance_params: ClassVar[dict] = {}
-
-    def _apply(self, image, mask):
-        return rgb_to_hsv8(image), mask
+    convert = staticmethod(rgb_to_hsv8)
 
 
-class Lab(Transform):
+class Lab(_ColourSpace):
     """CIE Lab (D65) colour space, encoded as uint8 (L * 2.55, a + 128, b + 128)."""
 
     name: ClassVar[str] = "lab"
-    version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {}
-    conformance_params: ClassVar[dict] = {}
-
-    def _apply(self, image, mask):
-        return rgb_to_lab8(image), mask
+    convert = staticmethod(rgb_to_lab8)
 
 
 class RoiCrop(Transform):

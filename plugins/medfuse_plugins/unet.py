@@ -403,26 +403,13 @@ class UNetInstances(UNetMask, InstanceMaker):
                  deterministic: bool = True, random_state: int = 0, verbose: int = 0, batch_size_predict: int = 8,
                  tta: bool = False, min_distance: int = 0, min_area: int = 0, stained_threshold: int = 60,
                  max_stained: float = 1.0):
-        self.n_classes = n_classes
-        self.patch_size = patch_size
-        self.tile_size = tile_size
-        self.overlap = overlap
-        self.width = width
-        self.depth = depth
-        self.scale = scale
-        self.epochs = epochs
-        self.steps_per_epoch = steps_per_epoch
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.dice_weight = dice_weight
-        self.augment = augment
-        self.deterministic = deterministic
-        self.random_state = random_state
-        self.verbose = verbose
-        self.batch_size_predict = batch_size_predict
-        self.tta = tta
+        # the U-Net's parameters are stored by UNetMask (keep_largest stays at False, as the class says)
+        super().__init__(n_classes=n_classes, patch_size=patch_size, tile_size=tile_size, overlap=overlap,
+                         width=width, depth=depth, scale=scale, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                         batch_size=batch_size, learning_rate=learning_rate, patience=patience,
+                         validation_fraction=validation_fraction, dice_weight=dice_weight, augment=augment,
+                         deterministic=deterministic, random_state=random_state, verbose=verbose,
+                         batch_size_predict=batch_size_predict, tta=tta)
         self.min_distance = min_distance
         self.min_area = min_area
         self.stained_threshold = stained_threshold

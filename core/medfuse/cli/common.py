@@ -10,6 +10,7 @@ import os
 import tomllib
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -97,6 +98,22 @@ def out_option(help: str, **kwargs: Any) -> Callable:
     """``-o/--out`` (each command says what it writes)."""
     kwargs.setdefault("default", None)
     return click.option("--out", "-o", help=help, **kwargs)
+
+
+def echo_bundle_written(title: str, lines: list[str], manifest: dict, samples: str, note: str) -> None:
+    """Print what ``train``/``train-seg`` wrote: ``title``, then (indented) ``lines``, the training data
+    (``samples`` and the fingerprint's first 12 characters) and ``<note>: <manifest's cv_note>``."""
+    fingerprint = manifest["training_data"]["fingerprint"][:12]
+    click.echo(title)
+    for line in [*lines, f"training data: {samples}, fingerprint {fingerprint}",
+                 f"{note}: {manifest.get('cv_note', '')}"]:
+        click.echo(f"  {line}")
+
+
+def bundle_and_inputs(fn: Callable) -> Callable:
+    """Add the ``BUNDLE`` (an existing folder) and ``INPUT`` arguments of ``score`` and ``segment``."""
+    fn = click.argument("inputs", metavar="INPUT")(fn)
+    return click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))(fn)
 
 
 def verbosity(fn: Callable) -> Callable:

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_FAILURE, JOBS, apply_block_sets, resolve_jobs, set_option, verbosity
+from .common import (
+    EXIT_FAILURE,
+    JOBS,
+    apply_block_sets,
+    bundle_and_inputs,
+    echo_bundle_written,
+    out_option,
+    resolve_jobs,
+    set_option,
+    verbosity,
+)
 
 
 @click.command("train")
@@ -67,20 +77,16 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
         raise click.ClickException(f"disk full while writing the bundle {out}; nothing was written "
                                    "(free space or choose another --out, then rerun)") from None
     m = bundle.manifest
-    click.echo(f"bundle written: {path}")
-    click.echo(f"  classes: {', '.join(bundle.classes)}")
-    click.echo(f"  features: {len(m['feature_schema'])}, artifacts: {len(m['artifacts'])}, "
-               f"plugins: {', '.join(sorted({p['name'] for p in m['plugins']}))}")
-    click.echo(f"  training data: {m['training_data']['n_samples']} samples, "
-               f"fingerprint {m['training_data']['fingerprint'][:12]}")
-    click.echo(f"  CV: {m.get('cv_note', '')}")
+    echo_bundle_written(f"bundle written: {path}", [
+        f"classes: {', '.join(bundle.classes)}",
+        f"features: {len(m['feature_schema'])}, artifacts: {len(m['artifacts'])}, "
+        f"plugins: {', '.join(sorted({p['name'] for p in m['plugins']}))}"],
+        m, f"{m['training_data']['n_samples']} samples", "CV")
 
 
 @click.command("score")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("inputs", metavar="INPUT")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Output file, .csv or .parquet.")
+@bundle_and_inputs
+@out_option("Output file, .csv or .parquet.", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--jobs", "-j", type=JOBS, default=1, show_default=True,
               help="Worker processes (loky; -1 = every core) or parallel tasks (dask; -1 = all workers).")
 @click.option("--chunk-size", default=256, show_default=True, help="Inputs per chunk (unit of work and resume).")

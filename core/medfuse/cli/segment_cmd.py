@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_FAILURE, JOBS, resolve_jobs, verbosity
+from .common import EXIT_FAILURE, JOBS, bundle_and_inputs, echo_bundle_written, out_option, resolve_jobs, verbosity
 
 
 @click.command("train-seg")
@@ -53,20 +53,17 @@ def train_seg(study: str, pipeline: str | None, mask: str | None, data_root: str
         seg, manifest = load_segmenter(path)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"segmentation bundle written: {path}")
-    click.echo(f"  mask plugin: {seg.maker_.name} ({'instances' if seg.instances_ else 'mask'}; "
-               f"regions {', '.join(seg.regions_)})")
     td = manifest["training_data"]
-    click.echo(f"  training data: {td['n_samples']} images ({td['n_with_mask']} with masks), "
-               f"fingerprint {td['fingerprint'][:12]}")
-    click.echo(f"  held-out: {manifest.get('cv_note', '')}")
+    echo_bundle_written(f"segmentation bundle written: {path}",
+                        [f"mask plugin: {seg.maker_.name} ({'instances' if seg.instances_ else 'mask'}; "
+                         f"regions {', '.join(seg.regions_)})"],
+                        manifest, f"{td['n_samples']} images ({td['n_with_mask']} with masks)", "held-out")
 
 
 @click.command("segment")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("inputs", metavar="INPUT")
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Output folder: masks/, segment.csv, summary.json.")
+@bundle_and_inputs
+@out_option("Output folder: masks/, segment.csv, summary.json.", required=True,
+            type=click.Path(file_okay=False, path_type=Path))
 @click.option("--truth", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder of ground-truth masks with the inputs' relative paths and stems (any image suffix); "
                    "adds Dice and Hausdorff per image and their mean/median.")
