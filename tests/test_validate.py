@@ -130,3 +130,30 @@ def test_catalogue_names_must_exist(tmp_path):
             check_catalogue(path, host)
         result = CliRunner().invoke(main, ["validate", str(path)])
         assert result.exit_code == 1 and "plugins." in result.output and str(path) in result.output, result.output
+
+
+@pytest.mark.parametrize(("fusion", "combine", "allowed"), [
+    ("early", "stack", "'soft', 'select'"),
+    ("intermediate", "select", "'soft'"),
+    ("intermediate", "stack", "'soft'"),
+])
+def test_validate_refuses_a_combine_the_fusion_mode_ignores(tmp_path, fusion, combine, allowed):
+    """#18: `combine = "stack"` on an early-fusion pipeline used to run silently as plain concatenation."""
+    clf = "branch_mlp" if fusion == "intermediate" else "logreg"
+    path = write(tmp_path, f'pipelines.p = {{ blocks = ["morph"], fusion = "{fusion}", combine = "{combine}", '
+                           f'classifier = {{ plugin = "{clf}" }} }}\n')
+    r = CliRunner().invoke(main, ["validate", str(path)])
+    assert r.exit_code == 1, r.output
+    assert "studies.toy.pipelines.p.combine" in r.output, r.output
+    assert f"{combine!r} does not apply to {fusion} fusion; it takes {allowed}" in r.output, r.output
+
+
+@pytest.mark.parametrize("line", [
+    'pipelines.p = { blocks = ["morph"], fusion = "early", combine = "select", classifier = { plugin = "logreg" } }',
+    'pipelines.p = { blocks = ["morph"], fusion = "late", combine = "stack", classifier = { plugin = "logreg" } }',
+    'pipelines.t = { blocks = ["morph"], classifier = { plugin = "svm" } }\n'
+    'pipelines.p = { members = ["classical", "t"], combine = "stack" }',
+])
+def test_combine_values_the_fusion_mode_reads_still_validate(tmp_path, line):
+    r = CliRunner().invoke(main, ["validate", str(write(tmp_path, line + "\n"))])
+    assert r.exit_code == 0, r.output

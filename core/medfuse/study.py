@@ -124,8 +124,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
                          "learnt on out-of-fold probabilities of an inner 3-fold CV over the training rows; a "
                          "block or member is kept only when it lowers the inner log loss significantly, so the "
                          "combination falls back to its best part; weights in results.json and the report). "
-                         "Early fusion takes `select` only: a block enters the concatenation only when it lowers "
-                         "the classifier's inner-CV log loss significantly (weight 1 kept, 0 dropped).",
+                         "Early fusion takes `soft` (the plain concatenation) or `select`: a block enters the "
+                         "concatenation only when it lowers the classifier's inner-CV log loss significantly "
+                         "(weight 1 kept, 0 dropped); intermediate fusion takes `soft` only. A value the "
+                         "pipeline's fusion does not read is refused.",
                          choices=("soft", "stack", "select")),
         "classifier": Field("plugin", None, doc="Classifier plugin table; required unless `members` is set."),
         "members": Field("list:str", [], doc="Ensemble of other pipelines of this study, averaged "
@@ -481,6 +483,7 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
             classifier = _network_ref(classifier, blocks, source, f"{pk}.classifier")
         if classifier is None and not t["members"]:
             raise StudyError(source, f"{pk}.classifier", "missing: give a classifier or ensemble members")
+        _check_combine(t, source, pk)
         pipelines[pname] = PipelineSpec(pname, transforms, mask, list(t["blocks"]), t["fusion"], t["combine"],
                                         classifier, list(t["members"]), t["augment"])
     _check_members(pipelines, source, key)
@@ -498,6 +501,27 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
     return Study(name, source, DatasetSpec(ds["loader"], dict(ds["params"])), pipelines, blocks,
                  evaluation, top["description"], dict(top["reported"]), test,
                  _reader(top["reader"], source, f"{key}.reader"))
+
+
+COMBINE_BY_FUSION = {  # the combine values each fit path reads (medfuse.pipeline.PipelineRunner.fit)
+    "members": ("soft", "stack", "select"),  # ensembles: averaged, stacked or weighted members
+    "late": ("soft", "stack", "select"),  # medfuse.fusion.LateFusion
+    "early": ("soft", "select"),  # one classifier on the concatenation; `select` drops blocks
+    "intermediate": ("soft",),  # one Keras branch per block: nothing to combine
+}
+
+
+def _check_combine(t: dict[str, Any], source: str, key: str) -> None:
+    """``combine`` must be one the pipeline's fusion mode (or its ensemble) reads (#18)."""
+    mode = "members" if t["members"] else t["fusion"]
+    allowed = COMBINE_BY_FUSION[mode]
+    if t["combine"] not in allowed:
+        what = "an ensemble" if mode == "members" else f"{mode} fusion"
+        hint = {"early": " (`soft`, the default, is the plain concatenation; for stacking use "
+                         "fusion = \"late\" or an ensemble of pipelines)",
+                "intermediate": " (the default; leave the key out)"}.get(mode, "")
+        raise StudyError(source, f"{key}.combine", f"{t['combine']!r} does not apply to {what}; it takes "
+                         f"{', '.join(map(repr, allowed))}{hint}")
 
 
 def _reader(data: Any, source: str, key: str) -> ReadOptions:
