@@ -111,7 +111,11 @@ def _two_channel(label: str, i: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.stack([stain, nucleus]), 0, 65535).astype(np.uint16)
 
 
-def write_two_channel_study(root: Path, channels: str = "[1]") -> Path:
+MASK = '{ plugin = "otsu_cell", params = { channel = "darkness", classes = 2 } }'
+MASK_NUCLEUS = '{ plugin = "otsu_cell", params = { channel = "darkness", classes = 2 }, channels = [1] }'
+
+
+def write_two_channel_study(root: Path, channels: str = "[1]", mask: str = MASK) -> Path:
     rng = np.random.default_rng(0)
     for label in ("a", "b"):
         (root / "data" / label).mkdir(parents=True)
@@ -128,7 +132,7 @@ blocks.stain = {{ plugin = "texture", channels = [0] }}
 blocks.nucleus = {{ plugin = "texture", channels = [1] }}
 blocks.colour = {{ plugin = "colour", params = {{ bins = 8 }} }}
 [studies.two.pipelines.classical]
-mask = {{ plugin = "otsu_cell", params = {{ channel = "darkness", classes = 2 }} }}
+mask = {mask}
 blocks = ["morphology", "stain", "nucleus", "colour"]
 classifier = {{ plugin = "random_forest", params = {{ n_estimators = 30 }} }}
 """)
@@ -179,6 +183,54 @@ def test_a_channel_the_image_lacks_fails_naming_the_study_key(tmp_path):
     with pytest.raises(DataError, match=r"studies\.two\.blocks\.morphology\.channels = \[2\]: channel 2 does "
                                         r"not exist; this image has 2 channels"):
         PipelineRunner(study, "classical", host=host, cache_dir=None, progress=False).materialize(data)
+
+
+def _morphology_area(study_path: Path, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The morphology block's area of every sample of the 2-channel study, and its disc's area."""
+    from medfuse.host import get_host
+    from medfuse.pipeline import PipelineRunner
+
+    host = get_host()
+    data = host.create("folder", {"path": str(root / "data")}, kind="loader").load(root / "data")
+    prepared = PipelineRunner(load_studies(study_path)["two"], "classical", host=host, cache_dir=None,
+                              progress=False).materialize(data)
+    area = prepared.blocks["morphology"][:, list(Morphology().feature_names()).index("area")]
+    radius = np.where(prepared.samples["label"] == "a", 6, 11) + np.asarray([int(Path(p).stem[1:]) % 2
+                                                                           for p in prepared.samples["path"]])
+    return area, np.pi * radius.astype(float) ** 2
+
+
+def test_mask_channels_pick_the_channel_the_mask_plugin_sees(tmp_path):
+    """#16: `mask = { plugin = ..., channels = [1] }`: the mask plugin sees channel 1 alone (as grey),
+    so otsu_cell (on darkness) finds channel 1's nucleus disc; with `channels = [0]` it sees the
+    noisy stain and the area no longer matches the disc."""
+    area, want = _morphology_area(write_two_channel_study(tmp_path, mask=MASK_NUCLEUS), tmp_path)
+    assert np.allclose(area, want, rtol=0.2)
+    study = load_studies(tmp_path / "two.toml")["two"]
+    assert study.pipelines["classical"].mask.channels == [1]
+    noise = MASK_NUCLEUS.replace("channels = [1]", "channels = [0]")
+    area0, _ = _morphology_area(write_two_channel_study(tmp_path / "noise", mask=noise), tmp_path / "noise")
+    assert not np.allclose(area0, want, rtol=0.2)
+
+
+@pytest.mark.parametrize(("mask", "message"), [
+    ('{ plugin = "otsu_cell", channels = [16] }', "channel index 16 is out of range"),
+    ('{ plugin = "otsu_cell", channels = [1, 1] }', "channel indices repeat"),
+    ('{ plugin = "otsu_cell", channels = [] }', "at least one channel index"),
+    ('{ plugin = "otsu_cell", channels = "1" }', "expected a list of integers"),
+    ('{ plugin = "otsu_cell", channels = [0, 1, 2, 3] }', "takes 8-bit RGB images: give it at most 3 channels"),
+])
+def test_validate_refuses_bad_mask_channels_naming_the_key(tmp_path, mask, message):
+    study = tmp_path / "bad.toml"
+    study.write_text(f"""
+[studies.bad]
+dataset = {{ loader = "folder", params = {{ path = "." }} }}
+blocks.shape = {{ plugin = "morphology" }}
+pipelines.p = {{ mask = {mask}, blocks = ["shape"], classifier = {{ plugin = "logreg" }} }}
+""")
+    r = CliRunner().invoke(main, ["validate", str(study)])
+    assert r.exit_code == 1
+    assert "studies.bad.pipelines.p.mask.channels" in r.output and message in r.output, r.output
 
 
 @pytest.mark.parametrize(("block", "message"), [
@@ -235,17 +287,19 @@ pipelines.p = { blocks = ["colour"], classifier = { plugin = "logreg" } }
 @pytest.mark.slow
 def test_bundle_keeps_block_channels_and_scores_as_in_training(tmp_path):
     """A bundle of the 2-channel study scores files exactly as training prepared them: the blocks'
-    channels travel in the bundle (they are not constructor parameters)."""
+    and the mask's channels travel in the bundle (they are not constructor parameters)."""
     import medfuse
     from medfuse.host import get_host
     from medfuse.pipeline import PipelineRunner
     from medfuse.training import train_bundle
 
-    study = load_studies(write_two_channel_study(tmp_path))["two"]
+    study = load_studies(write_two_channel_study(tmp_path, mask=MASK_NUCLEUS))["two"]
     out = train_bundle(study, "classical", tmp_path / "data", tmp_path / "bundle", cv=False, progress=False)
     bundle = medfuse.load_bundle(out)
     channels = {fb.name: getattr(fb.plugin, "input_channels", None) for fb in bundle.pipeline.blocks_}
     assert channels == {"morphology": (1,), "stain": (0,), "nucleus": (1,), "colour": None}
+    assert bundle.pipeline.mask_maker_.input_channels == (1,)
+    assert bundle.pipeline.mask_maker_.input_channels_where == "studies.two.pipelines.classical.mask.channels"
     host = get_host()
     data = host.create("folder", {"path": str(tmp_path / "data")}, kind="loader").load(tmp_path / "data")
     prepared = PipelineRunner(study, "classical", host=host, cache_dir=None, progress=False).materialize(data)
@@ -253,3 +307,22 @@ def test_bundle_keeps_block_channels_and_scores_as_in_training(tmp_path):
     scored = bundle.predict(list(prepared.samples["path"]))
     assert (scored["error"] == "").all()
     assert np.allclose(scored[[f"proba.{c}" for c in bundle.classes]].to_numpy(), training, atol=1e-9)
+
+
+@pytest.mark.parametrize(("line", "key"), [
+    ('transforms = [{ plugin = "equalize", channels = [0] }], blocks = ["shape"], classifier = { plugin = "logreg" }',
+     "transforms[0].channels"),
+    ('blocks = ["shape"], classifier = { plugin = "logreg", channels = [0] }', "classifier.channels"),
+])
+def test_channels_only_on_masks_and_blocks(tmp_path, line, key):
+    study = tmp_path / "bad.toml"
+    study.write_text(f"""
+[studies.bad]
+dataset = {{ loader = "folder", params = {{ path = "." }} }}
+blocks.shape = {{ plugin = "morphology" }}
+pipelines.p = {{ {line} }}
+""")
+    r = CliRunner().invoke(main, ["validate", str(study)])
+    assert r.exit_code == 1
+    assert f"studies.bad.pipelines.p.{key}" in r.output and "only a mask or a block takes `channels`" in r.output, \
+        r.output

@@ -213,6 +213,9 @@ class PipelineRunner:
             self.mask_mode = "dataset"
         else:
             self.mask_maker = self._create(self.spec.mask, "mask")
+            if getattr(self.spec.mask, "channels", None) is not None:  # the mask's channels, as a block's
+                self.mask_maker.input_channels = tuple(self.spec.mask.channels)
+                self.mask_maker.input_channels_where = f"{self._key}.mask.channels"
             self.mask_mode = "trainable" if getattr(self.mask_maker, "trainable", False) else "plugin"
         self.blocks: list[_Block] = []
         for b in self.spec.blocks:

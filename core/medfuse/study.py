@@ -43,6 +43,8 @@ PLUGIN_REF = {
                      "classifier is, e.g. `classifier = { plugin = \"cnn_classifier\", network = \"cnn\" }`: "
                      "its parameters are the block's (`params` here override them). Trained on the same "
                      "images, rows and seed, one training serves the block and the classifier in a run."),
+    "channels": Field("list:int", None, doc="Masks only: the image channels the mask plugin sees, as a "
+                      "block's `channels` (e.g. `mask = { plugin = \"otsu_cell\", channels = [1] }`)."),
 }
 
 SCHEMA: dict[str, dict[str, Field]] = {
@@ -114,7 +116,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "pipeline": {
         "transforms": Field("list:plugin", [], doc="Image transforms applied in order before masks and blocks."),
         "mask": Field("mask", None, doc="`\"dataset\"` for the dataset's mask files, a plugin table "
-                      "(`{ plugin = \"otsu_cell\" }`), or absent for no mask."),
+                      "(`{ plugin = \"otsu_cell\" }`), or absent for no mask. A plugin table takes "
+                      "`channels` as a block does (`{ plugin = \"otsu_cell\", channels = [1] }`: the mask "
+                      "plugin sees channel 1 only)."),
         "blocks": Field("list:str", [], doc="Names of blocks (from `blocks`) fed to the classifier."),
         "fusion": Field("str", "early", doc="`early`: concatenate prepared blocks; `intermediate`: Keras "
                         "MLP with one branch per block; `late`: one classifier per block, combined.",
@@ -161,6 +165,7 @@ class PluginRef:
     plugin: str
     params: dict[str, Any] = field(default_factory=dict)
     network: str | None = None  # the block whose network this classifier is (params resolved from it)
+    channels: list[int] | None = None  # a mask's image channels (as BlockSpec.channels)
 
 
 @dataclass
@@ -178,7 +183,7 @@ MAX_CHANNELS = 16  # channels a decoder reads (medfuse.tiffio.MAX_CHANNELS)
 
 
 def _channels(value: list[int] | None, source: str, key: str) -> list[int] | None:
-    """A block's ``channels``: a non-empty list of distinct indices in ``0..MAX_CHANNELS - 1``."""
+    """A block's or mask's ``channels``: a non-empty list of distinct indices in ``0..MAX_CHANNELS - 1``."""
     if value is None:
         return None
     if not value:
@@ -308,8 +313,7 @@ def _check_table(section: str, data: Any, source: str, key: str) -> dict[str, An
         elif t == "list:plugin":
             _expect(isinstance(v, list), source, where, f, v)
         elif t == "list:int":
-            _expect(isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v),
-                    source, where, f, v)
+            _expect(_int_list(v), source, where, f, v)
         elif t == "list:number":
             _expect(isinstance(v, list) and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v),
                     source, where, f, v)
@@ -317,11 +321,15 @@ def _check_table(section: str, data: Any, source: str, key: str) -> dict[str, An
     return out
 
 
+def _int_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+
+
 def _plugin_ref(data: Any, source: str, key: str) -> PluginRef:
     if isinstance(data, str):
         return PluginRef(data)
     table = _check_table_plugin(data, source, key)
-    return PluginRef(table["plugin"], dict(table["params"]), table["network"])
+    return PluginRef(table["plugin"], dict(table["params"]), table["network"], table["channels"])
 
 
 def _check_table_plugin(data: Any, source: str, key: str) -> dict[str, Any]:
@@ -339,7 +347,11 @@ def _check_table_plugin(data: Any, source: str, key: str) -> dict[str, Any]:
     network = data.get("network")
     if network is not None and not isinstance(network, str):
         raise StudyError(source, f"{key}.network", f"expected a block name (a string), got {network!r}")
-    return {"plugin": data["plugin"], "params": params, "network": network}
+    channels = data.get("channels")
+    if channels is not None:
+        _expect(_int_list(channels), source, f"{key}.channels", PLUGIN_REF["channels"], channels)
+    return {"plugin": data["plugin"], "params": params, "network": network,
+            "channels": _channels(channels, source, f"{key}.channels")}
 
 
 def _network_ref(ref: PluginRef, blocks: dict[str, BlockSpec], source: str, key: str) -> PluginRef:
@@ -479,6 +491,10 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
             if isinstance(ref, PluginRef) and ref.network is not None:
                 raise StudyError(source, f"{pk}.{where}.network", "only a classifier can name a block's network")
         classifier = _plugin_ref(t["classifier"], source, f"{pk}.classifier") if t["classifier"] else None
+        for where, ref in [*((f"transforms[{i}]", x) for i, x in enumerate(transforms)), ("classifier", classifier)]:
+            if ref is not None and ref.channels is not None:
+                raise StudyError(source, f"{pk}.{where}.channels", "only a mask or a block takes `channels`; "
+                                 "give the block's channels in `blocks.NAME.channels`")
         if classifier is not None:
             classifier = _network_ref(classifier, blocks, source, f"{pk}.classifier")
         if classifier is None and not t["members"]:
@@ -625,22 +641,30 @@ def check_plugins(study: Study, host: Any) -> None:
             if getattr(cls, "kind", "") != "extractor":
                 raise StudyError(study.source, f"{key}.blocks.{b.name}.channels",
                                  f"{b.plugin!r} is a {cls.kind} plugin; channels apply to image extractors only")
-            if getattr(cls, "input_dtype", "uint8") != "native" and len(b.channels) > 3:
-                raise StudyError(study.source, f"{key}.blocks.{b.name}.channels",
-                                 f"{b.plugin!r} takes 8-bit RGB images: give it at most 3 channels, got "
-                                 f"{b.channels} (or make one block per channel group)")
+            _check_channel_count(cls, b.plugin, b.channels, study.source, f"{key}.blocks.{b.name}.channels")
     for p in study.pipelines.values():
         pk = f"{key}.pipelines.{p.name}"
         for i, t in enumerate(p.transforms):
             check(t, ("transform",), f"{pk}.transforms[{i}]")
         if isinstance(p.mask, PluginRef):
             check(p.mask, ("mask",), f"{pk}.mask")
+            if p.mask.channels is not None:
+                _check_channel_count(host.records[p.mask.plugin].cls, p.mask.plugin, p.mask.channels,
+                                     study.source, f"{pk}.mask.channels", hint="")
         if p.classifier is not None:
             check(p.classifier, ("classifier",), f"{pk}.classifier")
     from .pipeline import PipelineRunner  # the engine's rules for putting a pipeline together
 
     for name in study.pipelines:
         PipelineRunner(study, name, host=host, cache_dir=None, jobs=1, progress=False)
+
+
+def _check_channel_count(cls: type, plugin: str, channels: list[int], source: str, key: str,
+                         hint: str = " (or make one block per channel group)") -> None:
+    """An 8-bit plugin (``input_dtype`` not ``"native"``) sees at most 3 channels (as RGB)."""
+    if getattr(cls, "input_dtype", "uint8") != "native" and len(channels) > 3:
+        raise StudyError(source, key, f"{plugin!r} takes 8-bit RGB images: give it at most 3 channels, got "
+                         f"{channels}{hint}")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -142,9 +142,10 @@ is decoded, so a channel shown alone has the same values as in the whole image's
 **Channels to blocks.** `blocks.NAME.channels` lists the channels (0-based, as decoded) a block's
 extractor sees (its intensities, and its own fallback mask when the pipeline has none); absent:
 every channel (8-bit plugins see the first 3 as RGB, 2 channels as `(c0, c1, 0)`). One channel
-reaches an 8-bit plugin as grey. The pipeline's mask is computed once on the whole image (its 8-bit
-view), so choose the mask plugin's channel that shows the objects (for a 2-channel image the view's
-green is channel 1: `otsu_cell` with `channel = "darkness"`):
+reaches an 8-bit plugin as grey. The pipeline's mask is computed once per image; by default on the
+whole image's 8-bit view (for a 2-channel image the view's green is channel 1: `otsu_cell` with
+`channel = "darkness"`). The mask table takes the same key, `mask = { plugin = "otsu_cell",
+channels = [1] }`, so the mask plugin sees only the channel that shows the objects:
 
 ```toml
 [studies.two-stains]
@@ -153,13 +154,14 @@ blocks.shape = { plugin = "morphology" }                          # the mask's s
 blocks.nucleus_texture = { plugin = "texture", channels = [1] }
 blocks.stain_texture = { plugin = "texture", channels = [0] }
 blocks.colour = { plugin = "colour" }                             # per-channel statistics, all channels
-pipelines.classical = { mask = { plugin = "otsu_cell", params = { channel = "darkness", classes = 2 } }, blocks = ["shape", "nucleus_texture", "stain_texture", "colour"], classifier = { plugin = "logreg" } }
+pipelines.classical = { mask = { plugin = "otsu_cell", params = { channel = "darkness", classes = 2 }, channels = [1] }, blocks = ["shape", "nucleus_texture", "stain_texture", "colour"], classifier = { plugin = "logreg" } }
 ```
 
 `medfuse validate` refuses an empty list, repeated or negative indices, indices past 15, more than 3
-channels for an 8-bit plugin, and `channels` on a selector, naming the key; an image lacking a
-listed channel fails with an error naming `studies.NAME.blocks.BLOCK.channels`. The channels are part
-of the block's cache key and travel in bundles.
+channels for an 8-bit plugin, and `channels` on a selector, a transform or a classifier, naming the
+key; an image lacking a listed channel fails with an error naming `studies.NAME.blocks.BLOCK.channels`
+(or `studies.NAME.pipelines.P.mask.channels`). The channels are part of the block's (or mask's)
+cache key and travel in bundles.
 
 **Data report.** `medfuse data PATH --study STUDY` (or `--bits`, `--percentiles`,
 `--pixel-size-um`) and `medfuse compare` decode with the study's `reader`: per file type the bit
