@@ -292,7 +292,7 @@ def test_interrupted_run_resumes_with_only_the_rest(many, rbc_bundle, tmp_path, 
     assert json.loads((out / "summary.json").read_text())["n_images"] == 7
 
 
-def test_resume_refuses_another_bundle_or_truth(many, world, rbc_bundle, tmp_path):
+def test_resume_refuses_another_bundle_or_truth(many, world, rbc_bundle, tmp_path, monkeypatch):
     inputs, truth = many
     out = tmp_path / "out"
     r = _run("segment", rbc_bundle, inputs, "--out", out, "--truth", truth, "-q")
@@ -307,5 +307,15 @@ def test_resume_refuses_another_bundle_or_truth(many, world, rbc_bundle, tmp_pat
     r = _run("segment", rbc_bundle, inputs, "--out", out, "--resume", "-q")
     assert r.exit_code == 1 and "cannot resume" in r.output and "--truth folder" in r.output
     assert (out / "segment.csv").read_text() == before  # nothing touched
-    r = _run("segment", other, inputs, "--out", out, "--truth", truth, "-q")  # without --resume: starts over
+    from medfuse import segbundle
+
+    def crash(job, seg, item):
+        raise KeyboardInterrupt("simulated interruption")
+
+    with monkeypatch.context() as m:  # a fresh run with the other bundle, killed before its first row ...
+        m.setattr(segbundle, "_segment_one", crash)
+        with pytest.raises(KeyboardInterrupt):
+            segbundle.segment_files(other, inputs, out, truth=truth)
+    r = _run("segment", other, inputs, "--out", out, "--truth", truth, "--resume")
     assert r.exit_code == 0, r.output
+    assert "resumed" not in r.output  # ... leaves none of the first bundle's rows to resume from

@@ -18,7 +18,12 @@ Outputs of :func:`segment_files` (``medfuse segment``), in the folder ``out``:
   the metrics, ``error``, ``truth_error``); a file that cannot be read or segmented is a row with
   its ``error`` and the batch goes on; a missing, unreadable or mis-sized truth mask is that
   row's ``truth_error`` (its mask is still written);
-* ``summary.json``: counts and the mean and median of each metric over the images with a truth.
+* ``summary.json``: counts and the mean and median of each metric over the images with a truth;
+* ``segment.run.json``: what ``resume`` must match (bundle manifest sha256, inputs, truth, max_pixels).
+
+``jobs`` > 1 segments chunks of images in joblib worker processes (rows in input order, equal to
+the 1-job rows); ``segment.csv`` is rewritten after every chunk, so ``resume`` segments only the
+images without a row and a mask file.
 
 Metrics (:mod:`medfuse.segmetrics`, in pixels): ``cell_dice``, ``cell_hd95``, ``cell_hd_max`` on
 ``mask > 0``, plus the ``nucleus_*`` ones when the maker predicts 3 classes. Every file is
@@ -398,8 +403,9 @@ def segment_files(bundle: str | Path, inputs: str | Path, out: str | Path, *, tr
            "truth": str(truth_dir.resolve()) if truth_dir is not None else None, "max_pixels": max_pixels}
     out.mkdir(parents=True, exist_ok=True)
     done = _resumable_rows(out, run, [it.path for it in items]) if resume else {}
-    if not resume:
-        (out / SUMMARY).unlink(missing_ok=True)  # a previous run's summary would describe other rows
+    if not resume:  # a previous run's rows and summary must not pass for this run's (on a later --resume)
+        (out / TABLE).unlink(missing_ok=True)
+        (out / SUMMARY).unlink(missing_ok=True)
     write_text(out / RUN, json.dumps(run, indent=2) + "\n")
     if done:
         say(f"resuming: {len(done)} of {len(items)} image(s) already segmented in {out}")
