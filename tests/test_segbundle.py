@@ -216,3 +216,106 @@ def test_unet_instances_splits_touching_cells():
     labels = model.predict_instances(image)
     assert labels.dtype == np.int32 and len(np.unique(labels[labels > 0])) == 2  # ... split into two cells
     assert model.instances and "keep_largest" not in model.get_params()
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory) -> tuple[Path, Path]:
+    """in/ (7 disk images, one corrupt) and truth/ (their masks)."""
+    root = tmp_path_factory.mktemp("many")
+    for k in range(6):
+        im, m = disks(50 + k)
+        _save(root / "in" / f"{k:02d}.png", im)
+        _save(root / "truth" / f"{k:02d}.png", m * 255)
+    (root / "in" / "03b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return root / "in", root / "truth"
+
+
+def test_two_jobs_give_the_one_job_table(many, rbc_bundle, tmp_path, monkeypatch):
+    import joblib
+
+    used: list[int] = []
+
+    class Spy(joblib.Parallel):
+        def __init__(self, *args, **kwargs):
+            used.append(kwargs.get("n_jobs"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(joblib, "Parallel", Spy)
+    inputs, truth = many
+    texts = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"out{jobs}"
+        r = _run("segment", rbc_bundle, inputs, "--out", out, "--truth", truth, "--jobs", jobs, "-q")
+        assert r.exit_code == 0, r.output
+        texts.append((out / "segment.csv").read_text())
+    assert used == [2]  # the 2-job run went through joblib's workers, the 1-job run did not
+    assert texts[0] == texts[1]
+    table = pd.read_csv(tmp_path / "out2" / "segment.csv", keep_default_na=False)
+    assert [Path(p).name for p in table["path"]] == ["00.png", "01.png", "02.png", "03.png", "03b.png", "04.png",
+                                                    "05.png"]
+    assert list(table["error"] != "") == [False, False, False, False, True, False, False]  # one bad image, one row
+    assert (pd.to_numeric(table["cell_dice"][table["error"] == ""]) > 0.8).all()
+
+
+def test_interrupted_run_resumes_with_only_the_rest(many, rbc_bundle, tmp_path, monkeypatch):
+    from medfuse import segbundle
+
+    inputs, truth = many
+    out = tmp_path / "out"
+    r = _run("segment", rbc_bundle, inputs, "--out", out, "--truth", truth, "-q")
+    assert r.exit_code == 0, r.output
+    full = (out / "segment.csv").read_text()
+
+    real = segbundle._segment_one
+    seen: list[str] = []
+
+    def crash_at_fifth(job, seg, item):
+        if len(seen) == 4:
+            raise KeyboardInterrupt("simulated interruption")
+        seen.append(Path(item.path).name)
+        return real(job, seg, item)
+
+    monkeypatch.setattr(segbundle, "_segment_one", crash_at_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        segbundle.segment_files(rbc_bundle, inputs, out, truth=truth, chunk_size=2)
+    assert len(pd.read_csv(out / "segment.csv")) == 4 and not (out / "summary.json").exists()
+    (out / "masks" / "01.png").unlink()  # a row whose mask is gone is done again
+
+    seen.clear()
+    monkeypatch.setattr(segbundle, "_segment_one", lambda job, seg, item: seen.append(Path(item.path).name)
+                        or real(job, seg, item))
+    r = _run("segment", rbc_bundle, inputs, "--out", out, "--truth", truth, "--resume")
+    assert r.exit_code == 0, r.output
+    assert seen == ["01.png", "03b.png", "04.png", "05.png"]  # 00, 02, 03 kept
+    assert "resumed: 3 image(s)" in r.output
+    assert (out / "segment.csv").read_text() == full
+    assert json.loads((out / "summary.json").read_text())["n_images"] == 7
+
+
+def test_resume_refuses_another_bundle_or_truth(many, world, rbc_bundle, tmp_path, monkeypatch):
+    inputs, truth = many
+    out = tmp_path / "out"
+    r = _run("segment", rbc_bundle, inputs, "--out", out, "--truth", truth, "-q")
+    assert r.exit_code == 0, r.output
+    other = tmp_path / "other.bundle"
+    r = _run("train-seg", world / "study.toml", "--mask", "rbc_instances:min_distance=3,min_area=25",
+             "--data", world / "data", "--out", other, "-q")
+    assert r.exit_code == 0, r.output
+    before = (out / "segment.csv").read_text()
+    r = _run("segment", other, inputs, "--out", out, "--truth", truth, "--resume", "-q")
+    assert r.exit_code == 1 and "cannot resume" in r.output and "bundle (manifest sha256)" in r.output
+    r = _run("segment", rbc_bundle, inputs, "--out", out, "--resume", "-q")
+    assert r.exit_code == 1 and "cannot resume" in r.output and "--truth folder" in r.output
+    assert (out / "segment.csv").read_text() == before  # nothing touched
+    from medfuse import segbundle
+
+    def crash(job, seg, item):
+        raise KeyboardInterrupt("simulated interruption")
+
+    with monkeypatch.context() as m:  # a fresh run with the other bundle, killed before its first row ...
+        m.setattr(segbundle, "_segment_one", crash)
+        with pytest.raises(KeyboardInterrupt):
+            segbundle.segment_files(other, inputs, out, truth=truth)
+    r = _run("segment", other, inputs, "--out", out, "--truth", truth, "--resume")
+    assert r.exit_code == 0, r.output
+    assert "resumed" not in r.output  # ... leaves none of the first bundle's rows to resume from

@@ -18,7 +18,12 @@ Outputs of :func:`segment_files` (``medfuse segment``), in the folder ``out``:
   the metrics, ``error``, ``truth_error``); a file that cannot be read or segmented is a row with
   its ``error`` and the batch goes on; a missing, unreadable or mis-sized truth mask is that
   row's ``truth_error`` (its mask is still written);
-* ``summary.json``: counts and the mean and median of each metric over the images with a truth.
+* ``summary.json``: counts and the mean and median of each metric over the images with a truth;
+* ``segment.run.json``: what ``resume`` must match (bundle manifest sha256, inputs, truth, max_pixels).
+
+``jobs`` > 1 segments chunks of images in joblib worker processes (rows in input order, equal to
+the 1-job rows); ``segment.csv`` is rewritten after every chunk, so ``resume`` segments only the
+images without a row and a mask file.
 
 Metrics (:mod:`medfuse.segmetrics`, in pixels): ``cell_dice``, ``cell_hd95``, ``cell_hd_max`` on
 ``mask > 0``, plus the ``nucleus_*`` ones when the maker predicts 3 classes. Every file is
@@ -29,7 +34,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,7 @@ import pandas as pd
 
 from .errors import BundleError, MedfuseError, describe_exception
 from .util.jsonable import to_jsonable
+from .util.progress import Progress
 
 KIND = "segmentation"
 SEGMENTER_CLASS = "medfuse.segbundle:FittedSegmenter"
@@ -47,6 +53,8 @@ ARTIFACTS = "artifacts"
 TABLE = "segment.csv"
 SUMMARY = "summary.json"
 MASKS = "masks"
+RUN = "segment.run.json"  # what a --resume must match: bundle sha256, inputs, truth folder, max_pixels
+CHUNK_SIZE = 8  # images per chunk: the unit of parallelism and of checkpointing segment.csv
 TRUTH_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 
 
@@ -276,14 +284,20 @@ def train_segmenter(study: Any, out: str | Path, *, pipeline: str | None = None,
 def load_segmenter(path: str | Path, host: Any = None) -> tuple[FittedSegmenter, dict[str, Any]]:
     """Verify a segmentation bundle like any bundle (:func:`medfuse.bundle.verify_bundle`:
     manifest, checksums, no pickle, plugins) and load its segmenter; ``(segmenter, manifest)``."""
+    seg, manifest, _, _ = _load_verified(path, host)
+    return seg, manifest
+
+
+def _load_verified(path: str | Path, host: Any = None) -> tuple[FittedSegmenter, dict[str, Any], Path, str]:
+    """:func:`load_segmenter` plus the bundle's resolved folder and manifest sha256."""
     from .bundle import verify_bundle
 
-    folder, manifest, _ = verify_bundle(path, host)
+    folder, manifest, digest = verify_bundle(path, host)
     if manifest.get("kind") != KIND or manifest["pipeline_class"] != SEGMENTER_CLASS:
         raise BundleError(f"{folder}: a classifier bundle, not a segmentation bundle; score images with it "
                           "using `medfuse score`, or train a segmentation bundle with `medfuse train-seg`")
     seg = FittedSegmenter.load(folder / manifest["pipeline_dir"], host)
-    return seg, manifest
+    return seg, manifest, folder, digest
 
 
 # ---- applying -----------------------------------------------------------------------------------
@@ -299,6 +313,7 @@ class SegmentSummary:
     n_truth_failed: int = 0
     mean: dict[str, float] = field(default_factory=dict)
     median: dict[str, float] = field(default_factory=dict)
+    n_resumed: int = 0
 
     @property
     def n_segmented(self) -> int:
@@ -307,6 +322,8 @@ class SegmentSummary:
     def describe(self) -> str:
         lines = [f"segmented {self.n_segmented} of {self.n_images} image(s) into {self.out / MASKS}; "
                  f"{self.n_failed} error row(s); table {self.out / TABLE}"]
+        if self.n_resumed:
+            lines.append(f"resumed: {self.n_resumed} image(s) were already segmented by the interrupted run")
         if self.n_truth or self.n_truth_failed:
             lines.append(f"against truth: {self.n_truth} image(s) scored, {self.n_truth_failed} truth error(s)")
             for k in self.mean:
@@ -349,20 +366,30 @@ def _truth_scores(pred: np.ndarray, truth_path: Path, regions: list[str], max_pi
 
 
 def segment_files(bundle: str | Path, inputs: str | Path, out: str | Path, *, truth: str | Path | None = None,
-                  max_pixels: int | None = None, host: Any = None,
+                  max_pixels: int | None = None, host: Any = None, jobs: int = 1, resume: bool = False,
+                  chunk_size: int = CHUNK_SIZE, progress: Progress = False,
                   note: Callable[[str], None] | None = None) -> SegmentSummary:
     """Segment every input image with the segmentation ``bundle`` into the folder ``out`` (see
     the module docstring); ``truth``: folder of ground-truth masks (same relative paths and
-    stems as the inputs), or a CSV manifest's ``mask_path`` column when ``inputs`` is one."""
-    from .imageio import read_image_with_info
-    from .intensity import ReadOptions
-    from .objectscoring import _write_labels
+    stems as the inputs), or a CSV manifest's ``mask_path`` column when ``inputs`` is one.
+
+    ``jobs`` > 1: chunks of ``chunk_size`` images in joblib (loky) worker processes, each loading
+    the bundle once; rows stay in input order and equal those of ``jobs=1``. After every chunk
+    ``segment.csv`` is rewritten (atomically) with the rows done so far. ``resume``: keep the rows
+    (and masks) of an interrupted run into ``out`` whose mask file exists and segment only the
+    rest; refused when :data:`RUN` names another bundle, inputs, truth folder or ``max_pixels``.
+    ``progress``: a bar on stderr, or ``f(done, total, description)`` (:mod:`medfuse.util.progress`).
+    """
+    from .inputs import list_inputs
     from .outputs import write_text
-    from .scoring import list_inputs
+    from .scoring import _inputs_digest
+    from .util.progress import progress_bar
 
     say = note or (lambda line: None)
-    seg, manifest = load_segmenter(bundle, host)
-    reader = ReadOptions.from_dict(manifest["inputs"].get("reader"))
+    if chunk_size < 1:
+        raise MedfuseError(f"chunk_size must be >= 1, got {chunk_size}")
+    seg, manifest, folder, digest = _load_verified(bundle, host)
+    reader = manifest["inputs"].get("reader")
     table = list_inputs(inputs)
     out = Path(out)
     truth_dir = Path(truth) if truth is not None else None
@@ -370,44 +397,40 @@ def segment_files(bundle: str | Path, inputs: str | Path, out: str | Path, *, tr
         raise MedfuseError(f"--truth {truth_dir}: not a folder of mask files")
     rel = _mask_paths(table["path"].tolist(), inputs)
     metric_cols = [f"{r}_{m}" for r in seg.regions_ for m in ("dice", "hd95", "hd_max")]
-    rows = []
-    for k, item in enumerate(table.itertuples(index=False)):
-        row: dict[str, Any] = {"path": item.path, "mask": "", "height": np.nan, "width": np.nan,
-                               "foreground": np.nan, "n_objects": np.nan, "truth": "",
-                               **dict.fromkeys(metric_cols, np.nan), "error": "", "truth_error": ""}
-        try:
-            image, _ = read_image_with_info(item.read_path, max_pixels=max_pixels, options=reader)
-            pred = seg.segment(image)
-            target = out / MASKS / rel[k]
-            (_write_labels if seg.instances_ else _write_mask)(target, pred)
-        except Exception as exc:  # noqa: BLE001 - any per-image failure is that row's error; the batch goes on
-            text = describe_exception(exc)
-            row["error"] = text if str(item.path) in text else f"{item.path}: {text}"
-            rows.append(row)
-            continue
-        row.update(mask=f"{MASKS}/{Path(rel[k]).as_posix()}", height=pred.shape[0], width=pred.shape[1],
-                   foreground=int((pred > 0).sum()))
-        if seg.instances_:
-            row["n_objects"] = int(len(np.unique(pred[pred > 0])))
-        tp = _truth_path(item, truth_dir, rel[k])
-        if tp is not None or truth_dir is not None:
-            try:
-                if tp is None:
-                    raise MedfuseError(f"no truth mask for {item.path} under {truth_dir} "
-                                       f"(looked for {Path(rel[k]).with_suffix('')}.png/.tif/...)")
-                row["truth"] = str(tp)
-                row.update(_truth_scores(pred, tp, seg.regions_, max_pixels, seg.instances_))
-            except Exception as exc:  # noqa: BLE001 - a bad truth file is that row's truth_error
-                row["truth_error"] = describe_exception(exc)
-        rows.append(row)
-    df = pd.DataFrame(rows)
+    items = [_Item(str(it.path), str(it.read_path), rel[k], _truth_path(it, truth_dir, rel[k]))
+             for k, it in enumerate(table.itertuples(index=False))]
+    run = {"bundle_sha256": digest, "inputs_sha1": _inputs_digest(table),
+           "truth": str(truth_dir.resolve()) if truth_dir is not None else None, "max_pixels": max_pixels}
+    out.mkdir(parents=True, exist_ok=True)
+    done = _resumable_rows(out, run, [it.path for it in items]) if resume else {}
+    if not resume:  # a previous run's rows and summary must not pass for this run's (on a later --resume)
+        (out / TABLE).unlink(missing_ok=True)
+        (out / SUMMARY).unlink(missing_ok=True)
+    write_text(out / RUN, json.dumps(run, indent=2) + "\n")
+    if done:
+        say(f"resuming: {len(done)} of {len(items)} image(s) already segmented in {out}")
+    todo = [k for k in range(len(items)) if items[k].path not in done]
+    size = min(chunk_size, -(-len(todo) // jobs)) if jobs > 1 and todo else chunk_size  # every worker gets one
+    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+    job = _Job(str(folder), digest, reader, max_pixels, str(truth_dir) if truth_dir is not None else None, str(out),
+               metric_cols)
+    rows: dict[str, dict[str, Any]] = dict(done)
+    advance, close = progress_bar(len(items), "segmenting", progress, completed=len(done))
+    try:
+        for chunk, result in zip(chunks, _run_chunks(job, seg, [[items[k] for k in c] for c in chunks], jobs)):
+            rows.update((items[k].path, row) for k, row in zip(chunk, result))
+            write_text(out / TABLE, _table([rows[it.path] for it in items if it.path in rows], metric_cols)
+                       .to_csv(index=False))
+            advance(len(chunk))
+    finally:
+        close()
+    df = _table([rows[it.path] for it in items], metric_cols)
+    write_text(out / TABLE, df.to_csv(index=False))
     scored = df[(df["error"] == "") & (df["truth"] != "") & (df["truth_error"] == "")]
     stats = summarise(scored[metric_cols]) if len(scored) else {"mean": {}, "median": {}}
     summary = SegmentSummary(out, n_images=len(df), n_failed=int((df["error"] != "").sum()), n_truth=len(scored),
                              n_truth_failed=int((df["truth_error"] != "").sum()), mean=stats["mean"],
-                             median=stats["median"])
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / TABLE, df.to_csv(index=False))
+                             median=stats["median"], n_resumed=len(done))
     write_text(out / SUMMARY, json.dumps(to_jsonable({
         "bundle": str(Path(bundle).resolve()), "inputs": str(inputs), "truth": str(truth_dir) if truth_dir else None,
         "n_images": summary.n_images, "n_failed": summary.n_failed, "n_truth": summary.n_truth,
@@ -415,6 +438,133 @@ def segment_files(bundle: str | Path, inputs: str | Path, out: str | Path, *, tr
         "regions": seg.regions_, "instances": seg.instances_}), indent=2) + "\n")
     say(f"wrote {out / TABLE} and {out / SUMMARY}")
     return summary
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One input: its path as listed, where to read it, its mask's path under ``masks/``, its truth mask."""
+
+    path: str
+    read_path: str
+    rel: str
+    truth: Path | None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every chunk of one run shares (sent to the worker processes with each chunk)."""
+
+    bundle: str
+    digest: str
+    reader: dict[str, Any] | None
+    max_pixels: int | None
+    truth_dir: str | None
+    out: str
+    metric_cols: list[str]
+
+
+_SEGMENTERS: dict[tuple[str, str], FittedSegmenter] = {}  # per worker process: the bundle loaded once
+
+
+def _segment_chunk(job: _Job, items: list[_Item], seg: FittedSegmenter | None = None) -> list[dict[str, Any]]:
+    """The rows of one chunk (in a worker process, ``seg`` is loaded from ``job.bundle`` once)."""
+    if seg is None:
+        key = (job.bundle, job.digest)
+        if key not in _SEGMENTERS:
+            loaded, _ = load_segmenter(job.bundle)
+            _SEGMENTERS.clear()
+            _SEGMENTERS[key] = loaded
+        seg = _SEGMENTERS[key]
+    return [_segment_one(job, seg, item) for item in items]
+
+
+def _run_chunks(job: _Job, seg: FittedSegmenter, chunks: list[list[_Item]], jobs: int
+                ) -> Iterator[list[dict[str, Any]]]:
+    """The rows of each chunk, in order: in this process (``jobs == 1``) or in joblib's loky workers."""
+    if jobs == 1 or len(chunks) <= 1:
+        for items in chunks:
+            yield _segment_chunk(job, items, seg)
+        return
+    from joblib import Parallel, delayed
+
+    parallel = Parallel(n_jobs=jobs, backend="loky", return_as="generator")
+    yield from parallel(delayed(_segment_chunk)(job, items) for items in chunks)
+
+
+def _segment_one(job: _Job, seg: FittedSegmenter, item: _Item) -> dict[str, Any]:
+    """One image's row: segment it, write its mask, score it against its truth mask."""
+    from .imageio import read_image_with_info
+    from .intensity import ReadOptions
+    from .objectscoring import _write_labels
+
+    row: dict[str, Any] = {"path": item.path, "mask": "", "height": np.nan, "width": np.nan,
+                           "foreground": np.nan, "n_objects": np.nan, "truth": "",
+                           **dict.fromkeys(job.metric_cols, np.nan), "error": "", "truth_error": ""}
+    try:
+        image, _ = read_image_with_info(item.read_path, max_pixels=job.max_pixels,
+                                        options=ReadOptions.from_dict(job.reader))
+        pred = seg.segment(image)
+        (_write_labels if seg.instances_ else _write_mask)(Path(job.out) / MASKS / item.rel, pred)
+    except Exception as exc:  # noqa: BLE001 - any per-image failure is that row's error; the batch goes on
+        text = describe_exception(exc)
+        row["error"] = text if item.path in text else f"{item.path}: {text}"
+        return row
+    row.update(mask=f"{MASKS}/{Path(item.rel).as_posix()}", height=pred.shape[0], width=pred.shape[1],
+               foreground=int((pred > 0).sum()))
+    if seg.instances_:
+        row["n_objects"] = int(len(np.unique(pred[pred > 0])))
+    if item.truth is not None or job.truth_dir is not None:
+        try:
+            if item.truth is None:
+                raise MedfuseError(f"no truth mask for {item.path} under {job.truth_dir} "
+                                   f"(looked for {Path(item.rel).with_suffix('')}.png/.tif/...)")
+            row["truth"] = str(item.truth)
+            row.update(_truth_scores(pred, item.truth, seg.regions_, job.max_pixels, seg.instances_))
+        except Exception as exc:  # noqa: BLE001 - a bad truth file is that row's truth_error
+            row["truth_error"] = describe_exception(exc)
+    return row
+
+
+def _table(rows: list[dict[str, Any]], metric_cols: list[str]) -> pd.DataFrame:
+    """``segment.csv`` as a frame with fixed column types, so that fresh and resumed rows print alike."""
+    cols = ["path", "mask", "height", "width", "foreground", "n_objects", "truth", *metric_cols, "error",
+            "truth_error"]
+    df = pd.DataFrame(rows, columns=cols)
+    for c in ("height", "width", "foreground", "n_objects"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+    for c in metric_cols:
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    for c in ("path", "mask", "truth", "error", "truth_error"):
+        df[c] = df[c].fillna("").astype(str)
+    return df
+
+
+def _resumable_rows(out: Path, run: dict[str, Any], paths: list[str]) -> dict[str, dict[str, Any]]:
+    """The rows of an interrupted run into ``out`` that a resumed run keeps: those of the current
+    inputs with no error and their mask file present. Raises when that run was another job."""
+    run_file, table = out / RUN, out / TABLE
+    if not table.is_file():
+        return {}
+    try:
+        old = json.loads(run_file.read_text())
+    except FileNotFoundError:
+        raise MedfuseError(f"{out}: cannot resume: {table.name} has no {RUN} beside it (written by an older "
+                           "medfuse or by hand); rerun without --resume to start over") from None
+    except (OSError, ValueError):
+        old = {}
+    for key, what in (("bundle_sha256", "bundle (manifest sha256)"), ("inputs_sha1", "list of inputs"),
+                      ("truth", "--truth folder"), ("max_pixels", "--max-pixels")):
+        if old.get(key) != run[key]:
+            raise MedfuseError(f"{out}: cannot resume: the {what} differs from the interrupted run's "
+                               f"({old.get(key)!r} there, {run[key]!r} now); rerun with the same arguments, "
+                               "or without --resume to start over")
+    df = pd.read_csv(table, keep_default_na=False, dtype=str)
+    wanted = set(paths)
+    keep = {}
+    for row in df.to_dict("records"):
+        if row["path"] in wanted and row["error"] == "" and row["mask"] and (out / row["mask"]).is_file():
+            keep[row["path"]] = row
+    return keep
 
 
 def _mask_paths(paths: list[str], inputs: str | Path) -> list[str]:

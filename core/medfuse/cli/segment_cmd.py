@@ -8,7 +8,16 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_FAILURE, JOBS, bundle_and_inputs, echo_bundle_written, out_option, resolve_jobs, verbosity
+from .common import (
+    EXIT_FAILURE,
+    JOBS,
+    bundle_and_inputs,
+    echo_bundle_written,
+    jobs_option,
+    out_option,
+    resolve_jobs,
+    verbosity,
+)
 
 
 @click.command("train-seg")
@@ -70,9 +79,13 @@ def train_seg(study: str, pipeline: str | None, mask: str | None, data_root: str
 @click.option("--max-pixels", type=int, default=None,
               help="Refuse images whose header claims more pixels (an error row). Default: $MEDFUSE_MAX_PIXELS, "
                    "else PIL's limit; 0 = no limit.")
+@jobs_option(1, help="Worker processes segmenting chunks of images; rows stay in input order")
+@click.option("--resume", is_flag=True,
+              help="Keep the masks and rows of an interrupted run into --out and segment only the rest "
+                   "(refused when the bundle, inputs, --truth or --max-pixels differ).")
 @verbosity
-def segment(bundle: Path, inputs: str, out: Path, truth: Path | None, max_pixels: int | None, quiet: bool,
-            verbose: bool) -> None:
+def segment(bundle: Path, inputs: str, out: Path, truth: Path | None, max_pixels: int | None, jobs: int,
+            resume: bool, quiet: bool, verbose: bool) -> None:
     """Segment INPUT with the segmentation BUNDLE into the folder --out.
 
     INPUT is a folder (image files, recursive), a glob or a CSV manifest with a 'path' column (its
@@ -83,6 +96,8 @@ def segment(bundle: Path, inputs: str, out: Path, truth: Path | None, max_pixels
     error, truth_error) and OUT/summary.json the mean and median of each metric. An image that
     cannot be read or segmented is an error row and the batch goes on; exit code 1 only when no
     image was segmented. Every file is written atomically; OUT is locked while the run lasts.
+    segment.csv is rewritten after every chunk of images, so --resume after an interruption
+    segments only the images without a row and mask.
     """
     from ..errors import MedfuseError
     from ..outputs import guarded_output
@@ -91,6 +106,7 @@ def segment(bundle: Path, inputs: str, out: Path, truth: Path | None, max_pixels
     try:
         with guarded_output(out, folder=True, note=lambda line: click.echo(line, err=True)):
             summary = segment_files(bundle, inputs, out, truth=truth, max_pixels=max_pixels,
+                                    jobs=resolve_jobs(jobs), resume=resume, progress=not quiet,
                                     note=None if quiet else (lambda line: click.echo(line, err=True)))
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
