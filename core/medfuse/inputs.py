@@ -7,6 +7,7 @@ One resolver for ``medfuse extract`` (:mod:`medfuse.extract`) and ``medfuse scor
 from __future__ import annotations
 
 import glob
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,13 @@ def _manifest(path: Path) -> pd.DataFrame:
         if c not in ("path", *MASK_COLUMNS):
             out[c] = df[c].to_numpy()
     return out
+
+
+def inputs_digest(inputs: pd.DataFrame) -> str:
+    """A digest of the input list (``path``, ``read_path``, ``mask_path``): a resumed run checks it."""
+    h = hashlib.sha1()
+    for col in ("path", "read_path", "mask_path"):
+        if col in inputs:
+            h.update(col.encode())
+            h.update("\0".join(map(str, inputs[col].tolist())).encode())
+    return h.hexdigest()

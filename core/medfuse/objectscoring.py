@@ -51,8 +51,8 @@ import numpy as np
 import pandas as pd
 
 from .cellfinding import BOX_COLUMNS, measure_instances
-from .errors import InvalidInputError
 from .objects import FOUND_BOX_MARGIN, CropRule, ObjectRef, crop
+from .outputs import label_png_paths, write_label_png
 from .scoring import (
     SCORING_THREADS,
     ChunkTask,
@@ -214,7 +214,7 @@ def score_objects_chunk(task: ObjectTask, index: int, rows: pd.DataFrame,
                                              native=True)[0]  # at its depth, as training's objects (#16)
                 labels = finder.predict_instances(image)
                 if task.masks_dir and labels_path:
-                    _write_labels(Path(task.masks_dir) / labels_path, labels)
+                    write_label_png(Path(task.masks_dir) / labels_path, labels)
             except Exception as exc:  # noqa: BLE001 - the image's row carries the reason, the job goes on
                 meta.append({"path": path, "image": path, "error": _message(exc, path)})
                 continue
@@ -310,29 +310,6 @@ def _schema(classes: list[str]) -> Any:
                       ("error", pa.string())])
 
 
-def _write_labels(target: Path, labels: np.ndarray) -> None:
-    """An instance label image as a 16-bit PNG, atomically."""
-    from PIL import Image
-
-    from .outputs import atomic_output
-
-    if labels.max(initial=0) > 65535:
-        raise InvalidInputError(f"{target}: {int(labels.max())} objects do not fit a 16-bit label PNG")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(target) as tmp:
-        Image.fromarray(labels.astype(np.uint16)).save(tmp, format="PNG")
-
-
-def _labels_paths(paths: list[str]) -> list[str]:
-    """Where each image's label PNG goes under the masks folder: its path relative to the inputs'
-    common folder, suffix ``.png``."""
-    if not paths:
-        return []
-    parents = [os.path.dirname(os.path.abspath(p)) for p in paths]
-    root = os.path.commonpath(parents)
-    return [str(Path(os.path.relpath(os.path.abspath(p), root)).with_suffix(".png")) for p in paths]
-
-
 # ---- the job --------------------------------------------------------------------------------------
 
 def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path, finder: str, *,
@@ -387,12 +364,12 @@ def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: st
         if "read_path" not in table:
             table["read_path"] = table["path"]
         table = table[["path", "read_path"]].reset_index(drop=True)
-        table["labels_path"] = _labels_paths(table["read_path"].astype(str).tolist())
+        table["labels_path"] = label_png_paths(table["read_path"].astype(str).tolist())
         parts = out.with_name(out.name + ".parts")
-        from .scoring import _inputs_digest
+        from .inputs import inputs_digest
 
         plan = {"bundle": str(path), "manifest_sha256": digest, "chunk_size": chunk_size, "n_inputs": len(table),
-                "inputs_sha1": _inputs_digest(table),
+                "inputs_sha1": inputs_digest(table),
                 "objects": {"finder": name, "params": params, "crop": rule.to_dict()}}
         table = _prepare_parts(parts, plan, table, resume)
         n = len(table)

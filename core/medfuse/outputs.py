@@ -289,3 +289,29 @@ def guarded_output(*outs: str | Path | None, command: str | None = None,
 def _remove_if_empty(folder: Path) -> None:
     with contextlib.suppress(OSError):
         folder.rmdir()  # only succeeds when empty
+
+
+# ---- label images (instances found by scoring and segmentation) ---------------------------------
+
+def write_label_png(target: Path, labels: Any) -> None:
+    """An instance label image (an integer array) as a 16-bit PNG, atomically."""
+    import numpy as np
+    from PIL import Image
+
+    from .errors import InvalidInputError
+
+    if labels.max(initial=0) > 65535:
+        raise InvalidInputError(f"{target}: {int(labels.max())} objects do not fit a 16-bit label PNG")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(target) as tmp:
+        Image.fromarray(labels.astype(np.uint16)).save(tmp, format="PNG")
+
+
+def label_png_paths(paths: list[str]) -> list[str]:
+    """Where each image's label PNG goes under the masks folder: its path relative to the inputs'
+    common folder, suffix ``.png``."""
+    if not paths:
+        return []
+    parents = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    root = os.path.commonpath(parents)
+    return [str(Path(os.path.relpath(os.path.abspath(p), root)).with_suffix(".png")) for p in paths]

@@ -27,7 +27,6 @@ probabilities. Networks run under onnxruntime: scoring never imports TensorFlow 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -41,7 +40,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import MedfuseError
-from .inputs import list_inputs
+from .inputs import inputs_digest, list_inputs
 from .outputs import atomic_output, guarded_output, write_text
 from .util.progress import progress_bar
 
@@ -55,17 +54,6 @@ METADATA_KEYS = ("medfuse.version", "medfuse.bundle", "medfuse.bundle_manifest_s
 
 class ScoringError(MedfuseError):
     """Scoring cannot start or resume (no inputs, wrong output type, a changed plan)."""
-
-
-# ---- inputs ----------------------------------------------------------------------------------------
-
-def _inputs_digest(inputs: pd.DataFrame) -> str:
-    h = hashlib.sha1()
-    for col in ("path", "read_path", "mask_path"):
-        if col in inputs:
-            h.update(col.encode())
-            h.update("\0".join(map(str, inputs[col].tolist())).encode())
-    return h.hexdigest()
 
 
 # ---- workers --------------------------------------------------------------------------------------
@@ -323,7 +311,7 @@ def _score_verified(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: 
         table["read_path"] = table["path"]
     parts = out.with_name(out.name + ".parts")
     plan = {"bundle": bundle_path, "manifest_sha256": digest, "chunk_size": chunk_size,
-            "n_inputs": len(table), "inputs_sha1": _inputs_digest(table)}
+            "n_inputs": len(table), "inputs_sha1": inputs_digest(table)}
     table = _prepare_parts(parts, plan, table, resume)
     n = len(table)
     n_chunks = -(-n // chunk_size)

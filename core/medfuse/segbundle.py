@@ -380,9 +380,8 @@ def segment_files(bundle: str | Path, inputs: str | Path, out: str | Path, *, tr
     rest; refused when :data:`RUN` names another bundle, inputs, truth folder or ``max_pixels``.
     ``progress``: a bar on stderr, or ``f(done, total, description)`` (:mod:`medfuse.util.progress`).
     """
-    from .inputs import list_inputs
+    from .inputs import inputs_digest, list_inputs
     from .outputs import write_text
-    from .scoring import _inputs_digest
     from .util.progress import progress_bar
 
     say = note or (lambda line: None)
@@ -399,7 +398,7 @@ def segment_files(bundle: str | Path, inputs: str | Path, out: str | Path, *, tr
     metric_cols = [f"{r}_{m}" for r in seg.regions_ for m in ("dice", "hd95", "hd_max")]
     items = [_Item(str(it.path), str(it.read_path), rel[k], _truth_path(it, truth_dir, rel[k]))
              for k, it in enumerate(table.itertuples(index=False))]
-    run = {"bundle_sha256": digest, "inputs_sha1": _inputs_digest(table),
+    run = {"bundle_sha256": digest, "inputs_sha1": inputs_digest(table),
            "truth": str(truth_dir.resolve()) if truth_dir is not None else None, "max_pixels": max_pixels}
     out.mkdir(parents=True, exist_ok=True)
     done = _resumable_rows(out, run, [it.path for it in items]) if resume else {}
@@ -495,7 +494,7 @@ def _segment_one(job: _Job, seg: FittedSegmenter, item: _Item) -> dict[str, Any]
     """One image's row: segment it, write its mask, score it against its truth mask."""
     from .imageio import read_image_with_info
     from .intensity import ReadOptions
-    from .objectscoring import _write_labels
+    from .outputs import write_label_png
 
     row: dict[str, Any] = {"path": item.path, "mask": "", "height": np.nan, "width": np.nan,
                            "foreground": np.nan, "n_objects": np.nan, "truth": "",
@@ -504,7 +503,7 @@ def _segment_one(job: _Job, seg: FittedSegmenter, item: _Item) -> dict[str, Any]
         image, _ = read_image_with_info(item.read_path, max_pixels=job.max_pixels,
                                         options=ReadOptions.from_dict(job.reader))
         pred = seg.segment(image)
-        (_write_labels if seg.instances_ else _write_mask)(Path(job.out) / MASKS / item.rel, pred)
+        (write_label_png if seg.instances_ else _write_mask)(Path(job.out) / MASKS / item.rel, pred)
     except Exception as exc:  # noqa: BLE001 - any per-image failure is that row's error; the batch goes on
         text = describe_exception(exc)
         row["error"] = text if item.path in text else f"{item.path}: {text}"
@@ -570,10 +569,10 @@ def _resumable_rows(out: Path, run: dict[str, Any], paths: list[str]) -> dict[st
 def _mask_paths(paths: list[str], inputs: str | Path) -> list[str]:
     """Where each image's mask goes under ``masks/``: its path relative to the INPUT folder (or,
     for a glob or CSV, to the images' common folder), suffix ``.png``."""
-    from .objectscoring import _labels_paths
+    from .outputs import label_png_paths
 
     if not Path(inputs).is_dir():
-        return _labels_paths(paths)
+        return label_png_paths(paths)
     root = os.path.abspath(inputs)
     return [str(Path(os.path.relpath(os.path.abspath(p), root)).with_suffix(".png")) for p in paths]
 
