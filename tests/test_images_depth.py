@@ -213,45 +213,46 @@ def test_mask_channels_pick_the_channel_the_mask_plugin_sees(tmp_path):
     assert not np.allclose(area0, want, rtol=0.2)
 
 
-@pytest.mark.parametrize(("mask", "message"), [
-    ('{ plugin = "otsu_cell", channels = [16] }', "channel index 16 is out of range"),
-    ('{ plugin = "otsu_cell", channels = [1, 1] }', "channel indices repeat"),
-    ('{ plugin = "otsu_cell", channels = [] }', "at least one channel index"),
-    ('{ plugin = "otsu_cell", channels = "1" }', "expected a list of integers"),
-    ('{ plugin = "otsu_cell", channels = [0, 1, 2, 3] }', "takes 8-bit RGB images: give it at most 3 channels"),
-])
-def test_validate_refuses_bad_mask_channels_naming_the_key(tmp_path, mask, message):
-    study = tmp_path / "bad.toml"
-    study.write_text(f"""
-[studies.bad]
-dataset = {{ loader = "folder", params = {{ path = "." }} }}
-blocks.shape = {{ plugin = "morphology" }}
-pipelines.p = {{ mask = {mask}, blocks = ["shape"], classifier = {{ plugin = "logreg" }} }}
-""")
-    r = CliRunner().invoke(main, ["validate", str(study)])
-    assert r.exit_code == 1
-    assert "studies.bad.pipelines.p.mask.channels" in r.output and message in r.output, r.output
+_MASK_REF = 'pipelines.p = {{ mask = {}, blocks = ["shape"], classifier = {{ plugin = "logreg" }} }}'
+_PLAIN = 'pipelines.p = { blocks = ["shape"], classifier = { plugin = "logreg" } }'
 
 
-@pytest.mark.parametrize(("block", "message"), [
-    ('{ plugin = "morphology", channels = [-1] }', "channel index -1 is out of range"),
-    ('{ plugin = "morphology", channels = [16] }', "channel index 16 is out of range"),
-    ('{ plugin = "morphology", channels = [0, 0] }', "channel indices repeat"),
-    ('{ plugin = "morphology", channels = [] }', "at least one channel index"),
-    ('{ plugin = "morphology", channels = ["1"] }', "expected a list of integers"),
-    ('{ plugin = "colour", channels = [0, 1, 2, 3] }', "takes 8-bit RGB images: give it at most 3 channels"),
-])
-def test_validate_refuses_bad_channels_naming_the_key(tmp_path, block, message):
+def _channels_case(where: str, ref: str, message: str) -> tuple[str, str, str, str]:
+    """(blocks.shape line, pipeline line, the key the error must name, message) for one bad ``channels``."""
+    if where == "mask":
+        return ('{ plugin = "morphology" }', _MASK_REF.format(ref), "studies.bad.pipelines.p.mask.channels", message)
+    return (ref, _PLAIN, "studies.bad.blocks.shape.channels", message)
+
+
+_BAD_CHANNELS = [  # (where, channels value, plugin, message)
+    ("mask", "[16]", "otsu_cell", "channel index 16 is out of range"),
+    ("mask", "[1, 1]", "otsu_cell", "channel indices repeat"),
+    ("mask", "[]", "otsu_cell", "at least one channel index"),
+    ("mask", '"1"', "otsu_cell", "expected a list of integers"),
+    ("mask", "[0, 1, 2, 3]", "otsu_cell", "takes 8-bit RGB images: give it at most 3 channels"),
+    ("block", "[-1]", "morphology", "channel index -1 is out of range"),
+    ("block", "[16]", "morphology", "channel index 16 is out of range"),
+    ("block", "[0, 0]", "morphology", "channel indices repeat"),
+    ("block", "[]", "morphology", "at least one channel index"),
+    ("block", '["1"]', "morphology", "expected a list of integers"),
+    ("block", "[0, 1, 2, 3]", "colour", "takes 8-bit RGB images: give it at most 3 channels"),
+]
+
+
+@pytest.mark.parametrize(("block", "pipeline", "key", "message"),
+                         [_channels_case(w, f'{{ plugin = "{p}", channels = {c} }}', m) for w, c, p, m in _BAD_CHANNELS])
+def test_validate_refuses_bad_channels_naming_the_key(tmp_path, block, pipeline, key, message):
+    """A bad ``channels`` on a block or on a mask: ``medfuse validate`` names that key and the problem."""
     study = tmp_path / "bad.toml"
     study.write_text(f"""
 [studies.bad]
 dataset = {{ loader = "folder", params = {{ path = "." }} }}
 blocks.shape = {block}
-pipelines.p = {{ blocks = ["shape"], classifier = {{ plugin = "logreg" }} }}
+{pipeline}
 """)
     r = CliRunner().invoke(main, ["validate", str(study)])
     assert r.exit_code == 1
-    assert "studies.bad.blocks.shape.channels" in r.output and message in r.output, r.output
+    assert key in r.output and message in r.output, r.output
 
 
 # ---- the data report decodes as the study does ------------------------------------------------------
