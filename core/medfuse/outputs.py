@@ -293,25 +293,31 @@ def _remove_if_empty(folder: Path) -> None:
 
 # ---- label images (instances found by scoring and segmentation) ---------------------------------
 
-def write_label_png(target: Path, labels: Any) -> None:
-    """An instance label image (an integer array) as a 16-bit PNG, atomically."""
+def write_mask_png(target: Path, mask: Any, *, labels: bool = False) -> None:
+    """A mask as a PNG, atomically: 8-bit (a canonical 0/1/2 mask), or 16-bit with ``labels``
+    (an instance label image, one value per object)."""
     import numpy as np
     from PIL import Image
 
     from .errors import InvalidInputError
 
-    if labels.max(initial=0) > 65535:
-        raise InvalidInputError(f"{target}: {int(labels.max())} objects do not fit a 16-bit label PNG")
+    if labels and mask.max(initial=0) > 65535:
+        raise InvalidInputError(f"{target}: {int(mask.max())} objects do not fit a 16-bit label PNG")
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(target) as tmp:
-        Image.fromarray(labels.astype(np.uint16)).save(tmp, format="PNG")
+        Image.fromarray(mask.astype(np.uint16 if labels else np.uint8)).save(tmp, format="PNG")
 
 
-def label_png_paths(paths: list[str]) -> list[str]:
-    """Where each image's label PNG goes under the masks folder: its path relative to the inputs'
-    common folder, suffix ``.png``."""
+def write_label_png(target: Path, labels: Any) -> None:
+    """An instance label image (an integer array) as a 16-bit PNG, atomically."""
+    write_mask_png(target, labels, labels=True)
+
+
+def label_png_paths(paths: list[str], root: str | Path | None = None) -> list[str]:
+    """Where each image's label PNG goes under the masks folder: its path relative to ``root``
+    (default: the images' common folder), suffix ``.png``."""
     if not paths:
         return []
-    parents = [os.path.dirname(os.path.abspath(p)) for p in paths]
-    root = os.path.commonpath(parents)
-    return [str(Path(os.path.relpath(os.path.abspath(p), root)).with_suffix(".png")) for p in paths]
+    base = os.path.abspath(root) if root is not None else os.path.commonpath(
+        [os.path.dirname(os.path.abspath(p)) for p in paths])
+    return [str(Path(os.path.relpath(os.path.abspath(p), base)).with_suffix(".png")) for p in paths]

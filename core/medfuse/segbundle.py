@@ -342,17 +342,6 @@ def find_truth(truth_dir: Path, rel_png: str) -> Path | None:
     return None
 
 
-def _write_mask(target: Path, mask: np.ndarray) -> None:
-    """A canonical mask as an 8-bit PNG, atomically."""
-    from PIL import Image
-
-    from .outputs import atomic_output
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(target) as tmp:
-        Image.fromarray(mask.astype(np.uint8)).save(tmp, format="PNG")
-
-
 def _truth_scores(pred: np.ndarray, truth_path: Path, regions: list[str], max_pixels: int | None,
                   instances: bool) -> dict[str, float]:
     from .imageio import read_mask
@@ -494,7 +483,7 @@ def _segment_one(job: _Job, seg: FittedSegmenter, item: _Item) -> dict[str, Any]
     """One image's row: segment it, write its mask, score it against its truth mask."""
     from .imageio import read_image_with_info
     from .intensity import ReadOptions
-    from .outputs import write_label_png
+    from .outputs import write_mask_png
 
     row: dict[str, Any] = {"path": item.path, "mask": "", "height": np.nan, "width": np.nan,
                            "foreground": np.nan, "n_objects": np.nan, "truth": "",
@@ -503,7 +492,7 @@ def _segment_one(job: _Job, seg: FittedSegmenter, item: _Item) -> dict[str, Any]
         image, _ = read_image_with_info(item.read_path, max_pixels=job.max_pixels,
                                         options=ReadOptions.from_dict(job.reader))
         pred = seg.segment(image)
-        (write_label_png if seg.instances_ else _write_mask)(Path(job.out) / MASKS / item.rel, pred)
+        write_mask_png(Path(job.out) / MASKS / item.rel, pred, labels=seg.instances_)
     except Exception as exc:  # noqa: BLE001 - any per-image failure is that row's error; the batch goes on
         text = describe_exception(exc)
         row["error"] = text if item.path in text else f"{item.path}: {text}"
@@ -571,10 +560,7 @@ def _mask_paths(paths: list[str], inputs: str | Path) -> list[str]:
     for a glob or CSV, to the images' common folder), suffix ``.png``."""
     from .outputs import label_png_paths
 
-    if not Path(inputs).is_dir():
-        return label_png_paths(paths)
-    root = os.path.abspath(inputs)
-    return [str(Path(os.path.relpath(os.path.abspath(p), root)).with_suffix(".png")) for p in paths]
+    return label_png_paths(paths, inputs if Path(inputs).is_dir() else None)
 
 
 def _truth_path(item: Any, truth_dir: Path | None, rel_png: str) -> Path | None:
