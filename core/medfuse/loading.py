@@ -224,3 +224,14 @@ def unique_ids(rows: pd.DataFrame, report: DataReport) -> pd.DataFrame:
         if still.any():
             rows.loc[still, "id"] = rows.loc[still, "path"].astype(str)
     return rows
+
+
+def load_with_reader(loader: Any, reader: Any, root: str | Path, *, jobs: int = 1,
+                     progress: Any = False) -> SampleTable:
+    """``loader.load(root)`` while its scan decodes with a study's ``reader`` options
+    (:func:`medfuse.intensity.reading`), so the data report's depths and spacings are the study's.
+    Used by ``compare``, ``train`` and ``train-seg``."""
+    from .intensity import reading
+
+    with reading(reader):
+        return loader.load(root, jobs=jobs, progress=progress)

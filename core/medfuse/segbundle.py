@@ -221,6 +221,7 @@ def train_segmenter(study: Any, out: str | Path, *, pipeline: str | None = None,
     from .bundle import data_fingerprint, write_bundle
     from .datapath import resolve_data_root
     from .host import get_host
+    from .loading import load_with_reader
     from .study import resolve_study
 
     say = log or (lambda line: None)
@@ -232,7 +233,7 @@ def train_segmenter(study: Any, out: str | Path, *, pipeline: str | None = None,
     maker = make()
     root = resolve_data_root(data_root)
     loader = host.create(study.dataset.loader, study.dataset.params, kind="loader")
-    data = loader.load(root, jobs=jobs, progress=progress)
+    data = load_with_reader(loader, study.reader, root, jobs=jobs, progress=progress)
     samples = data.samples
     has_mask = samples["mask_path"].notna() if "mask_path" in samples.columns else pd.Series(False, samples.index)
     trainable = bool(getattr(maker, "trainable", False))

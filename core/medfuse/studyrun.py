@@ -73,24 +73,22 @@ def compare_study(study: Study, pipelines: list[str] | None, root: Path, out: Pa
     data root, cache, jobs and report folder. ``record``: append the run to the run index.
     """
     from .evaluation import run_study
-    from .intensity import reading
+    from .loading import load_with_reader
     from .outputs import guarded_output
     from .report import write_report
 
     t0 = time.perf_counter()
     with guarded_output(out, folder=True, create=True, note=note):
         progress("loading", study=study.name, loader=study.dataset.loader, root=str(root))
-        loader = host.create(study.dataset.loader, study.dataset.params, kind="loader")
         t_load = time.perf_counter()
-        with reading(study.reader):  # the data report's depths and spacings are the study's
-            data = loader.load(root, jobs=jobs, progress=show_loading)
+        loader = host.create(study.dataset.loader, study.dataset.params, kind="loader")
+        data = load_with_reader(loader, study.reader, root, jobs=jobs, progress=show_loading)
         progress("loaded", n=len(data), seconds=time.perf_counter() - t_load)
         test_data = None
         if study.test is not None and study.test.loader is not None:
             progress("test_loading", loader=study.test.loader)
             test_loader = host.create(study.test.loader, study.test.params, kind="loader")
-            with reading(study.reader):
-                test_data = test_loader.load(root, jobs=jobs, progress=show_loading)
+            test_data = load_with_reader(test_loader, study.reader, root, jobs=jobs, progress=show_loading)
             progress("test_loaded", n=len(test_data))
         load_seconds = time.perf_counter() - t_load
 

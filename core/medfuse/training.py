@@ -82,6 +82,7 @@ def train_bundle(study: Any, pipeline: str, data_root: str | Path | None, out: s
     """
     from .datapath import resolve_data_root
     from .host import get_host
+    from .loading import load_with_reader
     from .pipeline import PipelineRunner
     from .splits import select_samples
     from .study import check_plugins, resolve_study
@@ -96,10 +97,7 @@ def train_bundle(study: Any, pipeline: str, data_root: str | Path | None, out: s
     runner = PipelineRunner(study, pipeline, host=host, cache_dir=Path(cache_dir) if cache_dir else None,
                             jobs=jobs, progress=progress)
     loader = host.create(study.dataset.loader, study.dataset.params, kind="loader")
-    from .intensity import reading
-
-    with reading(study.reader):
-        data = loader.load(root, jobs=jobs, progress=progress)
+    data = load_with_reader(loader, study.reader, root, jobs=jobs, progress=progress)
     cap = ev.max_per_class if max_per_class is None else max_per_class
     selection = select_samples(data, dedupe=ev.dedupe, max_per_class=cap, seed=ev.seed)
     data = selection.data
