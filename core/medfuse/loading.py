@@ -149,6 +149,13 @@ class SampleTableBuilder:
             self.report.n_found += 1
         self.report.dropped.append({"id": str(id), "reason": reason})
 
+    def mask_problem(self, id: str, path: str | Path, mask_path: str | Path, reason: str) -> None:
+        """Report a mask the loader found unusable itself (values it cannot map, a file it expected
+        and did not find); then ``add`` the sample with ``mask_path=None`` to keep it without a mask.
+        The builder already reports mask files that are missing, do not decode or differ in size."""
+        self.report.mask_problems.append({"id": str(id), "path": str(path), "mask_path": str(mask_path),
+                                          "reason": reason})
+
     def note(self, text: str) -> None:
         """Anything else the user should read in the report."""
         self.report.notes.append(text)
@@ -230,8 +237,33 @@ def load_with_reader(loader: Any, reader: Any, root: str | Path, *, jobs: int = 
                      progress: Any = False) -> SampleTable:
     """``loader.load(root)`` while its scan decodes with a study's ``reader`` options
     (:func:`medfuse.intensity.reading`), so the data report's depths and spacings are the study's.
-    Used by ``compare``, ``train`` and ``train-seg``."""
+    Any other exception than a :class:`~medfuse.errors.MedfuseError` (a bug in a third-party loader)
+    becomes a :class:`DataError` naming the loader, its class and the failing line (the original is
+    its ``__cause__``). Used by ``medfuse data``, ``compare``, ``train`` and ``train-seg``."""
+    from .errors import MedfuseError
     from .intensity import reading
 
-    with reading(reader):
-        return loader.load(root, jobs=jobs, progress=progress)
+    try:
+        with reading(reader):
+            return loader.load(root, jobs=jobs, progress=progress)
+    except (MedfuseError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a loader's own bug: name the plugin and where it failed
+        raise DataError(_loader_crash(loader, root, exc)) from exc
+
+
+def _loader_crash(loader: Any, root: str | Path, exc: Exception) -> str:
+    """The message for an exception a loader did not turn into a :class:`DataError`: the plugin,
+    its class, the last line of its own module in the traceback, and what the author should do."""
+    import sys
+    import traceback
+
+    cls = type(loader)
+    own = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in frames if f.filename == own] or frames  # the loader's own line, else the last
+    at = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return (f"loader {getattr(loader, 'name', cls.__name__)!r} ({cls.__module__}.{cls.__qualname__}) failed on "
+            f"{root}: {type(exc).__name__}: {exc}{at}. If the data is at fault (a missing column, an unreadable "
+            "index), the loader should raise medfuse.errors.DataError naming the file and what to do, and report "
+            "single bad rows in its DataReport instead (docs/plugins.md, 'Writing a loader')")

@@ -579,7 +579,9 @@ def _loaded_sample(cls: type[Plugin]) -> Iterator[SampleTable]:
         except GOOD_ERRORS as exc:
             raise AssertionError(f"load() of medfuse.testing.sample_dataset with conformance_params "
                                  f"{cls.conformance_params} failed: {exc}; point conformance_params at one "
-                                 "of its layouts (see sample_dataset)") from exc
+                                 "of its layouts (see sample_dataset), or give the loader a static method "
+                                 "conformance_dataset(root) -> root that rearranges those files into its own "
+                                 "layout (docs/plugins.md, 'Test it')") from exc
         assert isinstance(data, SampleTable), f"load() must return a SampleTable, got {type(data).__name__}"
         yield data
 

@@ -240,10 +240,10 @@ def _load_and_report(console: Any, start: float, path: Path, loader: str | None,
     name, params, root = detect(path, loader, masks, table, label, id_column)
     params.update(extra or {})
     plugin = get_host().create(name, params, kind="loader")
-    from ..intensity import ReadOptions, reading
+    from ..intensity import ReadOptions
+    from ..loading import load_with_reader
 
-    with reading(options):
-        st = plugin.load(root, jobs=jobs, progress=progress)
+    st = load_with_reader(plugin, options, root, jobs=jobs, progress=progress)
     elapsed = time.perf_counter() - start
     report = st.report
     # the heading goes on its own line: a table title wraps to the (narrow) table's width

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from .common import console as make_console
@@ -52,10 +53,10 @@ def plugins(ctx: click.Context, strict: bool, kind: str | None, as_json: bool, q
         table.add_column(col)
     for name in host.names(kind):
         r = host.records[name]
-        status = "[green]ok[/]" if r.ok else f"[yellow]{r.status}[/]: {r.error}"
-        table.add_row(r.name, r.kind, r.version, r.origin, status)
+        status = "[green]ok[/]" if r.ok else f"[yellow]{escape(r.status)}[/]: {escape(str(r.error))}"
+        table.add_row(*_cells(r.name, r.kind, r.version, r.origin), status)
     for f in host.failures:
-        table.add_row(f.name, f.kind, f.version, f.origin, f"[red]failed[/]: {f.error.splitlines()[0]}")
+        table.add_row(*_cells(f.name, f.kind, f.version, f.origin), f"[red]failed[/]: {escape(f.error.splitlines()[0])}")
     console.print(table)
     if host.skipped and not quiet:
         console.print(f"skipped by MEDFUSE_PLUGINS: {', '.join(host.skipped)}")
@@ -80,11 +81,11 @@ def show(name: str, quiet: bool, verbose: bool) -> None:
         raise click.ClickException(str(exc)) from None
     record = host.records[name]
     console = make_console()
-    console.print(f"[bold]{cls.name}[/] ({cls.kind}, version {cls.version}) from {record.origin}")
+    console.print(f"[bold]{escape(cls.name)}[/] ({escape(f'{cls.kind}, version {cls.version}) from {record.origin}')}")
     if getattr(cls, "block", ""):
-        console.print(f"feature block: {cls.block}.<feature>")
+        console.print(f"feature block: {cls.block}.<feature>", markup=False)
     if cls.extras:
-        console.print(f"optional dependencies: {', '.join(cls.extras)}")
+        console.print(f"optional dependencies: {', '.join(cls.extras)}", markup=False)
     console.print()
     for paragraph in paragraphs(inspect.getdoc(cls) or "(no documentation)"):
         console.print(paragraph, markup=False, highlight=False)
@@ -93,8 +94,14 @@ def show(name: str, quiet: bool, verbose: bool) -> None:
     for col in ("name", "type", "default", "doc"):
         table.add_column(col)
     for spec in cls.param_schema().values():
-        table.add_row(spec.name, spec.type, repr(spec.default), spec.doc)
+        table.add_row(*_cells(spec.name, spec.type, repr(spec.default), spec.doc))
     console.print(table)
+
+
+def _cells(*values: object) -> list[str]:
+    """Plugin-supplied text as table cells, markup escaped: a doc such as 'levels of [cytoplasm,
+    nucleus]' must print as written, not be read as a rich style tag and vanish."""
+    return [escape(str(v)) for v in values]
 
 
 _ITEM = re.compile(r"\s*([*+-]|\d+[.)]) ")
