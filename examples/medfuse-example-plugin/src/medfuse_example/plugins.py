@@ -88,7 +88,12 @@ class CsvIndex(Loader):
             raise DataError(f"{index}: index file not found (parameter 'index' is relative to the data root)")
         build = SampleTableBuilder(source=str(index), loader=self.name)
         with index.open(newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
+            rows = csv.DictReader(fh)
+            missing = [c for c in ("path", "label", self.mask_column) if c and c not in (rows.fieldnames or ())]
+            if missing:                              # the data's fault: say which file and what to do
+                raise DataError(f"{index}: no column {', '.join(missing)}; the index needs path,label "
+                                "(optionally group and the mask_column)")
+            for row in rows:
                 path = root / row["path"]
                 if not path.is_file():
                     build.bad_file(path, "listed in the index but not found")
