@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from medfuse.contracts import Extractor, Loader
@@ -111,3 +112,49 @@ def test_plugins_md_closes_every_code_fence_on_its_own_line():
     text = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
     assert not re.findall(r"^```[ \t]+\S.*$", text, flags=re.M)
     assert text.count("```") % 2 == 0
+
+
+class _NeedsMask(Extractor):
+    """Nucleus share of the cell: NaN without a mask (as a newcomer's extractor does)."""
+
+    name: ClassVar[str] = "kit_needs_mask"
+    block: ClassVar[str] = "kitmask"
+    version: ClassVar[str] = "0.1.0"
+    param_docs: ClassVar[dict[str, str]] = {}
+
+    def feature_names(self):
+        return ["nucleus_share"]
+
+    def _prepare(self, image, mask):
+        if mask is None:
+            return np.full(1, np.nan, dtype=np.float32)
+        return np.array([(mask == 2).sum() / max((mask > 0).sum(), 1)], dtype=np.float32)
+
+
+def test_compare_warns_about_a_block_that_is_nan_everywhere(tmp_path_factory, monkeypatch):
+    """A mask-needing extractor in a pipeline without `mask` used to run at chance level in silence:
+    the warning is in the pipeline's results and in both reports (rendered without figures)."""
+    import medfuse
+    from conftest import write_synthetic_study
+    from medfuse.evaluation import run_study
+    from medfuse.report import render_html, render_markdown
+    from medfuse.study import resolve_study
+
+    _host_with(monkeypatch, _NeedsMask)
+    root, study = write_synthetic_study(tmp_path_factory, """
+[studies.nomask]
+dataset = { loader = "folder", params = { path = "images", masks = "masks" } }
+evaluation = { folds = 2, seed = 0, bootstrap = 0, shortcuts = false }
+blocks.share = { plugin = "kit_needs_mask" }
+pipelines.bare = { blocks = ["share"], classifier = { plugin = "logreg" } }
+pipelines.masked = { mask = "dataset", blocks = ["share"], classifier = { plugin = "logreg" } }
+""", name="nomask")
+    data = medfuse.get_plugin("folder", path="images", masks="masks").load(root)
+    results = run_study(resolve_study(f"{study}:nomask"), data).results
+    pipes = results["pipelines"]
+    assert pipes["masked"]["warnings"] == []
+    assert pipes["bare"]["warnings"] == ["block 'share': every feature is NaN for all 18 samples, so it carries no "
+                                         "information (an extractor that needs a mask, in a pipeline without `mask`?)"]
+    md, html = render_markdown(results, {}), render_html(results, {})
+    assert md.count("**Warning:** block 'share': every feature is NaN") == 1
+    assert html.count("<b>Warning:</b> block 'share': every feature is NaN") == 1

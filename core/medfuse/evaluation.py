@@ -145,6 +145,16 @@ def _block_summary(reports: list[dict[str, dict]]) -> dict[str, Any]:
     return out
 
 
+def empty_block_warnings(prepared: Any) -> list[str]:
+    """One line per feature block that is NaN in every feature of every sample: it carries nothing
+    (imputed to a constant), so the pipeline runs near chance without an error; the usual cause is an
+    extractor that needs a mask in a pipeline without one."""
+    return [f"block {b!r}: every feature is NaN for all {len(arr)} samples, so it carries no information "
+            "(an extractor that needs a mask, in a pipeline without `mask`?)"
+            for b, arr in (getattr(prepared, "blocks", None) or {}).items()
+            if getattr(arr, "size", 0) and np.isnan(arr).all()]
+
+
 def _failed_rows(prepared: Any, limit: int = 50,
                  keep: Callable[[str], bool] | None = None) -> tuple[int, list[dict[str, str]]]:
     """Count and the first ``limit`` rows (id, path, error) of samples that failed to prepare
@@ -219,7 +229,9 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
     y = np.asarray(prepared.y).astype(str)
     groups = prepared.samples["group"].astype(str).to_numpy() if "group" in prepared.samples.columns else None
     folds, hold = rows_by_fold(splits, ids)
-    progress("materialized", pipeline=name, n=len(ids), failed=n_failed, seconds=timing["materialize_seconds"])
+    warnings = empty_block_warnings(prepared)
+    progress("materialized", pipeline=name, n=len(ids), failed=n_failed, seconds=timing["materialize_seconds"],
+             warnings=warnings)
 
     oof = np.full((len(ids), len(classes)), np.nan)
     fold_col = np.full(len(ids), -1)
@@ -313,6 +325,7 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
         "top_features_error": top_error,
         "spec": spec,
         "timing": timing,
+        "warnings": warnings,
         **diag,
     }
     if reliability:  # combine = "select": the weights learnt inside each training fold

@@ -760,7 +760,8 @@ def _pipeline_context(name: str, p: dict[str, Any], figures: dict[str, bytes], h
                                                                                              if html else ["timing", "value"],
                                                                                              timing_rows(p)),
                            "test_lines": test_lines(p), "holdout": None, "test": None, "test_failed": None,
-                           "failed_rows": p.get("failed") or [], "diagnostics_errors": p.get("diagnostics_errors")}
+                           "failed_rows": p.get("failed") or [], "diagnostics_errors": p.get("diagnostics_errors"),
+                           "warnings": p.get("warnings") or []}
     out["failed"] = (["id", "path", "error"], [[r["id"], r["path"], r["error"]] for r in p.get("failed") or []]) \
         if p.get("n_failed") else None
     out["spec"] = json.dumps(to_jsonable(p["spec"]), indent=1) if p.get("spec") else None

@@ -269,6 +269,8 @@ class _Display:
                 p.advance(self.overall)
             failed = f", {info['failed']} could not be prepared" if info.get("failed") else ""
             self._say(f"  {info['pipeline']}: {info['n']} samples prepared in {info['seconds']:.1f} s{failed}")
+            for w in info.get("warnings", []):
+                self._say(f"  [yellow]warning:[/] {w}")
         elif event == "fold":
             if p is not None:
                 p.advance(self.overall)
