@@ -102,10 +102,28 @@ def _type_name(annotation: Any) -> str:
 _MISSING = object()
 
 
+def store_params(estimator: Any, given: dict[str, Any]) -> None:
+    """Store each ``__init__`` parameter of ``estimator`` under its own name, unchanged: the whole
+    body of an estimator's ``__init__`` is ``self._store_params(locals())`` (plugins) or
+    ``store_params(self, locals())`` (other scikit-learn estimators). That is scikit-learn's rule
+    (``__init__`` stores its parameters and does nothing else; ``get_params`` reads them back by
+    the names in the signature, ``clone`` rebuilds from them), written once."""
+    cls = type(estimator)
+    for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.name not in given:
+            raise TypeError(f"{cls.__name__}: store_params got no {p.name!r}; call it as the whole body of "
+                            f"{cls.__name__}.__init__, with that __init__'s locals()")
+        setattr(estimator, p.name, given[p.name])
+
+
 class _Estimator:
     """scikit-learn's estimator protocol (as ``sklearn.base.BaseEstimator`` 1.x implements it),
     without importing scikit-learn: parameters are the ``__init__`` arguments, stored unchanged;
     ``sklearn.base.clone`` rebuilds from ``get_params(deep=False)``."""
+
+    _store_params = store_params
 
     @classmethod
     def _get_param_names(cls) -> list[str]:

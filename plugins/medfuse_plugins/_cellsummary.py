@@ -138,19 +138,7 @@ class CellSummary(Extractor):
                  relative: list | None = None, shares: list | None = None, reference: list | None = None,
                  sketch: int = 21, margin: float = 0.25, min_area: int = 0, exclude_border: bool = True,
                  max_cells: int = 0):
-        self.finder = finder
-        self.finder_params = finder_params
-        self.features = features
-        self.feature_params = feature_params
-        self.stats = stats
-        self.relative = relative
-        self.shares = shares
-        self.reference = reference
-        self.sketch = sketch
-        self.margin = margin
-        self.min_area = min_area
-        self.exclude_border = exclude_border
-        self.max_cells = max_cells
+        self._store_params(locals())
 
     # ---- parameters -----------------------------------------------------------------------------
 

@@ -73,13 +73,7 @@ class Compartments(Extractor):
 
     def __init__(self, radii: list | None = None, granule_radius: int = 2, granule_threshold: float = 0.3,
                  levels: int = 16, distances: list | None = None, keep: str = "largest", scale: int = 2):
-        self.radii = radii
-        self.granule_radius = granule_radius
-        self.granule_threshold = granule_threshold
-        self.levels = levels
-        self.distances = distances
-        self.keep = keep
-        self.scale = scale
+        self._store_params(locals())
 
     def _radii(self) -> tuple[int, ...]:
         return tuple(int(r) for r in ([1, 2, 3] if self.radii is None else self.radii))

@@ -114,11 +114,7 @@ class RedCell(Extractor):
 
     def __init__(self, harmonics: int = 8, profile_bins: int = 8, pallor_fraction: float = 0.75,
                  min_area: int = 30, min_cells: int = 3):
-        self.harmonics = harmonics
-        self.profile_bins = profile_bins
-        self.pallor_fraction = pallor_fraction
-        self.min_area = min_area
-        self.min_cells = min_cells
+        self._store_params(locals())
 
     def validate_params(self) -> None:
         """Positive counts, a pallor fraction in (0, 1]."""

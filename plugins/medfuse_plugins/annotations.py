@@ -296,23 +296,7 @@ class AnnotationLoader(Loader):
                  class_column: str = "class", id_column: str = "id", table: str | None = None, size: int = 64,
                  margin: int = 0, class_map: dict[str, str] | None = None, classes: list[str] | None = None,
                  min_size: int = 0, default_class: str = "object", centre_boxes: bool = False):
-        self.images = images
-        self.annotations = annotations
-        self.glob = glob
-        self.format = format
-        self.image_column = image_column
-        self.x_column = x_column
-        self.y_column = y_column
-        self.class_column = class_column
-        self.id_column = id_column
-        self.table = table
-        self.size = size
-        self.margin = margin
-        self.class_map = class_map
-        self.classes = classes
-        self.min_size = min_size
-        self.default_class = default_class
-        self.centre_boxes = centre_boxes
+        self._store_params(locals())
 
     def validate_params(self) -> None:
         if self.format not in FORMATS:

@@ -99,10 +99,7 @@ class LogReg(_SklearnClassifier):
 
     def __init__(self, C: float = 1.0, max_iter: int = 2000, class_weight: str | None = None,
                  random_state: int = 0):
-        self.C = C
-        self.max_iter = max_iter
-        self.class_weight = class_weight
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _estimator(self):
         from sklearn.linear_model import LogisticRegression
@@ -127,11 +124,7 @@ class SVM(_SklearnClassifier):
 
     def __init__(self, C: float = 1.0, kernel: str = "rbf", gamma: str | float = "scale",
                  class_weight: str | None = None, random_state: int = 0):
-        self.C = C
-        self.kernel = kernel
-        self.gamma = gamma
-        self.class_weight = class_weight
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _estimator(self):
         from sklearn.svm import SVC
@@ -168,12 +161,7 @@ class RandomForest(_SklearnClassifier):
 
     def __init__(self, n_estimators: int = 300, max_depth: int | None = None, min_samples_leaf: int = 1,
                  class_weight: str | None = None, n_jobs: int = 1, random_state: int = 0):
-        self.n_estimators = n_estimators
-        self.max_depth = max_depth
-        self.min_samples_leaf = min_samples_leaf
-        self.class_weight = class_weight
-        self.n_jobs = n_jobs
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _estimator(self):
         from sklearn.ensemble import RandomForestClassifier
@@ -206,12 +194,7 @@ class MLP(_SklearnClassifier):
     def __init__(self, hidden_layer_sizes: list[int] | tuple[int, ...] = (128, 64), alpha: float = 1e-3,
                  learning_rate_init: float = 1e-3, max_iter: int = 300, early_stopping: bool = False,
                  random_state: int = 0):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.alpha = alpha
-        self.learning_rate_init = learning_rate_init
-        self.max_iter = max_iter
-        self.early_stopping = early_stopping
-        self.random_state = random_state
+        self._store_params(locals())
 
     def fit(self, X, y):
         import warnings
@@ -266,18 +249,7 @@ class XGBoost(Classifier):
                  subsample: float = 0.9, colsample_bytree: float = 0.8, min_child_weight: float = 1.0,
                  reg_lambda: float = 1.0, early_stopping_rounds: int = 30, validation_fraction: float = 0.15,
                  class_weight: str | None = "balanced", n_jobs: int = 1, random_state: int = 0):
-        self.n_estimators = n_estimators
-        self.max_depth = max_depth
-        self.learning_rate = learning_rate
-        self.subsample = subsample
-        self.colsample_bytree = colsample_bytree
-        self.min_child_weight = min_child_weight
-        self.reg_lambda = reg_lambda
-        self.early_stopping_rounds = early_stopping_rounds
-        self.validation_fraction = validation_fraction
-        self.class_weight = class_weight
-        self.n_jobs = n_jobs
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _model(self, n_estimators: int, early: int | None, n_classes: int):
         import xgboost as xgb
@@ -412,9 +384,7 @@ class SoftVote(Classifier):
         "estimators": [{"plugin": "logreg"}, {"plugin": "random_forest", "params": {"n_estimators": 10}}]}
 
     def __init__(self, estimators: list | None = None, weights: list | None = None, random_state: int = 0):
-        self.estimators = estimators
-        self.weights = weights
-        self.random_state = random_state
+        self._store_params(locals())
 
     def validate_params(self) -> None:
         """Every member is a known feature classifier with valid parameters; one weight per member."""
@@ -460,10 +430,7 @@ class Stacking(SoftVote):
         "estimators": [{"plugin": "logreg"}, {"plugin": "random_forest", "params": {"n_estimators": 10}}], "cv": 3}
 
     def __init__(self, estimators: list | None = None, cv: int = 5, final_C: float = 1.0, random_state: int = 0):
-        self.estimators = estimators
-        self.cv = cv
-        self.final_C = final_C
-        self.random_state = random_state
+        self._store_params(locals())
 
     def fit(self, X, y):
         from medfuse.fusion import aligned_proba, fit_stacked
@@ -525,16 +492,7 @@ class BranchMLP(KerasStateMixin, Classifier):
     def __init__(self, branch_units: int = 64, head_units: int = 32, dropout: float = 0.2, epochs: int = 100,
                  batch_size: int = 32, learning_rate: float = 1e-3, patience: int = 10,
                  validation_fraction: float = 0.15, class_weight: str | None = "balanced", random_state: int = 0):
-        self.branch_units = branch_units
-        self.head_units = head_units
-        self.dropout = dropout
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.class_weight = class_weight
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _blocks(self, blocks: Any, fitting: bool = False) -> list[np.ndarray]:
         if isinstance(blocks, np.ndarray):

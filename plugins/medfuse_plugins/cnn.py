@@ -225,35 +225,7 @@ class _CompactCNNBase(_SquareInput, KerasStateMixin):
                  batch_size_predict: int = 256, tta: bool = False, arch: str = "plain",
                  warmup_epochs: float = 0.0, label_smoothing: float = 0.0, mixup: float = 0.0, cutmix: float = 0.0,
                  ema: float = 0.0, contrast: float = 0.0, gamma: float = 0.0, n_seeds: int = 1):
-        self.size = size
-        self.width = width
-        self.depth = depth
-        self.embedding_dim = embedding_dim
-        self.dropout = dropout
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.augment = augment
-        self.zoom = zoom
-        self.brightness = brightness
-        self.masked = masked
-        self.class_weight = class_weight
-        self.deterministic = deterministic
-        self.random_state = random_state
-        self.verbose = verbose
-        self.batch_size_predict = batch_size_predict
-        self.tta = tta
-        self.arch = arch
-        self.warmup_epochs = warmup_epochs
-        self.label_smoothing = label_smoothing
-        self.mixup = mixup
-        self.cutmix = cutmix
-        self.ema = ema
-        self.contrast = contrast
-        self.gamma = gamma
-        self.n_seeds = n_seeds
+        self._store_params(locals())
 
     def _predict(self, model: Any, P: np.ndarray) -> np.ndarray:
         """``model`` on ``P`` in batches; with ``tta``, the mean over the 8 flips/transposes."""
@@ -495,22 +467,7 @@ class Backbone(_SquareInput, KerasStateMixin, Extractor):
                  patience: int = 3, validation_fraction: float = 0.15, augment: bool = True,
                  masked: bool = False, class_weight: str | None = "balanced", deterministic: bool = True,
                  random_state: int = 0, verbose: int = 0, batch_size_predict: int = 128):
-        self.architecture = architecture
-        self.weights = weights
-        self.size = size
-        self.fine_tune = fine_tune
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.augment = augment
-        self.masked = masked
-        self.class_weight = class_weight
-        self.deterministic = deterministic
-        self.random_state = random_state
-        self.verbose = verbose
-        self.batch_size_predict = batch_size_predict
+        self._store_params(locals())
 
     def fit(self, P: Any, y: Any = None) -> Backbone:
         """Build the network (frozen) or fine-tune it on ``P`` (n, size, size, 3) and labels ``y``."""

@@ -121,12 +121,7 @@ class Colour(Extractor):
                  regions: tuple = ("cell", "nucleus", "cytoplasm", "outside"),
                  stats: tuple = ("mean", "std", "p10", "p50", "p90"), bins: int = 8,
                  hist_regions: tuple = ("cell",), pad: int = 8):
-        self.spaces = spaces
-        self.regions = regions
-        self.stats = stats
-        self.bins = bins
-        self.hist_regions = hist_regions
-        self.pad = pad
+        self._store_params(locals())
 
     def validate_params(self) -> None:
         """Known spaces, regions and statistics; ``bins`` divides 256."""

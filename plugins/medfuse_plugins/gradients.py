@@ -60,12 +60,7 @@ class Hog(Extractor):
 
     def __init__(self, size: int = 64, orientations: int = 9, pixels_per_cell: int = 8, cells_per_block: int = 2,
                  normalize: str = "none", smooth: float = 0.0):
-        self.size = size
-        self.orientations = orientations
-        self.pixels_per_cell = pixels_per_cell
-        self.cells_per_block = cells_per_block
-        self.normalize = normalize
-        self.smooth = smooth
+        self._store_params(locals())
 
     def _cells_per_side(self) -> int:
         n = int(self.size) // int(self.pixels_per_cell)

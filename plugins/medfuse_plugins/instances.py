@@ -223,11 +223,7 @@ class RbcInstances(_Finder):
 
     def __init__(self, min_distance: int = 0, min_area: int = 0, open_radius: int = 1,
                  stained_threshold: int = 60, max_stained: float = 0.2):
-        self.min_distance = min_distance
-        self.min_area = min_area
-        self.open_radius = open_radius
-        self.stained_threshold = stained_threshold
-        self.max_stained = max_stained
+        self._store_params(locals())
 
     def _predict_instances(self, image: np.ndarray) -> np.ndarray:
         return rbc_labels(image, self.min_distance, self.min_area, self.open_radius, self.stained_threshold,
@@ -255,10 +251,7 @@ class WbcInstances(_Finder):
 
     def __init__(self, nucleus_threshold: int = 60, merge_radius: int = 8, min_nucleus_area: int = 600,
                  cytoplasm_radius: int = 20):
-        self.nucleus_threshold = nucleus_threshold
-        self.merge_radius = merge_radius
-        self.min_nucleus_area = min_nucleus_area
-        self.cytoplasm_radius = cytoplasm_radius
+        self._store_params(locals())
 
     def _predict_instances(self, image: np.ndarray) -> np.ndarray:
         return wbc_labels(image, self.nucleus_threshold, self.merge_radius, self.min_nucleus_area,
@@ -286,12 +279,7 @@ class PlateletInstances(_Finder):
 
     def __init__(self, threshold: int = 45, min_area: int = 100, max_area: int = 1200, nucleus_threshold: int = 60,
                  nucleus_area: int = 600, grow: int = 4):
-        self.threshold = threshold
-        self.min_area = min_area
-        self.max_area = max_area
-        self.nucleus_threshold = nucleus_threshold
-        self.nucleus_area = nucleus_area
-        self.grow = grow
+        self._store_params(locals())
 
     def _predict_instances(self, image: np.ndarray) -> np.ndarray:
         return platelet_labels(image, self.threshold, self.min_area, self.max_area, self.nucleus_threshold,
@@ -318,10 +306,7 @@ class SmearCells(_Finder):
 
     def __init__(self, nucleus_threshold: int = 60, platelet_threshold: int = 45, min_nucleus_area: int = 600,
                  platelets: bool = True):
-        self.nucleus_threshold = nucleus_threshold
-        self.platelet_threshold = platelet_threshold
-        self.min_nucleus_area = min_nucleus_area
-        self.platelets = platelets
+        self._store_params(locals())
 
     def _predict_instances(self, image: np.ndarray) -> np.ndarray:
         fg, s = foreground(image), stain(image)

@@ -293,14 +293,7 @@ class FolderLoader(Loader):
     def __init__(self, path: str = ".", masks: str | None = None, table: str | None = None,
                  id_column: str = "id", group_column: str | None = None, label_from: str = "folder",
                  table_columns: list[str] | None = None, group_block: int | None = None):
-        self.path = path
-        self.masks = masks
-        self.table = table
-        self.id_column = id_column
-        self.group_column = group_column
-        self.group_block = group_block
-        self.label_from = label_from
-        self.table_columns = table_columns
+        self._store_params(locals())
 
     def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
         root = _root(root)
@@ -402,13 +395,7 @@ class ManifestLoader(Loader):
     def __init__(self, path: str = "manifest.csv", path_column: str = "path", label_column: str = "label",
                  group_column: str = "group", mask_column: str = "mask", id_column: str = "id",
                  table_columns: list[str] | None = None):
-        self.path = path
-        self.path_column = path_column
-        self.label_column = label_column
-        self.group_column = group_column
-        self.mask_column = mask_column
-        self.id_column = id_column
-        self.table_columns = table_columns
+        self._store_params(locals())
 
     def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
         root = _root(root)
@@ -490,12 +477,7 @@ class PairsLoader(Loader):
 
     def __init__(self, images: str = "images", masks: str = "masks", labels: str | None = None,
                  id_column: str = "id", label_column: str = "label", group_column: str | None = None):
-        self.images = images
-        self.masks = masks
-        self.labels = labels
-        self.id_column = id_column
-        self.label_column = label_column
-        self.group_column = group_column
+        self._store_params(locals())
 
     def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
         root = _root(root)
@@ -557,12 +539,7 @@ class TableLoader(Loader):
     def __init__(self, path: str = "table.csv", label_column: str = "label", id_column: str | None = None,
                  group_column: str | None = None, table_columns: list[str] | None = None,
                  sheet: str | int = 0):
-        self.path = path
-        self.label_column = label_column
-        self.id_column = id_column
-        self.group_column = group_column
-        self.table_columns = table_columns
-        self.sheet = sheet
+        self._store_params(locals())
 
     def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
         root = _root(root)

@@ -154,10 +154,7 @@ class Morphology(Extractor):
 
     def __init__(self, pixel_size: float = 1.0, lobe_erosion: int = 2, lobe_min_fraction: float = 0.08,
                  physical_units: bool = False):
-        self.pixel_size = pixel_size
-        self.lobe_erosion = lobe_erosion
-        self.lobe_min_fraction = lobe_min_fraction
-        self.physical_units = physical_units
+        self._store_params(locals())
 
     @property
     def wants_spacing(self) -> bool:  # type: ignore[override]
@@ -282,13 +279,7 @@ class SmearMorphology(Extractor):
     def __init__(self, split: bool = True, min_distance: int = 7, min_area: int = 30,
                  size_tolerance: float = 0.2, pallor_cut: float = 0.3, exclude_border: bool = True,
                  pixel_size: float = 1.0):
-        self.split = split
-        self.min_distance = min_distance
-        self.min_area = min_area
-        self.size_tolerance = size_tolerance
-        self.pallor_cut = pallor_cut
-        self.exclude_border = exclude_border
-        self.pixel_size = pixel_size
+        self._store_params(locals())
 
     _PER_CELL = ("area", "diameter", "circularity", "eccentricity", "solidity", "pallor")
 

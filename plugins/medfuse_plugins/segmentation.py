@@ -432,11 +432,7 @@ class OtsuCell(MaskMaker):
 
     def __init__(self, channel: str = "blue_minus_green", classes: int = 4, open_radius: int = 2,
                  keep: str = "largest", min_area: int = 20):
-        self.channel = channel
-        self.classes = classes
-        self.open_radius = open_radius
-        self.keep = keep
-        self.min_area = min_area
+        self._store_params(locals())
 
     def _predict_mask(self, image: np.ndarray) -> np.ndarray:
         return cell_mask(image, self.channel, self.classes, self.open_radius, self.keep, self.min_area)
@@ -463,10 +459,7 @@ class RbcWatershed(MaskMaker):
 
     def __init__(self, channel: str = "darkness", min_distance: int = 7, min_area: int = 30,
                  open_radius: int = 1):
-        self.channel = channel
-        self.min_distance = min_distance
-        self.min_area = min_area
-        self.open_radius = open_radius
+        self._store_params(locals())
 
     def _predict_mask(self, image: np.ndarray) -> np.ndarray:
         fg = smear_foreground(image, self.channel, self.open_radius)

@@ -42,11 +42,7 @@ class _BaseSelector(Selector):
 
     def __init__(self, columns: list | None = None, impute: str = "median", indicators: bool = True,
                  k: int | None = None, threshold: float | None = None):
-        self.columns = columns
-        self.impute = impute
-        self.indicators = indicators
-        self.k = k
-        self.threshold = threshold
+        self._store_params(locals())
 
     # ---- imputation ----------------------------------------------------------------------
     def _frame(self, X, fitting: bool) -> pd.DataFrame:
@@ -162,9 +158,7 @@ class SelectTree(_BaseSelector):
     def __init__(self, columns: list | None = None, impute: str = "median", indicators: bool = True,
                  k: int | None = None, threshold: float | None = None, max_depth: int | None = None,
                  random_state: int = 0):
-        super().__init__(columns, impute, indicators, k, threshold)
-        self.max_depth = max_depth
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _score(self, Z, y):
         from sklearn.tree import DecisionTreeClassifier
@@ -202,9 +196,7 @@ class SelectRfe(_BaseSelector):
     def __init__(self, columns: list | None = None, impute: str = "median", indicators: bool = True,
                  k: int | None = None, threshold: float | None = None, C: float = 1.0,
                  random_state: int = 0):
-        super().__init__(columns, impute, indicators, k, threshold)
-        self.C = C
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _score(self, Z, y):
         from sklearn.feature_selection import RFE

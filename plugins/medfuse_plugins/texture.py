@@ -189,13 +189,7 @@ class Texture(Extractor):
 
     def __init__(self, lbp: list | None = None, distances: list | None = None, levels: int = 32,
                  quantize: str = "fixed", region: str = "cell", normalize: str = "none", smooth: float = 0.0):
-        self.lbp = lbp
-        self.distances = distances
-        self.levels = levels
-        self.quantize = quantize
-        self.region = region
-        self.normalize = normalize
-        self.smooth = smooth
+        self._store_params(locals())
 
     def _lbp(self) -> list[tuple[int, float]]:
         pairs = [[8, 1], [16, 2], [24, 3]] if self.lbp is None else self.lbp

@@ -140,7 +140,7 @@ class Grayscale(Transform):
     conformance_params: ClassVar[dict] = {}
 
     def __init__(self, method: str = "luminance"):
-        self.method = method
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         if self.method == "luminance":
@@ -167,9 +167,7 @@ class Resize(Transform):
     conformance_params: ClassVar[dict] = {"size": 24}
 
     def __init__(self, size: int = 224, keep_aspect: bool = True, pad_value: int = 255):
-        self.size = size
-        self.keep_aspect = keep_aspect
-        self.pad_value = pad_value
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         from PIL import Image
@@ -208,7 +206,7 @@ class Equalize(Transform):
     conformance_params: ClassVar[dict] = {}
 
     def __init__(self, per_channel: bool = False):
-        self.per_channel = per_channel
+        self._store_params(locals())
 
     @staticmethod
     def _lut(channel: np.ndarray) -> np.ndarray:
@@ -238,8 +236,7 @@ class Clahe(Transform):
     conformance_params: ClassVar[dict] = {"kernel_size": 8}
 
     def __init__(self, clip_limit: float = 0.01, kernel_size: int = 0):
-        self.clip_limit = clip_limit
-        self.kernel_size = kernel_size
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         from skimage.exposure import equalize_adapthist
@@ -261,7 +258,7 @@ class GaussianBlur(Transform):
     conformance_params: ClassVar[dict] = {}
 
     def __init__(self, sigma: float = 1.0):
-        self.sigma = sigma
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         from scipy import ndimage as ndi
@@ -284,8 +281,7 @@ class Unsharp(Transform):
     conformance_params: ClassVar[dict] = {}
 
     def __init__(self, radius: float = 2.0, amount: float = 1.0):
-        self.radius = radius
-        self.amount = amount
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         from scipy import ndimage as ndi
@@ -335,8 +331,7 @@ class RoiCrop(Transform):
     conformance_params: ClassVar[dict] = {"pad": 2}
 
     def __init__(self, pad: int = 16, square: bool = True):
-        self.pad = pad
-        self.square = square
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         from .segmentation import bbox, cell_mask, largest_component
@@ -386,11 +381,7 @@ class StainNormalize(Transform):
 
     def __init__(self, method: str = "reinhard", target_mean: tuple = (79.0, 11.0, 8.0),
                  target_std: tuple = (16.0, 9.0, 14.0), alpha: float = 1.0, beta: float = 0.15):
-        self.method = method
-        self.target_mean = target_mean
-        self.target_std = target_std
-        self.alpha = alpha
-        self.beta = beta
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         if self.method == "reinhard":

@@ -175,27 +175,7 @@ class UNetMask(KerasStateMixin, MaskMaker):
                  validation_fraction: float = 0.15, dice_weight: float = 1.0, augment: bool = True,
                  deterministic: bool = True, random_state: int = 0, verbose: int = 0, batch_size_predict: int = 8,
                  keep_largest: bool = False, tta: bool = False):
-        self.n_classes = n_classes
-        self.patch_size = patch_size
-        self.tile_size = tile_size
-        self.overlap = overlap
-        self.width = width
-        self.depth = depth
-        self.scale = scale
-        self.epochs = epochs
-        self.steps_per_epoch = steps_per_epoch
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.dice_weight = dice_weight
-        self.augment = augment
-        self.deterministic = deterministic
-        self.random_state = random_state
-        self.verbose = verbose
-        self.batch_size_predict = batch_size_predict
-        self.keep_largest = keep_largest
-        self.tta = tta
+        self._store_params(locals())
 
     # ---- data -----------------------------------------------------------------------------
     def validate_params(self) -> None:
@@ -403,17 +383,7 @@ class UNetInstances(UNetMask, InstanceMaker):
                  deterministic: bool = True, random_state: int = 0, verbose: int = 0, batch_size_predict: int = 8,
                  tta: bool = False, min_distance: int = 0, min_area: int = 0, stained_threshold: int = 60,
                  max_stained: float = 1.0):
-        # the U-Net's parameters are stored by UNetMask (keep_largest stays at False, as the class says)
-        super().__init__(n_classes=n_classes, patch_size=patch_size, tile_size=tile_size, overlap=overlap,
-                         width=width, depth=depth, scale=scale, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                         batch_size=batch_size, learning_rate=learning_rate, patience=patience,
-                         validation_fraction=validation_fraction, dice_weight=dice_weight, augment=augment,
-                         deterministic=deterministic, random_state=random_state, verbose=verbose,
-                         batch_size_predict=batch_size_predict, tta=tta)
-        self.min_distance = min_distance
-        self.min_area = min_area
-        self.stained_threshold = stained_threshold
-        self.max_stained = max_stained
+        self._store_params(locals())  # not keep_largest: the class's False holds
 
     def validate_params(self) -> None:
         """The U-Net's checks, and non-negative splitting parameters."""
