@@ -85,16 +85,22 @@ class _SklearnClassifier(Classifier):
 
 
 class LogReg(_SklearnClassifier):
-    """Multinomial logistic regression (scikit-learn, L2)."""
+    """Multinomial logistic regression (scikit-learn, L2).
+
+    Parameters
+    ----------
+    C
+        Inverse regularisation strength.
+    max_iter
+        Solver iterations.
+    class_weight
+        "balanced" to weight classes inversely to their frequency, or none.
+    random_state
+        Seed (unused by the lbfgs solver, kept for uniformity).
+    """
 
     name: ClassVar[str] = "logreg"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "C": "Inverse regularisation strength.",
-        "max_iter": "Solver iterations.",
-        "class_weight": "\"balanced\" to weight classes inversely to their frequency, or none.",
-        "random_state": "Seed (unused by the lbfgs solver, kept for uniformity).",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"max_iter": 200}
 
     def __init__(self, C: float = 1.0, max_iter: int = 2000, class_weight: str | None = None,
@@ -109,17 +115,24 @@ class LogReg(_SklearnClassifier):
 
 
 class SVM(_SklearnClassifier):
-    """Support vector machine (scikit-learn SVC; probabilities by Platt scaling on inner folds)."""
+    """Support vector machine (scikit-learn SVC; probabilities by Platt scaling on inner folds).
+
+    Parameters
+    ----------
+    C
+        Regularisation parameter.
+    kernel
+        Kernel: rbf, linear, poly or sigmoid.
+    gamma
+        Kernel coefficient: "scale", "auto" or a float.
+    class_weight
+        "balanced" or none.
+    random_state
+        Seed of the probability calibration.
+    """
 
     name: ClassVar[str] = "svm"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "C": "Regularisation parameter.",
-        "kernel": "Kernel: rbf, linear, poly or sigmoid.",
-        "gamma": "Kernel coefficient: \"scale\", \"auto\" or a float.",
-        "class_weight": "\"balanced\" or none.",
-        "random_state": "Seed of the probability calibration.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, C: float = 1.0, kernel: str = "rbf", gamma: str | float = "scale",
@@ -145,18 +158,26 @@ class SVM(_SklearnClassifier):
 
 
 class RandomForest(_SklearnClassifier):
-    """Random forest (scikit-learn); ``feature_importances_`` is the impurity decrease."""
+    """Random forest (scikit-learn); ``feature_importances_`` is the impurity decrease.
+
+    Parameters
+    ----------
+    n_estimators
+        Number of trees.
+    max_depth
+        Maximum tree depth (none: unlimited).
+    min_samples_leaf
+        Minimum samples per leaf.
+    class_weight
+        "balanced", "balanced_subsample" or none.
+    n_jobs
+        Parallel threads.
+    random_state
+        Seed of bootstrap and feature sampling.
+    """
 
     name: ClassVar[str] = "random_forest"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "n_estimators": "Number of trees.",
-        "max_depth": "Maximum tree depth (none: unlimited).",
-        "min_samples_leaf": "Minimum samples per leaf.",
-        "class_weight": "\"balanced\", \"balanced_subsample\" or none.",
-        "n_jobs": "Parallel threads.",
-        "random_state": "Seed of bootstrap and feature sampling.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"n_estimators": 20}
 
     def __init__(self, n_estimators: int = 300, max_depth: int | None = None, min_samples_leaf: int = 1,
@@ -176,18 +197,26 @@ class RandomForest(_SklearnClassifier):
 
 
 class MLP(_SklearnClassifier):
-    """Multi-layer perceptron (scikit-learn, Adam, optional early stopping)."""
+    """Multi-layer perceptron (scikit-learn, Adam, optional early stopping).
+
+    Parameters
+    ----------
+    hidden_layer_sizes
+        Units per hidden layer, e.g. [128, 64].
+    alpha
+        L2 penalty.
+    learning_rate_init
+        Adam learning rate.
+    max_iter
+        Maximum epochs.
+    early_stopping
+        Stop when a 10% inner validation split stops improving (for large training sets).
+    random_state
+        Seed of weights, shuffling and the validation split.
+    """
 
     name: ClassVar[str] = "mlp"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "hidden_layer_sizes": "Units per hidden layer, e.g. [128, 64].",
-        "alpha": "L2 penalty.",
-        "learning_rate_init": "Adam learning rate.",
-        "max_iter": "Maximum epochs.",
-        "early_stopping": "Stop when a 10% inner validation split stops improving (for large training sets).",
-        "random_state": "Seed of weights, shuffling and the validation split.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"hidden_layer_sizes": [16], "max_iter": 200,
                                                     "learning_rate_init": 0.01}
 
@@ -222,26 +251,38 @@ class XGBoost(Classifier):
     With ``early_stopping_rounds > 0`` a stratified ``validation_fraction`` of the training rows
     picks the number of trees, then the model is refitted on all training rows with that many.
     ``feature_importances_`` is the normalised total gain per feature.
+
+    Parameters
+    ----------
+    n_estimators
+        Maximum number of boosting rounds.
+    max_depth
+        Maximum tree depth.
+    learning_rate
+        Shrinkage per round.
+    subsample
+        Row subsampling per tree.
+    colsample_bytree
+        Column subsampling per tree.
+    min_child_weight
+        Minimum hessian sum per leaf.
+    reg_lambda
+        L2 regularisation of leaf weights.
+    early_stopping_rounds
+        Stop after this many rounds without improvement on the inner split (0: no early stopping, use n_estimators).
+    validation_fraction
+        Share of the training rows in the inner validation split.
+    class_weight
+        "balanced": sample weights inversely proportional to class frequency; none.
+    n_jobs
+        Threads.
+    random_state
+        Seed of subsampling and of the inner split.
     """
 
     name: ClassVar[str] = "xgboost"
     version: ClassVar[str] = "1.0.0"
     extras: ClassVar[tuple[str, ...]] = ("xgboost",)
-    param_docs: ClassVar[dict[str, str]] = {
-        "n_estimators": "Maximum number of boosting rounds.",
-        "max_depth": "Maximum tree depth.",
-        "learning_rate": "Shrinkage per round.",
-        "subsample": "Row subsampling per tree.",
-        "colsample_bytree": "Column subsampling per tree.",
-        "min_child_weight": "Minimum hessian sum per leaf.",
-        "reg_lambda": "L2 regularisation of leaf weights.",
-        "early_stopping_rounds": "Stop after this many rounds without improvement on the inner split "
-                                 "(0: no early stopping, use n_estimators).",
-        "validation_fraction": "Share of the training rows in the inner validation split.",
-        "class_weight": "\"balanced\": sample weights inversely proportional to class frequency; none.",
-        "n_jobs": "Threads.",
-        "random_state": "Seed of subsampling and of the inner split.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"n_estimators": 20, "max_depth": 3,
                                                     "early_stopping_rounds": 5}
 
@@ -370,16 +411,21 @@ def _member_classifiers(owner: str, estimators: list[Any] | None, seed: int) -> 
 
 
 class SoftVote(Classifier):
-    """Soft-voting ensemble: weighted mean of the members' probabilities."""
+    """Soft-voting ensemble: weighted mean of the members' probabilities.
+
+    Parameters
+    ----------
+    estimators
+        Member classifiers as plugin tables, e.g. [{ plugin = "svm" }, { plugin = "xgboost", params = { max_depth = 4 }
+        }]; default logreg, random_forest, xgboost.
+    weights
+        Weight per member (default equal).
+    random_state
+        Seed given to members that take one (unless set in their params).
+    """
 
     name: ClassVar[str] = "soft_vote"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "estimators": "Member classifiers as plugin tables, e.g. [{ plugin = \"svm\" }, "
-                      "{ plugin = \"xgboost\", params = { max_depth = 4 } }]; default logreg, random_forest, xgboost.",
-        "weights": "Weight per member (default equal).",
-        "random_state": "Seed given to members that take one (unless set in their params).",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {
         "estimators": [{"plugin": "logreg"}, {"plugin": "random_forest", "params": {"n_estimators": 10}}]}
 
@@ -416,16 +462,20 @@ class SoftVote(Classifier):
 
 
 class Stacking(SoftVote):
-    """Stacking ensemble: a logistic regression over the members' out-of-fold probabilities."""
+    """Stacking ensemble: a logistic regression over the members' out-of-fold probabilities.
+
+    Parameters
+    ----------
+    cv
+        Inner stratified folds giving the out-of-fold probabilities.
+    final_C
+        Inverse regularisation of the final logistic regression.
+    random_state
+        Seed of the inner folds and of members that take one.
+    """
 
     name: ClassVar[str] = "stacking"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "estimators": SoftVote.param_docs["estimators"],
-        "cv": "Inner stratified folds giving the out-of-fold probabilities.",
-        "final_C": "Inverse regularisation of the final logistic regression.",
-        "random_state": "Seed of the inner folds and of members that take one.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {
         "estimators": [{"plugin": "logreg"}, {"plugin": "random_forest", "params": {"n_estimators": 10}}], "cv": 3}
 
@@ -468,24 +518,35 @@ class BranchMLP(KerasStateMixin, Classifier):
     ``(n_samples, f_i)``; each block gets its own ``Dense -> Dropout`` branch, the branch outputs
     are concatenated and fed to a dense head with a softmax. Early stopping on an inner stratified
     validation split; balanced class weights optional.
+
+    Parameters
+    ----------
+    branch_units
+        Units of each block's dense branch.
+    head_units
+        Units of the dense layer after concatenation (0: none).
+    dropout
+        Dropout after each branch and the head layer.
+    epochs
+        Maximum training epochs.
+    batch_size
+        Mini-batch size.
+    learning_rate
+        Adam learning rate.
+    patience
+        Early-stopping patience in epochs (0: no early stopping).
+    validation_fraction
+        Share of training rows used for early stopping.
+    class_weight
+        "balanced" or none.
+    random_state
+        Seed of weights, shuffling and the validation split.
     """
 
     name: ClassVar[str] = "branch_mlp"
     version: ClassVar[str] = "1.0.0"
     input: ClassVar[str] = "blocks"
     extras: ClassVar[tuple[str, ...]] = ("keras",)
-    param_docs: ClassVar[dict[str, str]] = {
-        "branch_units": "Units of each block's dense branch.",
-        "head_units": "Units of the dense layer after concatenation (0: none).",
-        "dropout": "Dropout after each branch and the head layer.",
-        "epochs": "Maximum training epochs.",
-        "batch_size": "Mini-batch size.",
-        "learning_rate": "Adam learning rate.",
-        "patience": "Early-stopping patience in epochs (0: no early stopping).",
-        "validation_fraction": "Share of training rows used for early stopping.",
-        "class_weight": "\"balanced\" or none.",
-        "random_state": "Seed of weights, shuffling and the validation split.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"branch_units": 8, "head_units": 8, "epochs": 5,
                                                     "patience": 0}
 
