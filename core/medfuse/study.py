@@ -15,6 +15,7 @@ The schema below is the single source of truth: validation, ``docs/studies.md`` 
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "description": Field("str", "", doc="One line shown in reports."),
         "dataset": Field("table:dataset", required=True, doc="Where the samples come from."),
         "blocks": Field("tables:block", {}, doc="Named feature blocks, referenced by pipelines."),
+        "masks": Field("tables:plugin", {}, doc="Named mask plugin tables, referenced by pipelines as "
+                       "`mask = \"NAME\"`: `masks.unet = { plugin = \"unet\", params = { width = 8 } }` "
+                       "spells a mask's parameters once for every pipeline that uses it."),
         "pipelines": Field("tables:pipeline", required=True, doc="Named pipelines compared on the same folds."),
         "evaluation": Field("table:evaluation", {}, doc="Cross-validation and metrics."),
         "reader": Field("table:reader", {}, doc="How image files are decoded (bit depth, windowing, fallback "
@@ -116,7 +120,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "pipeline": {
         "transforms": Field("list:plugin", [], doc="Image transforms applied in order before masks and blocks."),
         "mask": Field("mask", None, doc="`\"dataset\"` for the dataset's mask files, a plugin table "
-                      "(`{ plugin = \"otsu_cell\" }`), or absent for no mask. A plugin table takes "
+                      "(`{ plugin = \"otsu_cell\" }`), the name of one of the study's `masks`, or absent "
+                      "for no mask. A plugin table takes "
                       "`channels` as a block does (`{ plugin = \"otsu_cell\", channels = [1] }`: the mask "
                       "plugin sees channel 1 only)."),
         "blocks": Field("list:str", [], doc="Names of blocks (from `blocks`) fed to the classifier."),
@@ -264,7 +269,7 @@ class Study:
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
                "table": "a table", "list:str": "a list of strings", "list:plugin": "a list of plugin tables",
                "plugin": "a plugin table like { plugin = \"name\", params = { ... } }",
-               "mask": "\"dataset\" or a plugin table", "list:number": "a list of numbers",
+               "mask": "\"dataset\", a plugin table or the name of one of the study's masks", "list:number": "a list of numbers",
                "list:int": "a list of integers",
                "table:reader": "a table like { bits = 12, percentiles = [1, 99], pixel_size_um = 0.5 }",
                "table:test": "a table like { pattern = \"val_*\" } or { loader = \"folder\", params = { path = \"...\" } }"}
@@ -352,6 +357,20 @@ def _check_table_plugin(data: Any, source: str, key: str) -> dict[str, Any]:
         _expect(_int_list(channels), source, f"{key}.channels", PLUGIN_REF["channels"], channels)
     return {"plugin": data["plugin"], "params": params, "network": network,
             "channels": _channels(channels, source, f"{key}.channels")}
+
+
+def _mask_ref(value: Any, masks: dict[str, PluginRef], source: str, key: str) -> PluginRef | str | None:
+    """A pipeline's ``mask``: absent, ``"dataset"``, a plugin table, or the name of one of the
+    study's ``masks`` (resolved to a copy of its plugin table, as if written in place)."""
+    if value is None or value == "dataset":
+        return value
+    if not isinstance(value, str):
+        return _plugin_ref(value, source, key)
+    if value not in masks:
+        raise StudyError(source, key, f"unknown mask {value!r}{did_you_mean(value, masks)}; defined masks: "
+                         f"{', '.join(masks) or 'none'} (define one as `masks.NAME = {{ plugin = ..., params = "
+                         f"... }}`; \"dataset\" uses the dataset's mask files)")
+    return copy.deepcopy(masks[value])
 
 
 def _network_ref(ref: PluginRef, blocks: dict[str, BlockSpec], source: str, key: str) -> PluginRef:
@@ -473,6 +492,17 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
                              f"expected a variance fraction in (0, 1) or a component count > 0, got {pca!r}")
         blocks[bname] = BlockSpec(bname, t["plugin"], dict(t["params"]), t["impute"], t["scale"], pca,
                                   _channels(t["channels"], source, f"{key}.blocks.{bname}.channels"))
+    masks = {}
+    for mname, m in top["masks"].items():
+        if mname == "dataset":
+            raise StudyError(source, f"{key}.masks.dataset", "\"dataset\" means the dataset's mask files in "
+                             "`mask = \"dataset\"`; give this mask another name")
+        where = f"{key}.masks.{mname}"
+        if not isinstance(m, dict):
+            raise StudyError(source, where, f"expected {_TYPE_WORDS['plugin']}, got {m!r}")
+        masks[mname] = _plugin_ref(m, source, where)
+        if masks[mname].network is not None:
+            raise StudyError(source, f"{where}.network", "only a classifier can name a block's network")
     pipelines = {}
     if not top["pipelines"]:
         raise StudyError(source, f"{key}.pipelines", "a study needs at least one pipeline")
@@ -484,9 +514,7 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
                 raise StudyError(source, f"{pk}.blocks[{i}]",
                                  f"unknown block {b!r}{did_you_mean(b, blocks)}; defined: {', '.join(blocks)}")
         transforms = [_plugin_ref(x, source, f"{pk}.transforms[{i}]") for i, x in enumerate(t["transforms"])]
-        mask = t["mask"]
-        if mask is not None and mask != "dataset":
-            mask = _plugin_ref(mask, source, f"{pk}.mask")
+        mask = _mask_ref(t["mask"], masks, source, f"{pk}.mask")
         for where, ref in [*((f"transforms[{i}]", x) for i, x in enumerate(transforms)), ("mask", mask)]:
             if isinstance(ref, PluginRef) and ref.network is not None:
                 raise StudyError(source, f"{pk}.{where}.network", "only a classifier can name a block's network")
