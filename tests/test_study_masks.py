@@ -78,3 +78,16 @@ def test_anemia_multimodal_names_its_unet_mask_once():
     masks = [pipelines[p].mask for p in ("image", "fused", "fused-cells")]
     assert masks[0] == masks[1] == masks[2] == PluginRef("unet", {"width": 8, "scale": 0.5, "epochs": 12,
                                                                   "steps_per_epoch": 25, "validation_fraction": 0.0})
+
+
+@pytest.mark.parametrize(("table", "key", "accepted"), [
+    ('masks.m = { plugin = "otsu_cell", chanels = [1] }', "masks.m.chanels", "accepted: plugin, params, channels\n"),
+    ('pipelines.p = { transforms = [{ plugin = "equalize", parms = {} }], blocks = ["morph"], classifier = '
+     '{ plugin = "logreg" } }', "pipelines.p.transforms[0].parms", "accepted: plugin, params\n"),
+    ('pipelines.p = { blocks = ["morph"], classifier = { plugin = "logreg", netwrk = "morph" } }',
+     "pipelines.p.classifier.netwrk", "accepted: plugin, params, network\n"),
+])
+def test_a_plugin_table_accepts_the_keys_of_its_place(tmp_path, table, key, accepted):
+    with pytest.raises(StudyError) as info:
+        study(tmp_path, table + "\npipelines.q = { blocks = [\"morph\"], classifier = { plugin = \"logreg\" } }")
+    assert f"studies.toy.{key}:" in str(info.value) and (str(info.value) + "\n").endswith(accepted), str(info.value)

@@ -40,12 +40,18 @@ class Field:
 PLUGIN_REF = {
     "plugin": Field("str", required=True, doc="Plugin name, as listed by `medfuse plugins`."),
     "params": Field("table", {}, doc="Constructor parameters of the plugin; unknown keys are refused."),
-    "network": Field("str", None, doc="Classifiers only: the name of a block whose trained network this "
-                     "classifier is, e.g. `classifier = { plugin = \"cnn_classifier\", network = \"cnn\" }`: "
-                     "its parameters are the block's (`params` here override them). Trained on the same "
-                     "images, rows and seed, one training serves the block and the classifier in a run."),
-    "channels": Field("list:int", None, doc="Masks only: the image channels the mask plugin sees, as a "
-                      "block's `channels` (e.g. `mask = { plugin = \"otsu_cell\", channels = [1] }`)."),
+}
+# Keys a plugin table takes only in one place (a pipeline's `classifier`, a mask): key -> (that
+# place, its field, why it is refused anywhere else).
+REF_EXTRAS: dict[str, tuple[str, Field, str]] = {
+    "network": ("classifier", Field("str", None, doc="The name of a block whose trained network this "
+                "classifier is, e.g. `classifier = { plugin = \"cnn_classifier\", network = \"cnn\" }`: its "
+                "parameters are the block's (`params` here override them). Trained on the same images, rows "
+                "and seed, one training serves the block and the classifier in a run."),
+                "only a classifier can name a block's network"),
+    "channels": ("mask", Field("list:int", None, doc="The image channels the mask plugin sees, as a block's "
+                 "`channels` (e.g. `mask = { plugin = \"otsu_cell\", channels = [1] }`)."),
+                 "only a mask or a block takes `channels`; give the block's channels in `blocks.NAME.channels`"),
 }
 
 SCHEMA: dict[str, dict[str, Field]] = {
@@ -330,20 +336,25 @@ def _int_list(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
 
 
-def _plugin_ref(data: Any, source: str, key: str) -> PluginRef:
+def _plugin_ref(data: Any, source: str, key: str, place: str = "") -> PluginRef:
+    """A plugin table (or a bare plugin name) standing in ``place`` (``"classifier"``, ``"mask"``,
+    ``""`` elsewhere), which decides the :data:`REF_EXTRAS` keys it takes."""
     if isinstance(data, str):
         return PluginRef(data)
-    table = _check_table_plugin(data, source, key)
+    table = _check_table_plugin(data, source, key, place)
     return PluginRef(table["plugin"], dict(table["params"]), table["network"], table["channels"])
 
 
-def _check_table_plugin(data: Any, source: str, key: str) -> dict[str, Any]:
+def _check_table_plugin(data: Any, source: str, key: str, place: str = "") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise StudyError(source, key, f"expected {_TYPE_WORDS['plugin']}, got {data!r}")
+    accepted = [*PLUGIN_REF, *(k for k, (where, _, _) in REF_EXTRAS.items() if where == place)]
     for k in data:
-        if k not in PLUGIN_REF:
-            raise StudyError(source, f"{key}.{k}", f"unknown key{did_you_mean(k, PLUGIN_REF)}; "
-                             f"accepted: {', '.join(PLUGIN_REF)}")
+        if k in REF_EXTRAS and k not in accepted:
+            raise StudyError(source, f"{key}.{k}", REF_EXTRAS[k][2])
+        if k not in accepted:
+            raise StudyError(source, f"{key}.{k}", f"unknown key{did_you_mean(k, accepted)}; "
+                             f"accepted: {', '.join(accepted)}")
     if not isinstance(data.get("plugin"), str):
         raise StudyError(source, f"{key}.plugin", "missing plugin name (a string)")
     params = data.get("params", {})
@@ -354,7 +365,7 @@ def _check_table_plugin(data: Any, source: str, key: str) -> dict[str, Any]:
         raise StudyError(source, f"{key}.network", f"expected a block name (a string), got {network!r}")
     channels = data.get("channels")
     if channels is not None:
-        _expect(_int_list(channels), source, f"{key}.channels", PLUGIN_REF["channels"], channels)
+        _expect(_int_list(channels), source, f"{key}.channels", REF_EXTRAS["channels"][1], channels)
     return {"plugin": data["plugin"], "params": params, "network": network,
             "channels": _channels(channels, source, f"{key}.channels")}
 
@@ -365,7 +376,7 @@ def _mask_ref(value: Any, masks: dict[str, PluginRef], source: str, key: str) ->
     if value is None or value == "dataset":
         return value
     if not isinstance(value, str):
-        return _plugin_ref(value, source, key)
+        return _plugin_ref(value, source, key, "mask")
     if value not in masks:
         raise StudyError(source, key, f"unknown mask {value!r}{did_you_mean(value, masks)}; defined masks: "
                          f"{', '.join(masks) or 'none'} (define one as `masks.NAME = {{ plugin = ..., params = "
@@ -500,9 +511,7 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
         where = f"{key}.masks.{mname}"
         if not isinstance(m, dict):
             raise StudyError(source, where, f"expected {_TYPE_WORDS['plugin']}, got {m!r}")
-        masks[mname] = _plugin_ref(m, source, where)
-        if masks[mname].network is not None:
-            raise StudyError(source, f"{where}.network", "only a classifier can name a block's network")
+        masks[mname] = _plugin_ref(m, source, where, "mask")
     pipelines = {}
     if not top["pipelines"]:
         raise StudyError(source, f"{key}.pipelines", "a study needs at least one pipeline")
@@ -515,14 +524,7 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
                                  f"unknown block {b!r}{did_you_mean(b, blocks)}; defined: {', '.join(blocks)}")
         transforms = [_plugin_ref(x, source, f"{pk}.transforms[{i}]") for i, x in enumerate(t["transforms"])]
         mask = _mask_ref(t["mask"], masks, source, f"{pk}.mask")
-        for where, ref in [*((f"transforms[{i}]", x) for i, x in enumerate(transforms)), ("mask", mask)]:
-            if isinstance(ref, PluginRef) and ref.network is not None:
-                raise StudyError(source, f"{pk}.{where}.network", "only a classifier can name a block's network")
-        classifier = _plugin_ref(t["classifier"], source, f"{pk}.classifier") if t["classifier"] else None
-        for where, ref in [*((f"transforms[{i}]", x) for i, x in enumerate(transforms)), ("classifier", classifier)]:
-            if ref is not None and ref.channels is not None:
-                raise StudyError(source, f"{pk}.{where}.channels", "only a mask or a block takes `channels`; "
-                                 "give the block's channels in `blocks.NAME.channels`")
+        classifier = _plugin_ref(t["classifier"], source, f"{pk}.classifier", "classifier") if t["classifier"] else None
         if classifier is not None:
             classifier = _network_ref(classifier, blocks, source, f"{pk}.classifier")
         if classifier is None and not t["members"]:
