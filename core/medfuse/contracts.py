@@ -39,6 +39,7 @@ import contextvars
 import hashlib
 import inspect
 import json
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -102,10 +103,69 @@ def _type_name(annotation: Any) -> str:
 _MISSING = object()
 
 
+def store_params(estimator: Any, given: dict[str, Any]) -> None:
+    """Store each ``__init__`` parameter of ``estimator`` under its own name, unchanged: the whole
+    body of an estimator's ``__init__`` is ``self._store_params(locals())`` (plugins) or
+    ``store_params(self, locals())`` (other scikit-learn estimators). That is scikit-learn's rule
+    (``__init__`` stores its parameters and does nothing else; ``get_params`` reads them back by
+    the names in the signature, ``clone`` rebuilds from them), written once."""
+    cls = type(estimator)
+    for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.name not in given:
+            raise TypeError(f"{cls.__name__}: store_params got no {p.name!r}; call it as the whole body of "
+                            f"{cls.__name__}.__init__, with that __init__'s locals()")
+        setattr(estimator, p.name, given[p.name])
+
+
+_RULE = re.compile(r"\s*-{3,}\s*$")
+
+
+def split_param_section(doc: str | None) -> tuple[str, dict[str, str]]:
+    """A numpydoc docstring without its ``Parameters`` section, and that section parsed:
+    ``{name: description}`` (a name line ``name`` or ``name : type``, then its indented
+    description, whose lines are joined by single spaces)."""
+    lines = inspect.cleandoc(doc or "").splitlines()
+    heads = [i for i in range(len(lines) - 1) if _RULE.match(lines[i + 1]) and lines[i].strip()]
+    start = next((i for i in heads if lines[i].strip() == "Parameters"), None)
+    if start is None:
+        return "\n".join(lines), {}
+    end = next((i for i in heads if i > start), len(lines))
+    params: dict[str, list[str]] = {}
+    names: list[str] = []
+    for line in lines[start + 2:end]:
+        if line.strip() and not line[0].isspace():
+            names = [n.strip() for n in line.split(" : ")[0].split(",")]
+            params.update((n, []) for n in names)
+        elif line.strip():
+            for n in names:
+                params[n].append(line.strip())
+    rest = "\n".join(lines[:start] + lines[end:]).strip()
+    return rest, {n: " ".join(words) for n, words in params.items()}
+
+
+def _gather_param_docs(cls: type) -> dict[str, str]:
+    """``cls``'s parameter docs: along the MRO (bases first), a class's own ``param_docs`` table
+    replaces what came before and its docstring's ``Parameters`` section adds to it; unless ``cls``
+    sets ``param_docs`` itself, only its ``__init__`` parameters are kept."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if "param_docs" in vars(klass):
+            docs = dict(vars(klass)["param_docs"])
+        docs.update(split_param_section(vars(klass).get("__doc__"))[1])
+    if "param_docs" in vars(cls):
+        return docs
+    names = set(inspect.signature(cls.__init__).parameters)
+    return {k: v for k, v in docs.items() if k in names}
+
+
 class _Estimator:
     """scikit-learn's estimator protocol (as ``sklearn.base.BaseEstimator`` 1.x implements it),
     without importing scikit-learn: parameters are the ``__init__`` arguments, stored unchanged;
     ``sklearn.base.clone`` rebuilds from ``get_params(deep=False)``."""
+
+    _store_params = store_params
 
     @classmethod
     def _get_param_names(cls) -> list[str]:
@@ -191,6 +251,12 @@ class Plugin(_Estimator):
     input_dtype: ClassVar[str] = "uint8"
     """Images this plugin takes (see the module docstring): ``"uint8"`` (the 8-bit RGB view) or
     ``"native"`` (the decoded image at its stored depth, ``(H, W, C)``)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """``param_docs`` comes from the class's numpydoc ``Parameters`` section (scikit-learn's
+        convention) and its bases' (see :func:`_gather_param_docs`)."""
+        super().__init_subclass__(**kwargs)
+        cls.param_docs = _gather_param_docs(cls)
 
     def input_image(self, image: Any, where: str = "image") -> np.ndarray:
         """``image`` as this plugin takes it: its ``input_channels`` (a block's ``channels``)

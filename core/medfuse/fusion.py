@@ -30,6 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
+from .contracts import store_params
 from .errors import InvalidInputError
 
 _SCALERS = {"standard": StandardScaler, "robust": RobustScaler, "minmax": MinMaxScaler}
@@ -55,11 +56,7 @@ class BlockPreparer(BaseEstimator):
 
     def __init__(self, impute: str = "median", scale: str = "standard", pca: float | int | None = None,
                  block: str = "block", random_state: int = 0):
-        self.impute = impute
-        self.scale = scale
-        self.pca = pca
-        self.block = block
-        self.random_state = random_state
+        store_params(self, locals())
 
     def fit(self, X: np.ndarray, y: Any = None, feature_names: Sequence[str] | None = None) -> BlockPreparer:
         """Learn imputation values, scaling and PCA from ``X (n_rows, n_features)``."""
@@ -440,10 +437,7 @@ class LateFusion(BaseEstimator):
     """
 
     def __init__(self, estimator: Any = None, combine: str = "soft", cv: int = 3, random_state: int = 0):
-        self.estimator = estimator
-        self.combine = combine
-        self.cv = cv
-        self.random_state = random_state
+        store_params(self, locals())
 
     def fit(self, blocks: Sequence[np.ndarray], y: np.ndarray, names: Sequence[str] | None = None,
             oof: Sequence[np.ndarray] | None = None) -> LateFusion:

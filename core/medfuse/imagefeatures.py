@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from .contracts import store_params
 from .errors import InvalidInputError
 
 __all__ = ["ImageFeatures"]
@@ -95,13 +96,7 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
     def __init__(self, blocks: Sequence[str] | None = None, mask: str | None = "otsu_cell",
                  transforms: Sequence[str] = (), params: dict[str, dict[str, Any]] | None = None,
                  reader: Any = None, jobs: int = 1, on_error: str = "raise"):
-        self.blocks = blocks
-        self.mask = mask
-        self.transforms = transforms
-        self.params = params
-        self.reader = reader
-        self.jobs = jobs
-        self.on_error = on_error
+        store_params(self, locals())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -151,16 +151,13 @@ def _read_pairs(samples: pd.DataFrame, reader: Any, say: Callable[[str], None]
                 ) -> tuple[list[np.ndarray], list[np.ndarray | None], list[int], list[str]]:
     """Images and masks of the samples (a mask is ``None`` when the sample has none); the row
     numbers read and one line per sample that could not be read."""
-    from .contracts import check_mask
-    from .imageio import read_image_with_info, read_mask
+    from .engine import ImageSteps, decode
 
+    steps = ImageSteps(mask_files="optional", options=reader)  # decoded as compare and train decode
     images, masks, rows, failed = [], [], [], []
     for i, row in enumerate(samples.itertuples(index=False)):
         try:
-            image, _ = read_image_with_info(row.path, options=reader)
-            mp = getattr(row, "mask_path", None)
-            m = None if mp is None or (isinstance(mp, float) and np.isnan(mp)) else read_mask(mp)
-            m = check_mask(m, image, f"mask {mp}")
+            image, m, _ = decode(row.path, getattr(row, "mask_path", None), steps)
         except Exception as exc:  # noqa: BLE001 - a bad training file is left out and reported
             failed.append(f"{row.path}: {describe_exception(exc)}")
             continue
@@ -482,7 +479,7 @@ def _run_chunks(job: _Job, seg: FittedSegmenter, chunks: list[list[_Item]], jobs
 
 def _segment_one(job: _Job, seg: FittedSegmenter, item: _Item) -> dict[str, Any]:
     """One image's row: segment it, write its mask, score it against its truth mask."""
-    from .imageio import read_image_with_info
+    from .engine import load_source
     from .intensity import ReadOptions
     from .outputs import write_mask_png
 
@@ -490,8 +487,7 @@ def _segment_one(job: _Job, seg: FittedSegmenter, item: _Item) -> dict[str, Any]
                            "foreground": np.nan, "n_objects": np.nan, "truth": "",
                            **dict.fromkeys(job.metric_cols, np.nan), "error": "", "truth_error": ""}
     try:
-        image, _ = read_image_with_info(item.read_path, max_pixels=job.max_pixels,
-                                        options=ReadOptions.from_dict(job.reader))
+        image, _ = load_source(item.read_path, ReadOptions.from_dict(job.reader), max_pixels=job.max_pixels)
         pred = seg.segment(image)
         write_mask_png(Path(job.out) / MASKS / item.rel, pred, labels=seg.instances_)
     except Exception as exc:  # noqa: BLE001 - any per-image failure is that row's error; the batch goes on

@@ -15,6 +15,7 @@ The schema below is the single source of truth: validation, ``docs/studies.md`` 
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,12 +40,18 @@ class Field:
 PLUGIN_REF = {
     "plugin": Field("str", required=True, doc="Plugin name, as listed by `medfuse plugins`."),
     "params": Field("table", {}, doc="Constructor parameters of the plugin; unknown keys are refused."),
-    "network": Field("str", None, doc="Classifiers only: the name of a block whose trained network this "
-                     "classifier is, e.g. `classifier = { plugin = \"cnn_classifier\", network = \"cnn\" }`: "
-                     "its parameters are the block's (`params` here override them). Trained on the same "
-                     "images, rows and seed, one training serves the block and the classifier in a run."),
-    "channels": Field("list:int", None, doc="Masks only: the image channels the mask plugin sees, as a "
-                      "block's `channels` (e.g. `mask = { plugin = \"otsu_cell\", channels = [1] }`)."),
+}
+# Keys a plugin table takes only in one place (a pipeline's `classifier`, a mask): key -> (that
+# place, its field, why it is refused anywhere else).
+REF_EXTRAS: dict[str, tuple[str, Field, str]] = {
+    "network": ("classifier", Field("str", None, doc="The name of a block whose trained network this "
+                "classifier is, e.g. `classifier = { plugin = \"cnn_classifier\", network = \"cnn\" }`: its "
+                "parameters are the block's (`params` here override them). Trained on the same images, rows "
+                "and seed, one training serves the block and the classifier in a run."),
+                "only a classifier can name a block's network"),
+    "channels": ("mask", Field("list:int", None, doc="The image channels the mask plugin sees, as a block's "
+                 "`channels` (e.g. `mask = { plugin = \"otsu_cell\", channels = [1] }`)."),
+                 "only a mask or a block takes `channels`; give the block's channels in `blocks.NAME.channels`"),
 }
 
 SCHEMA: dict[str, dict[str, Field]] = {
@@ -58,6 +65,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "description": Field("str", "", doc="One line shown in reports."),
         "dataset": Field("table:dataset", required=True, doc="Where the samples come from."),
         "blocks": Field("tables:block", {}, doc="Named feature blocks, referenced by pipelines."),
+        "masks": Field("tables:plugin", {}, doc="Named mask plugin tables, referenced by pipelines as "
+                       "`mask = \"NAME\"`: `masks.unet = { plugin = \"unet\", params = { width = 8 } }` "
+                       "spells a mask's parameters once for every pipeline that uses it."),
         "pipelines": Field("tables:pipeline", required=True, doc="Named pipelines compared on the same folds."),
         "evaluation": Field("table:evaluation", {}, doc="Cross-validation and metrics."),
         "reader": Field("table:reader", {}, doc="How image files are decoded (bit depth, windowing, fallback "
@@ -116,7 +126,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "pipeline": {
         "transforms": Field("list:plugin", [], doc="Image transforms applied in order before masks and blocks."),
         "mask": Field("mask", None, doc="`\"dataset\"` for the dataset's mask files, a plugin table "
-                      "(`{ plugin = \"otsu_cell\" }`), or absent for no mask. A plugin table takes "
+                      "(`{ plugin = \"otsu_cell\" }`), the name of one of the study's `masks`, or absent "
+                      "for no mask. A plugin table takes "
                       "`channels` as a block does (`{ plugin = \"otsu_cell\", channels = [1] }`: the mask "
                       "plugin sees channel 1 only)."),
         "blocks": Field("list:str", [], doc="Names of blocks (from `blocks`) fed to the classifier."),
@@ -264,7 +275,7 @@ class Study:
 _TYPE_WORDS = {"str": "a string", "int": "an integer", "number": "a number", "bool": "true or false",
                "table": "a table", "list:str": "a list of strings", "list:plugin": "a list of plugin tables",
                "plugin": "a plugin table like { plugin = \"name\", params = { ... } }",
-               "mask": "\"dataset\" or a plugin table", "list:number": "a list of numbers",
+               "mask": "\"dataset\", a plugin table or the name of one of the study's masks", "list:number": "a list of numbers",
                "list:int": "a list of integers",
                "table:reader": "a table like { bits = 12, percentiles = [1, 99], pixel_size_um = 0.5 }",
                "table:test": "a table like { pattern = \"val_*\" } or { loader = \"folder\", params = { path = \"...\" } }"}
@@ -325,20 +336,25 @@ def _int_list(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
 
 
-def _plugin_ref(data: Any, source: str, key: str) -> PluginRef:
+def _plugin_ref(data: Any, source: str, key: str, place: str = "") -> PluginRef:
+    """A plugin table (or a bare plugin name) standing in ``place`` (``"classifier"``, ``"mask"``,
+    ``""`` elsewhere), which decides the :data:`REF_EXTRAS` keys it takes."""
     if isinstance(data, str):
         return PluginRef(data)
-    table = _check_table_plugin(data, source, key)
+    table = _check_table_plugin(data, source, key, place)
     return PluginRef(table["plugin"], dict(table["params"]), table["network"], table["channels"])
 
 
-def _check_table_plugin(data: Any, source: str, key: str) -> dict[str, Any]:
+def _check_table_plugin(data: Any, source: str, key: str, place: str = "") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise StudyError(source, key, f"expected {_TYPE_WORDS['plugin']}, got {data!r}")
+    accepted = [*PLUGIN_REF, *(k for k, (where, _, _) in REF_EXTRAS.items() if where == place)]
     for k in data:
-        if k not in PLUGIN_REF:
-            raise StudyError(source, f"{key}.{k}", f"unknown key{did_you_mean(k, PLUGIN_REF)}; "
-                             f"accepted: {', '.join(PLUGIN_REF)}")
+        if k in REF_EXTRAS and k not in accepted:
+            raise StudyError(source, f"{key}.{k}", REF_EXTRAS[k][2])
+        if k not in accepted:
+            raise StudyError(source, f"{key}.{k}", f"unknown key{did_you_mean(k, accepted)}; "
+                             f"accepted: {', '.join(accepted)}")
     if not isinstance(data.get("plugin"), str):
         raise StudyError(source, f"{key}.plugin", "missing plugin name (a string)")
     params = data.get("params", {})
@@ -349,9 +365,23 @@ def _check_table_plugin(data: Any, source: str, key: str) -> dict[str, Any]:
         raise StudyError(source, f"{key}.network", f"expected a block name (a string), got {network!r}")
     channels = data.get("channels")
     if channels is not None:
-        _expect(_int_list(channels), source, f"{key}.channels", PLUGIN_REF["channels"], channels)
+        _expect(_int_list(channels), source, f"{key}.channels", REF_EXTRAS["channels"][1], channels)
     return {"plugin": data["plugin"], "params": params, "network": network,
             "channels": _channels(channels, source, f"{key}.channels")}
+
+
+def _mask_ref(value: Any, masks: dict[str, PluginRef], source: str, key: str) -> PluginRef | str | None:
+    """A pipeline's ``mask``: absent, ``"dataset"``, a plugin table, or the name of one of the
+    study's ``masks`` (resolved to a copy of its plugin table, as if written in place)."""
+    if value is None or value == "dataset":
+        return value
+    if not isinstance(value, str):
+        return _plugin_ref(value, source, key, "mask")
+    if value not in masks:
+        raise StudyError(source, key, f"unknown mask {value!r}{did_you_mean(value, masks)}; defined masks: "
+                         f"{', '.join(masks) or 'none'} (define one as `masks.NAME = {{ plugin = ..., params = "
+                         f"... }}`; \"dataset\" uses the dataset's mask files)")
+    return copy.deepcopy(masks[value])
 
 
 def _network_ref(ref: PluginRef, blocks: dict[str, BlockSpec], source: str, key: str) -> PluginRef:
@@ -473,6 +503,15 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
                              f"expected a variance fraction in (0, 1) or a component count > 0, got {pca!r}")
         blocks[bname] = BlockSpec(bname, t["plugin"], dict(t["params"]), t["impute"], t["scale"], pca,
                                   _channels(t["channels"], source, f"{key}.blocks.{bname}.channels"))
+    masks = {}
+    for mname, m in top["masks"].items():
+        if mname == "dataset":
+            raise StudyError(source, f"{key}.masks.dataset", "\"dataset\" means the dataset's mask files in "
+                             "`mask = \"dataset\"`; give this mask another name")
+        where = f"{key}.masks.{mname}"
+        if not isinstance(m, dict):
+            raise StudyError(source, where, f"expected {_TYPE_WORDS['plugin']}, got {m!r}")
+        masks[mname] = _plugin_ref(m, source, where, "mask")
     pipelines = {}
     if not top["pipelines"]:
         raise StudyError(source, f"{key}.pipelines", "a study needs at least one pipeline")
@@ -484,17 +523,8 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
                 raise StudyError(source, f"{pk}.blocks[{i}]",
                                  f"unknown block {b!r}{did_you_mean(b, blocks)}; defined: {', '.join(blocks)}")
         transforms = [_plugin_ref(x, source, f"{pk}.transforms[{i}]") for i, x in enumerate(t["transforms"])]
-        mask = t["mask"]
-        if mask is not None and mask != "dataset":
-            mask = _plugin_ref(mask, source, f"{pk}.mask")
-        for where, ref in [*((f"transforms[{i}]", x) for i, x in enumerate(transforms)), ("mask", mask)]:
-            if isinstance(ref, PluginRef) and ref.network is not None:
-                raise StudyError(source, f"{pk}.{where}.network", "only a classifier can name a block's network")
-        classifier = _plugin_ref(t["classifier"], source, f"{pk}.classifier") if t["classifier"] else None
-        for where, ref in [*((f"transforms[{i}]", x) for i, x in enumerate(transforms)), ("classifier", classifier)]:
-            if ref is not None and ref.channels is not None:
-                raise StudyError(source, f"{pk}.{where}.channels", "only a mask or a block takes `channels`; "
-                                 "give the block's channels in `blocks.NAME.channels`")
+        mask = _mask_ref(t["mask"], masks, source, f"{pk}.mask")
+        classifier = _plugin_ref(t["classifier"], source, f"{pk}.classifier", "classifier") if t["classifier"] else None
         if classifier is not None:
             classifier = _network_ref(classifier, blocks, source, f"{pk}.classifier")
         if classifier is None and not t["members"]:

@@ -169,6 +169,24 @@ depths, channels and spacings found, and a warning when one study mixes bit dept
 """
 
 
+MASKS_STUDY = """
+## Named masks: one mask table for several pipelines
+
+A mask plugin table that several pipelines share is written once under `masks.NAME` and named in
+each pipeline by `mask = "NAME"` (as `blocks` are named in `blocks = [...]`); the pipeline then
+reads exactly as if the table stood in its place (same parameters, `channels`, cache keys and
+trained network). `"dataset"` stays the dataset's mask files and cannot be a mask's name; an unknown
+name is refused by `medfuse validate` with the key and the defined masks
+(`studies.NAME.pipelines.P.mask: unknown mask 'unte' (did you mean 'unet'?); defined masks: unet`).
+
+```toml
+masks.unet = { plugin = "unet", params = { width = 8, scale = 0.5, epochs = 12 } }
+pipelines.image = { mask = "unet", blocks = ["smear"], classifier = { plugin = "logreg" } }
+pipelines.fused = { mask = "unet", blocks = ["smear", "cnn"], classifier = { plugin = "xgboost" } }
+```
+"""
+
+
 def render() -> str:
     lines = [INTRO]
     for section, fields in SCHEMA.items():
@@ -177,7 +195,7 @@ def render() -> str:
             default = "required" if f.required else f"`{f.default!r}`"
             doc = f.doc + (f" One of: {', '.join(f'`{c}`' for c in f.choices)}." if f.choices else "")
             lines.append(f"| `{key}` | {f.type} | {default} | {doc.replace('|', '/')} |")
-    return "\n".join(lines) + "\n" + OBJECT_STUDY + IMAGES_STUDY
+    return "\n".join(lines) + "\n" + OBJECT_STUDY + IMAGES_STUDY + MASKS_STUDY
 
 
 if __name__ == "__main__":  # pragma: no cover

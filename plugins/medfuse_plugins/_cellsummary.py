@@ -109,26 +109,40 @@ class CellSummary(Extractor):
 
     Steps 1-3 are per image and stateless (cached); only step 4 is fitted. An image without
     measured cells gives ``count``/``measured`` and NaN statistics.
+
+    Parameters
+    ----------
+    finder
+        Instance segmenter plugin that finds the cells, or "mask" (the pipeline's mask, split by watershed).
+    finder_params
+        Parameters of the finder (for "mask": min_distance, min_area of the watershed).
+    features
+        Per-cell columns: "PLUGIN" (all its columns) or "PLUGIN.column"; default 12 red_cell columns.
+    feature_params
+        Parameters per feature plugin, e.g. { red_cell = { pallor_fraction = 0.8 } }.
+    stats
+        Statistics per column: mean, sd, cv, min, max, pNN (percentile).
+    relative
+        Features also summarised relative to the image's median cell ("PLUGIN.column").
+    shares
+        Rules "PLUGIN.column > value" or "PLUGIN.column/median < value": share of cells meeting each.
+    reference
+        Quantiles (0-1) of the training fold's cells; the share of cells beyond each is output.
+    sketch
+        Quantile points per feature kept for the reference shares.
+    margin
+        Each cell's crop: its box grown by this times its larger side on every side.
+    min_area
+        Cells smaller than this (px) are counted but not measured.
+    exclude_border
+        Leave cells touching the image border out of the measurement.
+    max_cells
+        Measure at most this many cells per image (evenly spread; 0 = all).
     """
 
     name: ClassVar[str] = "cell_summary"
     block: ClassVar[str] = "cells"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "finder": "Instance segmenter plugin that finds the cells, or \"mask\" (the pipeline's mask, split by watershed).",
-        "finder_params": "Parameters of the finder (for \"mask\": min_distance, min_area of the watershed).",
-        "features": "Per-cell columns: \"PLUGIN\" (all its columns) or \"PLUGIN.column\"; default 12 red_cell columns.",
-        "feature_params": "Parameters per feature plugin, e.g. { red_cell = { pallor_fraction = 0.8 } }.",
-        "stats": "Statistics per column: mean, sd, cv, min, max, pNN (percentile).",
-        "relative": "Features also summarised relative to the image's median cell (\"PLUGIN.column\").",
-        "shares": "Rules \"PLUGIN.column > value\" or \"PLUGIN.column/median < value\": share of cells meeting each.",
-        "reference": "Quantiles (0-1) of the training fold's cells; the share of cells beyond each is output.",
-        "sketch": "Quantile points per feature kept for the reference shares.",
-        "margin": "Each cell's crop: its box grown by this times its larger side on every side.",
-        "min_area": "Cells smaller than this (px) are counted but not measured.",
-        "exclude_border": "Leave cells touching the image border out of the measurement.",
-        "max_cells": "Measure at most this many cells per image (evenly spread; 0 = all).",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"finder_params": {"min_distance": 3, "min_area": 4},
                                                     "feature_params": {"red_cell": {"min_area": 4}},
                                                     "margin": 0.5}
@@ -138,19 +152,7 @@ class CellSummary(Extractor):
                  relative: list | None = None, shares: list | None = None, reference: list | None = None,
                  sketch: int = 21, margin: float = 0.25, min_area: int = 0, exclude_border: bool = True,
                  max_cells: int = 0):
-        self.finder = finder
-        self.finder_params = finder_params
-        self.features = features
-        self.feature_params = feature_params
-        self.stats = stats
-        self.relative = relative
-        self.shares = shares
-        self.reference = reference
-        self.sketch = sketch
-        self.margin = margin
-        self.min_area = min_area
-        self.exclude_border = exclude_border
-        self.max_cells = max_cells
+        self._store_params(locals())
 
     # ---- parameters -----------------------------------------------------------------------------
 

@@ -53,33 +53,35 @@ class Compartments(Extractor):
     nucleus too), ``nc_od_ratio`` (nucleus over cytoplasm OD mean), ``valid``. An empty mask
     gives NaN everywhere and ``valid = 0``; an empty compartment gives NaN for its columns
     (its ``granules`` 0).
+
+    Parameters
+    ----------
+    radii
+        Disk radii (px at 1/scale) of the granularity spectrum; None = [1, 2, 3] (PBC: ~0.1 um/px, so 0.2-0.6 um at
+        scale 2).
+    granule_radius
+        Top-hat disk radius (px at 1/scale): spots narrower than about twice this are granules.
+    scale
+        Granularity and granules are measured on OD block-averaged over scale x scale pixels (1 = full resolution; 2 is
+        ~10x cheaper on PBC-sized cells).
+    granule_threshold
+        Top-hat OD (sum over R, G, B) above which a pixel is in a granule.
+    levels
+        Grey levels of the GLCM (OD quantised over the compartment's 1-99th percentiles).
+    distances
+        GLCM pixel distances; None = [1, 2].
+    keep
+        Main cell of the mask: 'largest' component or the one nearest the image 'centre'.
     """
 
     name: ClassVar[str] = "compartments"
     block: ClassVar[str] = "compartments"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "radii": "Disk radii (px at 1/scale) of the granularity spectrum; None = [1, 2, 3] (PBC: ~0.1 um/px, "
-                 "so 0.2-0.6 um at scale 2).",
-        "granule_radius": "Top-hat disk radius (px at 1/scale): spots narrower than about twice this are granules.",
-        "scale": "Granularity and granules are measured on OD block-averaged over scale x scale pixels "
-                 "(1 = full resolution; 2 is ~10x cheaper on PBC-sized cells).",
-        "granule_threshold": "Top-hat OD (sum over R, G, B) above which a pixel is in a granule.",
-        "levels": "Grey levels of the GLCM (OD quantised over the compartment's 1-99th percentiles).",
-        "distances": "GLCM pixel distances; None = [1, 2].",
-        "keep": "Main cell of the mask: 'largest' component or the one nearest the image 'centre'.",
-    }
     conformance_params: ClassVar[dict] = {"radii": [1, 2], "distances": [1]}
 
     def __init__(self, radii: list | None = None, granule_radius: int = 2, granule_threshold: float = 0.3,
                  levels: int = 16, distances: list | None = None, keep: str = "largest", scale: int = 2):
-        self.radii = radii
-        self.granule_radius = granule_radius
-        self.granule_threshold = granule_threshold
-        self.levels = levels
-        self.distances = distances
-        self.keep = keep
-        self.scale = scale
+        self._store_params(locals())
 
     def _radii(self) -> tuple[int, ...]:
         return tuple(int(r) for r in ([1, 2, 3] if self.radii is None else self.radii))

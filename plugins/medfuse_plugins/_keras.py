@@ -190,6 +190,24 @@ class KerasStateMixin:
     retraining and inspection, never loaded by scoring) and one ONNX file per network the plugin
     runs at inference (:attr:`_onnx_outputs`); :meth:`load_artifacts` reads only the ONNX files,
     which then run under onnxruntime (no TensorFlow, no Keras).
+
+    The training parameters most Keras plugins share are documented here once (a plugin documents
+    its own where they mean something else).
+
+    Parameters
+    ----------
+    batch_size
+        training batch size
+    learning_rate
+        initial Adam learning rate (cosine decay to 5% of it)
+    patience
+        epochs without a lower validation loss before early stopping (watched from epochs // 2 on)
+    deterministic
+        TensorFlow op determinism during the fit (the previous setting is restored after)
+    verbose
+        Keras training verbosity (0 silent)
+    batch_size_predict
+        batch size at inference
     """
 
     _model_attrs: ClassVar[tuple[str, ...]] = ("model_",)

@@ -98,27 +98,29 @@ class RedCell(Extractor):
       NaN; ``cells`` is that count (this cell included when it is complete).
 
     An empty mask gives NaN everywhere and ``valid = 0``.
+
+    Parameters
+    ----------
+    harmonics
+        Outline Fourier orders reported (1..n).
+    profile_bins
+        Depth bins of the radial OD profile (edge to centre).
+    pallor_fraction
+        A centre pixel is pale when its OD is below this fraction of the rim's mean OD.
+    min_area
+        Objects smaller than this (px) are not cells (relative size, main-cell choice).
+    min_cells
+        Complete cells needed in the image for relative_area / relative_diameter.
     """
 
     name: ClassVar[str] = "red_cell"
     block: ClassVar[str] = "rbc"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "harmonics": "Outline Fourier orders reported (1..n).",
-        "profile_bins": "Depth bins of the radial OD profile (edge to centre).",
-        "pallor_fraction": "A centre pixel is pale when its OD is below this fraction of the rim's mean OD.",
-        "min_area": "Objects smaller than this (px) are not cells (relative size, main-cell choice).",
-        "min_cells": "Complete cells needed in the image for relative_area / relative_diameter.",
-    }
     conformance_params: ClassVar[dict] = {"min_area": 4}
 
     def __init__(self, harmonics: int = 8, profile_bins: int = 8, pallor_fraction: float = 0.75,
                  min_area: int = 30, min_cells: int = 3):
-        self.harmonics = harmonics
-        self.profile_bins = profile_bins
-        self.pallor_fraction = pallor_fraction
-        self.min_area = min_area
-        self.min_cells = min_cells
+        self._store_params(locals())
 
     def validate_params(self) -> None:
         """Positive counts, a pallor fraction in (0, 1]."""

@@ -263,31 +263,48 @@ class AnnotationLoader(Loader):
 
     One sample per object, read lazily as ``IMAGE#box=x0,y0,x1,y1`` (no crop files), grouped
     by source image. Bad annotation lines are data-report rows; see the module docstring.
+
+    Parameters
+    ----------
+    images
+        Folder of the source images (searched recursively), relative to the data root.
+    annotations
+        Annotation file or folder, relative to the data root.
+    glob
+        Pattern of annotation files inside the folder (`**/` for sub-folders); default per format: voc `*.xml`, points
+        `*` (tables .csv/.tsv/.xlsx by header, other files as `x y class` text), instances `*` (label images).
+    format
+        `voc` (Pascal VOC XML boxes), `points` (point lists) or `instances` (label images).
+    image_column
+        Points table / instance class table: column naming the image (path, file name or stem).
+    x_column
+        Points table: column of the x coordinate (pixels, from the left).
+    y_column
+        Points table: column of the y coordinate (pixels, from the top).
+    class_column
+        Points table / instance class table: column of the class.
+    id_column
+        Instance class table: column of the instance id (the label value).
+    table
+        Instances: CSV/TSV/Excel table giving each instance's class (default: all `default_class`).
+    size
+        Points (and boxes with centre_boxes): side in pixels of the square crop centred on each point.
+    centre_boxes
+        Boxes and instances: cut a `size` square centred on each box instead of the box (margin ignored).
+    margin
+        Boxes and instances: pixels added on each side of every box (past the border: edge repeat).
+    class_map
+        Rename classes, e.g. { wbc = "WBC" }; when given, a class not in it is a bad annotation.
+    classes
+        Keep only these classes (after class_map); others are left out and counted in a note.
+    min_size
+        Boxes and instances: objects whose box is narrower than this (pixels) are bad annotations.
+    default_class
+        Class of points without a class and of instances without a class table.
     """
 
     name: ClassVar[str] = "annotations"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "images": "Folder of the source images (searched recursively), relative to the data root.",
-        "annotations": "Annotation file or folder, relative to the data root.",
-        "glob": "Pattern of annotation files inside the folder (`**/` for sub-folders); default per format: "
-                "voc `*.xml`, points `*` (tables .csv/.tsv/.xlsx by header, other files as `x y class` text), "
-                "instances `*` (label images).",
-        "format": "`voc` (Pascal VOC XML boxes), `points` (point lists) or `instances` (label images).",
-        "image_column": "Points table / instance class table: column naming the image (path, file name or stem).",
-        "x_column": "Points table: column of the x coordinate (pixels, from the left).",
-        "y_column": "Points table: column of the y coordinate (pixels, from the top).",
-        "class_column": "Points table / instance class table: column of the class.",
-        "id_column": "Instance class table: column of the instance id (the label value).",
-        "table": "Instances: CSV/TSV/Excel table giving each instance's class (default: all `default_class`).",
-        "size": "Points (and boxes with centre_boxes): side in pixels of the square crop centred on each point.",
-        "centre_boxes": "Boxes and instances: cut a `size` square centred on each box instead of the box (margin ignored).",
-        "margin": "Boxes and instances: pixels added on each side of every box (past the border: edge repeat).",
-        "class_map": "Rename classes, e.g. { wbc = \"WBC\" }; when given, a class not in it is a bad annotation.",
-        "classes": "Keep only these classes (after class_map); others are left out and counted in a note.",
-        "min_size": "Boxes and instances: objects whose box is narrower than this (pixels) are bad annotations.",
-        "default_class": "Class of points without a class and of instances without a class table.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"format": "instances", "images": "images",
                                                     "annotations": "masks", "glob": "**/*.png"}
 
@@ -296,23 +313,7 @@ class AnnotationLoader(Loader):
                  class_column: str = "class", id_column: str = "id", table: str | None = None, size: int = 64,
                  margin: int = 0, class_map: dict[str, str] | None = None, classes: list[str] | None = None,
                  min_size: int = 0, default_class: str = "object", centre_boxes: bool = False):
-        self.images = images
-        self.annotations = annotations
-        self.glob = glob
-        self.format = format
-        self.image_column = image_column
-        self.x_column = x_column
-        self.y_column = y_column
-        self.class_column = class_column
-        self.id_column = id_column
-        self.table = table
-        self.size = size
-        self.margin = margin
-        self.class_map = class_map
-        self.classes = classes
-        self.min_size = min_size
-        self.default_class = default_class
-        self.centre_boxes = centre_boxes
+        self._store_params(locals())
 
     def validate_params(self) -> None:
         if self.format not in FORMATS:

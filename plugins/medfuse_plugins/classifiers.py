@@ -85,24 +85,27 @@ class _SklearnClassifier(Classifier):
 
 
 class LogReg(_SklearnClassifier):
-    """Multinomial logistic regression (scikit-learn, L2)."""
+    """Multinomial logistic regression (scikit-learn, L2).
+
+    Parameters
+    ----------
+    C
+        Inverse regularisation strength.
+    max_iter
+        Solver iterations.
+    class_weight
+        "balanced" to weight classes inversely to their frequency, or none.
+    random_state
+        Seed (unused by the lbfgs solver, kept for uniformity).
+    """
 
     name: ClassVar[str] = "logreg"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "C": "Inverse regularisation strength.",
-        "max_iter": "Solver iterations.",
-        "class_weight": "\"balanced\" to weight classes inversely to their frequency, or none.",
-        "random_state": "Seed (unused by the lbfgs solver, kept for uniformity).",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"max_iter": 200}
 
     def __init__(self, C: float = 1.0, max_iter: int = 2000, class_weight: str | None = None,
                  random_state: int = 0):
-        self.C = C
-        self.max_iter = max_iter
-        self.class_weight = class_weight
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _estimator(self):
         from sklearn.linear_model import LogisticRegression
@@ -112,26 +115,29 @@ class LogReg(_SklearnClassifier):
 
 
 class SVM(_SklearnClassifier):
-    """Support vector machine (scikit-learn SVC; probabilities by Platt scaling on inner folds)."""
+    """Support vector machine (scikit-learn SVC; probabilities by Platt scaling on inner folds).
+
+    Parameters
+    ----------
+    C
+        Regularisation parameter.
+    kernel
+        Kernel: rbf, linear, poly or sigmoid.
+    gamma
+        Kernel coefficient: "scale", "auto" or a float.
+    class_weight
+        "balanced" or none.
+    random_state
+        Seed of the probability calibration.
+    """
 
     name: ClassVar[str] = "svm"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "C": "Regularisation parameter.",
-        "kernel": "Kernel: rbf, linear, poly or sigmoid.",
-        "gamma": "Kernel coefficient: \"scale\", \"auto\" or a float.",
-        "class_weight": "\"balanced\" or none.",
-        "random_state": "Seed of the probability calibration.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, C: float = 1.0, kernel: str = "rbf", gamma: str | float = "scale",
                  class_weight: str | None = None, random_state: int = 0):
-        self.C = C
-        self.kernel = kernel
-        self.gamma = gamma
-        self.class_weight = class_weight
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _estimator(self):
         from sklearn.svm import SVC
@@ -152,28 +158,31 @@ class SVM(_SklearnClassifier):
 
 
 class RandomForest(_SklearnClassifier):
-    """Random forest (scikit-learn); ``feature_importances_`` is the impurity decrease."""
+    """Random forest (scikit-learn); ``feature_importances_`` is the impurity decrease.
+
+    Parameters
+    ----------
+    n_estimators
+        Number of trees.
+    max_depth
+        Maximum tree depth (none: unlimited).
+    min_samples_leaf
+        Minimum samples per leaf.
+    class_weight
+        "balanced", "balanced_subsample" or none.
+    n_jobs
+        Parallel threads.
+    random_state
+        Seed of bootstrap and feature sampling.
+    """
 
     name: ClassVar[str] = "random_forest"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "n_estimators": "Number of trees.",
-        "max_depth": "Maximum tree depth (none: unlimited).",
-        "min_samples_leaf": "Minimum samples per leaf.",
-        "class_weight": "\"balanced\", \"balanced_subsample\" or none.",
-        "n_jobs": "Parallel threads.",
-        "random_state": "Seed of bootstrap and feature sampling.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"n_estimators": 20}
 
     def __init__(self, n_estimators: int = 300, max_depth: int | None = None, min_samples_leaf: int = 1,
                  class_weight: str | None = None, n_jobs: int = 1, random_state: int = 0):
-        self.n_estimators = n_estimators
-        self.max_depth = max_depth
-        self.min_samples_leaf = min_samples_leaf
-        self.class_weight = class_weight
-        self.n_jobs = n_jobs
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _estimator(self):
         from sklearn.ensemble import RandomForestClassifier
@@ -188,30 +197,33 @@ class RandomForest(_SklearnClassifier):
 
 
 class MLP(_SklearnClassifier):
-    """Multi-layer perceptron (scikit-learn, Adam, optional early stopping)."""
+    """Multi-layer perceptron (scikit-learn, Adam, optional early stopping).
+
+    Parameters
+    ----------
+    hidden_layer_sizes
+        Units per hidden layer, e.g. [128, 64].
+    alpha
+        L2 penalty.
+    learning_rate_init
+        Adam learning rate.
+    max_iter
+        Maximum epochs.
+    early_stopping
+        Stop when a 10% inner validation split stops improving (for large training sets).
+    random_state
+        Seed of weights, shuffling and the validation split.
+    """
 
     name: ClassVar[str] = "mlp"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "hidden_layer_sizes": "Units per hidden layer, e.g. [128, 64].",
-        "alpha": "L2 penalty.",
-        "learning_rate_init": "Adam learning rate.",
-        "max_iter": "Maximum epochs.",
-        "early_stopping": "Stop when a 10% inner validation split stops improving (for large training sets).",
-        "random_state": "Seed of weights, shuffling and the validation split.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"hidden_layer_sizes": [16], "max_iter": 200,
                                                     "learning_rate_init": 0.01}
 
     def __init__(self, hidden_layer_sizes: list[int] | tuple[int, ...] = (128, 64), alpha: float = 1e-3,
                  learning_rate_init: float = 1e-3, max_iter: int = 300, early_stopping: bool = False,
                  random_state: int = 0):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.alpha = alpha
-        self.learning_rate_init = learning_rate_init
-        self.max_iter = max_iter
-        self.early_stopping = early_stopping
-        self.random_state = random_state
+        self._store_params(locals())
 
     def fit(self, X, y):
         import warnings
@@ -239,26 +251,38 @@ class XGBoost(Classifier):
     With ``early_stopping_rounds > 0`` a stratified ``validation_fraction`` of the training rows
     picks the number of trees, then the model is refitted on all training rows with that many.
     ``feature_importances_`` is the normalised total gain per feature.
+
+    Parameters
+    ----------
+    n_estimators
+        Maximum number of boosting rounds.
+    max_depth
+        Maximum tree depth.
+    learning_rate
+        Shrinkage per round.
+    subsample
+        Row subsampling per tree.
+    colsample_bytree
+        Column subsampling per tree.
+    min_child_weight
+        Minimum hessian sum per leaf.
+    reg_lambda
+        L2 regularisation of leaf weights.
+    early_stopping_rounds
+        Stop after this many rounds without improvement on the inner split (0: no early stopping, use n_estimators).
+    validation_fraction
+        Share of the training rows in the inner validation split.
+    class_weight
+        "balanced": sample weights inversely proportional to class frequency; none.
+    n_jobs
+        Threads.
+    random_state
+        Seed of subsampling and of the inner split.
     """
 
     name: ClassVar[str] = "xgboost"
     version: ClassVar[str] = "1.0.0"
     extras: ClassVar[tuple[str, ...]] = ("xgboost",)
-    param_docs: ClassVar[dict[str, str]] = {
-        "n_estimators": "Maximum number of boosting rounds.",
-        "max_depth": "Maximum tree depth.",
-        "learning_rate": "Shrinkage per round.",
-        "subsample": "Row subsampling per tree.",
-        "colsample_bytree": "Column subsampling per tree.",
-        "min_child_weight": "Minimum hessian sum per leaf.",
-        "reg_lambda": "L2 regularisation of leaf weights.",
-        "early_stopping_rounds": "Stop after this many rounds without improvement on the inner split "
-                                 "(0: no early stopping, use n_estimators).",
-        "validation_fraction": "Share of the training rows in the inner validation split.",
-        "class_weight": "\"balanced\": sample weights inversely proportional to class frequency; none.",
-        "n_jobs": "Threads.",
-        "random_state": "Seed of subsampling and of the inner split.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"n_estimators": 20, "max_depth": 3,
                                                     "early_stopping_rounds": 5}
 
@@ -266,18 +290,7 @@ class XGBoost(Classifier):
                  subsample: float = 0.9, colsample_bytree: float = 0.8, min_child_weight: float = 1.0,
                  reg_lambda: float = 1.0, early_stopping_rounds: int = 30, validation_fraction: float = 0.15,
                  class_weight: str | None = "balanced", n_jobs: int = 1, random_state: int = 0):
-        self.n_estimators = n_estimators
-        self.max_depth = max_depth
-        self.learning_rate = learning_rate
-        self.subsample = subsample
-        self.colsample_bytree = colsample_bytree
-        self.min_child_weight = min_child_weight
-        self.reg_lambda = reg_lambda
-        self.early_stopping_rounds = early_stopping_rounds
-        self.validation_fraction = validation_fraction
-        self.class_weight = class_weight
-        self.n_jobs = n_jobs
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _model(self, n_estimators: int, early: int | None, n_classes: int):
         import xgboost as xgb
@@ -398,23 +411,26 @@ def _member_classifiers(owner: str, estimators: list[Any] | None, seed: int) -> 
 
 
 class SoftVote(Classifier):
-    """Soft-voting ensemble: weighted mean of the members' probabilities."""
+    """Soft-voting ensemble: weighted mean of the members' probabilities.
+
+    Parameters
+    ----------
+    estimators
+        Member classifiers as plugin tables, e.g. [{ plugin = "svm" }, { plugin = "xgboost", params = { max_depth = 4 }
+        }]; default logreg, random_forest, xgboost.
+    weights
+        Weight per member (default equal).
+    random_state
+        Seed given to members that take one (unless set in their params).
+    """
 
     name: ClassVar[str] = "soft_vote"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "estimators": "Member classifiers as plugin tables, e.g. [{ plugin = \"svm\" }, "
-                      "{ plugin = \"xgboost\", params = { max_depth = 4 } }]; default logreg, random_forest, xgboost.",
-        "weights": "Weight per member (default equal).",
-        "random_state": "Seed given to members that take one (unless set in their params).",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {
         "estimators": [{"plugin": "logreg"}, {"plugin": "random_forest", "params": {"n_estimators": 10}}]}
 
     def __init__(self, estimators: list | None = None, weights: list | None = None, random_state: int = 0):
-        self.estimators = estimators
-        self.weights = weights
-        self.random_state = random_state
+        self._store_params(locals())
 
     def validate_params(self) -> None:
         """Every member is a known feature classifier with valid parameters; one weight per member."""
@@ -446,24 +462,25 @@ class SoftVote(Classifier):
 
 
 class Stacking(SoftVote):
-    """Stacking ensemble: a logistic regression over the members' out-of-fold probabilities."""
+    """Stacking ensemble: a logistic regression over the members' out-of-fold probabilities.
+
+    Parameters
+    ----------
+    cv
+        Inner stratified folds giving the out-of-fold probabilities.
+    final_C
+        Inverse regularisation of the final logistic regression.
+    random_state
+        Seed of the inner folds and of members that take one.
+    """
 
     name: ClassVar[str] = "stacking"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "estimators": SoftVote.param_docs["estimators"],
-        "cv": "Inner stratified folds giving the out-of-fold probabilities.",
-        "final_C": "Inverse regularisation of the final logistic regression.",
-        "random_state": "Seed of the inner folds and of members that take one.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {
         "estimators": [{"plugin": "logreg"}, {"plugin": "random_forest", "params": {"n_estimators": 10}}], "cv": 3}
 
     def __init__(self, estimators: list | None = None, cv: int = 5, final_C: float = 1.0, random_state: int = 0):
-        self.estimators = estimators
-        self.cv = cv
-        self.final_C = final_C
-        self.random_state = random_state
+        self._store_params(locals())
 
     def fit(self, X, y):
         from medfuse.fusion import aligned_proba, fit_stacked
@@ -501,40 +518,42 @@ class BranchMLP(KerasStateMixin, Classifier):
     ``(n_samples, f_i)``; each block gets its own ``Dense -> Dropout`` branch, the branch outputs
     are concatenated and fed to a dense head with a softmax. Early stopping on an inner stratified
     validation split; balanced class weights optional.
+
+    Parameters
+    ----------
+    branch_units
+        Units of each block's dense branch.
+    head_units
+        Units of the dense layer after concatenation (0: none).
+    dropout
+        Dropout after each branch and the head layer.
+    epochs
+        Maximum training epochs.
+    batch_size
+        Mini-batch size.
+    learning_rate
+        Adam learning rate.
+    patience
+        Early-stopping patience in epochs (0: no early stopping).
+    validation_fraction
+        Share of training rows used for early stopping.
+    class_weight
+        "balanced" or none.
+    random_state
+        Seed of weights, shuffling and the validation split.
     """
 
     name: ClassVar[str] = "branch_mlp"
     version: ClassVar[str] = "1.0.0"
     input: ClassVar[str] = "blocks"
     extras: ClassVar[tuple[str, ...]] = ("keras",)
-    param_docs: ClassVar[dict[str, str]] = {
-        "branch_units": "Units of each block's dense branch.",
-        "head_units": "Units of the dense layer after concatenation (0: none).",
-        "dropout": "Dropout after each branch and the head layer.",
-        "epochs": "Maximum training epochs.",
-        "batch_size": "Mini-batch size.",
-        "learning_rate": "Adam learning rate.",
-        "patience": "Early-stopping patience in epochs (0: no early stopping).",
-        "validation_fraction": "Share of training rows used for early stopping.",
-        "class_weight": "\"balanced\" or none.",
-        "random_state": "Seed of weights, shuffling and the validation split.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"branch_units": 8, "head_units": 8, "epochs": 5,
                                                     "patience": 0}
 
     def __init__(self, branch_units: int = 64, head_units: int = 32, dropout: float = 0.2, epochs: int = 100,
                  batch_size: int = 32, learning_rate: float = 1e-3, patience: int = 10,
                  validation_fraction: float = 0.15, class_weight: str | None = "balanced", random_state: int = 0):
-        self.branch_units = branch_units
-        self.head_units = head_units
-        self.dropout = dropout
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.class_weight = class_weight
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _blocks(self, blocks: Any, fitting: bool = False) -> list[np.ndarray]:
         if isinstance(blocks, np.ndarray):

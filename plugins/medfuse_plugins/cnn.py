@@ -158,55 +158,80 @@ def seed_ensemble(members: list[Any], size: int) -> Any:
     return k.Model(inputs, out, name="seed_ensemble")
 
 
-_CNN_DOCS = {
-    "size": "side in pixels of the square network input (images are resized with anti-aliasing)",
-    "width": "filters of the first conv block; doubled in each following block",
-    "depth": "number of conv blocks (2 convs + max-pool each)",
-    "embedding_dim": "size of the penultimate dense layer (the embedding)",
-    "dropout": "dropout rate before the softmax head",
-    "epochs": "maximum training epochs (early stopping may end sooner)",
-    "batch_size": "training batch size",
-    "learning_rate": "initial Adam learning rate (cosine decay to 5% of it)",
-    "patience": "epochs without a lower validation loss before early stopping (watched from epochs // 2 on)",
-    "validation_fraction": "share of each class held out as the inner validation split (0: no early stopping)",
-    "augment": "random flips, 90-degree rotations, zoom and brightness during training",
-    "zoom": "maximum relative zoom in/out of the augmentation",
-    "brightness": "maximum relative brightness change of the augmentation",
-    "masked": "zero the background (mask == 0) before resizing, when a mask is given",
-    "class_weight": "'balanced' weights classes by inverse frequency; None: unweighted",
-    "deterministic": "TensorFlow op determinism during the fit (the previous setting is restored after) so that a seed reproduces the model",
-    "random_state": "seed of weights, augmentation, shuffling and the inner split",
-    "verbose": "Keras training verbosity (0 silent)",
-    "batch_size_predict": "batch size at inference",
-    "tta": "test-time augmentation: average the outputs over the 8 flips/90-degree rotations (8x inference cost)",
-    "arch": "'plain' (conv-BN-ReLU blocks + max-pool) or 'resnet' (residual stages with batch normalisation)",
-    "warmup_epochs": "epochs of linear learning-rate warm-up from 0 before the cosine decay (0: none)",
-    "label_smoothing": "label smoothing of the cross-entropy targets (0: none; e.g. 0.1)",
-    "mixup": "Beta(a, a) parameter of mixup, blending pairs of training images and their targets (0: off)",
-    "cutmix": "Beta(a, a) parameter of cutmix, pasting a box of another training image (0: off; with "
-              "mixup > 0 too, each batch gets one of the two)",
-    "ema": "momentum per step of an exponential moving average of the weights, kept as the final "
-           "weights (0: off; e.g. 0.99); early stopping then does not restore the best epoch",
-    "contrast": "contrast augmentation: each image's contrast scaled by U(1 - c, 1 + c) about its mean (0: off)",
-    "gamma": "gamma augmentation: intensities raised to exp(U(-g, g)) on the 0..1 scale (0: off); with "
-             "contrast and brightness it covers X-ray scanner shift",
-    "n_seeds": "train this many networks (seeds random_state, random_state + 1, ...) and average their "
-               "softmax; the embedding concatenates theirs (n_seeds x embedding_dim features)",
-}
-
 _CNN_FAST = {"size": 32, "width": 8, "depth": 2, "embedding_dim": 16, "epochs": 2, "batch_size": 8,
              "validation_fraction": 0.25, "random_state": 0}
 
 
 class _SquareInput:
-    """Images prepared as ``size`` x ``size`` squares (background zeroed first when ``masked``)."""
+    """Images prepared as ``size`` x ``size`` squares (background zeroed first when ``masked``).
+
+    Parameters
+    ----------
+    masked
+        zero the background (mask == 0) before resizing, when a mask is given
+    """
 
     def _prepare(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         return resize_square(image, mask, int(self.size), bool(self.masked))
 
 
 class _CompactCNNBase(_SquareInput, KerasStateMixin):
-    """Parameters and training shared by ``cnn_embedding`` and ``cnn_classifier``."""
+    """Parameters and training shared by ``cnn_embedding`` and ``cnn_classifier``.
+
+    Parameters
+    ----------
+    size
+        side in pixels of the square network input (images are resized with anti-aliasing)
+    width
+        filters of the first conv block; doubled in each following block
+    depth
+        number of conv blocks (2 convs + max-pool each)
+    embedding_dim
+        size of the penultimate dense layer (the embedding)
+    dropout
+        dropout rate before the softmax head
+    epochs
+        maximum training epochs (early stopping may end sooner)
+    validation_fraction
+        share of each class held out as the inner validation split (0: no early stopping)
+    augment
+        random flips, 90-degree rotations, zoom and brightness during training
+    zoom
+        maximum relative zoom in/out of the augmentation
+    brightness
+        maximum relative brightness change of the augmentation
+    class_weight
+        'balanced' weights classes by inverse frequency; None: unweighted
+    deterministic
+        TensorFlow op determinism during the fit (the previous setting is restored after) so that a seed reproduces the
+        model
+    random_state
+        seed of weights, augmentation, shuffling and the inner split
+    tta
+        test-time augmentation: average the outputs over the 8 flips/90-degree rotations (8x inference cost)
+    arch
+        'plain' (conv-BN-ReLU blocks + max-pool) or 'resnet' (residual stages with batch normalisation)
+    warmup_epochs
+        epochs of linear learning-rate warm-up from 0 before the cosine decay (0: none)
+    label_smoothing
+        label smoothing of the cross-entropy targets (0: none; e.g. 0.1)
+    mixup
+        Beta(a, a) parameter of mixup, blending pairs of training images and their targets (0: off)
+    cutmix
+        Beta(a, a) parameter of cutmix, pasting a box of another training image (0: off; with mixup > 0 too, each batch
+        gets one of the two)
+    ema
+        momentum per step of an exponential moving average of the weights, kept as the final weights (0: off; e.g.
+        0.99); early stopping then does not restore the best epoch
+    contrast
+        contrast augmentation: each image's contrast scaled by U(1 - c, 1 + c) about its mean (0: off)
+    gamma
+        gamma augmentation: intensities raised to exp(U(-g, g)) on the 0..1 scale (0: off); with contrast and brightness
+        it covers X-ray scanner shift
+    n_seeds
+        train this many networks (seeds random_state, random_state + 1, ...) and average their softmax; the embedding
+        concatenates theirs (n_seeds x embedding_dim features)
+    """
 
     # cnn_embedding and cnn_classifier train this same network; ``masked`` acts in prepare(), so it
     # is already in the training images
@@ -214,7 +239,6 @@ class _CompactCNNBase(_SquareInput, KerasStateMixin):
     _not_training: ClassVar[frozenset[str]] = frozenset({"verbose", "batch_size_predict", "masked", "tta"})
     version: ClassVar[str] = "1.2.0"
     extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
-    param_docs: ClassVar[dict[str, str]] = _CNN_DOCS
     conformance_params: ClassVar[dict[str, Any]] = _CNN_FAST
 
     def __init__(self, size: int = 64, width: int = 16, depth: int = 4, embedding_dim: int = 128,
@@ -225,35 +249,7 @@ class _CompactCNNBase(_SquareInput, KerasStateMixin):
                  batch_size_predict: int = 256, tta: bool = False, arch: str = "plain",
                  warmup_epochs: float = 0.0, label_smoothing: float = 0.0, mixup: float = 0.0, cutmix: float = 0.0,
                  ema: float = 0.0, contrast: float = 0.0, gamma: float = 0.0, n_seeds: int = 1):
-        self.size = size
-        self.width = width
-        self.depth = depth
-        self.embedding_dim = embedding_dim
-        self.dropout = dropout
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.augment = augment
-        self.zoom = zoom
-        self.brightness = brightness
-        self.masked = masked
-        self.class_weight = class_weight
-        self.deterministic = deterministic
-        self.random_state = random_state
-        self.verbose = verbose
-        self.batch_size_predict = batch_size_predict
-        self.tta = tta
-        self.arch = arch
-        self.warmup_epochs = warmup_epochs
-        self.label_smoothing = label_smoothing
-        self.mixup = mixup
-        self.cutmix = cutmix
-        self.ema = ema
-        self.contrast = contrast
-        self.gamma = gamma
-        self.n_seeds = n_seeds
+        self._store_params(locals())
 
     def _predict(self, model: Any, P: np.ndarray) -> np.ndarray:
         """``model`` on ``P`` in batches; with ``tta``, the mean over the 8 flips/transposes."""
@@ -461,6 +457,32 @@ class Backbone(_SquareInput, KerasStateMixin, Extractor):
 
     ``weights``: ``None`` (random init, for tests), ``"imagenet"`` (downloaded or taken from the
     Keras cache; offline this fails with a message saying how to supply a file) or a local path.
+
+    Parameters
+    ----------
+    architecture
+        keras.applications network: MobileNetV3Small, MobileNetV3Large, MobileNetV2, EfficientNetB0, EfficientNetB1,
+        EfficientNetB2, EfficientNetB3, EfficientNetV2B0, InceptionV3, Xception, DenseNet121
+    weights
+        None (random), 'imagenet' (needs the hub or the Keras cache) or a local weights file path
+    size
+        side in pixels of the square network input
+    fine_tune
+        False: frozen pooled features; True: train the whole network with a softmax head
+    epochs
+        fine-tuning epochs (ignored when frozen)
+    learning_rate
+        Adam learning rate for fine-tuning
+    patience
+        early-stopping patience (epochs) on the inner validation split
+    validation_fraction
+        share of each class held out for early stopping
+    augment
+        flips, 90-degree rotations, zoom and brightness during fine-tuning
+    class_weight
+        'balanced' or None
+    random_state
+        seed of initialisation, augmentation and the inner split
     """
 
     name: ClassVar[str] = "backbone"
@@ -469,24 +491,6 @@ class Backbone(_SquareInput, KerasStateMixin, Extractor):
     trainable: ClassVar[bool] = True
     version: ClassVar[str] = "1.0.0"
     extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
-    param_docs: ClassVar[dict[str, str]] = {
-        "architecture": f"keras.applications network: {', '.join(BACKBONES)}",
-        "weights": "None (random), 'imagenet' (needs the hub or the Keras cache) or a local weights file path",
-        "size": "side in pixels of the square network input",
-        "fine_tune": "False: frozen pooled features; True: train the whole network with a softmax head",
-        "epochs": "fine-tuning epochs (ignored when frozen)",
-        "batch_size": "training batch size",
-        "learning_rate": "Adam learning rate for fine-tuning",
-        "patience": "early-stopping patience (epochs) on the inner validation split",
-        "validation_fraction": "share of each class held out for early stopping",
-        "augment": "flips, 90-degree rotations, zoom and brightness during fine-tuning",
-        "masked": "zero the background (mask == 0) before resizing, when a mask is given",
-        "class_weight": "'balanced' or None",
-        "deterministic": "TensorFlow op determinism during the fit (the previous setting is restored after)",
-        "random_state": "seed of initialisation, augmentation and the inner split",
-        "verbose": "Keras training verbosity (0 silent)",
-        "batch_size_predict": "batch size at inference",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"architecture": "MobileNetV3Small", "weights": None,
                                                     "size": 32, "fine_tune": False}
 
@@ -495,22 +499,7 @@ class Backbone(_SquareInput, KerasStateMixin, Extractor):
                  patience: int = 3, validation_fraction: float = 0.15, augment: bool = True,
                  masked: bool = False, class_weight: str | None = "balanced", deterministic: bool = True,
                  random_state: int = 0, verbose: int = 0, batch_size_predict: int = 128):
-        self.architecture = architecture
-        self.weights = weights
-        self.size = size
-        self.fine_tune = fine_tune
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.augment = augment
-        self.masked = masked
-        self.class_weight = class_weight
-        self.deterministic = deterministic
-        self.random_state = random_state
-        self.verbose = verbose
-        self.batch_size_predict = batch_size_predict
+        self._store_params(locals())
 
     def fit(self, P: Any, y: Any = None) -> Backbone:
         """Build the network (frozen) or fine-tune it on ``P`` (n, size, size, 3) and labels ``y``."""

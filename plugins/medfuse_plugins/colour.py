@@ -101,32 +101,34 @@ class Colour(Extractor):
     Per space, channel and region: mean, std and percentiles (``stats``); per channel of the
     ``hist_regions``: a ``bins``-bin normalised histogram. Regions: cell, nucleus, cytoplasm
     and outside (background around the cell, within ``pad`` px of its bounding box).
+
+    Parameters
+    ----------
+    spaces
+        Colour spaces among 'rgb', 'hsv', 'lab'.
+    regions
+        Regions among 'cell', 'nucleus', 'cytoplasm', 'outside'.
+    stats
+        Statistics among 'mean', 'std', 'p10', 'p25', 'p50', 'p75', 'p90'.
+    bins
+        Histogram bins per channel (divides 256: 4, 8, 16, 32...); 0 = no histograms.
+    hist_regions
+        Regions that also get histograms.
+    pad
+        Width (px) of the surroundings kept around the cell's bounding box ('outside').
     """
 
     name: ClassVar[str] = "colour"
     block: ClassVar[str] = "colour"
     input_dtype: ClassVar[str] = "uint8"  # grey levels / histograms of the 8-bit view (reader's rule)
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "spaces": "Colour spaces among 'rgb', 'hsv', 'lab'.",
-        "regions": "Regions among 'cell', 'nucleus', 'cytoplasm', 'outside'.",
-        "stats": "Statistics among 'mean', 'std', 'p10', 'p25', 'p50', 'p75', 'p90'.",
-        "bins": "Histogram bins per channel (divides 256: 4, 8, 16, 32...); 0 = no histograms.",
-        "hist_regions": "Regions that also get histograms.",
-        "pad": "Width (px) of the surroundings kept around the cell's bounding box ('outside').",
-    }
     conformance_params: ClassVar[dict] = {"pad": 4}
 
     def __init__(self, spaces: tuple = ("rgb", "hsv", "lab"),
                  regions: tuple = ("cell", "nucleus", "cytoplasm", "outside"),
                  stats: tuple = ("mean", "std", "p10", "p50", "p90"), bins: int = 8,
                  hist_regions: tuple = ("cell",), pad: int = 8):
-        self.spaces = spaces
-        self.regions = regions
-        self.stats = stats
-        self.bins = bins
-        self.hist_regions = hist_regions
-        self.pad = pad
+        self._store_params(locals())
 
     def validate_params(self) -> None:
         """Known spaces, regions and statistics; ``bins`` divides 256."""

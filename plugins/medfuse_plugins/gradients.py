@@ -42,30 +42,32 @@ class Hog(Extractor):
 
     Features ``hog.<i>`` (``blocks_per_side**2 * cells_per_block**2 * orientations`` of them,
     with ``blocks_per_side = size // pixels_per_cell - cells_per_block + 1``). The mask is ignored.
+
+    Parameters
+    ----------
+    size
+        Side (px) the grey image is resized to before HOG.
+    orientations
+        Orientation bins per cell (unsigned gradients, 0-180 degrees).
+    pixels_per_cell
+        Side of a HOG cell in pixels (after resizing).
+    cells_per_block
+        Side of a normalisation block in cells.
+    normalize
+        Per-image grey normalisation first: 'none', 'equalize' (invariant to gamma/contrast/brightness changes) or
+        'stretch' (1st-99th percentile range to 0-255).
+    smooth
+        Gaussian sigma (px) applied before the normalisation (0: none).
     """
 
     name: ClassVar[str] = "hog"
     block: ClassVar[str] = "hog"
     version: ClassVar[str] = "1.1.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "size": "Side (px) the grey image is resized to before HOG.",
-        "orientations": "Orientation bins per cell (unsigned gradients, 0-180 degrees).",
-        "pixels_per_cell": "Side of a HOG cell in pixels (after resizing).",
-        "cells_per_block": "Side of a normalisation block in cells.",
-        "normalize": "Per-image grey normalisation first: 'none', 'equalize' (invariant to gamma/contrast/"
-                     "brightness changes) or 'stretch' (1st-99th percentile range to 0-255).",
-        "smooth": "Gaussian sigma (px) applied before the normalisation (0: none).",
-    }
     conformance_params: ClassVar[dict] = {"size": 16, "pixels_per_cell": 4}
 
     def __init__(self, size: int = 64, orientations: int = 9, pixels_per_cell: int = 8, cells_per_block: int = 2,
                  normalize: str = "none", smooth: float = 0.0):
-        self.size = size
-        self.orientations = orientations
-        self.pixels_per_cell = pixels_per_cell
-        self.cells_per_block = cells_per_block
-        self.normalize = normalize
-        self.smooth = smooth
+        self._store_params(locals())
 
     def _cells_per_side(self) -> int:
         n = int(self.size) // int(self.pixels_per_cell)

@@ -199,7 +199,32 @@ class _Finder(InstanceMaker):
                 raise InvalidInputError(f"{self.name}: {name}={value}; expected a value >= 0")
 
 
-class RbcInstances(_Finder):
+class RedCellSplit:
+    """Touching red cells split by the distance-transform watershed of :func:`rbc_labels`: the
+    parameters and the call shared by ``rbc_instances`` and ``unet_instances`` (a mixin, listed
+    before the plugin base so that its parameter docs are inherited).
+
+    Parameters
+    ----------
+    min_distance
+        Minimal distance (px) between cell centres; 0 = 0.35 x the estimated cell radius.
+    min_area
+        Objects smaller than this (px) are dropped; 0 = 0.2 x the estimated cell area.
+    stained_threshold
+        B - G above this is stained (nucleus, platelet) matter.
+    max_stained
+        Drop instances with more than this fraction of stained pixels (1 = keep all).
+    """
+
+    SPLIT_PARAMS: ClassVar[tuple[str, ...]] = ("min_distance", "min_area", "stained_threshold", "max_stained")
+
+    def _split(self, image: np.ndarray, open_radius: int = 1, fg: np.ndarray | None = None) -> np.ndarray:
+        """Instance labels of ``image`` (foreground ``fg``, else :func:`foreground` with ``open_radius``)."""
+        return rbc_labels(image, self.min_distance, self.min_area, open_radius, self.stained_threshold,
+                          self.max_stained, fg=fg)
+
+
+class RbcInstances(RedCellSplit, _Finder):
     """Red cells of a smear as instances: Otsu foreground, distance-transform watershed split.
 
     ``min_distance``/``min_area`` 0 (default): estimated per image from the cell radius r (median
@@ -208,30 +233,23 @@ class RbcInstances(_Finder):
     radius there) and the labels upscaled, so a 640x480 BCCD field costs about what a small one does. Instances with more
     than ``max_stained`` of their pixels purple (``B - G > stained_threshold``) are dropped (white
     cells, platelets: see ``smear_cells``).
+
+    Parameters
+    ----------
+    open_radius
+        Radius (px) of the opening applied to the foreground (0 = none).
     """
 
     name: ClassVar[str] = "rbc_instances"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "min_distance": "Minimal distance (px) between cell centres; 0 = 0.35 x the estimated cell radius.",
-        "min_area": "Objects smaller than this (px) are dropped; 0 = 0.2 x the estimated cell area.",
-        "open_radius": "Radius (px) of the opening applied to the foreground (0 = none).",
-        "stained_threshold": "B - G above this is stained (nucleus, platelet) matter.",
-        "max_stained": "Drop instances with more than this fraction of stained pixels (1 = keep all).",
-    }
     conformance_params: ClassVar[dict] = {"min_distance": 3, "min_area": 4}
 
     def __init__(self, min_distance: int = 0, min_area: int = 0, open_radius: int = 1,
                  stained_threshold: int = 60, max_stained: float = 0.2):
-        self.min_distance = min_distance
-        self.min_area = min_area
-        self.open_radius = open_radius
-        self.stained_threshold = stained_threshold
-        self.max_stained = max_stained
+        self._store_params(locals())
 
     def _predict_instances(self, image: np.ndarray) -> np.ndarray:
-        return rbc_labels(image, self.min_distance, self.min_area, self.open_radius, self.stained_threshold,
-                          self.max_stained)
+        return self._split(image, self.open_radius)
 
 
 class WbcInstances(_Finder):
@@ -241,24 +259,26 @@ class WbcInstances(_Finder):
     whose fragments lie within ``merge_radius`` of each other and that holds at least
     ``min_nucleus_area`` nucleus pixels, plus the smear foreground within ``cytoplasm_radius`` of
     it (split between neighbouring white cells by distance).
+
+    Parameters
+    ----------
+    nucleus_threshold
+        B - G above this (after a 3x3 mean) is nucleus.
+    merge_radius
+        Nucleus fragments closer than this (px) are one cell (lobed nuclei).
+    min_nucleus_area
+        Nucleus groups with fewer pixels are not white cells (platelets, debris).
+    cytoplasm_radius
+        Foreground within this distance (px) of the nucleus is the cell's cytoplasm.
     """
 
     name: ClassVar[str] = "wbc_instances"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "nucleus_threshold": "B - G above this (after a 3x3 mean) is nucleus.",
-        "merge_radius": "Nucleus fragments closer than this (px) are one cell (lobed nuclei).",
-        "min_nucleus_area": "Nucleus groups with fewer pixels are not white cells (platelets, debris).",
-        "cytoplasm_radius": "Foreground within this distance (px) of the nucleus is the cell's cytoplasm.",
-    }
     conformance_params: ClassVar[dict] = {"min_nucleus_area": 10}
 
     def __init__(self, nucleus_threshold: int = 60, merge_radius: int = 8, min_nucleus_area: int = 600,
                  cytoplasm_radius: int = 20):
-        self.nucleus_threshold = nucleus_threshold
-        self.merge_radius = merge_radius
-        self.min_nucleus_area = min_nucleus_area
-        self.cytoplasm_radius = cytoplasm_radius
+        self._store_params(locals())
 
     def _predict_instances(self, image: np.ndarray) -> np.ndarray:
         return wbc_labels(image, self.nucleus_threshold, self.merge_radius, self.min_nucleus_area,
@@ -270,28 +290,30 @@ class PlateletInstances(_Finder):
 
     Blobs of ``B - G > threshold`` (3x3 mean, opened) with ``min_area``-``max_area`` pixels and
     fewer than ``nucleus_area`` nucleus-dark pixels, grown by ``grow`` px.
+
+    Parameters
+    ----------
+    threshold
+        B - G above this (after a 3x3 mean) is platelet stain.
+    min_area
+        Smallest platelet (px).
+    max_area
+        Largest platelet (px); bigger purple blobs are white cells.
+    nucleus_threshold
+        B - G above this is nucleus-dark.
+    nucleus_area
+        Blobs with this many nucleus-dark pixels are white cells, not platelets.
+    grow
+        Each blob is grown by this many px (its pale rim).
     """
 
     name: ClassVar[str] = "platelet_instances"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "threshold": "B - G above this (after a 3x3 mean) is platelet stain.",
-        "min_area": "Smallest platelet (px).",
-        "max_area": "Largest platelet (px); bigger purple blobs are white cells.",
-        "nucleus_threshold": "B - G above this is nucleus-dark.",
-        "nucleus_area": "Blobs with this many nucleus-dark pixels are white cells, not platelets.",
-        "grow": "Each blob is grown by this many px (its pale rim).",
-    }
     conformance_params: ClassVar[dict] = {"min_area": 2}
 
     def __init__(self, threshold: int = 45, min_area: int = 100, max_area: int = 1200, nucleus_threshold: int = 60,
                  nucleus_area: int = 600, grow: int = 4):
-        self.threshold = threshold
-        self.min_area = min_area
-        self.max_area = max_area
-        self.nucleus_threshold = nucleus_threshold
-        self.nucleus_area = nucleus_area
-        self.grow = grow
+        self._store_params(locals())
 
     def _predict_instances(self, image: np.ndarray) -> np.ndarray:
         return platelet_labels(image, self.threshold, self.min_area, self.max_area, self.nucleus_threshold,
@@ -304,24 +326,26 @@ class SmearCells(_Finder):
     ``wbc_instances`` and ``platelet_instances`` with their defaults and the given thresholds,
     then ``rbc_instances`` on the rest: a red-cell instance with more than half of its pixels
     already taken is dropped, the others keep their free pixels.
+
+    Parameters
+    ----------
+    nucleus_threshold
+        B - G above this is nucleus (white cells).
+    platelet_threshold
+        B - G above this is platelet stain.
+    min_nucleus_area
+        Nucleus groups with fewer pixels are not white cells.
+    platelets
+        Also find platelets.
     """
 
     name: ClassVar[str] = "smear_cells"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "nucleus_threshold": "B - G above this is nucleus (white cells).",
-        "platelet_threshold": "B - G above this is platelet stain.",
-        "min_nucleus_area": "Nucleus groups with fewer pixels are not white cells.",
-        "platelets": "Also find platelets.",
-    }
     conformance_params: ClassVar[dict] = {"min_nucleus_area": 10}
 
     def __init__(self, nucleus_threshold: int = 60, platelet_threshold: int = 45, min_nucleus_area: int = 600,
                  platelets: bool = True):
-        self.nucleus_threshold = nucleus_threshold
-        self.platelet_threshold = platelet_threshold
-        self.min_nucleus_area = min_nucleus_area
-        self.platelets = platelets
+        self._store_params(locals())
 
     def _predict_instances(self, image: np.ndarray) -> np.ndarray:
         fg, s = foreground(image), stain(image)

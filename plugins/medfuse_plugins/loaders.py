@@ -270,37 +270,38 @@ class FolderLoader(Loader):
     The id of a sample is its file stem. Masks live under ``masks`` in the same relative folder
     with the same stem (any image suffix). With ``label_from`` set to a table column, images are
     collected from every sub-folder and labelled from the table.
+
+    Parameters
+    ----------
+    path
+        Folder holding one sub-folder per class (relative to the data root).
+    masks
+        Optional folder mirroring `path` with mask files of the same stem.
+    table
+        Optional CSV/TSV/XLSX table joined on `id_column`.
+    id_column
+        Table column holding the image stem.
+    group_column
+        Optional table column with the patient/smear id used for grouped CV.
+    group_block
+        Without patient ids: group runs of N consecutive file numbers per sub-folder (`cell-0123.jpg`: number 123, group
+        123 // N), a proxy for the slide when a set numbers each slide's images in sequence; files without a trailing
+        number keep their own group.
+    label_from
+        `folder` (the class sub-folder) or the name of a table column.
+    table_columns
+        Table columns to keep as the tabular block (default: all but id/label/group; text columns in which each value
+        occurs with one label only are left out and reported, as they restate the label).
     """
 
     name: ClassVar[str] = "folder"
     version: ClassVar[str] = "1.1.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "path": "Folder holding one sub-folder per class (relative to the data root).",
-        "masks": "Optional folder mirroring `path` with mask files of the same stem.",
-        "table": "Optional CSV/TSV/XLSX table joined on `id_column`.",
-        "id_column": "Table column holding the image stem.",
-        "group_column": "Optional table column with the patient/smear id used for grouped CV.",
-        "group_block": "Without patient ids: group runs of N consecutive file numbers per sub-folder "
-                       "(`cell-0123.jpg`: number 123, group 123 // N), a proxy for the slide when a set numbers "
-                       "each slide's images in sequence; files without a trailing number keep their own group.",
-        "label_from": "`folder` (the class sub-folder) or the name of a table column.",
-        "table_columns": "Table columns to keep as the tabular block (default: all but id/label/group; "
-                         "text columns in which each value occurs with one label only are left out "
-                         "and reported, as they restate the label).",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"path": "classes", "masks": "masks"}
 
     def __init__(self, path: str = ".", masks: str | None = None, table: str | None = None,
                  id_column: str = "id", group_column: str | None = None, label_from: str = "folder",
                  table_columns: list[str] | None = None, group_block: int | None = None):
-        self.path = path
-        self.masks = masks
-        self.table = table
-        self.id_column = id_column
-        self.group_column = group_column
-        self.group_block = group_block
-        self.label_from = label_from
-        self.table_columns = table_columns
+        self._store_params(locals())
 
     def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
         root = _root(root)
@@ -383,32 +384,34 @@ class ManifestLoader(Loader):
     object inside an image, ``IMAGE#box=x0,y0,x1,y1`` (:mod:`medfuse.objects`: cut lazily, no crop
     files), grouped by IMAGE unless a group column says otherwise. Other columns become the tabular
     block unless ``table_columns`` says otherwise.
+
+    Parameters
+    ----------
+    path
+        Manifest file (CSV/TSV/XLSX) relative to the data root.
+    path_column
+        Column with the image path.
+    label_column
+        Column with the label.
+    group_column
+        Column with the patient/smear id (used when present).
+    mask_column
+        Column with the mask path (used when present; empty cells mean no mask).
+    id_column
+        Column with the sample id (when absent: the image stem, or the path if stems repeat).
+    table_columns
+        Columns kept as the tabular block (default: every other column; columns that restate the label are left out and
+        reported; [] for none).
     """
 
     name: ClassVar[str] = "manifest"
     version: ClassVar[str] = "1.1.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "path": "Manifest file (CSV/TSV/XLSX) relative to the data root.",
-        "path_column": "Column with the image path.",
-        "label_column": "Column with the label.",
-        "group_column": "Column with the patient/smear id (used when present).",
-        "mask_column": "Column with the mask path (used when present; empty cells mean no mask).",
-        "id_column": "Column with the sample id (when absent: the image stem, or the path if stems repeat).",
-        "table_columns": "Columns kept as the tabular block (default: every other column; "
-                         "columns that restate the label are left out and reported; [] for none).",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"path": "manifest.csv"}
 
     def __init__(self, path: str = "manifest.csv", path_column: str = "path", label_column: str = "label",
                  group_column: str = "group", mask_column: str = "mask", id_column: str = "id",
                  table_columns: list[str] | None = None):
-        self.path = path
-        self.path_column = path_column
-        self.label_column = label_column
-        self.group_column = group_column
-        self.mask_column = mask_column
-        self.id_column = id_column
-        self.table_columns = table_columns
+        self._store_params(locals())
 
     def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
         root = _root(root)
@@ -474,28 +477,30 @@ class PairsLoader(Loader):
 
     Without ``labels`` every sample's label is ``None`` (segmentation data). With ``labels``,
     images with no label row are reported and dropped.
+
+    Parameters
+    ----------
+    images
+        Folder of images (searched recursively), relative to the data root.
+    masks
+        Folder of masks with the same stems.
+    labels
+        Optional CSV/XLSX with the id and label columns.
+    id_column
+        Id column of the labels table (the image stem).
+    label_column
+        Label column of the labels table.
+    group_column
+        Optional group column of the labels table.
     """
 
     name: ClassVar[str] = "pairs"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "images": "Folder of images (searched recursively), relative to the data root.",
-        "masks": "Folder of masks with the same stems.",
-        "labels": "Optional CSV/XLSX with the id and label columns.",
-        "id_column": "Id column of the labels table (the image stem).",
-        "label_column": "Label column of the labels table.",
-        "group_column": "Optional group column of the labels table.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, images: str = "images", masks: str = "masks", labels: str | None = None,
                  id_column: str = "id", label_column: str = "label", group_column: str | None = None):
-        self.images = images
-        self.masks = masks
-        self.labels = labels
-        self.id_column = id_column
-        self.label_column = label_column
-        self.group_column = group_column
+        self._store_params(locals())
 
     def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
         root = _root(root)
@@ -540,29 +545,31 @@ class TableLoader(Loader):
     ``group_column``, the group of a row is the hash of its feature values (label excluded): rows
     with identical values but different labels stay in one fold, so that no model is scored on the
     twin of a training row that carries the other label.
+
+    Parameters
+    ----------
+    path
+        Table file relative to the data root.
+    label_column
+        Column with the label.
+    id_column
+        Optional id column (default: `row<n>` from the row number).
+    group_column
+        Optional patient/group column (default: rows with identical feature values form a group).
+    table_columns
+        Columns kept as features (default: all but id/label/group).
+    sheet
+        Excel sheet name or index.
     """
 
     name: ClassVar[str] = "table"
     version: ClassVar[str] = "1.1.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "path": "Table file relative to the data root.",
-        "label_column": "Column with the label.",
-        "id_column": "Optional id column (default: `row<n>` from the row number).",
-        "group_column": "Optional patient/group column (default: rows with identical feature values form a group).",
-        "table_columns": "Columns kept as features (default: all but id/label/group).",
-        "sheet": "Excel sheet name or index.",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"path": "table.csv", "id_column": "id"}
 
     def __init__(self, path: str = "table.csv", label_column: str = "label", id_column: str | None = None,
                  group_column: str | None = None, table_columns: list[str] | None = None,
                  sheet: str | int = 0):
-        self.path = path
-        self.label_column = label_column
-        self.id_column = id_column
-        self.group_column = group_column
-        self.table_columns = table_columns
-        self.sheet = sheet
+        self._store_params(locals())
 
     def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
         root = _root(root)

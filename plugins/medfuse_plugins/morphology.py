@@ -137,27 +137,29 @@ class Morphology(Extractor):
     circularity, roundness, solidity, convexity, extent, Feret max/min, convex area; the same for
     the nucleus plus nucleus/cytoplasm ratio, nucleus fraction, lobe count and nucleus offset;
     indicators ``valid``, ``has_nucleus`` and ``objects`` (components of the mask).
+
+    Parameters
+    ----------
+    pixel_size
+        Physical size of a pixel (e.g. micrometres); lengths scale by it, areas by its square.
+    physical_units
+        Add columns in micrometres (`<length>_um`, `<area>_um2`) from each image's spacing (DICOM/TIFF, else the study's
+        `reader.pixel_size_um`); NaN when it is unknown.
+    lobe_erosion
+        Erosion radius (px) that cuts thin filaments between nuclear lobes before counting.
+    lobe_min_fraction
+        A lobe must hold at least this fraction of the nucleus area.
     """
 
     name: ClassVar[str] = "morphology"
     block: ClassVar[str] = "morphology"
     input_dtype: ClassVar[str] = "uint8"  # its default mask (otsu_cell) thresholds the 8-bit view
     version: ClassVar[str] = "1.1.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "pixel_size": "Physical size of a pixel (e.g. micrometres); lengths scale by it, areas by its square.",
-        "physical_units": "Add columns in micrometres (`<length>_um`, `<area>_um2`) from each image's spacing "
-                          "(DICOM/TIFF, else the study's `reader.pixel_size_um`); NaN when it is unknown.",
-        "lobe_erosion": "Erosion radius (px) that cuts thin filaments between nuclear lobes before counting.",
-        "lobe_min_fraction": "A lobe must hold at least this fraction of the nucleus area.",
-    }
     conformance_params: ClassVar[dict] = {"lobe_erosion": 1}
 
     def __init__(self, pixel_size: float = 1.0, lobe_erosion: int = 2, lobe_min_fraction: float = 0.08,
                  physical_units: bool = False):
-        self.pixel_size = pixel_size
-        self.lobe_erosion = lobe_erosion
-        self.lobe_min_fraction = lobe_min_fraction
-        self.physical_units = physical_units
+        self._store_params(locals())
 
     @property
     def wants_spacing(self) -> bool:  # type: ignore[override]
@@ -263,32 +265,34 @@ class SmearMorphology(Extractor):
     times the median); elongated share (eccentricity > 0.8); hypochromic share (pallor ratio >
     ``pallor_cut``); mean grey level of the cells. Per-cell circularity, eccentricity and solidity
     are those of :func:`shape_features` (on each cell's box). No cell gives count 0 and NaN elsewhere.
+
+    Parameters
+    ----------
+    split
+        Split touching cells of the given mask by a watershed (keep true for binary RBC masks).
+    min_distance
+        Watershed: minimal distance (px) between two cell centres.
+    min_area
+        Objects smaller than this (px) are not cells (debris, platelets).
+    size_tolerance
+        Micro/macrocytic: diameter below (1 - t) or above (1 + t) times the median.
+    pallor_cut
+        A cell is hypochromic when its bright central pallor covers more than this fraction.
+    exclude_border
+        Leave cells touching the image border out of the size/shape statistics.
+    pixel_size
+        Physical size of a pixel; lengths scale by it, areas by its square.
     """
 
     name: ClassVar[str] = "smear_morphology"
     block: ClassVar[str] = "smear"
     version: ClassVar[str] = "1.1.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "split": "Split touching cells of the given mask by a watershed (keep true for binary RBC masks).",
-        "min_distance": "Watershed: minimal distance (px) between two cell centres.",
-        "min_area": "Objects smaller than this (px) are not cells (debris, platelets).",
-        "size_tolerance": "Micro/macrocytic: diameter below (1 - t) or above (1 + t) times the median.",
-        "pallor_cut": "A cell is hypochromic when its bright central pallor covers more than this fraction.",
-        "exclude_border": "Leave cells touching the image border out of the size/shape statistics.",
-        "pixel_size": "Physical size of a pixel; lengths scale by it, areas by its square.",
-    }
     conformance_params: ClassVar[dict] = {"min_distance": 3, "min_area": 4}
 
     def __init__(self, split: bool = True, min_distance: int = 7, min_area: int = 30,
                  size_tolerance: float = 0.2, pallor_cut: float = 0.3, exclude_border: bool = True,
                  pixel_size: float = 1.0):
-        self.split = split
-        self.min_distance = min_distance
-        self.min_area = min_area
-        self.size_tolerance = size_tolerance
-        self.pallor_cut = pallor_cut
-        self.exclude_border = exclude_border
-        self.pixel_size = pixel_size
+        self._store_params(locals())
 
     _PER_CELL = ("area", "diameter", "circularity", "eccentricity", "solidity", "pallor")
 

@@ -24,29 +24,30 @@ from medfuse import hookimpl
 from medfuse.contracts import Selector
 from medfuse.errors import InvalidInputError
 
-_DOCS = {
-    "columns": "Candidate columns (None = every numeric column of the table).",
-    "impute": "Missing values: 'median' or 'knn' (5 nearest rows on the scaled columns).",
-    "indicators": "Add a <column>_missing 0/1 column for every column with missing values in training.",
-    "k": "Keep the k best columns (None: use threshold, or keep all).",
-    "threshold": "Keep the columns whose score is at least this (used when k is None).",
-}
-
 
 class _BaseSelector(Selector):
-    """Shared imputation and bookkeeping; subclasses implement :meth:`_score`."""
+    """Shared imputation and bookkeeping; subclasses implement :meth:`_score`.
+
+    Parameters
+    ----------
+    columns
+        Candidate columns (None = every numeric column of the table).
+    impute
+        Missing values: 'median' or 'knn' (5 nearest rows on the scaled columns).
+    indicators
+        Add a <column>_missing 0/1 column for every column with missing values in training.
+    k
+        Keep the k best columns (None: use threshold, or keep all).
+    threshold
+        Keep the columns whose score is at least this (used when k is None).
+    """
 
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = dict(_DOCS)
     conformance_params: ClassVar[dict] = {"k": 2}
 
     def __init__(self, columns: list | None = None, impute: str = "median", indicators: bool = True,
                  k: int | None = None, threshold: float | None = None):
-        self.columns = columns
-        self.impute = impute
-        self.indicators = indicators
-        self.k = k
-        self.threshold = threshold
+        self._store_params(locals())
 
     # ---- imputation ----------------------------------------------------------------------
     def _frame(self, X, fitting: bool) -> pd.DataFrame:
@@ -152,19 +153,22 @@ class SelectAll(_BaseSelector):
 
 
 class SelectTree(_BaseSelector):
-    """Impute, then keep the columns with the highest decision-tree (Gini) importance."""
+    """Impute, then keep the columns with the highest decision-tree (Gini) importance.
+
+    Parameters
+    ----------
+    max_depth
+        Depth limit of the tree (None = grow fully).
+    random_state
+        Seed of the tree (ties between equally good splits).
+    """
 
     name: ClassVar[str] = "select_tree"
-    param_docs: ClassVar[dict[str, str]] = {
-        **_DOCS, "max_depth": "Depth limit of the tree (None = grow fully).",
-        "random_state": "Seed of the tree (ties between equally good splits)."}
 
     def __init__(self, columns: list | None = None, impute: str = "median", indicators: bool = True,
                  k: int | None = None, threshold: float | None = None, max_depth: int | None = None,
                  random_state: int = 0):
-        super().__init__(columns, impute, indicators, k, threshold)
-        self.max_depth = max_depth
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _score(self, Z, y):
         from sklearn.tree import DecisionTreeClassifier
@@ -192,19 +196,21 @@ class SelectRfe(_BaseSelector):
 
     The score of a column is ``1 / RFE rank`` (1 for the kept ones); with ``k`` the elimination
     stops at ``k`` columns, otherwise at half of them.
+
+    Parameters
+    ----------
+    C
+        Inverse regularisation strength of the logistic regression.
+    random_state
+        Seed of the logistic regression solver.
     """
 
     name: ClassVar[str] = "select_rfe"
-    param_docs: ClassVar[dict[str, str]] = {
-        **_DOCS, "C": "Inverse regularisation strength of the logistic regression.",
-        "random_state": "Seed of the logistic regression solver."}
 
     def __init__(self, columns: list | None = None, impute: str = "median", indicators: bool = True,
                  k: int | None = None, threshold: float | None = None, C: float = 1.0,
                  random_state: int = 0):
-        super().__init__(columns, impute, indicators, k, threshold)
-        self.C = C
-        self.random_state = random_state
+        self._store_params(locals())
 
     def _score(self, Z, y):
         from sklearn.feature_selection import RFE

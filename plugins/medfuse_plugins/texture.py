@@ -165,37 +165,35 @@ class Texture(Extractor):
     probability, sum average) at several distances, as mean and range over 4 angles. Computed
     on the bounding box of the mask, over ``region`` pixels; without a mask the ``otsu_cell``
     mask is computed.
+
+    Parameters
+    ----------
+    lbp
+        List of [P, R] pairs (points, radius in px) for uniform LBP histograms; None = [[8, 1], [16, 2], [24, 3]].
+    distances
+        GLCM pixel distances; None = [1, 2, 4].
+    levels
+        Grey levels after quantisation for the GLCM (2-256).
+    quantize
+        'fixed' (0-255 split into equal bins; comparable across images) or 'minmax' (the region's own range).
+    region
+        Pixels described: 'cell' (mask > 0), 'nucleus' (2) or 'cytoplasm' (1).
+    normalize
+        Per-image grey normalisation over the described pixels before every feature: 'none', 'equalize' (histogram
+        equalisation: invariant to gamma/contrast/brightness changes) or 'stretch' (1st-99th percentile range to 0-255).
+    smooth
+        Gaussian sigma (px) applied before the normalisation (0: none); keeps noise from being stretched into texture.
     """
 
     name: ClassVar[str] = "texture"
     block: ClassVar[str] = "texture"
     input_dtype: ClassVar[str] = "uint8"  # grey levels / histograms of the 8-bit view (reader's rule)
     version: ClassVar[str] = "1.1.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "lbp": "List of [P, R] pairs (points, radius in px) for uniform LBP histograms; "
-               "None = [[8, 1], [16, 2], [24, 3]].",
-        "distances": "GLCM pixel distances; None = [1, 2, 4].",
-        "levels": "Grey levels after quantisation for the GLCM (2-256).",
-        "quantize": "'fixed' (0-255 split into equal bins; comparable across images) or 'minmax' "
-                    "(the region's own range).",
-        "region": "Pixels described: 'cell' (mask > 0), 'nucleus' (2) or 'cytoplasm' (1).",
-        "normalize": "Per-image grey normalisation over the described pixels before every feature: "
-                     "'none', 'equalize' (histogram equalisation: invariant to gamma/contrast/brightness "
-                     "changes) or 'stretch' (1st-99th percentile range to 0-255).",
-        "smooth": "Gaussian sigma (px) applied before the normalisation (0: none); keeps noise from "
-                  "being stretched into texture.",
-    }
     conformance_params: ClassVar[dict] = {"lbp": [[8, 1]], "distances": [1]}
 
     def __init__(self, lbp: list | None = None, distances: list | None = None, levels: int = 32,
                  quantize: str = "fixed", region: str = "cell", normalize: str = "none", smooth: float = 0.0):
-        self.lbp = lbp
-        self.distances = distances
-        self.levels = levels
-        self.quantize = quantize
-        self.region = region
-        self.normalize = normalize
-        self.smooth = smooth
+        self._store_params(locals())
 
     def _lbp(self) -> list[tuple[int, float]]:
         pairs = [[8, 1], [16, 2], [24, 3]] if self.lbp is None else self.lbp

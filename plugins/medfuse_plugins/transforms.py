@@ -130,17 +130,20 @@ def _rgb3(channel: np.ndarray) -> np.ndarray:
 # ---- plugins ----------------------------------------------------------------------------------
 
 class Grayscale(Transform):
-    """Grey image (luminance, green channel or channel mean), replicated to three channels."""
+    """Grey image (luminance, green channel or channel mean), replicated to three channels.
+
+    Parameters
+    ----------
+    method
+        'luminance' (0.299 R + 0.587 G + 0.114 B), 'green' or 'mean'.
+    """
 
     name: ClassVar[str] = "grayscale"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "method": "'luminance' (0.299 R + 0.587 G + 0.114 B), 'green' or 'mean'.",
-    }
     conformance_params: ClassVar[dict] = {}
 
     def __init__(self, method: str = "luminance"):
-        self.method = method
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         if self.method == "luminance":
@@ -155,21 +158,24 @@ class Grayscale(Transform):
 
 
 class Resize(Transform):
-    """Resize to ``size`` x ``size``: stretched, or keeping the aspect ratio and padding."""
+    """Resize to ``size`` x ``size``: stretched, or keeping the aspect ratio and padding.
+
+    Parameters
+    ----------
+    size
+        Output side in pixels (the output is size x size).
+    keep_aspect
+        Keep the aspect ratio: scale the long side to size and pad the short one.
+    pad_value
+        Grey level (0-255) of the padding when keep_aspect is true (mask padding is 0).
+    """
 
     name: ClassVar[str] = "resize"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "size": "Output side in pixels (the output is size x size).",
-        "keep_aspect": "Keep the aspect ratio: scale the long side to size and pad the short one.",
-        "pad_value": "Grey level (0-255) of the padding when keep_aspect is true (mask padding is 0).",
-    }
     conformance_params: ClassVar[dict] = {"size": 24}
 
     def __init__(self, size: int = 224, keep_aspect: bool = True, pad_value: int = 255):
-        self.size = size
-        self.keep_aspect = keep_aspect
-        self.pad_value = pad_value
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         from PIL import Image
@@ -198,17 +204,20 @@ class Resize(Transform):
 
 
 class Equalize(Transform):
-    """Histogram equalisation of the brightness (hue and saturation kept) or of each channel."""
+    """Histogram equalisation of the brightness (hue and saturation kept) or of each channel.
+
+    Parameters
+    ----------
+    per_channel
+        Equalise R, G and B separately (changes colours) instead of the brightness.
+    """
 
     name: ClassVar[str] = "equalize"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "per_channel": "Equalise R, G and B separately (changes colours) instead of the brightness.",
-    }
     conformance_params: ClassVar[dict] = {}
 
     def __init__(self, per_channel: bool = False):
-        self.per_channel = per_channel
+        self._store_params(locals())
 
     @staticmethod
     def _lut(channel: np.ndarray) -> np.ndarray:
@@ -227,19 +236,22 @@ class Equalize(Transform):
 
 
 class Clahe(Transform):
-    """Contrast-limited adaptive histogram equalisation (CLAHE) of the brightness."""
+    """Contrast-limited adaptive histogram equalisation (CLAHE) of the brightness.
+
+    Parameters
+    ----------
+    clip_limit
+        Clipping limit in (0, 1]; higher gives more contrast.
+    kernel_size
+        Tile size in pixels; 0 uses 1/8 of the image side.
+    """
 
     name: ClassVar[str] = "clahe"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "clip_limit": "Clipping limit in (0, 1]; higher gives more contrast.",
-        "kernel_size": "Tile size in pixels; 0 uses 1/8 of the image side.",
-    }
     conformance_params: ClassVar[dict] = {"kernel_size": 8}
 
     def __init__(self, clip_limit: float = 0.01, kernel_size: int = 0):
-        self.clip_limit = clip_limit
-        self.kernel_size = kernel_size
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         from skimage.exposure import equalize_adapthist
@@ -253,15 +265,20 @@ class Clahe(Transform):
 
 
 class GaussianBlur(Transform):
-    """Gaussian blur of each channel (denoising before sharpening, as in the ALL study)."""
+    """Gaussian blur of each channel (denoising before sharpening, as in the ALL study).
+
+    Parameters
+    ----------
+    sigma
+        Standard deviation of the Gaussian, in pixels.
+    """
 
     name: ClassVar[str] = "gaussian_blur"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {"sigma": "Standard deviation of the Gaussian, in pixels."}
     conformance_params: ClassVar[dict] = {}
 
     def __init__(self, sigma: float = 1.0):
-        self.sigma = sigma
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         from scipy import ndimage as ndi
@@ -273,19 +290,22 @@ class GaussianBlur(Transform):
 
 
 class Unsharp(Transform):
-    """Unsharp-mask sharpening: ``image + amount * (image - gaussian(image, radius))``."""
+    """Unsharp-mask sharpening: ``image + amount * (image - gaussian(image, radius))``.
+
+    Parameters
+    ----------
+    radius
+        Sigma (pixels) of the blur that defines the detail removed.
+    amount
+        How much detail is added back (0 = unchanged).
+    """
 
     name: ClassVar[str] = "unsharp"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "radius": "Sigma (pixels) of the blur that defines the detail removed.",
-        "amount": "How much detail is added back (0 = unchanged).",
-    }
     conformance_params: ClassVar[dict] = {}
 
     def __init__(self, radius: float = 2.0, amount: float = 1.0):
-        self.radius = radius
-        self.amount = amount
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         from scipy import ndimage as ndi
@@ -300,7 +320,6 @@ class _ColourSpace(Transform):
     """A parameter-free conversion of the RGB image by ``convert`` (uint8 in, uint8 out); mask unchanged."""
 
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {}
     conformance_params: ClassVar[dict] = {}
     convert: ClassVar[Callable[[np.ndarray], np.ndarray]]
 
@@ -324,19 +343,22 @@ class Lab(_ColourSpace):
 
 class RoiCrop(Transform):
     """Crop around the main cell (largest mask component, or the ``otsu_cell`` mask when no mask
-    is given), with padding; the image is returned unchanged when no cell is found."""
+    is given), with padding; the image is returned unchanged when no cell is found.
+
+    Parameters
+    ----------
+    pad
+        Margin around the cell's bounding box, in pixels.
+    square
+        Grow the shorter side so the crop is square (clipped at the image border).
+    """
 
     name: ClassVar[str] = "roi_crop"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "pad": "Margin around the cell's bounding box, in pixels.",
-        "square": "Grow the shorter side so the crop is square (clipped at the image border).",
-    }
     conformance_params: ClassVar[dict] = {"pad": 2}
 
     def __init__(self, pad: int = 16, square: bool = True):
-        self.pad = pad
-        self.square = square
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         from .segmentation import bbox, cell_mask, largest_component
@@ -371,26 +393,28 @@ class StainNormalize(Transform):
     ``target_std``. Macenko estimates the two stain vectors in optical density (angles at the
     ``alpha`` percentiles of the plane of the two main directions) and maps their
     concentrations onto a fixed reference stain matrix.
+
+    Parameters
+    ----------
+    method
+        'reinhard' or 'macenko'.
+    target_mean
+        Reinhard: target Lab means [L, a, b] (defaults: a typical PBC image).
+    target_std
+        Reinhard: target Lab standard deviations [L, a, b].
+    alpha
+        Macenko: percentile (0-50) of the stain angles taken as the two stains.
+    beta
+        Macenko: optical-density threshold below which pixels count as background.
     """
 
     name: ClassVar[str] = "stain_normalize"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "method": "'reinhard' or 'macenko'.",
-        "target_mean": "Reinhard: target Lab means [L, a, b] (defaults: a typical PBC image).",
-        "target_std": "Reinhard: target Lab standard deviations [L, a, b].",
-        "alpha": "Macenko: percentile (0-50) of the stain angles taken as the two stains.",
-        "beta": "Macenko: optical-density threshold below which pixels count as background.",
-    }
     conformance_params: ClassVar[dict] = {}
 
     def __init__(self, method: str = "reinhard", target_mean: tuple = (79.0, 11.0, 8.0),
                  target_std: tuple = (16.0, 9.0, 14.0), alpha: float = 1.0, beta: float = 0.15):
-        self.method = method
-        self.target_mean = target_mean
-        self.target_std = target_std
-        self.alpha = alpha
-        self.beta = beta
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         if self.method == "reinhard":

@@ -18,6 +18,7 @@ from medfuse.errors import InvalidInputError
 from PIL import Image
 
 from medfuse_plugins._keras import KerasStateMixin, seeded
+from medfuse_plugins.instances import RedCellSplit
 
 
 def build_unet(n_classes: int, width: int = 16, depth: int = 3) -> Any:
@@ -134,6 +135,43 @@ class UNetMask(KerasStateMixin, MaskMaker):
 
     Loss: cross-entropy plus soft Dice; augmentation: flips, 90-degree rotations, brightness and
     contrast jitter; early stopping on patches from held-out training images.
+
+    Parameters
+    ----------
+    n_classes
+        2: background/cell; 3: background/cell/nucleus (masks 0/1/2)
+    patch_size
+        side of the random training patches (multiple of 2**depth; small images are padded)
+    tile_size
+        side of the prediction tiles (multiple of 2**depth)
+    overlap
+        overlap in pixels between prediction tiles, blended with a linear ramp
+    width
+        filters of the first encoder level; doubled at each level
+    depth
+        number of down-sampling levels
+    scale
+        resize factor applied before the network (masks come back at full resolution)
+    epochs
+        maximum epochs (early stopping may end sooner)
+    steps_per_epoch
+        batches of random patches per epoch
+    batch_size
+        patches per batch
+    validation_fraction
+        share of images held out for early stopping (with >= 4 images)
+    dice_weight
+        weight of the soft-Dice term added to the cross-entropy
+    augment
+        flips, 90-degree rotations, brightness and contrast jitter of training patches
+    random_state
+        seed of weights, patch sampling, augmentation and the validation split
+    batch_size_predict
+        tiles per inference batch
+    keep_largest
+        single-cell images: keep only the largest connected cell (holes filled) and its nucleus
+    tta
+        test-time augmentation: average the probability maps over the 8 flips/transposes (8x inference)
     """
 
     name: ClassVar[str] = "unet"
@@ -142,29 +180,6 @@ class UNetMask(KerasStateMixin, MaskMaker):
     trainable: ClassVar[bool] = True
     version: ClassVar[str] = "1.1.0"
     extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
-    param_docs: ClassVar[dict[str, str]] = {
-        "n_classes": "2: background/cell; 3: background/cell/nucleus (masks 0/1/2)",
-        "patch_size": "side of the random training patches (multiple of 2**depth; small images are padded)",
-        "tile_size": "side of the prediction tiles (multiple of 2**depth)",
-        "overlap": "overlap in pixels between prediction tiles, blended with a linear ramp",
-        "width": "filters of the first encoder level; doubled at each level",
-        "depth": "number of down-sampling levels",
-        "scale": "resize factor applied before the network (masks come back at full resolution)",
-        "epochs": "maximum epochs (early stopping may end sooner)",
-        "steps_per_epoch": "batches of random patches per epoch",
-        "batch_size": "patches per batch",
-        "learning_rate": "initial Adam learning rate (cosine decay to 5% of it)",
-        "patience": "epochs without a lower validation loss before early stopping (watched from epochs // 2 on)",
-        "validation_fraction": "share of images held out for early stopping (with >= 4 images)",
-        "dice_weight": "weight of the soft-Dice term added to the cross-entropy",
-        "augment": "flips, 90-degree rotations, brightness and contrast jitter of training patches",
-        "deterministic": "TensorFlow op determinism during the fit (the previous setting is restored after)",
-        "random_state": "seed of weights, patch sampling, augmentation and the validation split",
-        "verbose": "Keras training verbosity (0 silent)",
-        "batch_size_predict": "tiles per inference batch",
-        "keep_largest": "single-cell images: keep only the largest connected cell (holes filled) and its nucleus",
-        "tta": "test-time augmentation: average the probability maps over the 8 flips/transposes (8x inference)",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {"n_classes": 3, "patch_size": 32, "tile_size": 32,
                                                     "overlap": 8, "width": 4, "depth": 2, "epochs": 2,
                                                     "steps_per_epoch": 4, "batch_size": 4, "random_state": 0}
@@ -175,27 +190,7 @@ class UNetMask(KerasStateMixin, MaskMaker):
                  validation_fraction: float = 0.15, dice_weight: float = 1.0, augment: bool = True,
                  deterministic: bool = True, random_state: int = 0, verbose: int = 0, batch_size_predict: int = 8,
                  keep_largest: bool = False, tta: bool = False):
-        self.n_classes = n_classes
-        self.patch_size = patch_size
-        self.tile_size = tile_size
-        self.overlap = overlap
-        self.width = width
-        self.depth = depth
-        self.scale = scale
-        self.epochs = epochs
-        self.steps_per_epoch = steps_per_epoch
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.dice_weight = dice_weight
-        self.augment = augment
-        self.deterministic = deterministic
-        self.random_state = random_state
-        self.verbose = verbose
-        self.batch_size_predict = batch_size_predict
-        self.keep_largest = keep_largest
-        self.tta = tta
+        self._store_params(locals())
 
     # ---- data -----------------------------------------------------------------------------
     def validate_params(self) -> None:
@@ -371,7 +366,7 @@ class UNetMask(KerasStateMixin, MaskMaker):
         return [self.predict_mask(im) for im in images]
 
 
-class UNetInstances(UNetMask, InstanceMaker):
+class UNetInstances(RedCellSplit, UNetMask, InstanceMaker):
     """Cells as instances: the U-Net's foreground, then touching cells split by the red-cell
     distance-transform watershed of ``rbc_instances`` (:func:`medfuse_plugins.instances.rbc_labels`).
 
@@ -382,16 +377,8 @@ class UNetInstances(UNetMask, InstanceMaker):
 
     name: ClassVar[str] = "unet_instances"
     keep_largest: ClassVar[bool] = False  # many cells per image: never keep only the largest
-    _not_training: ClassVar[frozenset[str]] = UNetMask._not_training | {"min_distance", "min_area", "max_stained",
-                                                                        "stained_threshold"}
+    _not_training: ClassVar[frozenset[str]] = UNetMask._not_training | set(RedCellSplit.SPLIT_PARAMS)
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        **{k: v for k, v in UNetMask.param_docs.items() if k != "keep_largest"},
-        "min_distance": "Minimal distance (px) between cell centres; 0 = 0.35 x the estimated cell radius.",
-        "min_area": "Objects smaller than this (px) are dropped; 0 = 0.2 x the estimated cell area.",
-        "stained_threshold": "B - G above this is stained (nucleus, platelet) matter.",
-        "max_stained": "Drop instances with more than this fraction of stained pixels (1 = keep all).",
-    }
     conformance_params: ClassVar[dict[str, Any]] = {**{k: v for k, v in UNetMask.conformance_params.items()
                                                        if k != "n_classes"}, "n_classes": 2, "min_distance": 3,
                                                     "min_area": 4}
@@ -403,32 +390,19 @@ class UNetInstances(UNetMask, InstanceMaker):
                  deterministic: bool = True, random_state: int = 0, verbose: int = 0, batch_size_predict: int = 8,
                  tta: bool = False, min_distance: int = 0, min_area: int = 0, stained_threshold: int = 60,
                  max_stained: float = 1.0):
-        # the U-Net's parameters are stored by UNetMask (keep_largest stays at False, as the class says)
-        super().__init__(n_classes=n_classes, patch_size=patch_size, tile_size=tile_size, overlap=overlap,
-                         width=width, depth=depth, scale=scale, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                         batch_size=batch_size, learning_rate=learning_rate, patience=patience,
-                         validation_fraction=validation_fraction, dice_weight=dice_weight, augment=augment,
-                         deterministic=deterministic, random_state=random_state, verbose=verbose,
-                         batch_size_predict=batch_size_predict, tta=tta)
-        self.min_distance = min_distance
-        self.min_area = min_area
-        self.stained_threshold = stained_threshold
-        self.max_stained = max_stained
+        self._store_params(locals())  # not keep_largest: the class's False holds
 
     def validate_params(self) -> None:
         """The U-Net's checks, and non-negative splitting parameters."""
         super().validate_params()
-        for key in ("min_distance", "min_area", "stained_threshold", "max_stained"):
+        for key in self.SPLIT_PARAMS:
             if float(getattr(self, key)) < 0:
                 raise InvalidInputError(f"unet_instances: {key}={getattr(self, key)}; expected a value >= 0")
 
     def _predict_instances(self, image: np.ndarray) -> np.ndarray:
-        from medfuse_plugins.instances import rbc_labels
         from medfuse_plugins.segmentation import fill_holes
 
-        fg = fill_holes(UNetMask._predict_mask(self, image) > 0)
-        return rbc_labels(image, int(self.min_distance), int(self.min_area), stained_threshold=int(self.stained_threshold),
-                          max_stained=float(self.max_stained), fg=fg)
+        return self._split(image, fg=fill_holes(UNetMask._predict_mask(self, image) > 0))
 
     def _predict_mask(self, image: np.ndarray) -> np.ndarray:
         return UNetMask._predict_mask(self, image)

@@ -44,16 +44,20 @@ class ChannelMeans(Extractor):
     """Mean of each colour channel over the cell (the whole image when there is no mask).
 
     Replace the body of ``_prepare`` with your features; keep ``feature_names`` in step with it.
+
+    Parameters
+    ----------
+    scale
+        Divide the means by this (255 gives values in 0..1).
     """
 
     name = "{package}_channel_means"   # unique across every installed plugin
     block = "{package}"                # feature columns are {package}.<feature>
     version = "0.1.0"                  # bump it whenever the output changes
-    param_docs = {{"scale": "Divide the means by this (255 gives values in 0..1)."}}
     conformance_params = {{"scale": 255.0}}
 
     def __init__(self, scale: float = 1.0):
-        self.scale = scale             # store parameters only: no work, no validation
+        self._store_params(locals())   # stores each parameter, unchanged: no work, no validation
 
     def validate_params(self) -> None:
         if not self.scale > 0:

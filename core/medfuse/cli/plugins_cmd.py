@@ -71,6 +71,7 @@ def show(name: str, quiet: bool, verbose: bool) -> None:
     """Print a plugin's description, parameters (type, default, doc) and origin."""
     import inspect
 
+    from ..contracts import split_param_section
     from ..errors import UnknownPluginError
     from ..host import get_host
 
@@ -87,7 +88,8 @@ def show(name: str, quiet: bool, verbose: bool) -> None:
     if cls.extras:
         console.print(f"optional dependencies: {', '.join(cls.extras)}", markup=False)
     console.print()
-    for paragraph in paragraphs(inspect.getdoc(cls) or "(no documentation)"):
+    text = split_param_section(inspect.getdoc(cls))[0]  # its Parameters section is the table below
+    for paragraph in paragraphs(text or "(no documentation)"):
         console.print(paragraph, markup=False, highlight=False)
         console.print()
     table = Table(title="parameters")
