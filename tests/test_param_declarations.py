@@ -115,3 +115,20 @@ def test_plugins_show_prints_the_parameters_once():
 
     out = CliRunner().invoke(main, ["plugins", "show", "logreg"]).output
     assert out.count("Inverse regularisation strength.") == 1 and "----------" not in out
+
+
+def test_a_parameter_without_default_or_annotation_is_described_as_such() -> None:
+    """``param_schema`` reads a missing default as None and a missing annotation as ``any`` (a second
+    sentinel once shadowed ``inspect.Parameter.empty`` and leaked it into both)."""
+    from medfuse.contracts import Plugin
+
+    class Bare(Plugin):
+        kind = "extractor"
+        name = "bare"
+
+        def __init__(self, a, b=1):  # noqa: ANN001 - the point of the test
+            self._store_params(locals())
+
+    schema = Bare.param_schema()
+    assert schema["a"].default is None
+    assert (schema["a"].type, schema["b"].type) == ("any", "any")

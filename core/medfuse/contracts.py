@@ -100,7 +100,7 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-_MISSING = object()
+_NO_DEFAULT = object()  # not a default of any parameter (``__getattr__``'s lookup)
 
 
 def store_params(estimator: Any, given: dict[str, Any]) -> None:
@@ -293,8 +293,8 @@ class Plugin(_Estimator):
         """A constructor parameter missing from a restored state (a bundle saved before the
         plugin gained that parameter) reads as its default, so older bundles keep loading."""
         if not name.startswith("_"):
-            spec = type(self)._init_defaults().get(name, _MISSING)
-            if spec is not _MISSING:
+            spec = type(self)._init_defaults().get(name, _NO_DEFAULT)
+            if spec is not _NO_DEFAULT:
                 return spec
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
