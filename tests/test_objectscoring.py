@@ -146,17 +146,17 @@ def test_resume_after_interruption_gives_the_same_tables(trained, tmp_path):
     class Stop(Exception):
         pass
 
-    def stop_after_first(done: int, total: int) -> None:
+    def stop_after_first(done: int, total: int, what: str) -> None:  # images done, after each chunk
         if done == 1:
             raise Stop
 
     out = tmp_path / "cells.csv"
     with pytest.raises(Stop):
-        score_objects(bundle, smears, out, "rbc_instances", progress=False, chunk_size=1, on_chunk=stop_after_first)
+        score_objects(bundle, smears, out, "rbc_instances", progress=stop_after_first, chunk_size=1)
     assert not out.exists() and (tmp_path / "cells.csv.parts" / "part-000000.parquet").is_file()
     seen: list[int] = []
-    result = score_objects(bundle, smears, out, "rbc_instances", progress=False, chunk_size=1, resume=True,
-                           on_chunk=lambda d, t: seen.append(d))
+    result = score_objects(bundle, smears, out, "rbc_instances", progress=lambda d, t, w: seen.append(d),
+                           chunk_size=1, resume=True)
     assert seen == [2, 3] and result.chunks_resumed == 1
     pd.testing.assert_frame_equal(pd.read_csv(out), pd.read_csv(whole))
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cells.summary.csv"),

@@ -630,7 +630,7 @@ class Bundle:
             try:
                 image, mask, spacing = self._read(p, m, max_pixels)
             except Exception as exc:  # noqa: BLE001 - bombs, MemoryError, decoder crashes: the row's error
-                errors[i] = _message(exc, p)
+                errors[i] = row_error(exc, p)
                 continue
             images.append(image)
             masks.append(mask)
@@ -649,7 +649,7 @@ class Bundle:
                                                self._table_rows(table, [i]), [spacings[j]]))
                         rows.append([i])
                     except Exception as exc:  # noqa: BLE001 - one row's error, the job goes on
-                        errors[i] = _message(exc, paths[i])
+                        errors[i] = row_error(exc, paths[i])
             for idx, (p, e, w) in zip(rows, got):
                 proba[idx] = p
                 for i, ei, wi in zip(idx, e, w):
@@ -682,7 +682,7 @@ class Bundle:
         return df
 
 
-def _message(exc: BaseException, path: str) -> str:
+def row_error(exc: BaseException, path: str) -> str:
     """A row's error: the file and the reason (any exception, MemoryError included)."""
     return _message_text(describe_exception(exc), path)
 

@@ -44,6 +44,7 @@ from .fusion import align_columns
 from .metrics import (
     METRICS,
     bootstrap_intervals,
+    check_metric_names,
     label_codes,
     per_class_intervals,
     point_metrics,
@@ -514,10 +515,7 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
         if p not in study.pipelines:
             raise StudyError(study.source, f"studies.{study.name}.pipelines",
                              f"no pipeline {p!r}{did_you_mean(p, study.pipelines)}; defined: {', '.join(study.pipelines)}")
-    unknown = [m for m in ev.metrics if m not in METRICS]
-    if unknown:
-        raise StudyError(study.source, f"studies.{study.name}.evaluation.metrics",
-                         f"unknown metric {unknown[0]!r}{did_you_mean(unknown[0], METRICS)}; known: {', '.join(METRICS)}")
+    check_metric_names(study)
     n_folds = folds or ev.folds
     cap = ev.max_per_class if max_per_class is None else max_per_class
     n_boot = ev.bootstrap if n_boot is None else n_boot

@@ -28,6 +28,17 @@ METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted", "roc_auc_
 """Metrics computed for every pipeline (the study's ``evaluation.metrics`` chooses the leaderboard)."""
 
 
+def check_metric_names(study: Any) -> None:
+    """A :class:`~medfuse.errors.StudyError` naming the key when ``study.evaluation.metrics`` holds an
+    unknown metric (``medfuse validate`` and ``compare`` both call it before loading data)."""
+    from .errors import StudyError, did_you_mean
+
+    unknown = [m for m in study.evaluation.metrics if m not in METRICS]
+    if unknown:
+        raise StudyError(study.source, f"studies.{study.name}.evaluation.metrics",
+                         f"unknown metric {unknown[0]!r}{did_you_mean(unknown[0], METRICS)}; known: {', '.join(METRICS)}")
+
+
 def label_codes(y: Sequence[Any], classes: np.ndarray) -> np.ndarray:
     """Column index in ``classes`` of each label of ``y`` (compared as text); ``ValueError`` for a stranger."""
     index = pd.Index(classes.astype(str))

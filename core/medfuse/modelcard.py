@@ -14,6 +14,8 @@ import json
 from collections import Counter
 from typing import Any
 
+from .util.jsonable import to_jsonable
+
 MODEL_CARD = "MODEL_CARD.md"
 SMALL_CLASS = 30  # fewer training samples than this in a class: its metrics are imprecise
 
@@ -217,7 +219,7 @@ def _limits(m: dict[str, Any]) -> str:
 # ---- formatting ---------------------------------------------------------------------------------
 
 def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(", ", ": "), default=str)
+    return json.dumps(to_jsonable(value), sort_keys=True, separators=(", ", ": "))
 
 
 def _cell(value: Any) -> str:

@@ -69,7 +69,7 @@ from .scoring import (
     list_inputs,
     worker_bundle,
 )
-from .util.progress import progress_bar
+from .util.progress import Progress, progress_bar
 
 MARGIN = FOUND_BOX_MARGIN  # bundles without a crop rule: tight box grown by this fraction of its larger side
 CHUNK_SIZE = 8  # images per chunk
@@ -192,14 +192,14 @@ def score_objects_chunk(task: ObjectTask, index: int, rows: pd.DataFrame,
     """Find, cut and classify the objects of one chunk of images: ``(index, frame, seconds)``."""
     from threadpoolctl import threadpool_limits
 
-    from .bundle import _message
+    from .bundle import row_error
     from .imageio import read_image_with_info
     from .intensity import keep_rule
 
     if parent_pid:
-        from .scoring import _exit_with_parent
+        from .scoring import exit_with_parent
 
-        _exit_with_parent(parent_pid)
+        exit_with_parent(parent_pid)
     t0 = time.perf_counter()
     c = task.chunk
     bundle = worker_bundle(c.bundle_path, c.manifest_sha256, c.threads, c.trust_pickle)
@@ -216,7 +216,7 @@ def score_objects_chunk(task: ObjectTask, index: int, rows: pd.DataFrame,
                 if task.masks_dir and labels_path:
                     write_label_png(Path(task.masks_dir) / labels_path, labels)
             except Exception as exc:  # noqa: BLE001 - the image's row carries the reason, the job goes on
-                meta.append({"path": path, "image": path, "error": _message(exc, path)})
+                meta.append({"path": path, "image": path, "error": row_error(exc, path)})
                 continue
             table = measure_instances(labels)
             if table.empty:
@@ -315,8 +315,8 @@ def _schema(classes: list[str]) -> Any:
 def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path, finder: str, *,
                   margin: float | None = None, crop_size: int | None = None, summary: str | Path | None = None, write_masks: str | Path | None = None,
                   jobs: int = 1, chunk_size: int = CHUNK_SIZE, batch_size: int = 256, resume: bool = False,
-                  progress: bool = True, keep_parts: bool = False, max_pixels: int | None = None,
-                  on_chunk: Callable[[int, int], None] | None = None, note: Callable[[str], None] | None = None,
+                  progress: Progress = True, keep_parts: bool = False, max_pixels: int | None = None,
+                  note: Callable[[str], None] | None = None,
                   trust_pickle: bool = False) -> ObjectScoreSummary:
     """Find, cut and classify the objects of every image of ``inputs`` (see the module docstring).
 
@@ -379,21 +379,18 @@ def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: st
         done = {i for i in range(n_chunks) if (parts / _part_name(i)).is_file()}
         todo = [i for i in range(n_chunks) if i not in done]
         resumed = sum(min(chunk_size, n - i * chunk_size) for i in done)
-        from .scoring import _BUNDLES
+        from .scoring import keep_bundle
 
-        _BUNDLES.clear()
-        _BUNDLES[(str(path), digest)] = loaded
+        keep_bundle(str(path), digest, loaded)
 
         def chunk_rows(i: int) -> pd.DataFrame:
             return table.iloc[i * chunk_size:(i + 1) * chunk_size].reset_index(drop=True)
 
         advance, close = progress_bar(n, "scoring", progress, completed=resumed, rate=True)
         try:
-            for k, (i, df, _secs) in enumerate(_run(task, todo, chunk_rows, jobs), start=1):
+            for i, df, _secs in _run(task, todo, chunk_rows, jobs):
                 _write_atomic_parquet(df, parts / _part_name(i), schema)
                 advance(len(chunk_rows(i)))
-                if on_chunk is not None:
-                    on_chunk(len(done) + k, n_chunks)
         finally:
             close()
         result = _assemble(parts, n_chunks, out, kind, schema, _output_metadata(str(path), digest))

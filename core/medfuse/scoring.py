@@ -73,15 +73,21 @@ def worker_bundle(path: str, manifest_sha256: str, threads: int | None = SCORING
         bundle = load_bundle(path, threads=threads, trust_pickle=trust_pickle)
         if bundle.manifest_sha256 != manifest_sha256:
             raise ScoringError(f"{path}: the bundle changed while scoring (manifest hash differs); rerun")
-        _BUNDLES.clear()
-        _BUNDLES[key] = bundle
+        keep_bundle(path, manifest_sha256, bundle)
     return bundle
+
+
+def keep_bundle(path: str, manifest_sha256: str, bundle: Any) -> None:
+    """Make ``bundle`` the one :func:`worker_bundle` hands out in this process (a scoring process
+    with ``jobs=1`` reuses the bundle it has already loaded and verified)."""
+    _BUNDLES.clear()
+    _BUNDLES[(path, manifest_sha256)] = bundle
 
 
 _WATCHED: set[int] = set()
 
 
-def _exit_with_parent(parent_pid: int) -> None:
+def exit_with_parent(parent_pid: int) -> None:
     """In a local worker process: exit as soon as the scoring process is gone (e.g. ``kill -9``),
     instead of lingering as an orphan holding its memory."""
     if parent_pid in _WATCHED or parent_pid == os.getpid() or os.getppid() != parent_pid:
@@ -122,7 +128,7 @@ def score_chunk(task: ChunkTask, index: int, rows: pd.DataFrame,
     from threadpoolctl import threadpool_limits
 
     if parent_pid:
-        _exit_with_parent(parent_pid)
+        exit_with_parent(parent_pid)
     t0 = time.perf_counter()
     bundle = worker_bundle(task.bundle_path, task.manifest_sha256, task.threads, task.trust_pickle)
     masks = rows["mask_path"].tolist() if "mask_path" in rows else None
@@ -320,8 +326,7 @@ def _score_verified(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: 
     todo = [i for i in range(n_chunks) if i not in done]
     resumed_rows = sum(min(chunk_size, n - i * chunk_size) for i in done)
     if loaded is not None:
-        _BUNDLES.clear()
-        _BUNDLES[(bundle_path, digest)] = loaded  # in-process: reuse the bundle loaded above
+        keep_bundle(bundle_path, digest, loaded)  # in-process: reuse the bundle loaded above
 
     def chunk_rows(i: int) -> pd.DataFrame:
         return table.iloc[i * chunk_size:(i + 1) * chunk_size].reset_index(drop=True)
@@ -393,7 +398,7 @@ def _run_chunks(task: ChunkTask, todo: list[int], chunk_rows: Callable[[int], pd
 def _warm_worker(parent_pid: int) -> None:
     """Initializer of a local worker: import what loading a bundle and scoring need (the plugins
     through the host), so that this runs while the scoring process verifies the bundle."""
-    _exit_with_parent(parent_pid)
+    exit_with_parent(parent_pid)
     from . import bundle as _bundle  # noqa: F401 - import for its side effect (module load)
     from . import trust as _trust  # noqa: F401
     from .host import get_host

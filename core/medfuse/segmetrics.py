@@ -71,14 +71,18 @@ def surface_distances(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, 
 
 def hausdorff(pred: np.ndarray, truth: np.ndarray, percentile: float = 100.0) -> float:
     """Hausdorff distance in pixels (``percentile=95``: HD95); 0 when both empty, NaN when one is."""
+    return hausdorffs(pred, truth, (percentile,))[0]
+
+
+def hausdorffs(pred: np.ndarray, truth: np.ndarray, percentiles: Sequence[float]) -> list[float]:
+    """:func:`hausdorff` at each of ``percentiles`` (100: the maximum), from one distance transform."""
     pred, truth = _pair(pred, truth)
     if not pred.any() and not truth.any():
-        return 0.0
+        return [0.0] * len(percentiles)
     if not pred.any() or not truth.any():
-        return float("nan")
-    a, b = surface_distances(pred, truth)
-    d = np.concatenate([a, b])
-    return float(d.max()) if percentile >= 100 else float(np.percentile(d, percentile))
+        return [float("nan")] * len(percentiles)
+    d = np.concatenate(surface_distances(pred, truth))
+    return [float(d.max()) if q >= 100 else float(np.percentile(d, q)) for q in percentiles]
 
 
 def scores(pred: np.ndarray, truth: np.ndarray, regions: Sequence[str] = ("cell",)) -> dict[str, float]:
@@ -90,15 +94,7 @@ def scores(pred: np.ndarray, truth: np.ndarray, regions: Sequence[str] = ("cell"
     for name in regions:
         p, t = region(pred, name), region(truth, name)
         out[f"{name}_dice"] = dice(p, t)
-        if not p.any() and not t.any():
-            out[f"{name}_hd95"] = out[f"{name}_hd_max"] = 0.0
-        elif not p.any() or not t.any():
-            out[f"{name}_hd95"] = out[f"{name}_hd_max"] = float("nan")
-        else:
-            a, b = surface_distances(p, t)
-            d = np.concatenate([a, b])
-            out[f"{name}_hd95"] = float(np.percentile(d, 95))
-            out[f"{name}_hd_max"] = float(d.max())
+        out[f"{name}_hd95"], out[f"{name}_hd_max"] = hausdorffs(p, t, (95, 100))
     return out
 
 

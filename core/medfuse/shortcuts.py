@@ -138,7 +138,7 @@ def _model(seed: int) -> Any:
 
 def _fit_predict(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, classes: np.ndarray,
                  seed: int) -> np.ndarray:
-    from .fusion import align_columns
+    from .fusion import aligned_proba
 
     if len(np.unique(y[train])) < 2:  # one class in training: predict it
         proba = np.zeros((len(test), len(classes)))
@@ -148,7 +148,7 @@ def _fit_predict(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence / constant-column warnings: a baseline, not a model
         model.fit(X[train], y[train])
-        return align_columns(model.predict_proba(X[test]), model.classes_, classes)
+        return aligned_proba(model, X[test], classes)
 
 
 def _majority(y: np.ndarray) -> float | None:

@@ -536,6 +536,7 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
     evaluation = EvaluationSpec(**ev)
     if evaluation.folds < 2:
         raise StudyError(source, f"{key}.evaluation.folds", f"expected at least 2, got {evaluation.folds}")
+    _check_evaluation_values(evaluation, source, f"{key}.evaluation")
     for k in ("shortcut_margin", "shortcut_separable"):
         v = getattr(evaluation, k)
         if v is None or not 0 <= v <= 1:
@@ -547,6 +548,18 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
     return Study(name, source, DatasetSpec(ds["loader"], dict(ds["params"])), pipelines, blocks,
                  evaluation, top["description"], dict(top["reported"]), test,
                  _reader(top["reader"], source, f"{key}.reader"))
+
+
+def _check_evaluation_values(ev: EvaluationSpec, source: str, key: str) -> None:
+    """Ranges ``compare`` needs (numpy seeds, a hold-out fraction, counts), checked before any data."""
+    if not 0 <= ev.seed < 2**32:
+        raise StudyError(source, f"{key}.seed", f"expected a seed between 0 and {2**32 - 1}, got {ev.seed}")
+    if not 0 <= ev.holdout < 1:
+        raise StudyError(source, f"{key}.holdout", f"expected a fraction in [0, 1) (0: no hold-out), got {ev.holdout}")
+    if ev.bootstrap < 0:
+        raise StudyError(source, f"{key}.bootstrap", f"expected 0 (no intervals) or more, got {ev.bootstrap}")
+    if ev.max_per_class < 0:
+        raise StudyError(source, f"{key}.max_per_class", f"expected 0 (all) or more, got {ev.max_per_class}")
 
 
 COMBINE_BY_FUSION = {  # the combine values each fit path reads (medfuse.pipeline.PipelineRunner.fit)
@@ -661,6 +674,9 @@ def check_plugins(study: Study, host: Any) -> None:
         except (MedfuseError, ValueError, TypeError) as exc:
             raise StudyError(study.source, f"{where}.params", f"plugin {ref.plugin!r}: {exc}") from None
 
+    from .metrics import check_metric_names
+
+    check_metric_names(study)
     check(PluginRef(study.dataset.loader, study.dataset.params), ("loader",), f"{key}.dataset")
     if study.test is not None and study.test.loader is not None:
         check(PluginRef(study.test.loader, study.test.params), ("loader",), f"{key}.test")

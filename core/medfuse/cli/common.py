@@ -151,8 +151,11 @@ def console(stderr: bool = False, quiet: bool = False) -> Any:
 
 
 def echo_json(payload: Any) -> None:
-    """Print ``payload`` as indented JSON on stdout (the ``--json`` output of a command)."""
-    click.echo(json.dumps(payload, indent=2, default=str, allow_nan=False))
+    """Print ``payload`` as indented JSON on stdout (the ``--json`` output of a command); numpy
+    numbers as numbers, NaN and infinities as null (:func:`medfuse.util.jsonable.to_jsonable`)."""
+    from ..util.jsonable import to_jsonable
+
+    click.echo(json.dumps(to_jsonable(payload, finite=True), indent=2, allow_nan=False))
 
 
 # ---- --set BLOCK.PARAM=VALUE ------------------------------------------------------------------

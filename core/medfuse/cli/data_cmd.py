@@ -265,7 +265,9 @@ def _load_and_report(console: Any, start: float, path: Path, loader: str | None,
     if json_path:
         payload = {"loader": name, "params": params, "root": str(root), "elapsed_s": round(elapsed, 3),
                    "reader": (options or ReadOptions()).to_dict(), "report": report.to_dict()}
-        write_text(json_path, json.dumps(payload, indent=2, default=str))
+        from ..util.jsonable import to_jsonable
+
+        write_text(json_path, json.dumps(to_jsonable(payload, finite=True), indent=2, allow_nan=False))
     if samples_path:
         import pandas as pd
 
