@@ -53,13 +53,13 @@ def after_each_part(monkeypatch, hook) -> None:
     (resumed parts counted), from the scoring process: to interrupt a run or act in the middle of one."""
     import medfuse.scoring as scoring
 
-    write = scoring._write_atomic_parquet
+    write = scoring.write_part
 
     def write_then_hook(df, target, schema) -> None:
         write(df, target, schema)
         hook(len(list(Path(target).parent.glob("part-*.parquet"))))
 
-    monkeypatch.setattr(scoring, "_write_atomic_parquet", write_then_hook)
+    monkeypatch.setattr(scoring, "write_part", write_then_hook)
 
 
 def fitted_inputs(fitted) -> dict:

@@ -262,10 +262,10 @@ def test_scoring_workers_never_import_tensorflow(cells, tmp_path):
         # the workers of score()'s own pool: score chunks there, then probe the same processes
         import pandas as pd
         from medfuse.bundle import verify_bundle
-        from medfuse.scoring import ChunkTask, _LocalPool, score_chunk
+        from medfuse.scoring import ChunkTask, LocalPool, score_chunk
         _, _, digest = verify_bundle({str(tmp_path / "fused")!r})
         rows = pd.read_csv(images).rename(columns={{"path": "read_path"}}).assign(path=lambda d: d["read_path"])
-        pool = _LocalPool(2)
+        pool = LocalPool(2)
         try:
             done = [pool.executor.submit(score_chunk, ChunkTask({str(tmp_path / "fused")!r}, digest), i,
                                          rows.iloc[i::2])

@@ -152,7 +152,7 @@ def test_multiotsu_indices_match_scikit_image():
 
 
 def test_fast_binary_morphology_matches_scipy():
-    from medfuse_plugins.segmentation import _disk, binary_erosion, binary_opening
+    from medfuse_plugins.segmentation import binary_erosion, binary_opening, disk
 
     rng = np.random.default_rng(3)
     for k in range(60):
@@ -161,8 +161,8 @@ def test_fast_binary_morphology_matches_scipy():
         if k == 0:
             b[:] = True  # the border counts as background
         for r in (1, 2, 3):
-            assert np.array_equal(binary_erosion(b, r), ndi.binary_erosion(b, structure=_disk(r)))
-            assert np.array_equal(binary_opening(b, r), ndi.binary_opening(b, structure=_disk(r)))
+            assert np.array_equal(binary_erosion(b, r), ndi.binary_erosion(b, structure=disk(r)))
+            assert np.array_equal(binary_opening(b, r), ndi.binary_opening(b, structure=disk(r)))
 
 
 def test_compiled_blue_minus_green_equals_stain_channel_and_bincount():

@@ -20,19 +20,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Results", "compare", "extract", "runs"]
 
 
-def _reader(reader: ReadOptions | dict[str, Any] | None) -> ReadOptions:
-    from .intensity import ReadOptions
-
-    if isinstance(reader, ReadOptions):
-        return reader
-    try:
-        return ReadOptions.from_dict(reader)
-    except (TypeError, ValueError) as exc:
-        from .errors import InvalidInputError
-
-        raise InvalidInputError(f"reader={reader!r}: {exc} (keys: bits, percentiles, pixel_size_um)") from None
-
-
 def extract(inputs: str | Path | pd.DataFrame, blocks: Sequence[str] | None = None, jobs: int = 1, *,
             mask: str | None = "otsu_cell", transforms: Sequence[str] = (),
             params: dict[str, dict[str, Any]] | None = None,
@@ -59,10 +46,11 @@ def extract(inputs: str | Path | pd.DataFrame, blocks: Sequence[str] | None = No
     """
     from .cli.common import resolve_jobs
     from .extract import DEFAULT_BLOCKS, extract_table, make_plugins
+    from .intensity import ReadOptions
 
     plugins = make_plugins(list(blocks) if blocks is not None else list(DEFAULT_BLOCKS), mask, transforms, params)
     df, prov = extract_table(inputs, plugins.extractors, plugins.transforms, plugins.mask,
-                             jobs=resolve_jobs(jobs), progress=progress, options=_reader(reader))
+                             jobs=resolve_jobs(jobs), progress=progress, options=ReadOptions.coerce(reader))
     df.attrs["medfuse"] = prov
     return df
 

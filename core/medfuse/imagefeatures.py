@@ -132,15 +132,15 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
                             host=host, allow_trainable=True)
 
     def _prepare(self, X: Any, extractors: Any, transforms: Any, mask: Any) -> tuple[dict[str, np.ndarray], list[str]]:
-        from .api import _reader
         from .cli.common import resolve_jobs
         from .engine import MASK_FROM_FILE, prepare_images
+        from .intensity import ReadOptions
 
         sources, masks = _sources(X)
         if mask == MASK_FROM_FILE and (masks is None or all(m is None for m in masks)):
             raise InvalidInputError("ImageFeatures(mask='file'): X must be a DataFrame with 'path' and 'mask' columns")
         prep = prepare_images(sources, masks, transforms, mask, extractors, jobs=resolve_jobs(self.jobs),
-                              options=_reader(self.reader))
+                              options=ReadOptions.coerce(self.reader))
         bad = [e for e in prep.errors if e]
         if bad and (self.on_error == "raise" or len(bad) == len(sources)):
             raise InvalidInputError(f"ImageFeatures: {len(bad)} of {len(sources)} image(s) failed; first: {bad[0]}"

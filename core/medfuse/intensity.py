@@ -78,6 +78,19 @@ class ReadOptions:
         return cls(bits=data.get("bits"), percentiles=None if pct is None else tuple(pct),
                    pixel_size_um=data.get("pixel_size_um"))
 
+    @classmethod
+    def coerce(cls, value: ReadOptions | dict[str, Any] | None) -> ReadOptions:
+        """``value`` as options: itself, :meth:`from_dict` of a dict, the defaults for ``None``
+        (the Python API's ``reader=`` arguments); a bad value raises ``InvalidInputError`` naming it."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls.from_dict(value)
+        except (TypeError, ValueError) as exc:
+            from .errors import InvalidInputError
+
+            raise InvalidInputError(f"reader={value!r}: {exc} (keys: bits, percentiles, pixel_size_um)") from None
+
 
 _READING: contextvars.ContextVar[ReadOptions | None] = contextvars.ContextVar("medfuse_read_options", default=None)
 

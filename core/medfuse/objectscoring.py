@@ -56,18 +56,18 @@ from .outputs import label_png_paths, write_label_png
 from .scoring import (
     SCORING_THREADS,
     ChunkTask,
+    LocalPool,
     ScoreSummary,
     ScoringError,
-    _assemble,
-    _LocalPool,
-    _output_kind,
-    _output_metadata,
-    _part_name,
-    _prepare_parts,
-    _windowed,
-    _write_atomic_parquet,
+    assemble_parts,
     list_inputs,
+    output_kind,
+    output_metadata,
+    part_name,
+    prepare_parts,
+    windowed,
     worker_bundle,
+    write_part,
 )
 from .util.progress import Progress, progress_bar
 
@@ -342,9 +342,9 @@ def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: st
 
     t0 = time.perf_counter()
     out = Path(out)
-    kind = _output_kind(out)
+    kind = output_kind(out)
     summary_out = Path(summary) if summary is not None else summary_path(out)
-    if _output_kind(summary_out) != kind or summary_out == out:
+    if output_kind(summary_out) != kind or summary_out == out:
         raise ScoringError(f"--summary {summary_out}: must differ from --out and have its format ({out.suffix})")
     if chunk_size < 1:
         raise ScoringError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -371,12 +371,12 @@ def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: st
         plan = {"bundle": str(path), "manifest_sha256": digest, "chunk_size": chunk_size, "n_inputs": len(table),
                 "inputs_sha1": inputs_digest(table),
                 "objects": {"finder": name, "params": params, "crop": rule.to_dict()}}
-        table = _prepare_parts(parts, plan, table, resume)
+        table = prepare_parts(parts, plan, table, resume)
         n = len(table)
         n_chunks = -(-n // chunk_size)
         classes = [str(c) for c in manifest["classes"]]
         schema = _schema(classes)
-        done = {i for i in range(n_chunks) if (parts / _part_name(i)).is_file()}
+        done = {i for i in range(n_chunks) if (parts / part_name(i)).is_file()}
         todo = [i for i in range(n_chunks) if i not in done]
         resumed = sum(min(chunk_size, n - i * chunk_size) for i in done)
         from .scoring import keep_bundle
@@ -389,11 +389,11 @@ def score_objects(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: st
         advance, close = progress_bar(n, "scoring", progress, completed=resumed, rate=True)
         try:
             for i, df, _secs in _run(task, todo, chunk_rows, jobs):
-                _write_atomic_parquet(df, parts / _part_name(i), schema)
+                write_part(df, parts / part_name(i), schema)
                 advance(len(chunk_rows(i)))
         finally:
             close()
-        result = _assemble(parts, n_chunks, out, kind, schema, _output_metadata(str(path), digest))
+        result = assemble_parts(parts, n_chunks, out, kind, schema, output_metadata(str(path), digest))
         _write_summary(parts, n_chunks, table, classes, summary_out, kind, schema, write_masks is not None)
     result = ObjectScoreSummary(**vars(result), n_images=n, summary_out=summary_out)
     result.n_chunks, result.chunks_resumed, result.resumed_rows = n_chunks, len(done), 0
@@ -410,9 +410,9 @@ def _run(task: ObjectTask, todo: list[int], chunk_rows: Callable[[int], pd.DataF
         for i in todo:
             yield score_objects_chunk(task, i, chunk_rows(i))
         return
-    pool = _LocalPool(jobs)
+    pool = LocalPool(jobs)
     try:
-        yield from _windowed(pool.executor.submit, task, todo, chunk_rows, os.getpid(), window=2 * pool.workers,
+        yield from windowed(pool.executor.submit, task, todo, chunk_rows, os.getpid(), window=2 * pool.workers,
                              fn=score_objects_chunk)
     finally:
         pool.close()
@@ -452,7 +452,7 @@ def _write_summary(parts: Path, n_chunks: int, table: pd.DataFrame, classes: lis
     from .outputs import atomic_output
 
     cols = ["image", "object_id", "prediction", "warning", "error"]
-    objects = pd.concat([pq.read_table(parts / _part_name(i), schema=schema, columns=cols).to_pandas()
+    objects = pd.concat([pq.read_table(parts / part_name(i), schema=schema, columns=cols).to_pandas()
                          for i in range(n_chunks)], ignore_index=True) if n_chunks else pd.DataFrame(columns=cols)
     df = summarise(objects, table["path"].astype(str).tolist(), classes)
     df.insert(len(df.columns) - 1, "labels_path", table["labels_path"].to_numpy() if with_masks else "")

@@ -37,7 +37,6 @@ import base64
 import functools
 import io
 import json
-import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +51,7 @@ from .metrics import METRICS
 from .outputs import atomic_output, write_bytes, write_text
 from .splits import cv_text
 from .util import jsonable
+from .util.formatting import fmt_interval, fmt_number, fmt_p, fmt_signed
 
 METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.", "f1_macro": "Macro F1",
                  "f1_weighted": "Weighted F1", "roc_auc_ovr": "ROC AUC (OvR)"}
@@ -67,20 +67,7 @@ def write_results_json(results: dict[str, Any], path: Path) -> Path:
     return write_text(path, json.dumps(to_jsonable(results), indent=1, allow_nan=False) + "\n")
 
 
-# ---- formatting -------------------------------------------------------------------------------
-
-def _num(v: Any, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, int | np.integer):
-        return str(int(v))
-    return f"{float(v):.{digits}f}"
-
-
-def _ci(ci: Any, digits: int = 3) -> str:
-    if not ci or any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in ci):
-        return ""
-    return f"[{float(ci[0]):.{digits}f}, {float(ci[1]):.{digits}f}]"
+# ---- file names and durations ----------------------------------------------------------------
 
 
 def _slug(name: str) -> str:
@@ -156,7 +143,7 @@ def figure_calibration(results: dict[str, Any]) -> bytes | None:
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="calibrated")
     for name, ece, pts in lines:
-        ax.plot(pts[:, 0], pts[:, 1], marker="o", ms=3, lw=1.4, label=f"{name} (ECE {_num(ece)})")
+        ax.plot(pts[:, 0], pts[:, 1], marker="o", ms=3, lw=1.4, label=f"{name} (ECE {fmt_number(ece)})")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("mean confidence (top-label, 10 bins)")
@@ -202,7 +189,7 @@ def figure_roc(name: str, p: dict[str, Any]) -> bytes | None:
     ax = fig.subplots()
     for cls, c in roc.items():
         auc = c.get("auc")
-        ax.plot(c["fpr"], c["tpr"], lw=1.4, label=f"{cls} ({_num(auc)})")
+        ax.plot(c["fpr"], c["tpr"], lw=1.4, label=f"{cls} ({fmt_number(auc)})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
@@ -362,10 +349,6 @@ BOARD_NOTE = ("Brier and ECE: calibration, lower is better. vs best: Holm-adjust
               "≈ best = not significantly worse (paired comparisons below).")
 
 
-def _gap(v: Any) -> str:
-    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{float(v):+.3f}"
-
-
 def _has_test(results: dict[str, Any]) -> bool:
     return any("metrics" in (p.get("test") or {}) for p in results["pipelines"].values())
 
@@ -384,23 +367,17 @@ def leaderboard_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]
     for i, r in enumerate(results.get("leaderboard") or [], 1):
         cells = [str(i), r["pipeline"]]
         for m in metrics:
-            ci = _ci(r.get(f"{m}_ci95"))
-            cells.append(f"{_num(r.get(m))} {ci}".strip())
+            ci = fmt_interval(r.get(f"{m}_ci95"))
+            cells.append(f"{fmt_number(r.get(m))} {ci}".strip())
         if test:
-            cells += [f"{_num(r.get(f'test_{first}'))} {_ci(r.get(f'test_{first}_ci95'))}".strip(),
-                      _gap(r.get(f"gap_{first}"))]
-        cells += [f"{_num(r.get('brier'))} {_ci(r.get('brier_ci95'))}".strip(),
-                  f"{_num(r.get('ece'))} {_ci(r.get('ece_ci95'))}".strip(), vs_best_text(r, i == 1)]
+            cells += [f"{fmt_number(r.get(f'test_{first}'))} {fmt_interval(r.get(f'test_{first}_ci95'))}".strip(),
+                      fmt_signed(r.get(f"gap_{first}"))]
+        cells += [f"{fmt_number(r.get('brier'))} {fmt_interval(r.get('brier_ci95'))}".strip(),
+                  f"{fmt_number(r.get('ece'))} {fmt_interval(r.get('ece_ci95'))}".strip(), vs_best_text(r, i == 1)]
         ips = r.get("predict_images_per_second")
         cells += [_seconds(r.get("fit_seconds_mean")), f"{ips:.0f}" if ips else "–"]
         rows.append(cells)
     return header, rows
-
-
-def _p(v: Any) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    return "<0.001" if v < 0.001 else f"{float(v):.3f}"
 
 
 def vs_best_text(row: dict[str, Any], first: bool) -> str:
@@ -409,7 +386,7 @@ def vs_best_text(row: dict[str, Any], first: bool) -> str:
         return "best"
     if "not_worse_than_best" not in row:
         return "–"
-    p = f" (p {_p(row.get('p_vs_best'))})" if row.get("p_vs_best") is not None else ""
+    p = f" (p {fmt_p(row.get('p_vs_best'))})" if row.get("p_vs_best") is not None else ""
     return ("≈ best" if row["not_worse_than_best"] else "worse") + p
 
 
@@ -418,7 +395,7 @@ def _count(n: int, word: str) -> str:
 
 
 def _diff(v: Any, ci: Any) -> str:
-    return f"{_gap(v)} {_ci(ci)}".strip()
+    return f"{fmt_signed(v)} {fmt_interval(ci)}".strip()
 
 
 def paired_rows(results: dict[str, Any], key: str = "cv") -> tuple[list[str], list[list[str]]]:
@@ -433,7 +410,7 @@ def paired_rows(results: dict[str, Any], key: str = "cv") -> tuple[list[str], li
         mc = p.get("mcnemar") or {}
         rows.append([f"{p['a']} - {p['b']}", str(p["n"]),
                      *[_diff(p["diff"].get(m), p["ci95"].get(m)) for m in PAIRED_METRICS],
-                     f"{mc.get('a_only', '–')} / {mc.get('b_only', '–')}", _p(mc.get("p")), _p(p.get("p_holm")),
+                     f"{mc.get('a_only', '–')} / {mc.get('b_only', '–')}", fmt_p(mc.get("p")), fmt_p(p.get("p_holm")),
                      "yes" if p.get("significant") else "no"])
     return header, rows
 
@@ -459,11 +436,11 @@ def calibration_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]
     for r in results.get("leaderboard") or []:
         cal = results["pipelines"][r["pipeline"]].get("calibration") or {}
         ci = cal.get("ci95") or {}
-        cells = [r["pipeline"], f"{_num(cal.get('brier'))} {_ci(ci.get('brier'))}".strip(),
-                 f"{_num(cal.get('ece'))} {_ci(ci.get('ece'))}".strip()]
+        cells = [r["pipeline"], f"{fmt_number(cal.get('brier'))} {fmt_interval(ci.get('brier'))}".strip(),
+                 f"{fmt_number(cal.get('ece'))} {fmt_interval(ci.get('ece'))}".strip()]
         if test:
             tc = (results["pipelines"][r["pipeline"]].get("test") or {}).get("calibration") or {}
-            cells += [_num(tc.get("brier")), _num(tc.get("ece"))]
+            cells += [fmt_number(tc.get("brier")), fmt_number(tc.get("ece"))]
         rows.append(cells)
     return header, rows
 
@@ -478,8 +455,8 @@ def test_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         if "metrics" not in t:
             continue
         for m in METRICS:
-            rows.append([r["pipeline"], METRIC_LABELS[m], _num(p["metrics"][m]), _ci(p["ci95"].get(m)),
-                         _num(t["metrics"][m]), _ci(t["ci95"].get(m)), _gap(t["gap"].get(m))])
+            rows.append([r["pipeline"], METRIC_LABELS[m], fmt_number(p["metrics"][m]), fmt_interval(p["ci95"].get(m)),
+                         fmt_number(t["metrics"][m]), fmt_interval(t["ci95"].get(m)), fmt_signed(t["gap"].get(m))])
     return header, rows
 
 
@@ -497,11 +474,11 @@ def shortcut_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         if b.get("status") != "ok":
             rows.append([name, shown, b.get("reason", "skipped"), ""] + [""] * test)
             continue
-        cells = [name, shown, f"{_num(b['metrics']['accuracy'])} {_ci(b['ci95'].get('accuracy'))}".strip(),
-                 f"{_num(b['metrics']['balanced_accuracy'])} {_ci(b['ci95'].get('balanced_accuracy'))}".strip()]
+        cells = [name, shown, f"{fmt_number(b['metrics']['accuracy'])} {fmt_interval(b['ci95'].get('accuracy'))}".strip(),
+                 f"{fmt_number(b['metrics']['balanced_accuracy'])} {fmt_interval(b['ci95'].get('balanced_accuracy'))}".strip()]
         if test:
             t = b.get("test")
-            cells.append(f"{_num(t['metrics']['accuracy'])} {_ci(t['ci95'].get('accuracy'))}".strip() if t else "–")
+            cells.append(f"{fmt_number(t['metrics']['accuracy'])} {fmt_interval(t['ci95'].get('accuracy'))}".strip() if t else "–")
         rows.append(cells)
     return header, rows
 
@@ -511,7 +488,7 @@ def shortcut_intro(results: dict[str, Any]) -> str:
     if sc.get("status") == "ok":
         return (f"Plain logistic regression (standardised) on what the acquisition leaks rather than the biology, "
                 f"on the same folds{' and test set' if _has_test(results) else ''}; chance (majority class) "
-                f"{_num(sc.get('chance'))}. The study is flagged when a baseline comes within "
+                f"{fmt_number(sc.get('chance'))}. The study is flagged when a baseline comes within "
                 f"{sc.get('margin', 0.05):g} accuracy of the best pipeline or reaches {sc.get('separable', 0.95):g}.")
     if sc.get("status") == "off":
         return "Shortcut baselines were turned off (evaluation.shortcuts = false or --no-shortcuts)."
@@ -529,8 +506,8 @@ def per_fold_rows(p: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for m in METRICS:
         fs = p["fold_summary"][m]
-        rows.append([METRIC_LABELS[m], _num(p["metrics"][m]), _ci(p["ci95"].get(m)),
-                     f"{_num(fs['mean'])} ± {_num(fs['sd'])}", *[_num(f[m]) for f in p["folds"]]])
+        rows.append([METRIC_LABELS[m], fmt_number(p["metrics"][m]), fmt_interval(p["ci95"].get(m)),
+                     f"{fmt_number(fs['mean'])} ± {fmt_number(fs['sd'])}", *[fmt_number(f[m]) for f in p["folds"]]])
     return header, rows
 
 
@@ -538,7 +515,7 @@ def per_class_rows(p: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Precision, recall, F1 (with 95% bootstrap intervals when computed) and support per class."""
     header = ["class", "precision", "recall", "F1", "support"]
     cis = p.get("per_class_ci95") or {}
-    rows = [[c, *[f"{_num(v[k])} {_ci((cis.get(c) or {}).get(k))}".strip() for k in ("precision", "recall", "f1")],
+    rows = [[c, *[f"{fmt_number(v[k])} {fmt_interval((cis.get(c) or {}).get(k))}".strip() for k in ("precision", "recall", "f1")],
              str(v["support"])] for c, v in p["per_class"].items()]
     return header, rows
 
@@ -549,8 +526,8 @@ def block_rows(p: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     for b, r in (p.get("blocks") or {}).items():
         ev = [e for e in r.get("explained_variance", []) if e is not None]
         comps = r.get("n_components", [])
-        rows.append([b, _num(r.get("n_features_in")), ", ".join("–" if c is None else str(c) for c in comps),
-                     _num(float(np.mean(ev))) if ev else "no PCA"])
+        rows.append([b, fmt_number(r.get("n_features_in")), ", ".join("–" if c is None else str(c) for c in comps),
+                     fmt_number(float(np.mean(ev))) if ev else "no PCA"])
     return header, rows
 
 
@@ -565,8 +542,8 @@ def reliability_rows(p: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for j, part in enumerate(fits[0]["parts"] if fits else []):
         parts = [f["parts"][j] for f in fits]
-        rows.append([part["name"], ", ".join(_num(q["weight"]) for q in parts),
-                     _num(float(np.mean([q["oof_accuracy"] for q in parts]))),
+        rows.append([part["name"], ", ".join(fmt_number(q["weight"]) for q in parts),
+                     fmt_number(float(np.mean([q["oof_accuracy"] for q in parts]))),
                      f"{sum(q['kept'] for q in parts)}/{len(parts)}"])
     return header, rows
 
@@ -576,7 +553,7 @@ def timing_rows(p: dict[str, Any]) -> list[list[str]]:
     rows = [["materialize (decode, transforms, masks, prepare)", _seconds(t.get("materialize_seconds"))],
             ["fit per fold (mean)", _seconds(t.get("fit_seconds_mean"))],
             ["predict, all folds", _seconds(t.get("predict_seconds_total"))],
-            ["predict images / second", _num(t.get("predict_images_per_second"), 1)]]
+            ["predict images / second", fmt_number(t.get("predict_images_per_second"), 1)]]
     if t.get("cache"):
         rows.append(["feature cache", ", ".join(f"{k} {v}" for k, v in t["cache"].items())])
     if t.get("top_features_seconds") is not None:
@@ -636,7 +613,7 @@ def test_lines(p: dict[str, Any]) -> list[str]:
     if "metrics" not in t:
         return [f"External test set: {t.get('error', 'not scored')} ({t.get('n_failed', 0)} failed).", ""]
     out = [f"External test set ({t['n']} samples, fitted on {t.get('n_fit', '?')} development samples): " + ", ".join(
-        f"{METRIC_LABELS[m]} {_num(t['metrics'][m])} {_ci(t['ci95'].get(m))} (gap {_gap(t['gap'].get(m))})"
+        f"{METRIC_LABELS[m]} {fmt_number(t['metrics'][m])} {fmt_interval(t['ci95'].get(m))} (gap {fmt_signed(t['gap'].get(m))})"
         for m in METRICS), ""]
     if t.get("n_failed"):
         out += [f"{t['n_failed']} test samples could not be prepared (counted as failures, not scored):", ""]
@@ -655,8 +632,8 @@ def learning_rows(p: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         for r in runs:
             val = r.get("val_loss") or []
             rows.append([f"{slot} ({r.get('plugin', '')})", str(r["fold"]), str(r.get("epochs_run", len(r["loss"]))),
-                         _num(r["loss"][-1]), _num(min(val)) if val else "–",
-                         _num((r.get("accuracy") or [None])[-1]), _num((r.get("val_accuracy") or [None])[-1]),
+                         fmt_number(r["loss"][-1]), fmt_number(min(val)) if val else "–",
+                         fmt_number((r.get("accuracy") or [None])[-1]), fmt_number((r.get("val_accuracy") or [None])[-1]),
                          "reused" if r.get("reused") else ""])
     return header, rows
 
@@ -668,14 +645,14 @@ def gallery_intro(p: dict[str, Any], shown: int) -> str:
 
 
 def gallery_rows(p: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-    return [{**g, "p_pred": _num(g["p_pred"]), "p_true": _num(g["p_true"])}
+    return [{**g, "p_pred": fmt_number(g["p_pred"]), "p_true": fmt_number(g["p_true"])}
             for g in ((p.get("misclassified") or {}).get("samples") or [])[:limit]]
 
 
 def raw_importance_rows(p: dict[str, Any], n: int = 20) -> tuple[list[str], list[list[str]]]:
     raw = p.get("raw_importance") or {}
     header = ["raw feature", "block", "drop in accuracy (mean)", "sd over folds"]
-    return header, [[f["feature"], f["block"], _num(f["importance"], 4), _num(f.get("sd"), 4)]
+    return header, [[f["feature"], f["block"], fmt_number(f["importance"], 4), fmt_number(f.get("sd"), 4)]
                     for f in (raw.get("features") or [])[:n]]
 
 
@@ -769,14 +746,14 @@ def _pipeline_context(name: str, p: dict[str, Any], figures: dict[str, bytes], h
     if p.get("holdout"):
         h = p["holdout"]
         out["holdout"] = {"n": h["n"], "table": (["metric", "value", "95% CI"], [
-            [METRIC_LABELS[m], _num(h["metrics"][m]), _ci(h["ci95"].get(m))] for m in METRICS]),
+            [METRIC_LABELS[m], fmt_number(h["metrics"][m]), fmt_interval(h["ci95"].get(m))] for m in METRICS]),
             "line": f"Held-out ({h['n']} samples): " + ", ".join(
-                f"{METRIC_LABELS[m]} {_num(h['metrics'][m])} {_ci(h['ci95'].get(m))}" for m in METRICS)}
+                f"{METRIC_LABELS[m]} {fmt_number(h['metrics'][m])} {fmt_interval(h['ci95'].get(m))}" for m in METRICS)}
     t = p.get("test")
     if t and "metrics" in t:
         out["test"] = {"n": t["n"], "table": (["metric", "CV", "test", "test 95% CI", "gap"], [
-            [METRIC_LABELS[m], _num(p["metrics"][m]), _num(t["metrics"][m]), _ci(t["ci95"].get(m)),
-             _gap(t["gap"].get(m))] for m in METRICS])}
+            [METRIC_LABELS[m], fmt_number(p["metrics"][m]), fmt_number(t["metrics"][m]), fmt_interval(t["ci95"].get(m)),
+             fmt_signed(t["gap"].get(m))] for m in METRICS])}
     if t and (t.get("n_failed") or "metrics" not in t):
         out["test_failed"] = {"n": t.get("n_failed", 0), "table": (["id", "path", "error"], [
             [r["id"], r["path"], r["error"]] for r in t.get("failed", [])])}
@@ -785,7 +762,7 @@ def _pipeline_context(name: str, p: dict[str, Any], figures: dict[str, bytes], h
     if top:
         cols = _value_cols(top)
         out["top"] = {"method": _method(top) or "importance", "folds": p.get("top_features_folds", 1),
-                      "table": (["feature", *cols], [[r["feature"], *[_num(r[c], 4) for c in cols]] for r in top[:20]])}
+                      "table": (["feature", *cols], [[r["feature"], *[fmt_number(r[c], 4) for c in cols]] for r in top[:20]])}
     out["top_error"] = p.get("top_features_error")
     out["raw"] = None
     if (p.get("raw_importance") or {}).get("features"):
@@ -816,7 +793,7 @@ def _pipeline_context(name: str, p: dict[str, Any], figures: dict[str, bytes], h
         for i, g in enumerate(sal["samples"]):
             f = f"gallery/{s}-saliency-{i}.jpg"
             if f in figures:
-                items.append({**g, "p_pred": _num(g["p_pred"]), "src": _data_uri(f, figures[f]) if html
+                items.append({**g, "p_pred": fmt_number(g["p_pred"]), "src": _data_uri(f, figures[f]) if html
                               else f"figures/{f}"})
         if items:
             out["saliency"] = {"title": f"{sal.get('method', 'Saliency')} on correct and wrong images",

@@ -12,6 +12,10 @@ refuses instead of deleting the first's parts, and an unwritable location fails 
 A Parquet output carries ``medfuse.version``, ``medfuse.bundle`` and
 ``medfuse.bundle_manifest_sha256`` in its key/value metadata (a CSV output nothing extra).
 
+The chunk machinery (:func:`prepare_parts`, :func:`part_name`, :func:`write_part`,
+:class:`LocalPool`, :func:`windowed`, :func:`assemble_parts`, :func:`output_kind`,
+:func:`output_metadata`) is shared with :mod:`medfuse.objectscoring`, which scores objects on it.
+
 Parallelism is joblib's loky (``backend="loky"``, ``jobs`` worker processes) or a Dask cluster
 (``backend="dask"``, implied by a ``scheduler`` address): chunks are submitted as futures with
 ``retries``, at most a bounded window of them in flight, so a worker that dies mid-chunk costs
@@ -197,7 +201,8 @@ def _arrow_schema(classes: list[str]) -> Any:
                       ("error", pa.string())])
 
 
-def _write_atomic_parquet(df: pd.DataFrame, target: Path, schema: Any) -> None:
+def write_part(df: pd.DataFrame, target: Path, schema: Any) -> None:
+    """Write one chunk's rows as the Parquet part ``target`` with ``schema``, atomically."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -205,14 +210,15 @@ def _write_atomic_parquet(df: pd.DataFrame, target: Path, schema: Any) -> None:
         pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), tmp)
 
 
-def _output_metadata(bundle_path: str, digest: str) -> dict[bytes, bytes]:
+def output_metadata(bundle_path: str, digest: str) -> dict[bytes, bytes]:
     """Key/value metadata of a Parquet output: which medfuse and which bundle wrote it."""
     from . import __version__
 
     return {k.encode(): str(v).encode() for k, v in zip(METADATA_KEYS, (__version__, bundle_path, digest))}
 
 
-def _output_kind(out: Path) -> str:
+def output_kind(out: Path) -> str:
+    """``"csv"`` or ``"parquet"`` from the output's suffix; a :class:`ScoringError` for any other."""
     suffix = out.suffix.lower()
     if suffix == ".csv":
         return "csv"
@@ -259,7 +265,7 @@ def score(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: str | Path
     """
     t0 = time.perf_counter()
     out = Path(out)
-    kind = _output_kind(out)
+    kind = output_kind(out)
     if backend is None:
         backend = "dask" if scheduler else "loky"
     if backend not in ("loky", "dask"):
@@ -288,7 +294,7 @@ def _score_locked(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Pa
     """The body of :func:`score`, run while holding the output's lock."""
     in_process = jobs == 1 and backend == "loky"
     # local workers start (and import the scoring stack) while this process verifies the bundle
-    pool = None if in_process or backend != "loky" else _LocalPool(jobs)
+    pool = None if in_process or backend != "loky" else LocalPool(jobs)
     try:
         return _score_verified(bundle, inputs, out, kind, jobs, chunk_size, batch_size, resume, backend, scheduler,
                                progress, keep_parts, max_pixels, trust_pickle, in_process, pool)
@@ -300,7 +306,7 @@ def _score_locked(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Pa
 def _score_verified(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: Path, kind: str, jobs: int,
                     chunk_size: int, batch_size: int, resume: bool, backend: str, scheduler: str | None,
                     progress: bool, keep_parts: bool, max_pixels: int | None, trust_pickle: bool, in_process: bool,
-                    pool: _LocalPool | None) -> ScoreSummary:
+                    pool: LocalPool | None) -> ScoreSummary:
     from .bundle import load_verified, verify_bundle
 
     # verify here, so that a bad bundle fails before any work; load it only if scoring in-process
@@ -318,11 +324,11 @@ def _score_verified(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: 
     parts = out.with_name(out.name + ".parts")
     plan = {"bundle": bundle_path, "manifest_sha256": digest, "chunk_size": chunk_size,
             "n_inputs": len(table), "inputs_sha1": inputs_digest(table)}
-    table = _prepare_parts(parts, plan, table, resume)
+    table = prepare_parts(parts, plan, table, resume)
     n = len(table)
     n_chunks = -(-n // chunk_size)
     schema = _arrow_schema([str(c) for c in manifest["classes"]])
-    done = {i for i in range(n_chunks) if (parts / _part_name(i)).is_file()}
+    done = {i for i in range(n_chunks) if (parts / part_name(i)).is_file()}
     todo = [i for i in range(n_chunks) if i not in done]
     resumed_rows = sum(min(chunk_size, n - i * chunk_size) for i in done)
     if loaded is not None:
@@ -334,11 +340,11 @@ def _score_verified(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: 
     advance, close = progress_bar(n, "scoring", progress, completed=resumed_rows, rate=True)
     try:
         for i, df, _secs in _run_chunks(task, todo, chunk_rows, jobs, backend, scheduler, in_process, pool):
-            _write_atomic_parquet(df, parts / _part_name(i), schema)
+            write_part(df, parts / part_name(i), schema)
             advance(len(df))
     finally:
         close()
-    summary = _assemble(parts, n_chunks, out, kind, schema, _output_metadata(bundle_path, digest))
+    summary = assemble_parts(parts, n_chunks, out, kind, schema, output_metadata(bundle_path, digest))
     summary.n_chunks, summary.chunks_resumed, summary.resumed_rows = n_chunks, len(done), resumed_rows
     if summary.n_scored + summary.n_failed != n:
         raise ScoringError(f"internal: assembled {summary.n_scored + summary.n_failed} rows for {n} inputs")
@@ -347,11 +353,12 @@ def _score_verified(bundle: str | Path, inputs: str | Path | pd.DataFrame, out: 
     return summary
 
 
-def _part_name(i: int) -> str:
+def part_name(i: int) -> str:
+    """File name of chunk ``i``'s part in the parts folder (``part-NNNNNN.parquet``)."""
     return f"part-{i:06d}.parquet"
 
 
-def _prepare_parts(parts: Path, plan: dict[str, Any], table: pd.DataFrame, resume: bool) -> pd.DataFrame:
+def prepare_parts(parts: Path, plan: dict[str, Any], table: pd.DataFrame, resume: bool) -> pd.DataFrame:
     """Create (or, with ``resume``, check and reuse) the parts folder; return the input table."""
     plan_file = parts / PLAN
     if resume and plan_file.is_file():
@@ -376,7 +383,7 @@ def _prepare_parts(parts: Path, plan: dict[str, Any], table: pd.DataFrame, resum
 
 def _run_chunks(task: ChunkTask, todo: list[int], chunk_rows: Callable[[int], pd.DataFrame], jobs: int,
                 backend: str, scheduler: str | None, in_process: bool = False,
-                pool: _LocalPool | None = None) -> Iterator[tuple[int, pd.DataFrame, float]]:
+                pool: LocalPool | None = None) -> Iterator[tuple[int, pd.DataFrame, float]]:
     if not todo:
         return
     if in_process:
@@ -387,9 +394,9 @@ def _run_chunks(task: ChunkTask, todo: list[int], chunk_rows: Callable[[int], pd
         yield from _dask_chunks(task, todo, chunk_rows, jobs, str(scheduler))
         return
     own = pool is None
-    pool = _LocalPool(jobs) if own else pool
+    pool = LocalPool(jobs) if own else pool
     try:
-        yield from _windowed(pool.executor.submit, task, todo, chunk_rows, os.getpid(), window=2 * pool.workers)
+        yield from windowed(pool.executor.submit, task, todo, chunk_rows, os.getpid(), window=2 * pool.workers)
     finally:
         if own:
             pool.close()
@@ -406,7 +413,7 @@ def _warm_worker(parent_pid: int) -> None:
     get_host()
 
 
-class _LocalPool:
+class LocalPool:
     """``jobs`` local loky worker processes (``jobs < 1``: one per CPU), each with
     :data:`SCORING_THREADS` native threads; started at once, each importing the scoring stack
     (:func:`_warm_worker`, the initializer) while the caller goes on (verifies the bundle)."""
@@ -509,7 +516,7 @@ def _dask_chunks(task: ChunkTask, todo: list[int], chunk_rows: Callable[[int], p
                 fut.cancel()
 
 
-def _windowed(submit: Callable[..., Any], task: Any, todo: list[int],
+def windowed(submit: Callable[..., Any], task: Any, todo: list[int],
               chunk_rows: Callable[[int], pd.DataFrame], parent_pid: int | None,
               window: int = 2, fn: Callable[..., Any] | None = None) -> Iterator[tuple[int, pd.DataFrame, float]]:
     """Score the chunks through ``submit`` (the local pool's executor) with at most ``window`` of
@@ -531,7 +538,7 @@ def _windowed(submit: Callable[..., Any], task: Any, todo: list[int],
             f.cancel()
 
 
-def _assemble(parts: Path, n_chunks: int, out: Path, kind: str, schema: Any,
+def assemble_parts(parts: Path, n_chunks: int, out: Path, kind: str, schema: Any,
               metadata: dict[bytes, bytes] | None = None) -> ScoreSummary:
     """Write ``out`` from the parts in order, atomically (Parquet with ``metadata`` in its
     key/value metadata); count scored and failed rows."""
@@ -549,7 +556,7 @@ def _assemble_into(tmp: Path, parts: Path, n_chunks: int, out: Path, kind: str, 
     writer = pq.ParquetWriter(tmp, out_schema) if kind == "parquet" else None
     try:
         for i in range(n_chunks):
-            part = parts / _part_name(i)
+            part = parts / part_name(i)
             if not part.is_file():
                 raise ScoringError(f"{part}: chunk {i} is missing after scoring")
             t = pq.read_table(part, schema=schema)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .segmentation import _disk, centred_component, components, largest_component
+from .segmentation import centred_component, components, disk, largest_component
 
 BACKGROUND_PERCENTILE = 90.0
 
@@ -50,7 +50,7 @@ def opening_series(values: np.ndarray, region: np.ndarray, radii: tuple[int, ...
     prev = np.where(region, values, 0.0).astype(np.float32)
     out = np.zeros((len(radii), *values.shape), np.float32)
     for k, r in enumerate(radii):
-        opened = np.minimum(ndi.grey_opening(prev, footprint=_disk(int(r))), prev)
+        opened = np.minimum(ndi.grey_opening(prev, footprint=disk(int(r))), prev)
         out[k] = prev - opened
         prev = opened
     return out
@@ -75,7 +75,7 @@ def spots(values: np.ndarray, region: np.ndarray, radius: int, threshold: float)
     from scipy import ndimage as ndi
 
     v = np.where(region, values, 0.0).astype(np.float32)
-    top = v - ndi.grey_opening(v, footprint=_disk(int(radius)))
+    top = v - ndi.grey_opening(v, footprint=disk(int(radius)))
     hit = (top > threshold) & region
     n = components(hit)[1].size - 1
     return hit, int(n)

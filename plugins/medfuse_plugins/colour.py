@@ -27,9 +27,7 @@ from medfuse.contracts import Extractor
 from medfuse.errors import InvalidInputError
 
 from .segmentation import bbox, resolve_mask
-from .transforms import _RGB2XYZ, _SRGB_LUT, _WHITE
-
-_XYZ_N = np.ascontiguousarray((_RGB2XYZ / _WHITE[:, None]).T)
+from .transforms import rgb_to_xyz
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,7 +59,7 @@ def _lab_parts(px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Normalised XYZ of an ``(N, 3)`` uint8 pixel list and its cube root ``exp(log(t) / 3)``,
     float32 ``(N, 3)`` each: the vectorised part of the Lab conversion (the rest is compiled;
     ``lab8_pixels`` in ``tests/reference_impl.py`` is the NumPy version)."""
-    xyz = np.take(_SRGB_LUT, px) @ _XYZ_N  # np.take: faster than fancy indexing
+    xyz = rgb_to_xyz(px)
     f = np.log(np.maximum(xyz, np.float32(1e-6)))
     f *= np.float32(1.0 / 3.0)
     np.exp(f, out=f)

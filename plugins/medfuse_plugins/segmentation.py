@@ -13,7 +13,8 @@ Plugins
     Every pixel is the region (X-rays and other images that need no segmentation).
 
 The numpy functions (:func:`stain_channel`, :func:`cell_mask`, :func:`split_cells`,
-:func:`largest_component`, :func:`fill_holes`, :func:`binary_erosion`, :func:`binary_opening`)
+:func:`largest_component`, :func:`fill_holes`, :func:`binary_erosion`, :func:`binary_opening`,
+:func:`disk`)
 are reused by the extractors and transforms. :func:`multiotsu_indices` and the disk morphology
 are faster equivalents of ``skimage.filters.threshold_multiotsu`` and ``scipy.ndimage``'s binary
 morphology (same results, checked in ``tests/test_segmentation.py``); :func:`largest_component`
@@ -202,7 +203,9 @@ def fill_holes(binary: np.ndarray) -> np.ndarray:
     return fill_holes4(np.ascontiguousarray(binary, np.bool_))
 
 
-def _disk(radius: int) -> np.ndarray:
+def disk(radius: int) -> np.ndarray:
+    """Boolean disk of ``radius`` px, ``(2r+1, 2r+1)``: the footprint of this module's erosion and
+    opening, for ``scipy.ndimage`` grey or binary morphology with the same shape."""
     r = int(radius)
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
     return (yy * yy + xx * xx) <= r * r + r * 0.5
@@ -210,11 +213,11 @@ def _disk(radius: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _disk_offsets(radius: int) -> tuple[tuple[int, int], ...]:
-    return tuple((int(dy), int(dx)) for dy, dx in zip(*np.nonzero(_disk(radius))))
+    return tuple((int(dy), int(dx)) for dy, dx in zip(*np.nonzero(disk(radius))))
 
 
 def _disk_filter(binary: np.ndarray, radius: int, erode: bool) -> np.ndarray:
-    """Erosion (AND) or dilation (OR) by the disk of :func:`_disk`, outside the array being
+    """Erosion (AND) or dilation (OR) by the disk of :func:`disk`, outside the array being
     background: shifted views of one zero-padded copy, flattened so that each shift is a
     contiguous slice (~10x faster than ``scipy.ndimage``'s generic binary morphology)."""
     r = int(radius)
@@ -236,13 +239,13 @@ def _disk_filter(binary: np.ndarray, radius: int, erode: bool) -> np.ndarray:
 
 
 def binary_erosion(binary: np.ndarray, radius: int) -> np.ndarray:
-    """``scipy.ndimage.binary_erosion(binary, structure=_disk(radius))``, faster."""
+    """``scipy.ndimage.binary_erosion(binary, structure=disk(radius))``, faster."""
     return _disk_filter(binary, radius, True) if int(radius) > 0 else binary.copy()
 
 
 def binary_opening(binary: np.ndarray, radius: int) -> np.ndarray:
-    """``scipy.ndimage.binary_opening(binary, structure=_disk(radius))``, faster: erosion then
-    dilation by the disk of :func:`_disk` (``radius`` px)."""
+    """``scipy.ndimage.binary_opening(binary, structure=disk(radius))``, faster: erosion then
+    dilation by the disk of :func:`disk` (``radius`` px)."""
     if int(radius) <= 0:
         return binary.copy()
     return _disk_filter(_disk_filter(binary, radius, True), radius, False)
@@ -399,7 +402,7 @@ def smear_foreground(image: np.ndarray, channel: str = "darkness", open_radius: 
         return np.zeros(s.shape, bool)
     fg = s > levels[0]
     if open_radius > 0:
-        fg = ndi.binary_opening(fg, structure=_disk(open_radius))
+        fg = ndi.binary_opening(fg, structure=disk(open_radius))
     return fg
 
 

@@ -5,7 +5,7 @@ Plugins: ``grayscale``, ``resize``, ``equalize``, ``clahe``, ``gaussian_blur``, 
 ``roi_crop``) change the mask the same way (nearest neighbour); the others leave it unchanged.
 
 The colour-space helpers (:func:`rgb_to_hsv8`, :func:`rgb_to_lab8`, :func:`rgb_to_lab`,
-:func:`lab_to_rgb`) are float32 numpy code shared with the colour extractor.
+:func:`rgb_to_xyz`, :func:`lab_to_rgb`) are float32 numpy code shared with the colour extractor.
 """
 
 from __future__ import annotations
@@ -27,12 +27,18 @@ _RGB2XYZ = np.array([[0.412453, 0.357580, 0.180423],
                      [0.019334, 0.119193, 0.950227]], np.float32)
 _WHITE = np.array([0.95047, 1.0, 1.08883], np.float32)
 _XYZ2RGB = np.linalg.inv(_RGB2XYZ).astype(np.float32)
+_XYZ_N = np.ascontiguousarray((_RGB2XYZ / _WHITE[:, None]).T)  # linear RGB -> XYZ / white, row vectors
+
+
+def rgb_to_xyz(image: np.ndarray) -> np.ndarray:
+    """CIE XYZ relative to the D65 white (``X/Xn, Y/Yn, Z/Zn``) of uint8 RGB, float32 ``(..., 3)``:
+    the linear step of :func:`rgb_to_lab`."""
+    return np.take(_SRGB_LUT, image) @ _XYZ_N  # np.take: faster than fancy indexing
 
 
 def rgb_to_lab(image: np.ndarray) -> np.ndarray:
     """CIE Lab (D65) of a uint8 RGB image, float32 ``(..., 3)``: L in [0, 100], a, b ~ [-128, 127]."""
-    lin = _SRGB_LUT[image]
-    xyz = (lin @ (_RGB2XYZ / _WHITE[:, None]).T).astype(np.float32)
+    xyz = rgb_to_xyz(image)
     f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
     L = 116.0 * f[..., 1] - 16.0
     a = 500.0 * (f[..., 0] - f[..., 1])

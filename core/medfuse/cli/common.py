@@ -158,6 +158,27 @@ def echo_json(payload: Any) -> None:
     click.echo(json.dumps(to_jsonable(payload, finite=True), indent=2, allow_nan=False))
 
 
+# ---- reader flags (--bits, --percentiles, --pixel-size-um) ------------------------------------
+
+def read_options(bits: int | None, percentiles: str | None, pixel_size_um: float | None) -> Any:
+    """The reader flags ``--bits``, ``--percentiles LOW,HIGH`` and ``--pixel-size-um`` as
+    :class:`medfuse.intensity.ReadOptions` (a bad value is a usage error naming its flag)."""
+    from ..intensity import ReadOptions
+
+    pct = None
+    if percentiles:
+        try:
+            pct = tuple(float(v) for v in percentiles.split(","))
+        except ValueError:
+            pct = ()
+        if len(pct) != 2:
+            raise click.BadParameter(f"{percentiles!r}: expected LOW,HIGH, e.g. 1,99", param_hint="--percentiles")
+    try:
+        return ReadOptions(bits=bits, percentiles=pct, pixel_size_um=pixel_size_um)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 # ---- --set BLOCK.PARAM=VALUE ------------------------------------------------------------------
 
 def set_option(what: str = "BLOCK") -> Callable:

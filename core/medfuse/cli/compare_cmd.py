@@ -292,10 +292,6 @@ class _Display:
             self._say(f"  [red]{info['pipeline']} failed:[/] {info['error']}")
 
 
-def _gap(v: Any) -> str:
-    return "–" if v is None else f"{v:+.3f}"
-
-
 def _print_shortcuts(out: Any, results: dict[str, Any]) -> None:
     """The shortcut-baseline table and, when the study is flagged, its warning lines."""
     from rich.table import Table
@@ -321,7 +317,7 @@ def _print_shortcuts(out: Any, results: dict[str, Any]) -> None:
 def paired_line(results: dict[str, Any]) -> str | None:
     """One line: each pipeline against the best (Δ accuracy with its paired interval, Holm-adjusted
     McNemar p, and whether it is significantly worse)."""
-    from ..report import _ci, _gap, _p
+    from ..util.formatting import fmt_interval, fmt_p, fmt_signed
 
     sec = (results.get("paired") or {}).get("cv") or {}
     if sec.get("status") != "ok":
@@ -332,9 +328,9 @@ def paired_line(results: dict[str, Any]) -> str | None:
             continue
         verdict = "≈ best" if p["b"] in sec["not_worse_than_best"] else "worse"
         ci = (p.get("ci95") or {}).get("accuracy")
-        ci_text = _ci([-ci[1], -ci[0]]) if ci and None not in ci else ""
-        parts.append(f"{p['b']} {_gap(-p['diff']['accuracy'])} {ci_text}".rstrip()
-                     + f" p={_p(p['p_holm'])} {verdict}")
+        ci_text = fmt_interval([-ci[1], -ci[0]]) if ci and None not in ci else ""
+        parts.append(f"{p['b']} {fmt_signed(-p['diff']['accuracy'])} {ci_text}".rstrip()
+                     + f" p={fmt_p(p['p_holm'])} {verdict}")
     return (f"paired vs best {sec['best']} (Δ accuracy, 95% paired bootstrap; McNemar exact, Holm): "
             + "; ".join(parts)) if parts else None
 
@@ -348,8 +344,9 @@ def _print_paired(out: Any, results: dict[str, Any]) -> None:
 def _print_summary(results: dict[str, Any], paths: dict[str, Path], quiet: bool) -> None:
     from rich.table import Table
 
-    from ..report import METRIC_LABELS, _ci, _num, vs_best_text
+    from ..report import METRIC_LABELS, vs_best_text
     from ..splits import cv_text
+    from ..util.formatting import fmt_interval, fmt_number, fmt_signed
 
     out = make_console()
     metrics = [m for m in results["settings"]["metrics"] if m in METRIC_LABELS]
@@ -369,9 +366,9 @@ def _print_summary(results: dict[str, Any], paths: dict[str, Path], quiet: bool)
     table.add_column("vs best", justify="right")
     table.add_column("fit/fold", justify="right")
     for i, r in enumerate(results.get("leaderboard") or [], 1):
-        test = [f"{_num(r.get(f'test_{metrics[0]}'))} {_ci(r.get(f'test_{metrics[0]}_ci95'))}",
-                _gap(r.get(f"gap_{metrics[0]}"))] if has_test else []
-        table.add_row(str(i), r["pipeline"], *[f"{_num(r[m])} {_ci(r.get(f'{m}_ci95'))}" for m in metrics], *test, vs_best_text(r, i == 1),
+        test = [f"{fmt_number(r.get(f'test_{metrics[0]}'))} {fmt_interval(r.get(f'test_{metrics[0]}_ci95'))}",
+                fmt_signed(r.get(f"gap_{metrics[0]}"))] if has_test else []
+        table.add_row(str(i), r["pipeline"], *[f"{fmt_number(r[m])} {fmt_interval(r.get(f'{m}_ci95'))}" for m in metrics], *test, vs_best_text(r, i == 1),
                       f"{r['fit_seconds_mean']:.1f} s" if r.get("fit_seconds_mean") is not None else "–")
     for name, p in results["pipelines"].items():
         if p["status"] != "ok":

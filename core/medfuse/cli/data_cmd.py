@@ -215,14 +215,14 @@ def _reader(study_ref: str | None, bits: int | None, percentiles: str | None,
     from dataclasses import replace
 
     from ..intensity import ReadOptions
-    from .extract_cmd import _read_options
+    from .common import read_options
 
     base = ReadOptions()
     if study_ref:
         from ..study import resolve_study
 
         base = resolve_study(study_ref).reader
-    flags = _read_options(bits, percentiles, pixel_size_um)
+    flags = read_options(bits, percentiles, pixel_size_um)
     given = {k: getattr(flags, k) for k in ("bits", "percentiles", "pixel_size_um") if getattr(flags, k) is not None}
     return replace(base, **given)
 

@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
-from .common import JOBS, parse_sets, resolve_jobs, verbosity
+from .common import JOBS, parse_sets, read_options, resolve_jobs, verbosity
 from .common import console as make_console
-
-
-def _read_options(bits: int | None, percentiles: str | None, pixel_size_um: float | None) -> Any:
-    """The command's reader options as :class:`medfuse.intensity.ReadOptions`."""
-    from ..intensity import ReadOptions
-
-    pct = None
-    if percentiles:
-        try:
-            pct = tuple(float(v) for v in percentiles.split(","))
-        except ValueError:
-            pct = ()
-        if len(pct) != 2:
-            raise click.BadParameter(f"{percentiles!r}: expected LOW,HIGH, e.g. 1,99", param_hint="--percentiles")
-    try:
-        return ReadOptions(bits=bits, percentiles=pct, pixel_size_um=pixel_size_um)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @click.command("extract")
@@ -79,7 +60,7 @@ def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tup
     params = parse_sets(sets, "PLUGIN")
     jobs = resolve_jobs(jobs)
     progress = progress and not quiet
-    options = _read_options(bits, percentiles, pixel_size_um)
+    options = read_options(bits, percentiles, pixel_size_um)
     block_names = [b.strip() for b in blocks.split(",") if b.strip()]
     if not block_names:
         raise click.BadParameter("give at least one block", param_hint="--blocks")

@@ -1,0 +1,43 @@
+"""Numbers as text in result tables (report.md/html and the terminal summary of ``compare``): the
+one place their rounding and the missing-value mark ``–`` are set."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+MISSING = "–"
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and not math.isfinite(v))
+
+
+def fmt_number(v: Any, digits: int = 3) -> str:
+    """``v`` with ``digits`` decimals (integers as they are); ``–`` for None, NaN or inf."""
+    if _missing(v):
+        return MISSING
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    return f"{float(v):.{digits}f}"
+
+
+def fmt_interval(ci: Any, digits: int = 3) -> str:
+    """``[low, high]`` of a two-value interval; empty when it is missing or not finite."""
+    if not ci or any(_missing(v) for v in ci):
+        return ""
+    return f"[{float(ci[0]):.{digits}f}, {float(ci[1]):.{digits}f}]"
+
+
+def fmt_signed(v: Any) -> str:
+    """A difference with its sign (``+0.012``); ``–`` when missing."""
+    return MISSING if _missing(v) else f"{float(v):+.3f}"
+
+
+def fmt_p(v: Any) -> str:
+    """A p-value: ``<0.001`` below that, else three decimals; ``–`` when missing."""
+    if _missing(v):
+        return MISSING
+    return "<0.001" if v < 0.001 else f"{float(v):.3f}"
