@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ from .contracts import SampleTable
 from .datareport import DataReport, finalize, image_properties, row_sha1
 from .errors import DataError
 
-__all__ = ["SAMPLE_COLUMNS", "TABLE_SUFFIXES", "SampleTableBuilder", "read_table", "derived_dir", "label_text", "loader_root", "unique_ids"]
+__all__ = ["SAMPLE_COLUMNS", "TABLE_SUFFIXES", "SampleTableBuilder", "read_table", "derived_dir", "is_visible",
+           "label_text", "list_images", "loader_root", "root_path", "sample_table", "unique_ids"]
 
 SAMPLE_COLUMNS = ("id", "path", "mask_path", "label", "group", "sha1")
 """The columns of ``SampleTable.samples``, in order."""
@@ -53,6 +54,36 @@ def loader_root(root: Path | str) -> Path:
     if not path.is_dir():
         raise DataError(f"{path}: data root not found (or not a folder); pass --data ROOT or set $MEDFUSE_DATA")
     return path
+
+
+def root_path(root: Path, rel: str | None, what: str, want_dir: bool) -> Path:
+    """``root / rel`` (``root`` itself for an empty ``rel``) as an existing folder (``want_dir``) or
+    file, else a :class:`~medfuse.errors.DataError` naming ``what`` (the loader and its parameter)."""
+    path = root / str(rel) if rel not in (None, "") else root
+    if not (path.is_dir() if want_dir else path.is_file()):
+        kind = "folder" if want_dir else "file"
+        raise DataError(f"{what}: {kind} {path} not found (relative to the data root {root})")
+    return path
+
+
+def is_visible(path: Path) -> bool:
+    """False for hidden files (``.name``) and desktop clutter (``Thumbs.db``, ``desktop.ini``)."""
+    return not path.name.startswith(".") and path.name not in ("Thumbs.db", "desktop.ini")
+
+
+def list_images(folder: Path, recursive: bool) -> tuple[list[Path], list[Path]]:
+    """Image files under ``folder`` (sorted; hidden files and folders skipped) and the other files,
+    which a loader lists in ``report.ignored_files``."""
+    from .imageio import IMAGE_SUFFIXES
+
+    entries = folder.rglob("*") if recursive else folder.iterdir()
+    images, ignored = [], []
+    for p in sorted(entries):
+        if not p.is_file() or not is_visible(p) or any(not is_visible(q) for q in p.relative_to(folder).parents
+                                                        if q != Path(".")):
+            continue
+        (images if p.suffix.lower() in IMAGE_SUFFIXES else ignored).append(p)
+    return images, ignored
 
 
 def derived_dir(loader: str, root: Path | str) -> Path:
@@ -174,14 +205,8 @@ class SampleTableBuilder:
         else:
             rows.loc[rows["path"].isna(), "sha1"] = rows.loc[rows["path"].isna(), "id"]
         rows = unique_ids(rows, self.report)
-        rows["group"] = rows["group"].where(rows["group"].notna(), rows["id"]).astype(str)
-        samples = rows[list(SAMPLE_COLUMNS)].reset_index(drop=True).astype(object)
-        samples = samples.where(samples.notna(), None)
-        samples[["id", "group", "sha1"]] = samples[["id", "group", "sha1"]].astype(str)
-        if table is not None:
-            table = table.reset_index(drop=True)
-        finalize(self.report, samples, table)
-        return SampleTable(samples=samples, table=table, report=self.report, meta=self.meta)
+        rows["sha1"] = rows["sha1"].astype(str)
+        return sample_table(rows, self.report, table, self.meta)
 
     def _scan(self, rows: pd.DataFrame, values: pd.DataFrame, jobs: int, progress: bool
               ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -231,6 +256,26 @@ def unique_ids(rows: pd.DataFrame, report: DataReport) -> pd.DataFrame:
         if still.any():
             rows.loc[still, "id"] = rows.loc[still, "path"].astype(str)
     return rows
+
+
+def sample_table(rows: pd.DataFrame, report: DataReport, table: pd.DataFrame | None = None,
+                 meta: dict[str, Any] | None = None, raw_table: pd.DataFrame | None = None,
+                 raw_ids: Sequence[str] | None = None) -> SampleTable:
+    """A loader's ``SampleTable`` from its final ``rows`` (the :data:`SAMPLE_COLUMNS`, ids unique):
+    a missing or empty group becomes the id, labels text, missing paths ``None``; ``table`` (one
+    row per sample, in order) re-indexed on them; ``report`` completed by
+    :func:`medfuse.datareport.finalize` (``raw_table``/``raw_ids``: the table as read, for its checks)."""
+    rows = rows.reset_index(drop=True)
+    group = rows["group"]
+    rows["group"] = group.where(group.notna() & (group.astype(str) != ""), rows["id"])
+    rows["label"] = [label_text(v) for v in rows["label"]]
+    samples = rows[list(SAMPLE_COLUMNS)].astype(object)
+    samples = samples.where(samples.notna(), None).astype({"id": str, "group": str})
+    if table is not None:
+        table = table.reset_index(drop=True)
+        table.index = samples.index
+    finalize(report, samples, table, raw_table, raw_ids)
+    return SampleTable(samples=samples, table=table, report=report, meta={} if meta is None else meta)
 
 
 def load_with_reader(loader: Any, reader: Any, root: str | Path, *, jobs: int = 1,

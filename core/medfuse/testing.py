@@ -42,6 +42,7 @@ from .contracts import Plugin, SampleTable
 from .datareport import DataReport
 from .errors import MedfuseError
 from .host import declaration_problem
+from .loading import SAMPLE_COLUMNS
 from .objects import split_ref
 
 Check = Callable[[type[Plugin]], None]
@@ -94,9 +95,6 @@ def sample_features(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     X[:, 1] -= 2.0 * codes
     return X, y
 
-
-SAMPLE_COLUMNS = ("id", "path", "mask_path", "label", "group", "sha1")
-"""The columns of :attr:`medfuse.contracts.SampleTable.samples`, in order."""
 
 BROKEN_IMAGE = "broken.png"
 """The undecodable image file :func:`sample_dataset` plants in each image layout."""

@@ -50,12 +50,12 @@ import numpy as np
 import pandas as pd
 from medfuse import hookimpl
 from medfuse.contracts import Loader, SampleTable
+from medfuse.datareport import DataReport, image_properties
 from medfuse.errors import DataError, InvalidInputError
 from medfuse.imageio import IMAGE_SUFFIXES, ImageReadError, read_labels
+from medfuse.loading import is_visible, list_images, loader_root, read_table, root_path, sample_table, unique_ids
 from medfuse.objects import FOUND_BOX_MARGIN, CropRule, ObjectRef, object_sha1, point_box
 from medfuse.scan import scan_files
-
-from .loaders import _Assembler, _list_images, _root, _sub, _visible, read_table
 
 FORMATS = ("voc", "points", "instances")
 DEFAULT_GLOB = {"voc": "*.xml", "points": "*", "instances": "*"}
@@ -345,7 +345,7 @@ class AnnotationLoader(Loader):
         if not path.is_dir():
             raise DataError(f"annotations loader 'annotations': {path} not found (relative to the data root {root})")
         pattern = self.glob or DEFAULT_GLOB[self.format]
-        files = sorted(p for p in path.glob(pattern) if p.is_file() and _visible(p))
+        files = sorted(p for p in path.glob(pattern) if p.is_file() and is_visible(p))
         if self.format == "instances":
             files = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
@@ -356,7 +356,7 @@ class AnnotationLoader(Loader):
     def _instance_classes(self, root: Path) -> dict[tuple[str, int], str] | None:
         if self.table is None:
             return None
-        tpath = _sub(root, self.table, "annotations loader 'table'", want_dir=False)
+        tpath = root_path(root, self.table, "annotations loader 'table'", want_dir=False)
         df = read_table(tpath)
         missing = [c for c in (self.image_column, self.id_column, self.class_column) if c not in df.columns]
         if missing:
@@ -390,34 +390,33 @@ class AnnotationLoader(Loader):
     # -- loading ---------------------------------------------------------------------------------
     def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
         self.validate_params()
-        root = _root(root)
-        folder = _sub(root, self.images, "annotations loader 'images'", want_dir=True)
+        root = loader_root(root)
+        folder = root_path(root, self.images, "annotations loader 'images'", want_dir=True)
         anns, bad = self.read(root)
-        asm = _Assembler(str(root / self.annotations), self.name)
-        asm.report.bad_annotations = bad
-        asm.report.n_found = len(anns) + len(bad)
-        images, ignored = _list_images(folder, recursive=True)
-        asm.report.ignored_files = [str(p) for p in ignored if p.suffix.lower() not in (".xml", ".csv", ".txt")]
+        report = DataReport(source=str(root / self.annotations), loader=self.name)
+        report.bad_annotations = bad
+        report.n_found = len(anns) + len(bad)
+        images, ignored = list_images(folder, recursive=True)
+        report.ignored_files = [str(p) for p in ignored if p.suffix.lower() not in (".xml", ".csv", ".txt")]
         index = _image_index(folder, images)
         scans = dict(zip(images, scan_files([str(p) for p in images], jobs=jobs, progress=progress,
                                             description="scanning source images")))
         for p, s in scans.items():
             if s.error:
-                asm.report.bad_files.append({"path": str(p), "reason": s.error})
-        asm.report.n_found += len(asm.report.bad_files)  # an undecodable source image is a rejected candidate too
-        rows, excluded, used = self._objects(anns, index, scans, folder, asm.report.bad_annotations)
+                report.bad_files.append({"path": str(p), "reason": s.error})
+        report.n_found += len(report.bad_files)  # an undecodable source image is a rejected candidate too
+        rows, excluded, used = self._objects(anns, index, scans, folder, report.bad_annotations)
         unused = [p for p in images if p not in used and not scans[p].error]
         if unused:
-            asm.report.notes.append(f"{len(unused)} image(s) without any annotated object, e.g. "
-                                    + ", ".join(p.name for p in unused[:5]))
+            report.notes.append(f"{len(unused)} image(s) without any annotated object, e.g. "
+                                + ", ".join(p.name for p in unused[:5]))
         if excluded:
-            asm.report.notes.append("left out by the class filter: "
-                                    + ", ".join(f"{k} x{v}" for k, v in sorted(excluded.items())))
+            report.notes.append("left out by the class filter: "
+                                + ", ".join(f"{k} x{v}" for k, v in sorted(excluded.items())))
         frame = pd.DataFrame(rows, columns=["id", "path", "mask_path", "label", "group", "sha1", "box"])
-        _overlap_note(frame, asm.report.notes)
-        asm.report.image_properties, asm.report.mixed_image_properties = _properties(scans, used)
-        frame = asm.unique_ids(frame)
-        return asm.build(frame.drop(columns="box"), None)
+        _overlap_note(frame, report.notes)
+        report.image_properties, report.mixed_image_properties = _properties(scans, used)
+        return sample_table(unique_ids(frame, report).drop(columns="box"), report)
 
     def _objects(self, anns: Iterable[Annotation], index: dict[str, Path], scans: dict[Path, Any], folder: Path,
                  bad: list[Bad]) -> tuple[list[dict[str, Any]], Counter, set[Path]]:
@@ -509,8 +508,6 @@ def _overlap_note(frame: pd.DataFrame, notes: list[str]) -> None:
 
 
 def _properties(scans: dict[Path, Any], used: set[Path]) -> tuple[dict, list[str]]:
-    from medfuse.datareport import image_properties
-
     return image_properties([(s.format, s.bit_depth, s.channels, s.spacing_um)
                              for p, s in scans.items() if p in used])
 

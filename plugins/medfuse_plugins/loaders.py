@@ -24,61 +24,25 @@ import numpy as np
 import pandas as pd
 from medfuse import hookimpl
 from medfuse.contracts import Loader, SampleTable
-from medfuse.datareport import DataReport, finalize, image_properties, row_sha1
+from medfuse.datareport import DataReport, image_properties, row_sha1
 from medfuse.errors import DataError
 from medfuse.imageio import IMAGE_SUFFIXES
-from medfuse.loading import label_text as _label_text
-from medfuse.loading import read_table, unique_ids
+from medfuse.loading import is_visible, list_images, loader_root, read_table, root_path, sample_table, unique_ids
 from medfuse.objects import ObjectRef, split_ref
 from medfuse.scan import scan_files
 
-SAMPLE_COLUMNS = ["id", "path", "mask_path", "label", "group", "sha1"]
-
-
 # ---- paths and files ---------------------------------------------------------------------------
-
-def _root(root: Path | str) -> Path:
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data root {root} does not exist or is not a folder")
-    return root
-
-
-def _sub(root: Path, rel: str | None, what: str, want_dir: bool) -> Path:
-    path = root / str(rel) if rel not in (None, "") else root
-    ok = path.is_dir() if want_dir else path.is_file()
-    if not ok:
-        kind = "folder" if want_dir else "file"
-        raise DataError(f"{what}: {kind} {path} not found (relative to the data root {root})")
-    return path
-
 
 def _is_path(value: Any) -> bool:
     """A non-empty string (pandas may hold a missing path as None, NaN or NA)."""
     return isinstance(value, str) and value != ""
 
 
-def _visible(p: Path) -> bool:
-    return not p.name.startswith(".") and p.name not in ("Thumbs.db", "desktop.ini")
-
-
-def _list_images(folder: Path, recursive: bool) -> tuple[list[Path], list[Path]]:
-    """Image files under ``folder`` (sorted) and the other files that were ignored."""
-    entries = folder.rglob("*") if recursive else folder.iterdir()
-    images, ignored = [], []
-    for p in sorted(entries):
-        if not p.is_file() or not _visible(p) or any(not _visible(q) for q in p.relative_to(folder).parents
-                                                      if q != Path(".")):
-            continue
-        (images if p.suffix.lower() in IMAGE_SUFFIXES else ignored).append(p)
-    return images, ignored
-
-
 def _mask_index(mask_root: Path) -> dict[tuple[str, str], Path]:
     """``(relative folder, stem) -> mask file`` for every image file under ``mask_root``."""
     index: dict[tuple[str, str], Path] = {}
     for p in sorted(mask_root.rglob("*")):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and _visible(p):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and is_visible(p):
             index.setdefault((p.parent.relative_to(mask_root).as_posix(), p.stem), p)
     return index
 
@@ -141,9 +105,6 @@ class _Assembler:
         self.report = DataReport(source=source, loader=loader)
         self.meta: dict[str, Any] = {}
 
-    def unique_ids(self, rows: pd.DataFrame) -> pd.DataFrame:
-        return unique_ids(rows, self.report)
-
     def scan(self, rows: pd.DataFrame, jobs: int, progress: bool) -> pd.DataFrame:
         """Scan image files; drop unreadable ones, clear unusable masks, fill ``sha1``."""
         rows = rows.reset_index(drop=True)
@@ -205,19 +166,7 @@ class _Assembler:
 
     def build(self, rows: pd.DataFrame, table: pd.DataFrame | None, raw_table: pd.DataFrame | None = None,
               raw_ids: Sequence[str] | None = None) -> SampleTable:
-        rows = rows.reset_index(drop=True)
-        rows["group"] = rows["group"].where(rows["group"].notna() & (rows["group"].astype(str) != ""),
-                                            rows["id"]).astype(str)
-        rows["label"] = [_label_text(v) for v in rows["label"]]
-        samples = rows[SAMPLE_COLUMNS].copy()
-        samples = samples.astype({"id": str, "group": str})
-        for col in ("path", "mask_path"):
-            samples[col] = samples[col].astype(object).where(samples[col].notna(), None)
-        if table is not None:
-            table = table.reset_index(drop=True)
-            table.index = samples.index
-        finalize(self.report, samples, table, raw_table, raw_ids)
-        return SampleTable(samples=samples, table=table, report=self.report, meta=self.meta)
+        return sample_table(rows, self.report, table, self.meta, raw_table, raw_ids)
 
 
 def _table_rows(table: pd.DataFrame, id_column: str, where: str, report: DataReport) -> pd.DataFrame:
@@ -304,8 +253,8 @@ class FolderLoader(Loader):
         self._store_params(locals())
 
     def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
-        root = _root(root)
-        folder = _sub(root, self.path, "folder loader 'path'", want_dir=True)
+        root = loader_root(root)
+        folder = root_path(root, self.path, "folder loader 'path'", want_dir=True)
         asm = _Assembler(str(folder), self.name)
         by_folder = self.label_from == "folder"
         if not by_folder and not self.table:
@@ -316,21 +265,21 @@ class FolderLoader(Loader):
                             "combined with group_column")
         records = []
         if by_folder:
-            classes = sorted(d for d in folder.iterdir() if d.is_dir() and _visible(d))
+            classes = sorted(d for d in folder.iterdir() if d.is_dir() and is_visible(d))
             if not classes:
                 raise DataError(f"folder loader: {folder} has no class sub-folders")
-            loose, _ = _list_images(folder, recursive=False)
+            loose, _ = list_images(folder, recursive=False)
             if loose:
                 asm.report.notes.append(f"{len(loose)} image(s) directly in {folder} (not in a class "
                                         "folder) were ignored")
             for d in classes:
-                images, ignored = _list_images(d, recursive=True)
+                images, ignored = list_images(d, recursive=True)
                 asm.report.ignored_files += [str(p) for p in ignored]
                 if not images:
                     asm.report.empty_labels.append(d.name)
                 records += [(p, d.name) for p in images]
         else:
-            images, ignored = _list_images(folder, recursive=True)
+            images, ignored = list_images(folder, recursive=True)
             asm.report.ignored_files += [str(p) for p in ignored]
             records = [(p, None) for p in images]
         asm.report.n_found = len(records)
@@ -342,17 +291,17 @@ class FolderLoader(Loader):
         if self.group_block:
             rows["group"] = [block_group(rel, stem, int(self.group_block)) for rel, stem in zip(rows["rel"], rows["key"])]
         if self.masks:
-            mask_root = _sub(root, self.masks, "folder loader 'masks'", want_dir=True)
+            mask_root = root_path(root, self.masks, "folder loader 'masks'", want_dir=True)
             index = _mask_index(mask_root)
             rows["mask_path"] = [str(index[(r, k)]) if (r, k) in index else None
                                  for r, k in zip(rows["rel"], rows["key"])]
             asm.missing_mask(rows)
         else:
             rows["mask_path"] = None
-        rows = asm.unique_ids(rows)
+        rows = unique_ids(rows, asm.report)
         table = raw = raw_ids = None
         if self.table:
-            tpath = _sub(root, self.table, "folder loader 'table'", want_dir=False)
+            tpath = root_path(root, self.table, "folder loader 'table'", want_dir=False)
             raw_df = read_table(tpath, self.id_column)
             label_col = None if by_folder else self.label_from
             _require_columns(raw_df, [self.id_column, label_col, self.group_column], str(tpath))
@@ -414,8 +363,8 @@ class ManifestLoader(Loader):
         self._store_params(locals())
 
     def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
-        root = _root(root)
-        mpath = _sub(root, self.path, "manifest loader 'path'", want_dir=False)
+        root = loader_root(root)
+        mpath = root_path(root, self.path, "manifest loader 'path'", want_dir=False)
         df = read_table(mpath, self.id_column)
         _require_columns(df, [self.path_column, self.label_column], f"manifest {mpath}")
         base = mpath.parent
@@ -462,7 +411,7 @@ class ManifestLoader(Loader):
             dup = rows["id"].duplicated(keep=False)
             rows.loc[dup, "id"] = rows.loc[dup, "path"]
         else:
-            rows = asm.unique_ids(rows)
+            rows = unique_ids(rows, asm.report)
         rows = asm.scan(rows, jobs, progress)
         used = [self.path_column, self.label_column, self.group_column, self.mask_column, self.id_column]
         columns = _feature_columns(df, used) if self.table_columns is None else list(self.table_columns)
@@ -503,11 +452,11 @@ class PairsLoader(Loader):
         self._store_params(locals())
 
     def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
-        root = _root(root)
-        folder = _sub(root, self.images, "pairs loader 'images'", want_dir=True)
-        mask_root = _sub(root, self.masks, "pairs loader 'masks'", want_dir=True)
+        root = loader_root(root)
+        folder = root_path(root, self.images, "pairs loader 'images'", want_dir=True)
+        mask_root = root_path(root, self.masks, "pairs loader 'masks'", want_dir=True)
         asm = _Assembler(str(folder), self.name)
-        images, ignored = _list_images(folder, recursive=True)
+        images, ignored = list_images(folder, recursive=True)
         asm.report.ignored_files = [str(p) for p in ignored]
         asm.report.n_found = len(images)
         index = _mask_index(mask_root)
@@ -521,10 +470,10 @@ class PairsLoader(Loader):
         rows["mask_path"] = [str(index.get((r, k)) or by_stem.get(k)) if (index.get((r, k)) or by_stem.get(k))
                              else None for r, k in zip(rels, rows["key"])]
         asm.missing_mask(rows)
-        rows = asm.unique_ids(rows)
+        rows = unique_ids(rows, asm.report)
         table = raw = raw_ids = None
         if self.labels:
-            lpath = _sub(root, self.labels, "pairs loader 'labels'", want_dir=False)
+            lpath = root_path(root, self.labels, "pairs loader 'labels'", want_dir=False)
             raw_df = read_table(lpath, self.id_column)
             _require_columns(raw_df, [self.id_column, self.label_column, self.group_column], str(lpath))
             indexed = _table_rows(raw_df, self.id_column, str(lpath), asm.report)
@@ -572,8 +521,8 @@ class TableLoader(Loader):
         self._store_params(locals())
 
     def load(self, root: Path | str = ".", jobs: int = 1, progress: bool = False) -> SampleTable:
-        root = _root(root)
-        tpath = _sub(root, self.path, "table loader 'path'", want_dir=False)
+        root = loader_root(root)
+        tpath = root_path(root, self.path, "table loader 'path'", want_dir=False)
         df = read_table(tpath, self.id_column, self.sheet).reset_index(drop=True)
         _require_columns(df, [self.label_column, self.id_column, self.group_column], str(tpath))
         asm = _Assembler(str(tpath), self.name)
@@ -592,7 +541,7 @@ class TableLoader(Loader):
         for ident in rows.loc[no_label, "id"]:
             asm.report.dropped.append({"id": str(ident), "reason": f"no value in label column {self.label_column!r}"})
         rows = rows[~no_label]
-        rows = asm.unique_ids(rows)
+        rows = unique_ids(rows, asm.report)
         block = asm.table_block(rows, df[features], None, auto=False)
         raw_ids = list(ids)
         return asm.build(rows, block, content, raw_ids)
