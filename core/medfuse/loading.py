@@ -52,7 +52,8 @@ def loader_root(root: Path | str) -> Path:
     """``root`` as an existing folder, or a :class:`~medfuse.errors.DataError` naming it."""
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise DataError(f"{path}: data root not found (or not a folder); pass --data ROOT or set $MEDFUSE_DATA")
+        raise DataError(f"{path}: data root not found (it does not exist or is not a folder); "
+                        "pass --data ROOT or set $MEDFUSE_DATA")
     return path
 
 
