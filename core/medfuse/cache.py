@@ -104,11 +104,6 @@ class BlockCache:
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses, "writes": self.writes}
 
-    def size_bytes(self) -> int:
-        if not self.root.exists():
-            return 0
-        return sum(f.stat().st_size for f in self.root.rglob("*.npy"))
-
     def clear(self) -> None:
         """Delete every entry."""
         if self.root.exists():

@@ -88,9 +88,6 @@ class ParamSpec:
     type: str
     doc: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "default": self.default, "type": self.type, "doc": self.doc}
-
 
 def _type_name(annotation: Any) -> str:
     if annotation is _MISSING:

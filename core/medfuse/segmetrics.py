@@ -69,13 +69,9 @@ def surface_distances(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, 
     return to_truth[bp], to_pred[bt]
 
 
-def hausdorff(pred: np.ndarray, truth: np.ndarray, percentile: float = 100.0) -> float:
-    """Hausdorff distance in pixels (``percentile=95``: HD95); 0 when both empty, NaN when one is."""
-    return hausdorffs(pred, truth, (percentile,))[0]
-
-
 def hausdorffs(pred: np.ndarray, truth: np.ndarray, percentiles: Sequence[float]) -> list[float]:
-    """:func:`hausdorff` at each of ``percentiles`` (100: the maximum), from one distance transform."""
+    """Hausdorff distances in pixels at each of ``percentiles`` (100: the maximum, 95: HD95), from
+    one distance transform; 0 when both regions are empty, NaN when one is."""
     pred, truth = _pair(pred, truth)
     if not pred.any() and not truth.any():
         return [0.0] * len(percentiles)
