@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import shutil
 from typing import Any, ClassVar
 
@@ -512,3 +513,71 @@ def test_a_loader_of_its_own_layout_is_checked_on_its_conformance_dataset():
     assert failures(_PatientFolders) == ""
     hides = _broken(_PatientFolders, "patients_hide_bad_files", load=_drops_bad_files_silently)
     assert "check_loader_bad_rows: the undecodable broken.png is not reported" in failures(hides)
+
+
+# ---- one broken plugin per assert inside a check ------------------------------------------------------
+# The checks above each have a breaker; these break the asserts inside a check that those leave unreached.
+
+_KEYS = itertools.count()
+
+
+def _returns_none(base: type) -> dict[str, Any]:
+    """``fit`` that trains as ``base`` does and returns None instead of self."""
+    def fit(self, *a, **k):
+        base.fit(self, *a, **k)
+    return {"fit": fit}
+
+
+class _NoDoc(Transform):
+    name: ClassVar[str] = "kit_no_doc"
+    _apply = _Invert._apply
+
+
+_NoDoc.__doc__ = None  # a class body without a docstring; getdoc() would give Transform's
+
+
+def _unlabelled_not_reported(data):
+    data.report.dropped = [row for row in data.report.dropped if row.get("id") != "u9"]
+
+
+ASSERT_BREAKERS: list[tuple[str, type, type, str]] = [  # (check, broken plugin, the plugin it breaks, message)
+    ("check_declaration", _NoDoc, _Invert, "no docstring"),
+    ("check_params_roundtrip", _broken(_Invert, "clone_changes", __sklearn_clone__=lambda self:
+                                       type(self)(strength=self.strength + 1)), _Invert, "clone() changes"),
+    ("check_params_roundtrip", _broken(_Invert, "unstable_cache_key", cache_key=lambda self: str(next(_KEYS))),
+     _Invert, "cache_key() differs"),
+    ("check_extractor_output", _broken(_Means, "extractor_fit_none", **_returns_none(_Means)), _Means,
+     "fit must return self"),
+    ("check_selector_output", _broken(_Medians, "selector_fit_none", **_returns_none(_Medians)), _Medians,
+     "fit must return self"),
+    ("check_classifier_output", _broken(_Centroids, "classifier_fit_none", **_returns_none(_Centroids)), _Centroids,
+     "fit must return self"),
+    ("check_mask_output", _broken(_Threshold, "int64_masks", predict_masks=lambda self, ims:
+                                  [_Threshold.predict_mask(self, im).astype(np.int64) for im in ims]), _Threshold,
+     "mask must be uint8"),
+    ("check_loader_columns", _broken(FolderLoader, "returns_samples", load=lambda self, root=".", jobs=1, progress=False:
+                                    FolderLoader.load(self, root, jobs, progress).samples),
+     FolderLoader, "must return a SampleTable"),
+    ("check_loader_columns", _broken(FolderLoader, "repeated_ids", **_load_then(
+        lambda d: d.samples.__setitem__("id", "same"))), FolderLoader, "samples['id'] must be unique"),
+    ("check_loader_columns", _broken(FolderLoader, "missing_images", **_load_then(
+        lambda d: d.samples.__setitem__("path", [f"{p}.gone" for p in d.samples["path"]]))), FolderLoader,
+     "samples['path'] names missing files"),
+    ("check_loader_columns", _broken(FolderLoader, "missing_masks", **_load_then(
+        lambda d: d.samples.__setitem__("mask_path", [f"{p}.gone" for p in d.samples["mask_path"]]))), FolderLoader,
+     "samples['mask_path'] names missing files"),
+    ("check_loader_report", _broken(FolderLoader, "wrong_class_counts", **_load_then(
+        _with("report", lambda d: setattr(d.report, "class_counts", {"small": 99}) or d.report))), FolderLoader,
+     "report.class_counts"),
+    ("check_loader_bad_rows", _broken(TableLoader, "unlabelled_unreported", **_load_then(_unlabelled_not_reported)),
+     TableLoader, "row without a label (u9) is not reported"),
+]
+
+
+@pytest.mark.parametrize(("check", "cls", "good", "why"), ASSERT_BREAKERS, ids=[c.name for _, c, _, _ in ASSERT_BREAKERS])
+def test_each_assert_fails_on_its_broken_plugin(check, cls, good, why):
+    names = [c.__name__ for c in iter_checks(good)]
+    assert check in names and [c.__name__ for c in iter_checks(cls)] == names
+    ALL_CHECKS[check](good)  # the well-behaved plugin passes this check
+    with pytest.raises(AssertionError, match=re.escape(why)):
+        ALL_CHECKS[check](cls)

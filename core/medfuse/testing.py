@@ -219,13 +219,24 @@ def plugin_tags(cls: type[Plugin]) -> Tags:
 
 # ---- checks for every kind --------------------------------------------------------------------
 
+def _plugin_doc(cls: type[Plugin]) -> str:
+    """The docstring of ``cls`` or of the plugin it derives from; never one of :mod:`medfuse.contracts`
+    (``inspect.getdoc`` would hand an undocumented plugin its kind's base class docstring)."""
+    for klass in cls.__mro__:
+        if klass.__module__ == Plugin.__module__:
+            return ""
+        if (klass.__dict__.get("__doc__") or "").strip():
+            return klass.__dict__["__doc__"]
+    return ""
+
+
 def check_declaration(cls: type[Plugin]) -> None:
     """name, kind, semantic version, block; every parameter documented; a docstring."""
     problem = declaration_problem(cls)
     assert not problem, problem
     undocumented = [p for p in cls.param_schema() if not cls.param_docs.get(p)]
     assert not undocumented, f"{cls.__name__}: parameters without param_docs: {undocumented}"
-    assert cls.describe(), f"{cls.__name__}: no docstring"
+    assert _plugin_doc(cls), f"{cls.__name__}: no docstring (the kind's base class docstring does not count)"
     unknown = set(cls.conformance_params) - set(cls.param_schema())
     assert not unknown, f"{cls.__name__}.conformance_params names unknown parameters {sorted(unknown)}"
 
