@@ -16,6 +16,10 @@ outer training part and scored on the outer test fold: that nested figure never 
 A candidate goes into the registry only if every outer fold chose it (otherwise the choice would
 rest on rows that are some fold's test rows). The plain outer figure of ``none`` is printed for
 reference.
+
+``--plain`` (a diagnostic, run after the choice and never used for it): each candidate fitted on
+every outer training part and scored on its outer test fold, with its errors in the blocks that
+the study's diagnosis named (the first 40 files of Pre and of Pro).
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ def main() -> None:
     ap.add_argument("--inner", type=int, default=3, help="inner blocked folds per outer training part")
     ap.add_argument("-j", "--jobs", type=int, default=2)
     ap.add_argument("--candidates", help=f"comma-separated, among {', '.join(CANDIDATES)} (default: all)")
+    ap.add_argument("--plain", action="store_true",
+                    help="diagnostic only: every candidate on the outer folds (no choice is made from it)")
     args = ap.parse_args()
     names = args.candidates.split(",") if args.candidates else list(CANDIDATES)
     if unknown := [n for n in names if n not in CANDIDATES]:
@@ -89,6 +95,9 @@ def main() -> None:
     print(f"{STUDY}: {len(kept)} samples, {outer.method} {ev.folds} folds (seed {seed}); inner: "
           f"{args.inner} blocked folds of each outer training part; pipeline {PIPELINE!r}", flush=True)
 
+    if args.plain:
+        _plain(study, names, host, args, kept, outer)
+        return
     inner_acc: dict[str, list[float]] = {n: [] for n in names}
     runners, prepared = {}, {}
     folds = None
@@ -150,6 +159,39 @@ def main() -> None:
         print("verdict: the outer folds chose differently: no single candidate is adopted; only the nested "
               "figure above is honest")
     print(f"total {(time.perf_counter() - t_all) / 60:.1f} min")
+
+
+WATCHED = ("Pre#0", "Pro#0")  # the blocks the study's diagnosis named (bench/diagnose_errors.py --block 40)
+
+
+def _plain(study, names: list[str], host, args: argparse.Namespace, kept, outer) -> None:
+    """Diagnostic: each candidate's outer-fold accuracy and its errors in the :data:`WATCHED` blocks."""
+    import re
+
+    from medfuse.evaluation import default_runner_factory
+    from medfuse.splits import rows_by_fold
+
+    print("DIAGNOSTIC ONLY (outer folds; not used for any choice):")
+    print("| candidate | " + " | ".join(f"fold {k + 1}" for k in range(outer.n_run)) + " | all | errors "
+          + " | errors ".join(WATCHED) + " |")
+    print("|---|" + "---|" * (outer.n_run + 1 + len(WATCHED)))
+    for name in names:
+        runner = default_runner_factory(host=host, cache_dir=args.cache, jobs=args.jobs)(
+            _variant(study, CANDIDATES[name]), PIPELINE)
+        prep = runner.materialize(kept)
+        ids = prep.samples["id"].astype(str).to_numpy()
+        y = np.asarray(prep.y).astype(str)
+        block = np.array([f"{lab}#{int(m.group(1)) // 40}" if (m := re.search(r"(\d+)$", i)) else ""
+                          for i, lab in zip(ids, y)])
+        wrong = np.zeros(len(ids), bool)
+        accs = []
+        for train, test in rows_by_fold(outer, ids)[0]:
+            pred = np.asarray(runner.fit(prep, train, study.evaluation.seed).predict(prep, test)).astype(str)
+            wrong[test] = pred != y[test]
+            accs.append(1 - wrong[test].mean())
+        watched = [f"{wrong[block == b].sum()}/{(block == b).sum()}" for b in WATCHED]
+        print(f"| {name} | " + " | ".join(f"{a:.4f}" for a in accs) + f" | {1 - wrong.mean():.4f} | "
+              + " | ".join(watched) + " |", flush=True)
 
 
 if __name__ == "__main__":
