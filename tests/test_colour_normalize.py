@@ -80,3 +80,27 @@ def test_registered_and_bad_parameters_named():
         ColourNormalize(method="gray").apply(_smear())
     with pytest.raises(InvalidInputError, match="percentile must be in"):
         ColourNormalize(method="white_patch", percentile=20).apply(_smear())
+
+
+def test_choice_script_candidates_are_real_transforms_put_before_classical_only():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from medfuse.study import resolve_study
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "choose_colour_norm.py"
+    spec = importlib.util.spec_from_file_location("choose_colour_norm", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    assert next(iter(bench.CANDIDATES)) == "none" and "inner" in bench.__doc__
+    for name, transforms in bench.CANDIDATES.items():
+        for t in transforms:
+            assert get_host().create(t["plugin"], t["params"]).kind == "transform", name
+    study = resolve_study(bench.STUDY)
+    variant = bench._variant(study, bench.CANDIDATES["white_patch"])
+    assert [t.plugin for t in variant.pipelines["classical"].transforms] == ["colour_normalize"]
+    assert variant.pipelines["classical"].transforms[0].params == {"method": "white_patch"}
+    assert all(not p.transforms for n, p in variant.pipelines.items() if n != "classical")
+    assert study.pipelines["classical"].transforms == []  # the registry's study is left as it was
