@@ -1,6 +1,6 @@
 """Colour normalisation for all-subtypes-blocked, chosen on inner blocked folds (nested).
 
-Usage (one command, seed fixed; ~30 min on 2 shared cores, features cached in ``--cache``)::
+Usage (one command, seed fixed; 44 min on 2 shared cores at load 8, features cached in ``--cache``)::
 
     PYTHONPATH=$PWD/core:$PWD/plugins nice -n 5 python bench/choose_colour_norm.py \\
         --data /work/shared/datasets --cache runs/studies-colournorm/cache
