@@ -71,7 +71,7 @@ def test_extract_one_image_imports_no_heavy_library(one_image: Path, tmp_path: P
     assert not loaded & set(HEAVY), f"medfuse extract imports {sorted(loaded & set(HEAVY))}"
 
 
-# ---- no pandas on the one-image path (issue 15: start-up under 1 s) -----------------------------------
+# ---- no pandas, no numba on the one-image path (issue 15: start-up under 1 s) ----------------------
 TABLE_LIBS = ("pandas", "pyarrow", "scipy")  # ~0.4, 0.1 and 0.2 s of start-up that registering plugins needs not
 
 
@@ -81,11 +81,13 @@ def test_plugin_host_imports_no_pandas_or_scipy() -> None:
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_extract_one_image_imports_no_pandas(one_image: Path, tmp_path: Path, fmt: str) -> None:
+def test_extract_one_image_imports_no_pandas_or_numba(one_image: Path, tmp_path: Path, fmt: str) -> None:
     out = tmp_path / f"one.{fmt}"
     loaded = modules_after(cli("extract", str(one_image), "--out", str(out), "--no-progress", "-q"))
     assert out.is_file(), "the extraction did not write its table"
     assert "pandas" not in loaded, f"medfuse extract --out one.{fmt} imports pandas (a folder, glob or image needs none)"
+    assert not loaded & {"numba", "llvmlite", "scipy"}, (
+        f"a one-image run imports {sorted(loaded & {'numba', 'llvmlite', 'scipy'})}: it should use the NumPy kernels")
     if fmt == "csv":
         assert "pyarrow" not in loaded, "a CSV table is written without pyarrow"
 

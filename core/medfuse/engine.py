@@ -180,17 +180,20 @@ def _one(source: Source, mask_path: Any, needed: Sequence[str] | None, steps: Im
 
 
 RUN_IMAGES: ContextVar[int | None] = ContextVar("medfuse_run_images", default=None)
-"""Images in the run whose chunk is being processed (None outside :func:`iter_images`): a plugin
-may take a path that starts faster for a short run (``medfuse_plugins._kernels_np``: no numba)."""
+"""While :func:`iter_images` processes a chunk: the images of its run, or of every run this process
+has prepared when more (None outside one). A plugin may take a path that starts faster for a short
+run (``medfuse_plugins._kernels_np``: the NumPy twins of the compiled kernels, no numba)."""
+_prepared = [0]  # images this process has prepared in iter_images chunks
 
 
 def _chunk(items: Sequence[tuple[Source, Any, Sequence[str] | None]], steps: ImageSteps,
            run_images: int | None = None) -> list[tuple[dict[str, Any] | None, str]]:
-    token = RUN_IMAGES.set(run_images)
+    token = RUN_IMAGES.set(None if run_images is None else max(run_images, _prepared[0] + len(items)))
     try:
         return [_one(source, mask_path, needed, steps) for source, mask_path, needed in items]
     finally:
         RUN_IMAGES.reset(token)
+        _prepared[0] += len(items)
 
 
 def chunk_length(n: int, workers: int, chunk_size: int) -> int:
