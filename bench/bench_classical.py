@@ -15,9 +15,10 @@ Sections (``--sections``, comma-separated; default ``startup,identity,whole``):
     code before the issue-15 speed work); then this code's one-image extract against the issue-15
     target (:data:`STARTUP_TARGET_S`, CPU seconds: the steadier figure on a shared machine).
 ``identity``
-    ``medfuse extract`` of 50 images (the default ``otsu_cell`` mask, and ``--mask file``) by this
-    code and by the ``--reference`` code: the largest absolute difference of the 415 features and
-    whether the NaN patterns and errors agree (bit-identical is the goal).
+    ``medfuse extract`` of 50 images (the default ``otsu_cell`` mask, and ``--mask file``), and of
+    a short run of 8 (computed by the NumPy twins of the compiled kernels), by this code and by the
+    ``--reference`` code: the largest absolute difference of the 415 features and whether the NaN
+    patterns and errors agree (bit-identical is the goal).
 ``whole``
     the issue-15 comparison, measured as a user runs it: ``--whole`` PBC images spread over the
     classes, their ``otsu_cell`` masks written once as PNG files beside a ``path,mask`` manifest,
@@ -298,6 +299,7 @@ def radiomics_python(arg: str | None) -> str | None:
 def identity(paths: list[str], work: Path, pairs: list[tuple[str, Path]]) -> None:
     """Feature tables of ``paths`` by this code and the reference code, compared value by value."""
     import pandas as pd
+    from medfuse_plugins._kernels_np import SHORT_RUN_IMAGES  # a run this short uses the NumPy kernel twins
 
     if len(pairs) < 2:
         print("\nidentity check skipped (--reference none)")
@@ -305,10 +307,12 @@ def identity(paths: list[str], work: Path, pairs: list[tuple[str, Path]]) -> Non
     manifest = write_masks(paths, work)
     py = sys.executable
     print(f"\nidentity: {len(paths)} images, this code vs {pairs[1][0]}")
+    short = work / "identity-short.csv"
+    pd.DataFrame({"path": paths[:SHORT_RUN_IMAGES]}).to_csv(short, index=False)
+    pd.DataFrame({"path": paths}).to_csv(work / "identity.csv", index=False)
     for mode, inputs, extra in (("otsu_cell mask", work / "identity.csv", []),
-                                ("--mask file", manifest, ["--mask", "file"])):
-        if mode == "otsu_cell mask":
-            pd.DataFrame({"path": paths}).to_csv(inputs, index=False)
+                                ("--mask file", manifest, ["--mask", "file"]),
+                                (f"short run ({SHORT_RUN_IMAGES})", short, [])):
         tables = []
         for label, tree in pairs:
             out = work / f"identity-{label.split()[0]}.parquet"
@@ -327,7 +331,7 @@ def identity(paths: list[str], work: Path, pairs: list[tuple[str, Path]]) -> Non
         errors_same = new["error"].tolist() == old["error"].tolist()
         verdict = "bit-identical" if same_cols and nan_same and errors_same and n_diff == 0 else (
             "within 1e-9" if same_cols and nan_same and errors_same and diff <= 1e-9 else "DIFFERENT")
-        print(f"  {mode:<15}: {len(feats)} features x {len(new)} images: {verdict} (values differing "
+        print(f"  {mode:<16}: {len(feats)} features x {len(new)} images: {verdict} (values differing "
               f"{n_diff}, max |diff| {diff:.3g}; same columns {same_cols}, same NaNs {nan_same}, "
               f"same errors {errors_same})")
 
