@@ -23,18 +23,23 @@ SHORT_RUN_IMAGES = 8
 """Runs of at most this many images (:data:`medfuse.engine.RUN_IMAGES`) use the NumPy twins."""
 
 
+_compiled: list[Any] = []  # the compiled kernels' module once a run used it: later calls go straight there
+
+
 def kernel(name: str) -> Any:
     """The kernel ``name`` for the run being processed: the NumPy twin in a short run (at most
     :data:`SHORT_RUN_IMAGES` images, as :func:`medfuse.engine.iter_images` announces it) while numba
     is not imported yet, else the compiled one (also outside a run: tests, direct calls)."""
-    from medfuse.engine import RUN_IMAGES
+    if not _compiled:
+        from medfuse.engine import RUN_IMAGES
 
-    n = RUN_IMAGES.get()
-    if n is not None and n <= SHORT_RUN_IMAGES and "medfuse_plugins._kernels" not in sys.modules:
-        return globals()[name]
-    from . import _kernels
+        n = RUN_IMAGES.get()
+        if n is not None and n <= SHORT_RUN_IMAGES and "medfuse_plugins._kernels" not in sys.modules:
+            return globals()[name]
+        from . import _kernels
 
-    return getattr(_kernels, name)
+        _compiled.append(_kernels)
+    return getattr(_compiled[0], name)
 
 
 # ---- texture ------------------------------------------------------------------------------------
