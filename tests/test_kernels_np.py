@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from medfuse_plugins import _kernels, _kernels_np
 
-NAMES = ("lbp_uniform", "glcm_counts", "glcm_features", "colour_histograms", "hist_stats", "blue_minus_green",
-         "class_variance_table", "multiotsu4", "label_components", "fill_holes4", "shape_stats")
+NAMES = _kernels_np.TWINS
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -23,6 +23,9 @@ SHORT_RUN_IMAGES = 8
 """Runs of at most this many images (:data:`medfuse.engine.RUN_IMAGES`) use the NumPy twins."""
 
 
+TWINS = ("lbp_uniform", "glcm_counts", "glcm_features", "colour_histograms", "hist_stats", "blue_minus_green",
+         "class_variance_table", "multiotsu4", "label_components", "fill_holes4", "shape_stats")
+"""The compiled kernels that have a twin here (``tests/test_kernels_np.py`` checks each)."""
 _compiled: list[Any] = []  # the compiled kernels' module once a run used it: later calls go straight there
 
 
@@ -34,8 +37,9 @@ def kernel(name: str) -> Any:
         from medfuse.engine import RUN_IMAGES
 
         n = RUN_IMAGES.get()
-        if n is not None and n <= SHORT_RUN_IMAGES and "medfuse_plugins._kernels" not in sys.modules:
-            return globals()[name]
+        twin = globals().get(name) if name in TWINS else None  # a kernel without a twin: compiled
+        if twin is not None and n is not None and n <= SHORT_RUN_IMAGES and "medfuse_plugins._kernels" not in sys.modules:
+            return twin
         from . import _kernels
 
         _compiled.append(_kernels)
