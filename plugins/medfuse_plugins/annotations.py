@@ -47,15 +47,17 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 from medfuse import hookimpl
 from medfuse.contracts import Loader, SampleTable
 from medfuse.errors import DataError, InvalidInputError
 from medfuse.imageio import IMAGE_SUFFIXES, ImageReadError, read_labels
 from medfuse.objects import FOUND_BOX_MARGIN, CropRule, ObjectRef, object_sha1, point_box
 from medfuse.scan import scan_files
+from medfuse.util.lazy import lazy_module
 
 from .loaders import _Assembler, _list_images, _root, _sub, _visible, read_table
+
+pd = lazy_module("pandas")  # imported on first use: registering the plugin needs no pandas
 
 FORMATS = ("voc", "points", "instances")
 DEFAULT_GLOB = {"voc": "*.xml", "points": "*", "instances": "*"}

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 from medfuse import hookimpl
 from medfuse.contracts import Loader, SampleTable
 from medfuse.datareport import DataReport, finalize, image_properties, row_sha1
@@ -31,6 +30,9 @@ from medfuse.loading import label_text as _label_text
 from medfuse.loading import read_table, unique_ids
 from medfuse.objects import ObjectRef, split_ref
 from medfuse.scan import scan_files
+from medfuse.util.lazy import lazy_module
+
+pd = lazy_module("pandas")  # imported on first use: registering the plugin needs no pandas
 
 SAMPLE_COLUMNS = ["id", "path", "mask_path", "label", "group", "sha1"]
 
