@@ -9,13 +9,16 @@ Usage::
 Sections (``--sections``, comma-separated; default ``startup,identity,whole``):
 
 ``startup``
-    the whole process ``medfuse --help`` and ``medfuse extract ONE_IMAGE --out one.parquet``, wall
-    and CPU (user + system) seconds, median of 5 runs after one warm-up run (numba's on-disk cache
-    filled); the same for the ``--reference`` code (the code before the issue-15 speed work).
+    the whole process ``medfuse --help`` and ``medfuse extract ONE_IMAGE --out one.parquet`` (and
+    ``one.csv``), wall and CPU (user + system) seconds, median of ``--startup-runs`` runs (default 5)
+    after one warm-up run (numba's on-disk cache filled); the same for the ``--reference`` code (the
+    code before the issue-15 speed work); then this code's one-image extract against the issue-15
+    target (:data:`STARTUP_TARGET_S`, CPU seconds: the steadier figure on a shared machine).
 ``identity``
-    ``medfuse extract`` of 50 images (the default ``otsu_cell`` mask, and ``--mask file``) by this
-    code and by the ``--reference`` code: the largest absolute difference of the 415 features and
-    whether the NaN patterns and errors agree (bit-identical is the goal).
+    ``medfuse extract`` of 50 images (the default ``otsu_cell`` mask, and ``--mask file``), and of
+    a short run of 8 (computed by the NumPy twins of the compiled kernels), by this code and by the
+    ``--reference`` code: the largest absolute difference of the 415 features and whether the NaN
+    patterns and errors agree (bit-identical is the goal).
 ``whole``
     the issue-15 comparison, measured as a user runs it: ``--whole`` PBC images spread over the
     classes, their ``otsu_cell`` masks written once as PNG files beside a ``path,mask`` manifest,
@@ -35,7 +38,8 @@ RADVENV/bin/pip install pyradiomics numpy SimpleITK``); pass ``--radiomics-pytho
 (or set ``$RADIOMICS_PYTHON``). Without it the comparison prints the figure recorded in issue 15
 (33.6 s for 1,600 images), labelled as such. The reference code is ``git archive REV`` of this
 repository unpacked under ``--work`` (its numba kernels compile once there). Data: ``--data``,
-``$MEDFUSE_DATA`` or ``<repo>/../shared/datasets``. Run it under ``nice``; the load average is printed.
+``$MEDFUSE_DATA`` or ``<repo>/../shared/datasets``. Run it under ``nice``; the load average is printed. ``--record FILE`` also appends what the run
+printed (with its command line) to ``FILE`` (e.g. ``bench/results/classical-speed.md``).
 """
 
 from __future__ import annotations
@@ -52,12 +56,14 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_REV = "064d406"  # main before the issue-15 speed work (lazy imports, faster kernels)
 ISSUE_RADIOMICS_SECONDS = 33.6  # PyRadiomics, 1,600 PBC images, whole process, as recorded in issue 15
+STARTUP_TARGET_S = 1.0  # issue 15: `medfuse extract` of one image under 1 s (whole process)
 
 
 def data_root(arg: str | None) -> Path:
@@ -237,17 +243,26 @@ def trees(args: argparse.Namespace, work: Path) -> list[tuple[str, Path]]:
 def startup(image: str, work: Path, pairs: list[tuple[str, Path]], runs: int = 5) -> None:
     py = sys.executable
     print(f"\nstart-up: whole process, median of {runs} runs after one warm-up run (wall / CPU s)")
+    target: dict[str, tuple[float, float]] = {}
     for label, tree in pairs:
         env = medfuse_env(tree)
         for what, cmd in (("medfuse --help", [py, "-m", "medfuse", "--help"]),
-                          ("medfuse extract ONE_IMAGE", [py, "-m", "medfuse", "extract", image, "--out",
-                                                         str(work / "one.parquet"), "--no-progress"])):
+                          *((f"medfuse extract ONE_IMAGE .{fmt}",
+                             [py, "-m", "medfuse", "extract", image, "--out", str(work / f"one.{fmt}"),
+                              "--no-progress"]) for fmt in ("parquet", "csv"))):
             timed(cmd, env)
             walls, cpus = zip(*[timed(cmd, env)[:2] for _ in range(runs)])
-            print(f"  {label:>18}: {what:<26} {statistics.median(walls):5.2f} s wall, "
-                  f"{statistics.median(cpus):5.2f} s CPU   [{' '.join(f'{w:.2f}' for w in walls)}]")
+            wall, cpu = statistics.median(walls), statistics.median(cpus)
+            print(f"  {label:>18}: {what:<33} {wall:5.2f} s wall, {cpu:5.2f} s CPU   "
+                  f"[CPU {' '.join(f'{c:.2f}' for c in cpus)}]")
+            if label == "this code" and what.startswith("medfuse extract"):
+                target[what] = (wall, cpu)
     print(f"  command: PYTHONPATH=TREE/core:TREE/plugins {py} -m medfuse extract {image} "
           f"--out {work / 'one.parquet'} --no-progress")
+    for what, (wall, cpu) in target.items():
+        verdict = "met" if cpu < STARTUP_TARGET_S else f"NOT met ({cpu - STARTUP_TARGET_S:.2f} s over)"
+        print(f"  start-up target (issue 15): {what} under {STARTUP_TARGET_S:.1f} s CPU: {cpu:.2f} s CPU "
+              f"({wall:.2f} s wall), median of {runs}: {verdict}")
 
 
 def write_masks(paths: list[str], work: Path) -> Path:
@@ -284,6 +299,7 @@ def radiomics_python(arg: str | None) -> str | None:
 def identity(paths: list[str], work: Path, pairs: list[tuple[str, Path]]) -> None:
     """Feature tables of ``paths`` by this code and the reference code, compared value by value."""
     import pandas as pd
+    from medfuse_plugins._kernels_np import SHORT_RUN_IMAGES  # a run this short uses the NumPy kernel twins
 
     if len(pairs) < 2:
         print("\nidentity check skipped (--reference none)")
@@ -291,10 +307,12 @@ def identity(paths: list[str], work: Path, pairs: list[tuple[str, Path]]) -> Non
     manifest = write_masks(paths, work)
     py = sys.executable
     print(f"\nidentity: {len(paths)} images, this code vs {pairs[1][0]}")
+    short = work / "identity-short.csv"
+    pd.DataFrame({"path": paths[:SHORT_RUN_IMAGES]}).to_csv(short, index=False)
+    pd.DataFrame({"path": paths}).to_csv(work / "identity.csv", index=False)
     for mode, inputs, extra in (("otsu_cell mask", work / "identity.csv", []),
-                                ("--mask file", manifest, ["--mask", "file"])):
-        if mode == "otsu_cell mask":
-            pd.DataFrame({"path": paths}).to_csv(inputs, index=False)
+                                ("--mask file", manifest, ["--mask", "file"]),
+                                (f"short run ({SHORT_RUN_IMAGES})", short, [])):
         tables = []
         for label, tree in pairs:
             out = work / f"identity-{label.split()[0]}.parquet"
@@ -313,7 +331,7 @@ def identity(paths: list[str], work: Path, pairs: list[tuple[str, Path]]) -> Non
         errors_same = new["error"].tolist() == old["error"].tolist()
         verdict = "bit-identical" if same_cols and nan_same and errors_same and n_diff == 0 else (
             "within 1e-9" if same_cols and nan_same and errors_same and diff <= 1e-9 else "DIFFERENT")
-        print(f"  {mode:<15}: {len(feats)} features x {len(new)} images: {verdict} (values differing "
+        print(f"  {mode:<16}: {len(feats)} features x {len(new)} images: {verdict} (values differing "
               f"{n_diff}, max |diff| {diff:.3g}; same columns {same_cols}, same NaNs {nan_same}, "
               f"same errors {errors_same})")
 
@@ -349,6 +367,27 @@ def whole(paths: list[str], work: Path, pairs: list[tuple[str, Path]], rad_py: s
         print(f"  ratio PyRadiomics / medfuse ({label}): {r_wall / wall:.1f}x wall, {r_cpu / cpu:.1f}x CPU")
 
 
+class _Recorder:
+    """``sys.stdout`` that also keeps what was printed, for ``--record``."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.parts = stream, []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def append_to(self, path: Path) -> None:
+        command = "PYTHONPATH=core:plugins python " + " ".join(sys.argv)
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        with open(path, "a") as fh:
+            fh.write(f"\n## {stamp}: {command}\n```\n{''.join(self.parts).strip()}\n```\n")
+        self.stream.write(f"recorded in {path}\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="data root holding pbc/ (default: $MEDFUSE_DATA or ../shared/datasets)")
@@ -364,7 +403,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=600, help="images for the throughput runs")
     ap.add_argument("--compare", type=int, default=100, help="images for the per-image comparison")
     ap.add_argument("--jobs", default="1,2", help="comma-separated job counts for throughput")
+    ap.add_argument("--startup-runs", type=int, default=5, help="timed runs per start-up command (median)")
+    ap.add_argument("--record", help="also append this run's printout to FILE (e.g. bench/results/classical-speed.md)")
     args = ap.parse_args()
+    if args.record:
+        sys.stdout = _Recorder(sys.stdout)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     warnings.simplefilter("ignore")
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
@@ -374,7 +417,7 @@ def main() -> None:
     print(f"PBC: {pbc}; cpus={os.cpu_count()}, load average={' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     pairs = trees(args, work) if sections & {"startup", "identity", "whole"} else []
     if "startup" in sections:
-        startup(pick_images(pbc, 1)[0], work, pairs)
+        startup(pick_images(pbc, 1)[0], work, pairs, args.startup_runs)
     if "identity" in sections:
         identity(pick_images(pbc, args.identity), work, pairs)
     if "whole" in sections:
@@ -382,6 +425,8 @@ def main() -> None:
     if sections & {"perimage", "throughput"}:
         per_image_sections(pbc, args, sections)
     print(f"load average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    if args.record:
+        sys.stdout.append_to(Path(args.record))
 
 
 def per_image_sections(pbc: Path, args: argparse.Namespace, sections: set[str]) -> None:

@@ -123,7 +123,11 @@ NOTES = {
                             "222-239/224-239/238-245 (32 px means per image, averaged per block); held out with their "
                             "block, they have no look-alike in training. What is missing is training images like them "
                             "(or colour normalisation that removes the difference), not another combination of these "
-                            "models.",
+                            "models. Per-image colour normalisation (Reinhard, Macenko, grey world, white patch) was "
+                            "then chosen against none on inner blocked folds of each training part and not adopted: no "
+                            "candidate won in every outer fold, and the nested classical figure with the per-fold choice "
+                            "is 0.975 against 0.978 without (`python bench/choose_colour_norm.py`; "
+                            "bench/results/colour-norm-all-subtypes-blocked.md); none of them fixes Pre's first block.",
     "cxr-pneumonia": "The 77.8% was Xception on other chest X-rays (opacity vs normal); this set is "
                      "PneumoniaMNIST at 28x28, so the comparison is of kind, not of data. Its `val_*` files (the "
                      "external test set here) are PneumoniaMNIST's validation split, drawn from the same source "

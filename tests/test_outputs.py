@@ -176,7 +176,7 @@ def test_score_and_extract_refuse_an_unwritable_out_before_any_work(imgs, blocke
 
     b = make_bundle(tmp_path / "bundle")
     monkeypatch.setattr(medfuse.bundle, "verify_bundle", _no_work)
-    monkeypatch.setattr(medfuse.extract, "extract_table", _no_work)
+    monkeypatch.setattr(medfuse.extract, "extract_columns", _no_work)
     t0 = time.perf_counter()
     res = CliRunner().invoke(main, ["score", str(b), str(imgs), "--out", str(blocker / "s.csv"), "-q"])
     _assert_refused_early(res, t0, blocker)
@@ -215,13 +215,15 @@ def test_train_compare_and_data_refuse_an_unwritable_out_before_any_work(imgs, b
 # ---- a full disk leaves no partial file ------------------------------------------------------------
 
 def test_extract_on_a_full_disk_leaves_no_partial_csv(imgs, tmp_path, monkeypatch):
-    real = pd.DataFrame.to_csv
+    import medfuse.extract
 
-    def fills_the_disk(self, path=None, *args, **kwargs):
-        real(self.head(2), path, *args, **kwargs)  # a truncated table, as on a real full disk
+    real = medfuse.extract._write_csv  # the CSV writer of feature tables (no pandas)
+
+    def fills_the_disk(columns, path, sep):
+        real({k: v[:2] for k, v in columns.items()}, path, sep)  # a truncated table, as on a real full disk
         raise FULL
 
-    monkeypatch.setattr(pd.DataFrame, "to_csv", fills_the_disk)
+    monkeypatch.setattr(medfuse.extract, "_write_csv", fills_the_disk)
     out = tmp_path / "res" / "feat.csv"
     res = CliRunner().invoke(main, ["extract", str(imgs), "--blocks", "morphology", "--out", str(out),
                                     "--no-progress"])

@@ -69,3 +69,55 @@ def test_extract_one_image_imports_no_heavy_library(one_image: Path, tmp_path: P
     loaded = modules_after(cli("extract", str(one_image), "--out", str(out), "--no-progress", "-q"))
     assert out.is_file(), "the extraction did not write its table"
     assert not loaded & set(HEAVY), f"medfuse extract imports {sorted(loaded & set(HEAVY))}"
+
+
+# ---- no pandas, no numba on the one-image path (issue 15: start-up under 1 s) ----------------------
+TABLE_LIBS = ("pandas", "pyarrow", "scipy")  # ~0.4, 0.1 and 0.2 s of start-up that registering plugins needs not
+
+
+def test_plugin_host_imports_no_pandas_or_scipy() -> None:
+    loaded = modules_after("from medfuse.host import get_host\nget_host()")
+    assert not loaded & set(TABLE_LIBS), f"the plugin host imports {sorted(loaded & set(TABLE_LIBS))}"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_extract_one_image_imports_no_pandas_or_numba(one_image: Path, tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / f"one.{fmt}"
+    loaded = modules_after(cli("extract", str(one_image), "--out", str(out), "--no-progress", "-q"))
+    assert out.is_file(), "the extraction did not write its table"
+    assert "pandas" not in loaded, f"medfuse extract --out one.{fmt} imports pandas (a folder, glob or image needs none)"
+    assert not loaded & {"numba", "llvmlite", "scipy"}, (
+        f"a one-image run imports {sorted(loaded & {'numba', 'llvmlite', 'scipy'})}: it should use the NumPy kernels")
+    if fmt == "csv":
+        assert "pyarrow" not in loaded, "a CSV table is written without pyarrow"
+
+
+def test_columns_writer_writes_what_pandas_wrote(tmp_path: Path) -> None:
+    """The pandas-free writer: the same CSV bytes as ``DataFrame.to_csv`` and the same Arrow table
+    as ``pa.Table.from_pandas`` (NaN, empty and quoted text, int and text labels)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from medfuse.extract import write_columns
+
+    def text(*values: object) -> np.ndarray:
+        out = np.empty(len(values), object)
+        out[:] = values
+        return out
+
+    base = {"path": text("a.png", 'b,"q".png', "c d.png"),
+            "f.x": np.array([0.1, np.nan, 1e20], np.float32),
+            "f.y": np.array([1 / 3, -0.0, 2.5e-8], np.float32),
+            "error": text("", "unreadable, really", "")}
+    for label in (np.array([1, 2, 3]), text("x", None, "y")):
+        cols = {"path": base["path"], "label": label, **{k: v for k, v in base.items() if k != "path"}}
+        frame = pd.DataFrame(cols)
+        write_columns(cols, tmp_path / "new.csv", {"k": 1})
+        frame.to_csv(tmp_path / "old.csv", index=False)
+        assert (tmp_path / "new.csv").read_bytes() == (tmp_path / "old.csv").read_bytes()
+        write_columns(cols, tmp_path / "new.parquet", {"k": 1})
+        new = pq.read_table(tmp_path / "new.parquet")
+        old = pa.Table.from_pandas(frame, preserve_index=False)
+        assert new.schema.remove_metadata().equals(old.schema.remove_metadata())
+        assert new.replace_schema_metadata(None).equals(old.replace_schema_metadata(None))
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "new.parquet"), frame)

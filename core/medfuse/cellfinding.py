@@ -11,12 +11,14 @@ distance (within half the annotated box's smaller side);
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-from scipy import ndimage as ndi
 
 from .objects import CropRule
+
+if TYPE_CHECKING:  # pandas and scipy.ndimage are imported when used: registering plugins needs neither
+    import pandas as pd
 
 __all__ = ["MatchCounts", "expand_box", "instances_from_mask", "match_boxes", "measure_instances",
            "precision_recall", "box_iou", "centre_score"]
@@ -28,6 +30,9 @@ def measure_instances(labels: np.ndarray) -> pd.DataFrame:
     """One row per object of ``labels``: ``object_id`` (its label value), ``centroid_x``,
     ``centroid_y`` (pixel centre of mass), ``box_x0, box_y0, box_x1, box_y1`` (tight box,
     ``x1``/``y1`` exclusive) and ``area`` (pixels); ordered by label."""
+    import pandas as pd
+    from scipy import ndimage as ndi
+
     labels = np.asarray(labels)
     cols = ["object_id", "centroid_x", "centroid_y", *BOX_COLUMNS, "area"]
     slices = ndi.find_objects(labels) if labels.size and labels.max() > 0 else []
@@ -52,6 +57,8 @@ def expand_box(box: tuple[int, int, int, int], margin: float) -> tuple[int, int,
 def instances_from_mask(mask: np.ndarray, min_area: int = 1) -> np.ndarray:
     """Instance labels of a binary ground-truth mask: its 8-connected components of at least
     ``min_area`` pixels, numbered ``1..n``."""
+    from scipy import ndimage as ndi
+
     labels, n = ndi.label(np.asarray(mask) > 0, structure=np.ones((3, 3), bool))
     if n == 0:
         return labels.astype(np.int32)

@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
+
+from .util.lazy import lazy_module
+
+pd = lazy_module("pandas")  # imported on first use: registering loader plugins needs no pandas
 
 __all__ = ["DataReport", "finalize", "image_properties", "duplicate_groups", "table_duplicate_rows", "conflicting_rows", "row_sha1"]
 

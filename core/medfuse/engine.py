@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,9 +179,21 @@ def _one(source: Source, mask_path: Any, needed: Sequence[str] | None, steps: Im
         return None, message
 
 
-def _chunk(items: Sequence[tuple[Source, Any, Sequence[str] | None]], steps: ImageSteps
-           ) -> list[tuple[dict[str, Any] | None, str]]:
-    return [_one(source, mask_path, needed, steps) for source, mask_path, needed in items]
+RUN_IMAGES: ContextVar[int | None] = ContextVar("medfuse_run_images", default=None)
+"""While :func:`iter_images` processes a chunk: the images of its run, or of every run this process
+has prepared when more (None outside one). A plugin may take a path that starts faster for a short
+run (``medfuse_plugins._kernels_np``: the NumPy twins of the compiled kernels, no numba)."""
+_prepared = [0]  # images this process has prepared in iter_images chunks
+
+
+def _chunk(items: Sequence[tuple[Source, Any, Sequence[str] | None]], steps: ImageSteps,
+           run_images: int | None = None) -> list[tuple[dict[str, Any] | None, str]]:
+    token = RUN_IMAGES.set(None if run_images is None else max(run_images, _prepared[0] + len(items)))
+    try:
+        return [_one(source, mask_path, needed, steps) for source, mask_path, needed in items]
+    finally:
+        RUN_IMAGES.reset(token)
+        _prepared[0] += len(items)
 
 
 def chunk_length(n: int, workers: int, chunk_size: int) -> int:
@@ -206,11 +219,13 @@ def iter_images(items: Sequence[tuple[Source, Any, Sequence[str] | None]], steps
     advance, close = progress_bar(len(items), description, progress)
     try:
         if workers == 1 or len(chunks) <= 1:
-            results: Iterable[list[tuple[dict[str, Any] | None, str]]] = (_chunk(c, steps) for c in chunks)
+            results: Iterable[list[tuple[dict[str, Any] | None, str]]] = (_chunk(c, steps, len(items))
+                                                                            for c in chunks)
         else:
             from joblib import Parallel, delayed
 
-            results = Parallel(n_jobs=jobs, return_as="generator")(delayed(_chunk)(c, steps) for c in chunks)
+            results = Parallel(n_jobs=jobs, return_as="generator")(delayed(_chunk)(c, steps, len(items))
+                                                                for c in chunks)
         start = 0
         for out in results:
             for k, (result, error) in enumerate(out):

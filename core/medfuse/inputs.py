@@ -9,13 +9,15 @@ from __future__ import annotations
 import glob
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from .errors import DataError
 from .imageio import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:  # pandas is imported when a table is built: listing files needs none
+    import pandas as pd
 
 MASK_COLUMNS = ("mask_path", "mask")  # a manifest's mask column, first found
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -31,26 +33,40 @@ def list_inputs(spec: str | Path) -> pd.DataFrame:
     column, order kept; relative paths in it are relative to the manifest's folder.
     Raises :class:`~medfuse.errors.DataError` when nothing matches or the manifest is unusable.
     """
+    import pandas as pd
+
+    files = list_files(spec)
+    if files is None:
+        return _manifest(Path(str(spec)))
+    return pd.DataFrame({"path": files, "read_path": files})
+
+
+def list_files(spec: str | Path) -> list[str] | None:
+    """The image files named by a folder, glob or single-image ``spec`` (as :func:`list_inputs`
+    lists them, without building a table: no pandas), or None when ``spec`` is a CSV manifest.
+    Raises :class:`~medfuse.errors.DataError` when nothing matches."""
     text = str(spec)
     p = Path(text)
     if p.is_dir():
         files = sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
         if not files:
             raise DataError(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) found in this folder")
-        return pd.DataFrame({"path": files, "read_path": files})
+        return files
     if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES:
-        return _manifest(p)
+        return None
     if p.is_file():
-        return pd.DataFrame({"path": [text], "read_path": [text]})
+        return [text]
     if any(ch in text for ch in "*?["):
         files = sorted(f for f in glob.glob(text, recursive=True) if Path(f).is_file())
         if not files:
             raise DataError(f"{text}: the glob matches no files")
-        return pd.DataFrame({"path": files, "read_path": files})
+        return files
     raise DataError(f"{p}: no such folder or file (give a folder, a glob, an image or a CSV manifest)")
 
 
 def _manifest(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         df = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype={"path": str})
     except (OSError, ValueError, UnicodeDecodeError) as exc:  # pandas' parser errors are ValueErrors

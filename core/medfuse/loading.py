@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .contracts import SampleTable
 from .datareport import DataReport, finalize, image_properties, row_sha1
 from .errors import DataError
+from .util.lazy import lazy_module
+
+pd = lazy_module("pandas")  # imported on first use: registering loader plugins needs no pandas
 
 __all__ = ["SAMPLE_COLUMNS", "TABLE_SUFFIXES", "SampleTableBuilder", "read_table", "derived_dir", "is_visible",
            "label_text", "list_images", "loader_root", "root_path", "sample_table", "unique_ids"]

@@ -9,7 +9,8 @@ same order of operations, no fused multiply-add), so features and masks do not c
 ``test_segmentation.py`` check the equality (shape quantities: to float64 round-off, as their
 sums run in another order). Compiled on first use and
 cached on disk (``cache=True``): the one-off compile is paid once per environment, not per
-process. ``nogil=True`` lets threads run them in parallel.
+process. ``nogil=True`` lets threads run them in parallel. A run of a few images uses their NumPy
+twins instead (:mod:`._kernels_np`, same results bit for bit), which start without numba.
 """
 
 from __future__ import annotations

@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 from medfuse import hookimpl
 from medfuse.contracts import Loader, SampleTable
 from medfuse.datareport import DataReport, image_properties
@@ -56,6 +55,9 @@ from medfuse.imageio import IMAGE_SUFFIXES, ImageReadError, read_labels
 from medfuse.loading import is_visible, list_images, loader_root, read_table, root_path, sample_table, unique_ids
 from medfuse.objects import FOUND_BOX_MARGIN, CropRule, ObjectRef, object_sha1, point_box
 from medfuse.scan import scan_files
+from medfuse.util.lazy import lazy_module
+
+pd = lazy_module("pandas")  # imported on first use: registering the plugin needs no pandas
 
 FORMATS = ("voc", "points", "instances")
 DEFAULT_GLOB = {"voc": "*.xml", "points": "*", "instances": "*"}

@@ -75,7 +75,8 @@ STATS = ("mean", "std", *_PCTS)
 def hist_stats(H: np.ndarray, stats: tuple[str, ...]) -> np.ndarray:
     """Statistics of many 256-bin histograms ``(k, 256)`` -> ``(k, len(stats))``; NaN for empty
     rows. Compiled (:func:`._kernels.hist_stats`)."""
-    from ._kernels import hist_stats as stats_kernel
+    from ._kernels_np import kernel
+    stats_kernel = kernel("hist_stats")
 
     pcts = np.asarray([_PCTS[s] for s in stats if s in _PCTS], np.float64)
     table = stats_kernel(np.ascontiguousarray(H, np.int64), pcts)
@@ -160,7 +161,8 @@ class Colour(Extractor):
         # all channel histograms per region code (0 outside, 1 cytoplasm, 2 nucleus) in one
         # compiled pass over the crop's pixels; Lab: XYZ and cube roots vectorised (NumPy), the
         # codes finished in the kernel
-        from ._kernels import colour_histograms
+        from ._kernels_np import kernel
+        colour_histograms = kernel("colour_histograms")
 
         px = np.ascontiguousarray(img).reshape(-1, 3)
         xyz, cube = _lab_parts(px) if "lab" in self.spaces else (_NO_LAB, _NO_LAB)

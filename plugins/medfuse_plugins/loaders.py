@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 from medfuse import hookimpl
 from medfuse.contracts import Loader, SampleTable
 from medfuse.datareport import DataReport, image_properties, row_sha1
@@ -30,6 +29,10 @@ from medfuse.imageio import IMAGE_SUFFIXES
 from medfuse.loading import is_visible, list_images, loader_root, read_table, root_path, sample_table, unique_ids
 from medfuse.objects import ObjectRef, split_ref
 from medfuse.scan import scan_files
+from medfuse.util.lazy import lazy_module
+
+pd = lazy_module("pandas")  # imported on first use: registering the plugin needs no pandas
+
 
 # ---- paths and files ---------------------------------------------------------------------------
 

@@ -51,7 +51,8 @@ _CROFTON4 = np.array([0, np.pi / 4 * (1 + 1 / np.sqrt(2)), np.pi / (4 * np.sqrt(
 def _shape(binary: np.ndarray) -> tuple[dict[str, float], float, float]:
     """:func:`shape_features` and the centroid ``(row, col)`` of the object, from the raw
     quantities of the compiled :func:`._kernels.shape_stats` (one pass over the box)."""
-    from ._kernels import shape_stats
+    from ._kernels_np import kernel
+    shape_stats = kernel("shape_stats")
 
     st = shape_stats(np.ascontiguousarray(binary, np.bool_), _CROFTON4, _DIR_COS, _DIR_SIN)
     area, my, mx, syy, sxx, sxy, perim, hull_area, hull_perim, feret_max, feret_min, h, w = st.tolist()

@@ -80,7 +80,8 @@ def multiotsu_indices(hist: np.ndarray, classes: int) -> np.ndarray:
 
 
 def _multiotsu_core(prob: np.ndarray, classes: int) -> np.ndarray:
-    from ._kernels import class_variance_table  # scikit-image's multi-Otsu table, compiled
+    from ._kernels_np import kernel
+    class_variance_table = kernel("class_variance_table")  # scikit-image's multi-Otsu table
 
     V = class_variance_table(np.ascontiguousarray(prob, np.float32))
     n = prob.size
@@ -97,7 +98,8 @@ def _multiotsu_core(prob: np.ndarray, classes: int) -> np.ndarray:
         return np.array([a, b + 1])
     # 4 classes: t0 < t1 < t2 < n - 1; the best (t0, t2) for each middle t1, then the near-best
     # tuples rescored in scikit-image's float32 summation order (compiled)
-    from ._kernels import multiotsu4
+    from ._kernels_np import kernel
+    multiotsu4 = kernel("multiotsu4")
 
     return multiotsu4(V)
 
@@ -137,7 +139,8 @@ def otsu_levels(channel: np.ndarray, classes: int, max_bins: int = 64,
 def components(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """8-connected components of ``binary``: labels numbered as ``ndi.label`` and the area of
     each label (``area[0] = 0``, the background). Compiled (:func:`._kernels.label_components`)."""
-    from ._kernels import label_components
+    from ._kernels_np import kernel
+    label_components = kernel("label_components")
 
     labels, area, _ = label_components(np.ascontiguousarray(binary, np.bool_), _NO_WEIGHTS, True)
     return labels, area
@@ -146,7 +149,8 @@ def components(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def largest_component(binary: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """The connected component (8-connectivity) of ``binary`` with the largest area, or with the
     largest count of ``weights`` pixels when given and any overlap exists. Boolean, same shape."""
-    from ._kernels import label_components  # union-find over runs, numbered as ndi.label
+    from ._kernels_np import kernel
+    label_components = kernel("label_components")  # union-find over runs, numbered as ndi.label
 
     w = _NO_WEIGHTS if weights is None else np.ascontiguousarray(weights, np.bool_)
     labels, area, weighted = label_components(np.ascontiguousarray(binary, np.bool_), w, True)
@@ -171,7 +175,8 @@ def centred_component(binary: np.ndarray, min_area: int = 1, centre: tuple[float
     (or with ``near=None``) the candidate whose closest pixel is nearest ``centre`` (the one
     holding it first; ties: the larger one); candidates have at least ``min_area`` pixels and
     :data:`CENTRE_MIN_SHARE` of the largest component's area (specks are not cells)."""
-    from ._kernels import label_components
+    from ._kernels_np import kernel
+    label_components = kernel("label_components")
 
     w = _NO_WEIGHTS if weights is None else np.ascontiguousarray(weights, np.bool_)
     labels, area, weighted = label_components(np.ascontiguousarray(binary, np.bool_), w, True)
@@ -198,7 +203,8 @@ def centred_component(binary: np.ndarray, min_area: int = 1, centre: tuple[float
 def fill_holes(binary: np.ndarray) -> np.ndarray:
     """Fill holes: background regions (4-connected) that do not touch the border. A compiled
     flood fill of the background from the border (:func:`._kernels.fill_holes4`)."""
-    from ._kernels import fill_holes4
+    from ._kernels_np import kernel
+    fill_holes4 = kernel("fill_holes4")
 
     return fill_holes4(np.ascontiguousarray(binary, np.bool_))
 
@@ -284,7 +290,8 @@ def cell_mask(image: np.ndarray, channel: str = "blue_minus_green", classes: int
     if classes < 2:
         raise InvalidInputError(f"otsu_cell: classes={classes}; expected 2, 3 or 4")
     if channel == "blue_minus_green" and image.ndim == 3 and image.dtype == np.uint8:
-        from ._kernels import blue_minus_green  # channel and histogram in one compiled pass
+        from ._kernels_np import kernel
+        blue_minus_green = kernel("blue_minus_green")  # channel and histogram in one pass
 
         s, hist = blue_minus_green(np.ascontiguousarray(image))
     else:

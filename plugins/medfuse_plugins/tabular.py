@@ -19,10 +19,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-import pandas as pd
 from medfuse import hookimpl
 from medfuse.contracts import Selector
 from medfuse.errors import InvalidInputError
+from medfuse.util.lazy import lazy_module
+
+pd = lazy_module("pandas")  # imported on first use: registering the plugin needs no pandas
 
 
 class _BaseSelector(Selector):

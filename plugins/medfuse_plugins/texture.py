@@ -65,7 +65,9 @@ def glcm_angle_stats(q: np.ndarray, inside: np.ndarray, levels: int, distances) 
     where no angle has a pixel pair. Compiled counts and properties
     (:func:`._kernels.glcm_counts`, :func:`._kernels.glcm_features`); equal to
     ``tests/reference_impl.glcm_angle_stats_reference`` to float64 round-off."""
-    from ._kernels import glcm_counts, glcm_features
+    from ._kernels_np import kernel
+    glcm_counts = kernel("glcm_counts")
+    glcm_features = kernel("glcm_features")
 
     dists = tuple(int(d) for d in distances)
     d_row, d_col = _glcm_offsets(dists)
@@ -108,7 +110,8 @@ def lbp_histograms(gray: np.ndarray, pairs, inside: np.ndarray) -> list[np.ndarr
     """Counts of the uniform LBP codes (``P + 2`` bins, int64) of the ``inside`` pixels of a
     uint8 image for every ``(P, R)`` in ``pairs``, in one compiled pass over the bounding box of
     ``inside``; the codes are those of ``tests/reference_impl.uniform_lbp_reference``."""
-    from ._kernels import lbp_uniform
+    from ._kernels_np import kernel
+    lbp_uniform = kernel("lbp_uniform")
 
     pairs = tuple((int(p), float(r)) for p, r in pairs)
     y0, x0, fy, fx, wx, n_points, start, hist_start, pad = _lbp_tables(pairs)

@@ -1,7 +1,7 @@
 """Image transforms: ``(image, mask) -> (image, mask)``, uint8 RGB in and out, stateless.
 
 Plugins: ``grayscale``, ``resize``, ``equalize``, ``clahe``, ``gaussian_blur``, ``unsharp``,
-``hsv``, ``lab``, ``roi_crop``, ``stain_normalize``. Transforms that change geometry (``resize``,
+``hsv``, ``lab``, ``roi_crop``, ``stain_normalize``, ``colour_normalize``. Transforms that change geometry (``resize``,
 ``roi_crop``) change the mask the same way (nearest neighbour); the others leave it unchanged.
 
 The colour-space helpers (:func:`rgb_to_hsv8`, :func:`rgb_to_lab8`, :func:`rgb_to_lab`,
@@ -459,6 +459,50 @@ class StainNormalize(Transform):
         return np.clip(out.T.reshape(h, w, 3) + 0.5, 0, 255).astype(np.uint8)
 
 
+class ColourNormalize(Transform):
+    """Per-image colour balance without a reference: grey world or white patch (no fitting).
+
+    ``greyworld`` scales R, G and B so that their means over the image become equal (their
+    common value is the mean of the three): a colour cast of the light or the stain is removed,
+    the overall brightness is kept. ``white_patch`` scales each channel so that its
+    ``percentile``-th value (the bright background of a smear) becomes 255: exposure and the
+    cast of the background are removed. Both apply one gain per channel: an image whose channels
+    were multiplied by other gains maps (up to rounding and clipping) to the same output under
+    ``white_patch``, and to the same output up to one common brightness factor under ``greyworld``.
+    """
+
+    name: ClassVar[str] = "colour_normalize"
+    version: ClassVar[str] = "1.0.0"
+    param_docs: ClassVar[dict[str, str]] = {
+        "method": "'greyworld' (equal channel means) or 'white_patch' (each channel's percentile to 255).",
+        "percentile": "white_patch: the percentile (50-100] of each channel mapped to 255.",
+    }
+    conformance_params: ClassVar[dict] = {}
+    METHODS: ClassVar[tuple[str, ...]] = ("greyworld", "white_patch")
+
+    def __init__(self, method: str = "greyworld", percentile: float = 99.0):
+        self.method = method
+        self.percentile = percentile
+
+    def _apply(self, image, mask):
+        if self.method not in self.METHODS:
+            raise InvalidInputError(f"colour_normalize: method {self.method!r} is not one of "
+                                    f"{', '.join(self.METHODS)}")
+        pixels = image.reshape(-1, 3).astype(np.float32)
+        if self.method == "greyworld":
+            ref = pixels.mean(axis=0)
+            target = np.full(3, ref.mean(), np.float32)
+        else:
+            if not 50 < float(self.percentile) <= 100:
+                raise InvalidInputError(f"colour_normalize: percentile must be in (50, 100], got {self.percentile}")
+            ref = np.percentile(pixels, float(self.percentile), axis=0).astype(np.float32)
+            target = np.full(3, 255.0, np.float32)
+        gain = np.where(ref > 0, target / np.maximum(ref, 1e-6), 1.0).astype(np.float32)
+        out = image.astype(np.float32) * gain
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8), mask
+
+
 @hookimpl
 def medfuse_plugins():
-    return [Grayscale, Resize, Equalize, Clahe, GaussianBlur, Unsharp, Hsv, Lab, RoiCrop, StainNormalize]
+    return [Grayscale, Resize, Equalize, Clahe, GaussianBlur, Unsharp, Hsv, Lab, RoiCrop, StainNormalize,
+            ColourNormalize]

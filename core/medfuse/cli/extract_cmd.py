@@ -53,7 +53,7 @@ def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tup
           --mask otsu_cell --out pbc.parquet --jobs 2
     """
     from ..errors import MedfuseError
-    from ..extract import extract_table, make_plugins, write_table
+    from ..extract import extract_columns, make_plugins, write_columns
     from ..outputs import guarded_output
 
     console = make_console(stderr=True, quiet=quiet)
@@ -75,17 +75,17 @@ def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tup
         if Path(out).suffix.lower() not in (".parquet", ".pq", ".csv", ".tsv"):
             raise click.BadParameter(f"{out}: the output must end in .parquet or .csv", param_hint="--out")
         with guarded_output(out):
-            df, prov = extract_table(inputs, extractors, tlist, mask, jobs=jobs, progress=progress,
-                                     options=options)
-            written = write_table(df, out, prov)
+            # columns, not a DataFrame: a folder, glob or image is extracted without importing pandas
+            table, prov = extract_columns(inputs, extractors, tlist, mask, jobs=jobs, progress=progress,
+                                          options=options)
+            written = write_columns(table, out, prov)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
-    n_err = int((df["error"] != "").sum())
-    n_feat = sum(1 for c in df.columns if "." in c and c not in ("path", "label", "error"))
-    rate = len(df) / prov["seconds"] if prov["seconds"] > 0 else float("nan")
-    console.print(f"{len(df)} images, {n_feat} features, {n_err} errors, {prov['seconds']:.1f} s "
+    failed = [i for i, e in enumerate(table["error"]) if e != ""]
+    n_rows = len(table["error"])
+    n_feat = sum(1 for c in table if "." in c and c not in ("path", "label", "error"))
+    rate = n_rows / prov["seconds"] if prov["seconds"] > 0 else float("nan")
+    console.print(f"{n_rows} images, {n_feat} features, {len(failed)} errors, {prov['seconds']:.1f} s "
                   f"({rate:.1f} images/s, {jobs} job(s)) -> {', '.join(str(w) for w in written)}")
-    if n_err:
-        first = df.loc[df["error"] != "", ["path", "error"]].head(3)
-        for _, row in first.iterrows():
-            console.print(f"  [yellow]error[/]: {row['error']}")
+    for i in failed[:3]:
+        console.print(f"  [yellow]error[/]: {table['error'][i]}")
