@@ -866,9 +866,11 @@ def summary_row(part: dict[str, Any]) -> str | None:
 ABLATION_INTRO = (
     "What was tuned for the CNNs, and on what (issue #18): recipe options of `cnn_classifier` / `cnn_embedding` "
     "were compared by `bench/ablate_cnn.py` only on a development/validation split inside the training part of "
-    "each study's CV fold 1 (the fold reported above for the CNN studies) and never on its test part or on an "
-    "external test set. Each table adds one option at a time to the best recipe so far; see each table for "
-    "the subsample, the noise level and the command. The figures of the studies above were not re-run for "
+    "each study's CV fold 1 (the development fold) and never on its test part or on an external test set. "
+    "cxr-pneumonia reports fold 1 beside its external test set; pbc-cells and all-subtypes report fold 2, whose "
+    "test images lie in fold 1's training part and so may have been in those validation splits. Each table adds "
+    "one option at a time to the best recipe so far; see each table for the subsample, the noise level and the "
+    "command. The figures of the studies above were not re-run for "
     "this: `registry.toml`'s CNN recipes are unchanged, and the new options' defaults train bit for bit the "
     "same networks as before.")
 
