@@ -377,6 +377,17 @@ def tuned_lines(study: str) -> list[str]:
     return lines + ["", f"From folds that played no part in a choice: {sel['untouched']}.", ""]
 
 
+def planned_folds(run: Run, splits: dict[str, Any]) -> bool:
+    """Whether ``splits`` (a results' ``splits``) evaluated the folds that ``run`` asks for today."""
+    from medfuse.splits import evaluated_fold_numbers, fold_choice
+
+    k = int(splits["folds"])
+    if run.folds is not None and run.folds != k:
+        return False
+    chosen = fold_choice(k, run.run_folds, run.only_folds)
+    return evaluated_fold_numbers(splits) == [i + 1 for i in (range(k) if chosen is None else chosen)]
+
+
 def study_section(results: dict[str, Any], run: Run, seconds: float) -> list[str]:
     from medfuse.splits import cv_text
 
@@ -396,7 +407,10 @@ def study_section(results: dict[str, Any], run: Run, seconds: float) -> list[str
     facts.append("no sample shared across folds" if sp["leakage"]["ok"] else "LEAKAGE: see the report")
     facts.append(f"{seconds / 60:.1f} min")
     head += ["; ".join(facts) + ".", "", *test_facts(results)]
-    if run.why:
+    if not planned_folds(run, sp):
+        head += [f"Settings: these results evaluated {cv_text(sp)}, not the folds the plan asks for now; re-run "
+                 f"`python bench/run_studies.py --only {s['name']}`.", ""]
+    elif run.why:
         head += [f"Settings: {run.why}.", ""]
     head += tuned_lines(s["name"])
     head += [f"Reported by the original study: {reported_text(s['reported'])}.", ""]

@@ -59,3 +59,16 @@ def test_compare_rejects_a_fold_out_of_range_before_any_work(tmp_path):
                                        "--only-folds", "7", "--out", str(out)])
     assert result.exit_code != 0 and "--only-folds" in result.output and "1-5" in result.output
     assert not out.exists()
+
+
+def test_results_section_says_when_its_folds_are_not_the_plans():
+    from test_run_studies import load_bench, results_with_test
+
+    bench = load_bench()
+    results = results_with_test()  # fold 1 of 5, as run before the plan named fold 2
+    old = bench.study_section(results, bench.Run("cxr-pneumonia", folds=5, only_folds="2", why="fold 2"), 60.0)
+    assert ("Settings: these results evaluated fold 1 of 5 (one 80/20 split), not the folds the plan asks for now; "
+            "re-run `python bench/run_studies.py --only cxr-pneumonia`.") in old
+    results["splits"]["fold_numbers"] = [2]
+    new = bench.study_section(results, bench.Run("cxr-pneumonia", folds=5, only_folds="2", why="fold 2"), 60.0)
+    assert "Settings: fold 2." in new and any("fold 2 of 5 (one 80/20 split)" in line for line in new)
