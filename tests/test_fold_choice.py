@@ -72,3 +72,14 @@ def test_results_section_says_when_its_folds_are_not_the_plans():
     results["splits"]["fold_numbers"] = [2]
     new = bench.study_section(results, bench.Run("cxr-pneumonia", folds=5, only_folds="2", why="fold 2"), 60.0)
     assert "Settings: fold 2." in new and any("fold 2 of 5 (one 80/20 split)" in line for line in new)
+
+
+def test_mlflow_params_name_the_folds_scored():
+    import copy
+
+    from medfuse import mlflowlog
+    from test_mlflow import RESULTS
+
+    results = copy.deepcopy(RESULTS)
+    results["settings"]["fold_numbers"] = [2, 3]
+    assert mlflowlog.run_params(results)["fold_numbers"] == "2,3"
