@@ -154,7 +154,8 @@ def _frames(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def compare(study: str | Path | Study, pipelines: Sequence[str] | None = None, data: str | Path | None = None, *,
             out: str | Path | None = None, jobs: int | None = None, folds: int | None = None,
-            run_folds: int | None = None, max_per_class: int | None = None, bootstrap: int | None = None,
+            run_folds: int | None = None, only_folds: str | Sequence[int] | None = None,
+            max_per_class: int | None = None, bootstrap: int | None = None,
             cache: str | Path | bool = True, shortcuts: bool | None = None, mlflow: str | None = None) -> Results:
     """Run ``study``'s pipelines on shared folds and write its report, as ``medfuse compare``.
 
@@ -166,6 +167,8 @@ def compare(study: str | Path | Study, pipelines: Sequence[str] | None = None, d
     out : report folder (default: ``runs/<study>-<timestamp>``); recorded for :func:`runs`.
     jobs, folds, run_folds, max_per_class, bootstrap, shortcuts : as the options of the same
         name of ``medfuse compare`` (default: the study's ``evaluation`` table).
+    only_folds : evaluate only these folds, numbered from 1 (``"2"``, ``"2-5"``, ``[2, 4]``;
+        ``--only-folds``); exclusive with ``run_folds``.
     cache : feature-block cache folder; ``True`` the default one, ``False`` none.
     mlflow : also log the run to this MLflow tracking store (``--mlflow``; :mod:`medfuse.mlflowlog`);
         its run id is then :attr:`Results.mlflow_run_id`.
@@ -197,8 +200,8 @@ def compare(study: str | Path | Study, pipelines: Sequence[str] | None = None, d
     cache_dir = default_cache_dir() if cache is True else None if cache is False else Path(cache)
     run = compare_study(st, names, resolve_data_root(data), Path(out) if out else default_out_dir(st.name),
                         host=host, jobs=resolve_jobs(jobs, st.evaluation.jobs), cache=cache_dir, folds=folds,
-                        run_folds=run_folds, max_per_class=max_per_class, bootstrap=bootstrap,
-                        shortcuts=shortcuts, meta={"command": None, "overrides": {}, "api": "medfuse.compare"})
+                        run_folds=run_folds, only_folds=only_folds, max_per_class=max_per_class,
+                        bootstrap=bootstrap, shortcuts=shortcuts, meta={"command": None, "overrides": {}, "api": "medfuse.compare"})
     results = json.loads(run.paths["json"].read_text(encoding="utf-8"))
     res = Results(results, run.out_dir, _frames(run.result.predictions), _frames(run.result.test_predictions),
                   dict(run.paths))

@@ -244,7 +244,7 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
     raw_frames: list[Any] = []
     saliency = None
     diag_errors: list[str] = []
-    for k, (train, test) in enumerate(folds):
+    for i, (k, (train, test)) in enumerate(zip(splits.run, folds)):  # k: the fold's index, i: its place in the run
         if len(test) == 0:
             continue
         t = time.perf_counter()
@@ -264,7 +264,7 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
             reliability.append(dict(fitted.reliability_) | {"fold": k + 1})
         if spec is None and hasattr(fitted, "spec"):
             spec = fitted.spec()
-        if k < top_features_folds:
+        if i < top_features_folds:
             t = time.perf_counter()
             try:
                 tf = _top_features(fitted, prepared, test)
@@ -281,7 +281,7 @@ def evaluate_pipeline(runner: Any, data: SampleTable, splits: Splits, classes: n
                                    repeats=max(1, 3 // max(1, len(folds))))  # >= 3 shuffles in all
             saliency = saliency or found
             timing["diagnostics_seconds"] = timing.get("diagnostics_seconds", 0.0) + time.perf_counter() - t
-        progress("fold", pipeline=name, fold=k + 1, folds=len(folds), metrics={m_: per_fold[-1][m_] for m_ in METRICS})
+        progress("fold", pipeline=name, fold=k + 1, folds=splits.n_folds, metrics={m_: per_fold[-1][m_] for m_ in METRICS})
         del fitted
 
     evaluated = fold_col >= 0
@@ -470,7 +470,8 @@ def paired_section(board: list[dict[str, Any]], predictions: dict[str, pd.DataFr
 def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None = None, *,
               runner_factory: Callable[[Study, str], Any] | None = None, folds: int | None = None,
               max_per_class: int | None = None, n_boot: int | None = None, top_features_folds: int = 1,
-              run_folds: int | None = None, progress: Progress | None = None,
+              run_folds: int | None = None, only_folds: str | Sequence[int] | None = None,
+              progress: Progress | None = None,
               meta: dict[str, Any] | None = None, test_data: SampleTable | None = None,
               shortcuts: bool | None = None, jobs: int = 1) -> StudyResult:
     """Evaluate ``pipelines`` of ``study`` (default: all) on ``data``, on shared folds.
@@ -491,6 +492,9 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
         Folds on which feature importances are computed (permutation importance is costly).
     run_folds : int, optional
         Evaluate only the first ``run_folds`` of the folds (e.g. 1 of 5: a single 80/20 split).
+    only_folds : str or sequence of int, optional
+        Evaluate only these folds, numbered from 1 (``"2"``, ``"2-5"``, ``[2, 4]``): e.g. leave out a
+        fold on which a recipe was chosen. Same fold assignment as without it; exclusive with ``run_folds``.
     progress : callable ``(event, **info)``, optional
         Told about each step (``selected``, ``splits``, ``pipeline``, ``materialize``, ``fold``, ``done``,
         ``failed``).
@@ -538,12 +542,12 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
                                seed=ev.seed)
         progress("test_selected", **test_sel.to_dict())
         dev_samples = kept.samples.drop(columns=["split"], errors="ignore")
-        splits = make_splits(dev_samples, n_folds, ev.seed, 0.0, run_folds)
+        splits = make_splits(dev_samples, n_folds, ev.seed, 0.0, run_folds, only_folds)
         scored = combine(kept, test_sel.data)
         splits = add_test_rows(splits, scored.samples, test_source)
     else:
         scored = kept
-        splits = make_splits(kept.samples, n_folds, ev.seed, ev.holdout, run_folds)
+        splits = make_splits(kept.samples, n_folds, ev.seed, ev.holdout, run_folds, only_folds)
     progress("splits", **splits.to_dict())
     test_ids = set(test_sel.data.samples["id"].astype(str)) if test_sel is not None else None
 
@@ -552,7 +556,8 @@ def run_study(study: Study, data: SampleTable, pipelines: Sequence[str] | None =
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "study": {"name": study.name, "source": study.source, "description": study.description,
                   "reported": study.reported, "pipelines_defined": list(study.pipelines)},
-        "settings": {"folds": n_folds, "run_folds": splits.n_run, "seed": ev.seed, "holdout": ev.holdout,
+        "settings": {"folds": n_folds, "run_folds": splits.n_run, "fold_numbers": [k + 1 for k in splits.run],
+                     "seed": ev.seed, "holdout": ev.holdout,
                      "test": study.test.describe() if study.test else None, "bootstrap": n_boot,
                      "max_per_class": cap, "dedupe": ev.dedupe, "metrics": list(ev.metrics),
                      "top_features_folds": top_features_folds, "pipelines": names, **(meta or {})},

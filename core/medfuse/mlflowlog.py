@@ -95,7 +95,9 @@ def run_params(results: dict[str, Any]) -> dict[str, str]:
     """The parameters logged for ``results``."""
     s = results["settings"]
     params = {"study": results["study"]["name"], "data_root": s.get("data_root"), "folds": s.get("folds"),
-              "run_folds": s.get("run_folds"), "seed": s.get("seed"), "bootstrap": s.get("bootstrap"),
+              "run_folds": s.get("run_folds"),
+              "fold_numbers": ",".join(map(str, s["fold_numbers"])) if s.get("fold_numbers") else None,
+              "seed": s.get("seed"), "bootstrap": s.get("bootstrap"),
               "max_per_class": s.get("max_per_class"), "n_samples": results["data"].get("n_selected"),
               "pipelines": ",".join(s.get("pipelines") or [])}
     for block, values in (s.get("overrides") or {}).items():

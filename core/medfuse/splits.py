@@ -2,7 +2,8 @@
 
 :func:`select_samples` drops exact duplicates (same ``sha1``) and caps the samples per class;
 :func:`make_splits` draws stratified k folds over sample ids (grouped by patient/smear and by
-identical content, with an optional held-out part); :func:`add_test_rows` appends an external
+identical content, with an optional held-out part) and records which of them are evaluated
+(:func:`fold_choice`: all, the first N, or chosen fold numbers); :func:`add_test_rows` appends an external
 test set as fold ``-1``; :func:`check_leakage` proves that no content hash or group straddles a
 split; :func:`rows_by_fold` maps the shared folds onto one pipeline's prepared rows. Every
 pipeline of a study is evaluated on the same :class:`Splits` (:func:`medfuse.evaluation.run_study`).
@@ -154,12 +155,17 @@ class Splits:
     holdout_method: str = ""
     leakage: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    run_folds: int | None = None
+    evaluated: tuple[int, ...] | None = None
+
+    @property
+    def run(self) -> tuple[int, ...]:
+        """Indices (0-based) of the folds evaluated, ascending: ``evaluated``, or every fold."""
+        return tuple(range(self.n_folds)) if self.evaluated is None else self.evaluated
 
     @property
     def n_run(self) -> int:
-        """Folds actually evaluated: the first ``run_folds`` (all by default)."""
-        return self.n_folds if self.run_folds is None else min(self.run_folds, self.n_folds)
+        """Number of folds evaluated."""
+        return len(self.run)
 
     @property
     def holdout(self) -> np.ndarray:
@@ -169,23 +175,94 @@ class Splits:
         """``(train, test)`` positions of each evaluated CV fold (held-out samples are in neither)."""
         dev = self.fold_of >= 0
         return [(np.flatnonzero(dev & (self.fold_of != k)), np.flatnonzero(self.fold_of == k))
-                for k in range(self.n_run)]
+                for k in self.run]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "folds": self.n_folds, "run_folds": self.n_run, "grouped": self.grouped,
+        return {"method": self.method, "folds": self.n_folds, "run_folds": self.n_run,
+                "fold_numbers": [k + 1 for k in self.run], "grouped": self.grouped,
                 "fold_sizes": [int((self.fold_of == k).sum()) for k in range(self.n_folds)],
                 "holdout": int((self.fold_of < 0).sum()), "holdout_method": self.holdout_method,
                 "leakage": self.leakage, "warnings": self.warnings}
 
 
+def parse_fold_numbers(spec: str | int | Sequence[int]) -> tuple[int, ...]:
+    """Fold numbers (1-based) from ``"2"``, ``"2-5"``, ``"1,3-5"`` or a sequence of ints; ascending, unique.
+
+    Only the syntax is checked here; :func:`fold_choice` checks the range against the number of folds.
+    """
+    key = "only_folds (--only-folds)"
+    if isinstance(spec, str):
+        numbers: list[int] = []
+        for part in (p.strip() for p in spec.split(",")):
+            lo, dash, hi = part.partition("-")
+            if not lo.strip().isdigit() or (dash and not hi.strip().isdigit()):
+                raise StudyError("<study>", key, f"expected fold numbers such as 2, 2-5 or 1,3-5; got {spec!r}")
+            a, b = int(lo), int(hi) if dash else int(lo)
+            if b < a:
+                raise StudyError("<study>", key, f"range {part!r} runs backwards; write {b}-{a}")
+            numbers += range(a, b + 1)
+    elif isinstance(spec, int | np.integer):
+        numbers = [int(spec)]
+    else:
+        numbers = [int(n) for n in spec]
+    if not numbers:
+        raise StudyError("<study>", key, "no fold number given")
+    return tuple(sorted(set(numbers)))
+
+
+def fold_choice(n_folds: int, run_folds: int | None = None,
+                only_folds: str | int | Sequence[int] | None = None) -> tuple[int, ...] | None:
+    """Indices (0-based) of the folds to evaluate: ``None`` = all, the first ``run_folds``, or the
+    fold numbers ``only_folds`` (1-based: ``"2"``, ``"2-5"``, ``[2, 3]``). The folds themselves do
+    not depend on this choice (same seed, same assignment), only which of them are fitted and scored.
+    """
+    if run_folds is not None and only_folds is not None:
+        raise StudyError("<study>", "run_folds / only_folds",
+                         "give one: the first N folds (run_folds) or chosen fold numbers (only_folds)")
+    if run_folds is not None:
+        if not 1 <= run_folds <= n_folds:
+            raise StudyError("<study>", "run_folds", f"expected 1..{n_folds} (the number of folds), got {run_folds}")
+        return None if run_folds == n_folds else tuple(range(run_folds))
+    if only_folds is None:
+        return None
+    numbers = parse_fold_numbers(only_folds)
+    bad = [n for n in numbers if not 1 <= n <= n_folds]
+    if bad:
+        raise StudyError("<study>", "only_folds (--only-folds)",
+                         f"fold {bad[0]} is out of range: fold numbers run 1-{n_folds} (--folds / "
+                         f"evaluation.folds = {n_folds})")
+    return None if len(numbers) == n_folds else tuple(n - 1 for n in numbers)
+
+
+def evaluated_fold_numbers(settings: dict[str, Any]) -> list[int]:
+    """Fold numbers (1-based) evaluated, from results' ``settings`` or ``splits`` (results written
+    before ``fold_numbers`` existed evaluated the first ``run_folds``)."""
+    if settings.get("fold_numbers"):
+        return [int(n) for n in settings["fold_numbers"]]
+    return list(range(1, int(settings.get("run_folds") or settings["folds"]) + 1))
+
+
+def _number_ranges(numbers: Sequence[int]) -> str:
+    """``2-5``, ``1, 3`` or ``1-2, 4``: consecutive runs of fold numbers joined."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
 def cv_text(settings: dict[str, Any]) -> str:
-    """``5-fold CV``, or ``fold 1 of 5 (one 80/20 split)`` when only some folds were evaluated."""
-    k, run = int(settings["folds"]), int(settings.get("run_folds") or settings["folds"])
-    if run >= k:
+    """``5-fold CV`` when every fold was evaluated, else which: ``fold 2 of 5 (one 80/20 split)``,
+    ``folds 2-5 of 5``."""
+    k = int(settings["folds"])
+    numbers = evaluated_fold_numbers(settings)
+    if len(numbers) >= k:
         return f"{k}-fold CV"
-    if run == 1:
-        return f"fold 1 of {k} (one {100 - round(100 / k)}/{round(100 / k)} split)"
-    return f"folds 1-{run} of {k}"
+    if len(numbers) == 1:
+        return f"fold {numbers[0]} of {k} (one {100 - round(100 / k)}/{round(100 / k)} split)"
+    return f"folds {_number_ranges(numbers)} of {k}"
 
 
 def _union_groups(groups: np.ndarray, sha1: np.ndarray | None) -> np.ndarray:
@@ -214,7 +291,7 @@ def _union_groups(groups: np.ndarray, sha1: np.ndarray | None) -> np.ndarray:
 
 
 def make_splits(samples: pd.DataFrame, folds: int = 5, seed: int = 0, holdout: float = 0.0,
-                run_folds: int | None = None) -> Splits:
+                run_folds: int | None = None, only_folds: str | int | Sequence[int] | None = None) -> Splits:
     """Stratified k-fold over ``samples`` (grouped when groups differ from ids), plus a held-out part.
 
     Parameters
@@ -230,9 +307,11 @@ def make_splits(samples: pd.DataFrame, folds: int = 5, seed: int = 0, holdout: f
         Fraction held out (grouped, stratified) when there is no ``split`` column; 0 = none.
     run_folds : int, optional
         Evaluate only the first ``run_folds`` folds (``folds=5, run_folds=1``: one 80/20 split).
+    only_folds : str or sequence of int, optional
+        Evaluate only these folds, numbered from 1 (``"2"``, ``"2-5"``, ``[2, 4]``); the fold
+        assignment is the same as without it. Exclusive with ``run_folds`` (:func:`fold_choice`).
     """
-    if run_folds is not None and not 1 <= run_folds <= folds:
-        raise StudyError("<study>", "run_folds", f"expected 1..{folds} (the number of folds), got {run_folds}")
+    evaluated = fold_choice(folds, run_folds, only_folds)
     n = len(samples)
     ids = samples["id"].astype(str).to_numpy()
     y = samples["label"].astype(str).to_numpy()
@@ -285,7 +364,7 @@ def make_splits(samples: pd.DataFrame, folds: int = 5, seed: int = 0, holdout: f
         warnings.simplefilter("ignore", UserWarning)  # small classes: reported in ``warnings`` above
         for k, (_, test) in enumerate(parts):
             fold_of[dev[test]] = k
-    splits = Splits(ids, fold_of, folds, grouped, method, holdout_method, warnings=notes, run_folds=run_folds)
+    splits = Splits(ids, fold_of, folds, grouped, method, holdout_method, warnings=notes, evaluated=evaluated)
     splits.leakage = check_leakage(splits, samples)
     return splits
 
@@ -299,7 +378,7 @@ def check_leakage(splits: Splits, samples: pd.DataFrame) -> dict[str, Any]:
     has_sha = samples["sha1"].notna().to_numpy() if "sha1" in samples.columns else None
     groups = samples["group"].astype(str).to_numpy() if "group" in samples.columns else None
     pairs = list(splits.folds())
-    names = [f"fold {k + 1}" for k in range(splits.n_run)]
+    names = [f"fold {k + 1}" for k in splits.run]
     if len(splits.holdout):
         pairs.append((np.flatnonzero(splits.fold_of >= 0), splits.holdout))
         names.append("held-out")
@@ -329,7 +408,7 @@ def add_test_rows(splits: Splits, samples: pd.DataFrame, source: str) -> Splits:
     test_ids = samples["id"].astype(str).to_numpy()[n_dev:]
     out = Splits(np.concatenate([splits.ids, test_ids]), np.concatenate([splits.fold_of, -np.ones(len(test_ids), int)]),
                  splits.n_folds, splits.grouped, splits.method, f"external test set ({source})",
-                 warnings=list(splits.warnings), run_folds=splits.run_folds)
+                 warnings=list(splits.warnings), evaluated=splits.evaluated)
     out.leakage = check_leakage(out, samples)
     return out
 
@@ -347,11 +426,11 @@ def positions_in(splits: Splits, ids: Sequence[str]) -> np.ndarray:
 def rows_by_fold(splits: Splits, ids: Sequence[str]) -> tuple[list[tuple[np.ndarray, np.ndarray]], tuple | None]:
     """Map the shared folds onto a pipeline's rows (``Prepared.samples`` order).
 
-    Returns ``(folds, holdout)``: each fold a ``(train_rows, test_rows)`` pair; ``holdout`` is
-    ``(dev_rows, holdout_rows)`` or ``None``.
+    Returns ``(folds, holdout)``: each evaluated fold (``splits.run``, in that order) a
+    ``(train_rows, test_rows)`` pair; ``holdout`` is ``(dev_rows, holdout_rows)`` or ``None``.
     """
     f = splits.fold_of[positions_in(splits, ids)]
-    folds = [(np.flatnonzero((f >= 0) & (f != k)), np.flatnonzero(f == k)) for k in range(splits.n_run)]
+    folds = [(np.flatnonzero((f >= 0) & (f != k)), np.flatnonzero(f == k)) for k in splits.run]
     hold = (np.flatnonzero(f >= 0), np.flatnonzero(f < 0)) if (f < 0).any() else None
     return folds, hold
 

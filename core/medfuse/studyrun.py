@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -58,7 +58,8 @@ def add_paths(predictions: dict[str, Any], *sample_tables: Any) -> None:
 
 def compare_study(study: Study, pipelines: list[str] | None, root: Path, out: Path, *, host: Any,
                   jobs: int = 1, cache: Path | None = None, folds: int | None = None,
-                  run_folds: int | None = None, max_per_class: int | None = None, bootstrap: int | None = None,
+                  run_folds: int | None = None, only_folds: str | Sequence[int] | None = None,
+                  max_per_class: int | None = None, bootstrap: int | None = None,
                   shortcuts: bool | None = None, meta: dict[str, Any] | None = None,
                   progress: Progress = _noop, running: contextlib.AbstractContextManager | None = None,
                   note: Callable[[str], None] | None = None, show_loading: bool = False,
@@ -71,12 +72,16 @@ def compare_study(study: Study, pipelines: list[str] | None, root: Path, out: Pa
     evaluation (a live display); ``note`` receives output-lock notes; ``show_loading``: a progress
     bar while the loader reads files. ``meta`` is recorded in ``results["settings"]`` next to the
     data root, cache, jobs and report folder. ``record``: append the run to the run index.
+    ``run_folds`` (the first N) or ``only_folds`` (fold numbers from 1) choose the folds evaluated;
+    checked here, before any work.
     """
     from .evaluation import run_study
     from .loading import load_with_reader
     from .outputs import guarded_output
     from .report import write_report
+    from .splits import fold_choice
 
+    fold_choice(folds or study.evaluation.folds, run_folds, only_folds)
     t0 = time.perf_counter()
     with guarded_output(out, folder=True, create=True, note=note):
         progress("loading", study=study.name, loader=study.dataset.loader, root=str(root))
@@ -99,7 +104,8 @@ def compare_study(study: Study, pipelines: list[str] | None, root: Path, out: Pa
         with running or contextlib.nullcontext():
             result = run_study(study, data, pipelines,
                                runner_factory=default_runner_factory(host, cache, jobs, progress=progress),
-                               folds=folds, run_folds=run_folds, max_per_class=max_per_class, n_boot=bootstrap,
+                               folds=folds, run_folds=run_folds, only_folds=only_folds,
+                               max_per_class=max_per_class, n_boot=bootstrap,
                                progress=progress, meta=settings, test_data=test_data, shortcuts=shortcuts,
                                jobs=jobs)
         result.results["timing"]["load_seconds"] = load_seconds

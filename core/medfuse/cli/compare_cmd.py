@@ -35,6 +35,9 @@ def _options(fn):
         click.option("--folds", type=click.IntRange(2), default=None, help="Override evaluation.folds."),
         click.option("--run-folds", type=click.IntRange(1), default=None,
                      help="Evaluate only the first N folds (--folds 5 --run-folds 1: one 80/20 split; default: all)."),
+        click.option("--only-folds", default=None, metavar="LIST",
+                     help="Evaluate only these folds, numbered from 1: 2, 2-5 or 1,3 (e.g. leave out a fold on "
+                          "which a recipe was chosen); the folds are the same as without it. Not with --run-folds."),
         click.option("--max-per-class", type=click.IntRange(0), default=None,
                      help="Cap samples per class for a quick run (0 = all; default: evaluation.max_per_class)."),
         click.option("--bootstrap", type=click.IntRange(0), default=None,
@@ -97,7 +100,7 @@ def run(study: str, pipeline: str, **kwargs: Any) -> None:
 
 def execute(study_ref: str, pipelines: list[str] | None, data_root: str | None = None, out_dir: str | None = None,
             jobs: int | None = None, folds: int | None = None, run_folds: int | None = None,
-            max_per_class: int | None = None, bootstrap: int | None = None, cache_dir: str | None = None,
+            only_folds: str | None = None, max_per_class: int | None = None, bootstrap: int | None = None, cache_dir: str | None = None,
             no_cache: bool = False, quiet: bool = False, no_shortcuts: bool = False, sets: tuple[str, ...] = (),
             fail_on_error: bool = False, as_json: bool = False, verbose: bool = False,
             mlflow_uri: str | None = None) -> dict[str, Any]:
@@ -108,14 +111,15 @@ def execute(study_ref: str, pipelines: list[str] | None, data_root: str | None =
     err = make_console(stderr=True, quiet=quiet)
     try:
         return _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, max_per_class, bootstrap,
-                        cache_dir, no_cache, quiet, err, no_shortcuts, sets, fail_on_error, as_json, mlflow_uri)
+                        cache_dir, no_cache, quiet, err, no_shortcuts, sets, fail_on_error, as_json, mlflow_uri,
+                        only_folds)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
 
 
 def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, max_per_class, bootstrap, cache_dir,
              no_cache, quiet, err, no_shortcuts=False, sets=(), fail_on_error=False, as_json=False,
-             mlflow_uri=None) -> dict[str, Any]:
+             mlflow_uri=None, only_folds=None) -> dict[str, Any]:
     from ..cache import default_cache_dir
     from ..datapath import resolve_data_root
     from ..host import get_host
@@ -144,8 +148,8 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
     # before any work: the report folder is created and probed, and locked (<out>.lock)
     display = _Display(err, quiet)
     run = compare_study(study, pipelines, root, out, host=host, jobs=jobs, cache=cache, folds=folds,
-                        run_folds=run_folds, max_per_class=max_per_class, bootstrap=bootstrap,
-                        shortcuts=False if no_shortcuts else None,
+                        run_folds=run_folds, only_folds=only_folds, max_per_class=max_per_class,
+                        bootstrap=bootstrap, shortcuts=False if no_shortcuts else None,
                         meta={"command": command_line(), "overrides": overrides}, progress=display.event,
                         running=display, note=lambda line: err.print(line, markup=False, highlight=False),
                         show_loading=not quiet and sys.stderr.isatty())
@@ -402,6 +406,7 @@ def json_summary(results: dict[str, Any], paths: dict[str, Path], exit_code: int
         "n_samples": results["data"]["n_selected"],
         "folds": results["settings"]["folds"],
         "run_folds": results["settings"]["run_folds"],
+        "fold_numbers": results["settings"].get("fold_numbers"),
         "metrics": metrics,
         "best": board[0]["pipeline"] if board else None,
         "not_worse_than_best": paired.get("not_worse_than_best") if paired.get("status") == "ok" else None,
