@@ -3,18 +3,20 @@ accumulation (texture), per-region channel histograms (colour), the ``blue_minus
 channel with its histogram (``otsu_cell`` mask), connected components and hole filling
 (``otsu_cell``, morphology), one-pass shape quantities with the convex hull (morphology).
 
-This module imports no numba. Every function here is valid both as Python and in numba's nopython
-mode: :mod:`._kernels` compiles the kernels (the functions of :data:`KERNELS`) and lets them call
-the :data:`HELPERS` compiled; the NumPy twins (:mod:`._kernels_np`, short runs without numba) call
-the helpers as Python, so each piece of kernel logic has this one source. Keep every function a
-kernel calls in this file: numba's on-disk cache of a kernel is checked against its own source
-file only, so a helper edited in another file would leave the cached kernel stale.
+This module imports no numba. Its functions are plain Python that numba's nopython mode also
+compiles: :mod:`._kernels` compiles the kernels and lets them call the :data:`HELPERS`; the NumPy
+twins (:mod:`._kernels_np`: short runs, no numba) call the helpers as Python (and
+:func:`code8_array`, the array form of :func:`code8`), so each piece of kernel logic has one source.
+Keep every function that a kernel calls in this file: numba's on-disk cache of a kernel is checked
+against the kernel's own source file only, so a helper edited in another file would leave the
+cached kernel stale.
 
 Each kernel reproduces its NumPy (or scikit-image) reference exactly (same float32 arithmetic,
-same order of operations, no fused multiply-add, ``x ** 3`` written ``x * (x * x)`` as numba
-unrolls it), so features and masks do not change; ``tests/test_kernels.py``,
-``test_shape_kernels.py``, ``test_colour.py`` and ``test_segmentation.py`` check the equality
-(shape quantities: to float64 round-off, as their sums run in another order).
+same order of operations, no fused multiply-add; the shared helpers write powers as the products
+numba unrolls them into, ``x ** 3`` as ``x * (x * x)``), so features and masks do not change;
+``tests/test_kernels.py``, ``test_shape_kernels.py``, ``test_colour.py`` and
+``test_segmentation.py`` check the equality (shape quantities: to float64 round-off, as their sums
+run in another order).
 """
 
 from __future__ import annotations
@@ -173,7 +175,14 @@ def lab_values(fx, fy, fz):
 
 
 def code8(v):
-    """uint8 code of a float32 channel value (scalar or array): rounded half up, clipped to 0-255."""
+    """uint8 code of one float32 channel value: rounded half up, clipped to 0-255 (arrays:
+    :func:`code8_array`; numba's NaN-aware ``np.minimum``/``np.maximum`` here would cost the colour
+    kernel about 10%)."""
+    return np.uint8(min(max(v + np.float32(0.5), np.float32(0.0)), np.float32(255.0)))
+
+
+def code8_array(v):
+    """:func:`code8` of every value of a float32 array."""
     return np.uint8(np.minimum(np.maximum(v + np.float32(0.5), np.float32(0.0)), np.float32(255.0)))
 
 
@@ -265,24 +274,28 @@ def find_root(parent, i):
     return i
 
 
-def join_run(parent, rs, re, run, lo, hi, reach):
-    """Joins run ``run`` (columns ``rs[run]:re[run]``) to the runs ``lo:hi`` of the previous row
-    that it touches (``reach`` 1: diagonally too), the smaller root winning; returns the first
-    previous-row run that the row's next run may touch."""
-    x0, x1 = rs[run], re[run]
-    while lo < hi and re[lo] + reach <= x0:
-        lo += 1  # previous-row runs ending left of this one never touch later ones
-    k = lo
-    root = run
-    while k < hi and rs[k] < x1 + reach:
-        a, b = find_root(parent, root), find_root(parent, k)
-        if a < b:
-            parent[b] = a
-        elif b < a:
-            parent[a] = b
-        root = min(a, b)
-        k += 1
-    return k - 1 if k > lo else lo  # the last touching run may touch the next run too
+def union_runs(parent, rs, re, row_start, reach):
+    """Union-find over horizontal runs (columns ``rs[i]:re[i]``; row ``y``'s runs are
+    ``row_start[y]:row_start[y + 1]``): each run joins the runs of the previous row that it
+    touches (``reach`` 1: diagonally too), the smaller root winning."""
+    for y in range(1, len(row_start) - 1):
+        lo, hi = row_start[y - 1], row_start[y]
+        for run in range(row_start[y], row_start[y + 1]):
+            x0, x1 = rs[run], re[run]
+            while lo < hi and re[lo] + reach <= x0:
+                lo += 1  # previous-row runs ending left of this one never touch later ones
+            k = lo
+            root = run
+            while k < hi and rs[k] < x1 + reach:
+                a, b = find_root(parent, root), find_root(parent, k)
+                if a < b:
+                    parent[b] = a
+                elif b < a:
+                    parent[a] = b
+                root = min(a, b)
+                k += 1
+            if k > lo:
+                lo = k - 1  # the last touching run may touch the next run too
 
 
 def number_classes(parent, n):
@@ -307,19 +320,18 @@ def label_components(binary, weights, eight):
     component's ``weights`` pixels (bool ``(H, W)``; a ``(0, 0)`` array: all zero) and index 0
     holds zero.
 
-    Union-find over the horizontal runs of each row, a run joining the previous row's runs it
-    touches; the smallest run index of a class (its first run) is its root."""
+    The horizontal runs of each row, then :func:`union_runs` over them: the smallest run index
+    of a class (its first run) is its root."""
     h, w = binary.shape
     cap = h * ((w + 1) // 2)  # at most (w + 1) // 2 runs per row
     rs = np.empty(cap, np.int64)  # run start, end (exclusive), row
     re = np.empty(cap, np.int64)
     ry = np.empty(cap, np.int64)
     parent = np.empty(cap, np.int64)
+    row_start = np.empty(h + 1, np.int64)
     n = 0
-    prev_lo = prev_hi = 0  # runs of the previous row: [prev_lo, prev_hi)
-    reach = 1 if eight else 0
     for y in range(h):
-        row_lo = n
+        row_start[y] = n
         x = 0
         while x < w:
             if not binary[y, x]:
@@ -329,9 +341,9 @@ def label_components(binary, weights, eight):
             while x < w and binary[y, x]:
                 x += 1
             rs[n], re[n], ry[n], parent[n] = x0, x, y, n
-            prev_lo = join_run(parent, rs, re, n, prev_lo, prev_hi, reach)
             n += 1
-        prev_lo, prev_hi = row_lo, n
+    row_start[h] = n
+    union_runs(parent, rs, re, row_start, 1 if eight else 0)
     final, m = number_classes(parent, n)
     labels = np.zeros((h, w), np.int32)
     area = np.zeros(m + 1, np.int64)
@@ -684,6 +696,6 @@ def multiotsu4(V):
     return np.array([b0, b1, b2], np.int64)
 
 
-HELPERS = (lab_is_linear, lab_linear, lab_code, lab_values, code8, find_root, join_run, number_classes,
+HELPERS = (lab_is_linear, lab_linear, lab_code, lab_values, code8, find_root, union_runs, number_classes,
            cross, moments, crofton_perimeter, convex_hull, hull_area_perimeter, haralick, reduce_angles)
 """The functions the kernels call: :mod:`._kernels` makes them callable from compiled code."""

@@ -180,9 +180,9 @@ def colour_histograms(px, region, hue_lut, sat_lut, xyz, cube, want_rgb, want_hs
     if xyz.shape[0] == n:
         f = [np.where(src.lab_is_linear(xyz[:, j]), src.lab_linear(xyz[:, j]), cube[:, j]) for j in range(3)]
         L, a, bb = src.lab_values(*f)
-        count(6, src.code8(L))
-        count(7, src.code8(a))
-        count(8, src.code8(bb))
+        count(6, src.code8_array(L))
+        count(7, src.code8_array(a))
+        count(8, src.code8_array(bb))
     return out
 
 
@@ -282,13 +282,8 @@ def label_components(binary, weights, eight):
     ey, ex = np.nonzero(edges == -1)
     n = sy.size
     parent = list(range(n))
-    reach = 1 if eight else 0
     rs, re_ = sx.tolist(), ex.tolist()
-    row_start = np.searchsorted(sy, np.arange(h + 1)).tolist()
-    for y in range(1, h):
-        lo, hi = row_start[y - 1], row_start[y]
-        for i in range(row_start[y], row_start[y + 1]):
-            lo = src.join_run(parent, rs, re_, i, lo, hi, reach)
+    src.union_runs(parent, rs, re_, np.searchsorted(sy, np.arange(h + 1)).tolist(), 1 if eight else 0)
     final, m = src.number_classes(parent, n)
     labels = np.zeros((h, w), np.int32)
     lengths = np.asarray(re_, np.int64) - np.asarray(rs, np.int64)
