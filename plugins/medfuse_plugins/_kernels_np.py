@@ -1,5 +1,7 @@
 """NumPy twins of the compiled kernels (:mod:`._kernels`) for short runs: same arguments, same
-results bit for bit, no numba.
+results bit for bit, no numba. Their pieces that need no vectorising (the Haralick formulas, the
+convex hull, the union-find over runs, the Lab codes, ...) are the kernels' own helpers of
+:mod:`._kernel_source`, called as Python.
 
 Importing numba and loading the cached kernels costs about 0.8 s of CPU per process, two orders
 of magnitude more than one image's features (a few ms compiled, some tens of ms here), so a run of
@@ -18,6 +20,8 @@ import sys
 from typing import Any
 
 import numpy as np
+
+from . import _kernel_source as src
 
 SHORT_RUN_IMAGES = 8
 """Runs of at most this many images (:data:`medfuse.engine.RUN_IMAGES`) use the NumPy twins."""
@@ -147,51 +151,11 @@ def glcm_features(counts, n_dist):
         asm = seq(p * p)
         ent = seq(p * np.array([math.log2(v) for v in p.tolist()]))
         mx = float(p.max())
-        mu_2 = mu * mu
-        var = i2 - mu_2
-        c2 = 2 * mu
-        c2_2 = c2 * c2
-        c2_3 = c2 * c2_2
-        c2_4 = c2_2 * c2_2
-        props[0, k] = con
-        props[1, k] = dis
-        props[2, k] = hom
-        props[3, k] = asm
-        props[4, k] = math.sqrt(asm)
-        props[5, k] = (ij - mu_2) / var if var > 1e-12 else 1.0
-        props[6, k] = -ent
-        props[7, k] = var
-        props[8, k] = m3 - 3 * c2 * m2 + 3 * c2_2 * m1 - c2_3
-        props[9, k] = m4 - 4 * c2 * m3 + 6 * c2_2 * m2 - 4 * c2_3 * m1 + c2_4
-        props[10, k] = mx
-        props[11, k] = m1
-    out = np.full((12, n_dist, 2), np.nan)
-    n_ang = n_off // n_dist
-    for q in range(12):
-        for dd in range(n_dist):
-            n, acc, lo, hi = 0, 0.0, math.inf, -math.inf
-            for a in range(n_ang):
-                v = float(props[q, dd * n_ang + a])
-                if not math.isnan(v):
-                    n += 1
-                    acc += v
-                    lo = min(lo, v)
-                    hi = max(hi, v)
-            if n:
-                out[q, dd, 0] = acc / n
-                out[q, dd, 1] = hi - lo
-    return out
+        src.haralick(props, k, mu, i2, ij, dis, con, hom, m1, m2, m3, m4, asm, ent, mx)
+    return src.reduce_angles(props, n_dist)
 
 
 # ---- colour -------------------------------------------------------------------------------------
-def _lab_code(xyz, cube):
-    return np.where(xyz <= np.float32(0.008856), np.float32(7.787) * xyz + np.float32(16.0 / 116.0), cube)
-
-
-def _code8(v):
-    return np.minimum(np.maximum(v + np.float32(0.5), np.float32(0.0)), np.float32(255.0)).astype(np.uint8)
-
-
 def colour_histograms(px, region, hue_lut, sat_lut, xyz, cube, want_rgb, want_hsv):
     """:func:`._kernels.colour_histograms` by ``np.bincount`` (Lab codes by the same float32 operations)."""
     out = np.zeros((9, 3, 256), np.int64)
@@ -214,13 +178,11 @@ def colour_histograms(px, region, hue_lut, sat_lut, xyz, cube, want_rgb, want_hs
         count(4, sat_lut[v * 256 + mn])
         count(5, v)
     if xyz.shape[0] == n:
-        fx, fy, fz = (_lab_code(xyz[:, j], cube[:, j]) for j in range(3))
-        L = (np.float32(116.0) * fy - np.float32(16.0)) * np.float32(2.55)
-        a = np.float32(500.0) * (fx - fy) + np.float32(128.0)
-        bb = np.float32(200.0) * (fy - fz) + np.float32(128.0)
-        count(6, _code8(L))
-        count(7, _code8(a))
-        count(8, _code8(bb))
+        f = [np.where(src.lab_is_linear(xyz[:, j]), src.lab_linear(xyz[:, j]), cube[:, j]) for j in range(3)]
+        L, a, bb = src.lab_values(*f)
+        count(6, src.code8_array(L))
+        count(7, src.code8_array(a))
+        count(8, src.code8_array(bb))
     return out
 
 
@@ -320,43 +282,9 @@ def label_components(binary, weights, eight):
     ey, ex = np.nonzero(edges == -1)
     n = sy.size
     parent = list(range(n))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    reach = 1 if eight else 0
     rs, re_ = sx.tolist(), ex.tolist()
-    row_start = np.searchsorted(sy, np.arange(h + 1)).tolist()
-    for y in range(1, h):
-        lo, hi = row_start[y - 1], row_start[y]
-        for i in range(row_start[y], row_start[y + 1]):
-            x0, x1 = rs[i], re_[i]
-            while lo < hi and re_[lo] + reach <= x0:
-                lo += 1
-            k = lo
-            r = i
-            while k < hi and rs[k] < x1 + reach:
-                a, c = root(r), root(k)
-                if a < c:
-                    parent[c] = a
-                elif c < a:
-                    parent[a] = c
-                r = min(a, c)
-                k += 1
-            if k > lo:
-                lo = k - 1
-    final = np.zeros(n, np.int64)
-    m = 0
-    for i in range(n):
-        r = root(i)
-        if r == i:
-            m += 1
-            final[i] = m
-        else:
-            final[i] = final[r]
+    src.union_runs(parent, rs, re_, np.searchsorted(sy, np.arange(h + 1)).tolist(), 1 if eight else 0)
+    final, m = src.number_classes(parent, n)
     labels = np.zeros((h, w), np.int32)
     lengths = np.asarray(re_, np.int64) - np.asarray(rs, np.int64)
     labels[on] = np.repeat(final, lengths)
@@ -383,13 +311,9 @@ def fill_holes4(binary):
 
 
 # ---- morphology ---------------------------------------------------------------------------------
-def _cross(oy, ox, ay, ax, by, bx):
-    return (ay - oy) * (bx - ox) - (ax - ox) * (by - oy)
-
-
 def shape_stats(binary, crofton, dir_cos, dir_sin):
-    """:func:`._kernels.shape_stats`: exact integer sums by NumPy, the hull and its float64
-    quantities by the kernel's loops (a few hundred points)."""
+    """:func:`._kernels.shape_stats`: exact integer sums by NumPy, the hull and its area and
+    perimeter by the kernel's own helpers (a few hundred points), the Feret diameters vectorised."""
     h, w = binary.shape
     out = np.zeros(13, np.float64)
     b = binary.astype(bool)
@@ -405,58 +329,17 @@ def shape_stats(binary, crofton, dir_cos, dir_sin):
     y64, x64 = ys.astype(np.int64), xs.astype(np.int64)
     sy, sx = int(y64.sum()), int(x64.sum())
     syy, sxx, sxy = int((y64 * y64).sum()), int((x64 * x64).sum()), int((y64 * x64).sum())
-    A = float(area)
-    out[1], out[2] = sy / A, sx / A
-    out[3] = (syy - sy * sy / A) / A
-    out[4] = (sxx - sx * sx / A) / A
-    out[5] = (sxy - sy * sx / A) / A
-    perim = 0.0
-    for k in range(16):
-        perim += float(crofton[k]) * conf[k]
-    out[6] = perim
+    src.moments(out, area, sy, sx, syy, sxx, sxy)
+    out[6] = src.crofton_perimeter(crofton, conf)
     has = b.any(axis=1)
     left = np.where(has, b.argmax(axis=1), -1).tolist()
     right = np.where(has, w - 1 - b[:, ::-1].argmax(axis=1), -1).tolist()
     rows = np.flatnonzero(has)
     r0, r1 = int(rows[0]), int(rows[-1])
     c_lo, c_hi = min(left[r] for r in rows.tolist()), max(right[r] for r in rows.tolist())
-    py: list[float] = []
-    px: list[float] = []
-    for bb in range(r0, r1 + 2):
-        lo, hi = w + 1, -2
-        for yy in (bb - 1, bb):
-            if r0 <= yy <= r1 and left[yy] >= 0:
-                lo = min(lo, left[yy])
-                hi = max(hi, right[yy])
-        if hi < 0:
-            continue
-        py += [bb - 0.5, bb - 0.5]
-        px += [lo - 0.5, hi + 0.5]
-    n = len(py)
-    hy = [0.0] * (2 * n + 1)
-    hx = [0.0] * (2 * n + 1)
-    k = 0
-    for i in range(n):  # lower chain
-        while k >= 2 and _cross(hy[k - 2], hx[k - 2], hy[k - 1], hx[k - 1], py[i], px[i]) <= 0:
-            k -= 1
-        hy[k], hx[k] = py[i], px[i]
-        k += 1
-    t = k + 1
-    for i in range(n - 2, -1, -1):  # upper chain
-        while k >= t and _cross(hy[k - 2], hx[k - 2], hy[k - 1], hx[k - 1], py[i], px[i]) <= 0:
-            k -= 1
-        hy[k], hx[k] = py[i], px[i]
-        k += 1
-    k -= 1
-    twice, hp = 0.0, 0.0
-    for i in range(k):
-        j = i + 1 if i + 1 < k else 0
-        twice += hx[i] * hy[j] - hx[j] * hy[i]
-        dy, dx = hy[j] - hy[i], hx[j] - hx[i]
-        hp += math.sqrt(dy * dy + dx * dx)
-    out[7] = abs(twice) / 2
-    out[8] = hp
-    vy, vx = np.asarray(hy[:k]), np.asarray(hx[:k])
+    hy, hx, k = src.convex_hull(left, right, r0, r1, w)
+    out[7], out[8] = src.hull_area_perimeter(hy, hx, k)
+    vy, vx = hy[:k], hx[:k]
     dy, dx = vy[:, None] - vy[None, :], vx[:, None] - vx[None, :]
     out[9] = math.sqrt(max(0.0, float((dy * dy + dx * dx).max()))) if k else 0.0
     c = np.asarray(dir_cos, np.float64)
