@@ -160,6 +160,28 @@ def echo_json(payload: Any) -> None:
 
 # ---- reader flags (--bits, --percentiles, --pixel-size-um) ------------------------------------
 
+def reader_flags(overrides: str = "") -> Callable:
+    """The reader flags ``--bits``, ``--percentiles`` and ``--pixel-size-um`` of a command (read them
+    with :func:`read_options`); ``overrides`` ends each help text, e.g. "overrides --study's"."""
+    tail = f" ({overrides})" if overrides else ""
+    flags = [
+        click.option("--bits", type=int, default=None,
+                     help="Reader: bit depth of integer images whose file does not state it (12 for 12-bit "
+                          f"PNG/TIFF){tail}."),
+        click.option("--percentiles", default=None, metavar="LOW,HIGH",
+                     help=f"Reader: window each image on its own percentiles, e.g. 1,99{tail}."),
+        click.option("--pixel-size-um", "pixel_size_um", type=float, default=None,
+                     help=f"Reader: micrometres per pixel for files without a spacing (physical-unit features){tail}."),
+    ]
+
+    def decorate(fn: Callable) -> Callable:
+        for flag in reversed(flags):
+            fn = flag(fn)
+        return fn
+
+    return decorate
+
+
 def read_options(bits: int | None, percentiles: str | None, pixel_size_um: float | None) -> Any:
     """The reader flags ``--bits``, ``--percentiles LOW,HIGH`` and ``--pixel-size-um`` as
     :class:`medfuse.intensity.ReadOptions` (a bad value is a usage error naming its flag)."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .common import EXIT_FAILURE, JOBS, resolve_jobs, verbosity
+from .common import EXIT_FAILURE, JOBS, reader_flags, resolve_jobs, verbosity
 from .common import console as make_console
 
 LOADERS = ("folder", "manifest", "pairs", "table", "annotations")
@@ -159,12 +159,7 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, Any]:
               help="Examples shown per problem kind (bad files and mask problems are always all listed).")
 @click.option("--study", "study_ref", metavar="STUDY",
               help="Decode as this study does: its `reader` table (FILE.toml, FILE.toml:NAME or a registry name).")
-@click.option("--bits", type=int, default=None,
-              help="Reader: bit depth of integer images whose file does not state it (overrides --study's).")
-@click.option("--percentiles", default=None, metavar="LOW,HIGH",
-              help="Reader: window each image on its own percentiles, e.g. 1,99 (overrides --study's).")
-@click.option("--pixel-size-um", "pixel_size_um", type=float, default=None,
-              help="Reader: micrometres per pixel for files without a spacing (overrides --study's).")
+@reader_flags("overrides --study's")
 @verbosity
 def data(path: Path, loader: str | None, loader_params: tuple[str, ...], masks: Path | None,
          table: Path | None, label: str | None, id_column: str | None, jobs: int, json_path: Path | None, samples_path: Path | None,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import JOBS, parse_sets, read_options, resolve_jobs, verbosity
+from .common import JOBS, parse_sets, read_options, reader_flags, resolve_jobs, verbosity
 from .common import console as make_console
 
 
@@ -23,12 +23,7 @@ from .common import console as make_console
 @click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False),
               help="Output table: .parquet (provenance in its metadata) or .csv (+ .csv.json sidecar).")
 @click.option("--jobs", "-j", type=JOBS, default=1, show_default=True, help="Worker processes (-1 = every core).")
-@click.option("--bits", type=int, default=None,
-              help="Reader: bit depth of integer images whose file does not state it (12 for 12-bit PNG/TIFF).")
-@click.option("--percentiles", default=None, metavar="LOW,HIGH",
-              help="Reader: window each image on its own percentiles, e.g. 1,99.")
-@click.option("--pixel-size-um", "pixel_size_um", type=float, default=None,
-              help="Reader: micrometres per pixel for files without a spacing (physical-unit features).")
+@reader_flags()
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on a terminal.")
 @verbosity
 def extract(inputs: str, blocks: str, mask_name: str, transforms: str, sets: tuple[str, ...], out: str,
