@@ -66,19 +66,25 @@ def test_reloaded_unet_gives_identical_masks(trained, tmp_path):
     trained.tta = False
 
 
-# determinism and reuse need no learning: one short epoch of a narrow network
-QUICK = {**FAST, "width": 4, "epochs": 1, "steps_per_epoch": 2}
+# determinism, reuse and scaling need no learning: one short epoch of a narrow network, at half scale
+QUICK = {**FAST, "width": 4, "epochs": 1, "steps_per_epoch": 2, "scale": 0.5}
 
 
-def test_unet_same_seed_same_masks():
-    """A plain fit trains again (same seed: the same network, bit for bit); a run's TrainedCache shares
-    one training."""
+@pytest.fixture(scope="module")
+def quick():
+    """``(run, first, images, masks)``: a QUICK U-Net trained through a run's TrainedCache."""
     from medfuse.trained import TrainedCache
 
     train = [smear(s) for s in range(2)]
     images, masks = [i for i, _ in train], [m for _, m in train]
     run = TrainedCache()
-    first = run.fit(UNetMask(**QUICK), images, masks, owner="pipelines.image.mask")
+    return run, run.fit(UNetMask(**QUICK), images, masks, owner="pipelines.image.mask"), images, masks
+
+
+def test_unet_same_seed_same_masks(quick):
+    """A plain fit trains again (same seed: the same network, bit for bit); a run's TrainedCache shares
+    one training."""
+    run, first, images, masks = quick
     again = UNetMask(**QUICK).fit(images, masks)
     assert "reused" not in again.history_ and "reused" not in first.history_
     assert again.model_ is not first.model_
@@ -94,12 +100,10 @@ def test_unet_same_seed_same_masks():
     np.testing.assert_array_equal(reused.predict_mask(im), first.predict_mask(im))
 
 
-def test_scaled_prediction_returns_full_resolution():
-    small = UNetMask(**{**QUICK, "scale": 0.5})
-    train = [smear(s) for s in range(2)]
-    small.fit([i for i, _ in train], [m for _, m in train])
+def test_scaled_prediction_returns_full_resolution(quick):
+    _, small, _, _ = quick  # trained at scale 0.5
     im, _ = smear(14)
-    assert small.predict_mask(im).shape == im.shape[:2]
+    assert small.predict_mask(im).shape == im.shape[:2]  # the mask comes back at full resolution
 
 
 def test_dihedral_views_and_their_inverses():
