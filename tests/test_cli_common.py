@@ -176,3 +176,11 @@ def test_train_with_tensorflow_prints_no_e0000(tiny, tmp_path):
     assert "E0000" not in proc.stderr and "use_unbounded_threadpool" not in proc.stderr, proc.stderr
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["study"]["overrides"] == {"cnn": {"epochs": 1}}
+
+
+def test_demo_set_reaches_the_demo_study(tmp_path):
+    """`medfuse demo --set` changes the demo study's blocks like compare's (the packaging test runs the
+    demo with --set cnn.epochs=1); an unknown block is a usage error that lists the demo's blocks."""
+    res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "d"), "--n-per-class", "6", "--size", "32",
+                                    "--set", "nosuch.epochs=1", "-q"])
+    assert res.exit_code == EXIT_USAGE and "no block 'nosuch'" in res.output and "cnn" in res.output, res.output

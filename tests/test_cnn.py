@@ -1,4 +1,5 @@
-"""Deep plugins on tiny synthetic cells: shapes, determinism, .keras and pickle round trips."""
+"""Compact CNN plugins on tiny synthetic cells: shapes, determinism, run-cache reuse, TTA, .keras and
+pickle round trips (backbones: test_cnn_backbone.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from medfuse.testing import sample_cells
 pytest.importorskip("keras")
 
 from medfuse_plugins.cnn import (  # noqa: E402
-    Backbone,
     CNNClassifier,
     CNNEmbedding,
     dihedral_views,
@@ -35,12 +35,22 @@ def prepared(est, images, masks):
 
 
 @pytest.fixture(scope="module")
-def embedding(cells):
-    """A fitted cnn_embedding, its prepared inputs and their embedding."""
+def run_cache():
+    """One run's TrainedCache, shared by this module's tests: the FAST network is trained once, by
+    :func:`embedding`; the other tests' classifiers adopt that training (as a run's pipelines do)."""
+    from medfuse.trained import TrainedCache
+
+    return TrainedCache()
+
+
+@pytest.fixture(scope="module")
+def embedding(cells, run_cache):
+    """A cnn_embedding fitted through :func:`run_cache` (owner ``blocks.cnn``), its prepared inputs
+    and their embedding."""
     images, masks, y = cells
-    ex = CNNEmbedding(**FAST)
-    P = prepared(ex, images, masks)
-    return ex, P, ex.fit(P, y).transform(P)
+    P = prepared(CNNEmbedding(**FAST), images, masks)
+    ex = run_cache.fit(CNNEmbedding(**FAST), P, y, owner="blocks.cnn")
+    return ex, P, ex.transform(P)
 
 
 def test_module_import_does_not_load_tensorflow():
@@ -66,17 +76,20 @@ def test_embedding_shapes_names_and_determinism(cells, embedding):
     assert P.shape == (16, 32, 32, 3) and P.dtype == np.uint8
     assert Ea.shape == (16, FAST["embedding_dim"]) and Ea.dtype == np.float32
     assert list(a.get_feature_names_out())[:2] == ["cnn.0", "cnn.1"]
-    assert a.history_["epochs_run"] >= 1 and a.n_params_ > 0
-    b = CNNEmbedding(**FAST).fit(P, y)  # a plain fit always trains
-    assert "reused" not in b.history_
+    assert a.history_["epochs_run"] >= 1 and a.n_params_ > 0 and "reused" not in a.history_
+    from sklearn.base import clone
+
+    b = clone(a).fit(P, y)  # a plain fit always trains, even after a run's cache trained the same network
+    assert "reused" not in b.history_ and b.model_ is not a.model_  # no process-wide memo
     np.testing.assert_array_equal(Ea, b.transform(P))  # same seed, same embedding, bit for bit
 
 
-def test_keras_and_pickle_round_trips_give_identical_predictions(cells, tmp_path):
-    images, masks, y = cells
-    clf = CNNClassifier(**FAST)
-    P = prepared(clf, images, masks)
-    proba = clf.fit(P, y).predict_proba(P)
+def test_keras_and_pickle_round_trips_give_identical_predictions(cells, embedding, run_cache, tmp_path):
+    _, _, y = cells
+    _, P, _ = embedding
+    clf = run_cache.fit(CNNClassifier(**FAST), P, y)  # the embedding's training, adopted
+    assert clf.history_.get("reused") is True
+    proba = clf.predict_proba(P)
     assert proba.shape == (16, 2) and np.allclose(proba.sum(axis=1), 1)
     assert list(clf.classes_) == ["large", "small"]
     assert set(clf.predict(P)) <= {"large", "small"}
@@ -124,85 +137,23 @@ def test_errors_are_clear(cells):
         ex.fit(np.zeros((4, 32, 32, 3), np.uint8), None)
 
 
-def test_backbone_frozen(cells):
-    images, masks, _ = cells
-    bb = Backbone(architecture="MobileNetV3Small", weights=None, size=32)
-    P = prepared(bb, images, masks)
-    F = bb.fit(P).transform(P)
-    assert F.shape == (16, bb.n_features_) and F.dtype == np.float32
-    assert len(bb.get_feature_names_out()) == bb.n_features_
-    np.testing.assert_allclose(pickle.loads(pickle.dumps(bb)).transform(P), F, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.slow
-def test_backbone_fine_tuned(cells, tmp_path):
-    images, masks, y = cells
-    ft = Backbone(architecture="MobileNetV3Small", weights=None, size=32, fine_tune=True, epochs=1,
-                  batch_size=8)
-    P = prepared(ft, images, masks)
-    G = ft.fit(P, y).transform(P)
-    assert G.shape == (16, ft.n_features_) and list(ft.classes_) == ["large", "small"]
-    ft.save_artifacts(tmp_path)
-    assert (tmp_path / "backbone.keras").is_file() and (tmp_path / "backbone.features.onnx").is_file()
-    ft.load_artifacts(tmp_path)
-    np.testing.assert_allclose(ft.transform(P), G, atol=1e-4)
-
-
-def test_backbone_weights_errors(tmp_path):
-    with pytest.raises(MedfuseError, match="not found"):
-        Backbone(weights=str(tmp_path / "missing.h5"), size=32).fit(np.zeros((2, 32, 32, 3), np.uint8))
-    with pytest.raises(InvalidInputError, match="unknown architecture"):
-        Backbone(architecture="NoSuchNet", weights=None, size=32).fit(np.zeros((2, 32, 32, 3), np.uint8))
-    with pytest.raises(InvalidInputError, match="needs size"):
-        Backbone(architecture="InceptionV3", weights=None, size=32).fit(np.zeros((2, 32, 32, 3), np.uint8))
-
-
-def test_backbone_imagenet_offline_says_how_to_supply_weights(monkeypatch):
-    from keras.src.utils import file_utils
-
-    def offline(*args, **kwargs):
-        raise Exception("URL fetch failure: [Errno -2] Name or service not known")
-
-    monkeypatch.setattr(file_utils, "get_file", offline)
-    with pytest.raises(MedfuseError, match="weights='/path/to/that_file.h5'"):
-        Backbone(weights="imagenet", size=32).fit(np.zeros((2, 32, 32, 3), np.uint8))
-
-
-@pytest.mark.slow
-def test_backbone_loads_a_local_weights_file(tmp_path):
-    from medfuse_plugins._keras import keras
-
-    base = keras().applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3),
-                                                 pooling="avg", include_preprocessing=True)
-    path = tmp_path / "mobilenet_v3_small_no_top.weights.h5"
-    base.save_weights(path)
-    x = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3)).astype(np.uint8)
-    F = Backbone(weights=str(path), size=32).fit(x).transform(x)
-    np.testing.assert_allclose(F, np.asarray(base(x.astype(np.float32), training=False)), rtol=1e-4, atol=1e-5)
-
-
-def test_classifier_reuses_the_embeddings_training_only_through_a_run_cache(cells, embedding):
-    """Same prepared images, labels, parameters and seed: one training per run's TrainedCache;
-    outside a cache (or with another seed) a fit trains afresh."""
-    from medfuse.trained import TrainedCache
-    from sklearn.base import clone
-
-    images, masks, y = cells
-    ex, P, E = embedding
-    again = clone(ex).fit(P, y)
-    assert "reused" not in again.history_ and again.model_ is not ex.model_  # no process-wide memo
-    cache = TrainedCache()
-    first = cache.fit(CNNEmbedding(**FAST), P, y, owner="blocks.cnn")
-    clf = cache.fit(CNNClassifier(**FAST), P, y, owner="pipelines.deep.classifier")
+def test_classifier_reuses_the_embeddings_training_only_through_a_run_cache(cells, embedding, run_cache):
+    """Same prepared images, labels, parameters and seed: one training per run's TrainedCache; another
+    seed is another training (a plain fit always trains: test_embedding_shapes_names_and_determinism)."""
+    _, _, y = cells
+    first, P, E = embedding  # trained by run_cache for the `cnn` block
+    trainings, reuses = run_cache.trainings, run_cache.reuses
+    clf = run_cache.fit(CNNClassifier(**FAST), P, y, owner="pipelines.deep.classifier")
     assert clf.history_.get("reused") is True and "reused" not in first.history_
-    assert (cache.trainings, cache.reuses) == (1, 1) and list(cache.owners.values()) == ["blocks.cnn"]
+    assert (run_cache.trainings, run_cache.reuses) == (trainings, reuses + 1)
+    assert run_cache.owners[first.training_key(P, y)] == "blocks.cnn"
     assert list(clf.classes_) == list(first.classes_)
     probs = clf.model_.predict(P, verbose=0)
     assert np.allclose(probs, first.model_.predict(P, verbose=0), atol=1e-6)
-    other = cache.fit(CNNClassifier(**{**FAST, "random_state": 1}), P, y)  # another seed trains anew
-    assert "reused" not in other.history_ and cache.trainings == 2
-    tta = cache.fit(CNNClassifier(**{**FAST, "tta": True}), P, y)  # inference-only parameter: shared
-    assert tta.history_.get("reused") is True and cache.trainings == 2
+    # another seed is another training (a cache miss trains: test_trained.py); tta acts at inference only
+    assert CNNClassifier(**{**FAST, "random_state": 1}).training_key(P, y) != first.training_key(P, y)
+    tta = run_cache.fit(CNNClassifier(**{**FAST, "tta": True}), P, y)  # inference-only parameter: shared
+    assert tta.history_.get("reused") is True and run_cache.trainings == trainings
 
 
 def test_fit_restores_the_determinism_setting(monkeypatch):
@@ -215,11 +166,10 @@ def test_fit_restores_the_determinism_setting(monkeypatch):
     P = prepared(est, images, masks)
     config.disable_op_determinism()
     during = []
-    real = kt.train_classifier
 
-    def spy(*args, **kwargs):
+    def spy(*args, **kwargs):  # the setting is what is checked, not the training
         during.append(config.is_op_determinism_enabled())
-        return real(*args, **kwargs)
+        return {"loss": [1.0], "epochs_run": 1, "seconds_per_epoch": [0.0]}
 
     monkeypatch.setattr(kt, "train_classifier", spy)
     est.fit(P, y)
@@ -235,12 +185,10 @@ def test_dihedral_views_are_the_eight_symmetries():
     np.testing.assert_array_equal(views[4], P.transpose(0, 2, 1, 3))
 
 
-def test_tta_averages_the_eight_views_and_reuses_the_training(cells, embedding):
+def test_tta_averages_the_eight_views_and_reuses_the_training(cells, embedding, run_cache):
     _, _, y = cells
-    from medfuse.trained import TrainedCache
-
     ex, P, E = embedding
-    run = TrainedCache()
+    run = run_cache
     clf = run.fit(CNNClassifier(**FAST), P, y)
     tta = run.fit(CNNClassifier(**{**FAST, "tta": True}), P, y)
     assert tta.history_.get("reused") is True  # tta acts at inference only: same network

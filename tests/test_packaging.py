@@ -105,14 +105,15 @@ def test_wheel_installed_non_editable_runs_validate_and_demo(wheel, tmp_path):
     """Install the wheel with --no-deps into a fresh venv; its dependencies come from the running
     environment (``make setup``'s .venv) through a .pth of plain paths. Plain paths add that
     environment's site-packages without running its .pth files, so the editable medfuse there
-    (an import hook) never loads: the wheel's copy must be the one imported. About 1.5 min, most
-    of it the demo (all five pipelines on 8 synthetic cells per class of 32 px; the default demo,
-    60 cells of 64 px, takes about 3.5 min on 2 cores)."""
+    (an import hook) never loads: the wheel's copy must be the one imported. The demo runs all five
+    pipelines on 8 synthetic cells per class of 32 px with the CNN trained for 1 epoch (its 15 epochs
+    were most of this test's time; the default demo, 60 cells of 64 px, takes about 3.5 min on 2 cores)."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     # install before the dependency paths are visible, so pip cannot see the checkout's medfuse as installed
-    _pip("--python", str(python), "install", "--no-deps", str(wheel), cwd=tmp_path)
+    # --no-compile: byte-compiling every module up front is not under test (imports compile lazily)
+    _pip("--python", str(python), "install", "--no-deps", "--no-compile", str(wheel), cwd=tmp_path)
     site = _site_packages(python)
     deps = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
     (site / "_medfuse_test_deps.pth").write_text("".join(f"{p}\n" for p in deps))
@@ -141,10 +142,12 @@ def test_wheel_installed_non_editable_runs_validate_and_demo(wheel, tmp_path):
     medfuse_exe = str(venv / "bin" / "medfuse")
     out = run(medfuse_exe, "validate").stdout
     assert "ok  demo:" in out and "ok  pbc-cells:" in out
-    run(medfuse_exe, "demo", "--out", "demo", "--n-per-class", "8", "--size", "32", "-q", timeout=600)
+    run(medfuse_exe, "demo", "--out", "demo", "--n-per-class", "8", "--size", "32", "--set", "cnn.epochs=1", "-q",
+        timeout=600)
     report = work / "demo" / "report"
     assert (report / "report.html").is_file()
     results = json.loads((report / "results.json").read_text())
     assert results["study"]["name"] == "demo" and results["data"]["n_selected"] == 24
+    assert results["settings"]["overrides"] == {"cnn": {"epochs": 1}}
     assert {row["pipeline"] for row in results["leaderboard"]} == {"classical", "deep", "fused", "tabular", "ensemble"}
     assert Path(results["study"]["source"]).resolve().is_relative_to(site.resolve())

@@ -66,31 +66,44 @@ def test_reloaded_unet_gives_identical_masks(trained, tmp_path):
     trained.tta = False
 
 
-def test_unet_same_seed_same_masks(trained):
-    """A plain fit trains again (same seed: same masks); a run's TrainedCache shares one training."""
+# determinism, reuse and scaling need no learning: one short epoch of a narrow network, at half scale
+QUICK = {**FAST, "width": 4, "epochs": 1, "steps_per_epoch": 2, "scale": 0.5}
+
+
+@pytest.fixture(scope="module")
+def quick():
+    """``(run, first, images, masks)``: a QUICK U-Net trained through a run's TrainedCache."""
     from medfuse.trained import TrainedCache
 
-    train = [smear(s) for s in range(4)]
+    train = [smear(s) for s in range(2)]
     images, masks = [i for i, _ in train], [m for _, m in train]
-    again = UNetMask(**FAST).fit(images, masks)
-    assert "reused" not in again.history_ and again.model_ is not trained.model_
     run = TrainedCache()
-    first = run.fit(UNetMask(**FAST), images, masks, owner="pipelines.image.mask")
-    reused = run.fit(UNetMask(**{**FAST, "tta": True, "keep_largest": True}), images, masks)
+    return run, run.fit(UNetMask(**QUICK), images, masks, owner="pipelines.image.mask"), images, masks
+
+
+def test_unet_same_seed_same_masks(quick):
+    """A plain fit trains again (same seed: the same network, bit for bit); a run's TrainedCache shares
+    one training."""
+    run, first, images, masks = quick
+    again = UNetMask(**QUICK).fit(images, masks)
+    assert "reused" not in again.history_ and "reused" not in first.history_
+    assert again.model_ is not first.model_
+    for a, b in zip(again.model_.get_weights(), first.model_.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    reused = run.fit(UNetMask(**{**QUICK, "tta": True, "keep_largest": True}), images, masks)
     assert reused.history_.get("reused") is True and (run.trainings, run.reuses) == (1, 1)
     assert reused.model_ is first.model_ and reused.keep_largest
     im, _ = smear(13)
-    np.testing.assert_array_equal(again.predict_mask(im), trained.predict_mask(im))
+    ref = first.predict_proba_map(im)
+    np.testing.assert_array_equal(again.predict_proba_map(im), ref)
     reused.tta = reused.keep_largest = False
-    np.testing.assert_array_equal(reused.predict_mask(im), trained.predict_mask(im))
+    np.testing.assert_array_equal(reused.predict_mask(im), first.predict_mask(im))
 
 
-def test_scaled_prediction_returns_full_resolution(trained):
-    small = UNetMask(**{**FAST, "scale": 0.5, "epochs": 1, "steps_per_epoch": 2})
-    train = [smear(s) for s in range(2)]
-    small.fit([i for i, _ in train], [m for _, m in train])
+def test_scaled_prediction_returns_full_resolution(quick):
+    _, small, _, _ = quick  # trained at scale 0.5
     im, _ = smear(14)
-    assert small.predict_mask(im).shape == im.shape[:2]
+    assert small.predict_mask(im).shape == im.shape[:2]  # the mask comes back at full resolution
 
 
 def test_dihedral_views_and_their_inverses():
