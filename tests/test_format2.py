@@ -91,10 +91,23 @@ def image_inputs(prepared):
 
 
 @pytest.fixture(scope="module")
-def classical(cells, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundles") / "classical"
-    fitted, prepared = train(cells, "classical", out)
-    return out, fitted, prepared
+def trained(cells, tmp_path_factory):
+    """``trained(name)`` -> (bundle folder, fitted, prepared): :func:`train` once per pipeline in this module
+    (tests copy a bundle before changing it)."""
+    done: dict[str, tuple[Path, object, object]] = {}
+
+    def get(name: str):
+        if name not in done:
+            out = tmp_path_factory.mktemp("bundles") / name
+            done[name] = (out, *train(cells, name, out))
+        return done[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def classical(trained):
+    return trained("classical")
 
 
 def rewrite(bundle: Path, **changes) -> dict:
@@ -222,11 +235,11 @@ HEAVY = ("intermediate", "ensemble")  # a U-Net and three networks / a stacked C
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in PIPELINES])
-def test_every_pipeline_kind_round_trips_with_the_same_probabilities(cells, tmp_path, name):
-    fitted, prepared = train(cells, name, tmp_path / "b")
-    files = {f.name for f in (tmp_path / "b").rglob("*") if f.is_file()}
+def test_every_pipeline_kind_round_trips_with_the_same_probabilities(trained, name):
+    out, fitted, prepared = trained(name)
+    files = {f.name for f in out.rglob("*") if f.is_file()}
     assert "pipeline.skops" in files and not [f for f in files if f.endswith((".joblib", ".pkl", ".pickle"))]
-    bundle = load_bundle(tmp_path / "b")
+    bundle = load_bundle(out)
     images, masks, table = image_inputs(prepared)
     before = fitted.predict_proba_images(images, masks, table)
     after = bundle.predict_proba_images(images, masks, table)
@@ -236,10 +249,10 @@ def test_every_pipeline_kind_round_trips_with_the_same_probabilities(cells, tmp_
 
 # ---- scoring never imports TensorFlow or Keras ------------------------------------------------------
 
-def test_scoring_workers_never_import_tensorflow(cells, tmp_path):
+def test_scoring_workers_never_import_tensorflow(trained, tmp_path):
     """A fused bundle (classical blocks + cnn_embedding) scored with jobs=1 and jobs=2 (loky): the
     scoring process and every worker that scored a chunk hold neither tensorflow nor keras."""
-    _, prepared = train(cells, "fused", tmp_path / "fused")
+    bundle, _, prepared = trained("fused")  # the round-trip test's training
     csv = tmp_path / "inputs.csv"
     prepared.samples[["path", "mask_path"]].to_csv(csv, index=False)
     script = tmp_path / "run.py"
@@ -254,20 +267,20 @@ def test_scoring_workers_never_import_tensorflow(cells, tmp_path):
             return os.getpid(), bool(s._BUNDLES), "tensorflow" in sys.modules, "keras" in sys.modules
 
         images = {str(csv)!r}
-        one = score({str(tmp_path / "fused")!r}, images, {str(tmp_path / "one.parquet")!r}, jobs=1,
+        one = score({str(bundle)!r}, images, {str(tmp_path / "one.parquet")!r}, jobs=1,
                     chunk_size=6, progress=False)
         here = ("tensorflow" in sys.modules, "keras" in sys.modules)
-        two = score({str(tmp_path / "fused")!r}, images, {str(tmp_path / "two.parquet")!r}, jobs=2,
+        two = score({str(bundle)!r}, images, {str(tmp_path / "two.parquet")!r}, jobs=2,
                     chunk_size=6, progress=False)
         # the workers of score()'s own pool: score chunks there, then probe the same processes
         import pandas as pd
         from medfuse.bundle import verify_bundle
         from medfuse.scoring import ChunkTask, LocalPool, score_chunk
-        _, _, digest = verify_bundle({str(tmp_path / "fused")!r})
+        _, _, digest = verify_bundle({str(bundle)!r})
         rows = pd.read_csv(images).rename(columns={{"path": "read_path"}}).assign(path=lambda d: d["read_path"])
         pool = LocalPool(2)
         try:
-            done = [pool.executor.submit(score_chunk, ChunkTask({str(tmp_path / "fused")!r}, digest), i,
+            done = [pool.executor.submit(score_chunk, ChunkTask({str(bundle)!r}, digest), i,
                                          rows.iloc[i::2])
                     for i in range(2)]
             [f.result() for f in done]
