@@ -454,8 +454,7 @@ def _unseeded_plugins() -> list[tuple[type, Any, str]]:
     class _UnseededUNet(UNetMask):
         name: ClassVar[str] = "kit_unseeded_unet"
         conformance_params: ClassVar[dict[str, Any]] = {**UNetMask.conformance_params, "epochs": 1,
-                                                        "steps_per_epoch": 1, "patch_size": 16,
-                                                        "tile_size": 16, "overlap": 4, "width": 2,
+                                                        "steps_per_epoch": 1, "patch_size": 16, "width": 2,
                                                         "batch_size": 2, "validation_fraction": 0.0,
                                                         "augment": False}
 
