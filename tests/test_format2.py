@@ -336,8 +336,8 @@ def pbc_cnn(data_root, tmp_path_factory):
 def test_onnx_equals_keras_on_real_pbc_images(pbc_cnn, tta):
     """A briefly trained CNN: ONNX (onnxruntime) and Keras probabilities and embeddings agree
     within 1e-4 on 96 real PBC images, with and without test-time augmentation."""
-    P, saved, trained = pbc_cnn
-    for est, method in ((trained[0], "predict_proba"), (trained[1], "transform")):
+    P, saved, nets = pbc_cnn
+    for est, method in ((nets[0], "predict_proba"), (nets[1], "transform")):
         keras_est = type(est)(**{**est.get_params(), "tta": tta}).adopt_training(est)
         onnx_est = type(est)(**{**est.get_params(), "tta": tta}).adopt_training(est)
         onnx_est.load_artifacts(saved / est.name)
