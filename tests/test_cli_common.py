@@ -165,7 +165,8 @@ def test_train_with_tensorflow_prints_no_e0000(tiny, tmp_path):
     study = tmp_path / "cnn.toml"
     study.write_text(STUDY.replace('blocks.colour = { plugin = "colour", params = { bins = 8 } }',
                                    'blocks.cnn = { plugin = "cnn_embedding", params = { size = 16, epochs = 1, '
-                                   'batch_size = 8, embedding_dim = 4 } }').replace('"colour"]', '"cnn"]'))
+                                   'batch_size = 8, embedding_dim = 4, width = 4, depth = 2, '
+                                   'validation_fraction = 0.0, augment = false } }').replace('"colour"]', '"cnn"]'))
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "core"), str(REPO / "plugins"), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", "from medfuse.cli import main; main()", "train",

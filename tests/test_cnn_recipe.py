@@ -198,20 +198,21 @@ def test_resnet_has_batch_norm_and_residual_adds_and_exports_to_onnx(tmp_path):
 
 
 def test_seeds_are_averaged_in_one_exportable_network(tmp_path):
+    tiny = {**TINY, "augment": False, "batch_size": 12}  # one step per epoch, no augmentation graph
     images, masks, y = sample_cells(12, size=24)
-    members = [CNNClassifier(**{**TINY, "random_state": s}) for s in (0, 1)]
+    members = [CNNClassifier(**{**tiny, "random_state": s}) for s in (0, 1)]
     P = np.stack([members[0].prepare(im, m) for im, m in zip(images, masks)])
     single = [m.fit(P, y).predict_proba(P) for m in members]
     run = TrainedCache()
-    both = run.fit(CNNClassifier(**{**TINY, "n_seeds": 2}), P, y)
+    both = run.fit(CNNClassifier(**{**tiny, "n_seeds": 2}), P, y)
     np.testing.assert_allclose(both.predict_proba(P), np.mean(single, axis=0), atol=1e-5)
     assert len(both.history_["members"]) == 2
-    emb = run.fit(CNNEmbedding(**{**TINY, "n_seeds": 2}), P, y)
+    emb = run.fit(CNNEmbedding(**{**tiny, "n_seeds": 2}), P, y)
     assert emb.history_.get("reused") is True  # the same training as the classifier's
     E = emb.transform(P)
     assert E.shape == (12, 16) and len(emb.feature_names()) == 16
     emb.save_artifacts(tmp_path)
-    fresh = CNNEmbedding(**{**TINY, "n_seeds": 2})
+    fresh = CNNEmbedding(**{**tiny, "n_seeds": 2})
     fresh.__dict__.update({k: v for k, v in emb.__dict__.items() if k not in ("model_", "_cache", "onnx_")})
     fresh.model_ = None
     fresh.load_artifacts(tmp_path)

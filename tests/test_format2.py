@@ -91,10 +91,23 @@ def image_inputs(prepared):
 
 
 @pytest.fixture(scope="module")
-def classical(cells, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundles") / "classical"
-    fitted, prepared = train(cells, "classical", out)
-    return out, fitted, prepared
+def trained(cells, tmp_path_factory):
+    """``trained(name)`` -> (bundle folder, fitted, prepared): :func:`train` once per pipeline in this module
+    (tests copy a bundle before changing it)."""
+    done: dict[str, tuple[Path, object, object]] = {}
+
+    def get(name: str):
+        if name not in done:
+            out = tmp_path_factory.mktemp("bundles") / name
+            done[name] = (out, *train(cells, name, out))
+        return done[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def classical(trained):
+    return trained("classical")
 
 
 def rewrite(bundle: Path, **changes) -> dict:
@@ -222,11 +235,11 @@ HEAVY = ("intermediate", "ensemble")  # a U-Net and three networks / a stacked C
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in PIPELINES])
-def test_every_pipeline_kind_round_trips_with_the_same_probabilities(cells, tmp_path, name):
-    fitted, prepared = train(cells, name, tmp_path / "b")
-    files = {f.name for f in (tmp_path / "b").rglob("*") if f.is_file()}
+def test_every_pipeline_kind_round_trips_with_the_same_probabilities(trained, name):
+    out, fitted, prepared = trained(name)
+    files = {f.name for f in out.rglob("*") if f.is_file()}
     assert "pipeline.skops" in files and not [f for f in files if f.endswith((".joblib", ".pkl", ".pickle"))]
-    bundle = load_bundle(tmp_path / "b")
+    bundle = load_bundle(out)
     images, masks, table = image_inputs(prepared)
     before = fitted.predict_proba_images(images, masks, table)
     after = bundle.predict_proba_images(images, masks, table)
@@ -236,10 +249,10 @@ def test_every_pipeline_kind_round_trips_with_the_same_probabilities(cells, tmp_
 
 # ---- scoring never imports TensorFlow or Keras ------------------------------------------------------
 
-def test_scoring_workers_never_import_tensorflow(cells, tmp_path):
+def test_scoring_workers_never_import_tensorflow(trained, tmp_path):
     """A fused bundle (classical blocks + cnn_embedding) scored with jobs=1 and jobs=2 (loky): the
     scoring process and every worker that scored a chunk hold neither tensorflow nor keras."""
-    _, prepared = train(cells, "fused", tmp_path / "fused")
+    bundle, _, prepared = trained("fused")  # the round-trip test's training
     csv = tmp_path / "inputs.csv"
     prepared.samples[["path", "mask_path"]].to_csv(csv, index=False)
     script = tmp_path / "run.py"
@@ -254,20 +267,20 @@ def test_scoring_workers_never_import_tensorflow(cells, tmp_path):
             return os.getpid(), bool(s._BUNDLES), "tensorflow" in sys.modules, "keras" in sys.modules
 
         images = {str(csv)!r}
-        one = score({str(tmp_path / "fused")!r}, images, {str(tmp_path / "one.parquet")!r}, jobs=1,
+        one = score({str(bundle)!r}, images, {str(tmp_path / "one.parquet")!r}, jobs=1,
                     chunk_size=6, progress=False)
         here = ("tensorflow" in sys.modules, "keras" in sys.modules)
-        two = score({str(tmp_path / "fused")!r}, images, {str(tmp_path / "two.parquet")!r}, jobs=2,
+        two = score({str(bundle)!r}, images, {str(tmp_path / "two.parquet")!r}, jobs=2,
                     chunk_size=6, progress=False)
         # the workers of score()'s own pool: score chunks there, then probe the same processes
         import pandas as pd
         from medfuse.bundle import verify_bundle
         from medfuse.scoring import ChunkTask, LocalPool, score_chunk
-        _, _, digest = verify_bundle({str(tmp_path / "fused")!r})
+        _, _, digest = verify_bundle({str(bundle)!r})
         rows = pd.read_csv(images).rename(columns={{"path": "read_path"}}).assign(path=lambda d: d["read_path"])
         pool = LocalPool(2)
         try:
-            done = [pool.executor.submit(score_chunk, ChunkTask({str(tmp_path / "fused")!r}, digest), i,
+            done = [pool.executor.submit(score_chunk, ChunkTask({str(bundle)!r}, digest), i,
                                          rows.iloc[i::2])
                     for i in range(2)]
             [f.result() for f in done]
@@ -291,11 +304,10 @@ def test_scoring_workers_never_import_tensorflow(cells, tmp_path):
 
 # ---- ONNX = Keras on real images ---------------------------------------------------------------------
 
-@pytest.mark.slow
-@pytest.mark.parametrize("tta", [False, True])
-def test_onnx_equals_keras_on_real_pbc_images(data_root, tmp_path, tta):
-    """A briefly trained CNN: ONNX (onnxruntime) and Keras probabilities and embeddings agree
-    within 1e-4 on 240 real PBC images, with and without test-time augmentation."""
+@pytest.fixture(scope="module")
+def pbc_cnn(data_root, tmp_path_factory):
+    """One briefly trained CNN on 12 real PBC images per class (96), shared by ``cnn_classifier`` and
+    ``cnn_embedding`` (they train the same network), its ONNX files written once."""
     from medfuse_plugins.cnn import CNNClassifier, CNNEmbedding
 
     folders = sorted(p for p in (data_root / "pbc").iterdir() if p.is_dir())
@@ -303,23 +315,35 @@ def test_onnx_equals_keras_on_real_pbc_images(data_root, tmp_path, tta):
         pytest.skip("pbc images not found")
     paths, labels = [], []
     for f in folders:
-        for p in sorted(f.glob("*.jpg"))[:30]:
+        for p in sorted(f.glob("*.jpg"))[:12]:
             paths.append(p)
             labels.append(f.name)
-    assert len(paths) >= 200
+    assert len(paths) >= 80
     params = {"size": 48, "width": 8, "depth": 3, "embedding_dim": 16, "epochs": 2, "batch_size": 32,
-              "validation_fraction": 0.0, "augment": False, "tta": tta}
+              "validation_fraction": 0.0, "augment": False}
     clf = CNNClassifier(**params)
     P = np.stack([clf.prepare(read_image(p), None) for p in paths])
     clf.fit(P, np.asarray(labels))
-    emb = CNNEmbedding(**params).fit(P, np.asarray(labels))
-    for est, out in ((clf, clf.predict_proba), (emb, emb.transform)):
-        keras_out = out(P)
-        est.save_artifacts(tmp_path / est.name)
-        est.load_artifacts(tmp_path / est.name)
-        assert est.onnx_  # now running ONNX
-        diff = np.abs(out(P) - keras_out).max()
-        assert diff <= 1e-4, (est.name, diff)
+    emb = CNNEmbedding(**params).adopt_training(clf)
+    out = tmp_path_factory.mktemp("pbc_cnn")
+    for est in (clf, emb):
+        est.save_artifacts(out / est.name)
+    return P, out, (clf, emb)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tta", [False, True])
+def test_onnx_equals_keras_on_real_pbc_images(pbc_cnn, tta):
+    """A briefly trained CNN: ONNX (onnxruntime) and Keras probabilities and embeddings agree
+    within 1e-4 on 96 real PBC images, with and without test-time augmentation."""
+    P, saved, nets = pbc_cnn
+    for est, method in ((nets[0], "predict_proba"), (nets[1], "transform")):
+        keras_est = type(est)(**{**est.get_params(), "tta": tta}).adopt_training(est)
+        onnx_est = type(est)(**{**est.get_params(), "tta": tta}).adopt_training(est)
+        onnx_est.load_artifacts(saved / est.name)
+        assert onnx_est.onnx_ and not keras_est.onnx_  # one runs ONNX, the other Keras
+        diff = np.abs(getattr(onnx_est, method)(P) - getattr(keras_est, method)(P)).max()
+        assert diff <= 1e-4, (est.name, tta, diff)
 
 
 def test_a_bundle_saved_before_a_plugin_gained_a_parameter_still_loads():

@@ -106,8 +106,9 @@ def test_wheel_installed_non_editable_runs_validate_and_demo(wheel, tmp_path):
     environment (``make setup``'s .venv) through a .pth of plain paths. Plain paths add that
     environment's site-packages without running its .pth files, so the editable medfuse there
     (an import hook) never loads: the wheel's copy must be the one imported. The demo runs all five
-    pipelines on 8 synthetic cells per class of 32 px with the CNN trained for 1 epoch (its 15 epochs
-    were most of this test's time; the default demo, 60 cells of 64 px, takes about 3.5 min on 2 cores)."""
+    pipelines on 8 synthetic cells per class of 32 px with the smallest CNN (32 px, width 4, depth 2) trained
+    for 1 epoch (its 15 epochs were most of this test's time; the default demo, 60 cells of 64 px, takes about
+    3.5 min on 2 cores)."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
@@ -142,12 +143,12 @@ def test_wheel_installed_non_editable_runs_validate_and_demo(wheel, tmp_path):
     medfuse_exe = str(venv / "bin" / "medfuse")
     out = run(medfuse_exe, "validate").stdout
     assert "ok  demo:" in out and "ok  pbc-cells:" in out
-    run(medfuse_exe, "demo", "--out", "demo", "--n-per-class", "8", "--size", "32", "--set", "cnn.epochs=1", "-q",
-        timeout=600)
+    run(medfuse_exe, "demo", "--out", "demo", "--n-per-class", "8", "--size", "32", "--set", "cnn.epochs=1",
+        "--set", "cnn.size=32", "--set", "cnn.width=4", "--set", "cnn.depth=2", "-q", timeout=600)
     report = work / "demo" / "report"
     assert (report / "report.html").is_file()
     results = json.loads((report / "results.json").read_text())
     assert results["study"]["name"] == "demo" and results["data"]["n_selected"] == 24
-    assert results["settings"]["overrides"] == {"cnn": {"epochs": 1}}
+    assert results["settings"]["overrides"] == {"cnn": {"epochs": 1, "size": 32, "width": 4, "depth": 2}}
     assert {row["pipeline"] for row in results["leaderboard"]} == {"classical", "deep", "fused", "tabular", "ensemble"}
     assert Path(results["study"]["source"]).resolve().is_relative_to(site.resolve())

@@ -431,7 +431,9 @@ def _unseeded_plugins() -> list[tuple[type, Any, str]]:
     from medfuse_plugins.cnn import CNNClassifier, CNNEmbedding
     from medfuse_plugins.unet import UNetMask
 
-    tiny = {"size": 16, "width": 4, "embedding_dim": 8, "epochs": 1}
+    # the smallest settings the kit's checks take: one epoch, one batch, no inner split or augmentation
+    tiny = {"size": 16, "width": 2, "depth": 1, "embedding_dim": 4, "epochs": 1, "batch_size": 16,
+            "validation_fraction": 0.0, "augment": False}
 
     class _UnseededCNN(CNNEmbedding):
         name: ClassVar[str] = "kit_unseeded_cnn"
@@ -452,7 +454,9 @@ def _unseeded_plugins() -> list[tuple[type, Any, str]]:
     class _UnseededUNet(UNetMask):
         name: ClassVar[str] = "kit_unseeded_unet"
         conformance_params: ClassVar[dict[str, Any]] = {**UNetMask.conformance_params, "epochs": 1,
-                                                        "steps_per_epoch": 2}
+                                                        "steps_per_epoch": 1, "patch_size": 16, "width": 2,
+                                                        "batch_size": 2, "validation_fraction": 0.0,
+                                                        "augment": False}
 
         def fit(self, images=None, masks=None):
             with _unseeded():
