@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -72,3 +73,17 @@ def fitted_inputs(fitted) -> dict:
         masks = masks or sub["masks"]
         columns += [c for c in sub["table_columns"] if c not in columns]
     return {"masks": masks, "table_columns": columns}
+
+
+@pytest.fixture(scope="module")
+def cnn_cells():
+    """16 tiny synthetic cells (40 px): images, masks, labels, for the CNN plugin tests."""
+    from medfuse.testing import sample_cells
+
+    return sample_cells(16, size=40)
+
+
+def prepared(est, images, masks) -> np.ndarray:
+    """``est.prepare`` of every image with its mask, stacked (what a run feeds a CNN)."""
+    return np.stack([est.prepare(im, m) for im, m in zip(images, masks)])
+

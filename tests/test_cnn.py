@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import prepared
 from medfuse.errors import InvalidInputError, MedfuseError
 from medfuse.testing import sample_cells
 
@@ -25,13 +26,8 @@ FAST = dict(CNNEmbedding.conformance_params)
 
 
 @pytest.fixture(scope="module")
-def cells():
-    images, masks, y = sample_cells(16, size=40)
-    return images, masks, y
-
-
-def prepared(est, images, masks):
-    return np.stack([est.prepare(im, m) for im, m in zip(images, masks)])
+def cells(cnn_cells):
+    return cnn_cells
 
 
 @pytest.fixture(scope="module")

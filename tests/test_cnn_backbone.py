@@ -7,8 +7,8 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import prepared
 from medfuse.errors import InvalidInputError, MedfuseError
-from medfuse.testing import sample_cells
 
 pytest.importorskip("keras")
 
@@ -16,13 +16,8 @@ from medfuse_plugins.cnn import Backbone  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def cells():
-    images, masks, y = sample_cells(16, size=40)
-    return images, masks, y
-
-
-def prepared(est, images, masks):
-    return np.stack([est.prepare(im, m) for im, m in zip(images, masks)])
+def cells(cnn_cells):
+    return cnn_cells
 
 
 def test_backbone_frozen(cells):
