@@ -2,7 +2,8 @@
 
 Not for choosing recipes: its split is drawn from all images, so it overlaps the studies' reported
 folds (issue #18). Compare recipes with ``bench/ablate_cnn.py``, which scores them on a validation
-split inside the training part of the reported fold only.
+split inside the training part of fold 1 (the development fold; pbc-cells and all-subtypes report
+fold 2, whose test images that training part holds: see their ``[selection]`` tables).
 
 A stratified split of the images (``--test-fraction``) is never seen in training (the inner
 early-stopping split is taken from the training part). ``cnn_embedding`` trains exactly the same
