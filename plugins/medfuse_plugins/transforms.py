@@ -469,20 +469,22 @@ class ColourNormalize(Transform):
     cast of the background are removed. Both apply one gain per channel: an image whose channels
     were multiplied by other gains maps (up to rounding and clipping) to the same output under
     ``white_patch``, and to the same output up to one common brightness factor under ``greyworld``.
+
+    Parameters
+    ----------
+    method
+        'greyworld' (equal channel means) or 'white_patch' (each channel's percentile to 255).
+    percentile
+        white_patch: the percentile (50-100] of each channel mapped to 255.
     """
 
     name: ClassVar[str] = "colour_normalize"
     version: ClassVar[str] = "1.0.0"
-    param_docs: ClassVar[dict[str, str]] = {
-        "method": "'greyworld' (equal channel means) or 'white_patch' (each channel's percentile to 255).",
-        "percentile": "white_patch: the percentile (50-100] of each channel mapped to 255.",
-    }
     conformance_params: ClassVar[dict] = {}
     METHODS: ClassVar[tuple[str, ...]] = ("greyworld", "white_patch")
 
     def __init__(self, method: str = "greyworld", percentile: float = 99.0):
-        self.method = method
-        self.percentile = percentile
+        self._store_params(locals())
 
     def _apply(self, image, mask):
         if self.method not in self.METHODS:
