@@ -166,8 +166,6 @@ WATCHED = ("Pre#0", "Pro#0")  # the blocks the study's diagnosis named (bench/di
 
 def _plain(study, names: list[str], host, args: argparse.Namespace, kept, outer) -> None:
     """Diagnostic: each candidate's outer-fold accuracy and its errors in the :data:`WATCHED` blocks."""
-    import re
-
     from medfuse.evaluation import default_runner_factory
     from medfuse.splits import rows_by_fold
 
@@ -181,8 +179,7 @@ def _plain(study, names: list[str], host, args: argparse.Namespace, kept, outer)
         prep = runner.materialize(kept)
         ids = prep.samples["id"].astype(str).to_numpy()
         y = np.asarray(prep.y).astype(str)
-        block = np.array([f"{lab}#{int(m.group(1)) // 40}" if (m := re.search(r"(\d+)$", i)) else ""
-                          for i, lab in zip(ids, y)])
+        block = prep.samples["group"].astype(str).to_numpy()  # the study's blocks: <class folder>#<number // 40>
         wrong = np.zeros(len(ids), bool)
         accs = []
         for train, test in rows_by_fold(outer, ids)[0]:
