@@ -585,3 +585,15 @@ def test_each_assert_fails_on_its_broken_plugin(check, cls, good, why):
     ALL_CHECKS[check](good)  # the well-behaved plugin passes this check
     with pytest.raises(AssertionError, match=re.escape(why)):
         ALL_CHECKS[check](cls)
+
+
+# ---- needs_mask (an extractor that needs a mask declares it) ------------------------------------------
+
+BROKEN["check_extractor_without_mask"] = [(_broken(_Means, "nan_without_mask", _prepare=lambda self, im, m: (
+    np.full(3, np.nan, np.float32) if m is None else im.reshape(-1, 3).mean(axis=0).astype(np.float32))),
+    "every feature is NaN for every image without a mask")]
+
+
+@pytest.mark.parametrize(("cls", "why"), BROKEN["check_extractor_without_mask"], ids=["kit_nan_without_mask"])
+def test_without_mask_check_fails_on_its_broken_plugin(cls, why):
+    test_each_check_fails_on_its_broken_plugin("check_extractor_without_mask", cls, why)

@@ -22,7 +22,8 @@ Canonical data passed between plugins:
   range (plain ``uint8 (H, W, 3)`` for 8-bit files). A block's ``channels`` (the study's
   ``blocks.NAME.channels``, set as the plugin's ``input_channels``) selects channels first.
 * **mask**: ``uint8`` array of shape ``(H, W)``: 0 background, 1 cell (cytoplasm), 2 nucleus.
-  Nucleus pixels belong to the cell, so ``mask > 0`` is the whole cell. ``None`` means no mask.
+  Nucleus pixels belong to the cell, so ``mask > 0`` is the whole cell. ``None`` means no mask
+  (an extractor that cannot work without one declares ``needs_mask = True``).
 * **feature block**: ``float32`` array ``(n_samples, n_features)`` with column names
   ``<block>.<feature>`` from ``get_feature_names_out()``, identical across calls.
 
@@ -510,6 +511,13 @@ class Extractor(Plugin):
     from the file or the study's ``reader.pixel_size_um``; ``None`` when unknown) to
     ``prepare``/``_prepare``. The spacing is part of the file's content or of the study's reader
     options, both already in the block cache key."""
+    needs_mask: ClassVar[bool] = False
+    """True: every image must come with a mask (its features are NaN, or ``prepare`` raises,
+    when ``mask`` is ``None``). A class attribute, or a property when a parameter decides it (as
+    ``cell_summary``'s ``finder = "mask"`` does). ``medfuse validate``, ``compare`` and ``train``
+    refuse a pipeline without ``mask`` that uses such a block, before loading data; the
+    conformance kit (:mod:`medfuse.testing`) fails an extractor that gives only NaN or raises
+    without a mask unless it declares this."""
 
     def prepare(self, image: np.ndarray, mask: np.ndarray | None = None,
                 spacing_um: tuple[float, float] | None = None) -> np.ndarray:

@@ -253,6 +253,8 @@ class PipelineRunner:
     def _validate(self) -> None:
         if self.members:
             return
+        if self.mask_mode == "none":
+            self._refuse_mask_needing_blocks()
         clf = self.classifier
         assert clf is not None  # parse_study guarantees a classifier or members
         if clf.input == "images":
@@ -273,6 +275,17 @@ class PipelineRunner:
         if self.spec.fusion == "late" and clf.input != "features":
             raise StudyError(self.study.source, f"{self._key}.classifier",
                              f"late fusion fits one {clf.name!r} per block; it must take feature matrices")
+
+    def _refuse_mask_needing_blocks(self) -> None:
+        """A block whose extractor declares ``needs_mask`` in a pipeline without ``mask`` would be NaN
+        everywhere (or fail on every image): refuse it before any data is loaded."""
+        for b in self.blocks:
+            if getattr(b.plugin, "needs_mask", False):
+                raise StudyError(self.study.source, f"{self._key}.mask",
+                                 f"block {b.name!r} ({b.plugin.name!r}) needs a mask for every image, but pipeline "
+                                 f"{self.name!r} of study {self.study.name!r} has no mask: add mask = \"dataset\" "
+                                 "(the loader's mask files) or mask = { plugin = \"otsu_cell\" } to the pipeline, "
+                                 "or leave the block out")
 
     @property
     def _key(self) -> str:

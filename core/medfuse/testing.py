@@ -189,8 +189,12 @@ BAD_IMAGES = {
 class Tags:
     """What a plugin declares about itself, which selects its checks (like scikit-learn's tags).
 
-    Read by :func:`plugin_tags` from the class: ``kind``, ``trainable`` and (classifiers) ``input``
-    are its attributes; the others come from ``conformance_tags`` (a dict on the class).
+    Read by :func:`plugin_tags` from the class: ``kind``, ``trainable``, (classifiers) ``input`` and
+    (extractors) ``needs_mask`` are its attributes (a ``needs_mask`` property is read on an instance
+    with the ``conformance_params``); the others come from ``conformance_tags`` (a dict on the class).
+
+    * ``needs_mask`` (False): the extractor needs a mask for every image; True leaves out
+      :func:`check_extractor_without_mask`.
 
     * ``deterministic`` (True): same output for the same inputs and ``random_state``; False skips the
       determinism checks (say why in the docstring).
@@ -201,6 +205,7 @@ class Tags:
     kind: str
     trainable: bool = False
     input: str = "features"
+    needs_mask: bool = False
     deterministic: bool = True
     picklable: bool = True
     validates_input: bool = True
@@ -209,12 +214,16 @@ class Tags:
 def plugin_tags(cls: type[Plugin]) -> Tags:
     """The :class:`Tags` of ``cls`` (its attributes, then its ``conformance_tags`` overrides)."""
     declared = dict(getattr(cls, "conformance_tags", {}) or {})
-    unknown = set(declared) - {f.name for f in fields(Tags)} | ({"kind", "trainable", "input"} & set(declared))
+    unknown = (set(declared) - {f.name for f in fields(Tags)}) | ({"kind", "trainable", "input", "needs_mask"}
+                                                                  & set(declared))
     if unknown:
         raise ValueError(f"{getattr(cls, '__name__', cls)}.conformance_tags: unknown or fixed tag(s) "
                          f"{sorted(unknown)}; settable: deterministic, picklable, validates_input")
+    needs_mask = getattr(cls, "needs_mask", False)
+    if isinstance(needs_mask, property):  # decided by a parameter: as the kit's instance has it
+        needs_mask = _make(cls).needs_mask
     return Tags(kind=str(getattr(cls, "kind", "")), trainable=bool(getattr(cls, "trainable", False)),
-                input=str(getattr(cls, "input", "features")), **declared)
+                input=str(getattr(cls, "input", "features")), needs_mask=bool(needs_mask), **declared)
 
 
 # ---- checks for every kind --------------------------------------------------------------------
@@ -453,6 +462,20 @@ def check_extractor_bad_input(cls: type[Plugin]) -> None:
     for what, bad in BAD_IMAGES.items():
         _raises_clearly(lambda bad=bad: ex.prepare(bad()), f"prepare({what})")
     _raises_clearly(lambda: ex.prepare(images[0], np.zeros((3, 3), np.uint8)), "prepare(mask of wrong shape)")
+
+
+def check_extractor_without_mask(cls: type[Plugin]) -> None:
+    """Without a mask ``prepare`` works and gives a finite value somewhere; an extractor that
+    cannot declares ``needs_mask = True`` (then this check is left out and studies must give a mask)."""
+    images, _, _ = sample_cells(3)
+    ex = _make(cls)
+    fix = (f"if {cls.__name__} needs a mask, declare needs_mask = True (see medfuse.contracts.Extractor."
+           "needs_mask) so that `medfuse validate` refuses a pipeline without mask")
+    try:
+        P = np.stack([np.asarray(ex.prepare(im, None), np.float64) for im in images])
+    except Exception as exc:  # noqa: BLE001
+        raise AssertionError(f"prepare(image, mask=None) raised {type(exc).__name__} ({exc}); {fix}") from exc
+    assert not np.isnan(P).all(), f"every feature is NaN for every image without a mask; {fix}"
 
 
 # ---- selectors ----------------------------------------------------------------------------------
@@ -698,7 +721,7 @@ KIND_CHECKS: dict[str, tuple[Check, ...]] = {
                   check_transform_bad_input),
     "mask": (check_mask_output, check_mask_deterministic, check_mask_pickle, check_mask_bad_input),
     "extractor": (check_extractor_output, check_feature_names, check_extractor_deterministic,
-                  check_extractor_pickle, check_extractor_bad_input),
+                  check_extractor_pickle, check_extractor_bad_input, check_extractor_without_mask),
     "selector": (check_selector_output, check_selector_deterministic, check_selector_pickle,
                  check_selector_bad_input),
     "classifier": (check_classifier_output, check_classifier_deterministic, check_classifier_pickle,
@@ -720,6 +743,8 @@ def _applies(check: Check, tags: Tags) -> bool:
         return tags.picklable
     if name.endswith("_bad_input"):
         return tags.validates_input and (name != "check_classifier_bad_input" or tags.input == "features")
+    if name == "check_extractor_without_mask":
+        return not tags.needs_mask
     return True
 
 

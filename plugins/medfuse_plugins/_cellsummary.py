@@ -154,6 +154,11 @@ class CellSummary(Extractor):
                  max_cells: int = 0):
         self._store_params(locals())
 
+    @property
+    def needs_mask(self) -> bool:  # type: ignore[override]
+        """``finder = "mask"`` splits the pipeline's mask, so every image needs one."""
+        return self.finder == "mask"
+
     # ---- parameters -----------------------------------------------------------------------------
 
     def _features(self) -> list[str]:
