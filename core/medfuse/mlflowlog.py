@@ -21,13 +21,13 @@ folder URIs unless you set it yourself). Any other URI (``sqlite:///mlflow.db``,
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from .outputs import OutputError
+from .util.formatting import finite
 
 __all__ = ["check_available", "log_run"]
 
@@ -55,20 +55,12 @@ def _tracking_uri(uri: str) -> str:
     return uri
 
 
-def _num(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def run_metrics(results: dict[str, Any]) -> dict[str, float]:
     """The metrics logged for ``results`` (see the module docstring); non-finite values are left out."""
     out: dict[str, float] = {}
 
     def put(key: str, value: Any) -> None:
-        v = _num(value)
+        v = finite(value)
         if v is not None:
             out[_key(key)] = v
 

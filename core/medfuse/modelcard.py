@@ -14,6 +14,7 @@ import json
 from collections import Counter
 from typing import Any
 
+from .util.formatting import MISSING, fmt_interval, fmt_number
 from .util.jsonable import to_jsonable
 
 MODEL_CARD = "MODEL_CARD.md"
@@ -146,7 +147,7 @@ def _evaluation(m: dict[str, Any]) -> str:
         lines = [f"{m.get('cv_note', '')}; {cv.get('n_images', '?')} held-out images.", "",
                  "| metric | mean | median |", "|---|---:|---:|"]
         for name, value in (cv.get("mean") or {}).items():
-            lines.append(f"| {name} | {_num(value)} | {_num((cv.get('median') or {}).get(name))} |")
+            lines.append(f"| {name} | {fmt_number(value)} | {fmt_number((cv.get('median') or {}).get(name))} |")
         return "\n".join(lines)
     boot = ((m.get("study") or {}).get("evaluation") or {}).get("bootstrap")
     lines = [f"{m.get('cv_note') or str(cv.get('folds', '?')) + '-fold cross-validation'}; "
@@ -157,7 +158,7 @@ def _evaluation(m: dict[str, Any]) -> str:
              "| metric | value | 95% interval |", "|---|---:|---|"]
     ci = cv.get("ci95") or {}
     for name, value in (cv.get("metrics") or {}).items():
-        lines.append(f"| {name} | {_num(value)} | {_interval(ci.get(name))} |")
+        lines.append(f"| {name} | {fmt_number(value)} | {fmt_interval(ci.get(name)) or MISSING} |")
     lines += ["", "Intervals: percentile bootstrap over the out-of-fold predictions"
               + (f" ({boot} resamples)" if boot else "")
               + (", resampling whole groups." if cv.get("grouped") else ".")]
@@ -225,13 +226,3 @@ def _json(value: Any) -> str:
 def _cell(value: Any) -> str:
     """Text safe inside a Markdown table cell."""
     return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _num(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
-
-
-def _interval(bounds: Any) -> str:
-    if isinstance(bounds, list | tuple) and len(bounds) == 2:
-        return f"[{_num(bounds[0])}, {_num(bounds[1])}]"
-    return "n/a"

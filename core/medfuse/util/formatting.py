@@ -1,5 +1,6 @@
-"""Numbers as text in result tables (report.md/html and the terminal summary of ``compare``): the
-one place their rounding and the missing-value mark ``–`` are set."""
+"""Numbers as text in result tables (report.md/html, the terminal summary of ``compare``, model
+cards): the one place their rounding, the missing-value mark ``–`` and what counts as missing
+(:func:`finite`, also used for the values logged to MLflow) are set."""
 
 from __future__ import annotations
 
@@ -11,8 +12,17 @@ import numpy as np
 MISSING = "–"
 
 
+def finite(v: Any) -> float | None:
+    """``v`` as a finite float; ``None`` when it is missing: None, NaN, inf or not a number."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
 def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and not math.isfinite(v))
+    return finite(v) is None
 
 
 def fmt_number(v: Any, digits: int = 3) -> str:
