@@ -345,40 +345,33 @@ def _print_paired(out: Any, results: dict[str, Any]) -> None:
         out.print(line, markup=False, highlight=False)
 
 
+TERMINAL_LEAVES_OUT = ("Brier", "ECE", "predict img/s")
+"""Columns of :func:`medfuse.report.leaderboard_rows` that the terminal summary leaves to the report."""
+
+
 def _print_summary(results: dict[str, Any], paths: dict[str, Path], quiet: bool) -> None:
     from rich.table import Table
 
-    from ..report import METRIC_LABELS, vs_best_text
+    from ..report import leaderboard_rows
     from ..splits import cv_text
-    from ..util.formatting import fmt_interval, fmt_number, fmt_signed
 
     out = make_console()
-    metrics = [m for m in results["settings"]["metrics"] if m in METRIC_LABELS]
     test = results["data"].get("test")
     table = Table(title=f"{results['study']['name']}: {cv_text(results['settings'])}, "
                         f"{results['data']['n_selected']} samples"
                         + (f"; external test set {test['n_selected']} samples ({test['source']})" if test else "")
                         + " (95% bootstrap intervals)")
-    table.add_column("#", justify="right")
-    table.add_column("pipeline", style="bold")
-    for m in metrics:
-        table.add_column(METRIC_LABELS[m], justify="right")
-    has_test = any(f"test_{metrics[0]}" in r for r in results.get("leaderboard") or []) if metrics else False
-    if has_test:
-        table.add_column(f"test {METRIC_LABELS[metrics[0]]}", justify="right")
-        table.add_column("gap", justify="right")
-    table.add_column("vs best", justify="right")
-    table.add_column("fit/fold", justify="right")
-    for i, r in enumerate(results.get("leaderboard") or [], 1):
-        test = [f"{fmt_number(r.get(f'test_{metrics[0]}'))} {fmt_interval(r.get(f'test_{metrics[0]}_ci95'))}",
-                fmt_signed(r.get(f"gap_{metrics[0]}"))] if has_test else []
-        table.add_row(str(i), r["pipeline"], *[f"{fmt_number(r[m])} {fmt_interval(r.get(f'{m}_ci95'))}" for m in metrics], *test, vs_best_text(r, i == 1),
-                      f"{r['fit_seconds_mean']:.1f} s" if r.get("fit_seconds_mean") is not None else "–")
+    header, rows = leaderboard_rows(results)
+    keep = [i for i, h in enumerate(header) if h not in TERMINAL_LEAVES_OUT]
+    for i in keep:
+        table.add_column(header[i], justify="left" if header[i] == "pipeline" else "right",
+                         style="bold" if header[i] == "pipeline" else None)
+    for row in rows:
+        table.add_row(*(row[i] for i in keep))
     for name, p in results["pipelines"].items():
         if p["status"] != "ok":
             error = p["error"] if not out.is_terminal else p["error"][:80]
-            table.add_row("–", f"[red]{name}[/]", f"[red]failed: {error}[/]",
-                          *[""] * (len(metrics) + 2 * has_test + 1))
+            table.add_row("–", f"[red]{name}[/]", f"[red]failed: {error}[/]", *[""] * (len(keep) - 3))
     out.print(table)
     _print_paired(out, results)
     _print_shortcuts(out, results)
