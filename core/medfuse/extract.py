@@ -111,7 +111,7 @@ def provenance(inputs: str, transforms: Sequence[Transform], mask: MaskMaker | s
                seconds: float, jobs: int, options: ReadOptions | None = None) -> dict[str, Any]:
     """What produced a feature table: versions, plugins with parameters, inputs and timing."""
     from . import __version__
-    from .util.versions import dist_version, installed_versions
+    from .util.versions import library_versions
 
     return {
         "medfuse": __version__,
@@ -125,8 +125,7 @@ def provenance(inputs: str, transforms: Sequence[Transform], mask: MaskMaker | s
         "transforms": [_plugin_record(t) for t in transforms],
         "mask": (_plugin_record(mask) if isinstance(mask, MaskMaker) else {"name": mask or "none"}),
         "blocks": {name: _plugin_record(ex) for name, ex in extractors},
-        "environment": {**installed_versions(["numpy", "scikit-image", "scikit-learn", "pandas"], python=True),
-                        "medfuse_dist": dist_version("medfuse", "not installed")},
+        "environment": library_versions(environment=True),  # as a results file's ``versions``
     }
 
 
