@@ -28,7 +28,8 @@ def list_inputs(spec: str | Path) -> pd.DataFrame:
     to read it) and, from a manifest, ``mask_path`` (when it has a ``mask_path`` or ``mask`` column)
     and every other column (``label``, tabular values...).
 
-    ``spec`` is a folder (image files found recursively, sorted), a glob pattern (sorted), one
+    ``spec`` is a folder (image files found recursively as loaders list them, hidden files and
+    folders skipped: :func:`medfuse.loading.list_images`; sorted), a glob pattern (sorted), one
     image file, or a CSV manifest (``.csv``; ``.tsv`` tab-separated; ``.txt``) with a ``path``
     column, order kept; relative paths in it are relative to the manifest's folder.
     Raises :class:`~medfuse.errors.DataError` when nothing matches or the manifest is unusable.
@@ -48,7 +49,9 @@ def list_files(spec: str | Path) -> list[str] | None:
     text = str(spec)
     p = Path(text)
     if p.is_dir():
-        files = sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        from .loading import list_images  # the one folder-listing rule (hidden files and folders skipped)
+
+        files = sorted(str(f) for f in list_images(p, recursive=True)[0])
         if not files:
             raise DataError(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) found in this folder")
         return files

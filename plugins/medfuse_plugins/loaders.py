@@ -25,7 +25,6 @@ from medfuse import hookimpl
 from medfuse.contracts import Loader, SampleTable
 from medfuse.datareport import DataReport, image_properties, row_sha1
 from medfuse.errors import DataError
-from medfuse.imageio import IMAGE_SUFFIXES
 from medfuse.loading import is_visible, list_images, loader_root, read_table, root_path, sample_table, unique_ids
 from medfuse.objects import ObjectRef, split_ref
 from medfuse.scan import scan_files
@@ -44,9 +43,8 @@ def _is_path(value: Any) -> bool:
 def _mask_index(mask_root: Path) -> dict[tuple[str, str], Path]:
     """``(relative folder, stem) -> mask file`` for every image file under ``mask_root``."""
     index: dict[tuple[str, str], Path] = {}
-    for p in sorted(mask_root.rglob("*")):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and is_visible(p):
-            index.setdefault((p.parent.relative_to(mask_root).as_posix(), p.stem), p)
+    for p in list_images(mask_root, recursive=True)[0]:
+        index.setdefault((p.parent.relative_to(mask_root).as_posix(), p.stem), p)
     return index
 
 

@@ -19,7 +19,9 @@ _TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xls", ".xlsm")
 
 
 def _has_subdirs(folder: Path) -> bool:
-    return any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
+    from ..loading import is_visible
+
+    return any(p.is_dir() and is_visible(p) for p in folder.iterdir())
 
 
 def _first_existing(folder: Path, names: tuple[str, ...]) -> Path | None:
