@@ -21,7 +21,7 @@ from medfuse.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 # What a build needs: everything else in the repository (tests, docs, runs) stays out of the copy.
-BUILD_INPUTS = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "registry.toml", "core", "plugins")
+BUILD_INPUTS = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "registry.toml", "core", "plugins", "docs")
 
 
 def _pip(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -152,3 +152,15 @@ def test_wheel_installed_non_editable_runs_validate_and_demo(wheel, tmp_path):
     assert results["settings"]["overrides"] == {"cnn": {"epochs": 1, "size": 32, "width": 4, "depth": 2}}
     assert {row["pipeline"] for row in results["leaderboard"]} == {"classical", "deep", "fused", "tabular", "ensemble"}
     assert Path(results["study"]["source"]).resolve().is_relative_to(site.resolve())
+
+
+def test_wheel_and_sdist_ship_the_plugin_guide(wheel, source, tmp_path):
+    """`medfuse plugins guide` of an installed wheel prints medfuse/docs/plugins.md, copied at build time."""
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.read("medfuse/docs/plugins.md") == (REPO / "docs" / "plugins.md").read_bytes()
+    code = "import sys; from setuptools import build_meta as b; print(b.build_sdist(sys.argv[1]))"
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=source, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    with tarfile.open(tmp_path / res.stdout.strip().splitlines()[-1]) as tf:
+        assert any(n.endswith("/docs/plugins.md") for n in tf.getnames())

@@ -790,12 +790,12 @@ def _is_registry(path: Path) -> bool:
 def registry_path() -> Path:
     """The built-in ``registry.toml``: the repository's top-level file in a source checkout
     (``<repo>/core/medfuse``, editable install) or the copy a built wheel carries in ``medfuse/``."""
-    package = Path(__file__).resolve().parent
-    checkout = package.parents[1] / "registry.toml" if package.parent.name == "core" else None
-    for candidate in (checkout, package / "registry.toml"):
-        if candidate is not None and candidate.is_file():
-            return candidate
-    raise StudyError(str(package / "registry.toml"), "<file>",
+    from .util.shipped import PACKAGE, shipped_file
+
+    path = shipped_file("registry.toml")
+    if path is not None:
+        return path
+    raise StudyError(str(PACKAGE / "registry.toml"), "<file>",
                      "built-in registry not found; reinstall medfuse (a wheel ships it as medfuse/registry.toml)")
 
 

@@ -20,7 +20,7 @@ description = "medfuse plugins: {dist}"
 requires-python = ">=3.11"
 dependencies = ["medfuse"]
 
-# This entry point is all medfuse needs to find the plugins (see docs/plugins.md).
+# This entry point is all medfuse needs to find the plugins (see `medfuse plugins guide`).
 [project.entry-points.medfuse]
 {entry} = "{package}.plugins"
 
@@ -51,9 +51,7 @@ class ChannelMeans(Extractor):
         Divide the means by this (255 gives values in 0..1).
     """
 
-    name = "{package}_channel_means"   # unique across every installed plugin
-    block = "{package}"                # feature columns are {package}.<feature>
-    version = "0.1.0"                  # bump it whenever the output changes
+{attributes}
     conformance_params = {{"scale": 255.0}}
 
     def __init__(self, scale: float = 1.0):
@@ -97,9 +95,21 @@ medfuse plugins, made with `medfuse new-plugin {dist}`.
     pytest                     # the conformance kit over every plugin
 
 Add plugins to `src/{package}/plugins.py` (return them from `medfuse_plugins()`) and to the list in
-`tests/test_conformance.py`. The contract of each kind, the loader helper and the cache rules are in
-medfuse's docs/plugins.md.
+`tests/test_conformance.py`. The guide (the contract of each kind, the loader helpers, the cache
+rules, the conformance kit) comes with medfuse:
+
+    medfuse plugins guide | less
+    python -m pydoc medfuse.contracts   # the base classes, also medfuse.testing and medfuse.loading
 '''
+
+
+def _attributes(package: str) -> str:
+    """The extractor's class attributes, their comments in one column whatever the name's length."""
+    lines = [(f'name = "{package}_channel_means"', "unique across every installed plugin"),
+             (f'block = "{package}"', f"feature columns are {package}.<feature>"),
+             ('version = "0.1.0"', "bump it whenever the output changes")]
+    width = max(len(code) for code, _ in lines) + 3
+    return "\n".join(f"    {code:<{width}}# {comment}" for code, comment in lines)
 
 
 def write_skeleton(name: str, parent: Path) -> Path:
@@ -112,7 +122,7 @@ def write_skeleton(name: str, parent: Path) -> Path:
     root = parent / name
     if root.exists():
         raise click.ClickException(f"{root} already exists; choose another NAME or --dir")
-    fields = {"dist": name, "package": package, "entry": entry}
+    fields = {"dist": name, "package": package, "entry": entry, "attributes": _attributes(package)}
     files = {"pyproject.toml": PYPROJECT, "README.md": README, f"src/{package}/__init__.py": '"""{dist}."""\n',
              f"src/{package}/plugins.py": PLUGINS, "tests/test_conformance.py": TEST}
     for rel, template in files.items():

@@ -64,6 +64,19 @@ def plugins(ctx: click.Context, strict: bool, kind: str | None, as_json: bool, q
         console.print(f"[red]{len(host.failures)} plugin(s) failed to load[/]; the others are usable.")
 
 
+@plugins.command("guide")
+def guide() -> None:
+    """Print the guide to writing plugins (docs/plugins.md of medfuse's source, shipped with the
+    package): each kind's contract, the loader helpers, the cache, the conformance kit, the SDK."""
+    from ..util.shipped import PACKAGE, shipped_file
+
+    path = shipped_file("docs/plugins.md")
+    if path is None:
+        raise click.ClickException(f"the plugin guide is missing from this installation ({PACKAGE / 'docs'}); "
+                                   "reinstall medfuse (a wheel ships it as medfuse/docs/plugins.md)")
+    click.echo(path.read_text(encoding="utf-8"), nl=False)
+
+
 @plugins.command("show")
 @click.argument("name")
 @verbosity
