@@ -7,15 +7,14 @@ from __future__ import annotations
 import textwrap
 from typing import ClassVar
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from medfuse.cli import main
-from medfuse.contracts import Extractor
 from medfuse.errors import StudyError
 from medfuse.host import get_host
 from medfuse.study import check_plugins, load_studies
 from medfuse.testing import check_extractor_without_mask, iter_checks, plugin_tags
+from test_newcomer import _NeedsMask as _NanWithoutMask  # NaN without a mask, undeclared
 
 STUDY = """
 [studies.cells]
@@ -56,22 +55,6 @@ def test_validate_accepts_it_with_a_mask(tmp_path, mask):
     check_plugins(load_studies(_study(tmp_path, "masked", mask))["cells"], get_host())
     result = CliRunner().invoke(main, ["validate", str(_study(tmp_path, "masked", mask))])
     assert result.exit_code == 0, result.output
-
-
-class _NanWithoutMask(Extractor):
-    """Nucleus share of the cell: NaN without a mask."""
-
-    name: ClassVar[str] = "kit_nan_without_mask"
-    block: ClassVar[str] = "share"
-    version: ClassVar[str] = "0.1.0"
-
-    def feature_names(self):
-        return ["nucleus_share"]
-
-    def _prepare(self, image, mask):
-        if mask is None:
-            return np.full(1, np.nan, dtype=np.float32)
-        return np.array([(mask == 2).sum() / max((mask > 0).sum(), 1)], dtype=np.float32)
 
 
 class _RaisesWithoutMask(_NanWithoutMask):
