@@ -1,6 +1,7 @@
 """CNN colour augmentation for all-subtypes-blocked, chosen on inner blocked folds (nested).
 
-Usage (one command, seed fixed; the log of the run is in bench/results/cnn-colour-all-subtypes-blocked.md)::
+Usage (one command, seed fixed; 33 min on 2 shared cores; add ``--candidates none,brightness`` for the
+second round, 22 min; figures and reading in bench/results/cnn-colour-all-subtypes-blocked.md)::
 
     PYTHONPATH=$PWD/core:$PWD/plugins nice -n 5 python bench/choose_cnn_colour.py \\
         --data /work/shared/datasets --cache runs/studies-cnncolour/cache
@@ -53,7 +54,8 @@ BLOCK = "cnn"
 # docstring); "brightness" added after that first round (second round, see the docstring)
 CANDIDATES: dict[str, dict[str, float]] = {"none": {}, "colour": {"colour": 0.1}, "brightness": {"brightness": 0.1}}
 FIRST_ROUND = "none,colour"
-RESULT = Path(__file__).parent / "results" / "cnn-colour-all-subtypes-blocked.md"
+OUT = Path("runs") / "choose-cnn-colour"  # one table per candidate list; the hand-written reading is in
+# bench/results/cnn-colour-all-subtypes-blocked.md
 
 
 def variant(study, options: dict[str, float]):
@@ -103,7 +105,7 @@ def main() -> None:
     ap.add_argument("--candidates", default=FIRST_ROUND,
                     help=f"comma-separated, the first one the reference (among {', '.join(CANDIDATES)}; "
                          f"default: {FIRST_ROUND}, the first round)")
-    ap.add_argument("--out", type=Path, default=RESULT, help="markdown table written here")
+    ap.add_argument("--out", type=Path, help=f"markdown table written here (default: {OUT}/CANDIDATES.md)")
     args = ap.parse_args()
     names = args.candidates.split(",")
     if unknown := [n for n in names if n not in CANDIDATES]:
@@ -177,14 +179,15 @@ def main() -> None:
         verdict = "the outer folds chose differently: not adopted"
     total = (time.perf_counter() - t_all) / 60
     print(f"verdict: {verdict}\ntotal {total:.1f} min", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
+    out = args.out or OUT / f"{'-'.join(names)}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
         f"#### CNN colour augmentation for {STUDY} (issue #18), chosen on inner blocked folds\n\n"
         f"`{' '.join(['python', 'bench/choose_cnn_colour.py', *sys.argv[1:]])}` ({total:.0f} min on 2 shared CPU "
         f"cores). Pipeline `{PIPELINE}`; per outer training part the first of {args.inner} inner folds grouped "
         f"by the study's blocks (seed {seed}); inner accuracy (errors/images) of each candidate:\n\n{md}\n\n"
         f"Verdict: {verdict}.\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
