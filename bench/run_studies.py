@@ -137,7 +137,12 @@ NOTES = {
                             "then chosen against none on inner blocked folds of each training part and not adopted: no "
                             "candidate won in every outer fold, and the nested classical figure with the per-fold choice "
                             "is 0.975 against 0.978 without (`python bench/choose_colour_norm.py`; "
-                            "bench/results/colour-norm-all-subtypes-blocked.md); none of them fixes Pre's first block.",
+                            "bench/results/colour-norm-all-subtypes-blocked.md); none of them fixes Pre's first block. "
+                            "CNN colour augmentation (per-channel gains U(0.9, 1.1), `colour = 0.1`) and, in a second "
+                            "round, brightness augmentation (0.1) were chosen against none the same way for deep (one "
+                            "inner blocked split per training part) and not adopted: colour lost on 4 of the 5 inner "
+                            "splits (mean 0.977 against 0.986), brightness on 3 (0.980) (`python "
+                            "bench/choose_cnn_colour.py`; bench/results/cnn-colour-all-subtypes-blocked.md).",
     "cxr-pneumonia": "The 77.8% was Xception on other chest X-rays (opacity vs normal); this set is "
                      "PneumoniaMNIST at 28x28, so the comparison is of kind, not of data. Its `val_*` files (the "
                      "external test set here) are PneumoniaMNIST's validation split, drawn from the same source "

@@ -41,9 +41,11 @@ def inner_split(codes: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarr
 
 
 
-def augmenter(zoom: float, brightness: float, seed: int, contrast: float = 0.0, gamma: float = 0.0) -> Any:
+def augmenter(zoom: float, brightness: float, seed: int, contrast: float = 0.0, gamma: float = 0.0,
+              colour: float = 0.0) -> Any:
     """In-graph training augmentation on 0..255 images: flips + 90-degree rotations, then optional
-    zoom, brightness, and contrast/gamma (:func:`random_intensity`, scanner shift)."""
+    zoom, brightness, contrast/gamma (:func:`random_intensity`, scanner shift) and per-channel
+    colour gains (:func:`random_colour`, stain and white-balance shift)."""
     k = keras()
     L = k.layers
     layers: list[Any] = [L.RandomFlip("horizontal_and_vertical", seed=seed), _random_transpose(seed + 1)]
@@ -53,6 +55,8 @@ def augmenter(zoom: float, brightness: float, seed: int, contrast: float = 0.0, 
         layers.append(L.RandomBrightness(brightness, value_range=(0.0, 255.0), seed=seed + 3))
     if contrast > 0 or gamma > 0:
         layers.append(random_intensity(contrast, gamma, seed + 4))
+    if colour > 0:
+        layers.append(random_colour(colour, seed + 5))
     return k.Sequential(layers, name="augment")
 
 
@@ -104,6 +108,29 @@ def random_intensity(contrast: float, gamma: float, seed: int) -> Any:
             return x
 
     return RandomIntensity(contrast, gamma, seed, name="random_intensity")
+
+
+def random_colour(colour: float, seed: int) -> Any:
+    """Layer (training only) that shifts each image's colour, as another stain batch or white balance
+    would: each channel multiplied by its own gain ``~ U(1 - colour, 1 + colour)`` (independent per
+    image and channel), then clipped to 0..255."""
+    k = keras()
+
+    class RandomColour(k.layers.Layer):
+        def __init__(self, colour: float, seed: int = 0, **kwargs):
+            super().__init__(**kwargs)
+            self.colour = float(colour)
+            self.generator = k.random.SeedGenerator(seed)
+
+        def call(self, x, training=None):
+            if not training:
+                return x
+            ops = k.ops
+            n, c = ops.shape(x)[0], ops.shape(x)[-1]
+            gain = k.random.uniform((n, 1, 1, c), 1 - self.colour, 1 + self.colour, seed=self.generator)
+            return ops.clip(ops.cast(x, "float32") * gain, 0.0, 255.0)
+
+    return RandomColour(colour, seed, name="random_colour")
 
 
 def cosine_schedule(learning_rate: float, total_steps: int, warmup_steps: int = 0, alpha: float = 0.05) -> Any:
@@ -181,12 +208,25 @@ def _mixed_dataset(P: np.ndarray, onehot: np.ndarray, weights: np.ndarray, batch
     return ds.enumerate().map(mix).prefetch(2)
 
 
+def check_recipe(**options: float) -> None:
+    """Refuse out-of-range recipe options of :func:`train_classifier` (those given; no data needed):
+    each >= 0, ``ema`` below 1 (a momentum), ``colour`` below 1 (its gains stay positive)."""
+    for name, value in options.items():
+        if value < 0:
+            raise InvalidInputError(f"{name} must be >= 0 (0: off), got {value}")
+    if not options.get("ema", 0) < 1:
+        raise InvalidInputError(f"ema must be a momentum in [0, 1) (0: off), got {options['ema']}")
+    if not options.get("colour", 0) < 1:
+        raise InvalidInputError(f"colour must be in [0, 1) (the half-width of the per-channel gains "
+                                f"U(1 - colour, 1 + colour); 0: off), got {options['colour']}")
+
+
 def train_classifier(model: Any, P: np.ndarray, codes: np.ndarray, n_classes: int, *, epochs: int,
                      batch_size: int, learning_rate: float, patience: int, validation_fraction: float,
                      augment: bool, zoom: float, brightness: float, class_weight: str | None,
                      random_state: int, verbose: int = 0, contrast: float = 0.0, gamma: float = 0.0,
                      warmup_epochs: float = 0.0, label_smoothing: float = 0.0, mixup: float = 0.0,
-                     cutmix: float = 0.0, ema: float = 0.0) -> dict[str, Any]:
+                     cutmix: float = 0.0, ema: float = 0.0, colour: float = 0.0) -> dict[str, Any]:
     """Train ``model`` (softmax output) on uint8 images ``P`` (n, s, s, 3) with integer ``codes``.
 
     Augmentation runs in the graph of a training wrapper that is not part of ``model``; the
@@ -199,16 +239,12 @@ def train_classifier(model: Any, P: np.ndarray, codes: np.ndarray, n_classes: in
     Returns a history dict (losses, epochs run, seconds per epoch, sizes).
     """
     k = keras()
-    for name, value in (("label_smoothing", label_smoothing), ("mixup", mixup), ("cutmix", cutmix),
-                        ("contrast", contrast), ("gamma", gamma), ("warmup_epochs", warmup_epochs)):
-        if value < 0:
-            raise InvalidInputError(f"{name} must be >= 0, got {value}")
-    if not 0 <= ema < 1:
-        raise InvalidInputError(f"ema must be a momentum in [0, 1) (0: off), got {ema}")
+    check_recipe(label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix, contrast=contrast, gamma=gamma,
+                 warmup_epochs=warmup_epochs, ema=ema, colour=colour)
     tr, va = inner_split(codes, validation_fraction, random_state)
     if augment:
         inputs = k.Input(P.shape[1:], name="image")
-        aug = augmenter(zoom, brightness, random_state, contrast, gamma)
+        aug = augmenter(zoom, brightness, random_state, contrast, gamma, colour)
         wrapper = k.Model(inputs, model(aug(inputs)))
     else:
         wrapper = model

@@ -175,6 +175,10 @@ class _SquareInput:
         return resize_square(image, mask, int(self.size), bool(self.masked))
 
 
+# the float options of _keras_train.train_classifier that check_recipe range-checks
+_RECIPE_OPTIONS = ("label_smoothing", "mixup", "cutmix", "contrast", "gamma", "warmup_epochs", "ema", "colour")
+
+
 class _CompactCNNBase(_SquareInput, KerasStateMixin):
     """Parameters and training shared by ``cnn_embedding`` and ``cnn_classifier``.
 
@@ -228,6 +232,9 @@ class _CompactCNNBase(_SquareInput, KerasStateMixin):
     gamma
         gamma augmentation: intensities raised to exp(U(-g, g)) on the 0..1 scale (0: off); with contrast and brightness
         it covers X-ray scanner shift
+    colour
+        colour augmentation: each image's red, green and blue multiplied by independent gains U(1 - c, 1 + c), clipped
+        to 0..255 (0: off; below 1), as another stain batch or white balance would shift them
     n_seeds
         train this many networks (seeds random_state, random_state + 1, ...) and average their softmax; the embedding
         concatenates theirs (n_seeds x embedding_dim features)
@@ -248,8 +255,18 @@ class _CompactCNNBase(_SquareInput, KerasStateMixin):
                  deterministic: bool = True, random_state: int = 0, verbose: int = 0,
                  batch_size_predict: int = 256, tta: bool = False, arch: str = "plain",
                  warmup_epochs: float = 0.0, label_smoothing: float = 0.0, mixup: float = 0.0, cutmix: float = 0.0,
-                 ema: float = 0.0, contrast: float = 0.0, gamma: float = 0.0, n_seeds: int = 1):
+                 ema: float = 0.0, contrast: float = 0.0, gamma: float = 0.0, n_seeds: int = 1,
+                 colour: float = 0.0):
         self._store_params(locals())
+
+    def validate_params(self) -> None:
+        """Refuse out-of-range augmentation and recipe options before any data is read."""
+        from medfuse_plugins._keras_train import check_recipe
+
+        try:
+            check_recipe(**{name: float(getattr(self, name)) for name in _RECIPE_OPTIONS})
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{self.name}: {exc}") from None
 
     def _predict(self, model: Any, P: np.ndarray) -> np.ndarray:
         """``model`` on ``P`` in batches; with ``tta``, the mean over the 8 flips/transposes."""
@@ -312,7 +329,7 @@ class _CompactCNNBase(_SquareInput, KerasStateMixin):
                     random_state=seed, verbose=int(self.verbose), contrast=float(self.contrast),
                     gamma=float(self.gamma), warmup_epochs=float(self.warmup_epochs),
                     label_smoothing=float(self.label_smoothing), mixup=float(self.mixup),
-                    cutmix=float(self.cutmix), ema=float(self.ema)))
+                    cutmix=float(self.cutmix), ema=float(self.ema), colour=float(self.colour)))
             members.append(model)
         self.history_ = histories[0] if len(histories) == 1 else {**histories[0], "members": histories}
         if len(members) > 1:
