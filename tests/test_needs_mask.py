@@ -89,3 +89,15 @@ def test_kit_honours_a_declared_needs_mask():
     assert plugin_tags(cell_summary).needs_mask is False
     with pytest.raises(ValueError, match="fixed tag"):
         plugin_tags(type("_Tagged", (_NanWithoutMask,), {"conformance_tags": {"needs_mask": True}}))
+
+
+def test_extract_refuses_a_mask_needing_block_with_mask_none(tmp_path):
+    """`medfuse extract --mask none` with a block that needs a mask fails before reading any image."""
+    from click.testing import CliRunner
+    from medfuse.cli import main
+
+    result = CliRunner().invoke(main, ["extract", str(tmp_path), "--blocks", "cell_summary", "--set",
+                                       "cell_summary.finder=mask", "--mask", "none", "--out",
+                                       str(tmp_path / "f.csv")])
+    assert result.exit_code == 1 and "['cell_summary'] need a mask for every image" in result.output, result.output
+    assert not (tmp_path / "f.csv").exists()

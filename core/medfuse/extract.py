@@ -91,6 +91,10 @@ def make_plugins(blocks: Sequence[str], mask: str | None = DEFAULT_MASK, transfo
     maker: MaskMaker | str | None
     if mask_name in ("none", ""):
         maker = None
+        needing = [ex.name for _, ex in extractors if getattr(ex, "needs_mask", False)]
+        if needing:
+            raise InvalidInputError(f"block(s) {needing} need a mask for every image, but the mask is 'none': "
+                                    "give a mask plugin (e.g. otsu_cell), or 'file' for the manifest's mask column")
     elif mask_name == MASK_FROM_FILE:
         maker = MASK_FROM_FILE
     else:
