@@ -500,7 +500,7 @@ class Backbone(_SquareInput, KerasStateMixin, Extractor):
     version: ClassVar[str] = "1.0.0"
     extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
     conformance_params: ClassVar[dict[str, Any]] = {"architecture": "MobileNetV3Small", "weights": None,
-                                                    "size": 32, "fine_tune": False}
+                                                    "size": 32, "fine_tune": False, "minimalistic": True}
 
     def __init__(self, architecture: str = "MobileNetV3Small", weights: str | None = "imagenet", size: int = 128,
                  fine_tune: bool = False, epochs: int = 10, batch_size: int = 32, learning_rate: float = 1e-4,
