@@ -221,3 +221,17 @@ def test_seeds_are_averaged_in_one_exportable_network(tmp_path):
     both.save_artifacts(clf_dir)
     k = keras()
     assert k.saving.load_model(clf_dir / "cnn_classifier.keras", compile=False).name == "seed_ensemble"
+
+
+def test_training_state_is_built_before_fit_so_the_step_is_traced_once(data):
+    """build_before_fit creates the optimizer's, loss's and metrics' variables outside the training
+    step (created inside it, they make TensorFlow trace that step twice)."""
+    from medfuse_plugins._keras import build_before_fit
+
+    P, codes = data
+    with seeded(0):
+        model = build_compact_cnn(16, 3, width=4, depth=2, embedding_dim=8)
+    model.compile(optimizer=keras().optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    assert not model.optimizer.built
+    build_before_fit(model, P[:8], codes[:8])
+    assert model.optimizer.built and len(model.optimizer.variables) > 2

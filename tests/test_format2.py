@@ -270,15 +270,20 @@ def test_scoring_workers_never_import_tensorflow(trained, tmp_path):
         one = score({str(bundle)!r}, images, {str(tmp_path / "one.parquet")!r}, jobs=1,
                     chunk_size=6, progress=False)
         here = ("tensorflow" in sys.modules, "keras" in sys.modules)
-        two = score({str(bundle)!r}, images, {str(tmp_path / "two.parquet")!r}, jobs=2,
-                    chunk_size=6, progress=False)
-        # the workers of score()'s own pool: score chunks there, then probe the same processes
+        from medfuse.scoring import ChunkTask, LocalPool, score_chunk
+        kept, close = [], LocalPool.close
+        LocalPool.close = lambda pool: kept.append(pool)  # score() leaves its pool to be probed below
+        try:
+            two = score({str(bundle)!r}, images, {str(tmp_path / "two.parquet")!r}, jobs=2,
+                        chunk_size=6, progress=False)
+        finally:
+            LocalPool.close = close
+        # the workers of score()'s own pool: score a chunk on each, then probe the same processes
         import pandas as pd
         from medfuse.bundle import verify_bundle
-        from medfuse.scoring import ChunkTask, LocalPool, score_chunk
         _, _, digest = verify_bundle({str(bundle)!r})
         rows = pd.read_csv(images).rename(columns={{"path": "read_path"}}).assign(path=lambda d: d["read_path"])
-        pool = LocalPool(2)
+        [pool] = kept
         try:
             done = [pool.executor.submit(score_chunk, ChunkTask({str(bundle)!r}, digest), i,
                                          rows.iloc[i::2])

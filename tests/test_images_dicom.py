@@ -20,7 +20,7 @@ dataset = { loader = "folder", params = { path = "." } }
 evaluation = { folds = 2, seed = 0, bootstrap = 20, shortcuts = false }
 blocks.colour = { plugin = "colour", params = { bins = 8 } }
 blocks.texture = { plugin = "texture" }
-blocks.cnn = { plugin = "cnn_embedding", params = { size = 16, epochs = 2, batch_size = 8, embedding_dim = 4 } }
+blocks.cnn = { plugin = "cnn_embedding", params = { size = 16, epochs = 1, batch_size = 8, embedding_dim = 4, width = 4, depth = 2, validation_fraction = 0.0, augment = false } }
 [studies.xray.pipelines]
 classical = { mask = { plugin = "whole_image" }, blocks = ["colour", "texture"], classifier = { plugin = "logreg" } }
 deep = { blocks = ["cnn"], classifier = { plugin = "logreg" } }

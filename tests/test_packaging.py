@@ -107,7 +107,7 @@ def test_wheel_installed_non_editable_runs_validate_and_demo(wheel, tmp_path):
     environment's site-packages without running its .pth files, so the editable medfuse there
     (an import hook) never loads: the wheel's copy must be the one imported. The demo runs all five
     pipelines on 8 synthetic cells per class of 32 px with the smallest CNN (32 px, width 4, depth 2) trained
-    for 1 epoch (its 15 epochs were most of this test's time; the default demo, 60 cells of 64 px, takes about
+    for 1 epoch without inner validation split or augmentation (its 15 epochs were most of this test's time; the default demo, 60 cells of 64 px, takes about
     3.5 min on 2 cores)."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
@@ -144,12 +144,14 @@ def test_wheel_installed_non_editable_runs_validate_and_demo(wheel, tmp_path):
     out = run(medfuse_exe, "validate").stdout
     assert "ok  demo:" in out and "ok  pbc-cells:" in out
     run(medfuse_exe, "demo", "--out", "demo", "--n-per-class", "8", "--size", "32", "--set", "cnn.epochs=1",
-        "--set", "cnn.size=32", "--set", "cnn.width=4", "--set", "cnn.depth=2", "-q", timeout=600)
+        "--set", "cnn.size=32", "--set", "cnn.width=4", "--set", "cnn.depth=2", "--set", "cnn.validation_fraction=0",
+        "--set", "cnn.augment=false", "-q", timeout=600)
     report = work / "demo" / "report"
     assert (report / "report.html").is_file()
     results = json.loads((report / "results.json").read_text())
     assert results["study"]["name"] == "demo" and results["data"]["n_selected"] == 24
-    assert results["settings"]["overrides"] == {"cnn": {"epochs": 1, "size": 32, "width": 4, "depth": 2}}
+    assert results["settings"]["overrides"] == {"cnn": {"epochs": 1, "size": 32, "width": 4, "depth": 2,
+                                                        "validation_fraction": 0, "augment": False}}
     assert {row["pipeline"] for row in results["leaderboard"]} == {"classical", "deep", "fused", "tabular", "ensemble"}
     assert Path(results["study"]["source"]).resolve().is_relative_to(site.resolve())
 

@@ -102,6 +102,17 @@ def load_model(path: Path, custom_objects: dict[str, Any] | None = None) -> Any:
     return keras().saving.load_model(path, custom_objects=custom_objects, compile=False, safe_mode=True)
 
 
+def build_before_fit(model: Any, x: Any, y: Any) -> None:
+    """Create the variables of compiled ``model``'s optimizer, loss and metrics from one batch
+    ``(x, y)`` (NumPy arrays, or lists of them for several inputs) before ``model.fit``. Keras otherwise
+    creates them inside the first training step, which makes TensorFlow trace that step twice: a third
+    or more of a small network's fit. Keras' own symbolic build (what ``fit`` runs under a
+    distribution strategy); skipped where the installed Keras lacks it, with the same result."""
+    build = getattr(model, "_symbolic_build", None)
+    if build is not None:
+        build(data_batch=(x, y))
+
+
 def iter_batches(n: int, batch_size: int) -> Iterator[slice]:
     """Slices ``[i, i + batch_size)`` covering ``range(n)``."""
     for start in range(0, n, max(1, int(batch_size))):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from medfuse.errors import InvalidInputError
 
-from medfuse_plugins._keras import iter_batches, keras
+from medfuse_plugins._keras import build_before_fit, iter_batches, keras
 
 
 def balanced_class_weights(codes: np.ndarray, n_classes: int) -> np.ndarray:
@@ -277,6 +277,7 @@ def train_classifier(model: Any, P: np.ndarray, codes: np.ndarray, n_classes: in
                                                    restore_best_weights=not ema > 0, start_from_epoch=epochs // 2))
     timer = EpochTimer(k)
     callbacks.append(timer)
+    build_before_fit(wrapper, P[tr[:batch_size]], targets(tr[:batch_size]))
     if mixing:
         sw = np.ones(len(tr)) if weights is None else np.asarray([weights[c] for c in codes[tr]])
         data = _mixed_dataset(P[tr], targets(tr), sw, batch_size, random_state, mixup, cutmix)

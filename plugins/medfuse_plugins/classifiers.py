@@ -604,7 +604,7 @@ class BranchMLP(KerasStateMixin, Classifier):
 
     def _train(self, blocks: list[np.ndarray], codes: np.ndarray) -> Any:
         """Build and train the network (inside :func:`~medfuse_plugins._keras.seeded`)."""
-        from medfuse_plugins._keras import keras
+        from medfuse_plugins._keras import build_before_fit, keras
 
         keras = keras()
         model = self._build(self.block_widths_, len(self.classes_))
@@ -623,6 +623,8 @@ class BranchMLP(KerasStateMixin, Classifier):
                           .split(codes, codes))
             val = ([b[va] for b in blocks], codes[va])
             callbacks.append(keras.callbacks.EarlyStopping(patience=self.patience, restore_best_weights=True))
+        first = tr[:self.batch_size]
+        build_before_fit(model, [b[first] for b in blocks], codes[first])
         model.fit([b[tr] for b in blocks], codes[tr], epochs=self.epochs, batch_size=self.batch_size,
                   validation_data=val, callbacks=callbacks, class_weight=weights, verbose=0, shuffle=True)
         return model

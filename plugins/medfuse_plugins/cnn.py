@@ -402,8 +402,9 @@ _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406]) * 255.0
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225]) * 255.0
 
 
-def _build_backbone_base(architecture: str, size: int, weights: str | None) -> Any:
-    """``keras.applications`` network without its top, with global average pooling."""
+def _build_backbone_base(architecture: str, size: int, weights: str | None, minimalistic: bool = False) -> Any:
+    """``keras.applications`` network without its top, with global average pooling (MobileNetV3's
+    ``minimalistic`` variant: no squeeze-excite, ReLU, 3x3 kernels)."""
     import socket
 
     from medfuse_plugins._keras import keras
@@ -414,6 +415,9 @@ def _build_backbone_base(architecture: str, size: int, weights: str | None) -> A
     attr, _, min_side = BACKBONES[architecture]
     if size < min_side:
         raise InvalidInputError(f"backbone: {architecture} needs size >= {min_side}, got {size}")
+    if minimalistic and not attr.startswith("MobileNetV3"):
+        raise InvalidInputError(f"backbone: minimalistic=True exists for MobileNetV3Small/Large only, not "
+                                f"{architecture}; set minimalistic=False")
     if weights not in (None, "imagenet"):
         path = Path(str(weights)).expanduser()
         if not path.is_file():
@@ -426,6 +430,7 @@ def _build_backbone_base(architecture: str, size: int, weights: str | None) -> A
                               "pooling": "avg"}
     if attr.startswith("MobileNetV3"):
         kwargs["include_preprocessing"] = True
+        kwargs["minimalistic"] = bool(minimalistic)
     if weights != "imagenet":
         return ctor(**kwargs)
     old = socket.getdefaulttimeout()
@@ -444,14 +449,14 @@ def _build_backbone_base(architecture: str, size: int, weights: str | None) -> A
 
 
 def build_backbone(architecture: str, size: int, weights: str | None, n_classes: int | None = None,
-                   dropout: float = 0.2) -> Any:
+                   dropout: float = 0.2, minimalistic: bool = False) -> Any:
     """Input 0..255 -> scaling for ``architecture`` -> pooled features (layer ``features``)
     [-> dropout -> softmax head ``probs`` when ``n_classes`` is given]."""
     from medfuse_plugins._keras import keras
 
     k = keras()
     L = k.layers
-    base = _build_backbone_base(architecture, size, weights)
+    base = _build_backbone_base(architecture, size, weights, minimalistic)
     scaling = BACKBONES[architecture][1]
     inputs = k.Input((size, size, 3), name="image")
     x = inputs
@@ -500,6 +505,9 @@ class Backbone(_SquareInput, KerasStateMixin, Extractor):
         'balanced' or None
     random_state
         seed of initialisation, augmentation and the inner split
+    minimalistic
+        MobileNetV3 only: the minimalistic variant (no squeeze-excite, ReLU, 3x3 kernels; fewer layers,
+        much faster to train)
     """
 
     name: ClassVar[str] = "backbone"
@@ -509,13 +517,14 @@ class Backbone(_SquareInput, KerasStateMixin, Extractor):
     version: ClassVar[str] = "1.0.0"
     extras: ClassVar[tuple[str, ...]] = ("keras", "tensorflow")
     conformance_params: ClassVar[dict[str, Any]] = {"architecture": "MobileNetV3Small", "weights": None,
-                                                    "size": 32, "fine_tune": False}
+                                                    "size": 32, "fine_tune": False, "minimalistic": True}
 
     def __init__(self, architecture: str = "MobileNetV3Small", weights: str | None = "imagenet", size: int = 128,
                  fine_tune: bool = False, epochs: int = 10, batch_size: int = 32, learning_rate: float = 1e-4,
                  patience: int = 3, validation_fraction: float = 0.15, augment: bool = True,
                  masked: bool = False, class_weight: str | None = "balanced", deterministic: bool = True,
-                 random_state: int = 0, verbose: int = 0, batch_size_predict: int = 128):
+                 random_state: int = 0, verbose: int = 0, batch_size_predict: int = 128,
+                 minimalistic: bool = False):
         self._store_params(locals())
 
     def fit(self, P: Any, y: Any = None) -> Backbone:
@@ -533,13 +542,15 @@ class Backbone(_SquareInput, KerasStateMixin, Extractor):
         from medfuse_plugins._keras_train import train_classifier
 
         if not self.fine_tune:
-            self.model_ = build_backbone(self.architecture, int(self.size), self.weights)
+            self.model_ = build_backbone(self.architecture, int(self.size), self.weights,
+                                         minimalistic=bool(self.minimalistic))
             self.history_ = {}
         else:
             if y is None:
                 raise InvalidInputError("backbone: fine_tune=True needs labels y")
             classes, codes = encode_labels(y)
-            model = build_backbone(self.architecture, int(self.size), self.weights, len(classes))
+            model = build_backbone(self.architecture, int(self.size), self.weights, len(classes),
+                                   minimalistic=bool(self.minimalistic))
             self.history_ = train_classifier(
                 model, P, codes, len(classes), epochs=int(self.epochs), batch_size=int(self.batch_size),
                 learning_rate=float(self.learning_rate), patience=int(self.patience),

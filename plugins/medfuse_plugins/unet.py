@@ -277,7 +277,7 @@ class UNetMask(KerasStateMixin, MaskMaker):
     def _train(self, tr_ims: list[np.ndarray], tr_tgs: list[np.ndarray], Xv: np.ndarray,
                Yv: np.ndarray) -> tuple[Any, dict[str, Any]]:
         """Build and train the network on random patches; early stopping on ``Xv``/``Yv``."""
-        from medfuse_plugins._keras import keras
+        from medfuse_plugins._keras import build_before_fit, keras
 
         k = keras()
         model = build_unet(int(self.n_classes), int(self.width), int(self.depth))
@@ -291,6 +291,8 @@ class UNetMask(KerasStateMixin, MaskMaker):
         watch_from = epochs // 2  # like the CNN: the cosine schedule makes early validation losses noisy
         for epoch in range(epochs):
             X, Y = self._sample(tr_ims, tr_tgs, steps * int(self.batch_size), train_rng, bool(self.augment))
+            if not epoch:
+                build_before_fit(model, X[:int(self.batch_size)], Y[:int(self.batch_size)])
             h = model.fit(X, Y, batch_size=int(self.batch_size), epochs=1, shuffle=False, verbose=int(self.verbose))
             val = float(model.evaluate(Xv, Yv, batch_size=int(self.batch_size), verbose=0))
             history["loss"].append(float(h.history["loss"][0]))
