@@ -111,39 +111,19 @@ def main() -> None:
     if unknown := [n for n in names if n not in CANDIDATES]:
         sys.exit(f"--candidates: unknown {unknown}; known: {', '.join(CANDIDATES)}")
 
-    from medfuse.evaluation import default_runner_factory
-    from medfuse.host import get_host
-    from medfuse.loading import load_with_reader
-    from medfuse.splits import make_splits, rows_by_fold, select_samples
-    from medfuse.study import resolve_study
+    from medfuse.splits import make_splits
+    from study_folds import candidate_runners, outer_folds  # bench/study_folds.py (this folder is on sys.path)
 
     t_all = time.perf_counter()
-    study = resolve_study(STUDY)
-    ev = study.evaluation
-    seed = ev.seed
-    host = get_host()
-    loader = host.create(study.dataset.loader, study.dataset.params, kind="loader")
-    data = load_with_reader(loader, study.reader, args.data, jobs=args.jobs)
-    kept = select_samples(data, dedupe=ev.dedupe, max_per_class=ev.max_per_class, seed=seed).data
-    outer = make_splits(kept.samples, ev.folds, seed, ev.holdout)
+    study, host, kept, outer = outer_folds(STUDY, args.data, args.jobs)
+    ev, seed = study.evaluation, study.evaluation.seed
     run = [int(k) - 1 for k in args.outer_folds.split(",")] if args.outer_folds else list(range(outer.n_run))
     print(f"{STUDY}: {len(kept)} samples, {outer.method} {ev.folds} folds (seed {seed}); inner: first "
           f"{args.inner_used} of {args.inner} blocked folds of each outer training part; pipeline {PIPELINE!r}; "
           f"candidates {({n: CANDIDATES[n] for n in names})}", flush=True)
 
-    runners, prepared, folds = {}, {}, None
-    for name in names:
-        t = time.perf_counter()
-        make = default_runner_factory(host=host, cache_dir=args.cache, jobs=args.jobs)
-        runners[name] = make(variant(study, CANDIDATES[name]), PIPELINE)
-        prep = prepared[name] = runners[name].materialize(kept)
-        ids = prep.samples["id"].astype(str).to_numpy()
-        these, _ = rows_by_fold(outer, ids)
-        if folds is None:
-            folds, ref_ids = these, ids
-        elif not np.array_equal(ids, ref_ids):
-            sys.exit(f"{name}: other rows prepared than for {names[0]}")
-        print(f"{name}: materialised in {time.perf_counter() - t:.0f} s", flush=True)
+    runners, prepared, folds = candidate_runners({n: variant(study, CANDIDATES[n]) for n in names}, PIPELINE, kept,
+                                                 outer, host, args.cache, args.jobs)
 
     y = np.asarray(prepared[names[0]].y).astype(str)
     acc = {c: [] for c in names}

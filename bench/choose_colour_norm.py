@@ -77,21 +77,12 @@ def main() -> None:
     if unknown := [n for n in names if n not in CANDIDATES]:
         sys.exit(f"--candidates: unknown {unknown}; known: {', '.join(CANDIDATES)}")
 
-    from medfuse.evaluation import default_runner_factory
-    from medfuse.host import get_host
-    from medfuse.loading import load_with_reader
-    from medfuse.splits import make_splits, rows_by_fold, select_samples
-    from medfuse.study import resolve_study
+    from medfuse.splits import make_splits
+    from study_folds import candidate_runners, outer_folds  # bench/study_folds.py (this folder is on sys.path)
 
     t_all = time.perf_counter()
-    study = resolve_study(STUDY)
-    ev = study.evaluation
-    seed = ev.seed
-    host = get_host()
-    loader = host.create(study.dataset.loader, study.dataset.params, kind="loader")
-    data = load_with_reader(loader, study.reader, args.data, jobs=args.jobs)
-    kept = select_samples(data, dedupe=ev.dedupe, max_per_class=ev.max_per_class, seed=seed).data
-    outer = make_splits(kept.samples, ev.folds, seed, ev.holdout)
+    study, host, kept, outer = outer_folds(STUDY, args.data, args.jobs)
+    ev, seed = study.evaluation, study.evaluation.seed
     print(f"{STUDY}: {len(kept)} samples, {outer.method} {ev.folds} folds (seed {seed}); inner: "
           f"{args.inner} blocked folds of each outer training part; pipeline {PIPELINE!r}", flush=True)
 
@@ -99,20 +90,10 @@ def main() -> None:
         _plain(study, names, host, args, kept, outer)
         return
     inner_acc: dict[str, list[float]] = {n: [] for n in names}
-    runners, prepared = {}, {}
-    folds = None
+    runners, prepared, folds = candidate_runners({n: _variant(study, CANDIDATES[n]) for n in names}, PIPELINE,
+                                                 kept, outer, host, args.cache, args.jobs)
     for name in names:
-        t = time.perf_counter()
-        make = default_runner_factory(host=host, cache_dir=args.cache, jobs=args.jobs)
-        runners[name] = make(_variant(study, CANDIDATES[name]), PIPELINE)
-        prep = prepared[name] = runners[name].materialize(kept)
-        ids = prep.samples["id"].astype(str).to_numpy()
-        these, _ = rows_by_fold(outer, ids)
-        if folds is None:
-            folds, ref_ids = these, ids
-        elif not np.array_equal(ids, ref_ids):
-            sys.exit(f"{name}: other rows prepared than for {names[0]} (a transform failed on some images)")
-        print(f"{name}: materialised in {time.perf_counter() - t:.0f} s", flush=True)
+        t, prep = time.perf_counter(), prepared[name]
         for k, (train, _test) in enumerate(folds):
             sub = prep.samples.iloc[train]
             inner = make_splits(sub, args.inner, seed)
@@ -121,7 +102,7 @@ def main() -> None:
                 r, n = _accuracy(runners[name], prep, train[tr], train[va], seed)
                 right, total = right + r, total + n
             inner_acc[name].append(right / total)
-            print(f"  outer fold {k + 1}: inner accuracy {right / total:.4f} ({total - right} errors of {total}; "
+            print(f"  {name}, outer fold {k + 1}: inner accuracy {right / total:.4f} ({total - right} errors of {total}; "
                   f"{time.perf_counter() - t:.0f} s so far)", flush=True)
 
     print("\ninner blocked-fold accuracy (pooled over the inner folds) per outer training part:")

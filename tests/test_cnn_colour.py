@@ -8,27 +8,16 @@ from medfuse.errors import InvalidInputError
 
 pytest.importorskip("keras")
 
-from medfuse_plugins._keras import seeded  # noqa: E402
-from medfuse_plugins._keras_train import augmenter, random_colour, train_classifier  # noqa: E402
-from medfuse_plugins.cnn import CNNClassifier, build_compact_cnn  # noqa: E402
+import test_cnn_recipe as recipe  # noqa: E402
+from medfuse_plugins._keras_train import augmenter, random_colour  # noqa: E402
+from medfuse_plugins.cnn import CNNClassifier  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def data():
-    """24 random 16x16 images, 3 classes."""
-    rng = np.random.default_rng(0)
-    P = rng.integers(0, 256, (24, 16, 16, 3), dtype=np.uint8)
-    return P, np.repeat(np.arange(3, dtype=np.int32), 8)
+data = recipe.data  # the fixture of 24 tiny 16x16 images, 3 classes
 
 
 def train(P, codes, **options):
-    """A fresh tiny CNN trained for 1 epoch with augmentation on; (weights, history)."""
-    with seeded(0):
-        model = build_compact_cnn(16, 3, width=4, depth=2, embedding_dim=8)
-        base = dict(epochs=1, batch_size=24, learning_rate=0.01, patience=1, validation_fraction=0.0, augment=True,
-                    zoom=0.0, brightness=0.0, class_weight=None, random_state=0)
-        hist = train_classifier(model, P, codes, 3, **{**base, **options})
-    return model.get_weights(), hist
+    """The tiny CNN of test_cnn_recipe trained for 1 epoch, augmentation on; (model, history)."""
+    return recipe.train(P, codes, augment=True, batch_size=24, **options)
 
 
 def test_colour_gains_are_per_image_and_channel_and_in_training_only():
