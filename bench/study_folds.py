@@ -3,6 +3,8 @@ bench scripts that choose something on inner folds of each outer training part).
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +31,6 @@ def candidate_runners(variants: dict[str, Any], pipeline: str, kept: Any, outer:
     """``(runners, prepared, folds)``: for each candidate (name -> study variant), the runner of
     ``pipeline`` and its materialised samples, checked to hold the same rows for every candidate
     (a transform that fails on some images would change them), and the outer folds as row indices."""
-    import sys
-    import time
-
     import numpy as np
     from medfuse.evaluation import default_runner_factory
     from medfuse.splits import rows_by_fold

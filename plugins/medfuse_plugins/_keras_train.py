@@ -208,6 +208,10 @@ def _mixed_dataset(P: np.ndarray, onehot: np.ndarray, weights: np.ndarray, batch
     return ds.enumerate().map(mix).prefetch(2)
 
 
+RECIPE_OPTIONS = ("label_smoothing", "mixup", "cutmix", "contrast", "gamma", "warmup_epochs", "ema", "colour")
+"""The float options of :func:`train_classifier` that :func:`check_recipe` range-checks."""
+
+
 def check_recipe(**options: float) -> None:
     """Refuse out-of-range recipe options of :func:`train_classifier` (those given; no data needed):
     each >= 0, ``ema`` below 1 (a momentum), ``colour`` below 1 (its gains stay positive)."""

@@ -175,10 +175,6 @@ class _SquareInput:
         return resize_square(image, mask, int(self.size), bool(self.masked))
 
 
-# the float options of _keras_train.train_classifier that check_recipe range-checks
-_RECIPE_OPTIONS = ("label_smoothing", "mixup", "cutmix", "contrast", "gamma", "warmup_epochs", "ema", "colour")
-
-
 class _CompactCNNBase(_SquareInput, KerasStateMixin):
     """Parameters and training shared by ``cnn_embedding`` and ``cnn_classifier``.
 
@@ -261,10 +257,10 @@ class _CompactCNNBase(_SquareInput, KerasStateMixin):
 
     def validate_params(self) -> None:
         """Refuse out-of-range augmentation and recipe options before any data is read."""
-        from medfuse_plugins._keras_train import check_recipe
+        from medfuse_plugins._keras_train import RECIPE_OPTIONS, check_recipe
 
         try:
-            check_recipe(**{name: float(getattr(self, name)) for name in _RECIPE_OPTIONS})
+            check_recipe(**{name: float(getattr(self, name)) for name in RECIPE_OPTIONS})
         except InvalidInputError as exc:
             raise InvalidInputError(f"{self.name}: {exc}") from None
 
