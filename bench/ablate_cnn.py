@@ -151,20 +151,21 @@ def evaluate(params: dict[str, Any], images: dict[str, list[np.ndarray]], y: dic
     clf.fit(Pd, y["dev"])
     minutes, cpu_minutes = (time.perf_counter() - t0) / 60, (time.process_time() - c0) / 60
     pred = clf.predict(Pv)
-    return {"accuracy": float(accuracy_score(y["val"], pred)),
+    return {"accuracy": float(accuracy_score(y["val"], pred)), "correct": (pred == y["val"]).tolist(),
             "macro_f1": float(f1_score(y["val"], pred, average="macro")), "train_minutes": minutes,
             "train_cpu_minutes": cpu_minutes,
             "epochs_run": int(clf.history_["epochs_run"]), "n_params": int(clf.n_params_)}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| step | recipe (added to the kept recipe) | val accuracy | val macro-F1 | train CPU min (wall) | gain vs kept (acc / F1) | kept |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| step | recipe (added to the kept recipe) | val accuracy | val macro-F1 | train CPU min (wall) | gain vs kept (acc / F1) | McNemar p vs kept | kept |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         gain = "–" if r["gain_acc"] is None else f"{r['gain_acc']:+.3f} / {r['gain_f1']:+.3f}"
         kept = "baseline" if r["gain_acc"] is None else ("yes" if r["kept"] else "no")
+        p = "–" if r.get("mcnemar") is None else f"{r['mcnemar']['p']:.3f} ({r['mcnemar']['a_only']} / {r['mcnemar']['b_only']})"
         lines.append(f"| {r['step']}{'*' if r.get('reused') else ''} | {r['what']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
-                     f"{r['train_cpu_minutes']:.1f} ({r['train_minutes']:.1f}) | {gain} | {kept} |")
+                     f"{r['train_cpu_minutes']:.1f} ({r['train_minutes']:.1f}) | {gain} | {p} | {kept} |")
     return "\n".join(lines)
 
 
@@ -189,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rerun", default="", help="comma-separated steps to train again even when --reuse has them")
     ap.add_argument("--out", default="", help="markdown output (default bench/results/ablation-<study>.md)")
     args = ap.parse_args(argv)
+    from medfuse.paired import mcnemar_exact
+
     if args.list_steps or not args.study:
         for name, (what, params) in STEPS.items():
             print(f"{name:11s} {what}: {params}")
@@ -223,11 +226,11 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--reuse {args.reuse}: its split differs from this one ({old['info']} vs {info})")
         rerun = set(args.rerun.split(","))
         cache = {json.dumps(r["params"], sort_keys=True): r for r in old["rows"] if r["step"] not in rerun}
-    keys = ("accuracy", "macro_f1", "train_minutes", "train_cpu_minutes", "epochs_run", "n_params")
+    keys = ("accuracy", "macro_f1", "train_minutes", "train_cpu_minutes", "epochs_run", "n_params", "correct")
 
     def run(params: dict[str, Any]) -> dict[str, Any]:
         hit = cache.get(json.dumps(params, sort_keys=True))
-        return {k: hit[k] for k in keys} | {"reused": True} if hit else evaluate(params, images, y)
+        return {k: hit.get(k) for k in keys} | {"reused": True} if hit else evaluate(params, images, y)
 
     rows: list[dict[str, Any]] = []
     kept_params = dict(base)
@@ -241,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         res = run(params)
         gain_acc, gain_f1 = res["accuracy"] - best["accuracy"], res["macro_f1"] - best["macro_f1"]
         kept = res[metric] - best[metric] > args.keep_threshold
+        paired = (mcnemar_exact(np.asarray(res["correct"]), np.asarray(best["correct"]))
+                  if res.get("correct") is not None and best.get("correct") is not None else None)
         rows.append({"step": step, "what": what, "params": params, **res, "gain_acc": gain_acc,
-                     "gain_f1": gain_f1, "kept": kept})
+                     "gain_f1": gain_f1, "mcnemar": paired, "kept": kept})
         if kept:
             kept_params, best = params, res
         print(table(rows).splitlines()[-1], flush=True)
@@ -258,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{info['val_per_class']} per class); fold 1's {info['fold1_test_never_used']} test images "
             f"(the reported fold) and the external test set ({info['external_test'] or 'none'}) were never read. "
             f"Validation accuracy has a binomial standard error of about {se:.3f} here, so gains below "
-            f"about {2 * se:.3f} are within noise. A step is kept when validation {metric.replace('_', '-')} "
+            f"about {2 * se:.3f} are within noise; McNemar's exact test on the same validation images (step only / kept "
+            f"recipe only right) is the paired check. A step is kept when validation {metric.replace('_', '-')} "
             f"rises by more than {args.keep_threshold}. "
             f"Training time: CPU minutes of the process (all threads; what the fit costs) and, in brackets, wall "
             f"minutes on {os.cpu_count()} CPU cores ({platform.machine()}) shared with other jobs (load-dependent); "

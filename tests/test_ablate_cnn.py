@@ -47,3 +47,31 @@ def test_selection_split_stays_inside_fold_1_training_part_and_off_the_test_set(
     y = samples["label"].astype(str).to_numpy()
     assert max(np.unique(y[dev], return_counts=True)[1]) == 30  # the per-class cap
     assert info["n_dev"] == len(dev) and info["fold1_test_never_used"] == len(test)
+
+
+def test_each_step_is_tested_paired_against_the_kept_recipe(tmp_path, monkeypatch):
+    import json
+
+    import pandas as pd
+
+    bench = load_bench()
+    samples = pd.DataFrame({"path": [f"x{i}.png" for i in range(20)], "label": ["a", "b"] * 10})
+    dev, val = np.arange(10), np.arange(10, 20)
+    info = {"split": "test split", "n_dev": 10, "n_val": 10, "dev_per_class": "all", "val_per_class": "all",
+            "fold1_test_never_used": 5, "external_test": None}
+    monkeypatch.setattr(bench, "selection_split", lambda *a: (None, samples, dev, val, info))
+    monkeypatch.setattr(bench, "cnn_spec", lambda *a: ([], {"size": 32}))
+    monkeypatch.setattr(bench, "load_images", lambda *a: [])
+    right = {32: [True] * 6 + [False] * 4,  # baseline: 6 of 10
+             96: [True] * 10}  # size96: +4, all four discordant in its favour
+    monkeypatch.setattr(bench, "evaluate", lambda params, images, y: {
+        "accuracy": float(np.mean(right[params["size"]])), "macro_f1": float(np.mean(right[params["size"]])),
+        "train_minutes": 0.0, "train_cpu_minutes": 0.0, "epochs_run": 1, "n_params": 1,
+        "correct": right[params["size"]]})
+    out = tmp_path / "ablation.md"
+    assert bench.main(["pbc-cells", "--steps", "size96,smoothing", "--data", str(tmp_path), "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert rows[1]["mcnemar"] == {"a_only": 4, "b_only": 0, "p": 0.125}  # size96 against the baseline
+    assert rows[2]["mcnemar"] == {"a_only": 0, "b_only": 0, "p": 1.0}  # smoothing against size96, the kept recipe
+    text = out.read_text()
+    assert "McNemar p vs kept" in text and "| 0.125 (4 / 0) |" in text
