@@ -562,10 +562,9 @@ def profile_parts(profile: str | None) -> list[str] | None:
     an error when none does."""
     if profile is None:
         return None
-    from medfuse.study import builtin_studies
+    from medfuse.study import resolve_study
 
-    studies = builtin_studies()
-    names = [r.study for r in PLAN if profile in studies[r.study].profiles]
+    names = [r.study for r in PLAN if profile in resolve_study(r.study).profiles]
     if not names:
         sys.exit(f"--profile {profile}: no study of the plan declares it in registry.toml "
                  f"([studies.STUDY.profiles.{profile}])")
