@@ -139,3 +139,21 @@ def test_allow_cpu_runs_the_profile_and_the_report_records_it(tmp_path, monkeypa
     assert r.exit_code == 0, r.output
     plain = json.loads((tmp_path / "plain" / "results.json").read_text())
     assert "profile" not in plain["settings"] and "Profile:" not in (tmp_path / "plain" / "report.md").read_text()
+
+
+def test_train_with_a_profile_records_it_in_the_bundle(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    write_dataset(root, n_per_class=4, size=24, seed=0)
+    path = write(tmp_path, GPU + "blocks.colour = { bins = 16 }\n")
+    base = ["train", str(path), "-p", "classical", "--data", str(root), "--no-cv", "-q"]
+    monkeypatch.setattr(devices, "visible_gpus", lambda: [])
+    r = CliRunner().invoke(main, [*base, "--profile", "big", "--out", str(tmp_path / "refused")])
+    assert r.exit_code == 1 and "requires a GPU" in r.output and not (tmp_path / "refused").exists()
+    r = CliRunner().invoke(main, [*base, "--profile", "big", "--allow-cpu", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    study = json.loads((tmp_path / "b" / "manifest.json").read_text())["study"]
+    assert study["profile"]["name"] == "big" and study["blocks"]["colour"]["params"] == {"bins": 16}
+    r = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "plain")])
+    assert r.exit_code == 0, r.output
+    study = json.loads((tmp_path / "plain" / "manifest.json").read_text())["study"]
+    assert "profile" not in study and study["blocks"]["colour"]["params"] == {"bins": 8}
