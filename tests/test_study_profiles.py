@@ -157,3 +157,13 @@ def test_train_with_a_profile_records_it_in_the_bundle(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     study = json.loads((tmp_path / "plain" / "manifest.json").read_text())["study"]
     assert "profile" not in study and study["blocks"]["colour"]["params"] == {"bins": 8}
+
+
+def test_mlflow_parameters_name_the_profile_and_its_changes():
+    from medfuse.mlflowlog import run_params
+
+    settings = {"profile": {"name": "big", "blocks": {"cnn": {"size": 48}}, "pipelines": {"classical": {"C": 0.5}}}}
+    params = run_params({"study": {"name": "toy"}, "settings": settings, "data": {}})
+    assert params["profile"] == "big" and params["profile.blocks.cnn.size"] == "48"
+    assert params["profile.pipelines.classical.C"] == "0.5"
+    assert not any(k.startswith("profile") for k in run_params({"study": {"name": "toy"}, "settings": {}, "data": {}}))
