@@ -20,12 +20,18 @@ Usage (data from ``--data``, $MEDFUSE_DATA or ../shared/datasets)::
     python bench/run_studies.py --quick --out /tmp/q                  # smoke run: 10 images per class, no RESULTS.md
     python bench/run_studies.py --render                              # rewrite RESULTS.md and README from saved parts
     python bench/run_studies.py --shortcuts-only --only all-subtypes-blocked   # add shortcut baselines, fit nothing
+    python bench/run_studies.py --profile gpu                         # on a lent GPU: runs/studies-gpu, RESULTS-gpu.md
 
 Re-running some parts keeps every other part's section: from ``--out/<part>/section.json`` when that
 part ran here, else from the current RESULTS.md as it stands (its minutes from the header). A
 study's CV figures are cross-validated on the development data only (never on its external test
 set); ``--full`` drops the overrides and runs the registry's own settings (5-fold CV on all images:
 several hours on 2 cores).
+
+``--profile NAME`` (e.g. ``gpu``) runs only the studies that declare that profile in registry.toml
+(``[studies.STUDY.profiles.NAME]``: larger CNN recipes for a lent GPU), each with it applied, into
+``runs/studies-NAME/`` and ``RESULTS-NAME.md``; it never writes RESULTS.md or the README table, whose
+figures are the studies as written, on the CPU.
 """
 
 from __future__ import annotations
@@ -487,8 +493,10 @@ def seg_section(run: SegRun, tables: dict[str, Any], infos: dict[str, dict[str, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="data root (default: $MEDFUSE_DATA or ../shared/datasets)")
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "studies", help="report folders go here")
-    ap.add_argument("--results", type=Path, default=REPO / "RESULTS.md", help="the results table")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="report folders go here (default: runs/studies, with --profile NAME runs/studies-NAME)")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="the results table (default: RESULTS.md, with --profile NAME RESULTS-NAME.md)")
     ap.add_argument("--only", default=None, help="comma-separated study / segmentation names to (re-)run")
     ap.add_argument("--quick", action="store_true", help="smoke run: 10 images per class, 2 folds (no RESULTS.md)")
     ap.add_argument("--full", action="store_true", help="the registry's own settings, no time-budget overrides")
@@ -498,11 +506,25 @@ def main() -> None:
     ap.add_argument("--shortcuts-only", action="store_true",
                     help="fit only the shortcut baselines of the studies (--only, else all of the hour) on the folds "
                          "of their stored run, merge them into it (no pipeline is re-fitted) and rewrite RESULTS.md")
+    ap.add_argument("--profile", default=None, metavar="NAME",
+                    help="apply each study's registry profile NAME (e.g. gpu: larger CNN recipes for a lent GPU) and "
+                         "run only the studies that declare it; writes runs/studies-NAME and RESULTS-NAME.md, never "
+                         "RESULTS.md or the README table (those report the studies as written, on the CPU)")
+    ap.add_argument("--allow-cpu", action="store_true",
+                    help="with --profile: run a profile that requires a GPU on the CPU anyway (e.g. with --quick)")
     args = ap.parse_args()
     if args.shortcuts_only and (args.quick or args.render):
         ap.error("--shortcuts-only takes neither --quick nor --render")
+    if args.profile and args.shortcuts_only:
+        ap.error("--profile takes no --shortcuts-only (the shortcut baselines do not depend on a profile)")
+    suffix = f"-{args.profile}" if args.profile else ""
+    args.out = args.out or REPO / "runs" / f"studies{suffix}"
+    args.results = args.results or REPO / f"RESULTS{suffix}.md"
+    if args.profile and args.results.resolve() == (REPO / "RESULTS.md").resolve():
+        ap.error(f"--profile {args.profile} never writes RESULTS.md (the studies as written); give another --results")
+    names = profile_parts(args.profile)
     if args.render:
-        write_results(args.out, args.results)
+        write_results(args.out, args.results, names, args.profile)
         return
 
     from medfuse.datapath import resolve_data_root
@@ -519,7 +541,7 @@ def main() -> None:
     only = set(args.only.split(",")) if args.only else None
 
     def selected(name: str) -> bool:
-        return not only or name in only
+        return (not only or name in only) and (names is None or name in names)
 
     if args.shortcuts_only:
         for run in PLAN:
@@ -532,7 +554,21 @@ def main() -> None:
     with TrainedCache().shared():  # one run: a segmentation reuses the U-Nets its study trained on its folds
         run_plan(args, root, cache, selected, only, eval_unet)
     if not args.quick:
-        write_results(args.out, args.results)
+        write_results(args.out, args.results, names, args.profile)
+
+
+def profile_parts(profile: str | None) -> list[str] | None:
+    """The studies of :data:`PLAN` that declare registry profile ``profile`` (None: no profile, every part);
+    an error when none does."""
+    if profile is None:
+        return None
+    from medfuse.study import resolve_study
+
+    names = [r.study for r in PLAN if profile in resolve_study(r.study).profiles]
+    if not names:
+        sys.exit(f"--profile {profile}: no study of the plan declares it in registry.toml "
+                 f"([studies.STUDY.profiles.{profile}])")
+    return names
 
 
 def run_plan(args: argparse.Namespace, root: Path, cache: Path, selected: Any, only: set[str] | None,
@@ -550,6 +586,7 @@ def run_plan(args: argparse.Namespace, root: Path, cache: Path, selected: Any, o
         try:
             results = execute(run.study, list(run.pipelines) or None, data_root=str(root),
                               out_dir=str(args.out / run.study), jobs=args.jobs, cache_dir=str(cache), quiet=False,
+                              profile=getattr(args, "profile", None), allow_cpu=getattr(args, "allow_cpu", False),
                               **run_settings(run, args))
             section = study_section(results, run, time.perf_counter() - t)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - one failing study must not stop the table
@@ -762,15 +799,16 @@ def with_study_notes(name: str, lines: list[str], shortcuts: dict[str, Any] | No
     return lines
 
 
-def write_results(out: Path, target: Path) -> None:
+def write_results(out: Path, target: Path, names: list[str] | None = None, profile: str | None = None) -> None:
     """Assemble RESULTS.md from every part's saved section (in plan order): from ``out/<part>/section.json``,
-    else kept from the current ``target``; parts in neither are named as not run yet."""
+    else kept from the current ``target``; parts in neither are named as not run yet. ``names``: only these
+    parts; ``profile``: the registry profile they ran with (said in the header; never into RESULTS.md)."""
     import medfuse
 
     parts, missing = [], []
     runs = {r.study: r for r in PLAN}
     kept = kept_parts(target)
-    for name in [r.study for r in PLAN] + [s.name for s in SEGMENTATION]:
+    for name in names or [r.study for r in PLAN] + [s.name for s in SEGMENTATION]:
         f = out / name / "section.json"
         if not f.exists():
             if name in kept:
@@ -797,8 +835,13 @@ def write_results(out: Path, target: Path) -> None:
     header = [
         "# Results", "",
         f"*Written by `bench/run_studies.py` (runs of {', '.join(dates)}; medfuse {medfuse.__version__}, "
-        f"Python {platform.python_version()}, {os.cpu_count()} CPU cores, no GPU); {total:.0f} minutes in all. "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPU cores, "
+        + ("no GPU" if profile is None else f"profile `{profile}`") + f"); {total:.0f} minutes in all. "
         "Do not edit by hand, except below the hand-written marker at the end.*", "",
+        *([f"**Profile `{profile}`** (registry.toml `[studies.STUDY.profiles.{profile}]`, opt-in; `python "
+           f"bench/run_studies.py --profile {profile}`): each study with its profile's larger recipe applied (the "
+           "GPUs TensorFlow saw are in each study's results.json, `settings.profile`). These are not the reported "
+           "figures: RESULTS.md reports the studies as written, on the CPU.", ""] if profile else []),
         "Every CV figure is cross-validated on the development data in `shared/datasets` (the held-out "
         "acceptance part is not here): every fitted part (selectors, scalers, PCA, CNNs, U-Nets, "
         "classifiers) is fitted inside the training fold, exact duplicates are removed before "
@@ -837,11 +880,11 @@ def write_results(out: Path, target: Path) -> None:
     body = [line for p in parts for line in p["lines"]]
     while body and not body[-1]:
         body.pop()
-    body += ablation_lines()
+    body += ablation_lines() if profile is None else []
     target.write_text("\n".join(header + body + hand_written_tail(target)) + "\n", encoding="utf-8")
     print(f"wrote {target}")
     readme = REPO / "README.md"
-    if readme.exists() and target.resolve() == (REPO / "RESULTS.md").resolve():
+    if readme.exists() and profile is None and target.resolve() == (REPO / "RESULTS.md").resolve():
         readme.write_text(with_summary(readme.read_text(encoding="utf-8"), parts), encoding="utf-8")
         print(f"updated the summary in {readme}")
 

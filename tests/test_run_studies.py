@@ -303,7 +303,8 @@ def test_hand_written_sections_below_the_marker_survive_a_rewrite(tmp_path):
 
 def test_help_says_how_to_reproduce():
     bench = load_bench()
-    for usage in ("python bench/run_studies.py --only cxr-pneumonia", "--render", "--full", "external test set"):
+    for usage in ("python bench/run_studies.py --only cxr-pneumonia", "--render", "--full", "external test set",
+                  "--profile gpu", "RESULTS-NAME.md"):
         assert usage in bench.__doc__
 
 
@@ -353,9 +354,10 @@ pipelines.hog = { blocks = ["hog"], classifier = { plugin = "logreg" } }
 """
 
 
-def leaky_study(tmp_path, monkeypatch):
-    """Noise images whose two classes differ only in size and brightness, a study file for them that
-    ``resolve_study("leaky")`` finds, and the bench module planning that study alone."""
+def leaky_study(tmp_path, monkeypatch, fit: bool = False, extra: str = ""):
+    """Noise images whose two classes differ only in size and brightness, a study file for them (plus
+    ``extra`` lines) that ``resolve_study("leaky")`` finds, and the bench module planning that study
+    alone; fitting a pipeline fails unless ``fit``."""
     import medfuse.study as study_module
     import numpy as np
     from PIL import Image
@@ -367,7 +369,7 @@ def leaky_study(tmp_path, monkeypatch):
         for i in range(12):
             img = np.clip(rng.normal(mean, 30, (side, side)), 0, 255).astype(np.uint8)
             Image.fromarray(img).save(root / "images" / label / f"{label}_{i:03d}.png")
-    (tmp_path / "leaky.toml").write_text(LEAKY)
+    (tmp_path / "leaky.toml").write_text(LEAKY + extra)
     real = study_module.resolve_study
     monkeypatch.setattr(study_module, "resolve_study", lambda name: real(f"{tmp_path / 'leaky.toml'}:{name}"))
     bench = load_bench()
@@ -378,7 +380,8 @@ def leaky_study(tmp_path, monkeypatch):
     def no_fit(*a, **k):
         raise AssertionError("--shortcuts-only fitted a pipeline")
 
-    monkeypatch.setattr("medfuse.pipeline.PipelineRunner.fit", no_fit)
+    if not fit:
+        monkeypatch.setattr("medfuse.pipeline.PipelineRunner.fit", no_fit)
     return bench, run, root
 
 
@@ -434,3 +437,27 @@ def test_shortcuts_only_merges_into_stored_results_on_the_same_folds(tmp_path, m
         bench.shortcuts_only(run, root, args)
     assert "shortcuts" in json.loads(stored_file.read_text()) and \
         json.loads(stored_file.read_text())["shortcuts"]["status"] == "off"
+
+
+def test_a_profile_run_writes_its_own_folder_and_results_file_never_results_md(tmp_path, monkeypatch):
+    """--profile NAME: each study declaring it runs with it applied, into runs/studies-NAME and RESULTS-NAME.md."""
+    bench, _, root = leaky_study(tmp_path, monkeypatch, fit=True, extra=(
+        '[studies.leaky.profiles.big]\ndescription = "coarser HOG cells"\nblocks.hog = { pixels_per_cell = 8 }\n'))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "RESULTS.md").write_text("the CPU figures\n")
+    (repo / "registry.toml").write_text("")  # no [selection.leaky] table
+    (repo / "README.md").write_text("<!-- results:start -->\nrows\n<!-- results:end -->\n")
+    monkeypatch.setattr(bench, "REPO", repo)
+    monkeypatch.setattr(sys, "argv", ["run_studies.py", "--profile", "big", "--data", str(root), "--jobs", "1"])
+    bench.main()
+    results = json.loads((repo / "runs" / "studies-big" / "leaky" / "results.json").read_text())
+    assert results["settings"]["profile"]["blocks"] == {"hog": {"pixels_per_cell": 8}}
+    text = (repo / "RESULTS-big.md").read_text()
+    assert "**Profile `big`**" in text and "### leaky" in text and "no GPU" not in text
+    assert (repo / "RESULTS.md").read_text() == "the CPU figures\n"
+    assert "rows" in (repo / "README.md").read_text()
+    monkeypatch.setattr(sys, "argv", ["run_studies.py", "--profile", "big", "--results", str(repo / "RESULTS.md")])
+    with pytest.raises(SystemExit) as info:
+        bench.main()
+    assert info.value.code == 2 and (repo / "RESULTS.md").read_text() == "the CPU figures\n"

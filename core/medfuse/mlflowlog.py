@@ -4,7 +4,8 @@
 One MLflow run per ``compare``, in the experiment named after the study:
 
 * parameters: study, data root, folds, run folds, seed, bootstrap, samples, pipelines, ``--set``
-  overrides (``override.<block>.<param>``);
+  overrides (``override.<block>.<param>``), the ``--profile`` and what it changed
+  (``profile``, ``profile.blocks.<block>.<param>``, ``profile.pipelines.<pipeline>.<param>``);
 * metrics: for each pipeline that ran, each metric and its interval (``<pipeline>.<metric>``,
   ``<pipeline>.<metric>.ci95_low`` / ``.ci95_high``), Brier and ECE; for each pair of the paired
   comparison the difference with its interval and the Holm-adjusted p-value
@@ -95,6 +96,13 @@ def run_params(results: dict[str, Any]) -> dict[str, str]:
     for block, values in (s.get("overrides") or {}).items():
         for param, value in values.items():
             params[f"override.{block}.{param}"] = value
+    profile = s.get("profile") or {}
+    if profile:  # --profile: its name and what it changed (a profile's run is never the study as written)
+        params["profile"] = profile["name"]
+        for what in ("blocks", "pipelines"):
+            for name, values in (profile.get(what) or {}).items():
+                for param, value in values.items():
+                    params[f"profile.{what}.{name}.{param}"] = value
     return {_key(k): str(v)[:6000] for k, v in params.items() if v is not None}
 
 

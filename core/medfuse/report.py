@@ -600,6 +600,22 @@ def data_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def profile_line(results: dict[str, Any]) -> str | None:
+    """Which study profile ran (``--profile``: its name, description, parameter changes and the GPUs
+    seen), so that a profile's figures are never taken for the study's default ones; None without one."""
+    p = results["settings"].get("profile")
+    if not p:
+        return None
+    changes = [f"{what[:-1]} {name}: " + ", ".join(f"{k} = {v!r}" for k, v in params.items())
+               for what in ("blocks", "pipelines") for name, params in (p.get(what) or {}).items()]
+    text = f"profile {p['name']!r}" + (f" ({p['description']})" if p.get("description") else "")
+    text += f"; changes {'; '.join(changes)}" if changes else "; changes nothing"
+    if p.get("requires") == "gpu":
+        text += (f"; GPUs seen: {', '.join(p.get('gpus') or []) or 'none'}"
+                 + (" (run on the CPU with --allow-cpu)" if p.get("allow_cpu") and not p.get("gpus") else ""))
+    return text + ". These are not the figures of the study as written (run without --profile for those)."
+
+
 def warning_lines(results: dict[str, Any]) -> list[str]:
     """The study's shortcut warnings (empty when not flagged)."""
     return list((results.get("shortcuts") or {}).get("warnings") or [])
@@ -816,6 +832,7 @@ def report_context(results: dict[str, Any], figures: dict[str, bytes], html: boo
     return {
         "study": st, "created": str(results.get("created", "")), "settings": results["settings"],
         "cv": cv_text(results["settings"]), "warnings": warning_lines(results), "board_note": BOARD_NOTE,
+        "profile": profile_line(results),
         "leaderboard": leaderboard_rows(results), "paired": paired_rows(results), "paired_intro": paired_intro(results),
         "paired_test": paired_rows(results, "test") if paired_test else None,
         "paired_test_intro": paired_intro(results, "test") if paired_test else "",

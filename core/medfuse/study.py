@@ -81,6 +81,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
                       "of it and scored on the test set (CV and test figures side by side, with the gap). "
                       "Either `{ pattern = \"val_*\" }` (a split of the dataset) or "
                       "`{ loader = \"folder\", params = { path = \"...\" } }` (another folder or manifest)."),
+        "profiles": Field("tables:profile", {}, doc="Named opt-in recipe variants, chosen with `medfuse compare "
+                          "STUDY --profile NAME` (also `run`, `train`, `validate`), e.g. a larger CNN for a lent "
+                          "GPU: `[studies.NAME.profiles.gpu]` with `requires = \"gpu\"` and `blocks.cnn = "
+                          "{ size = 128, epochs = 40 }`. Without `--profile` the study runs as written; a "
+                          "profile's run records it in results.json (`settings.profile`) and in the report."),
     },
     "test": {
         "pattern": Field("str", None, doc="Glob on each sample's file name (`val_*`), or, when it holds a `/`, "
@@ -168,6 +173,19 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "shortcut_separable": Field("number", 0.95, doc="Flag the study when a shortcut baseline reaches this "
                                     "accuracy (the classes are separable by acquisition alone)."),
     },
+    "profile": {
+        "description": Field("str", "", doc="One line: what the profile changes and why (shown in the report)."),
+        "requires": Field("str", None, doc="`\"gpu\"`: `compare` and `train` refuse the profile before loading "
+                          "data when TensorFlow sees no GPU (`--allow-cpu` runs it anyway). Absent: runs anywhere.",
+                          choices=("gpu",)),
+        "blocks": Field("table", {}, doc="`{ BLOCK = { PARAM = VALUE, ... } }`: these parameters replace the "
+                        "block's (the others stay as the study has them); classifiers that name the block's "
+                        "network (`network = \"BLOCK\"`) follow it, as with `--set`. Checked like the block's "
+                        "own `params`: names against the plugin, values by its validation."),
+        "pipelines": Field("table", {}, doc="`{ PIPELINE = { PARAM = VALUE, ... } }`: these parameters replace "
+                           "those of the pipeline's `classifier` (applied after `blocks`); an ensemble has no "
+                           "classifier of its own: change its members."),
+    },
 }
 
 
@@ -251,6 +269,23 @@ class EvaluationSpec:
 
 
 @dataclass
+class ProfileSpec:
+    """An opt-in recipe variant of a study (``profiles.NAME``): parameter overrides of named blocks
+    and of named pipelines' classifiers; ``requires = "gpu"`` asks for a GPU before it runs."""
+
+    name: str
+    description: str = ""
+    requires: str | None = None
+    blocks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """The profile as results.json (``settings.profile``) and a bundle manifest record it."""
+        return {"name": self.name, "description": self.description, "requires": self.requires,
+                "blocks": copy.deepcopy(self.blocks), "pipelines": copy.deepcopy(self.pipelines)}
+
+
+@dataclass
 class DatasetSpec:
     loader: str
     params: dict[str, Any] = field(default_factory=dict)
@@ -268,6 +303,8 @@ class Study:
     reported: dict[str, Any] = field(default_factory=dict)
     test: TestSpec | None = None
     reader: ReadOptions = field(default_factory=ReadOptions)
+    profiles: dict[str, ProfileSpec] = field(default_factory=dict)
+    profile: ProfileSpec | None = None  # the profile applied (apply_profile); None: the study as written
 
 
 # ---- parsing & validation ---------------------------------------------------------------------
@@ -547,7 +584,70 @@ def parse_study(name: str, data: dict[str, Any], source: str) -> Study:
                          "fraction as well; drop one of them")
     return Study(name, source, DatasetSpec(ds["loader"], dict(ds["params"])), pipelines, blocks,
                  evaluation, top["description"], dict(top["reported"]), test,
-                 _reader(top["reader"], source, f"{key}.reader"))
+                 _reader(top["reader"], source, f"{key}.reader"),
+                 _profiles(top["profiles"], blocks, pipelines, source, key))
+
+
+def _profiles(data: dict[str, Any], blocks: dict[str, BlockSpec], pipelines: dict[str, PipelineSpec],
+              source: str, key: str) -> dict[str, ProfileSpec]:
+    """Validate ``profiles`` (structure only: the blocks and pipelines they name exist, each override
+    is a table; parameter names and values are checked against the plugins by :func:`check_profile`)."""
+    out = {}
+    for name, p in data.items():
+        pk = f"{key}.profiles.{name}"
+        t = _check_table("profile", p, source, pk)
+        for what, defined in (("blocks", blocks), ("pipelines", pipelines)):
+            for target, params in t[what].items():
+                where = f"{pk}.{what}.{target}"
+                if target not in defined:
+                    raise StudyError(source, where, f"profile {name!r} overrides unknown {what[:-1]} {target!r}"
+                                     f"{did_you_mean(target, defined)}; the study's {what}: "
+                                     f"{', '.join(defined) or 'none'} (name one of them or remove the line)")
+                if not isinstance(params, dict) or not params:
+                    raise StudyError(source, where, "expected a table of the parameters to change, e.g. "
+                                     f"{{ size = 128, epochs = 40 }}, got {params!r}")
+                if what == "pipelines" and defined[target].classifier is None:
+                    raise StudyError(source, where, f"pipeline {target!r} is an ensemble of "
+                                     f"{', '.join(defined[target].members)}: it has no classifier of its own; "
+                                     "override its members (or the blocks whose network they name) instead")
+        out[name] = ProfileSpec(name, t["description"], t["requires"],
+                                {b: dict(v) for b, v in t["blocks"].items()},
+                                {n: dict(v) for n, v in t["pipelines"].items()})
+    return out
+
+
+def with_params(study: Study, blocks: dict[str, dict[str, Any]],
+                pipelines: dict[str, dict[str, Any]] | None = None) -> Study:
+    """A copy of ``study`` whose named blocks take the parameters ``blocks`` gives (classifiers that
+    name a block's network follow it), then whose named pipelines' classifiers take those of
+    ``pipelines``. The one place ``--set`` and profiles change parameters; names must exist."""
+    study = copy.deepcopy(study)
+    for block, params in blocks.items():
+        spec = study.blocks[block]
+        spec.params = {**spec.params, **params}
+        for pipe in study.pipelines.values():  # classifiers naming this block's network follow it
+            if pipe.classifier is not None and pipe.classifier.network == block:
+                pipe.classifier.params = {**pipe.classifier.params, **params}
+    for name, params in (pipelines or {}).items():
+        classifier = study.pipelines[name].classifier
+        classifier.params = {**classifier.params, **params}
+    return study
+
+
+def apply_profile(study: Study, name: str | None) -> Study:
+    """``study`` with its profile ``name`` applied (a copy recording it in ``profile``); ``None``: the
+    study itself, unchanged. An unknown name is a :class:`StudyError` listing the study's profiles."""
+    if name is None:
+        return study
+    profile = study.profiles.get(name)
+    if profile is None:
+        defined = ", ".join(study.profiles) or "none"
+        raise StudyError(study.source, f"studies.{study.name}.profiles", f"study {study.name!r} has no profile "
+                         f"{name!r}{did_you_mean(name, study.profiles)}; its profiles: {defined} (declare one as "
+                         f"[studies.{study.name}.profiles.{name}], or run without --profile)")
+    applied = with_params(study, profile.blocks, profile.pipelines)
+    applied.profile = profile
+    return applied
 
 
 def _check_evaluation_values(ev: EvaluationSpec, source: str, key: str) -> None:
@@ -650,29 +750,13 @@ def _test_spec(data: Any, source: str, key: str) -> TestSpec | None:
 def check_plugins(study: Study, host: Any) -> None:
     """Every check of ``study`` that needs no data, as ``compare`` and ``train`` run them: plugin
     names and kinds, parameter names and types, parameter values (each plugin is instantiated and
-    its :meth:`~medfuse.contracts.Plugin.validate_params` run), and how each pipeline fits its parts
-    together (the engine's own rules, by building each pipeline without fitting it)."""
-    from .errors import MedfuseError, PluginError
-    from .host import check_params
-
+    its :meth:`~medfuse.contracts.Plugin.validate_params` run), how each pipeline fits its parts
+    together (the engine's own rules, by building each pipeline without fitting it), and the
+    parameters each of its ``profiles`` sets (:func:`check_profile`)."""
     key = f"studies.{study.name}"
 
     def check(ref: PluginRef, kinds: tuple[str, ...], where: str) -> None:
-        record = host.records.get(ref.plugin)
-        if record is None or record.kind not in kinds:
-            choices = [n for k in kinds for n in host.names(k)]
-            raise StudyError(study.source, f"{where}.plugin",
-                             f"unknown {' or '.join(kinds)} plugin {ref.plugin!r}{did_you_mean(ref.plugin, choices)}")
-        if record.cls is None:
-            raise StudyError(study.source, f"{where}.plugin", f"plugin {ref.plugin!r} failed: {record.error}")
-        try:
-            check_params(record.cls, ref.params, where=f"plugin {ref.plugin!r}")
-        except PluginError as exc:
-            raise StudyError(study.source, f"{where}.params", str(exc)) from None
-        try:
-            record.cls(**ref.params).validate_params()
-        except (MedfuseError, ValueError, TypeError) as exc:
-            raise StudyError(study.source, f"{where}.params", f"plugin {ref.plugin!r}: {exc}") from None
+        _check_ref(study, host, ref, kinds, where)
 
     from .metrics import check_metric_names
 
@@ -703,6 +787,48 @@ def check_plugins(study: Study, host: Any) -> None:
 
     for name in study.pipelines:
         PipelineRunner(study, name, host=host, cache_dir=None, jobs=1, progress=False)
+    for profile in study.profiles.values():
+        check_profile(study, profile, host)
+
+
+def _check_ref(study: Study, host: Any, ref: PluginRef, kinds: tuple[str, ...], where: str,
+               params_at: str = ".params") -> None:
+    """One plugin table of ``study``: its plugin exists with one of ``kinds``, its parameter names and
+    types match the plugin's, and the plugin's ``validate_params`` accepts the values; errors name
+    ``where`` (``where + params_at`` for the parameters)."""
+    from .errors import MedfuseError, PluginError
+    from .host import check_params
+
+    record = host.records.get(ref.plugin)
+    if record is None or record.kind not in kinds:
+        choices = [n for k in kinds for n in host.names(k)]
+        raise StudyError(study.source, f"{where}.plugin",
+                         f"unknown {' or '.join(kinds)} plugin {ref.plugin!r}{did_you_mean(ref.plugin, choices)}")
+    if record.cls is None:
+        raise StudyError(study.source, f"{where}.plugin", f"plugin {ref.plugin!r} failed: {record.error}")
+    try:
+        check_params(record.cls, ref.params, where=f"plugin {ref.plugin!r}")
+    except PluginError as exc:
+        raise StudyError(study.source, f"{where}{params_at}", str(exc)) from None
+    try:
+        record.cls(**ref.params).validate_params()
+    except (MedfuseError, ValueError, TypeError) as exc:
+        raise StudyError(study.source, f"{where}{params_at}", f"plugin {ref.plugin!r}: {exc}") from None
+
+
+def check_profile(study: Study, profile: ProfileSpec, host: Any) -> None:
+    """The parameters ``profile`` sets, checked as the study's own are (:func:`_check_ref`: names and
+    types against each plugin, values by its ``validate_params``) on the blocks and classifiers as the
+    profile leaves them; errors name ``studies.NAME.profiles.PROFILE.blocks.BLOCK`` (or ``.pipelines.P``)."""
+    where = f"studies.{study.name}.profiles.{profile.name}"
+    applied = with_params(study, profile.blocks, profile.pipelines)
+    for b in profile.blocks:
+        spec = applied.blocks[b]
+        _check_ref(study, host, PluginRef(spec.plugin, spec.params), ("extractor", "selector"),
+                   f"{where}.blocks.{b}", params_at="")
+    for name in profile.pipelines:
+        _check_ref(study, host, applied.pipelines[name].classifier, ("classifier",),
+                   f"{where}.pipelines.{name}", params_at="")
 
 
 def _check_channel_count(cls: type, plugin: str, channels: list[int], source: str, key: str,

@@ -107,6 +107,7 @@ TITLES = {
     "pipeline": "`pipelines.NAME`",
     "evaluation": "`evaluation`",
     "reader": "`reader`",
+    "profile": "`profiles.NAME`",
 }
 
 
@@ -187,6 +188,33 @@ pipelines.fused = { mask = "unet", blocks = ["smear", "cnn"], classifier = { plu
 """
 
 
+PROFILES_STUDY = """
+## Profiles: opt-in larger recipes (e.g. for a GPU)
+
+A study may declare named profiles that change some parameters of its blocks and of its pipelines'
+classifiers; everything else comes from the study. `medfuse compare STUDY --profile NAME` (also
+`run`, `train` and `validate`) applies one; without `--profile` the study runs exactly as written,
+and that default is what `RESULTS.md` reports. A profile with `requires = "gpu"` is refused before
+any data is loaded when TensorFlow sees no GPU (its larger recipes would take hours on a CPU);
+`--allow-cpu` runs it anyway. The profile that ran (its name, description and overrides, and the
+GPUs TensorFlow saw) is recorded in `results.json` under `settings.profile`, at the top of the
+report, and in a bundle's manifest (`study.profile`).
+
+```toml
+[studies.my-cells.profiles.gpu]
+requires = "gpu"
+description = "128 px CNN, 40 epochs: for a lent GPU; not the reported CPU recipe"
+blocks.cnn = { size = 128, epochs = 40 }            # the classifiers naming network = "cnn" follow
+pipelines.other = { epochs = 40 }                   # a pipeline's own classifier (not an ensemble)
+```
+
+`medfuse validate` checks every profile as it checks the study's own parameters: an unknown block or
+pipeline, a parameter the plugin does not have, or a value its validation refuses is an error naming
+the key, e.g. `studies.my-cells.profiles.gpu.blocks.cnn: plugin 'cnn_embedding': unknown parameter
+'sise' (did you mean 'size'?)`.
+"""
+
+
 def render() -> str:
     lines = [INTRO]
     for section, fields in SCHEMA.items():
@@ -195,7 +223,7 @@ def render() -> str:
             default = "required" if f.required else f"`{f.default!r}`"
             doc = f.doc + (f" One of: {', '.join(f'`{c}`' for c in f.choices)}." if f.choices else "")
             lines.append(f"| `{key}` | {f.type} | {default} | {doc.replace('|', '/')} |")
-    return "\n".join(lines) + "\n" + OBJECT_STUDY + IMAGES_STUDY + MASKS_STUDY
+    return "\n".join(lines) + "\n" + OBJECT_STUDY + IMAGES_STUDY + MASKS_STUDY + PROFILES_STUDY
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -99,6 +99,8 @@ def compare_study(study: Study, pipelines: list[str] | None, root: Path, out: Pa
 
         settings = {"data_root": str(root), "cache_dir": str(cache) if cache else None, "jobs": jobs,
                     "out_dir": str(out), **(meta or {})}
+        if study.profile is not None and "profile" not in settings:  # the library path records it too
+            settings["profile"] = study.profile.record()
         from .evaluation import default_runner_factory
 
         with running or contextlib.nullcontext():

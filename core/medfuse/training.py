@@ -60,7 +60,7 @@ def cv_metrics(study: Any, pipeline: str, data: Any, prepared: Any, runner: Any)
 def train_bundle(study: Any, pipeline: str, data_root: str | Path | None, out: str | Path, *, jobs: int = 1,
                  cv: bool = True, max_per_class: int | None = None, cache_dir: str | Path | None = None,
                  overwrite: bool = False, progress: bool = True, log: Any = None,
-                 overrides: dict[str, Any] | None = None) -> Path:
+                 overrides: dict[str, Any] | None = None, profile: dict[str, Any] | None = None) -> Path:
     """Train ``pipeline`` of ``study`` on all of its data and write a bundle to ``out``.
 
     Parameters
@@ -76,6 +76,8 @@ def train_bundle(study: Any, pipeline: str, data_root: str | Path | None, out: s
     log : callable taking one line of text (progress notes); silent when ``None``.
     overrides : ``{block: {param: value}}`` already applied to ``study`` (``--set``); recorded in the
         manifest as ``study.overrides``.
+    profile : the record of the study's applied profile (``--profile``; default: ``study.profile``'s),
+        kept in the manifest as ``study.profile``; absent when no profile is applied.
 
     Samples are selected like ``medfuse compare`` does (exact duplicates dropped when
     ``evaluation.dedupe``, per-class cap), then the pipeline is fitted on all of them.
@@ -91,6 +93,8 @@ def train_bundle(study: Any, pipeline: str, data_root: str | Path | None, out: s
     host = get_host()
     if isinstance(study, str):
         study = resolve_study(study)
+    if profile is None and study.profile is not None:
+        profile = study.profile.record()
     check_plugins(study, host)
     root = resolve_data_root(data_root)
     ev = study.evaluation
@@ -123,7 +127,8 @@ def train_bundle(study: Any, pipeline: str, data_root: str | Path | None, out: s
                       n: study.pipelines[n] for n in sorted(pipeline_members(study, pipeline))},
                   "blocks": {b: study.blocks[b] for n in pipeline_members(study, pipeline)
                              for b in study.pipelines[n].blocks},
-                  "overrides": overrides or {}},
+                  "overrides": overrides or {},
+                  **({"profile": profile} if profile else {})},
         "inputs": {"masks": needs["masks"], "table_columns": table_columns, "reader": study.reader.to_dict(),
                    **({"objects": rule} if (rule := loader.crop_rule()) is not None else {})},
         "training_data": {

@@ -1,4 +1,4 @@
-"""What every ``medfuse`` command shares: exit codes, the -q/-v/-j/-o options, ``--set`` overrides,
+"""What every ``medfuse`` command shares: exit codes, the -q/-v/-j/-o options, ``--set`` overrides, ``--profile``,
 consoles that never truncate when piped, and keeping library noise away from the user."""
 
 from __future__ import annotations
@@ -235,14 +235,12 @@ def apply_block_sets(study: Any, values: tuple[str, ...] | list[str], host: Any)
 
     An unknown block or parameter is a usage error naming what exists, with a did-you-mean.
     """
-    import copy
-
     from ..errors import did_you_mean
+    from ..study import with_params
 
     sets = parse_sets(values)
     if not sets:
         return study, {}
-    study = copy.deepcopy(study)
     for block, params in sets.items():
         spec = study.blocks.get(block)
         if spec is None:
@@ -255,8 +253,40 @@ def apply_block_sets(study: Any, values: tuple[str, ...] | list[str], host: Any)
                 raise click.BadParameter(f"block {block!r} (plugin {spec.plugin!r}) has no parameter {param!r}"
                                          f"{did_you_mean(param, schema)}; parameters: {', '.join(schema)}",
                                          param_hint="--set")
-        spec.params = {**spec.params, **params}
-        for pipe in study.pipelines.values():  # classifiers naming this block's network follow it
-            if pipe.classifier is not None and pipe.classifier.network == block:
-                pipe.classifier.params = {**pipe.classifier.params, **params}
-    return study, sets
+    return with_params(study, sets), sets
+
+
+# ---- --profile NAME / --allow-cpu -------------------------------------------------------------
+
+def profile_flags(allow_cpu: bool = True) -> Callable:
+    """``--profile NAME`` (and, for a command that runs the study, ``--allow-cpu``) of a command
+    taking a study (read them with :func:`select_profile`)."""
+    def decorate(fn: Callable) -> Callable:
+        if allow_cpu:
+            fn = click.option("--allow-cpu", is_flag=True,
+                              help="With --profile: run a profile that requires a GPU even when TensorFlow sees "
+                                   "none (slow: such recipes can take hours on a CPU).")(fn)
+        return click.option("--profile", default=None, metavar="NAME",
+                            help="Apply the study's profile NAME ([studies.STUDY.profiles.NAME]: e.g. a larger CNN "
+                                 "recipe for a GPU); recorded in the output. Default: the study as written, whose "
+                                 "figures are the reported ones.")(fn)
+
+    return decorate
+
+
+def select_profile(study: Any, profile: str | None, allow_cpu: bool, host: Any,
+                   devices: bool = True) -> tuple[Any, dict[str, Any] | None]:
+    """``--profile``: ``(study with the profile applied, the record a run keeps of it)``; without one,
+    ``(study, None)`` unchanged. The profile's parameters are checked against the plugins and, with
+    ``devices``, a profile requiring a GPU is refused when none is visible (unless ``allow_cpu``):
+    all before any data is read."""
+    from ..devices import check_profile_devices
+    from ..study import apply_profile, check_profile
+
+    if profile is None:
+        return study, None
+    applied = apply_profile(study, profile)  # an unknown name: a StudyError listing the study's profiles
+    check_profile(study, applied.profile, host)
+    if not devices:
+        return applied, applied.profile.record()
+    return applied, check_profile_devices(applied, allow_cpu)

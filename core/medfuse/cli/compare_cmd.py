@@ -15,7 +15,9 @@ from .common import (
     PartialFailure,
     apply_block_sets,
     echo_json,
+    profile_flags,
     resolve_jobs,
+    select_profile,
     set_option,
     verbosity,
 )
@@ -49,6 +51,7 @@ def _options(fn):
                      help="Skip the shortcut baselines (size/format/intensity logistic regression; "
                           "default: evaluation.shortcuts)."),
         set_option("BLOCK"),
+        profile_flags(),
         click.option("--fail-on-error", is_flag=True,
                      help=f"Exit with code {PartialFailure.exit_code} when any pipeline failed (default: exit 0 "
                           "when at least one succeeded)."),
@@ -75,7 +78,9 @@ def compare(study: str, pipelines: str | None, **kwargs: Any) -> None:
     The report folder holds report.html (self-contained), report.md, results.json (every
     number), figures/ and predictions/ (out-of-fold). Exit code 1 when every pipeline failed;
     with --fail-on-error, 3 when some did. --set BLOCK.PARAM=VALUE changes a block's parameter
-    for this run (recorded in results.json under settings.overrides).
+    for this run (recorded in results.json under settings.overrides). --profile NAME applies the
+    study's profile NAME first (e.g. a larger recipe for a GPU; recorded under settings.profile and
+    at the top of the report); without it the study runs as written.
     The report folder is created, probed for writability and locked (OUT.lock) before any work;
     each report file is written atomically.
 
@@ -103,7 +108,7 @@ def execute(study_ref: str, pipelines: list[str] | None, data_root: str | None =
             only_folds: str | None = None, max_per_class: int | None = None, bootstrap: int | None = None, cache_dir: str | None = None,
             no_cache: bool = False, quiet: bool = False, no_shortcuts: bool = False, sets: tuple[str, ...] = (),
             fail_on_error: bool = False, as_json: bool = False, verbose: bool = False,
-            mlflow_uri: str | None = None) -> dict[str, Any]:
+            mlflow_uri: str | None = None, profile: str | None = None, allow_cpu: bool = False) -> dict[str, Any]:
     """The body of both commands; returns the results dict (exits 1 when every pipeline failed, 3 with
     ``fail_on_error`` when any did)."""
     from ..errors import MedfuseError
@@ -112,14 +117,14 @@ def execute(study_ref: str, pipelines: list[str] | None, data_root: str | None =
     try:
         return _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, max_per_class, bootstrap,
                         cache_dir, no_cache, quiet, err, no_shortcuts, sets, fail_on_error, as_json, mlflow_uri,
-                        only_folds)
+                        only_folds, profile, allow_cpu)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None
 
 
 def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, max_per_class, bootstrap, cache_dir,
              no_cache, quiet, err, no_shortcuts=False, sets=(), fail_on_error=False, as_json=False,
-             mlflow_uri=None, only_folds=None) -> dict[str, Any]:
+             mlflow_uri=None, only_folds=None, profile=None, allow_cpu=False) -> dict[str, Any]:
     from ..cache import default_cache_dir
     from ..datapath import resolve_data_root
     from ..host import get_host
@@ -131,7 +136,8 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
 
         check_available()  # before any work
     host = get_host()
-    study, overrides = apply_block_sets(resolve_study(study_ref), sets, host)
+    study, profile_record = select_profile(resolve_study(study_ref), profile, allow_cpu, host)
+    study, overrides = apply_block_sets(study, sets, host)
     check_plugins(study, host)
     if pipelines:
         unknown = [p for p in pipelines if p not in study.pipelines]
@@ -150,7 +156,8 @@ def _execute(study_ref, pipelines, data_root, out_dir, jobs, folds, run_folds, m
     run = compare_study(study, pipelines, root, out, host=host, jobs=jobs, cache=cache, folds=folds,
                         run_folds=run_folds, only_folds=only_folds, max_per_class=max_per_class,
                         bootstrap=bootstrap, shortcuts=False if no_shortcuts else None,
-                        meta={"command": command_line(), "overrides": overrides}, progress=display.event,
+                        meta={"command": command_line(), "overrides": overrides,
+                              **({"profile": profile_record} if profile_record else {})}, progress=display.event,
                         running=display, note=lambda line: err.print(line, markup=False, highlight=False),
                         show_loading=not quiet and sys.stderr.isatty())
     result, paths = run.result, run.paths
@@ -360,6 +367,7 @@ def _print_summary(results: dict[str, Any], paths: dict[str, Path], quiet: bool)
     table = Table(title=f"{results['study']['name']}: {cv_text(results['settings'])}, "
                         f"{results['data']['n_selected']} samples"
                         + (f"; external test set {test['n_selected']} samples ({test['source']})" if test else "")
+                        + (f"; profile {prof['name']}" if (prof := results["settings"].get("profile")) else "")
                         + " (95% bootstrap intervals)")
     header, rows = leaderboard_rows(results)
     keep = [i for i, h in enumerate(header) if h not in TERMINAL_LEAVES_OUT]
@@ -406,4 +414,5 @@ def json_summary(results: dict[str, Any], paths: dict[str, Path], exit_code: int
         "leaderboard": board,
         "failed": {n: p.get("error") for n, p in results["pipelines"].items() if p["status"] != "ok"},
         "overrides": results["settings"].get("overrides") or {},
+        "profile": results["settings"].get("profile"),
     }

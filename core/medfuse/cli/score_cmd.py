@@ -14,7 +14,9 @@ from .common import (
     bundle_and_inputs,
     echo_bundle_written,
     out_option,
+    profile_flags,
     resolve_jobs,
+    select_profile,
     set_option,
     verbosity,
 )
@@ -36,10 +38,11 @@ from .common import (
               help="Cache folder for prepared feature blocks.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
 @set_option("BLOCK")
+@profile_flags()
 @verbosity
 def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int, cv: bool,
-          max_per_class: int | None, cache_dir: Path | None, force: bool, sets: tuple[str, ...], quiet: bool,
-          verbose: bool) -> None:
+          max_per_class: int | None, cache_dir: Path | None, force: bool, sets: tuple[str, ...], profile: str | None,
+          allow_cpu: bool, quiet: bool, verbose: bool) -> None:
     """Train PIPELINE of STUDY on all its data and write a bundle to --out.
 
     STUDY is a registry name, FILE.toml or FILE.toml:NAME. The bundle holds manifest.json
@@ -49,7 +52,8 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
 
     --out's folder is checked for writability and locked (OUT.lock) before any work; the bundle
     is written under a temporary name and renamed, so it is complete or absent. --set
-    BLOCK.PARAM=VALUE changes a block's parameter (recorded in the manifest's study.overrides).
+    BLOCK.PARAM=VALUE changes a block's parameter (recorded in the manifest's study.overrides);
+    --profile NAME applies the study's profile first (recorded as study.profile).
     """
     from ..bundle import load_bundle
     from ..errors import MedfuseError
@@ -62,12 +66,14 @@ def train(study: str, pipeline: str, data_root: str | None, out: Path, jobs: int
     if occupied and not force:  # the same check write_bundle makes, before the training instead of after
         raise click.ClickException(f"{out}: already exists and is not empty; choose another --out or pass --force")
     try:
-        spec, overrides = apply_block_sets(resolve_study(study), sets, get_host()) if sets else (study, {})
+        host = get_host()
+        spec, profile_record = select_profile(resolve_study(study), profile, allow_cpu, host)
+        spec, overrides = apply_block_sets(spec, sets, host)
         with guarded_output(out, folder=True, note=lambda line: click.echo(line, err=True)):
             path = train_bundle(spec, pipeline, data_root, out, jobs=resolve_jobs(jobs), cv=cv,
                                 max_per_class=max_per_class, cache_dir=cache_dir, overwrite=force,
                                 progress=not quiet, log=None if quiet else lambda line: click.echo(line, err=True),
-                                overrides=overrides)
+                                overrides=overrides, profile=profile_record)
         bundle = load_bundle(path)
     except MedfuseError as exc:
         raise click.ClickException(str(exc)) from None

@@ -6,15 +6,16 @@ from typing import Any
 
 import click
 
-from .common import EXIT_FAILURE, echo_json, verbosity
+from .common import EXIT_FAILURE, echo_json, profile_flags, select_profile, verbosity
 
 
 @click.command("validate")
 @click.argument("study", required=False)
 @click.option("--json", "as_json", is_flag=True,
-              help="Print JSON: {ok, error, catalogued, studies: [{name, source, pipelines, blocks}]}.")
+              help="Print JSON: {ok, error, catalogued, studies: [{name, source, pipelines, blocks, profiles}]}.")
+@profile_flags(allow_cpu=False)
 @verbosity
-def validate(study: str | None, as_json: bool, quiet: bool, verbose: bool) -> None:
+def validate(study: str | None, as_json: bool, profile: str | None, quiet: bool, verbose: bool) -> None:
     """Validate STUDY: a TOML file (every study in it), FILE.toml:NAME, or a registry study name.
 
     Without STUDY, every study it can see, listed by source: the built-in registry.toml, the study
@@ -23,14 +24,17 @@ def validate(study: str | None, as_json: bool, quiet: bool, verbose: bool) -> No
 
     Every check that `compare` runs before loading data: the schema, plugin names, parameter
     names, types and values (each plugin is instantiated, not fitted), how each pipeline's parts fit
-    together, ensemble member cycles, and the `[plugins]` catalogue of a file that has one.
+    together, ensemble member cycles, the parameters every profile of a study sets, and the
+    `[plugins]` catalogue of a file that has one. --profile NAME also checks each study that
+    declares NAME with it applied (an error when no study checked declares it); no data is read
+    and no GPU is looked for.
 
     Errors name the file, the key path and what was expected, with a "did you mean" suggestion for
     unknown keys, plugins and parameters. Exit code 1 on the first error. -q prints errors only.
 
     --json prints one object: "ok" (true/false), "error" (the message, or null), "catalogued"
     (plugins in a `[plugins]` catalogue, or null), "studies" (those checked before any error, each
-    with "name", "source", "pipelines" and "blocks"), also on an error (exit code 1).
+    with "name", "source", "pipelines", "blocks" and "profiles"), also on an error (exit code 1).
     """
     from pathlib import Path
 
@@ -74,11 +78,21 @@ def validate(study: str | None, as_json: bool, quiet: bool, verbose: bool) -> No
                 say(f"ok  [plugins]: {listed} plugin(s) catalogued")
         else:
             studies = [resolve_study(study)]
+        applied = 0
         for s in studies:
-            check_plugins(s, host)
+            check_plugins(s, host)  # every profile's parameters too
+            profiles = f", profiles: {', '.join(s.profiles)}" if s.profiles else ""
+            if profile is not None and (profile in s.profiles or len(studies) == 1):
+                check_plugins(select_profile(s, profile, False, host, devices=False)[0], host)
+                profiles += f" ({profile} applied and checked)"
+                applied += 1
             checked.append({"name": s.name, "source": str(s.source), "pipelines": list(s.pipelines),
-                            "blocks": list(s.blocks)})
-            say(f"ok  {s.name}: {len(s.pipelines)} pipeline(s) ({', '.join(s.pipelines)}), {len(s.blocks)} block(s)")
+                            "blocks": list(s.blocks), "profiles": list(s.profiles)})
+            say(f"ok  {s.name}: {len(s.pipelines)} pipeline(s) ({', '.join(s.pipelines)}), {len(s.blocks)} "
+                f"block(s){profiles}")
+        if profile is not None and not applied:
+            raise MedfuseError(f"--profile {profile}: none of the {len(studies)} studies checked declares it "
+                               f"(declared: {', '.join(sorted({n for s in studies for n in s.profiles})) or 'none'})")
     except Exception as exc:  # noqa: BLE001 - validate reports every error as a message, never a traceback
         message = str(exc) if isinstance(exc, MedfuseError) else _unexpected(exc, checked)
         if as_json:
