@@ -167,3 +167,19 @@ def test_mlflow_parameters_name_the_profile_and_its_changes():
     assert params["profile"] == "big" and params["profile.blocks.cnn.size"] == "48"
     assert params["profile.pipelines.classical.C"] == "0.5"
     assert not any(k.startswith("profile") for k in run_params({"study": {"name": "toy"}, "settings": {}, "data": {}}))
+
+
+def test_notebook_compare_takes_the_profile_and_its_gpu_check(tmp_path, monkeypatch):
+    from medfuse import api
+    from medfuse.errors import MedfuseError
+
+    root = tmp_path / "data"
+    write_dataset(root, n_per_class=4, size=24, seed=0)
+    path = write(tmp_path, GPU + "blocks.colour = { bins = 16 }\n")
+    monkeypatch.setattr(devices, "visible_gpus", lambda: [])
+    kw = dict(data=root, cache=False, shortcuts=False, bootstrap=0)
+    with pytest.raises(MedfuseError, match="requires a GPU"):
+        api.compare(f"{path}:toy", ["classical"], out=tmp_path / "refused", profile="big", **kw)
+    assert not (tmp_path / "refused").exists()
+    res = api.compare(f"{path}:toy", ["classical"], out=tmp_path / "p", profile="big", allow_cpu=True, **kw)
+    assert res.results["settings"]["profile"]["blocks"] == {"colour": {"bins": 16}}

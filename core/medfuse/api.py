@@ -156,7 +156,8 @@ def compare(study: str | Path | Study, pipelines: Sequence[str] | None = None, d
             out: str | Path | None = None, jobs: int | None = None, folds: int | None = None,
             run_folds: int | None = None, only_folds: str | Sequence[int] | None = None,
             max_per_class: int | None = None, bootstrap: int | None = None,
-            cache: str | Path | bool = True, shortcuts: bool | None = None, mlflow: str | None = None) -> Results:
+            cache: str | Path | bool = True, shortcuts: bool | None = None, mlflow: str | None = None,
+            profile: str | None = None, allow_cpu: bool = False) -> Results:
     """Run ``study``'s pipelines on shared folds and write its report, as ``medfuse compare``.
 
     Parameters
@@ -172,13 +173,15 @@ def compare(study: str | Path | Study, pipelines: Sequence[str] | None = None, d
     cache : feature-block cache folder; ``True`` the default one, ``False`` none.
     mlflow : also log the run to this MLflow tracking store (``--mlflow``; :mod:`medfuse.mlflowlog`);
         its run id is then :attr:`Results.mlflow_run_id`.
+    profile, allow_cpu : apply the study's profile ``profile`` (``--profile``; recorded in the results);
+        one that requires a GPU is refused when TensorFlow sees none, unless ``allow_cpu``.
 
     Returns :class:`Results`. Raises :class:`~medfuse.errors.MedfuseError` subclasses for a bad
     study, data root or output folder; a pipeline that fails is recorded in ``results`` (status
     ``failed`` with its error) and the others go on.
     """
     from .cache import default_cache_dir
-    from .cli.common import resolve_jobs
+    from .cli.common import resolve_jobs, select_profile
     from .datapath import resolve_data_root
     from .errors import StudyError, did_you_mean
     from .host import get_host
@@ -192,6 +195,7 @@ def compare(study: str | Path | Study, pipelines: Sequence[str] | None = None, d
     host = get_host()
     st = study if isinstance(study, Study) else resolve_study(str(study))
     check_plugins(st, host)
+    st, _ = select_profile(st, profile, allow_cpu, host)  # before any data is read
     names = [pipelines] if isinstance(pipelines, str) else list(pipelines) if pipelines else None
     for p in names or []:
         if p not in st.pipelines:
