@@ -58,6 +58,7 @@ STEPS: dict[str, tuple[str, dict[str, Any]]] = {
     "unweighted": ("no class weights (the default weighs classes by inverse frequency)", {"class_weight": None}),
     "size96": ("input 96 px instead of the study's size", {"size": 96}),
     "seeds2": ("2 seeds, softmax averaged", {"n_seeds": 2}),
+    "epochs25": ("25 epochs (longer cosine schedule)", {"epochs": 25}),
 }
 # the metric a step must raise to be kept: macro-F1 where one class dominates the validation part
 KEEP_METRIC = {"cxr-pneumonia": "macro_f1"}
@@ -257,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or Path(__file__).resolve().parent / "results" / f"ablation-{args.study}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = "python bench/ablate_cnn.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = (f"#### CNN ablation: {args.study} (`{args.pipeline}` pipeline)\n\n"
+    scale = "all development images" if info["dev_per_class"] == "all" else f"development images capped at {info['dev_per_class']} per class"
+    text = (f"#### CNN ablation: {args.study} (`{args.pipeline}` pipeline, {scale})\n\n"
             f"Selection split: {info['split']}; {info['n_dev']} development images "
             f"(cap {info['dev_per_class']} per class), {info['n_val']} validation images (cap "
             f"{info['val_per_class']} per class); fold 1's {info['fold1_test_never_used']} test images "
