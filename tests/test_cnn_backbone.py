@@ -82,3 +82,14 @@ def test_backbone_loads_a_local_weights_file(tmp_path):
     x = np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3)).astype(np.uint8)
     F = Backbone(weights=str(path), size=32).fit(x).transform(x)
     np.testing.assert_allclose(F, np.asarray(base(x.astype(np.float32), training=False)), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"architecture": "MobileNetV2", "minimalistic": True}, "minimalistic=True exists for MobileNetV3"),
+    ({"architecture": "NoSuchNet"}, "unknown architecture"),
+    ({"architecture": "InceptionV3", "size": 32}, "needs size"),
+])
+def test_backbone_parameters_are_refused_before_any_data(params, message):
+    with pytest.raises(InvalidInputError, match=message):
+        Backbone(**{"weights": None, "size": 32, **params}).validate_params()
+    Backbone(weights=None, size=32, minimalistic=True).validate_params()  # MobileNetV3Small has the variant

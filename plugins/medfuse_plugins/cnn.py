@@ -398,13 +398,9 @@ _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406]) * 255.0
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225]) * 255.0
 
 
-def _build_backbone_base(architecture: str, size: int, weights: str | None, minimalistic: bool = False) -> Any:
-    """``keras.applications`` network without its top, with global average pooling (MobileNetV3's
-    ``minimalistic`` variant: no squeeze-excite, ReLU, 3x3 kernels)."""
-    import socket
-
-    from medfuse_plugins._keras import keras
-
+def check_backbone(architecture: str, size: int, minimalistic: bool) -> None:
+    """Refuse an unknown architecture, an input below its smallest size, or ``minimalistic`` where the
+    architecture has no such variant (``validate`` runs this before any data; the build again)."""
     if architecture not in BACKBONES:
         raise InvalidInputError(f"backbone: unknown architecture {architecture!r}; "
                                 f"choose one of {', '.join(BACKBONES)}")
@@ -414,6 +410,17 @@ def _build_backbone_base(architecture: str, size: int, weights: str | None, mini
     if minimalistic and not attr.startswith("MobileNetV3"):
         raise InvalidInputError(f"backbone: minimalistic=True exists for MobileNetV3Small/Large only, not "
                                 f"{architecture}; set minimalistic=False")
+
+
+def _build_backbone_base(architecture: str, size: int, weights: str | None, minimalistic: bool = False) -> Any:
+    """``keras.applications`` network without its top, with global average pooling (MobileNetV3's
+    ``minimalistic`` variant: no squeeze-excite, ReLU, 3x3 kernels)."""
+    import socket
+
+    from medfuse_plugins._keras import keras
+
+    check_backbone(architecture, size, minimalistic)
+    attr = BACKBONES[architecture][0]
     if weights not in (None, "imagenet"):
         path = Path(str(weights)).expanduser()
         if not path.is_file():
@@ -522,6 +529,10 @@ class Backbone(_SquareInput, KerasStateMixin, Extractor):
                  random_state: int = 0, verbose: int = 0, batch_size_predict: int = 128,
                  minimalistic: bool = False):
         self._store_params(locals())
+
+    def validate_params(self) -> None:
+        """Refuse an unknown architecture, a too-small input or ``minimalistic`` off MobileNetV3, before data."""
+        check_backbone(str(self.architecture), int(self.size), bool(self.minimalistic))
 
     def fit(self, P: Any, y: Any = None) -> Backbone:
         """Build the network (frozen) or fine-tune it on ``P`` (n, size, size, 3) and labels ``y``."""
