@@ -15,6 +15,7 @@ from test_modelcard import MANIFEST, section
 def test_finite_is_the_one_missing_rule():
     assert [finite(v) for v in (None, float("nan"), np.float32("inf"), "n/a", [1])] == [None] * 5
     assert finite(np.float32(0.5)) == 0.5 and finite(2) == 2.0
+    assert finite("0.5") is None and fmt_number("0.5") == MISSING  # text is not a number
     assert fmt_number(np.float32("nan")) == MISSING and fmt_number(np.float64(0.25)) == "0.250"
 
 

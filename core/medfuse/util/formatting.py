@@ -13,7 +13,10 @@ MISSING = "–"
 
 
 def finite(v: Any) -> float | None:
-    """``v`` as a finite float; ``None`` when it is missing: None, NaN, inf or not a number."""
+    """``v`` as a finite float; ``None`` when it is missing: None, NaN, inf or not a number (a string,
+    even ``"0.5"``, is text to show, not a number to format)."""
+    if isinstance(v, (str, bytes)):
+        return None
     try:
         f = float(v)
     except (TypeError, ValueError):
