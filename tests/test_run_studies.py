@@ -215,7 +215,7 @@ def test_tuned_paragraph_comes_from_the_registry_selection_tables(tmp_path):
         text = "\n".join(bench.tuned_lines(study))
         assert f"Tuned (registry.toml `[selection.{study}]`)" in text and "TTA" in text
         assert " — *same-images*: on a split of the same images that overlaps the CV folds" in text
-        reported = {"pbc-cells": "folds 2-5, the folds reported here", "all-subtypes": "fold 2, the fold reported here"}
+        reported = {"pbc-cells": "folds 2-5, the folds reported here", "all-subtypes": "folds 2-5, the folds reported here"}
         assert reported[study] in text and bench.optimistic(study)  # fold 1 chose, later folds report
     assert "whole-image input" in "\n".join(bench.tuned_lines("all-subtypes"))
     assert "*nested*" in "\n".join(bench.tuned_lines("pbc-cells"))  # the classical blocks: inner splits
