@@ -59,6 +59,9 @@ STEPS: dict[str, tuple[str, dict[str, Any]]] = {
     "size96": ("input 96 px instead of the study's size", {"size": 96}),
     "seeds2": ("2 seeds, softmax averaged", {"n_seeds": 2}),
     "epochs25": ("25 epochs (longer cosine schedule)", {"epochs": 25}),
+    # for a lent GPU (with --profile gpu, or on the CPU budget's recipe when time allows)
+    "size128": ("input 128 px instead of the study's size", {"size": 128}),
+    "epochs40": ("40 epochs (longer cosine schedule)", {"epochs": 40}),
 }
 # the metric a step must raise to be kept: macro-F1 where one class dominates the validation part
 KEEP_METRIC = {"cxr-pneumonia": "macro_f1"}
@@ -189,7 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", default="", help="JSON of an earlier run: rows with the same parameters (and the "
                     "same split) are taken from it instead of trained again, except the steps named in --rerun")
     ap.add_argument("--rerun", default="", help="comma-separated steps to train again even when --reuse has them")
-    ap.add_argument("--out", default="", help="markdown output (default bench/results/ablation-<study>.md)")
+    ap.add_argument("--out", default="", help="markdown output (default bench/results/ablation-<study>.md, "
+                    "with --profile NAME ablation-<study>-NAME.md)")
+    ap.add_argument("--profile", default=None, metavar="NAME",
+                    help="start from the study's registry profile NAME (e.g. gpu: a larger recipe for a lent GPU) "
+                         "instead of the study as written; a profile requiring a GPU is refused without one")
+    ap.add_argument("--allow-cpu", action="store_true", help="with --profile: run a GPU profile on the CPU anyway")
     args = ap.parse_args(argv)
     from medfuse.paired import mcnemar_exact
 
@@ -207,9 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     if not root.is_dir():
         raise SystemExit(f"data root {root} not found: pass --data or set MEDFUSE_DATA")
 
+    if args.profile:  # refused before any data is read: an unknown name, or a GPU profile without a GPU
+        from medfuse.devices import check_profile_devices
+        from medfuse.study import apply_profile, resolve_study
+
+        check_profile_devices(apply_profile(resolve_study(args.study), args.profile), args.allow_cpu)
     t0 = time.perf_counter()
     study, samples, dev, val, info = selection_split(args.study, root, args.val_folds, args.dev_per_class,
                                                      args.val_per_class)
+    if args.profile:
+        study = apply_profile(study, args.profile)
     transforms, base = cnn_spec(study, args.pipeline)
     if args.epochs:
         base["epochs"] = args.epochs
@@ -236,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     kept_params = dict(base)
     best = run(kept_params)
-    rows.append({"step": "baseline", "what": f"registry `{args.pipeline}` CNN: {base}", "params": dict(kept_params),
+    origin = f"registry `{args.pipeline}` CNN" + (f" with profile `{args.profile}`" if args.profile else "")
+    rows.append({"step": "baseline", "what": f"{origin}: {base}", "params": dict(kept_params),
                  **best, "gain_acc": None, "gain_f1": None, "kept": True})
     print(table(rows).splitlines()[-1], flush=True)
     for step in steps:
@@ -255,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
 
     se = float(np.sqrt(best["accuracy"] * (1 - best["accuracy"]) / len(val)))
     total = (time.perf_counter() - t0) / 60
-    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"ablation-{args.study}.md")
+    suffix = f"-{args.profile}" if args.profile else ""
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"ablation-{args.study}{suffix}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = "python bench/ablate_cnn.py " + " ".join(sys.argv[1:] if argv is None else argv)
     scale = "all development images" if info["dev_per_class"] == "all" else f"development images capped at {info['dev_per_class']} per class"

@@ -75,3 +75,35 @@ def test_each_step_is_tested_paired_against_the_kept_recipe(tmp_path, monkeypatc
     assert rows[2]["mcnemar"] == {"a_only": 0, "b_only": 0, "p": 1.0}  # smoothing against size96, the kept recipe
     text = out.read_text()
     assert "McNemar p vs kept" in text and "| 0.125 (4 / 0) |" in text
+
+
+def test_profile_is_the_baseline_and_a_gpu_profile_needs_a_gpu(tmp_path, monkeypatch):
+    import json
+
+    import medfuse.devices as devices
+    import pandas as pd
+    from medfuse.errors import MedfuseError
+    from medfuse.study import resolve_study
+
+    bench = load_bench()
+    samples = pd.DataFrame({"path": [f"x{i}.png" for i in range(4)], "label": ["a", "b"] * 2})
+    info = {"split": "test split", "n_dev": 2, "n_val": 2, "dev_per_class": "all", "val_per_class": "all",
+            "fold1_test_never_used": 1, "external_test": None}
+    loaded = []
+    monkeypatch.setattr(bench, "selection_split", lambda *a: loaded.append(1) or (
+        resolve_study("pbc-cells"), samples, np.arange(2), np.arange(2, 4), info))
+    monkeypatch.setattr(bench, "load_images", lambda *a: [])
+    trained = []
+    monkeypatch.setattr(bench, "evaluate", lambda params, images, y: trained.append(dict(params)) or {
+        "accuracy": 0.5, "macro_f1": 0.5, "train_minutes": 0.0, "train_cpu_minutes": 0.0, "epochs_run": 1,
+        "n_params": 1, "correct": [True, False]})
+    monkeypatch.setattr(devices, "visible_gpus", lambda: [])
+    args = ["pbc-cells", "--steps", "epochs40", "--data", str(tmp_path), "--profile", "gpu", "--out", str(tmp_path / "a.md")]
+    with pytest.raises(MedfuseError, match="requires a GPU"):
+        bench.main(args)
+    assert not loaded  # refused before any data was read
+    assert bench.main([*args, "--allow-cpu"]) == 0
+    registry = resolve_study("pbc-cells").blocks["cnn"].params
+    assert trained[0]["size"] == 128 and trained[0]["epochs"] == 40 and registry["size"] == 64  # the profile's recipe
+    rows = json.loads((tmp_path / "a.json").read_text())["rows"]
+    assert "with profile `gpu`" in rows[0]["what"]
