@@ -217,9 +217,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.profile:  # refused before any data is read: an unknown name, or a GPU profile without a GPU
         from medfuse.devices import check_profile_devices
+        from medfuse.errors import MedfuseError
         from medfuse.study import apply_profile, resolve_study
 
-        check_profile_devices(apply_profile(resolve_study(args.study), args.profile), args.allow_cpu)
+        try:
+            check_profile_devices(apply_profile(resolve_study(args.study), args.profile), args.allow_cpu)
+        except MedfuseError as exc:  # a message, not a traceback
+            raise SystemExit(str(exc)) from None
     t0 = time.perf_counter()
     study, samples, dev, val, info = selection_split(args.study, root, args.val_folds, args.dev_per_class,
                                                      args.val_per_class)

@@ -82,7 +82,6 @@ def test_profile_is_the_baseline_and_a_gpu_profile_needs_a_gpu(tmp_path, monkeyp
 
     import medfuse.devices as devices
     import pandas as pd
-    from medfuse.errors import MedfuseError
     from medfuse.study import resolve_study
 
     bench = load_bench()
@@ -99,7 +98,7 @@ def test_profile_is_the_baseline_and_a_gpu_profile_needs_a_gpu(tmp_path, monkeyp
         "n_params": 1, "correct": [True, False]})
     monkeypatch.setattr(devices, "visible_gpus", lambda: [])
     args = ["pbc-cells", "--steps", "epochs40", "--data", str(tmp_path), "--profile", "gpu", "--out", str(tmp_path / "a.md")]
-    with pytest.raises(MedfuseError, match="requires a GPU"):
+    with pytest.raises(SystemExit, match="requires a GPU"):
         bench.main(args)
     assert not loaded  # refused before any data was read
     assert bench.main([*args, "--allow-cpu"]) == 0
