@@ -215,21 +215,21 @@ def main(argv: list[str] | None = None) -> int:
     if not root.is_dir():
         raise SystemExit(f"data root {root} not found: pass --data or set MEDFUSE_DATA")
 
+    profiled = None  # the study with --profile applied (its CNN recipe is the baseline); data and folds are the study's
     if args.profile:  # refused before any data is read: an unknown name, or a GPU profile without a GPU
         from medfuse.devices import check_profile_devices
         from medfuse.errors import MedfuseError
         from medfuse.study import apply_profile, resolve_study
 
         try:
-            check_profile_devices(apply_profile(resolve_study(args.study), args.profile), args.allow_cpu)
+            profiled = apply_profile(resolve_study(args.study), args.profile)
+            check_profile_devices(profiled, args.allow_cpu)
         except MedfuseError as exc:  # a message, not a traceback
             raise SystemExit(str(exc)) from None
     t0 = time.perf_counter()
     study, samples, dev, val, info = selection_split(args.study, root, args.val_folds, args.dev_per_class,
                                                      args.val_per_class)
-    if args.profile:
-        study = apply_profile(study, args.profile)
-    transforms, base = cnn_spec(study, args.pipeline)
+    transforms, base = cnn_spec(profiled or study, args.pipeline)
     if args.epochs:
         base["epochs"] = args.epochs
     print(f"{args.study}: {info}", flush=True)

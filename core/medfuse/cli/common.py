@@ -274,12 +274,11 @@ def profile_flags(allow_cpu: bool = True) -> Callable:
     return decorate
 
 
-def select_profile(study: Any, profile: str | None, allow_cpu: bool, host: Any,
-                   devices: bool = True) -> tuple[Any, dict[str, Any] | None]:
+def select_profile(study: Any, profile: str | None, allow_cpu: bool, host: Any) -> tuple[Any, dict[str, Any] | None]:
     """``--profile``: ``(study with the profile applied, the record a run keeps of it)``; without one,
-    ``(study, None)`` unchanged. The profile's parameters are checked against the plugins and, with
-    ``devices``, a profile requiring a GPU is refused when none is visible (unless ``allow_cpu``):
-    all before any data is read."""
+    ``(study, None)`` unchanged. The profile's parameters are checked against the plugins and a
+    profile requiring a GPU is refused when none is visible (unless ``allow_cpu``): all before any
+    data is read."""
     from ..devices import check_profile_devices
     from ..study import apply_profile, check_profile
 
@@ -287,6 +286,4 @@ def select_profile(study: Any, profile: str | None, allow_cpu: bool, host: Any,
         return study, None
     applied = apply_profile(study, profile)  # an unknown name: a StudyError listing the study's profiles
     check_profile(study, applied.profile, host)
-    if not devices:
-        return applied, applied.profile.record()
     return applied, check_profile_devices(applied, allow_cpu)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .common import EXIT_FAILURE, echo_json, profile_flags, select_profile, verbosity
+from .common import EXIT_FAILURE, echo_json, profile_flags, verbosity
 
 
 @click.command("validate")
@@ -40,7 +40,7 @@ def validate(study: str | None, as_json: bool, profile: str | None, quiet: bool,
 
     from ..errors import MedfuseError
     from ..host import get_host
-    from ..study import check_catalogue, check_plugins, load_studies, plugin_studies, resolve_study
+    from ..study import apply_profile, check_catalogue, check_plugins, load_studies, plugin_studies, resolve_study
 
     host = get_host()
     checked: list[dict[str, Any]] = []
@@ -83,7 +83,7 @@ def validate(study: str | None, as_json: bool, profile: str | None, quiet: bool,
             check_plugins(s, host)  # every profile's parameters too
             profiles = f", profiles: {', '.join(s.profiles)}" if s.profiles else ""
             if profile is not None and (profile in s.profiles or len(studies) == 1):
-                check_plugins(select_profile(s, profile, False, host, devices=False)[0], host)
+                check_plugins(apply_profile(s, profile), host)  # its parameters: checked just above
                 profiles += f" ({profile} applied and checked)"
                 applied += 1
             checked.append({"name": s.name, "source": str(s.source), "pipelines": list(s.pipelines),
